@@ -1,0 +1,85 @@
+package dev.colod.core;
+
+/**
+ * Configuration of one protected VM's checkpoint engine. Defaults sit next to each field; {@link #conclude()}
+ * validates everything once, with messages that name the field. Mutable until concluded.
+ */
+public final class ColoConfig
+{
+    public enum Mode
+    {
+        /** The seed's behaviour: the primary resumes after {@code vmstate-loaded}. */
+        STRICT,
+        /** Remus-style: the primary resumes as soon as the state is captured; output is still held. */
+        SPECULATIVE
+    }
+
+    private String vmName = "vm";
+    private Mode mode = Mode.STRICT;
+    private long checkpointDelayMs = 100;
+    private long maxStateBytes = 1L << 30;
+    private int heartbeatIntervalMs = 100;
+    private int heartbeatTimeoutMs = 1_000;
+    private long syncTimeoutMs = 5_000;
+    private long transferTimeoutMs = 60_000;
+    private long connectTimeoutMs = 2_000;
+    private long reconnectIntervalMs = 1_000;
+    private boolean concluded;
+
+    public ColoConfig conclude()
+    {
+        require(vmName != null && !vmName.isEmpty() &&
+            vmName.getBytes(java.nio.charset.StandardCharsets.UTF_8).length <= 255,
+            "vm-name", "must be 1..255 bytes of UTF-8, was " + vmName);
+        require(mode != null, "mode", "must be strict or speculative");
+        require(checkpointDelayMs >= 0, "checkpoint-delay-ms", "must be >= 0, was " + checkpointDelayMs);
+        require(maxStateBytes > 0, "max-state-bytes", "must be > 0, was " + maxStateBytes);
+        require(heartbeatIntervalMs > 0, "heartbeat-interval-ms", "must be > 0, was " + heartbeatIntervalMs);
+        require(heartbeatTimeoutMs >= 2 * heartbeatIntervalMs, "heartbeat-timeout-ms",
+            "must be at least twice heartbeat-interval-ms (" + heartbeatIntervalMs + "), was " + heartbeatTimeoutMs);
+        require(syncTimeoutMs > 0, "sync-timeout-ms", "must be > 0, was " + syncTimeoutMs);
+        require(transferTimeoutMs > 0, "transfer-timeout-ms", "must be > 0, was " + transferTimeoutMs);
+        require(connectTimeoutMs > 0, "connect-timeout-ms", "must be > 0, was " + connectTimeoutMs);
+        require(reconnectIntervalMs > 0, "reconnect-interval-ms", "must be > 0, was " + reconnectIntervalMs);
+        concluded = true;
+        return this;
+    }
+
+    private static void require(final boolean ok, final String field, final String why)
+    {
+        if (!ok)
+        {
+            throw new IllegalArgumentException("invalid " + field + ": " + why);
+        }
+    }
+
+    private void mutable()
+    {
+        if (concluded)
+        {
+            throw new IllegalStateException("configuration already concluded");
+        }
+    }
+
+    public String vmName() { return vmName; }
+    public Mode mode() { return mode; }
+    public long checkpointDelayMs() { return checkpointDelayMs; }
+    public long maxStateBytes() { return maxStateBytes; }
+    public int heartbeatIntervalMs() { return heartbeatIntervalMs; }
+    public int heartbeatTimeoutMs() { return heartbeatTimeoutMs; }
+    public long syncTimeoutMs() { return syncTimeoutMs; }
+    public long transferTimeoutMs() { return transferTimeoutMs; }
+    public long connectTimeoutMs() { return connectTimeoutMs; }
+    public long reconnectIntervalMs() { return reconnectIntervalMs; }
+
+    public ColoConfig vmName(final String v) { mutable(); vmName = v; return this; }
+    public ColoConfig mode(final Mode v) { mutable(); mode = v; return this; }
+    public ColoConfig checkpointDelayMs(final long v) { mutable(); checkpointDelayMs = v; return this; }
+    public ColoConfig maxStateBytes(final long v) { mutable(); maxStateBytes = v; return this; }
+    public ColoConfig heartbeatIntervalMs(final int v) { mutable(); heartbeatIntervalMs = v; return this; }
+    public ColoConfig heartbeatTimeoutMs(final int v) { mutable(); heartbeatTimeoutMs = v; return this; }
+    public ColoConfig syncTimeoutMs(final long v) { mutable(); syncTimeoutMs = v; return this; }
+    public ColoConfig transferTimeoutMs(final long v) { mutable(); transferTimeoutMs = v; return this; }
+    public ColoConfig connectTimeoutMs(final long v) { mutable(); connectTimeoutMs = v; return this; }
+    public ColoConfig reconnectIntervalMs(final long v) { mutable(); reconnectIntervalMs = v; return this; }
+}

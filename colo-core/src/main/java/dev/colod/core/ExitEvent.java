@@ -1,0 +1,17 @@
+package dev.colod.core;
+
+/**
+ * A protection session ended.
+ *
+ * @param role             "primary" or "secondary"
+ * @param reason           request or error
+ * @param detail           one line that says what happened, on what, and why
+ * @param peerLost         the peer is gone (heartbeat or both channels lost without a goodbye)
+ * @param lastCheckpointId the newest checkpoint that completed (primary: released; secondary: committed)
+ * @param failedOver       the secondary resumed the VM from {@code lastCheckpointId}
+ * @param cause            the failure, or null
+ */
+public record ExitEvent(String role, ExitReason reason, String detail, boolean peerLost, long lastCheckpointId,
+                        boolean failedOver, Throwable cause)
+{
+}

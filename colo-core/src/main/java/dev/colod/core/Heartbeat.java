@@ -1,0 +1,207 @@
+package dev.colod.core;
+
+import dev.colod.core.protocol.HeartbeatFrame;
+import dev.colod.core.status.ColoCounters;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.LongSupplier;
+
+/**
+ * Both ends of the heartbeat channel of one session: sends a BEAT every interval and watches for the peer's.
+ * No frame within the timeout, or the connection closing without a BYE, means the peer is lost: the
+ * {@code onLost} callback runs once. A BYE means the peer ends the session on purpose.
+ */
+final class Heartbeat implements AutoCloseable
+{
+    private static final Logger LOG = LoggerFactory.getLogger(Heartbeat.class);
+
+    private final Socket socket;
+    private final String peer;
+    private final int intervalMs;
+    private final int timeoutMs;
+    private final LongSupplier lastCompleted;
+    private final ColoCounters counters;
+    private final Runnable onLost;
+    private final AtomicBoolean ended = new AtomicBoolean();
+    private final java.util.concurrent.CountDownLatch verdict = new java.util.concurrent.CountDownLatch(1);
+    private final Object writeLock = new Object();
+    private final Thread sender;
+    private final Thread receiver;
+    private volatile int peerByeReason = -1;
+    private volatile String lostDetail;
+
+    Heartbeat(final Socket socket, final String peer, final String name, final int intervalMs, final int timeoutMs,
+        final LongSupplier lastCompleted, final ColoCounters counters, final Runnable onLost)
+    {
+        this.socket = socket;
+        this.peer = peer;
+        this.intervalMs = intervalMs;
+        this.timeoutMs = timeoutMs;
+        this.lastCompleted = lastCompleted;
+        this.counters = counters;
+        this.onLost = onLost;
+        this.sender = new Thread(this::sendLoop, name + "-hb-send");
+        this.receiver = new Thread(this::receiveLoop, name + "-hb-recv");
+        sender.setDaemon(true);
+        receiver.setDaemon(true);
+    }
+
+    void start()
+    {
+        sender.start();
+        receiver.start();
+    }
+
+    /** The peer's BYE reason, or -1 if it sent none. */
+    int peerByeReason()
+    {
+        return peerByeReason;
+    }
+
+    /** Why the peer counts as lost, or null while it is alive or said goodbye. */
+    String lostDetail()
+    {
+        return lostDetail;
+    }
+
+    /** End the session on purpose: tell the peer, then close. Safe to call more than once. */
+    void bye(final int reason)
+    {
+        if (ended.compareAndSet(false, true))
+        {
+            synchronized (writeLock)
+            {
+                try
+                {
+                    new HeartbeatFrame(HeartbeatFrame.BYE, reason, 0).writeTo(socket.getOutputStream());
+                }
+                catch (final IOException ex)
+                {
+                    LOG.debug("peer={} could not send heartbeat bye: {}", peer, ex.toString());
+                }
+            }
+        }
+        closeSocket();
+    }
+
+    /**
+     * When the control channel broke, wait (at most {@code timeoutMs}) for the heartbeat to tell whether the
+     * peer said goodbye or is gone; a dead process closes both channels, but not in a guaranteed order.
+     */
+    void awaitVerdict(final long timeoutMs)
+    {
+        try
+        {
+            verdict.await(timeoutMs, java.util.concurrent.TimeUnit.MILLISECONDS);
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private void sendLoop()
+    {
+        final byte[] frame = new byte[HeartbeatFrame.SIZE];
+        try
+        {
+            final OutputStream out = socket.getOutputStream();
+            while (!ended.get())
+            {
+                new HeartbeatFrame(HeartbeatFrame.BEAT, 0, lastCompleted.getAsLong()).encode(frame);
+                synchronized (writeLock)
+                {
+                    if (ended.get())
+                    {
+                        break;
+                    }
+                    out.write(frame);
+                    out.flush();
+                }
+                counters.heartbeatsSent.incrementAndGet();
+                Thread.sleep(intervalMs);
+            }
+        }
+        catch (final IOException ex)
+        {
+            // the receiver sees the same broken connection and decides whether the peer is lost
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private void receiveLoop()
+    {
+        final byte[] buf = new byte[HeartbeatFrame.SIZE];
+        try
+        {
+            socket.setSoTimeout(timeoutMs);
+            final InputStream in = socket.getInputStream();
+            while (true)
+            {
+                final HeartbeatFrame f = HeartbeatFrame.readFrom(in, buf);
+                if (f.type() == HeartbeatFrame.BYE)
+                {
+                    peerByeReason = f.arg();
+                    LOG.info("peer={} said goodbye (reason {})", peer, f.arg());
+                    ended.set(true);
+                    verdict.countDown();
+                    closeSocket();
+                    onLost.run();
+                    return;
+                }
+                counters.heartbeatsReceived.incrementAndGet();
+            }
+        }
+        catch (final SocketTimeoutException ex)
+        {
+            lost("no heartbeat from " + peer + " for " + timeoutMs + " ms");
+        }
+        catch (final IOException ex)
+        {
+            lost("heartbeat channel to " + peer + " failed: " + ex.getMessage());
+        }
+    }
+
+    private void lost(final String detail)
+    {
+        if (ended.compareAndSet(false, true))
+        {
+            lostDetail = detail;
+            counters.heartbeatLosses.incrementAndGet();
+            LOG.warn("peer={} lost: {}", peer, detail);
+            verdict.countDown();
+            closeSocket();
+            onLost.run();
+        }
+    }
+
+    private void closeSocket()
+    {
+        try
+        {
+            socket.close();
+        }
+        catch (final IOException ignore)
+        {
+            // already closed
+        }
+    }
+
+    @Override
+    public void close()
+    {
+        ended.set(true);
+        closeSocket();
+        sender.interrupt();
+    }
+}

@@ -1,0 +1,554 @@
+package dev.colod.core;
+
+import dev.colod.core.protocol.ColoChannel;
+import dev.colod.core.protocol.ColoCommand;
+import dev.colod.core.protocol.HeartbeatFrame;
+import dev.colod.core.protocol.Hello;
+import dev.colod.core.protocol.ProtocolException;
+import dev.colod.core.protocol.ProtocolTap;
+import dev.colod.core.protocol.Welcome;
+import dev.colod.core.spi.VmStateSink;
+import dev.colod.core.status.ColoCounters;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.BufferedOutputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.security.SecureRandom;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
+
+/**
+ * The secondary side for one VM: listens for its primary, receives checkpoints into the sink's staging area,
+ * commits each wholly received one, and fails over (resumes the VM from the last committed checkpoint) when
+ * the primary is lost or an operator asks. A protocol error ends the session, never the standby image: the
+ * secondary then waits for the primary to reconnect.
+ * <p>
+ * Threads: an acceptor (handshakes, one session at a time) and a session thread per session. Failover runs
+ * on the session thread after its exit path, so a commit in progress always finishes first.
+ */
+public final class SecondaryEngine implements AutoCloseable
+{
+    private static final Logger LOG = LoggerFactory.getLogger(SecondaryEngine.class);
+    private static final int CHUNK = 256 * 1024;
+
+    private final ColoConfig config;
+    private final InetSocketAddress bindAddress;
+    private final VmStateSink sink;
+    private final ColoCounters counters;
+    private final ProtocolTap tap;
+    private final NanoClock clock;
+    private final FailoverState failover = new FailoverState();
+    private final List<Consumer<ExitEvent>> exitListeners = new CopyOnWriteArrayList<>();
+    private final SecureRandom random = new SecureRandom();
+    private final Object sessionLock = new Object();
+    private final Watchdog watchdog;
+    private ServerSocket server;
+    private Thread acceptor;
+    private volatile boolean stopped;
+    private volatile ProtectionState state = ProtectionState.CONNECTING;
+    private volatile Session session;
+    private volatile String lastError = "";
+    private volatile String peer = "";
+
+    public SecondaryEngine(final ColoConfig config, final InetSocketAddress bindAddress, final VmStateSink sink,
+        final ColoCounters counters, final ProtocolTap tap, final NanoClock clock)
+    {
+        this.config = config;
+        this.bindAddress = bindAddress;
+        this.sink = sink;
+        this.counters = counters;
+        this.tap = tap;
+        this.clock = clock;
+        this.watchdog = new Watchdog("colo-secondary-" + config.vmName() + "-watchdog", clock);
+    }
+
+    public SecondaryEngine start() throws IOException
+    {
+        server = new ServerSocket();
+        server.setReuseAddress(true);
+        server.bind(bindAddress);
+        acceptor = new Thread(this::acceptLoop, "colo-secondary-" + config.vmName() + "-accept");
+        acceptor.setDaemon(true);
+        acceptor.start();
+        LOG.info("vm={} standing by on {} (last committed checkpoint {})", config.vmName(),
+            server.getLocalSocketAddress(), sink.lastCommitted());
+        return this;
+    }
+
+    public InetSocketAddress localAddress()
+    {
+        return (InetSocketAddress)server.getLocalSocketAddress();
+    }
+
+    public void addExitListener(final Consumer<ExitEvent> listener)
+    {
+        exitListeners.add(listener);
+    }
+
+    public ProtectionState state()
+    {
+        return state;
+    }
+
+    public FailoverState failoverState()
+    {
+        return failover;
+    }
+
+    public ColoCounters counters()
+    {
+        return counters;
+    }
+
+    public String peer()
+    {
+        return peer;
+    }
+
+    public String lastError()
+    {
+        return lastError;
+    }
+
+    /**
+     * Operator's failover: resume the VM here from the last committed checkpoint, now. The primary, if it is
+     * still alive, is told (BYE failover) so it fences itself.
+     */
+    public void requestFailover()
+    {
+        if (!failover.require(ExitReason.REQUEST))
+        {
+            return;
+        }
+        synchronized (sessionLock)
+        {
+            final Session s = session;
+            if (s != null)
+            {
+                s.abort(HeartbeatFrame.BYE_FAILOVER);
+                return; // the session thread fails over on its way out
+            }
+        }
+        doFailover("failover requested by operator", false);
+    }
+
+    private void acceptLoop()
+    {
+        while (!stopped)
+        {
+            final Socket s;
+            try
+            {
+                s = server.accept();
+            }
+            catch (final IOException ex)
+            {
+                if (!stopped)
+                {
+                    LOG.error("vm={} accept failed: {}", config.vmName(), ex.toString());
+                }
+                return;
+            }
+            try
+            {
+                s.setTcpNoDelay(true);
+                s.setSoTimeout((int)config.syncTimeoutMs());
+                final Hello hello = Hello.readFrom(s.getInputStream());
+                s.setSoTimeout(0);
+                dispatch(s, hello);
+            }
+            catch (final IOException ex)
+            {
+                counters.refusedSessions.incrementAndGet();
+                if (ex instanceof ProtocolException)
+                {
+                    counters.protocolErrors.incrementAndGet();
+                }
+                final String who = s.getRemoteSocketAddress().toString();
+                LOG.warn("vm={} refused connection from {}: {}", config.vmName(), who, ex.getMessage());
+                refuse(s, Welcome.BAD_HELLO, ex.getMessage());
+            }
+        }
+    }
+
+    private void dispatch(final Socket s, final Hello hello) throws IOException
+    {
+        final String who = s.getInetAddress().getHostAddress() + ":" + s.getPort();
+        if (!hello.vmName().equals(config.vmName()))
+        {
+            counters.refusedSessions.incrementAndGet();
+            refuse(s, Welcome.UNKNOWN_VM, "this secondary stands by for vm " + config.vmName() + ", not " + hello.vmName());
+            return;
+        }
+        if (hello.auth().length != 0)
+        {
+            counters.refusedSessions.incrementAndGet();
+            refuse(s, Welcome.AUTH, "authentication is not supported by protocol version 1");
+            return;
+        }
+        synchronized (sessionLock)
+        {
+            if (hello.channel() == Hello.CHANNEL_HEARTBEAT)
+            {
+                final Session cur = session;
+                if (cur == null || cur.id != hello.sessionId() || !cur.attachHeartbeat(s, hello))
+                {
+                    counters.refusedSessions.incrementAndGet();
+                    refuse(s, Welcome.BAD_HELLO, "no session " + Long.toHexString(hello.sessionId()) + " awaits a heartbeat");
+                    return;
+                }
+                new Welcome(Welcome.OK, cur.id, cur.limit, sink.lastCommitted(), "").writeTo(s.getOutputStream());
+                cur.heartbeatAttached.countDown();
+                return;
+            }
+            if (failover.phase() != FailoverState.Phase.NONE)
+            {
+                counters.refusedSessions.incrementAndGet();
+                refuse(s, Welcome.FAILED_OVER, "the VM was failed over to this host");
+                return;
+            }
+            if (session != null)
+            {
+                counters.refusedSessions.incrementAndGet();
+                refuse(s, Welcome.BUSY, "a session with " + session.peer + " is active");
+                return;
+            }
+            long id;
+            do
+            {
+                id = random.nextLong();
+            }
+            while (id == 0);
+            final Session ns = new Session(id, s, who, Math.min(config.maxStateBytes(), hello.maxStateBytes()), hello);
+            session = ns;
+            new Welcome(Welcome.OK, id, ns.limit, sink.lastCommitted(), "").writeTo(s.getOutputStream());
+            peer = who;
+            final Thread t = new Thread(ns::run, "colo-secondary-" + config.vmName() + "-session");
+            t.setDaemon(true);
+            t.start();
+        }
+    }
+
+    private static void refuse(final Socket s, final int status, final String why)
+    {
+        try
+        {
+            Welcome.refuse(status, why).writeTo(s.getOutputStream());
+        }
+        catch (final IOException ignore)
+        {
+            // the peer is gone; nothing to tell
+        }
+        PrimaryEngine.closeQuietly(s);
+    }
+
+    /** One protection session: owns the control socket and, once attached, the heartbeat. */
+    private final class Session
+    {
+        final long id;
+        final Socket control;
+        final String peer;
+        final long limit;
+        final Hello hello;
+        final CountDownLatch heartbeatAttached = new CountDownLatch(1);
+        volatile Heartbeat heartbeat;
+        volatile int abortBye = -1;
+
+        Session(final long id, final Socket control, final String peer, final long limit, final Hello hello)
+        {
+            this.id = id;
+            this.control = control;
+            this.peer = peer;
+            this.limit = limit;
+            this.hello = hello;
+        }
+
+        boolean attachHeartbeat(final Socket s, final Hello h)
+        {
+            if (heartbeat != null)
+            {
+                return false;
+            }
+            heartbeat = new Heartbeat(s, peer, "colo-secondary-" + config.vmName(), h.heartbeatIntervalMs(),
+                h.heartbeatTimeoutMs(), sink::lastCommitted, counters, () -> PrimaryEngine.closeQuietly(control));
+            return true;
+        }
+
+        void abort(final int byeReason)
+        {
+            abortBye = byeReason;
+            PrimaryEngine.closeQuietly(control);
+        }
+
+        void run()
+        {
+            long checkpointId = sink.lastCommitted() + 1;
+            long staged = -1;
+            boolean received = false;
+            try
+            {
+                watchdog.watch(control);
+                if (!heartbeatAttached.await(config.syncTimeoutMs(), TimeUnit.MILLISECONDS))
+                {
+                    throw new IOException("primary " + peer + " did not open its heartbeat channel within " +
+                        config.syncTimeoutMs() + " ms");
+                }
+                heartbeat.start();
+                final InputStream in = control.getInputStream();
+                final ColoChannel ch = new ColoChannel(in,
+                    new BufferedOutputStream(control.getOutputStream(), 64), peer, tap);
+                ch.checkpointId(checkpointId);
+                ch.put(ColoCommand.CHECKPOINT_READY);
+                state = ProtectionState.PROTECTED;
+                counters.sessionsStarted.incrementAndGet();
+                LOG.info("vm={} protecting for primary {} (session {}, {} mode, limit {} bytes)", config.vmName(), peer,
+                    Long.toHexString(id), hello.mode() == Hello.MODE_STRICT ? "strict" : "speculative", limit);
+                final byte[] chunk = new byte[CHUNK];
+
+                while (true)
+                {
+                    ch.checkpointId(checkpointId);
+                    // idle wait: no deadline of its own; liveness of the primary is the heartbeat's job
+                    final ColoCommand first = ch.get();
+                    if (first != ColoCommand.CHECKPOINT_REQUEST)
+                    {
+                        throw ProtocolException.unexpected(first, ColoCommand.CHECKPOINT_REQUEST);
+                    }
+                    final long startNs = clock.nanoTime();
+                    watchdog.arm("sending checkpoint-reply", config.syncTimeoutMs());
+                    ch.put(ColoCommand.CHECKPOINT_REPLY);
+                    // the primary pauses and captures between reply and send: that may take a while
+                    watchdog.arm("waiting for vmstate-send", config.transferTimeoutMs());
+                    ch.expect(ColoCommand.VMSTATE_SEND);
+                    watchdog.arm("waiting for vmstate-size", config.syncTimeoutMs());
+                    final long size = ch.expectStateSize(limit);
+
+                    watchdog.arm("receiving " + size + " bytes of vmstate", config.transferTimeoutMs());
+                    sink.stage(checkpointId, size);
+                    staged = checkpointId;
+                    long done = 0;
+                    while (done < size)
+                    {
+                        final int n = in.read(chunk, 0, (int)Math.min(CHUNK, size - done));
+                        if (n < 0)
+                        {
+                            throw new EOFException("connection closed by primary " + peer + " after " + done + " of " +
+                                size + " vmstate bytes of checkpoint " + checkpointId);
+                        }
+                        sink.stageWrite(chunk, 0, n);
+                        done += n;
+                        tap.stateProgress(done, size, checkpointId);
+                    }
+                    received = true;
+                    counters.stateBytes.addAndGet(size);
+
+                    // the state is wholly here: it is committed even if telling the primary fails
+                    watchdog.arm("sending vmstate-received", config.syncTimeoutMs());
+                    try
+                    {
+                        ch.put(ColoCommand.VMSTATE_RECEIVED);
+                    }
+                    finally
+                    {
+                        watchdog.disarm();
+                        sink.commit(checkpointId);
+                        staged = -1;
+                        received = false;
+                        counters.lastCheckpointId.set(checkpointId);
+                        counters.lastCheckpointNanos.set(clock.nanoTime());
+                        counters.checkpointsCompleted.incrementAndGet();
+                    }
+                    watchdog.arm("sending vmstate-loaded", config.syncTimeoutMs());
+                    ch.put(ColoCommand.VMSTATE_LOADED);
+                    watchdog.disarm();
+                    counters.checkpointMicros.recordValue(Math.max(0, (clock.nanoTime() - startNs) / 1000));
+                    checkpointId++;
+                }
+            }
+            catch (final Throwable ex)
+            {
+                end(ex, staged, received);
+            }
+        }
+
+        /** The one exit path of a session. */
+        private void end(final Throwable ex, final long staged, final boolean received)
+        {
+            watchdog.disarm();
+            if (staged >= 0 && !received)
+            {
+                sink.discard(staged);
+                counters.discardedPartialCheckpoints.incrementAndGet();
+                LOG.warn("vm={} discarded partly received checkpoint {}", config.vmName(), staged);
+            }
+            final Heartbeat hb = heartbeat;
+            if (hb != null && !stopped && abortBye < 0 && !(ex instanceof ProtocolException) &&
+                watchdog.expiredStep() == null)
+            {
+                hb.awaitVerdict(hello.heartbeatTimeoutMs());
+            }
+            final String lost = hb == null ? null : hb.lostDetail();
+            final int peerBye = hb == null ? -1 : hb.peerByeReason();
+            final String expired = watchdog.expiredStep();
+            final boolean peerLost = lost != null && !stopped && abortBye < 0;
+            final String detail;
+            if (abortBye == HeartbeatFrame.BYE_FAILOVER)
+            {
+                detail = "failover requested by operator";
+            }
+            else if (stopped)
+            {
+                detail = "agent stopping";
+            }
+            else if (peerLost)
+            {
+                detail = "primary lost: " + lost;
+            }
+            else if (expired != null)
+            {
+                counters.deadlinesMissed.incrementAndGet();
+                detail = "deadline missed " + expired + " with primary " + peer;
+            }
+            else if (ex instanceof ProtocolException)
+            {
+                counters.protocolErrors.incrementAndGet();
+                detail = "protocol error from primary " + peer + ": " + ex.getMessage();
+            }
+            else if (peerBye >= 0)
+            {
+                detail = "primary " + peer + " ended the session (reason " + peerBye + ")";
+            }
+            else
+            {
+                detail = "session with primary " + peer + " failed: " + ex;
+            }
+            if (hb != null)
+            {
+                hb.bye(abortBye >= 0 ? abortBye : (stopped ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR));
+            }
+            PrimaryEngine.closeQuietly(control);
+            counters.sessionsEnded.incrementAndGet();
+            lastError = detail;
+            synchronized (sessionLock)
+            {
+                session = null;
+            }
+
+            if (peerLost)
+            {
+                failover.require(ExitReason.ERROR);
+            }
+            if (failover.isPending())
+            {
+                doFailover(detail, peerLost);
+                return;
+            }
+            state = stopped ? ProtectionState.STOPPED : ProtectionState.CONNECTING;
+            LOG.warn("vm={} session ended: {}; standing by with checkpoint {}", config.vmName(), detail,
+                sink.lastCommitted());
+            publish(new ExitEvent("secondary", stopped ? ExitReason.REQUEST : ExitReason.ERROR, detail, false,
+                sink.lastCommitted(), false, ex));
+        }
+    }
+
+    private void doFailover(final String why, final boolean peerLost)
+    {
+        final ExitReason reason = failover.reason();
+        if (!failover.transition(FailoverState.Phase.REQUIRE, FailoverState.Phase.ACTIVE))
+        {
+            return;
+        }
+        state = ProtectionState.FAILING_OVER;
+        final long committed = sink.lastCommitted();
+        if (committed == 0)
+        {
+            failover.reset();
+            state = ProtectionState.CONNECTING;
+            final String detail = why + "; no checkpoint was ever committed, so there is nothing to resume";
+            LOG.error("vm={} CANNOT FAIL OVER: {}", config.vmName(), detail);
+            publish(new ExitEvent("secondary", reason, detail, peerLost, 0, false, null));
+            return;
+        }
+        LOG.warn("vm={} FAILING OVER: {}; resuming from checkpoint {}", config.vmName(), why, committed);
+        try
+        {
+            sink.activate(committed);
+            failover.transition(FailoverState.Phase.ACTIVE, FailoverState.Phase.COMPLETED);
+            counters.failovers.incrementAndGet();
+            state = ProtectionState.FAILED_OVER;
+            LOG.warn("vm={} FAILED OVER: the VM runs here from checkpoint {}", config.vmName(), committed);
+            publish(new ExitEvent("secondary", reason, why, peerLost, committed, true, null));
+        }
+        catch (final Exception ex)
+        {
+            failover.reset();
+            state = ProtectionState.CONNECTING;
+            final String detail = why + "; resuming checkpoint " + committed + " failed: " + ex.getMessage();
+            lastError = detail;
+            LOG.error("vm={} FAILOVER FAILED: {}", config.vmName(), detail, ex);
+            publish(new ExitEvent("secondary", ExitReason.ERROR, detail, peerLost, committed, false, ex));
+        }
+    }
+
+    private void publish(final ExitEvent e)
+    {
+        for (final Consumer<ExitEvent> l : exitListeners)
+        {
+            try
+            {
+                l.accept(e);
+            }
+            catch (final RuntimeException ex)
+            {
+                LOG.error("exit listener failed", ex);
+            }
+        }
+    }
+
+    @Override
+    public void close()
+    {
+        stopped = true;
+        PrimaryEngine.closeQuietly(server);
+        final Session s;
+        synchronized (sessionLock)
+        {
+            s = session;
+        }
+        if (s != null)
+        {
+            s.abort(HeartbeatFrame.BYE_STOP);
+        }
+        watchdog.close();
+        if (state != ProtectionState.FAILED_OVER)
+        {
+            state = ProtectionState.STOPPED;
+        }
+    }
+
+    /** Abrupt end for tests: as if the process died (no goodbye). */
+    void kill()
+    {
+        stopped = true;
+        PrimaryEngine.closeQuietly(server);
+        final Session s = session;
+        if (s != null)
+        {
+            final Heartbeat hb = s.heartbeat;
+            if (hb != null)
+            {
+                hb.close();
+            }
+            PrimaryEngine.closeQuietly(s.control);
+        }
+    }
+}

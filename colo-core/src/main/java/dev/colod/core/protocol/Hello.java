@@ -1,0 +1,117 @@
+package dev.colod.core.protocol;
+
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.nio.charset.StandardCharsets;
+
+/**
+ * The primary's opening of a channel, sent before anything else (docs/PROTOCOL.md, "HELLO").
+ * <pre>
+ *  off size field
+ *   0   4   magic 0x434F4C44 ("COLD")
+ *   4   2   version (1)
+ *   6   1   channel: 0 control, 1 heartbeat
+ *   7   1   mode: 0 strict, 1 speculative
+ *   8   8   session id: 0 on a control channel, the WELCOME's id on a heartbeat channel
+ *  16   8   maximum checkpoint state bytes the primary will send
+ *  24   4   heartbeat interval ms
+ *  28   4   heartbeat timeout ms
+ *  32   2   vm name length L, 1..255
+ *  34   2   auth length A, 0..4096 (version 1 peers send 0; reserved for authentication)
+ *  36   L   vm name, UTF-8
+ *  36+L A   auth bytes
+ * </pre>
+ */
+public record Hello(int channel, int mode, long sessionId, long maxStateBytes, int heartbeatIntervalMs,
+                    int heartbeatTimeoutMs, String vmName, byte[] auth)
+{
+    public static final int MAGIC = 0x434F4C44;
+    public static final int VERSION = 1;
+    public static final int CHANNEL_CONTROL = 0;
+    public static final int CHANNEL_HEARTBEAT = 1;
+    public static final int MODE_STRICT = 0;
+    public static final int MODE_SPECULATIVE = 1;
+    public static final int MAX_NAME_BYTES = 255;
+    public static final int MAX_AUTH_BYTES = 4096;
+
+    public void writeTo(final OutputStream os) throws IOException
+    {
+        final byte[] name = vmName.getBytes(StandardCharsets.UTF_8);
+        final DataOutputStream out = new DataOutputStream(os);
+        out.writeInt(MAGIC);
+        out.writeShort(VERSION);
+        out.writeByte(channel);
+        out.writeByte(mode);
+        out.writeLong(sessionId);
+        out.writeLong(maxStateBytes);
+        out.writeInt(heartbeatIntervalMs);
+        out.writeInt(heartbeatTimeoutMs);
+        out.writeShort(name.length);
+        out.writeShort(auth.length);
+        out.write(name);
+        out.write(auth);
+        out.flush();
+    }
+
+    /** Reads and validates a HELLO; every refusal names the field. Reads at most 36 + 255 + 4096 bytes. */
+    public static Hello readFrom(final InputStream is) throws IOException
+    {
+        final DataInputStream in = new DataInputStream(is);
+        final int magic = in.readInt();
+        if (magic != MAGIC)
+        {
+            throw new ProtocolException("hello.magic",
+                "bad hello.magic 0x" + Integer.toHexString(magic) + ", expected 0x434f4c44 (\"COLD\"): not a colod peer");
+        }
+        final int version = in.readUnsignedShort();
+        if (version != VERSION)
+        {
+            throw new ProtocolException("hello.version",
+                "unsupported hello.version " + version + ", this side speaks " + VERSION);
+        }
+        final int channel = in.readUnsignedByte();
+        if (channel != CHANNEL_CONTROL && channel != CHANNEL_HEARTBEAT)
+        {
+            throw new ProtocolException("hello.channel", "bad hello.channel " + channel + ", expected 0 or 1");
+        }
+        final int mode = in.readUnsignedByte();
+        if (mode != MODE_STRICT && mode != MODE_SPECULATIVE)
+        {
+            throw new ProtocolException("hello.mode", "bad hello.mode " + mode + ", expected 0 or 1");
+        }
+        final long sessionId = in.readLong();
+        final long maxState = in.readLong();
+        if (maxState < 0)
+        {
+            throw new ProtocolException("hello.max-state-bytes",
+                "bad hello.max-state-bytes " + Long.toUnsignedString(maxState) + ": above 2^63-1");
+        }
+        final int hbInterval = in.readInt();
+        final int hbTimeout = in.readInt();
+        if (hbInterval <= 0 || hbTimeout <= hbInterval)
+        {
+            throw new ProtocolException("hello.heartbeat",
+                "bad hello.heartbeat interval " + hbInterval + " ms / timeout " + hbTimeout +
+                " ms: need 0 < interval < timeout");
+        }
+        final int nameLen = in.readUnsignedShort();
+        if (nameLen == 0 || nameLen > MAX_NAME_BYTES)
+        {
+            throw new ProtocolException("hello.vm-name", "bad hello.vm-name length " + nameLen + ", expected 1..255");
+        }
+        final int authLen = in.readUnsignedShort();
+        if (authLen > MAX_AUTH_BYTES)
+        {
+            throw new ProtocolException("hello.auth", "bad hello.auth length " + authLen + ", expected 0..4096");
+        }
+        final byte[] name = new byte[nameLen];
+        in.readFully(name);
+        final byte[] auth = new byte[authLen];
+        in.readFully(auth);
+        return new Hello(channel, mode, sessionId, maxState, hbInterval, hbTimeout,
+            new String(name, StandardCharsets.UTF_8), auth);
+    }
+}

@@ -1,0 +1,30 @@
+package dev.colod.core.spi;
+
+import java.io.IOException;
+
+/**
+ * The secondary's standby image. A checkpoint is staged while its bytes arrive and becomes the committed
+ * image only by {@link #commit(long)}, atomically: a crash at any point leaves either the old or the new
+ * committed image, never a mix. A checkpoint that is not wholly received is discarded whole.
+ * Called from the secondary engine's session thread, and {@link #activate(long)} from the failover path.
+ */
+public interface VmStateSink
+{
+    /** Id of the newest committed checkpoint, 0 if none. */
+    long lastCommitted();
+
+    /** Start staging checkpoint {@code checkpointId} of exactly {@code sizeBytes} (already checked against the limit). */
+    void stage(long checkpointId, long sizeBytes) throws IOException;
+
+    /** Append received bytes to the staged checkpoint. */
+    void stageWrite(byte[] buf, int off, int len) throws IOException;
+
+    /** Make the wholly received staged checkpoint the committed image (atomically). */
+    void commit(long checkpointId) throws IOException;
+
+    /** Throw away a partly received checkpoint. Never fails; the committed image is untouched. */
+    void discard(long checkpointId);
+
+    /** Failover: resume the VM from the committed checkpoint {@code checkpointId}. */
+    void activate(long checkpointId) throws Exception;
+}

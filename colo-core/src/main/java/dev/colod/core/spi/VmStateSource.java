@@ -1,0 +1,28 @@
+package dev.colod.core.spi;
+
+import java.io.IOException;
+
+/**
+ * The primary's VM: paused, captured and resumed by the checkpoint engine. Implemented by the agent
+ * (QEMU over QMP) and, in tests, by an in-memory stand-in. Called from the engine's session thread only.
+ */
+public interface VmStateSource
+{
+    /**
+     * A new session starts; its first checkpoint is {@code firstCheckpointId}. The next capture must be
+     * complete on its own (e.g. all RAM pages), because the secondary's image may be anything.
+     */
+    void beginSession(long firstCheckpointId) throws IOException;
+
+    /** Stop the guest's vCPUs. After this returns, the guest sends no more frames until {@link #resume()}. */
+    void pause() throws IOException;
+
+    /**
+     * Capture the paused guest's state for checkpoint {@code checkpointId}. The capture must stay valid after
+     * {@link #resume()} (speculative mode resumes before it is sent).
+     */
+    StateCapture capture(long checkpointId) throws IOException;
+
+    /** Let the guest run again. */
+    void resume() throws IOException;
+}

@@ -1,0 +1,35 @@
+package dev.colod.core.status;
+
+import org.HdrHistogram.ConcurrentHistogram;
+import org.HdrHistogram.Histogram;
+
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * Every counter of one engine, in one place. Written by the engine's threads, read by anyone (control
+ * socket, metrics) without locks.
+ */
+public final class ColoCounters
+{
+    public final AtomicLong checkpointsCompleted = new AtomicLong();
+    public final AtomicLong checkpointsFailed = new AtomicLong();
+    public final AtomicLong checkpointsRequestedEarly = new AtomicLong();
+    public final AtomicLong stateBytes = new AtomicLong();
+    public final AtomicLong lastCheckpointId = new AtomicLong();
+    /** System.nanoTime of the last completed checkpoint; 0 if none. */
+    public final AtomicLong lastCheckpointNanos = new AtomicLong();
+    public final AtomicLong sessionsStarted = new AtomicLong();
+    public final AtomicLong sessionsEnded = new AtomicLong();
+    public final AtomicLong protocolErrors = new AtomicLong();
+    public final AtomicLong deadlinesMissed = new AtomicLong();
+    public final AtomicLong heartbeatsSent = new AtomicLong();
+    public final AtomicLong heartbeatsReceived = new AtomicLong();
+    public final AtomicLong heartbeatLosses = new AtomicLong();
+    public final AtomicLong refusedSessions = new AtomicLong();
+    public final AtomicLong discardedPartialCheckpoints = new AtomicLong();
+    public final AtomicLong failovers = new AtomicLong();
+    /** Time the VM spent paused per checkpoint, microseconds. */
+    public final Histogram pauseMicros = new ConcurrentHistogram(60_000_000L, 2);
+    /** Whole transaction time per checkpoint (request to loaded), microseconds. */
+    public final Histogram checkpointMicros = new ConcurrentHistogram(600_000_000L, 2);
+}

@@ -1,0 +1,95 @@
+package dev.colod.core;
+
+import dev.colod.core.testing.EnginePair;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+class LoopbackCheckpointTest
+{
+    @ParameterizedTest
+    @EnumSource(ColoConfig.Mode.class)
+    void secondaryCommittedCopyEqualsPrimaryStateAtEachCheckpoint(final ColoConfig.Mode mode) throws Exception
+    {
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(mode), 64 * 1024,
+            dev.colod.core.protocol.ProtocolTap.NONE, dev.colod.core.protocol.ProtocolTap.NONE))
+        {
+            pair.awaitCheckpoints(20);
+            assertThat(pair.primary.state()).isEqualTo(ProtectionState.PROTECTED);
+            assertThat(pair.secondary.state()).isEqualTo(ProtectionState.PROTECTED);
+            pair.primary.close();
+            final ExitEvent exit = EnginePair.next(pair.primaryExits, "primary");
+            assertThat(exit.reason()).isEqualTo(ExitReason.REQUEST);
+
+            final long n = pair.sink.lastCommitted();
+            assertThat(n).isGreaterThanOrEqualTo(20);
+            assertThat(pair.sink.committed()).isEqualTo(pair.vm.capturedAt(n));
+            assertThat(pair.vm.capturedAt(n)).isNotEqualTo(pair.vm.capturedAt(1)); // the VM really changed
+            // every epoch was sealed before it was released, released once, in order
+            for (long id = 1; id <= n; id++)
+            {
+                assertThat(pair.output.events.indexOf("sealed " + id))
+                    .isLessThan(pair.output.events.indexOf("committed " + id)).isGreaterThanOrEqualTo(0);
+            }
+            assertThat(pair.output.committed).isSorted().doesNotHaveDuplicates();
+            // a stop is not a loss of the primary: the secondary stands by, it does not fail over
+            final ExitEvent secExit = EnginePair.next(pair.secondaryExits, "secondary");
+            assertThat(secExit.failedOver()).isFalse();
+            assertThat(pair.sink.activatedAt()).isEqualTo(-1);
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(ColoConfig.Mode.class)
+    void vmIsRunningBetweenCheckpointsAndPausedNeverAfterOne(final ColoConfig.Mode mode) throws Exception
+    {
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(mode).checkpointDelayMs(20), 4096,
+            dev.colod.core.protocol.ProtocolTap.NONE, dev.colod.core.protocol.ProtocolTap.NONE))
+        {
+            pair.awaitCheckpoints(5);
+            final long w = pair.vm.writes();
+            pair.awaitCheckpoints(10);
+            assertThat(pair.vm.writes()).isGreaterThan(w);
+            assertThat(pair.primary.counters().pauseMicros.getTotalCount()).isGreaterThanOrEqualTo(10);
+        }
+    }
+
+    @org.junit.jupiter.api.Test
+    void earlyCheckpointRequestRunsBeforeThePeriod() throws Exception
+    {
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT)
+            .checkpointDelayMs(60_000), 4096, dev.colod.core.protocol.ProtocolTap.NONE,
+            dev.colod.core.protocol.ProtocolTap.NONE))
+        {
+            org.awaitility.Awaitility.await().until(() -> pair.primary.state() == ProtectionState.PROTECTED);
+            pair.primary.requestCheckpoint();
+            pair.awaitCheckpoints(1);
+            pair.primary.requestCheckpoint();
+            pair.awaitCheckpoints(2);
+            assertThat(pair.primary.counters().checkpointsRequestedEarly.get()).isEqualTo(2);
+        }
+    }
+
+    @org.junit.jupiter.api.Test
+    void operatorFailoverOnSecondaryResumesThereAndFencesThePrimary() throws Exception
+    {
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT), 4096,
+            dev.colod.core.protocol.ProtocolTap.NONE, dev.colod.core.protocol.ProtocolTap.NONE))
+        {
+            pair.awaitCheckpoints(5);
+            pair.secondary.requestFailover();
+            final ExitEvent sec = EnginePair.next(pair.secondaryExits, "secondary");
+            assertThat(sec.failedOver()).isTrue();
+            assertThat(sec.reason()).isEqualTo(ExitReason.REQUEST);
+            assertThat(pair.sink.activatedAt()).isEqualTo(pair.sink.lastCommitted()).isGreaterThanOrEqualTo(5);
+            final ExitEvent pri = EnginePair.next(pair.primaryExits, "primary");
+            assertThat(pri.detail()).contains("took over");
+            assertThat(pair.primary.state()).isEqualTo(ProtectionState.FENCED);
+            assertThat(pair.vm.paused()).isTrue();
+            // the frames of the unacknowledged epoch were never released
+            assertThat(pair.output.events).noneMatch(e -> e.startsWith("lost"));
+            assertThat(pair.secondary.failoverState().phase()).isEqualTo(FailoverState.Phase.COMPLETED);
+        }
+    }
+}

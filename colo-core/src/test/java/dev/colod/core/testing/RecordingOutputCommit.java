@@ -1,0 +1,53 @@
+package dev.colod.core.testing;
+
+import dev.colod.core.spi.OutputCommitListener;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+
+/** Records what the engine told the output-commit side, in order, as strings like "sealed 3", "committed 3". */
+public final class RecordingOutputCommit implements OutputCommitListener
+{
+    public final List<String> events = Collections.synchronizedList(new ArrayList<>());
+    public final List<Long> committed = Collections.synchronizedList(new ArrayList<>());
+
+    @Override
+    public void protectionStarted(final long firstCheckpointId)
+    {
+        events.add("started " + firstCheckpointId);
+    }
+
+    @Override
+    public void epochSealed(final long checkpointId)
+    {
+        events.add("sealed " + checkpointId);
+    }
+
+    @Override
+    public void epochCommitted(final long checkpointId)
+    {
+        committed.add(checkpointId);
+        events.add("committed " + checkpointId);
+    }
+
+    @Override
+    public void protectionLost(final String reason)
+    {
+        events.add("lost " + reason);
+    }
+
+    @Override
+    public void fenced(final String reason)
+    {
+        events.add("fenced " + reason);
+    }
+
+    public long maxCommitted()
+    {
+        synchronized (committed)
+        {
+            return committed.stream().mapToLong(Long::longValue).max().orElse(0);
+        }
+    }
+}
