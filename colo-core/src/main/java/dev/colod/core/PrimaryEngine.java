@@ -138,7 +138,6 @@ public final class PrimaryEngine implements AutoCloseable
     {
         while (!stopped)
         {
-            state = ProtectionState.CONNECTING;
             ExitEvent exit = null;
             try
             {
@@ -169,10 +168,9 @@ public final class PrimaryEngine implements AutoCloseable
                     return;
                 }
             }
-            if (state == ProtectionState.CONNECTING)
-            {
-                state = ProtectionState.UNPROTECTED;
-            }
+            // until a session is up again the VM runs unprotected; the status says so, not "connecting"
+            state = ProtectionState.UNPROTECTED;
+            commands.clear();
             idle(config.reconnectIntervalMs());
         }
         state = ProtectionState.STOPPED;
@@ -465,6 +463,10 @@ public final class PrimaryEngine implements AutoCloseable
     {
         try
         {
+            if (stopped)
+            {
+                return; // close() sets stopped before it offers its wake-up, which a clear() may have dropped
+            }
             commands.poll(ms, TimeUnit.MILLISECONDS);
         }
         catch (final InterruptedException ex)
