@@ -1,0 +1,42 @@
+package dev.colod.buffer;
+
+import java.util.List;
+
+/**
+ * What one NIC's output-commit buffer holds and has done, read from any thread without locks. Counters are
+ * written only by the NIC's event-loop thread.
+ *
+ * @param nic              NIC name (the VM's tap)
+ * @param mode             hold, pass-through (unprotected) or fenced
+ * @param heldFrames       frames held now
+ * @param heldBytes        bytes held now
+ * @param oldestHeldAgeNs  age of the oldest held frame, 0 if none
+ * @param epochs           per sealed-or-open epoch: id, frames, bytes (the open one has id -1)
+ * @param releasedFrames   total released after vmstate-received
+ * @param releasedBytes    total bytes released
+ * @param passedFrames     guest frames passed without holding while unprotected
+ * @param inboundFrames    frames passed to the guest (never held)
+ * @param inboundBytes     bytes passed to the guest
+ * @param droppedLimitFrames dropped: frame limit reached
+ * @param droppedLimitBytes  dropped: byte limit reached
+ * @param droppedOversize    dropped: longer than max-frame-bytes
+ * @param droppedFenced      dropped: the VM was taken over by the secondary
+ * @param droppedWriteError  dropped: the kernel refused the write on release or pass
+ * @param backpressureStalls times reading the guest stopped at the limit (backpressure policy)
+ * @param earlyCheckpointRequests times the high-water mark asked for an early checkpoint
+ */
+public record NicStats(String nic, String mode, long heldFrames, long heldBytes, long oldestHeldAgeNs,
+                       List<EpochStats> epochs, long releasedFrames, long releasedBytes, long passedFrames,
+                       long inboundFrames, long inboundBytes, long droppedLimitFrames, long droppedLimitBytes,
+                       long droppedOversize, long droppedFenced, long droppedWriteError, long backpressureStalls,
+                       long earlyCheckpointRequests)
+{
+    public record EpochStats(long epoch, long frames, long bytes)
+    {
+    }
+
+    public long droppedTotal()
+    {
+        return droppedLimitFrames + droppedLimitBytes + droppedOversize + droppedFenced + droppedWriteError;
+    }
+}
