@@ -1,0 +1,165 @@
+package dev.colod.buffer;
+
+import org.junit.jupiter.api.Test;
+
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.List;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+class EpochBufferTest
+{
+    /** Collects released frames as the first 4 bytes (sequence numbers). */
+    private static final class Out implements EpochBuffer.FrameWriter
+    {
+        final List<Integer> seqs = new ArrayList<>();
+        final List<Integer> lengths = new ArrayList<>();
+
+        @Override
+        public boolean write(final ByteBuffer arena, final int offset, final int length)
+        {
+            seqs.add(arena.getInt(offset));
+            lengths.add(length);
+            return true;
+        }
+    }
+
+    private static boolean put(final EpochBuffer b, final int seq, final int len)
+    {
+        final int at = b.reserve();
+        if (at < 0)
+        {
+            return false;
+        }
+        b.arena().putInt(at, seq);
+        final long before = b.heldFrames();
+        b.append(at, len, System.nanoTime());
+        return b.heldFrames() == before + 1;
+    }
+
+    @Test
+    void releasesExactlyTheSealedEpochInArrivalOrder()
+    {
+        final EpochBuffer b = new EpochBuffer(new BufferLimits().conclude());
+        final Out out = new Out();
+        for (int i = 0; i < 10; i++)
+        {
+            put(b, i, 100 + i);
+        }
+        b.seal(1);
+        for (int i = 10; i < 15; i++)
+        {
+            put(b, i, 60);
+        }
+        assertThat(b.release(1, out)).isEqualTo(10);
+        assertThat(out.seqs).containsExactly(0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+        assertThat(out.lengths.get(3)).isEqualTo(103);
+        assertThat(b.heldFrames()).isEqualTo(5);
+        assertThat(b.heldBytes()).isEqualTo(300);
+        b.seal(2);
+        b.seal(3); // an empty epoch
+        assertThat(b.release(3, out)).isEqualTo(5);
+        assertThat(out.seqs).hasSize(15).isSorted();
+        assertThat(b.heldFrames()).isZero();
+    }
+
+    @Test
+    void releasingANewerEpochReleasesOlderOnesFirst()
+    {
+        final EpochBuffer b = new EpochBuffer(new BufferLimits().conclude());
+        final Out out = new Out();
+        put(b, 1, 64);
+        b.seal(1);
+        put(b, 2, 64);
+        b.seal(2);
+        put(b, 3, 64);
+        b.release(2, out);
+        assertThat(out.seqs).containsExactly(1, 2);
+        b.releaseAll(out);
+        assertThat(out.seqs).containsExactly(1, 2, 3);
+    }
+
+    @Test
+    void wrapsAroundTheArenaManyTimesKeepingOrderAndContent()
+    {
+        final BufferLimits limits = new BufferLimits().maxBytes(64 * 1024).maxFrameBytes(2048).maxFrames(1000).conclude();
+        final EpochBuffer b = new EpochBuffer(limits);
+        final Out out = new Out();
+        int seq = 0;
+        int expected = 0;
+        for (int epoch = 1; epoch <= 500; epoch++)
+        {
+            final int n = 1 + (epoch * 7) % 40;
+            for (int i = 0; i < n; i++)
+            {
+                assertThat(put(b, seq, 64 + (seq * 131) % 1400)).isTrue();
+                seq++;
+            }
+            b.seal(epoch);
+            b.release(epoch, out);
+            for (; expected < seq; expected++)
+            {
+                assertThat(out.seqs.get(expected)).isEqualTo(expected);
+                assertThat(out.lengths.get(expected)).isEqualTo(64 + (expected * 131) % 1400);
+            }
+        }
+    }
+
+    @Test
+    void refusesAtTheFrameLimitAndTheByteLimitAndCounts()
+    {
+        final EpochBuffer frames = new EpochBuffer(new BufferLimits().maxFrames(3).conclude());
+        assertThat(put(frames, 1, 64) && put(frames, 2, 64) && put(frames, 3, 64)).isTrue();
+        assertThat(frames.reserve()).isNegative();
+        assertThat(frames.atFrameLimit()).isTrue();
+
+        final EpochBuffer bytes = new EpochBuffer(new BufferLimits().maxBytes(10_000).maxFrameBytes(2000).conclude());
+        int n = 0;
+        while (put(bytes, n, 1500))
+        {
+            n++;
+            assertThat(bytes.heldBytes()).isLessThanOrEqualTo(10_000);
+            if (n > 100)
+            {
+                break;
+            }
+        }
+        assertThat(bytes.heldBytes()).isLessThanOrEqualTo(10_000);
+        assertThat(n).isEqualTo(6);
+        assertThat(bytes.stats("n", "hold", 0, 0, 0, 0, 0).droppedLimitBytes()).isEqualTo(1);
+    }
+
+    @Test
+    void highWaterMarkAsksOncePerEpoch()
+    {
+        final EpochBuffer b = new EpochBuffer(new BufferLimits().maxFrames(10).highWaterPercent(50).conclude());
+        int asks = 0;
+        for (int i = 0; i < 8; i++)
+        {
+            final int at = b.reserve();
+            asks += b.append(at, 64, 0) ? 1 : 0;
+        }
+        assertThat(asks).isEqualTo(1);
+        b.seal(1);
+        b.release(1, (a, o, l) -> true);
+        for (int i = 0; i < 6; i++)
+        {
+            final int at = b.reserve();
+            asks += b.append(at, 64, 0) ? 1 : 0;
+        }
+        assertThat(asks).isEqualTo(2);
+    }
+
+    @Test
+    void dropAllCountsEverythingAsFenced()
+    {
+        final EpochBuffer b = new EpochBuffer(new BufferLimits().conclude());
+        put(b, 1, 64);
+        put(b, 2, 64);
+        b.dropAll();
+        final NicStats s = b.stats("n", "fenced", System.nanoTime(), 0, 0, 0, 0);
+        assertThat(s.heldFrames()).isZero();
+        assertThat(s.droppedFenced()).isEqualTo(2);
+    }
+}
