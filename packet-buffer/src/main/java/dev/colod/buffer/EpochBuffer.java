@@ -55,6 +55,8 @@ public final class EpochBuffer
     private volatile long droppedWriteError;
     private volatile long earlyCheckpointRequests;
     private volatile List<NicStats.EpochStats> epochView = List.of();
+    private volatile long lastReleaseNanos;
+    private volatile long lastReleaseFrames;
 
     public EpochBuffer(final BufferLimits limits)
     {
@@ -190,12 +192,18 @@ public final class EpochBuffer
     /** {@code vmstate-received} for {@code epoch}: write its frames, and those of older epochs, in order. */
     public int release(final long epoch, final FrameWriter out)
     {
+        final long startNs = System.nanoTime();
         int n = 0;
         while (sealedCount > 0 && sealedId[sealedHead] <= epoch)
         {
             n += writeUpTo(sealedEndSeq[sealedHead], out);
             sealedHead = (sealedHead + 1) % MAX_SEALED;
             sealedCount--;
+        }
+        if (n > 0)
+        {
+            lastReleaseNanos = System.nanoTime() - startNs;
+            lastReleaseFrames = n;
         }
         publishEpochs();
         return n;
@@ -283,6 +291,17 @@ public final class EpochBuffer
             startBytes = sealedEndBytes[i];
         }
         epochView = List.copyOf(view);
+    }
+
+    /** How long the last non-empty release took, from its start to its last frame written, and how many frames. */
+    public long lastReleaseNanos()
+    {
+        return lastReleaseNanos;
+    }
+
+    public long lastReleaseFrames()
+    {
+        return lastReleaseFrames;
     }
 
     public long heldFrames()

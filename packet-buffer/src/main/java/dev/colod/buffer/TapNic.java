@@ -284,6 +284,17 @@ public final class TapNic implements AutoCloseable
             inboundFrames, inboundBytes, backpressureStalls);
     }
 
+    /** The buffer itself, for benchmarks and diagnostics on the loop thread. */
+    EpochBuffer buffer()
+    {
+        return buffer;
+    }
+
+    public IoEventLoop loop()
+    {
+        return loop;
+    }
+
     public Mode mode()
     {
         return mode;
