@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Builds the test guest of docs/ARCHITECTURE.md ("a real test guest"): the Debian cloud kernel and a busybox
+# initramfs whose init brings up eth0 and serves an HTTP counter kept in guest RAM (tmpfs).
+#   usage: build-guest.sh [OUT_DIR]     (default: build/guest under the repository)
+# Everything comes from Debian's package archive. The result is cached: an existing OUT_DIR/vmlinuz and
+# OUT_DIR/initrd.img are kept unless FORCE=1.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${1:-$here/../../build/guest}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "${FORCE:-0}" != 1 ]; then
+  echo "guest already built in $out"; exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for p in busybox-static cpio; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq; apt-get install -y -qq --no-install-recommends "${need[@]}"; fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+kpkg="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"
+[ -n "$kpkg" ] || { apt-get update -qq; kpkg="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"; }
+echo "kernel package: $kpkg"
+apt-get download -qq "$kpkg"
+dpkg -x ./*.deb kernel
+cp kernel/boot/vmlinuz-* "$out/vmlinuz"
+kver="$(ls kernel/lib/modules)"
+
+root="$work/root"
+mkdir -p "$root"/{bin,sbin,proc,sys,tmp,dev,etc,www/cgi-bin,lib/modules}
+cp /bin/busybox "$root/bin/busybox"
+# virtio-net as modules, in dependency order (verified on this machine kind)
+mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net"
+for m in $mods; do
+  f="$(find "kernel/lib/modules/$kver" -name "$m.ko*" | head -1)"
+  [ -n "$f" ] || { echo "module $m not found in $kpkg" >&2; exit 1; }
+  case "$f" in
+    *.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
+    *.zst) zstd -qdc "$f" > "$root/lib/modules/$m.ko" ;;
+    *) cp "$f" "$root/lib/modules/$m.ko" ;;
+  esac
+done
+echo "$mods" > "$root/lib/modules/order"
+
+cat > "$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko; done
+ip=""; gw=""
+for a in $(cat /proc/cmdline); do
+  case "$a" in colo.ip=*) ip="${a#colo.ip=}" ;; colo.gw=*) gw="${a#colo.gw=}" ;; esac
+done
+ip link set lo up
+ip link set eth0 up
+[ -n "$ip" ] && ip addr add "$ip" dev eth0
+[ -n "$gw" ] && ip route add default via "$gw"
+echo 0 > /tmp/counter
+httpd -p 80 -h /www
+echo "colo-guest: up, ip ${ip:-none}"
+# a guest that keeps writing memory, so checkpoints always have dirty pages
+while true; do sleep 1; done
+INIT
+chmod +x "$root/init"
+
+cat > "$root/www/cgi-bin/count" <<'CGI'
+#!/bin/sh
+# the counter lives in /tmp (tmpfs): guest RAM, so only checkpoints carry it to the standby
+n=$(cat /tmp/counter)
+n=$((n + 1))
+echo "$n" > /tmp/counter
+printf 'Content-Type: text/plain\r\n\r\n%s\n' "$n"
+CGI
+chmod +x "$root/www/cgi-bin/count"
+echo "colo test guest" > "$root/www/index.html"
+
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.img"
+echo "$kpkg" > "$out/KERNEL"
+echo "guest built in $out: $(du -h "$out/vmlinuz" | cut -f1) kernel, $(du -h "$out/initrd.img" | cut -f1) initramfs"
