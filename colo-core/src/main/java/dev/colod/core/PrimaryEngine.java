@@ -55,6 +55,7 @@ public final class PrimaryEngine implements AutoCloseable
     private final Thread thread;
     private final String peer;
 
+    private volatile Transport transport = Transport.DEFAULT;
     private volatile boolean stopped;
     private volatile ProtectionState state = ProtectionState.CONNECTING;
     private volatile Socket control;
@@ -77,6 +78,13 @@ public final class PrimaryEngine implements AutoCloseable
         this.peer = secondary.getHostString() + ":" + secondary.getPort();
         this.watchdog = new Watchdog("colo-primary-" + config.vmName() + "-watchdog", clock);
         this.thread = new Thread(this::run, "colo-primary-" + config.vmName());
+    }
+
+    /** Where sockets come from (before {@link #start()}). */
+    public PrimaryEngine transport(final Transport t)
+    {
+        transport = t;
+        return this;
     }
 
     public PrimaryEngine start()
@@ -478,7 +486,7 @@ public final class PrimaryEngine implements AutoCloseable
 
     private Socket connect(final int channel, final long sessionId) throws IOException
     {
-        final Socket s = new Socket();
+        final Socket s = transport.newSocket();
         try
         {
             s.setTcpNoDelay(true);
@@ -559,8 +567,11 @@ public final class PrimaryEngine implements AutoCloseable
         state = state == ProtectionState.FENCED ? ProtectionState.FENCED : ProtectionState.STOPPED;
     }
 
-    /** Abrupt end for tests: as if the process died. No goodbye, no resume, no release. */
-    void kill()
+    /**
+     * Fault injection: behave as if this process died at this instant. No goodbye to the peer, no resume, no
+     * release of held output, no exit event. For tests and the demo's "host dies" step only.
+     */
+    public void kill()
     {
         killed = true;
         stopped = true;

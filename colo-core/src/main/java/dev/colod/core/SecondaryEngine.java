@@ -53,6 +53,7 @@ public final class SecondaryEngine implements AutoCloseable
     private final Watchdog watchdog;
     private ServerSocket server;
     private Thread acceptor;
+    private volatile Transport transport = Transport.DEFAULT;
     private volatile boolean stopped;
     private volatile ProtectionState state = ProtectionState.CONNECTING;
     private volatile Session session;
@@ -71,11 +72,21 @@ public final class SecondaryEngine implements AutoCloseable
         this.watchdog = new Watchdog("colo-secondary-" + config.vmName() + "-watchdog", clock);
     }
 
+    /** Where the listening socket comes from (before {@link #start()}). */
+    public SecondaryEngine transport(final Transport t)
+    {
+        transport = t;
+        return this;
+    }
+
     public SecondaryEngine start() throws IOException
     {
-        server = new ServerSocket();
-        server.setReuseAddress(true);
-        server.bind(bindAddress);
+        server = transport.newServerSocket();
+        if (!server.isBound())
+        {
+            server.setReuseAddress(true);
+            server.bind(bindAddress);
+        }
         acceptor = new Thread(this::acceptLoop, "colo-secondary-" + config.vmName() + "-accept");
         acceptor.setDaemon(true);
         acceptor.start();

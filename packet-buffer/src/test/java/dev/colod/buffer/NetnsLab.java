@@ -138,25 +138,31 @@ public final class NetnsLab implements AutoCloseable
         threads.add(ex);
         final Future<T> f = ex.submit(() ->
         {
-            final int fd = LibC.open("/run/netns/" + ns, LibC.O_CLOEXEC);
-            if (fd < 0)
-            {
-                throw new IOException("open(/run/netns/" + ns + ") failed: " + LibC.lastError());
-            }
-            try
-            {
-                if (LibC.setns(fd, LibC.CLONE_NEWNET) < 0)
-                {
-                    throw new IOException("setns(" + ns + ") failed: " + LibC.lastError());
-                }
-            }
-            finally
-            {
-                LibC.close(fd);
-            }
+            enter(ns);
             return task.call();
         });
         return f.get(30, TimeUnit.SECONDS);
+    }
+
+    /** Moves the calling thread into namespace {@code ns} (setns(2)); sockets it creates from now on live there. */
+    public static void enter(final String ns) throws IOException
+    {
+        final int fd = LibC.open("/run/netns/" + ns, LibC.O_CLOEXEC);
+        if (fd < 0)
+        {
+            throw new IOException("open(/run/netns/" + ns + ") failed: " + LibC.lastError());
+        }
+        try
+        {
+            if (LibC.setns(fd, LibC.CLONE_NEWNET) < 0)
+            {
+                throw new IOException("setns(" + ns + ") failed: " + LibC.lastError());
+            }
+        }
+        finally
+        {
+            LibC.close(fd);
+        }
     }
 
     @Override

@@ -1,0 +1,199 @@
+package dev.colod.agent.qemu;
+
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * One QEMU process for a {@link VmSpec}: RAM as a shared memory-backend file, QMP socket, pidfile and serial
+ * log in the VM's runtime directory. Optionally started inside a network namespace (its taps live there).
+ */
+public final class QemuProcess implements AutoCloseable
+{
+    private static final Logger LOG = LoggerFactory.getLogger(QemuProcess.class);
+    public static final long QMP_TIMEOUT_MS = 10_000;
+
+    private final VmSpec spec;
+    private final Path runDir;
+    private final Path ramFile;
+    private final Process process;
+    private final QmpClient qmp;
+
+    private QemuProcess(final VmSpec spec, final Path runDir, final Path ramFile, final Process process, final QmpClient qmp)
+    {
+        this.spec = spec;
+        this.runDir = runDir;
+        this.ramFile = ramFile;
+        this.process = process;
+        this.qmp = qmp;
+    }
+
+    public static Path qmpSocket(final Path runDir)
+    {
+        return runDir.resolve("qmp.sock");
+    }
+
+    /**
+     * Starts QEMU. {@code ramFile}: the shared RAM file to use (created by QEMU if absent). {@code incoming}: start
+     * with {@code -incoming defer} to load a checkpoint instead of booting. {@code netns}: null for the current one.
+     */
+    public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final boolean incoming,
+        final String netns) throws IOException
+    {
+        spec.check();
+        Files.createDirectories(runDir);
+        Files.deleteIfExists(qmpSocket(runDir));
+        final List<String> cmd = new ArrayList<>();
+        if (netns != null)
+        {
+            cmd.addAll(List.of("ip", "netns", "exec", netns));
+        }
+        cmd.add("qemu-system-x86_64");
+        cmd.addAll(List.of("-name", spec.name(), "-accel", spec.accel(), "-nodefaults", "-display", "none",
+            "-machine", "pc,memory-backend=ram0", "-smp", Integer.toString(spec.vcpus()),
+            "-m", spec.memoryMiB() + "M",
+            "-object", "memory-backend-file,id=ram0,size=" + spec.memoryMiB() + "M,mem-path=" + ramFile + ",share=on",
+            "-qmp", "unix:" + qmpSocket(runDir) + ",server=on,wait=off",
+            "-pidfile", runDir.resolve("qemu.pid").toString(),
+            "-serial", "file:" + runDir.resolve(incoming ? "serial-failover.log" : "serial.log")));
+        if (spec.kernel() != null)
+        {
+            cmd.addAll(List.of("-kernel", spec.kernel().toString()));
+        }
+        if (spec.initrd() != null)
+        {
+            cmd.addAll(List.of("-initrd", spec.initrd().toString()));
+        }
+        if (spec.append() != null)
+        {
+            cmd.addAll(List.of("-append", spec.append()));
+        }
+        int i = 0;
+        for (final VmSpec.Nic n : spec.nics())
+        {
+            cmd.addAll(List.of("-netdev", "tap,id=net" + i + ",ifname=" + n.tap() + ",script=no,downscript=no",
+                "-device", "virtio-net-pci,netdev=net" + i + ",mac=" + n.mac() + ",romfile="));
+            i++;
+        }
+        if (incoming)
+        {
+            cmd.addAll(List.of("-incoming", "defer"));
+        }
+        cmd.addAll(spec.extraArgs());
+        LOG.info("vm={} starting QEMU{}: {}", spec.name(), netns == null ? "" : " in netns " + netns, String.join(" ", cmd));
+        final Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
+            .redirectOutput(runDir.resolve("qemu.out").toFile()).start();
+        final QmpClient qmp;
+        try
+        {
+            qmp = QmpClient.connect(qmpSocket(runDir), spec.name(), QMP_TIMEOUT_MS);
+            qmp.execute("migrate-set-capabilities", Map.of("capabilities",
+                List.of(Map.of("capability", "x-ignore-shared", "state", true))), QMP_TIMEOUT_MS);
+        }
+        catch (final IOException ex)
+        {
+            p.destroyForcibly();
+            String out = "";
+            try
+            {
+                out = Files.readString(runDir.resolve("qemu.out")).trim();
+            }
+            catch (final IOException ignore)
+            {
+                // nothing more to say
+            }
+            throw new IOException("QEMU for vm " + spec.name() + " did not come up: " + ex.getMessage() +
+                (out.isEmpty() ? "" : "; QEMU said: " + out), ex);
+        }
+        return new QemuProcess(spec, runDir, ramFile, p, qmp);
+    }
+
+    public QmpClient qmp()
+    {
+        return qmp;
+    }
+
+    public Path ramFile()
+    {
+        return ramFile;
+    }
+
+    public Path runDir()
+    {
+        return runDir;
+    }
+
+    public VmSpec spec()
+    {
+        return spec;
+    }
+
+    public long pid()
+    {
+        return process.pid();
+    }
+
+    public boolean isAlive()
+    {
+        return process.isAlive();
+    }
+
+    /** Ends QEMU at once (SIGKILL), as a host crash would. */
+    public void kill()
+    {
+        qmp.close();
+        process.descendants().forEach(ProcessHandle::destroyForcibly);
+        process.destroyForcibly();
+        try
+        {
+            process.waitFor(10, TimeUnit.SECONDS);
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** Asks QEMU to quit, then kills it if it does not; removes its QMP socket and pidfile. */
+    @Override
+    public void close()
+    {
+        try
+        {
+            qmp.execute("quit", null, 2_000);
+        }
+        catch (final IOException ignore)
+        {
+            // it may already be gone; kill below makes sure
+        }
+        try
+        {
+            if (!process.waitFor(5, TimeUnit.SECONDS))
+            {
+                kill();
+            }
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+            kill();
+        }
+        qmp.close();
+        try
+        {
+            Files.deleteIfExists(qmpSocket(runDir));
+            Files.deleteIfExists(runDir.resolve("qemu.pid"));
+        }
+        catch (final IOException ex)
+        {
+            LOG.warn("vm={} could not remove QEMU files: {}", spec.name(), ex.toString());
+        }
+    }
+}

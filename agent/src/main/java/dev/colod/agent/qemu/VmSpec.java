@@ -1,0 +1,79 @@
+package dev.colod.agent.qemu;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.regex.Pattern;
+
+/**
+ * What QEMU runs for one protected VM. Validated by {@link #check()} before anything starts: a VM that could
+ * not be checkpointed is refused with the reason.
+ *
+ * @param name      VM name (also names files in the runtime directory)
+ * @param memoryMiB guest RAM; it is always a shared memory-backend file (the agent reads it for checkpoints)
+ * @param vcpus     virtual CPUs
+ * @param kernel    kernel image (direct boot) or null with a disk in {@code extraArgs}
+ * @param initrd    initramfs or null
+ * @param append    kernel command line or null
+ * @param nics      NICs: host tap name and guest MAC
+ * @param accel     {@code kvm} (production) or {@code tcg}
+ * @param ramDir    where the RAM file lives: a tmpfs such as /dev/shm
+ * @param extraArgs more QEMU arguments, checked for things that break checkpointing
+ */
+public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path initrd, String append, List<Nic> nics,
+                     String accel, Path ramDir, List<String> extraArgs)
+{
+    public record Nic(String tap, String mac)
+    {
+    }
+
+    private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
+    private static final Pattern MAC = Pattern.compile("(?i)[0-9a-f]{2}(:[0-9a-f]{2}){5}");
+    /** Arguments whose devices or memory cannot be checkpointed this way, with the reason. */
+    private static final String[][] REFUSED = {
+        {"vfio", "a VFIO pass-through device cannot be migrated, so it cannot be checkpointed"},
+        {"-mem-path", "RAM is configured by colod (a shared memory-backend file); remove -mem-path"},
+        {"memory-backend-ram", "RAM must be a shared memory-backend file, not memory-backend-ram"},
+        {"-m ", "RAM size is configured by colod (memory-mib); remove -m"},
+        {"ivshmem", "ivshmem memory is outside the checkpointed RAM"},
+        {"-snapshot", "-snapshot disks are not replicated"},
+        {"usb-host", "a USB pass-through device cannot be migrated"},
+    };
+
+    public VmSpec check()
+    {
+        require(name != null && NAME.matcher(name).matches(), "name", "must match " + NAME.pattern() + ", was " + name);
+        require(memoryMiB >= 16 && memoryMiB <= 1 << 20, "memory-mib", "must be 16..1048576, was " + memoryMiB);
+        require(vcpus >= 1 && vcpus <= 256, "vcpus", "must be 1..256, was " + vcpus);
+        require("kvm".equals(accel) || "tcg".equals(accel), "accel", "must be kvm or tcg, was " + accel);
+        require(kernel == null || Files.isReadable(kernel), "kernel", "cannot read " + kernel);
+        require(initrd == null || Files.isReadable(initrd), "initrd", "cannot read " + initrd);
+        require(nics != null && !nics.isEmpty(), "nics", "at least one NIC is needed (output commit holds its frames)");
+        for (final Nic n : nics)
+        {
+            require(n.tap() != null && !n.tap().isEmpty() && n.tap().length() <= 15, "nics.tap",
+                "must be 1..15 characters, was " + n.tap());
+            require(n.mac() != null && MAC.matcher(n.mac()).matches(), "nics.mac",
+                "must be a MAC like 52:54:00:12:34:56, was " + n.mac());
+        }
+        final String extra = " " + String.join(" ", extraArgs) + " ";
+        for (final String[] r : REFUSED)
+        {
+            require(!extra.contains(r[0]), "extra-args", "cannot be checkpointed: " + r[1]);
+        }
+        return this;
+    }
+
+    private void require(final boolean ok, final String field, final String why)
+    {
+        if (!ok)
+        {
+            throw new IllegalArgumentException("vm " + name + ": invalid " + field + ": " + why);
+        }
+    }
+
+    public long memoryBytes()
+    {
+        return (long)memoryMiB << 20;
+    }
+}

@@ -1,0 +1,82 @@
+package dev.colod.agent.vm;
+
+import dev.colod.agent.qemu.QemuProcess;
+import dev.colod.agent.qemu.VmSpec;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.Map;
+
+/**
+ * Failover: start QEMU on the committed image (its RAM file, shared), load the committed device state with
+ * {@code migrate-incoming} (x-ignore-shared), {@code cont}, and {@code announce-self} so switches learn where
+ * the guest's MAC lives now. The guest keeps its MAC and IP.
+ */
+public final class QemuFailover implements StandbyImage.Activation
+{
+    private static final Logger LOG = LoggerFactory.getLogger(QemuFailover.class);
+
+    private final VmSpec spec;
+    private final Path runDir;
+    private final String netns;
+    private volatile QemuProcess running;
+    public volatile long lastStartMicros;
+    public volatile long lastLoadMicros;
+
+    public QemuFailover(final VmSpec spec, final Path runDir, final String netns)
+    {
+        this.spec = spec;
+        this.runDir = runDir;
+        this.netns = netns;
+    }
+
+    /** The QEMU that runs the VM after failover, or null. */
+    public QemuProcess running()
+    {
+        return running;
+    }
+
+    @Override
+    public void activate(final StandbyImage image, final long checkpointId) throws IOException
+    {
+        final long t0 = System.nanoTime();
+        final QemuProcess q = QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
+        final long t1 = System.nanoTime();
+        try
+        {
+            q.qmp().execute("migrate-incoming", Map.of("uri", "exec:cat " + image.deviceStateFile()),
+                QemuProcess.QMP_TIMEOUT_MS);
+            final long deadline = System.nanoTime() + QemuProcess.QMP_TIMEOUT_MS * 1_000_000L;
+            String status = "";
+            while (System.nanoTime() - deadline < 0)
+            {
+                status = q.qmp().execute("query-migrate", null, QemuProcess.QMP_TIMEOUT_MS).path("status").asText();
+                if ("completed".equals(status) || "failed".equals(status))
+                {
+                    break;
+                }
+                Thread.sleep(1);
+            }
+            if (!"completed".equals(status))
+            {
+                throw new IOException("loading device state of checkpoint " + checkpointId + " ended " + status);
+            }
+            q.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
+            q.qmp().execute("announce-self", Map.of("initial", 50, "max", 550, "rounds", 5, "step", 100),
+                QemuProcess.QMP_TIMEOUT_MS);
+        }
+        catch (final IOException | InterruptedException ex)
+        {
+            q.kill();
+            throw new IOException("vm " + spec.name() + ": resuming checkpoint " + checkpointId + " failed: " +
+                ex.getMessage(), ex);
+        }
+        lastStartMicros = (t1 - t0) / 1000;
+        lastLoadMicros = (System.nanoTime() - t1) / 1000;
+        running = q;
+        LOG.warn("vm={} resumed from checkpoint {}: QEMU start {} ms, device-state load and cont {} ms", spec.name(),
+            checkpointId, lastStartMicros / 1000, lastLoadMicros / 1000);
+    }
+}

@@ -1,0 +1,206 @@
+package dev.colod.agent.vm;
+
+import dev.colod.core.spi.VmStateSink;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.MappedByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+
+/**
+ * The secondary's committed image of one VM, in a directory (best on tmpfs, e.g. /dev/shm/colod/VM):
+ * <pre>
+ *   ram            the RAM file a failover QEMU maps (shared memory-backend file)
+ *   device.state   QEMU device state of the committed checkpoint
+ *   committed      the committed checkpoint id, as text
+ *   staging.ckpt   a checkpoint being received
+ *   pending.ckpt   a wholly received, verified checkpoint being applied (redo log)
+ * </pre>
+ * Commit is crash-safe by redo: the staged checkpoint is verified (CRC32C) and renamed to pending.ckpt
+ * (atomic), then its pages are written into ram, device.state and committed are replaced by rename, and
+ * pending.ckpt is removed. If the agent dies in between, opening the image applies pending.ckpt again (pages
+ * are absolute, so re-applying is harmless) before anything reads it. A partly received checkpoint is only
+ * ever staging.ckpt, which is discarded.
+ */
+public final class StandbyImage implements VmStateSink
+{
+    private static final Logger LOG = LoggerFactory.getLogger(StandbyImage.class);
+
+    /** What failover does with the committed image: start the VM from it. */
+    public interface Activation
+    {
+        void activate(StandbyImage image, long checkpointId) throws Exception;
+    }
+
+    private final Path dir;
+    private final String vm;
+    private final Activation activation;
+    private FileChannel staging;
+    private long stagingId = -1;
+    private long stagingSize;
+    private volatile long lastCommitted;
+
+    public StandbyImage(final Path dir, final String vm, final Activation activation) throws IOException
+    {
+        this.dir = dir;
+        this.vm = vm;
+        this.activation = activation;
+        Files.createDirectories(dir);
+        Files.deleteIfExists(dir.resolve("staging.ckpt"));
+        if (Files.exists(pending()))
+        {
+            LOG.warn("vm={} finishing a commit that an earlier run left half done ({})", vm, pending());
+            apply(readPendingId());
+        }
+        final Path c = dir.resolve("committed");
+        lastCommitted = Files.exists(c) ? Long.parseLong(Files.readString(c).trim()) : 0;
+    }
+
+    public Path ramFile()
+    {
+        return dir.resolve("ram");
+    }
+
+    public Path deviceStateFile()
+    {
+        return dir.resolve("device.state");
+    }
+
+    private Path pending()
+    {
+        return dir.resolve("pending.ckpt");
+    }
+
+    @Override
+    public long lastCommitted()
+    {
+        return lastCommitted;
+    }
+
+    @Override
+    public void stage(final long checkpointId, final long sizeBytes) throws IOException
+    {
+        discard(stagingId);
+        staging = FileChannel.open(dir.resolve("staging.ckpt"), StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+            StandardOpenOption.TRUNCATE_EXISTING);
+        stagingId = checkpointId;
+        stagingSize = sizeBytes;
+    }
+
+    @Override
+    public void stageWrite(final byte[] buf, final int off, final int len) throws IOException
+    {
+        final ByteBuffer b = ByteBuffer.wrap(buf, off, len);
+        while (b.hasRemaining())
+        {
+            staging.write(b);
+        }
+    }
+
+    @Override
+    public void commit(final long checkpointId) throws IOException
+    {
+        if (checkpointId != stagingId || staging == null || staging.size() != stagingSize)
+        {
+            throw new IOException("vm " + vm + ": commit of checkpoint " + checkpointId + " but staging holds " +
+                stagingId + " with " + (staging == null ? 0 : staging.size()) + " of " + stagingSize + " bytes");
+        }
+        staging.force(false);
+        staging.close();
+        staging = null;
+        // the id travels with the redo log so recovery knows what it commits
+        Files.writeString(dir.resolve("pending.id"), Long.toString(checkpointId), StandardCharsets.US_ASCII);
+        Files.move(dir.resolve("staging.ckpt"), pending(), StandardCopyOption.ATOMIC_MOVE);
+        stagingId = -1;
+        apply(checkpointId);
+    }
+
+    private long readPendingId() throws IOException
+    {
+        return Long.parseLong(Files.readString(dir.resolve("pending.id")).trim());
+    }
+
+    /** Applies pending.ckpt to the image and makes it the committed checkpoint. Idempotent. */
+    private void apply(final long checkpointId) throws IOException
+    {
+        try (FileChannel p = FileChannel.open(pending(), StandardOpenOption.READ))
+        {
+            final MappedByteBuffer b = p.map(FileChannel.MapMode.READ_ONLY, 0, p.size());
+            final CheckpointFormat.Parsed c = CheckpointFormat.verify(b, "vm " + vm + " checkpoint " + checkpointId);
+            if (!c.full() && !Files.exists(ramFile()))
+            {
+                throw new IOException("vm " + vm + ": checkpoint " + checkpointId +
+                    " is incremental but there is no base image in " + dir);
+            }
+            try (FileChannel ram = FileChannel.open(ramFile(), StandardOpenOption.CREATE, StandardOpenOption.READ,
+                StandardOpenOption.WRITE))
+            {
+                if (ram.size() != c.ramBytes())
+                {
+                    ram.truncate(c.ramBytes());
+                    ram.write(ByteBuffer.wrap(new byte[1]), c.ramBytes() - 1);
+                }
+                final MappedByteBuffer r = ram.map(FileChannel.MapMode.READ_WRITE, 0, c.ramBytes());
+                int at = c.pagesOffset();
+                for (long i = 0; i < c.pages(); i++)
+                {
+                    final long page = b.getLong(at);
+                    if (page < 0 || page >= c.ramBytes() / CheckpointFormat.PAGE)
+                    {
+                        throw new IOException("vm " + vm + ": checkpoint " + checkpointId + " names page " + page +
+                            " outside " + c.ramBytes() + " bytes of RAM");
+                    }
+                    r.put((int)(page * CheckpointFormat.PAGE), b, at + 8, CheckpointFormat.PAGE);
+                    at += 8 + CheckpointFormat.PAGE;
+                }
+                r.force();
+            }
+            final Path devTmp = dir.resolve("device.state.tmp");
+            try (FileChannel d = FileChannel.open(devTmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                StandardOpenOption.TRUNCATE_EXISTING))
+            {
+                d.write(b.duplicate().position(c.deviceOffset()).limit(c.deviceOffset() + c.deviceLength()));
+                d.force(false);
+            }
+            Files.move(devTmp, deviceStateFile(), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            final Path idTmp = dir.resolve("committed.tmp");
+            Files.writeString(idTmp, Long.toString(checkpointId), StandardCharsets.US_ASCII);
+            Files.move(idTmp, dir.resolve("committed"), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        }
+        Files.deleteIfExists(pending());
+        Files.deleteIfExists(dir.resolve("pending.id"));
+        lastCommitted = checkpointId;
+    }
+
+    @Override
+    public void discard(final long checkpointId)
+    {
+        try
+        {
+            if (staging != null)
+            {
+                staging.close();
+            }
+            staging = null;
+            stagingId = -1;
+            Files.deleteIfExists(dir.resolve("staging.ckpt"));
+        }
+        catch (final IOException ex)
+        {
+            LOG.warn("vm={} could not discard staged checkpoint {}: {}", vm, checkpointId, ex.toString());
+        }
+    }
+
+    @Override
+    public void activate(final long checkpointId) throws Exception
+    {
+        activation.activate(this, checkpointId);
+    }
+}

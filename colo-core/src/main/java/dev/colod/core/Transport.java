@@ -1,0 +1,29 @@
+package dev.colod.core;
+
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.net.Socket;
+
+/**
+ * Where the engines' TCP sockets come from. The default makes plain sockets in the agent's own network
+ * namespace; the agent (or a test) may hand out sockets created elsewhere, e.g. inside a replication-network
+ * namespace, or bound to a replication address.
+ */
+public interface Transport
+{
+    Transport DEFAULT = new Transport()
+    {
+    };
+
+    /** An unconnected socket for the primary to connect with. */
+    default Socket newSocket() throws IOException
+    {
+        return new Socket();
+    }
+
+    /** An unbound server socket for the secondary to listen on. */
+    default ServerSocket newServerSocket() throws IOException
+    {
+        return new ServerSocket();
+    }
+}
