@@ -77,6 +77,16 @@ echo "$n" > /tmp/counter
 printf 'Content-Type: text/plain\r\n\r\n%s\n' "$n"
 CGI
 chmod +x "$root/www/cgi-bin/count"
+cat > "$root/www/cgi-bin/churn" <<'CGI'
+#!/bin/sh
+# starts a memory writer in the guest (for benchmarks): rewrites 16 MiB of tmpfs over and over
+if [ ! -e /tmp/churning ]; then
+  touch /tmp/churning
+  (while true; do dd if=/dev/urandom of=/tmp/churn bs=64k count=256 2>/dev/null; done) </dev/null >/dev/null 2>&1 &
+fi
+printf 'Content-Type: text/plain\r\n\r\nchurning\n'
+CGI
+chmod +x "$root/www/cgi-bin/churn"
 echo "colo test guest" > "$root/www/index.html"
 
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.img"

@@ -113,10 +113,17 @@ class FailoverEndToEndTest
         TapNic nic;
         final LinkedBlockingQueue<ExitEvent> secondaryExits = new LinkedBlockingQueue<>();
 
+        QemuStateSource stateSource;
+
         Rig() throws Exception
         {
+            this(128);
+        }
+
+        Rig(final int memoryMiB) throws Exception
+        {
             runDir = Files.createTempDirectory("colot-" + id);
-            spec = new VmSpec("e2e", 128, 1, GUEST.resolve("vmlinuz"), GUEST.resolve("initrd.img"),
+            spec = new VmSpec("e2e", memoryMiB, 1, GUEST.resolve("vmlinuz"), GUEST.resolve("initrd.img"),
                 "console=ttyS0 quiet colo.ip=" + GUEST_IP + "/24", List.of(new VmSpec.Nic("vt0", "52:54:00:c0:10:01")),
                 "tcg", Path.of("/dev/shm"), List.of()).check();
             try
@@ -195,7 +202,7 @@ class FailoverEndToEndTest
         {
             final ColoConfig cfg = new ColoConfig().vmName("e2e").mode(ColoConfig.Mode.STRICT)
                 .checkpointDelayMs(checkpointDelayMs).heartbeatIntervalMs(100).heartbeatTimeoutMs(1_000)
-                .syncTimeoutMs(10_000).transferTimeoutMs(60_000).maxStateBytes(256L << 20).reconnectIntervalMs(60_000);
+                .syncTimeoutMs(10_000).transferTimeoutMs(60_000).maxStateBytes(spec.memoryBytes() + (64L << 20)).reconnectIntervalMs(60_000);
             failover = new QemuFailover(spec, runDir.resolve("sec"), sec);
             final VmStateSink image = hashes.sink(new StandbyImage(imageDir(), "e2e", failover));
             closers.add(() -> deleteTree(imageDir()));
@@ -245,7 +252,8 @@ class FailoverEndToEndTest
                     }).start();
                 output = new TapOutputCommit("e2e", List.of(nic));
             }
-            final VmStateSource source = hashes.source(new QemuStateSource(primaryQemu), primaryRam());
+            stateSource = new QemuStateSource(primaryQemu);
+            final VmStateSource source = hashes.source(stateSource, primaryRam());
             primary = new PrimaryEngine(cfg.conclude(), new InetSocketAddress("198.19.0.2", PORT), source, output,
                 new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM);
             primary.transport(new Transport()

@@ -42,6 +42,13 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     private ByteBuffer capture;
     private boolean full = true;
 
+    /** Per-step time of every checkpoint, microseconds: what the pause is made of. */
+    public final org.HdrHistogram.Histogram stopMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    public final org.HdrHistogram.Histogram deviceMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    public final org.HdrHistogram.Histogram scanMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    public final org.HdrHistogram.Histogram resumeMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    public final org.HdrHistogram.Histogram dirtyPages = new org.HdrHistogram.ConcurrentHistogram(1L << 32, 2);
+
     /** Per-checkpoint timing, microseconds, of the last capture. */
     public volatile long lastStopMicros;
     public volatile long lastDeviceMicros;
@@ -79,6 +86,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         final long t0 = System.nanoTime();
         qemu.qmp().execute("stop", null, QemuProcess.QMP_TIMEOUT_MS);
         lastStopMicros = (System.nanoTime() - t0) / 1000;
+        stopMicros.recordValue(lastStopMicros);
     }
 
     @Override
@@ -87,6 +95,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         final long t0 = System.nanoTime();
         qemu.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
         lastResumeMicros = (System.nanoTime() - t0) / 1000;
+        resumeMicros.recordValue(lastResumeMicros);
     }
 
     @Override
@@ -143,6 +152,9 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         capture.flip();
         lastScanMicros = (System.nanoTime() - t1) / 1000;
         lastDirtyPages = pages;
+        deviceMicros.recordValue(lastDeviceMicros);
+        scanMicros.recordValue(lastScanMicros);
+        dirtyPages.recordValue(pages);
         full = false;
         LOG.debug("vm={} checkpoint {}: device {} B in {} us, {} pages in {} us", qemu.spec().name(), checkpointId,
             lastDeviceBytes, lastDeviceMicros, pages, lastScanMicros);
