@@ -33,6 +33,9 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(QemuStateSource.class);
     private static final int PAGE = CheckpointFormat.PAGE;
+    private static final int DEVICE_HEADROOM = 16 << 20;
+    /** Compare at most this much per mismatch call, so the JVM can reach a safepoint between calls. */
+    private static final int SCAN_CHUNK = 1 << 20;
 
     private final QemuProcess qemu;
     private final long ramBytes;
@@ -71,7 +74,10 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
         this.shadow = ByteBuffer.allocateDirect((int)ramBytes);
         this.migSocket = qemu.runDir().resolve("checkpoint.sock");
-        this.capture = ByteBuffer.allocateDirect(1 << 20);
+        // sized once for a full checkpoint (every page) plus generous device state: growing it later would
+        // allocate and copy hundreds of MiB in the middle of a pause
+        this.capture = ByteBuffer.allocateDirect((int)Math.min(Integer.MAX_VALUE - 8,
+            CheckpointFormat.size(DEVICE_HEADROOM, ramBytes / PAGE)));
     }
 
     @Override
@@ -132,10 +138,12 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             final int size = (int)ramBytes;
             while (pos < size)
             {
-                final int m = ram.slice(pos, size - pos).mismatch(shadow.slice(pos, size - pos));
+                final int len = Math.min(SCAN_CHUNK, size - pos);
+                final int m = ram.slice(pos, len).mismatch(shadow.slice(pos, len));
                 if (m < 0)
                 {
-                    break;
+                    pos += len;
+                    continue;
                 }
                 final int page = (pos + m) / PAGE;
                 ensureMore(8 + PAGE + 4);
