@@ -1,5 +1,6 @@
 package dev.colod.agent;
 
+import dev.colod.agent.demo.TwoHostLab;
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.buffer.NetnsLab;
 import dev.colod.core.ExitEvent;
@@ -25,17 +26,17 @@ public final class VmBench
         for (final int mib : new int[]{128, 512})
         {
             final double copyGBs = memcpyGBs(mib);
-            try (FailoverEndToEndTest.Rig rig = new FailoverEndToEndTest.Rig(mib))
+            try (TwoHostLab.Lab rig = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, mib))
             {
                 rig.bootPrimary();
-                rig.protect(true, 100, new FailoverEndToEndTest.Hashes(0, -1));
+                rig.protect(true, 100, x -> x, x -> x);
                 final QemuStateSource s = rig.stateSource;
                 sample(rig, s, mib, "idle", copyGBs);
-                FailoverEndToEndTest.inNs(rig.cli, () -> churn());
+                dev.colod.buffer.net.Netns.call(rig.cli, () -> churn());
                 Thread.sleep(1000);
                 sample(rig, s, mib, "writing", copyGBs);
 
-                try (FailoverEndToEndTest.Client client = new FailoverEndToEndTest.Client(rig.cli))
+                try (TwoHostLab.Client client = new TwoHostLab.Client(rig.cli))
                 {
                     while (client.values().size() < 3)
                     {
@@ -68,7 +69,7 @@ public final class VmBench
     {
         try (java.net.Socket so = new java.net.Socket())
         {
-            so.connect(new java.net.InetSocketAddress(FailoverEndToEndTest.GUEST_IP, 80), 5000);
+            so.connect(new java.net.InetSocketAddress(TwoHostLab.GUEST_IP, 80), 5000);
             so.setSoTimeout(10_000);
             so.getOutputStream().write("GET /cgi-bin/churn HTTP/1.0\r\n\r\n".getBytes());
             so.getInputStream().readAllBytes();
@@ -80,7 +81,7 @@ public final class VmBench
         return null;
     }
 
-    private static void sample(final FailoverEndToEndTest.Rig rig, final QemuStateSource s, final int mib,
+    private static void sample(final TwoHostLab.Lab rig, final QemuStateSource s, final int mib,
         final String load, final double copyGBs) throws InterruptedException
     {
         for (final Histogram h : new Histogram[]{s.stopMicros, s.deviceMicros, s.scanMicros, s.resumeMicros, s.dirtyPages})

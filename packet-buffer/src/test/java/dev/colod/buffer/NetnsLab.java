@@ -1,7 +1,7 @@
 package dev.colod.buffer;
 
 import dev.colod.buffer.net.IpRoute;
-import dev.colod.buffer.tap.LibC;
+import dev.colod.buffer.net.Netns;
 import dev.colod.buffer.tap.TapDevice;
 
 import java.io.IOException;
@@ -112,7 +112,7 @@ public final class NetnsLab implements AutoCloseable
 
     public static void sysctl(final String ns, final String setting) throws IOException
     {
-        IpRoute.exec(List.of("ip", "netns", "exec", ns, "sysctl", "-qw", setting));
+        Netns.sysctl(ns, setting);
     }
 
     public static String mac(final String ns, final String dev) throws IOException
@@ -144,25 +144,10 @@ public final class NetnsLab implements AutoCloseable
         return f.get(30, TimeUnit.SECONDS);
     }
 
-    /** Moves the calling thread into namespace {@code ns} (setns(2)); sockets it creates from now on live there. */
+    /** Moves the calling thread into namespace {@code ns}. */
     public static void enter(final String ns) throws IOException
     {
-        final int fd = LibC.open("/run/netns/" + ns, LibC.O_CLOEXEC);
-        if (fd < 0)
-        {
-            throw new IOException("open(/run/netns/" + ns + ") failed: " + LibC.lastError());
-        }
-        try
-        {
-            if (LibC.setns(fd, LibC.CLONE_NEWNET) < 0)
-            {
-                throw new IOException("setns(" + ns + ") failed: " + LibC.lastError());
-            }
-        }
-        finally
-        {
-            LibC.close(fd);
-        }
+        Netns.enter(ns);
     }
 
     @Override
