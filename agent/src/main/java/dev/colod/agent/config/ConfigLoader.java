@@ -1,0 +1,367 @@
+package dev.colod.agent.config;
+
+import com.fasterxml.jackson.core.JsonLocation;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.core.JsonToken;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonMappingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.exc.InvalidFormatException;
+import com.fasterxml.jackson.databind.exc.MismatchedInputException;
+import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayDeque;
+import java.util.Deque;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.Map;
+import java.util.Set;
+import java.util.regex.Pattern;
+import java.util.stream.Collectors;
+
+/**
+ * Reads colod.yaml into {@link ColodConfig} and validates it in one place. Every refusal says file, line,
+ * column, the field (as a path like {@code vms[0].nics[1].mac}) and why: an unknown key, a wrong type, a
+ * missing field or an impossible value.
+ */
+public final class ConfigLoader
+{
+    private static final Pattern MAC = Pattern.compile("(?i)[0-9a-f]{2}(:[0-9a-f]{2}){5}");
+    private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
+    private static final Pattern HOST_PORT = Pattern.compile("[^\\s:]+:\\d{1,5}");
+
+    private final String file;
+    private final String text;
+    private final Map<String, JsonLocation> locations = new HashMap<>();
+
+    private ConfigLoader(final String file, final String text)
+    {
+        this.file = file;
+        this.text = text;
+    }
+
+    public static ColodConfig load(final Path path) throws ConfigException
+    {
+        final String text;
+        try
+        {
+            text = Files.readString(path);
+        }
+        catch (final IOException ex)
+        {
+            throw new ConfigException(path.toString(), 0, 0, "cannot read: " + ex.getMessage());
+        }
+        return parse(path.toString(), text);
+    }
+
+    public static ColodConfig parse(final String file, final String text) throws ConfigException
+    {
+        return new ConfigLoader(file, text).run();
+    }
+
+    private ColodConfig run() throws ConfigException
+    {
+        final YAMLFactory yaml = new YAMLFactory();
+        final ObjectMapper mapper = new ObjectMapper(yaml).enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
+            .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
+            .disable(com.fasterxml.jackson.databind.MapperFeature.ALLOW_COERCION_OF_SCALARS);
+        final ColodConfig c;
+        try
+        {
+            recordLocations(yaml);
+            c = mapper.readValue(text, ColodConfig.class);
+        }
+        catch (final UnrecognizedPropertyException ex)
+        {
+            final Set<String> known = ex.getKnownPropertyIds().stream().map(Object::toString).collect(Collectors.toCollection(java.util.TreeSet::new));
+            final String owner = where(ex);
+            final JsonLocation keyAt = locations.get(("the top level".equals(owner) ? "" : owner + ".") + ex.getPropertyName());
+            throw at(keyAt != null ? keyAt : ex.getLocation(), "unknown key '" + ex.getPropertyName() + "' in " + owner + " (known keys: " +
+                String.join(", ", known) + ")");
+        }
+        catch (final InvalidFormatException ex)
+        {
+            throw at(ex.getLocation(), "wrong type for " + path(ex) + ": '" + ex.getValue() + "' is not " +
+                typeName(ex.getTargetType()));
+        }
+        catch (final MismatchedInputException ex)
+        {
+            throw at(ex.getLocation(), "wrong type for " + path(ex) + ": '" + valueAt(ex.getLocation()) + "' is not " +
+                typeName(ex.getTargetType()));
+        }
+        catch (final JsonProcessingException ex)
+        {
+            throw at(ex.getLocation(), "not valid YAML: " + ex.getOriginalMessage());
+        }
+        if (c == null)
+        {
+            throw new ConfigException(file, 1, 1, "the file is empty");
+        }
+        validate(c);
+        return c;
+    }
+
+    /** Walks the YAML once to remember where each key path sits, for errors found after binding. */
+    private void recordLocations(final YAMLFactory yaml) throws JsonProcessingException
+    {
+        try (JsonParser p = yaml.createParser(text))
+        {
+            final Deque<String> stack = new ArrayDeque<>();
+            final Deque<Integer> index = new ArrayDeque<>();
+            String field = null;
+            JsonToken t;
+            while ((t = p.nextToken()) != null)
+            {
+                switch (t)
+                {
+                    case FIELD_NAME:
+                        field = p.currentName();
+                        locations.put(join(stack, field), p.currentTokenLocation());
+                        break;
+                    case START_OBJECT:
+                    case START_ARRAY:
+                    {
+                        final String seg = segment(stack, index, field);
+                        stack.push(seg);
+                        if (!seg.isEmpty())
+                        {
+                            locations.putIfAbsent(join(stack, null), p.currentTokenLocation());
+                        }
+                        index.push(t == JsonToken.START_ARRAY ? 0 : -1);
+                        field = null;
+                        break;
+                    }
+                    case END_OBJECT:
+                    case END_ARRAY:
+                        stack.pop();
+                        index.pop();
+                        if (!index.isEmpty() && index.peek() >= 0)
+                        {
+                            index.push(index.pop() + 1);
+                        }
+                        field = null;
+                        break;
+                    default:
+                        if (!index.isEmpty() && index.peek() >= 0 && field == null)
+                        {
+                            index.push(index.pop() + 1);
+                        }
+                        field = null;
+                }
+            }
+        }
+        catch (final JsonProcessingException ex)
+        {
+            throw ex;
+        }
+        catch (final IOException ex)
+        {
+            throw new IllegalStateException(ex);
+        }
+    }
+
+    private static String segment(final Deque<String> stack, final Deque<Integer> index, final String field)
+    {
+        if (field != null)
+        {
+            return field;
+        }
+        if (!index.isEmpty() && index.peek() >= 0)
+        {
+            return "[" + index.peek() + "]";
+        }
+        return "";
+    }
+
+    private static String join(final Deque<String> stack, final String last)
+    {
+        final StringBuilder b = new StringBuilder();
+        final var it = stack.descendingIterator();
+        while (it.hasNext())
+        {
+            final String s = it.next();
+            if (s.isEmpty())
+            {
+                continue;
+            }
+            if (b.length() > 0 && !s.startsWith("["))
+            {
+                b.append('.');
+            }
+            b.append(s);
+        }
+        if (last != null)
+        {
+            if (b.length() > 0)
+            {
+                b.append('.');
+            }
+            b.append(last);
+        }
+        return b.toString();
+    }
+
+    private void validate(final ColodConfig c) throws ConfigException
+    {
+        check(Set.of("trace", "debug", "info", "warn", "error").contains(c.logLevel), "log-level",
+            "must be trace, debug, info, warn or error, was '" + c.logLevel + "'");
+        check(Set.of("leave-running", "stop").contains(c.onStop), "on-stop",
+            "must be leave-running or stop, was '" + c.onStop + "'");
+        check(c.runtimeDir != null && c.runtimeDir.startsWith("/"), "runtime-dir", "must be an absolute path");
+        check(c.ramDir != null && c.ramDir.startsWith("/"), "ram-dir", "must be an absolute path");
+        check(!c.vms.isEmpty(), "vms", "at least one VM is needed");
+        final Set<String> names = new HashSet<>();
+        for (int i = 0; i < c.vms.size(); i++)
+        {
+            final ColodConfig.Vm v = c.vms.get(i);
+            final String p = "vms[" + i + "]";
+            require(v.name, p, "name");
+            check(NAME.matcher(v.name).matches(), p + ".name", "must match " + NAME.pattern() + ", was '" + v.name + "'");
+            check(names.add(v.name), p + ".name", "VM '" + v.name + "' is configured twice");
+            require(v.role, p, "role");
+            check(Set.of("primary", "secondary").contains(v.role), p + ".role",
+                "must be primary or secondary, was '" + v.role + "'");
+            require(v.peer, p, "peer");
+            check(HOST_PORT.matcher(v.peer).matches(), p + ".peer", "must be host:port, was '" + v.peer + "'");
+            check(Set.of("strict", "speculative").contains(v.mode), p + ".mode",
+                "must be strict or speculative, was '" + v.mode + "'");
+            check(v.checkpointDelayMs >= 0 && v.checkpointDelayMs <= 3_600_000, p + ".checkpoint-delay-ms",
+                "must be 0..3600000, was " + v.checkpointDelayMs);
+            check(v.heartbeatIntervalMs > 0, p + ".heartbeat-interval-ms", "must be > 0, was " + v.heartbeatIntervalMs);
+            check(v.heartbeatTimeoutMs >= 2 * v.heartbeatIntervalMs, p + ".heartbeat-timeout-ms",
+                "must be at least twice heartbeat-interval-ms (" + v.heartbeatIntervalMs + "), was " + v.heartbeatTimeoutMs);
+            check(v.memoryMib >= 16 && v.memoryMib <= 2047, p + ".memory-mib",
+                "must be 16..2047 (this version checkpoints RAM up to 2 GiB), was " + v.memoryMib);
+            check(v.maxStateBytes == 0 || v.maxStateBytes >= (long)v.memoryMib << 20, p + ".max-state-bytes",
+                "must be 0 (RAM size + 64 MiB) or at least the RAM size " + ((long)v.memoryMib << 20) +
+                ", was " + v.maxStateBytes);
+            check(v.vcpus >= 1 && v.vcpus <= 256, p + ".vcpus", "must be 1..256, was " + v.vcpus);
+            check(Set.of("kvm", "tcg").contains(v.accel), p + ".accel", "must be kvm or tcg, was '" + v.accel + "'");
+            if ("primary".equals(v.role) || v.kernel != null)
+            {
+                require(v.kernel, p, "kernel");
+            }
+            check(!v.nics.isEmpty(), p + ".nics", "at least one NIC is needed");
+            for (int n = 0; n < v.nics.size(); n++)
+            {
+                final ColodConfig.Nic nic = v.nics.get(n);
+                final String q = p + ".nics[" + n + "]";
+                require(nic.tap, q, "tap");
+                check(nic.tap.length() <= 12, q + ".tap", "must be 1..12 characters (agent taps add 3), was '" + nic.tap + "'");
+                require(nic.mac, q, "mac");
+                check(MAC.matcher(nic.mac).matches(), q + ".mac", "must be a MAC like 52:54:00:12:34:56, was '" + nic.mac + "'");
+                require(nic.bridge, q, "bridge");
+                check("tap".equals(nic.buffer), q + ".buffer",
+                    "must be tap (nfqueue is not built yet), was '" + nic.buffer + "'");
+                check(nic.maxFrames > 0, q + ".max-frames", "must be > 0, was " + nic.maxFrames);
+                check(nic.maxBytes >= 65_536 && nic.maxBytes <= (1L << 30), q + ".max-bytes",
+                    "must be 65536..1073741824, was " + nic.maxBytes);
+                check(nic.highWaterPercent >= 1 && nic.highWaterPercent <= 100, q + ".high-water-percent",
+                    "must be 1..100, was " + nic.highWaterPercent);
+                check(Set.of("drop", "backpressure").contains(nic.policy), q + ".policy",
+                    "must be drop or backpressure, was '" + nic.policy + "'");
+            }
+        }
+    }
+
+    private void require(final Object value, final String parent, final String field) throws ConfigException
+    {
+        if (value == null)
+        {
+            final JsonLocation l = locations.get(parent);
+            throw at(l, "missing field " + parent + "." + field);
+        }
+    }
+
+    private void check(final boolean ok, final String path, final String why) throws ConfigException
+    {
+        if (!ok)
+        {
+            JsonLocation l = locations.get(path);
+            String p = path;
+            while (l == null && p.contains("."))
+            {
+                p = p.substring(0, p.lastIndexOf('.'));
+                l = locations.get(p);
+            }
+            throw at(l, "invalid " + path + ": " + why);
+        }
+    }
+
+    /** The text of the value at {@code l}, to quote it back. */
+    private String valueAt(final JsonLocation l)
+    {
+        if (l == null || l.getLineNr() < 1)
+        {
+            return "?";
+        }
+        final String[] lines = text.split("\n", -1);
+        if (l.getLineNr() > lines.length)
+        {
+            return "?";
+        }
+        final String line = lines[l.getLineNr() - 1];
+        final int from = Math.min(Math.max(0, l.getColumnNr() - 1), line.length());
+        final String v = line.substring(from).trim();
+        return v.isEmpty() ? "(a nested value)" : v;
+    }
+
+    private ConfigException at(final JsonLocation l, final String message)
+    {
+        return new ConfigException(file, l == null ? 1 : l.getLineNr(), l == null ? 1 : l.getColumnNr(), message);
+    }
+
+    private static String path(final JsonMappingException ex)
+    {
+        final StringBuilder b = new StringBuilder();
+        for (final JsonMappingException.Reference r : ex.getPath())
+        {
+            if (r.getFieldName() != null)
+            {
+                if (b.length() > 0)
+                {
+                    b.append('.');
+                }
+                b.append(r.getFieldName());
+            }
+            else
+            {
+                b.append('[').append(r.getIndex()).append(']');
+            }
+        }
+        return b.length() == 0 ? "the top level" : b.toString();
+    }
+
+    private static String where(final JsonMappingException ex)
+    {
+        final String p = path(ex);
+        final int dot = p.lastIndexOf('.');
+        return dot < 0 ? "the top level" : p.substring(0, dot);
+    }
+
+    private static String typeName(final Class<?> t)
+    {
+        if (t == null)
+        {
+            return "the expected type";
+        }
+        if (t == int.class || t == Integer.class || t == long.class || t == Long.class)
+        {
+            return "a whole number";
+        }
+        if (t == String.class)
+        {
+            return "a string";
+        }
+        if (java.util.List.class.isAssignableFrom(t))
+        {
+            return "a list";
+        }
+        return "a " + t.getSimpleName().toLowerCase() + " mapping";
+    }
+}
