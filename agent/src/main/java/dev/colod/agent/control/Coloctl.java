@@ -1,0 +1,318 @@
+package dev.colod.agent.control;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.colod.agent.config.ConfigException;
+import dev.colod.agent.config.ConfigLoader;
+import picocli.AutoComplete;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+
+/**
+ * coloctl: inspect and command colod over its control socket.
+ * Exit codes: 0 done; 1 colod refused the request (e.g. unknown VM); 2 usage error; 3 colod not reachable;
+ * 4 configuration file invalid.
+ */
+@Command(name = "coloctl", mixinStandardHelpOptions = true, version = "coloctl 0.1.0",
+    description = "Inspect and command colod, the COLO checkpointing agent.",
+    footer = {"", "Examples:", "  coloctl status", "  coloctl buffers web1 --watch", "  coloctl buffers -o json",
+        "  coloctl checkpoint web1", "  coloctl failover web1", "  coloctl config check /etc/colod/colod.yaml",
+        "  source <(coloctl completion)", "",
+        "Exit codes: 0 ok, 1 colod refused, 2 usage, 3 colod not reachable, 4 invalid configuration"},
+    subcommands = {Coloctl.Status.class, Coloctl.Buffers.class, Coloctl.Checkpoint.class, Coloctl.Failover.class,
+        Coloctl.Config.class, Coloctl.Completion.class})
+public final class Coloctl
+{
+    public static final int REFUSED = 1;
+    public static final int UNREACHABLE = 3;
+    public static final int BAD_CONFIG = 4;
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    @Option(names = "--socket", description = "control socket (default: ${DEFAULT-VALUE})", defaultValue = "/run/colod/colod.sock",
+        scope = CommandLine.ScopeType.INHERIT)
+    Path socket;
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    public static void main(final String[] args)
+    {
+        System.exit(commandLine().execute(args));
+    }
+
+    public static CommandLine commandLine()
+    {
+        return new CommandLine(new Coloctl());
+    }
+
+    /** One request, one reply; a refused request becomes exit code 1 with colod's message. */
+    JsonNode call(final String request) throws ExitException
+    {
+        try (SocketChannel c = SocketChannel.open(StandardProtocolFamily.UNIX))
+        {
+            c.connect(UnixDomainSocketAddress.of(socket));
+            final ByteBuffer out = ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.UTF_8));
+            while (out.hasRemaining())
+            {
+                c.write(out);
+            }
+            final java.io.ByteArrayOutputStream buf = new java.io.ByteArrayOutputStream();
+            final ByteBuffer in = ByteBuffer.allocate(65_536);
+            while (c.read(in.clear()) > 0)
+            {
+                buf.write(in.array(), 0, in.position());
+            }
+            final JsonNode reply = JSON.readTree(buf.toByteArray());
+            if (reply == null || !reply.path("ok").asBoolean())
+            {
+                throw new ExitException(REFUSED, "colod: " + (reply == null ? "empty reply" : reply.path("error").asText()));
+            }
+            return reply;
+        }
+        catch (final IOException ex)
+        {
+            throw new ExitException(UNREACHABLE, "cannot reach colod at " + socket + ": " + ex.getMessage() +
+                " (is colod running? try: systemctl status colod; or pass --socket)");
+        }
+    }
+
+    static final class ExitException extends RuntimeException
+    {
+        final int code;
+
+        ExitException(final int code, final String message)
+        {
+            super(message);
+            this.code = code;
+        }
+    }
+
+    abstract static class Sub implements Callable<Integer>
+    {
+        @CommandLine.ParentCommand
+        Coloctl parent;
+
+        @CommandLine.Spec
+        CommandLine.Model.CommandSpec spec;
+
+        PrintWriter out()
+        {
+            return spec.commandLine().getOut();
+        }
+
+        @Override
+        public Integer call()
+        {
+            try
+            {
+                return run();
+            }
+            catch (final ExitException ex)
+            {
+                spec.commandLine().getErr().println(ex.getMessage());
+                return ex.code;
+            }
+        }
+
+        abstract int run();
+    }
+
+    @Command(name = "status", description = "Each VM: role, state, peer, last checkpoint age, checkpoints/s, pause p50/p99.")
+    static final class Status extends Sub
+    {
+        @Option(names = {"-o", "--output"}, description = "table or json", defaultValue = "table")
+        String output;
+
+        @Override
+        int run()
+        {
+            final JsonNode r = parent.call("{\"command\":\"status\"}");
+            if ("json".equals(output))
+            {
+                out().println(r.path("vms").toPrettyString());
+                return 0;
+            }
+            out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8s %9s %9s%n", "VM", "ROLE", "STATE", "PEER",
+                "LAST-CKPT", "CKPT/S", "PAUSE-P50", "PAUSE-P99");
+            for (final JsonNode v : r.path("vms"))
+            {
+                final long age = v.path("last_checkpoint_age_ms").asLong();
+                out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8.1f %7.1fms %7.1fms%n", v.path("vm").asText(),
+                    v.path("role").asText(), v.path("state").asText(), v.path("peer").asText(),
+                    age < 0 ? "never" : age + "ms ago", v.path("checkpoints_per_second").asDouble(),
+                    v.path("pause_p50_ms").asDouble(), v.path("pause_p99_ms").asDouble());
+                if (!v.path("last_error").asText().isEmpty())
+                {
+                    out().println("  last error: " + v.path("last_error").asText());
+                }
+            }
+            return 0;
+        }
+    }
+
+    @Command(name = "buffers", description = "Per VM and NIC: frames and bytes held now, per epoch, oldest age, released, dropped.")
+    static final class Buffers extends Sub
+    {
+        @Parameters(arity = "0..1", paramLabel = "VM", description = "only this VM")
+        String vm;
+
+        @Option(names = {"-o", "--output"}, description = "table or json", defaultValue = "table")
+        String output;
+
+        @Option(names = {"-w", "--watch"}, description = "refresh every second until interrupted")
+        boolean watch;
+
+        @Override
+        int run()
+        {
+            final String req = vm == null ? "{\"command\":\"buffers\"}"
+                : "{\"command\":\"buffers\",\"vm\":" + JSON.valueToTree(vm) + "}";
+            do
+            {
+                final JsonNode r = parent.call(req);
+                if (watch)
+                {
+                    out().print("\033[H\033[2J");
+                }
+                if ("json".equals(output))
+                {
+                    out().println(r.path("vms").toPrettyString());
+                }
+                else
+                {
+                    table(r);
+                }
+                out().flush();
+                if (watch)
+                {
+                    try
+                    {
+                        Thread.sleep(1000);
+                    }
+                    catch (final InterruptedException ex)
+                    {
+                        return 0;
+                    }
+                }
+            }
+            while (watch);
+            return 0;
+        }
+
+        private void table(final JsonNode r)
+        {
+            out().printf(Locale.ROOT, "%-12s %-8s %-12s %8s %10s %-24s %9s %10s %9s %s%n", "VM", "NIC", "MODE", "HELD",
+                "HELD-B", "EPOCHS(id:frames)", "OLDEST", "RELEASED", "INBOUND", "DROPPED");
+            for (final JsonNode v : r.path("vms"))
+            {
+                for (final JsonNode n : v.path("nics"))
+                {
+                    final StringBuilder epochs = new StringBuilder();
+                    for (final JsonNode e : n.path("epochs"))
+                    {
+                        epochs.append(e.path("epoch").asLong() < 0 ? "open" : e.path("epoch").asText()).append(':')
+                            .append(e.path("frames").asLong()).append(' ');
+                    }
+                    out().printf(Locale.ROOT, "%-12s %-8s %-12s %8d %10d %-24s %7dms %10d %9d %s%n", v.path("vm").asText(),
+                        n.path("nic").asText(), n.path("mode").asText(), n.path("heldFrames").asLong(),
+                        n.path("heldBytes").asLong(), epochs.toString().trim(), n.path("oldestHeldAgeNs").asLong() / 1_000_000,
+                        n.path("releasedFrames").asLong(), n.path("inboundFrames").asLong(),
+                        String.format(Locale.ROOT, "limit-frames=%d limit-bytes=%d oversize=%d fenced=%d write-error=%d",
+                            n.path("droppedLimitFrames").asLong(), n.path("droppedLimitBytes").asLong(),
+                            n.path("droppedOversize").asLong(), n.path("droppedFenced").asLong(),
+                            n.path("droppedWriteError").asLong()));
+                }
+                if (v.path("nics").isEmpty())
+                {
+                    out().printf("%-12s (no output buffers here: this host is the secondary)%n", v.path("vm").asText());
+                }
+            }
+        }
+    }
+
+    @Command(name = "checkpoint", description = "Take a checkpoint of VM now (on its primary).")
+    static final class Checkpoint extends Sub
+    {
+        @Parameters(paramLabel = "VM")
+        String vm;
+
+        @Override
+        int run()
+        {
+            out().println(parent.call("{\"command\":\"checkpoint\",\"vm\":" + JSON.valueToTree(vm) + "}").path("message").asText());
+            return 0;
+        }
+    }
+
+    @Command(name = "failover", description = "On the secondary: resume VM here from the last committed checkpoint. "
+        + "On the primary: stop protecting VM (it keeps running here).")
+    static final class Failover extends Sub
+    {
+        @Parameters(paramLabel = "VM")
+        String vm;
+
+        @Override
+        int run()
+        {
+            out().println(parent.call("{\"command\":\"failover\",\"vm\":" + JSON.valueToTree(vm) + "}").path("message").asText());
+            return 0;
+        }
+    }
+
+    @Command(name = "config", description = "Configuration tools.", subcommands = Config.Check.class)
+    static final class Config
+    {
+        @Command(name = "check", description = "Validate a colod.yaml without starting anything.")
+        static final class Check implements Callable<Integer>
+        {
+            @Parameters(paramLabel = "FILE")
+            Path file;
+
+            @CommandLine.Spec
+            CommandLine.Model.CommandSpec spec;
+
+            @Override
+            public Integer call()
+            {
+                try
+                {
+                    final int n = ConfigLoader.load(file).vms.size();
+                    spec.commandLine().getOut().println(file + ": OK (" + n + " vm" + (n == 1 ? "" : "s") + ")");
+                    return 0;
+                }
+                catch (final ConfigException ex)
+                {
+                    spec.commandLine().getErr().println(ex.getMessage());
+                    return BAD_CONFIG;
+                }
+            }
+        }
+    }
+
+    @Command(name = "completion", description = "Print a bash/zsh completion script: source <(coloctl completion)")
+    static final class Completion implements Callable<Integer>
+    {
+        @CommandLine.Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call()
+        {
+            spec.commandLine().getOut().print(AutoComplete.bash("coloctl", spec.parent().commandLine()));
+            return 0;
+        }
+    }
+}

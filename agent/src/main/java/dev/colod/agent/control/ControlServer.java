@@ -1,0 +1,173 @@
+package dev.colod.agent.control;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.colod.buffer.NicStats;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * colod's control socket: a unix socket, mode 0600 (root only), one JSON request line in, one JSON response
+ * line out, then close (docs/OPERATIONS.md, "Control socket"). Requests:
+ * {@code {"command":"status"}}, {@code {"command":"buffers","vm":"web1"}} (vm optional),
+ * {@code {"command":"checkpoint","vm":"web1"}}, {@code {"command":"failover","vm":"web1"}}.
+ * Responses: {@code {"ok":true,...}} or {@code {"ok":false,"error":"..."}}.
+ */
+public final class ControlServer implements AutoCloseable
+{
+    private static final Logger LOG = LoggerFactory.getLogger(ControlServer.class);
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final int MAX_REQUEST = 4096;
+
+    private final Path path;
+    private final Map<String, VmHandle> vms = new ConcurrentHashMap<>();
+    private final ServerSocketChannel server;
+    private final Thread thread;
+    private volatile boolean running = true;
+
+    public ControlServer(final Path path, final List<VmHandle> handles) throws IOException
+    {
+        this.path = path;
+        handles.forEach(h -> vms.put(h.name(), h));
+        Files.createDirectories(path.getParent());
+        Files.deleteIfExists(path);
+        server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        server.bind(UnixDomainSocketAddress.of(path));
+        Files.setPosixFilePermissions(path, PosixFilePermissions.fromString("rw-------"));
+        thread = new Thread(this::serve, "colod-control");
+        thread.setDaemon(true);
+        thread.start();
+        LOG.info("control socket {} (mode 0600)", path);
+    }
+
+    private void serve()
+    {
+        while (running)
+        {
+            try (SocketChannel c = server.accept())
+            {
+                final ByteBuffer in = ByteBuffer.allocate(MAX_REQUEST);
+                while (in.hasRemaining() && c.read(in) > 0)
+                {
+                    if (in.get(in.position() - 1) == '\n')
+                    {
+                        break;
+                    }
+                }
+                final String reply = handle(new String(in.array(), 0, in.position(), StandardCharsets.UTF_8).trim());
+                final ByteBuffer out = ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8));
+                while (out.hasRemaining())
+                {
+                    c.write(out);
+                }
+            }
+            catch (final IOException ex)
+            {
+                if (running)
+                {
+                    LOG.warn("control socket: {}", ex.toString());
+                }
+            }
+        }
+    }
+
+    String handle(final String line)
+    {
+        final ObjectNode r = JSON.createObjectNode();
+        try
+        {
+            final JsonNode req = JSON.readTree(line);
+            final String cmd = req.path("command").asText("");
+            final String vm = req.path("vm").asText(null);
+            switch (cmd)
+            {
+                case "status":
+                {
+                    final ArrayNode a = r.putArray("vms");
+                    vms.values().stream().sorted((x, y) -> x.name().compareTo(y.name()))
+                        .forEach(h -> a.add(JSON.valueToTree(h.status())));
+                    break;
+                }
+                case "buffers":
+                {
+                    final ArrayNode a = r.putArray("vms");
+                    for (final VmHandle h : vm == null ? vms.values().stream().sorted((x, y) -> x.name().compareTo(y.name())).toList()
+                        : List.of(find(vm)))
+                    {
+                        final ObjectNode o = a.addObject();
+                        o.put("vm", h.name());
+                        final ArrayNode nics = o.putArray("nics");
+                        for (final NicStats s : h.buffers())
+                        {
+                            nics.add(JSON.valueToTree(s));
+                        }
+                    }
+                    break;
+                }
+                case "checkpoint":
+                    find(vm).checkpoint();
+                    r.put("message", "checkpoint requested for vm " + vm);
+                    break;
+                case "failover":
+                    find(vm).failover();
+                    r.put("message", "failover requested for vm " + vm);
+                    break;
+                default:
+                    throw new IllegalArgumentException("unknown command '" + cmd + "' (status, buffers, checkpoint, failover)");
+            }
+            r.put("ok", true);
+        }
+        catch (final IOException | RuntimeException ex)
+        {
+            r.removeAll();
+            r.put("ok", false);
+            r.put("error", ex.getMessage());
+        }
+        return r.toString();
+    }
+
+    private VmHandle find(final String vm)
+    {
+        if (vm == null)
+        {
+            throw new IllegalArgumentException("which vm? (one of " + String.join(", ", vms.keySet()) + ")");
+        }
+        final VmHandle h = vms.get(vm);
+        if (h == null)
+        {
+            throw new IllegalArgumentException("no vm '" + vm + "' here (known: " + String.join(", ", vms.keySet()) + ")");
+        }
+        return h;
+    }
+
+    @Override
+    public void close()
+    {
+        running = false;
+        try
+        {
+            server.close();
+            Files.deleteIfExists(path);
+        }
+        catch (final IOException ex)
+        {
+            LOG.warn("closing control socket: {}", ex.toString());
+        }
+    }
+}

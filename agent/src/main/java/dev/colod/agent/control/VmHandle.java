@@ -1,0 +1,114 @@
+package dev.colod.agent.control;
+
+import dev.colod.buffer.NicStats;
+import dev.colod.core.PrimaryEngine;
+import dev.colod.core.SecondaryEngine;
+import dev.colod.core.status.ColoCounters;
+
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Supplier;
+
+/**
+ * What the control socket sees of one protected VM: its engine (primary or secondary) and its output-commit
+ * buffers. Reads are lock-free snapshots; commands go to the engine's own queue.
+ */
+public final class VmHandle
+{
+    private final String name;
+    private final PrimaryEngine primary;
+    private final SecondaryEngine secondary;
+    private final Supplier<List<NicStats>> buffers;
+    private long lastCount;
+    private long lastCountNanos = System.nanoTime();
+    private double rate;
+
+    private VmHandle(final String name, final PrimaryEngine primary, final SecondaryEngine secondary,
+        final Supplier<List<NicStats>> buffers)
+    {
+        this.name = name;
+        this.primary = primary;
+        this.secondary = secondary;
+        this.buffers = buffers;
+    }
+
+    public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers)
+    {
+        return new VmHandle(name, e, null, buffers);
+    }
+
+    public static VmHandle secondary(final String name, final SecondaryEngine e)
+    {
+        return new VmHandle(name, null, e, List::of);
+    }
+
+    public String name()
+    {
+        return name;
+    }
+
+    private ColoCounters counters()
+    {
+        return primary != null ? primary.counters() : secondary.counters();
+    }
+
+    /** The fields of {@code coloctl status}, documented in docs/OPERATIONS.md. */
+    public synchronized Map<String, Object> status()
+    {
+        final ColoCounters c = counters();
+        final long now = System.nanoTime();
+        final long count = c.checkpointsCompleted.get();
+        if (now - lastCountNanos > 500_000_000L)
+        {
+            rate = (count - lastCount) / ((now - lastCountNanos) / 1e9);
+            lastCount = count;
+            lastCountNanos = now;
+        }
+        final long last = c.lastCheckpointNanos.get();
+        final Map<String, Object> m = new LinkedHashMap<>();
+        m.put("vm", name);
+        m.put("role", primary != null ? "primary" : "secondary");
+        m.put("state", (primary != null ? primary.state() : secondary.state()).name().toLowerCase().replace('_', '-'));
+        m.put("peer", primary != null ? primary.peer() : secondary.peer());
+        m.put("last_checkpoint_id", c.lastCheckpointId.get());
+        m.put("last_checkpoint_age_ms", last == 0 ? -1 : (now - last) / 1_000_000);
+        m.put("checkpoints", count);
+        m.put("checkpoints_per_second", Math.round(rate * 10) / 10.0);
+        m.put("checkpoints_failed", c.checkpointsFailed.get());
+        m.put("pause_p50_ms", c.pauseMicros.getValueAtPercentile(50) / 1000.0);
+        m.put("pause_p99_ms", c.pauseMicros.getValueAtPercentile(99) / 1000.0);
+        m.put("state_bytes", c.stateBytes.get());
+        m.put("heartbeat_losses", c.heartbeatLosses.get());
+        m.put("protocol_errors", c.protocolErrors.get());
+        m.put("failovers", c.failovers.get());
+        m.put("last_error", primary != null ? primary.lastError() : secondary.lastError());
+        return m;
+    }
+
+    public List<NicStats> buffers()
+    {
+        return buffers.get();
+    }
+
+    public void checkpoint()
+    {
+        if (primary == null)
+        {
+            throw new IllegalStateException("vm " + name + " is the secondary here: checkpoints are taken on the primary");
+        }
+        primary.requestCheckpoint();
+    }
+
+    public void failover()
+    {
+        if (primary != null)
+        {
+            primary.requestFailover();
+        }
+        else
+        {
+            secondary.requestFailover();
+        }
+    }
+}

@@ -1,0 +1,173 @@
+package dev.colod.agent.control;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.colod.buffer.BufferLimits;
+import dev.colod.buffer.EpochBuffer;
+import dev.colod.core.ColoConfig;
+import dev.colod.core.ProtectionState;
+import dev.colod.core.protocol.ProtocolTap;
+import dev.colod.core.testing.EnginePair;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
+
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.List;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+/** coloctl against a running control socket with real (in-memory VM) engines behind it. */
+class ColoctlTest
+{
+    @TempDir
+    Path dir;
+    private EnginePair pair;
+    private ControlServer server;
+    private Path socket;
+
+    record Run(int code, String out, String err)
+    {
+    }
+
+    @BeforeEach
+    void start() throws Exception
+    {
+        pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT).checkpointDelayMs(50), 4096,
+            ProtocolTap.NONE, ProtocolTap.NONE);
+        pair.awaitCheckpoints(3);
+        final EpochBuffer buffer = new EpochBuffer(new BufferLimits().conclude());
+        final int at = buffer.reserve();
+        buffer.append(at, 60, System.nanoTime());
+        buffer.seal(7);
+        socket = dir.resolve("colod.sock");
+        server = new ControlServer(socket, List.of(
+            VmHandle.primary("web1", pair.primary, () -> List.of(buffer.stats("vnet0", "hold", System.nanoTime(), 0, 0, 0, 0))),
+            VmHandle.secondary("web2", pair.secondary)));
+    }
+
+    @AfterEach
+    void stop()
+    {
+        server.close();
+        pair.close();
+    }
+
+    private Run coloctl(final String... args)
+    {
+        final StringWriter out = new StringWriter();
+        final StringWriter err = new StringWriter();
+        final CommandLine cl = Coloctl.commandLine();
+        cl.setOut(new PrintWriter(out));
+        cl.setErr(new PrintWriter(err));
+        final String[] all = new String[args.length + 2];
+        all[0] = "--socket";
+        all[1] = socket.toString();
+        System.arraycopy(args, 0, all, 2, args.length);
+        final int code = cl.execute(all);
+        return new Run(code, out.toString(), err.toString());
+    }
+
+    @Test
+    void controlSocketIsRootOnly() throws Exception
+    {
+        assertThat(PosixFilePermissions.toString(Files.getPosixFilePermissions(socket))).isEqualTo("rw-------");
+    }
+
+    @Test
+    void statusShowsEachVmAsTableAndJson() throws Exception
+    {
+        final Run table = coloctl("status");
+        assertThat(table.code()).isZero();
+        assertThat(table.out()).contains("VM", "STATE", "web1", "primary", "protected", "web2", "secondary");
+        final Run json = coloctl("status", "-o", "json");
+        assertThat(json.code()).isZero();
+        final JsonNode vms = new ObjectMapper().readTree(json.out());
+        assertThat(vms).hasSize(2);
+        for (final String field : List.of("vm", "role", "state", "peer", "last_checkpoint_age_ms", "checkpoints",
+            "checkpoints_per_second", "pause_p50_ms", "pause_p99_ms", "last_error"))
+        {
+            assertThat(vms.get(0).has(field)).as(field).isTrue();
+        }
+        assertThat(vms.get(0).path("checkpoints").asLong()).isGreaterThanOrEqualTo(3);
+    }
+
+    @Test
+    void buffersShowHeldFramesPerEpochAsTableAndJson() throws Exception
+    {
+        final Run table = coloctl("buffers", "web1");
+        assertThat(table.code()).isZero();
+        assertThat(table.out()).contains("vnet0", "7:1", "limit-frames=0");
+        final JsonNode j = new ObjectMapper().readTree(coloctl("buffers", "-o", "json").out());
+        final JsonNode nic = j.get(0).path("nics").get(0);
+        assertThat(nic.path("nic").asText()).isEqualTo("vnet0");
+        assertThat(nic.path("heldFrames").asLong()).isEqualTo(1);
+        assertThat(nic.path("epochs").get(0).path("epoch").asLong()).isEqualTo(7);
+        for (final String f : List.of("heldBytes", "oldestHeldAgeNs", "releasedFrames", "droppedLimitFrames",
+            "droppedLimitBytes", "droppedFenced", "inboundFrames"))
+        {
+            assertThat(nic.has(f)).as(f).isTrue();
+        }
+    }
+
+    @Test
+    void checkpointAndFailoverCommandsReachTheEngines()
+    {
+        final long before = pair.primary.counters().checkpointsRequestedEarly.get();
+        final Run ck = coloctl("checkpoint", "web1");
+        assertThat(ck.code()).isZero();
+        assertThat(ck.out()).contains("checkpoint requested for vm web1");
+        assertThat(pair.primary.counters().checkpointsRequestedEarly.get()).isEqualTo(before + 1);
+
+        final Run fo = coloctl("failover", "web2");
+        assertThat(fo.code()).isZero();
+        await().until(() -> pair.secondary.state() == ProtectionState.FAILED_OVER);
+    }
+
+    @Test
+    void errorsHaveExitCodesScriptsCanRelyOn()
+    {
+        final Run unknown = coloctl("checkpoint", "nope");
+        assertThat(unknown.code()).isEqualTo(Coloctl.REFUSED);
+        assertThat(unknown.err()).contains("no vm 'nope' here (known:").doesNotContain("Exception");
+        final Run secondaryCheckpoint = coloctl("checkpoint", "web2");
+        assertThat(secondaryCheckpoint.code()).isEqualTo(Coloctl.REFUSED);
+        assertThat(secondaryCheckpoint.err()).contains("checkpoints are taken on the primary");
+
+        final StringWriter err = new StringWriter();
+        final CommandLine cl = Coloctl.commandLine();
+        cl.setErr(new PrintWriter(err));
+        assertThat(cl.execute("--socket", dir.resolve("missing.sock").toString(), "status")).isEqualTo(Coloctl.UNREACHABLE);
+        assertThat(err.toString()).contains("cannot reach colod at").contains("is colod running?");
+        assertThat(Coloctl.commandLine().execute("frobnicate")).isEqualTo(2);
+    }
+
+    @Test
+    void configCheckReportsLineAndColumn() throws Exception
+    {
+        final Run ok = coloctl("config", "check", "../deploy/colod.example.yaml");
+        assertThat(ok.code()).as(ok.err()).isZero();
+        assertThat(ok.out()).contains("OK (1 vm)");
+        final Path bad = dir.resolve("bad.yaml");
+        Files.writeString(bad, "vms:\n  - name: x\n    rol: primary\n");
+        final Run r = coloctl("config", "check", bad.toString());
+        assertThat(r.code()).isEqualTo(Coloctl.BAD_CONFIG);
+        assertThat(r.err()).contains("bad.yaml:3:5: unknown key 'rol'");
+    }
+
+    @Test
+    void helpHasExamplesAndCompletionIsGenerated()
+    {
+        final Run help = coloctl("--help");
+        assertThat(help.out()).contains("Examples:", "coloctl buffers web1 --watch", "Exit codes");
+        final Run completion = coloctl("completion");
+        assertThat(completion.out()).contains("complete -F").contains("buffers");
+    }
+}
