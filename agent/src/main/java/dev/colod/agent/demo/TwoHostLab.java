@@ -401,7 +401,7 @@ public final class TwoHostLab
     }
 
 
-    static void deleteTree(final Path p)
+    public static void deleteTree(final Path p)
     {
         try
         {

@@ -49,6 +49,7 @@ public final class QemuProcess implements AutoCloseable
     {
         spec.check();
         Files.createDirectories(runDir);
+        Files.createDirectories(ramFile.getParent());
         Files.deleteIfExists(qmpSocket(runDir));
         final List<String> cmd = new ArrayList<>();
         if (netns != null)
