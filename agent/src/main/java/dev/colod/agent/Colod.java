@@ -31,7 +31,6 @@ import org.slf4j.LoggerFactory;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Collections;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -47,7 +46,7 @@ public final class Colod implements AutoCloseable
     private static final Logger LOG = LoggerFactory.getLogger(Colod.class);
 
     private final ColodConfig config;
-    private final List<AutoCloseable> closers = Collections.synchronizedList(new ArrayList<>());
+    private final Closers closers = new Closers(ex -> LOG.warn("stopping: {}", ex.toString()));
     private final List<VmHandle> handles = new ArrayList<>();
     private final MultiThreadIoEventLoopGroup loop = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
 
@@ -141,6 +140,12 @@ public final class Colod implements AutoCloseable
             }
         }
         closers.add(new ControlServer(runtime.resolve("colod.sock"), handles));
+        if (!config.metricsListen.isEmpty())
+        {
+            final String[] hp = config.metricsListen.split(":");
+            closers.add(new dev.colod.agent.control.MetricsServer(
+                new InetSocketAddress(hp[0], Integer.parseInt(hp[1])), handles));
+        }
     }
 
     private void startPrimary(final ColodConfig.Vm v, final VmSpec spec, final ColoConfig engine,
@@ -201,19 +206,7 @@ public final class Colod implements AutoCloseable
     @Override
     public void close()
     {
-        final List<AutoCloseable> all = new ArrayList<>(closers);
-        Collections.reverse(all);
-        for (final AutoCloseable c : all)
-        {
-            try
-            {
-                c.close();
-            }
-            catch (final Exception ex)
-            {
-                LOG.warn("stopping: {}", ex.toString());
-            }
-        }
+        closers.close();
         loop.shutdownGracefully(0, 1, TimeUnit.SECONDS);
     }
 }

@@ -20,8 +20,6 @@ import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
-import java.util.List;
-import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
@@ -50,7 +48,7 @@ public final class PrimaryEngine implements AutoCloseable
     private final NanoClock clock;
     private final FailoverState failover = new FailoverState();
     private final LinkedBlockingQueue<Integer> commands = new LinkedBlockingQueue<>();
-    private final List<Consumer<ExitEvent>> exitListeners = new CopyOnWriteArrayList<>();
+    private final ExitListeners exitListeners = new ExitListeners();
     private final Watchdog watchdog;
     private final Thread thread;
     private final String peer;
@@ -160,7 +158,7 @@ public final class PrimaryEngine implements AutoCloseable
                     state = ProtectionState.FENCED;
                     holdFenced();
                     exit = new ExitEvent("primary", ExitReason.ERROR, ex.getMessage(), false, lastCompleted, false, ex);
-                    publish(exit);
+                    exitListeners.publish(exit);
                     return;
                 }
             }
@@ -170,7 +168,7 @@ public final class PrimaryEngine implements AutoCloseable
             }
             if (exit != null)
             {
-                publish(exit);
+                exitListeners.publish(exit);
                 if (exit.reason() == ExitReason.REQUEST)
                 {
                     return;
@@ -180,6 +178,11 @@ public final class PrimaryEngine implements AutoCloseable
             state = ProtectionState.UNPROTECTED;
             commands.clear();
             idle(config.reconnectIntervalMs());
+            if (failover.isPending())
+            {
+                LOG.warn("vm={} protection stopped on request; not reconnecting", config.vmName());
+                return;
+            }
         }
         state = ProtectionState.STOPPED;
     }
@@ -471,11 +474,14 @@ public final class PrimaryEngine implements AutoCloseable
     {
         try
         {
-            if (stopped)
+            // only close() or a failover request cuts the wait short; a late wake-up from the ended session
+            // (its heartbeat's goodbye) must not make us reconnect at once
+            final long deadline = clock.nanoTime() + ms * 1_000_000L;
+            long left;
+            while (!stopped && !failover.isPending() && (left = deadline - clock.nanoTime()) > 0)
             {
-                return; // close() sets stopped before it offers its wake-up, which a clear() may have dropped
+                commands.poll(left, TimeUnit.NANOSECONDS);
             }
-            commands.poll(ms, TimeUnit.MILLISECONDS);
         }
         catch (final InterruptedException ex)
         {
@@ -518,20 +524,6 @@ public final class PrimaryEngine implements AutoCloseable
         return w;
     }
 
-    private void publish(final ExitEvent e)
-    {
-        for (final Consumer<ExitEvent> l : exitListeners)
-        {
-            try
-            {
-                l.accept(e);
-            }
-            catch (final RuntimeException ex)
-            {
-                LOG.error("exit listener failed", ex);
-            }
-        }
-    }
 
     static void closeQuietly(final AutoCloseable c)
     {

@@ -20,8 +20,6 @@ import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
 import java.security.SecureRandom;
-import java.util.List;
-import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
@@ -47,7 +45,7 @@ public final class SecondaryEngine implements AutoCloseable
     private final ProtocolTap tap;
     private final NanoClock clock;
     private final FailoverState failover = new FailoverState();
-    private final List<Consumer<ExitEvent>> exitListeners = new CopyOnWriteArrayList<>();
+    private final ExitListeners exitListeners = new ExitListeners();
     private final SecureRandom random = new SecureRandom();
     private final Object sessionLock = new Object();
     private final Watchdog watchdog;
@@ -466,7 +464,7 @@ public final class SecondaryEngine implements AutoCloseable
             state = stopped ? ProtectionState.STOPPED : ProtectionState.CONNECTING;
             LOG.warn("vm={} session ended: {}; standing by with checkpoint {}", config.vmName(), detail,
                 sink.lastCommitted());
-            publish(new ExitEvent("secondary", stopped ? ExitReason.REQUEST : ExitReason.ERROR, detail, false,
+            exitListeners.publish(new ExitEvent("secondary", stopped ? ExitReason.REQUEST : ExitReason.ERROR, detail, false,
                 sink.lastCommitted(), false, ex));
         }
     }
@@ -486,7 +484,7 @@ public final class SecondaryEngine implements AutoCloseable
             state = ProtectionState.CONNECTING;
             final String detail = why + "; no checkpoint was ever committed, so there is nothing to resume";
             LOG.error("vm={} CANNOT FAIL OVER: {}", config.vmName(), detail);
-            publish(new ExitEvent("secondary", reason, detail, peerLost, 0, false, null));
+            exitListeners.publish(new ExitEvent("secondary", reason, detail, peerLost, 0, false, null));
             return;
         }
         LOG.warn("vm={} FAILING OVER: {}; resuming from checkpoint {}", config.vmName(), why, committed);
@@ -497,7 +495,7 @@ public final class SecondaryEngine implements AutoCloseable
             counters.failovers.incrementAndGet();
             state = ProtectionState.FAILED_OVER;
             LOG.warn("vm={} FAILED OVER: the VM runs here from checkpoint {}", config.vmName(), committed);
-            publish(new ExitEvent("secondary", reason, why, peerLost, committed, true, null));
+            exitListeners.publish(new ExitEvent("secondary", reason, why, peerLost, committed, true, null));
         }
         catch (final Exception ex)
         {
@@ -506,24 +504,10 @@ public final class SecondaryEngine implements AutoCloseable
             final String detail = why + "; resuming checkpoint " + committed + " failed: " + ex.getMessage();
             lastError = detail;
             LOG.error("vm={} FAILOVER FAILED: {}", config.vmName(), detail, ex);
-            publish(new ExitEvent("secondary", ExitReason.ERROR, detail, peerLost, committed, false, ex));
+            exitListeners.publish(new ExitEvent("secondary", ExitReason.ERROR, detail, peerLost, committed, false, ex));
         }
     }
 
-    private void publish(final ExitEvent e)
-    {
-        for (final Consumer<ExitEvent> l : exitListeners)
-        {
-            try
-            {
-                l.accept(e);
-            }
-            catch (final RuntimeException ex)
-            {
-                LOG.error("exit listener failed", ex);
-            }
-        }
-    }
 
     @Override
     public void close()

@@ -20,6 +20,9 @@ public final class ColodConfig
     public String logLevel = "info";
     @JsonProperty("on-stop")
     public String onStop = "leave-running";
+    /** Prometheus endpoint, host:port; empty (the default) turns it off. */
+    @JsonProperty("metrics-listen")
+    public String metricsListen = "";
     public List<Vm> vms = new ArrayList<>();
 
     public static final class Vm

@@ -213,6 +213,8 @@ public final class ConfigLoader
         check(Set.of("leave-running", "stop").contains(c.onStop), "on-stop",
             "must be leave-running or stop, was '" + c.onStop + "'");
         check(c.runtimeDir != null && c.runtimeDir.startsWith("/"), "runtime-dir", "must be an absolute path");
+        check(c.metricsListen != null && (c.metricsListen.isEmpty() || HOST_PORT.matcher(c.metricsListen).matches()),
+            "metrics-listen", "must be empty (off) or host:port such as 127.0.0.1:9477, was '" + c.metricsListen + "'");
         check(c.ramDir != null && c.ramDir.startsWith("/"), "ram-dir", "must be an absolute path");
         check(!c.vms.isEmpty(), "vms", "at least one VM is needed");
         final Set<String> names = new HashSet<>();

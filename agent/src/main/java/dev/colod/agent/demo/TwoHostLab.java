@@ -71,7 +71,7 @@ public final class TwoHostLab
         public final String cli = "colot-c-" + id;
         public final Path runDir;
         final List<String> namespaces = new ArrayList<>();
-        final List<AutoCloseable> closers = Collections.synchronizedList(new ArrayList<>());
+        final dev.colod.agent.Closers closers = new dev.colod.agent.Closers(ex -> System.err.println("cleanup: " + ex));
         public final VmSpec spec;
         public QemuProcess primaryQemu;
         public QemuFailover failover;
@@ -266,19 +266,7 @@ public final class TwoHostLab
         @Override
         public void close()
         {
-            final List<AutoCloseable> all = new ArrayList<>(closers);
-            Collections.reverse(all);
-            for (final AutoCloseable c : all)
-            {
-                try
-                {
-                    c.close();
-                }
-                catch (final Exception ex)
-                {
-                    System.err.println("cleanup: " + ex);
-                }
-            }
+            closers.close();
             for (final String ns : namespaces)
             {
                 final String err = Netns.delete(ns);

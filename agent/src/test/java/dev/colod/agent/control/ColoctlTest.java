@@ -163,6 +163,23 @@ class ColoctlTest
     }
 
     @Test
+    void metricsEndpointServesPrometheusTextOnLoopback() throws Exception
+    {
+        try (MetricsServer m = new MetricsServer(new java.net.InetSocketAddress("127.0.0.1", 0), List.of(
+            VmHandle.primary("web1", pair.primary, () -> List.of()), VmHandle.secondary("web2", pair.secondary))))
+        {
+            final java.net.HttpURLConnection c = (java.net.HttpURLConnection)
+                new java.net.URL("http://127.0.0.1:" + m.port() + "/metrics").openConnection();
+            assertThat(c.getResponseCode()).isEqualTo(200);
+            final String body = new String(c.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+            assertThat(body).contains("# TYPE colod_checkpoints_total counter")
+                .contains("colod_checkpoints_total{vm=\"web1\",role=\"primary\"}")
+                .contains("colod_pause_seconds{vm=\"web1\",role=\"primary\",quantile=\"0.99\"}")
+                .contains("colod_protected{vm=\"web2\",role=\"secondary\"} 1");
+        }
+    }
+
+    @Test
     void helpHasExamplesAndCompletionIsGenerated()
     {
         final Run help = coloctl("--help");
