@@ -195,7 +195,8 @@ public final class Colod implements AutoCloseable
     private void startSecondary(final ColodConfig.Vm v, final VmSpec spec, final ColoConfig engine,
         final InetSocketAddress listen, final Path runDir) throws Exception
     {
-        final QemuFailover failover = new QemuFailover(spec, runDir, v.netns);
+        final QemuFailover failover = new QemuFailover(spec, runDir, v.netns, "hot".equals(v.standby));
+        closers.add(failover);
         final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, failover);
         final SecondaryEngine e = new SecondaryEngine(engine, listen, image, new ColoCounters(), ProtocolTap.NONE,
             NanoClock.SYSTEM).start();

@@ -176,6 +176,40 @@ class FailoverEndToEndTest
     }
 
     @Test
+    void hotStandbyFailoverOnlyLoadsDeviceStateAndKeepsTheCounterIncreasing() throws Exception
+    {
+        try (Lab rig = new Lab(GUEST))
+        {
+            rig.hotStandby = true;
+            rig.bootPrimary();
+            rig.protect(true, 200, s -> s, i -> i);
+            try (Client client = new Client(rig.cli))
+            {
+                while (client.values().size() < 4)
+                {
+                    Thread.sleep(20);
+                }
+                final long killedAt = System.nanoTime();
+                rig.killPrimary();
+                final ExitEvent e = rig.secondaryExits.poll(60, TimeUnit.SECONDS);
+                assertThat(e).isNotNull();
+                assertThat(e.failedOver()).as(e.detail()).isTrue();
+                assertThat(rig.failover.lastStartMicros).as("no QEMU start at failover: it was waiting").isLessThan(5_000);
+                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+                while (client.countSince(killedAt) < 3)
+                {
+                    assertThat(System.nanoTime() - deadline).as("client answered after failover").isNegative();
+                    Thread.sleep(50);
+                }
+                client.close();
+                System.out.printf("hot standby: load+cont %d ms; values %s%n", rig.failover.lastLoadMicros / 1000,
+                    client.values());
+                assertStrictlyIncreasing(client.values());
+            }
+        }
+    }
+
+    @Test
     void clientSeesStrictlyIncreasingCounterThroughFailoverWithOutputCommit() throws Exception
     {
         try (Lab rig = new Lab(GUEST))

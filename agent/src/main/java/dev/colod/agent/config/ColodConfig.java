@@ -32,6 +32,8 @@ public final class ColodConfig
         public String peer;
         public String netns;
         public String mode = "strict";
+        /** Secondary: cold (start QEMU at failover) or hot (QEMU waits paused on the standby image). */
+        public String standby = "cold";
         @JsonProperty("checkpoint-delay-ms")
         public long checkpointDelayMs = 100;
         @JsonProperty("heartbeat-interval-ms")

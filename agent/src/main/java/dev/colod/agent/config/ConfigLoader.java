@@ -232,6 +232,8 @@ public final class ConfigLoader
             check(HOST_PORT.matcher(v.peer).matches(), p + ".peer", "must be host:port, was '" + v.peer + "'");
             check(Set.of("strict", "speculative").contains(v.mode), p + ".mode",
                 "must be strict or speculative, was '" + v.mode + "'");
+            check(Set.of("cold", "hot").contains(v.standby), p + ".standby",
+                "must be cold or hot, was '" + v.standby + "'");
             check(v.checkpointDelayMs >= 0 && v.checkpointDelayMs <= 3_600_000, p + ".checkpoint-delay-ms",
                 "must be 0..3600000, was " + v.checkpointDelayMs);
             check(v.heartbeatIntervalMs > 0, p + ".heartbeat-interval-ms", "must be > 0, was " + v.heartbeatIntervalMs);

@@ -165,6 +165,8 @@ public final class TwoHostLab
         }
 
         /** Starts both engines; {@code outputCommit} false is the control run (frames pass unheld). */
+        public boolean hotStandby;
+
         public void protect(final boolean outputCommit, final long checkpointDelayMs,
             final java.util.function.UnaryOperator<VmStateSource> wrapSource,
             final java.util.function.Function<StandbyImage, VmStateSink> wrapSink) throws Exception
@@ -172,7 +174,8 @@ public final class TwoHostLab
             final ColoConfig cfg = new ColoConfig().vmName("e2e").mode(ColoConfig.Mode.STRICT)
                 .checkpointDelayMs(checkpointDelayMs).heartbeatIntervalMs(100).heartbeatTimeoutMs(1_000)
                 .syncTimeoutMs(10_000).transferTimeoutMs(60_000).maxStateBytes(spec.memoryBytes() + (64L << 20)).reconnectIntervalMs(60_000);
-            failover = new QemuFailover(spec, runDir.resolve("sec"), sec);
+            failover = new QemuFailover(spec, runDir.resolve("sec"), sec, hotStandby);
+            closers.add(failover);
             final VmStateSink image = wrapSink.apply(new StandbyImage(imageDir(), "e2e", failover));
             closers.add(() -> deleteTree(imageDir()));
             secondary = new SecondaryEngine(cfg.conclude(), new InetSocketAddress("198.19.0.2", PORT), image,

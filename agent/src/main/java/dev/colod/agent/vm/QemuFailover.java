@@ -14,22 +14,64 @@ import java.util.Map;
  * {@code migrate-incoming} (x-ignore-shared), {@code cont}, and {@code announce-self} so switches learn where
  * the guest's MAC lives now. The guest keeps its MAC and IP.
  */
-public final class QemuFailover implements StandbyImage.Activation
+public final class QemuFailover implements StandbyImage.Activation, AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(QemuFailover.class);
 
     private final VmSpec spec;
     private final Path runDir;
     private final String netns;
+    private final boolean hot;
     private volatile QemuProcess running;
+    private volatile QemuProcess standby;
     public volatile long lastStartMicros;
     public volatile long lastLoadMicros;
 
-    public QemuFailover(final VmSpec spec, final Path runDir, final String netns)
+    /**
+     * {@code hot}: pre-start QEMU paused ({@code -incoming defer}) on the committed RAM file after the first
+     * commit, so failover is only the device-state load and {@code cont}. Its RAM mapping is shared with the
+     * image, so later commits are seen by it without any copy.
+     */
+    public QemuFailover(final VmSpec spec, final Path runDir, final String netns, final boolean hot)
     {
         this.spec = spec;
         this.runDir = runDir;
         this.netns = netns;
+        this.hot = hot;
+    }
+
+    public QemuFailover(final VmSpec spec, final Path runDir, final String netns)
+    {
+        this(spec, runDir, netns, false);
+    }
+
+    @Override
+    public void committed(final StandbyImage image, final long checkpointId)
+    {
+        if (!hot || running != null || (standby != null && standby.isAlive()))
+        {
+            return;
+        }
+        try
+        {
+            standby = QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
+            LOG.info("vm={} hot standby: QEMU pid {} waits paused on the committed image", spec.name(), standby.pid());
+        }
+        catch (final IOException ex)
+        {
+            LOG.error("vm={} hot standby could not start (failover will cold-start): {}", spec.name(), ex.getMessage());
+        }
+    }
+
+    /** Stops a hot-standby QEMU that was never activated. */
+    @Override
+    public void close()
+    {
+        final QemuProcess s = standby;
+        if (s != null && running != s)
+        {
+            s.kill();
+        }
     }
 
     /** The QEMU that runs the VM after failover, or null. */
@@ -42,7 +84,9 @@ public final class QemuFailover implements StandbyImage.Activation
     public void activate(final StandbyImage image, final long checkpointId) throws IOException
     {
         final long t0 = System.nanoTime();
-        final QemuProcess q = QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
+        final QemuProcess pre = standby;
+        final QemuProcess q = pre != null && pre.isAlive() ? pre
+            : QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
         final long t1 = System.nanoTime();
         try
         {
@@ -76,7 +120,7 @@ public final class QemuFailover implements StandbyImage.Activation
         lastStartMicros = (t1 - t0) / 1000;
         lastLoadMicros = (System.nanoTime() - t1) / 1000;
         running = q;
-        LOG.warn("vm={} resumed from checkpoint {}: QEMU start {} ms, device-state load and cont {} ms", spec.name(),
-            checkpointId, lastStartMicros / 1000, lastLoadMicros / 1000);
+        LOG.warn("vm={} resumed from checkpoint {} ({}): QEMU start {} ms, device-state load and cont {} ms", spec.name(),
+            checkpointId, q == pre ? "hot standby" : "cold start", lastStartMicros / 1000, lastLoadMicros / 1000);
     }
 }

@@ -37,6 +37,11 @@ public final class StandbyImage implements VmStateSink
     public interface Activation
     {
         void activate(StandbyImage image, long checkpointId) throws Exception;
+
+        /** A checkpoint was committed (e.g. to pre-start a hot-standby QEMU on the image). Must not throw. */
+        default void committed(final StandbyImage image, final long checkpointId)
+        {
+        }
     }
 
     private final Path dir;
@@ -120,6 +125,7 @@ public final class StandbyImage implements VmStateSink
         Files.move(dir.resolve("staging.ckpt"), pending(), StandardCopyOption.ATOMIC_MOVE);
         stagingId = -1;
         apply(checkpointId);
+        afterCommit(checkpointId);
     }
 
     private long readPendingId() throws IOException
@@ -177,6 +183,12 @@ public final class StandbyImage implements VmStateSink
         Files.deleteIfExists(pending());
         Files.deleteIfExists(dir.resolve("pending.id"));
         lastCommitted = checkpointId;
+    }
+
+    /** Tells the activation after each commit; kept out of {@link #apply(long)} so recovery stays side-effect free. */
+    private void afterCommit(final long checkpointId)
+    {
+        activation.committed(this, checkpointId);
     }
 
     @Override
