@@ -14,7 +14,7 @@ import dev.colod.agent.vm.StandbyImage;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.NicStats;
 import dev.colod.buffer.TapNic;
-import dev.colod.buffer.TapOutputCommit;
+import dev.colod.buffer.NicOutputCommit;
 import dev.colod.buffer.net.NicPlumbing;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.NanoClock;
@@ -178,7 +178,7 @@ public final class Colod implements AutoCloseable
             closers.add(nic);
             nics.add(nic);
         }
-        final TapOutputCommit output = new TapOutputCommit(v.name, nics);
+        final NicOutputCommit output = new NicOutputCommit(v.name, nics);
         final PrimaryEngine e = new PrimaryEngine(engine, peer, new QemuStateSource(qemu), output, new ColoCounters(),
             ProtocolTap.NONE, NanoClock.SYSTEM);
         ref[0] = e;

@@ -26,7 +26,7 @@ import java.util.concurrent.TimeoutException;
  * </ul>
  * All state is touched on the event loop only; other threads call the public methods, which hand over.
  */
-public final class TapNic implements AutoCloseable
+public final class TapNic implements OutputCommitNic
 {
     private static final Logger LOG = LoggerFactory.getLogger(TapNic.class);
     private static final int READ_BUDGET = 256;
@@ -70,6 +70,7 @@ public final class TapNic implements AutoCloseable
         this.toUplink = (arena, off, len) -> write(up, arena, off, len);
     }
 
+    @Override
     public String name()
     {
         return name;
@@ -201,6 +202,7 @@ public final class TapNic implements AutoCloseable
     // ---- called from the checkpoint engine's thread ----
 
     /** Hold from now on (protection started). Synchronous. */
+    @Override
     public void hold()
     {
         runOnLoop(() -> mode = Mode.HOLD);
@@ -210,12 +212,14 @@ public final class TapNic implements AutoCloseable
      * Seal {@code epoch}. Synchronous: when this returns, every frame read so far is in that epoch, and
      * anything read later is in the next — required in speculative mode, where the VM resumes right after.
      */
+    @Override
     public void seal(final long epoch)
     {
         runOnLoop(() -> buffer.seal(epoch));
     }
 
     /** Release {@code epoch}'s frames (asynchronous; releases stay in order because the loop runs tasks in order). */
+    @Override
     public void release(final long epoch)
     {
         loop.execute(() ->
@@ -226,6 +230,7 @@ public final class TapNic implements AutoCloseable
     }
 
     /** Protection lost: release everything and pass frames straight through from now on. Synchronous. */
+    @Override
     public void releaseAllAndPass()
     {
         runOnLoop(() ->
@@ -237,6 +242,7 @@ public final class TapNic implements AutoCloseable
     }
 
     /** The secondary took the VM over: drop what is held, and everything after. Synchronous. */
+    @Override
     public void fence()
     {
         runOnLoop(() ->
@@ -278,6 +284,7 @@ public final class TapNic implements AutoCloseable
         }
     }
 
+    @Override
     public NicStats stats()
     {
         return buffer.stats(name, mode.name().toLowerCase().replace('_', '-'), System.nanoTime(), passedFrames,

@@ -75,7 +75,7 @@ class TapOutputCommitNetnsTest
         final NetnsLab lab;
         final NicPlumbing plumbing;
         final TapNic nic;
-        final TapOutputCommit output;
+        final NicOutputCommit output;
         final AtomicInteger earlyCheckpoints = new AtomicInteger();
 
         Rig(final boolean staticNeighbours, final BufferLimits limits) throws Exception
@@ -100,7 +100,7 @@ class TapOutputCommitNetnsTest
             }
             plumbing = p;
             nic = n;
-            output = new TapOutputCommit("vm-test", List.of(nic));
+            output = new NicOutputCommit("vm-test", List.of(nic));
         }
 
         DatagramSocket udp(final String ns, final String ip, final int port) throws Exception

@@ -7,7 +7,7 @@ import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.TapNic;
-import dev.colod.buffer.TapOutputCommit;
+import dev.colod.buffer.NicOutputCommit;
 import dev.colod.buffer.net.IpRoute;
 import dev.colod.buffer.net.Netns;
 import dev.colod.buffer.net.NicPlumbing;
@@ -222,7 +222,7 @@ public final class TwoHostLab
                             e.requestCheckpoint();
                         }
                     }).start();
-                output = new TapOutputCommit("e2e", List.of(nic));
+                output = new NicOutputCommit("e2e", List.of(nic));
             }
             stateSource = new QemuStateSource(primaryQemu);
             final VmStateSource source = wrapSource.apply(stateSource);

@@ -3,7 +3,7 @@ package dev.colod.buffer.bench;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.BenchAccess;
 import dev.colod.buffer.TapNic;
-import dev.colod.buffer.TapOutputCommit;
+import dev.colod.buffer.NicOutputCommit;
 import dev.colod.buffer.net.IpRoute;
 import dev.colod.buffer.net.NicPlumbing;
 import dev.colod.buffer.tap.TapDevice;
@@ -72,7 +72,7 @@ public final class TapBench
                     final IoEventLoop loop = (IoEventLoop)agentGroup.next();
                     final TapNic nic = new TapNic("bvm0", p.guestTap(), p.uplinkTap(), loop,
                         new BufferLimits().maxFrames(65_536).maxBytes(256L << 20).conclude(), () -> { }).start();
-                    final TapOutputCommit out = new TapOutputCommit("bench", List.of(nic));
+                    final NicOutputCommit out = new NicOutputCommit("bench", List.of(nic));
                     out.protectionStarted(1);
                     final long loopThread = loop.submit(() -> Thread.currentThread().getId()).get();
                     for (int i = 0; i < sizes.length; i++)
@@ -119,7 +119,7 @@ public final class TapBench
 
     /** Writes frames into the VM's tap for {@code seconds}; returns frames per second that reached the sink. */
     private static double blast(final TapDevice vm, final int size, final double seconds, final AtomicLong received,
-        final TapOutputCommit out) throws Exception
+        final NicOutputCommit out) throws Exception
     {
         final ByteBuffer f = frame(size, 0);
         final FileDescriptor fd = vm.fd();
@@ -173,7 +173,7 @@ public final class TapBench
         return (r1 - r0) / ((t1 - t0) / 1e9);
     }
 
-    private static void releaseLatency(final TapDevice vm, final TapNic nic, final TapOutputCommit out) throws Exception
+    private static void releaseLatency(final TapDevice vm, final TapNic nic, final NicOutputCommit out) throws Exception
     {
         final ByteBuffer f = frame(1500, 0);
         long epoch = 1_000_000;

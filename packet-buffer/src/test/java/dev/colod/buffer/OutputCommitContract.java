@@ -1,0 +1,170 @@
+package dev.colod.buffer;
+
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.net.DatagramPacket;
+import java.net.DatagramSocket;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.SocketTimeoutException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+/**
+ * The output-commit contract, written once and run against every backend (TAP in packet-buffer, NFQUEUE in
+ * netfilter): frames are held until their epoch is released, then all leave in order; inbound is never held;
+ * epochs leave one at a time.
+ */
+public abstract class OutputCommitContract
+{
+    @TempDir
+    protected Path runDir;
+
+    /** A backend installed on {@code lab}'s VM tap (vmA in the host namespace). */
+    protected interface Backend extends AutoCloseable
+    {
+        OutputCommitNic nic();
+
+        @Override
+        void close();
+    }
+
+    protected abstract Backend install(NetnsLab lab) throws Exception;
+
+    /** Skips (printing why) when the backend cannot run here. */
+    protected void assumeBackendUsable()
+    {
+    }
+
+    @BeforeEach
+    void usable()
+    {
+        NetnsLab.assumeUsable();
+        assumeBackendUsable();
+    }
+
+    private static DatagramSocket udp(final NetnsLab lab, final String ns, final String ip, final int port) throws Exception
+    {
+        return lab.in(ns, () ->
+        {
+            final DatagramSocket s = new DatagramSocket(new InetSocketAddress(InetAddress.getByName(ip), port));
+            s.setSoTimeout(3_000);
+            s.setReceiveBufferSize(4 << 20);
+            return s;
+        });
+    }
+
+    private static void send(final DatagramSocket s, final int seq, final String ip, final int port) throws Exception
+    {
+        final byte[] b = ByteBuffer.allocate(64).putInt(seq).array();
+        s.send(new DatagramPacket(b, b.length, InetAddress.getByName(ip), port));
+    }
+
+    private static int receive(final DatagramSocket s) throws Exception
+    {
+        final DatagramPacket p = new DatagramPacket(new byte[2048], 2048);
+        s.receive(p);
+        return ByteBuffer.wrap(p.getData()).getInt();
+    }
+
+    private static void assertNothingArrives(final DatagramSocket s) throws Exception
+    {
+        s.setSoTimeout(250);
+        try
+        {
+            throw new AssertionError("a held frame leaked out: seq " + receive(s));
+        }
+        catch (final SocketTimeoutException expected)
+        {
+            // nothing left while held
+        }
+        finally
+        {
+            s.setSoTimeout(3_000);
+        }
+    }
+
+    @Test
+    void holdsFramesUntilTheirEpochIsReleasedThenAllLeaveInOrder() throws Exception
+    {
+        try (NetnsLab lab = new NetnsLab(true); Backend b = install(lab))
+        {
+            final DatagramSocket guest = udp(lab, lab.guest, NetnsLab.GUEST_IP, 7000);
+            final DatagramSocket client = udp(lab, lab.client, NetnsLab.CLIENT_IP, 9000);
+            b.nic().hold();
+            for (int i = 0; i < 100; i++)
+            {
+                send(guest, i, NetnsLab.CLIENT_IP, 9000);
+            }
+            await().until(() -> b.nic().stats().heldFrames() == 100);
+            assertNothingArrives(client);
+            b.nic().seal(1);
+            b.nic().release(1);
+            for (int i = 0; i < 100; i++)
+            {
+                assertThat(receive(client)).isEqualTo(i);
+            }
+            await().until(() -> b.nic().stats().releasedFrames() == 100);
+            assertThat(b.nic().stats().heldFrames()).isZero();
+        }
+    }
+
+    @Test
+    void releasesOneEpochAtATime() throws Exception
+    {
+        try (NetnsLab lab = new NetnsLab(true); Backend b = install(lab))
+        {
+            final DatagramSocket guest = udp(lab, lab.guest, NetnsLab.GUEST_IP, 7000);
+            final DatagramSocket client = udp(lab, lab.client, NetnsLab.CLIENT_IP, 9000);
+            b.nic().hold();
+            for (int i = 0; i < 10; i++)
+            {
+                send(guest, i, NetnsLab.CLIENT_IP, 9000);
+            }
+            await().until(() -> b.nic().stats().heldFrames() == 10);
+            b.nic().seal(1);
+            for (int i = 10; i < 15; i++)
+            {
+                send(guest, i, NetnsLab.CLIENT_IP, 9000);
+            }
+            await().until(() -> b.nic().stats().heldFrames() == 15);
+            b.nic().release(1);
+            for (int i = 0; i < 10; i++)
+            {
+                assertThat(receive(client)).isEqualTo(i);
+            }
+            assertNothingArrives(client);
+            b.nic().seal(2);
+            b.nic().release(2);
+            for (int i = 10; i < 15; i++)
+            {
+                assertThat(receive(client)).isEqualTo(i);
+            }
+        }
+    }
+
+    @Test
+    void inboundFramesAreNeverHeld() throws Exception
+    {
+        try (NetnsLab lab = new NetnsLab(true); Backend b = install(lab))
+        {
+            final DatagramSocket guest = udp(lab, lab.guest, NetnsLab.GUEST_IP, 7000);
+            final DatagramSocket client = udp(lab, lab.client, NetnsLab.CLIENT_IP, 9000);
+            b.nic().hold();
+            send(guest, -1, NetnsLab.CLIENT_IP, 9000);
+            await().until(() -> b.nic().stats().heldFrames() == 1);
+            for (int i = 0; i < 50; i++)
+            {
+                send(client, i, NetnsLab.GUEST_IP, 7000);
+                assertThat(receive(guest)).isEqualTo(i);
+            }
+            assertThat(b.nic().stats().heldFrames()).isEqualTo(1);
+            assertNothingArrives(client);
+        }
+    }
+}
