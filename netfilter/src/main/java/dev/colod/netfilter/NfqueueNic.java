@@ -405,6 +405,21 @@ public final class NfqueueNic implements OutputCommitNic
         epochView = List.copyOf(v);
     }
 
+    private volatile long[] kernelCache;
+    private volatile long kernelCacheNanos;
+
+    /** The kernel's counters, read at most every 100 ms (reading /proc in another namespace costs a thread). */
+    private long[] cachedKernelCounters()
+    {
+        final long now = System.nanoTime();
+        if (kernelCache == null || now - kernelCacheNanos > 100_000_000L)
+        {
+            kernelCache = kernelCounters();
+            kernelCacheNanos = now;
+        }
+        return kernelCache;
+    }
+
     /** The kernel's own counters of this queue: {queue_total, queue_dropped, user_dropped}, or null. */
     public long[] kernelCounters()
     {
@@ -441,7 +456,7 @@ public final class NfqueueNic implements OutputCommitNic
         final List<NicStats.EpochStats> all = new ArrayList<>(sealed);
         final long held = heldFrames;
         all.add(new NicStats.EpochStats(-1, Math.max(0, held - sealedFrames), 0));
-        final long[] k = kernelCounters();
+        final long[] k = cachedKernelCounters();
         final long oldest = oldestHeldNanos;
         return new NicStats(name, mode.name().toLowerCase().replace('_', '-'), held, 0,
             held == 0 || oldest == 0 ? 0 : System.nanoTime() - oldest, all, releasedFrames, 0, passedFrames, 0, 0,

@@ -102,23 +102,43 @@ public final class TapBench
         System.exit(0);
     }
 
-    private static long allocated(final long threadId)
+    public static long allocated(final long threadId)
     {
         return ((com.sun.management.ThreadMXBean)ManagementFactory.getThreadMXBean()).getThreadAllocatedBytes(threadId);
     }
 
-    private static ByteBuffer frame(final int size, final int seq)
+    /**
+     * An Ethernet frame of {@code size} bytes carrying a valid IPv4/UDP packet 198.18.0.2 -> 198.18.0.3 (so that
+     * bridge netfilter and NFQUEUE see it too) to an unknown unicast MAC, which the bridge floods to the sink.
+     */
+    public static ByteBuffer frame(final int size, final int seq)
     {
         final ByteBuffer f = ByteBuffer.allocateDirect(size);
-        f.put(new byte[]{0x02, 0, 0, 0, 0, 0x02}); // dst: locally administered, unknown: the bridge floods it
+        f.put(new byte[]{0x02, 0, 0, 0, 0, 0x02});
         f.put(new byte[]{0x02, 0, 0, 0, 0, 0x01});
-        f.putShort((short)0x88B5);                 // IEEE local experimental ethertype
+        f.putShort((short)0x0800);
+        final int ipLen = size - 14;
+        final int ip = f.position();
+        f.put((byte)0x45).put((byte)0).putShort((short)ipLen).putShort((short)seq).putShort((short)0x4000)
+            .put((byte)64).put((byte)17).putShort((short)0).put(new byte[]{(byte)198, 18, 0, 2})
+            .put(new byte[]{(byte)198, 18, 0, 3});
+        int sum = 0;
+        for (int i = 0; i < 20; i += 2)
+        {
+            sum += f.getShort(ip + i) & 0xffff;
+        }
+        while ((sum >> 16) != 0)
+        {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        f.putShort(ip + 10, (short)~sum);
+        f.putShort((short)7000).putShort((short)9000).putShort((short)(ipLen - 20)).putShort((short)0);
         f.putInt(seq);
         return f;
     }
 
     /** Writes frames into the VM's tap for {@code seconds}; returns frames per second that reached the sink. */
-    private static double blast(final TapDevice vm, final int size, final double seconds, final AtomicLong received,
+    public static double blast(final TapDevice vm, final int size, final double seconds, final AtomicLong received,
         final NicOutputCommit out) throws Exception
     {
         final ByteBuffer f = frame(size, 0);
@@ -208,7 +228,7 @@ public final class TapBench
             " (%.0f ns per frame)%n", ns[ns.length / 2] / 1e6, ns[ns.length - 1] / 1e6, ns.length, ns[ns.length / 2] / 10_000.0);
     }
 
-    private static void startSink(final IoEventLoop loop, final TapDevice sink, final AtomicLong received) throws Exception
+    public static void startSink(final IoEventLoop loop, final TapDevice sink, final AtomicLong received) throws Exception
     {
         final ByteBuffer buf = ByteBuffer.allocateDirect(65_536);
         final IoRegistration reg = loop.register(new EpollIoHandle()
