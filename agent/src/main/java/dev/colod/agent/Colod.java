@@ -13,7 +13,10 @@ import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.NicStats;
+import dev.colod.buffer.OutputCommitNic;
 import dev.colod.buffer.TapNic;
+import dev.colod.netfilter.NfqueueNic;
+import dev.colod.netfilter.NfqueueRules;
 import dev.colod.buffer.NicOutputCommit;
 import dev.colod.buffer.net.NicPlumbing;
 import dev.colod.core.ColoConfig;
@@ -119,6 +122,10 @@ public final class Colod implements AutoCloseable
             {
                 LOG.warn("vm={} repaired after an unclean stop: {}", v.name, fixed);
             }
+            for (final String fixed : NfqueueRules.recover(runDir.resolve("plumbing")))
+            {
+                LOG.warn("vm={} repaired after an unclean stop: {}", v.name, fixed);
+            }
             final VmSpec spec = new VmSpec(v.name, v.memoryMib, v.vcpus, v.kernel == null ? null : Path.of(v.kernel),
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
                 v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac)).toList(), v.accel, Path.of(config.ramDir),
@@ -159,10 +166,19 @@ public final class Colod implements AutoCloseable
                 qemu.close();
             }
         });
-        final List<TapNic> nics = new ArrayList<>();
+        final List<OutputCommitNic> nics = new ArrayList<>();
         final PrimaryEngine[] ref = new PrimaryEngine[1];
         for (final ColodConfig.Nic n : v.nics)
         {
+            if ("nfqueue".equals(n.buffer))
+            {
+                closers.add(NfqueueRules.install(n.tap, n.queueNum, v.name, v.netns, runDir.resolve("plumbing")));
+                final NfqueueNic nq = NfqueueNic.open(n.tap, n.queueNum, n.queueMaxLen, n.failOpen, v.netns,
+                    (IoEventLoop)loop.next());
+                closers.add(nq);
+                nics.add(nq);
+                continue;
+            }
             final NicPlumbing plumbing = NicPlumbing.install(n.tap, n.bridge, v.netns, runDir.resolve("plumbing"));
             closers.add(plumbing);
             final TapNic nic = new TapNic(n.tap, plumbing.guestTap(), plumbing.uplinkTap(), (IoEventLoop)loop.next(),

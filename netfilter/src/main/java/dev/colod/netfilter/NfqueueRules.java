@@ -106,6 +106,7 @@ public final class NfqueueRules implements AutoCloseable
             {
                 setSysctl(netns, s, "1");
             }
+            deleteRules(netns, rule); // idempotent: a copy left by an earlier run is replaced, never doubled
             IpRoute.exec(cmd(netns, "iptables", "-I", rule));
             IpRoute.exec(cmd(netns, "ip6tables", "-I", rule));
         }
@@ -139,6 +140,12 @@ public final class NfqueueRules implements AutoCloseable
 
     private static void undo(final String netns, final List<String> rule, final Properties saved)
     {
+        deleteRules(netns, rule);
+        restoreSysctls(netns, saved);
+    }
+
+    private static void deleteRules(final String netns, final List<String> rule)
+    {
         for (final String tool : new String[]{"iptables", "ip6tables"})
         {
             try
@@ -154,6 +161,10 @@ public final class NfqueueRules implements AutoCloseable
                 // no (more) such rule
             }
         }
+    }
+
+    private static void restoreSysctls(final String netns, final Properties saved)
+    {
         for (final String s : SYSCTLS)
         {
             final String v = saved.getProperty(s);

@@ -67,5 +67,12 @@ public final class ColodConfig
         @JsonProperty("high-water-percent")
         public int highWaterPercent = 75;
         public String policy = "drop";
+        /** NFQUEUE backend: queue number (unique per host), maximum queued frames, fail-open (never by default). */
+        @JsonProperty("queue-num")
+        public int queueNum = -1;
+        @JsonProperty("queue-max-len")
+        public int queueMaxLen = 16_384;
+        @JsonProperty("fail-open")
+        public boolean failOpen = false;
     }
 }

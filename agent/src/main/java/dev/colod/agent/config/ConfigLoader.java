@@ -260,8 +260,14 @@ public final class ConfigLoader
                 require(nic.mac, q, "mac");
                 check(MAC.matcher(nic.mac).matches(), q + ".mac", "must be a MAC like 52:54:00:12:34:56, was '" + nic.mac + "'");
                 require(nic.bridge, q, "bridge");
-                check("tap".equals(nic.buffer), q + ".buffer",
-                    "must be tap (nfqueue is not built yet), was '" + nic.buffer + "'");
+                check(Set.of("tap", "nfqueue").contains(nic.buffer), q + ".buffer",
+                    "must be tap or nfqueue, was '" + nic.buffer + "'");
+                if ("nfqueue".equals(nic.buffer))
+                {
+                    check(nic.queueNum >= 0 && nic.queueNum <= 65_535, q + ".queue-num",
+                        "must be 0..65535 (and unique on this host) with buffer: nfqueue, was " + nic.queueNum);
+                    check(nic.queueMaxLen > 0, q + ".queue-max-len", "must be > 0, was " + nic.queueMaxLen);
+                }
                 check(nic.maxFrames > 0, q + ".max-frames", "must be > 0, was " + nic.maxFrames);
                 check(nic.maxBytes >= 65_536 && nic.maxBytes <= (1L << 30), q + ".max-bytes",
                     "must be 65536..1073741824, was " + nic.maxBytes);
