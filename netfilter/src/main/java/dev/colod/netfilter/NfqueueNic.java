@@ -287,19 +287,7 @@ public final class NfqueueNic implements OutputCommitNic
 
     private void run(final Runnable r)
     {
-        if (loop.inEventLoop())
-        {
-            r.run();
-            return;
-        }
-        try
-        {
-            loop.submit(r).get(10, TimeUnit.SECONDS);
-        }
-        catch (final Exception ex)
-        {
-            throw new IllegalStateException("nic " + name + " event loop failed: " + ex, ex);
-        }
+        dev.colod.buffer.TapNic.runOnLoop(loop, name, r);
     }
 
     @Override
@@ -447,15 +435,8 @@ public final class NfqueueNic implements OutputCommitNic
     @Override
     public NicStats stats()
     {
-        final List<NicStats.EpochStats> sealed = epochView;
-        long sealedFrames = 0;
-        for (final NicStats.EpochStats e : sealed)
-        {
-            sealedFrames += e.frames();
-        }
-        final List<NicStats.EpochStats> all = new ArrayList<>(sealed);
         final long held = heldFrames;
-        all.add(new NicStats.EpochStats(-1, Math.max(0, held - sealedFrames), 0));
+        final List<NicStats.EpochStats> all = NicStats.withOpenEpoch(epochView, held, 0);
         final long[] k = cachedKernelCounters();
         final long oldest = oldestHeldNanos;
         return new NicStats(name, mode.name().toLowerCase().replace('_', '-'), held, 0,

@@ -321,16 +321,7 @@ public final class EpochBuffer
         final long oldest = oldestNanos;
         final long held = heldFrames;
         final long heldB = heldBytes;
-        final List<NicStats.EpochStats> sealed = epochView;
-        long sealedFrames = 0;
-        long sealedBytes = 0;
-        for (final NicStats.EpochStats e : sealed)
-        {
-            sealedFrames += e.frames();
-            sealedBytes += e.bytes();
-        }
-        final List<NicStats.EpochStats> all = new ArrayList<>(sealed);
-        all.add(new NicStats.EpochStats(-1, Math.max(0, held - sealedFrames), Math.max(0, heldB - sealedBytes)));
+        final List<NicStats.EpochStats> all = NicStats.withOpenEpoch(epochView, held, heldB);
         return new NicStats(nic, mode, held, heldB, held == 0 || oldest == 0 ? 0 : Math.max(0, nowNs - oldest), all,
             releasedFrames, releasedBytes, passedFrames, inboundFrames, inboundBytes, droppedLimitFrames,
             droppedLimitBytes, droppedOversize, droppedFenced, droppedWriteError, backpressureStalls,

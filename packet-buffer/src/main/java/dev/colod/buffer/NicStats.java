@@ -35,6 +35,21 @@ public record NicStats(String nic, String mode, long heldFrames, long heldBytes,
     {
     }
 
+    /** The sealed epochs plus the open one (id -1), which holds whatever is held beyond the sealed ones. */
+    public static List<EpochStats> withOpenEpoch(final List<EpochStats> sealed, final long heldFrames, final long heldBytes)
+    {
+        long frames = 0;
+        long bytes = 0;
+        for (final EpochStats e : sealed)
+        {
+            frames += e.frames();
+            bytes += e.bytes();
+        }
+        final java.util.ArrayList<EpochStats> all = new java.util.ArrayList<>(sealed);
+        all.add(new EpochStats(-1, Math.max(0, heldFrames - frames), Math.max(0, heldBytes - bytes)));
+        return all;
+    }
+
     public long droppedTotal()
     {
         return droppedLimitFrames + droppedLimitBytes + droppedOversize + droppedFenced + droppedWriteError;

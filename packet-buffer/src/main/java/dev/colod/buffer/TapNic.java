@@ -264,6 +264,12 @@ public final class TapNic implements OutputCommitNic
 
     private void runOnLoop(final Runnable r)
     {
+        runOnLoop(loop, name, r);
+    }
+
+    /** Runs {@code r} on {@code loop} and waits for it (at most 10 s): the synchronous handover of both backends. */
+    public static void runOnLoop(final IoEventLoop loop, final String name, final Runnable r)
+    {
         if (loop.inEventLoop())
         {
             r.run();
