@@ -2,7 +2,6 @@ package dev.colod.netfilter;
 
 import dev.colod.buffer.NetnsLab;
 import dev.colod.buffer.OutputCommitContract;
-import dev.colod.buffer.OutputCommitNic;
 import dev.colod.buffer.net.IpRoute;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
@@ -53,21 +52,6 @@ class NfqueueContractTest extends OutputCommitContract
         final MultiThreadIoEventLoopGroup group = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
         final NfqueueRules rules = NfqueueRules.install("vmA", 7, "test", lab.host, runDir);
         final NfqueueNic nic = NfqueueNic.open("vmA", 7, 1024, false, lab.host, (IoEventLoop)group.next());
-        return new Backend()
-        {
-            @Override
-            public OutputCommitNic nic()
-            {
-                return nic;
-            }
-
-            @Override
-            public void close()
-            {
-                nic.close();
-                rules.close();
-                group.shutdownGracefully(0, 1, TimeUnit.SECONDS);
-            }
-        };
+        return backend(nic, rules, () -> group.shutdownGracefully(0, 1, TimeUnit.SECONDS));
     }
 }

@@ -36,6 +36,36 @@ public abstract class OutputCommitContract
 
     protected abstract Backend install(NetnsLab lab) throws Exception;
 
+    /** A backend made of {@code nic} and what must be closed after it, in this order. */
+    protected static Backend backend(final OutputCommitNic nic, final AutoCloseable... after)
+    {
+        return new Backend()
+        {
+            @Override
+            public OutputCommitNic nic()
+            {
+                return nic;
+            }
+
+            @Override
+            public void close()
+            {
+                nic.close();
+                for (final AutoCloseable c : after)
+                {
+                    try
+                    {
+                        c.close();
+                    }
+                    catch (final Exception ex)
+                    {
+                        System.err.println("cleanup: " + ex);
+                    }
+                }
+            }
+        };
+    }
+
     /** Skips (printing why) when the backend cannot run here. */
     protected void assumeBackendUsable()
     {

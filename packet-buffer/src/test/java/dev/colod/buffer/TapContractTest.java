@@ -17,21 +17,6 @@ class TapContractTest extends OutputCommitContract
         final NicPlumbing p = NicPlumbing.install("vmA", null, lab.host, runDir);
         final TapNic nic = new TapNic("vmA", p.guestTap(), p.uplinkTap(), (IoEventLoop)group.next(),
             new BufferLimits().conclude(), () -> { }).start();
-        return new Backend()
-        {
-            @Override
-            public OutputCommitNic nic()
-            {
-                return nic;
-            }
-
-            @Override
-            public void close()
-            {
-                nic.close();
-                p.close();
-                group.shutdownGracefully(0, 1, TimeUnit.SECONDS);
-            }
-        };
+        return backend(nic, p, () -> group.shutdownGracefully(0, 1, TimeUnit.SECONDS));
     }
 }

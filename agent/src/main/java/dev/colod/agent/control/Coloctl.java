@@ -128,6 +128,14 @@ public final class Coloctl
         }
 
         abstract int run();
+
+        /** A command on one VM whose reply is a message line. */
+        int vmCommand(final String command, final String vm)
+        {
+            out().println(parent.call("{\"command\":\"" + command + "\",\"vm\":" + JSON.valueToTree(vm) + "}")
+                .path("message").asText());
+            return 0;
+        }
     }
 
     @Command(name = "status", description = "Each VM: role, state, peer, last checkpoint age, checkpoints/s, pause p50/p99.")
@@ -252,8 +260,7 @@ public final class Coloctl
         @Override
         int run()
         {
-            out().println(parent.call("{\"command\":\"checkpoint\",\"vm\":" + JSON.valueToTree(vm) + "}").path("message").asText());
-            return 0;
+            return vmCommand("checkpoint", vm);
         }
     }
 
@@ -267,8 +274,7 @@ public final class Coloctl
         @Override
         int run()
         {
-            out().println(parent.call("{\"command\":\"failover\",\"vm\":" + JSON.valueToTree(vm) + "}").path("message").asText());
-            return 0;
+            return vmCommand("failover", vm);
         }
     }
 
