@@ -18,6 +18,7 @@ public final class MemorySink implements VmStateSink
     private volatile long largestStage;
     private volatile long activatedAt = -1;
     public final List<Long> discarded = Collections.synchronizedList(new ArrayList<>());
+    public final List<Long> stagedIds = Collections.synchronizedList(new ArrayList<>());
 
     @Override
     public long lastCommitted()
@@ -49,6 +50,7 @@ public final class MemorySink implements VmStateSink
             throw new IOException("memory sink cannot stage " + sizeBytes + " bytes");
         }
         largestStage = Math.max(largestStage, sizeBytes);
+        stagedIds.add(checkpointId);
         staging = new byte[(int)sizeBytes];
         staged = 0;
         stagingId = checkpointId;
