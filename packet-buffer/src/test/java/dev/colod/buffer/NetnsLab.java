@@ -8,10 +8,6 @@ import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
-import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
@@ -37,7 +33,6 @@ public final class NetnsLab implements AutoCloseable
     public final String guest;
     public final String client;
     private final List<String> namespaces = new ArrayList<>();
-    private final List<ExecutorService> threads = new ArrayList<>();
 
     /** Skips the calling test, printing why, unless root, TAP, tc and namespaces are all usable. */
     public static void assumeUsable()
@@ -78,7 +73,7 @@ public final class NetnsLab implements AutoCloseable
         {
             for (final String ns : List.of(host, guest, client))
             {
-                IpRoute.exec(List.of("ip", "netns", "add", ns));
+                Netns.add(ns);
                 namespaces.add(ns);
                 sysctl(ns, "net.ipv6.conf.all.disable_ipv6=1");
                 sysctl(ns, "net.ipv6.conf.default.disable_ipv6=1");
@@ -129,19 +124,7 @@ public final class NetnsLab implements AutoCloseable
     /** Runs {@code task} on a thread that has entered namespace {@code ns}; sockets it opens live there. */
     public <T> T in(final String ns, final Callable<T> task) throws Exception
     {
-        final ExecutorService ex = Executors.newSingleThreadExecutor(r ->
-        {
-            final Thread t = new Thread(r, "netns-" + ns);
-            t.setDaemon(true);
-            return t;
-        });
-        threads.add(ex);
-        final Future<T> f = ex.submit(() ->
-        {
-            enter(ns);
-            return task.call();
-        });
-        return f.get(30, TimeUnit.SECONDS);
+        return Netns.call(ns, task);
     }
 
     /** Moves the calling thread into namespace {@code ns}. */
@@ -153,16 +136,12 @@ public final class NetnsLab implements AutoCloseable
     @Override
     public void close()
     {
-        threads.forEach(ExecutorService::shutdownNow);
         for (final String ns : namespaces)
         {
-            try
+            final String err = Netns.delete(ns);
+            if (err != null)
             {
-                IpRoute.exec(List.of("ip", "netns", "del", ns));
-            }
-            catch (final IOException ex)
-            {
-                System.err.println("could not delete netns " + ns + ": " + ex.getMessage());
+                System.err.println("could not delete netns " + ns + ": " + err);
             }
         }
         namespaces.clear();
