@@ -33,7 +33,8 @@ class DecoderFuzzTest
                 {
                     final long n = ch.expectStateSize(LIMIT);
                     assertThat(n).isBetween(0L, LIMIT);
-                    ch.in().skipNBytes(n);
+                    // read the state the way the secondary does, so a short stream ends in a named EOF too
+                    ColoChannel.readFully(ch.in(), new byte[(int)n], 0, (int)n, "vmstate");
                 }
             }
         }
@@ -44,7 +45,7 @@ class DecoderFuzzTest
         }
         catch (final EOFException ex)
         {
-            assertThat(ex.getMessage()).containsAnyOf("reading command", "reading vmstate-size", "");
+            assertThat(ex.getMessage()).containsAnyOf("reading command", "reading vmstate-size", "reading vmstate");
         }
         catch (final IOException ex)
         {
