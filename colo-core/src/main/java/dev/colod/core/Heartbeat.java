@@ -15,8 +15,9 @@ import java.util.function.LongSupplier;
 
 /**
  * Both ends of the heartbeat channel of one session: sends a BEAT every interval and watches for the peer's.
- * No frame within the timeout, or the connection closing without a BYE, means the peer is lost: the
- * {@code onLost} callback runs once. A BYE means the peer ends the session on purpose.
+ * No frame within the timeout, or the connection closing without a BYE, means the peer is lost; a BYE means
+ * the peer ends the session on purpose. Either is recorded once as the session's end (first writer wins),
+ * then {@code onEnd} runs (it cuts the control connection so the session thread stops waiting).
  */
 final class Heartbeat implements AutoCloseable
 {
@@ -28,17 +29,15 @@ final class Heartbeat implements AutoCloseable
     private final int timeoutMs;
     private final LongSupplier lastCompleted;
     private final ColoCounters counters;
-    private final Runnable onLost;
+    private final SessionEnd end;
+    private final Runnable onEnd;
     private final AtomicBoolean ended = new AtomicBoolean();
-    private final java.util.concurrent.CountDownLatch verdict = new java.util.concurrent.CountDownLatch(1);
     private final Object writeLock = new Object();
     private final Thread sender;
     private final Thread receiver;
-    private volatile int peerByeReason = -1;
-    private volatile String lostDetail;
 
     Heartbeat(final Socket socket, final String peer, final String name, final int intervalMs, final int timeoutMs,
-        final LongSupplier lastCompleted, final ColoCounters counters, final Runnable onLost)
+        final LongSupplier lastCompleted, final ColoCounters counters, final SessionEnd end, final Runnable onEnd)
     {
         this.socket = socket;
         this.peer = peer;
@@ -46,7 +45,8 @@ final class Heartbeat implements AutoCloseable
         this.timeoutMs = timeoutMs;
         this.lastCompleted = lastCompleted;
         this.counters = counters;
-        this.onLost = onLost;
+        this.end = end;
+        this.onEnd = onEnd;
         this.sender = new Thread(this::sendLoop, name + "-hb-send");
         this.receiver = new Thread(this::receiveLoop, name + "-hb-recv");
         sender.setDaemon(true);
@@ -57,18 +57,6 @@ final class Heartbeat implements AutoCloseable
     {
         sender.start();
         receiver.start();
-    }
-
-    /** The peer's BYE reason, or -1 if it sent none. */
-    int peerByeReason()
-    {
-        return peerByeReason;
-    }
-
-    /** Why the peer counts as lost, or null while it is alive or said goodbye. */
-    String lostDetail()
-    {
-        return lostDetail;
     }
 
     /** End the session on purpose: tell the peer, then close. Safe to call more than once. */
@@ -89,22 +77,6 @@ final class Heartbeat implements AutoCloseable
             }
         }
         closeSocket();
-    }
-
-    /**
-     * When the control channel broke, wait (at most {@code timeoutMs}) for the heartbeat to tell whether the
-     * peer said goodbye or is gone; a dead process closes both channels, but not in a guaranteed order.
-     */
-    void awaitVerdict(final long timeoutMs)
-    {
-        try
-        {
-            verdict.await(timeoutMs, java.util.concurrent.TimeUnit.MILLISECONDS);
-        }
-        catch (final InterruptedException ex)
-        {
-            Thread.currentThread().interrupt();
-        }
     }
 
     private void sendLoop()
@@ -151,12 +123,11 @@ final class Heartbeat implements AutoCloseable
                 final HeartbeatFrame f = HeartbeatFrame.readFrom(in, buf);
                 if (f.type() == HeartbeatFrame.BYE)
                 {
-                    peerByeReason = f.arg();
                     LOG.info("peer={} said goodbye (reason {})", peer, f.arg());
                     ended.set(true);
-                    verdict.countDown();
+                    end.recordBye(f.arg());
                     closeSocket();
-                    onLost.run();
+                    onEnd.run();
                     return;
                 }
                 counters.heartbeatsReceived.incrementAndGet();
@@ -176,12 +147,11 @@ final class Heartbeat implements AutoCloseable
     {
         if (ended.compareAndSet(false, true))
         {
-            lostDetail = detail;
             counters.heartbeatLosses.incrementAndGet();
             LOG.warn("peer={} lost: {}", peer, detail);
-            verdict.countDown();
+            end.record(SessionEnd.Cause.PEER_LOST, detail);
             closeSocket();
-            onLost.run();
+            onEnd.run();
         }
     }
 

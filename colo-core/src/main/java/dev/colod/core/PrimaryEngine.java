@@ -7,7 +7,7 @@ import dev.colod.core.protocol.Hello;
 import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
-import dev.colod.core.spi.OutputCommitListener;
+import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.core.spi.VmStateSource;
 import dev.colod.core.status.ColoCounters;
@@ -21,50 +21,67 @@ import java.io.OutputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.util.concurrent.LinkedBlockingQueue;
+import java.util.EnumSet;
+import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Consumer;
 
 /**
  * The primary side of the checkpoint protocol for one VM. One session thread connects to the secondary, runs
  * the preamble, then loops: wait for the next checkpoint (periodic or requested early), run one transaction.
- * When a session ends for any reason the VM keeps running unprotected, held output is released, an
- * {@link ExitEvent} is published, and the engine reconnects (unless stopped, fenced or refused for good).
+ * Whoever ends a session first records why ({@link SessionEnd}); the one exit path classifies it: the VM keeps
+ * running unprotected with its held output let out and the engine reconnects, or (the secondary took over) the
+ * VM stays paused and held output is dropped, for good. An {@link ExitEvent} is published either way.
  * <p>
- * Other threads talk to it only through {@link #requestCheckpoint()}, {@link #requestFailover()} and
- * {@link #close()}, which put a command on its queue.
+ * States ({@link ProtectionState}): CONNECTING -> PROTECTED <-> UNPROTECTED, and from any of them to the final
+ * FENCED or STOPPED; {@link #enter} refuses every other move. Other threads talk to it only through
+ * {@link #requestCheckpoint()}, {@link #requestFailover()} and {@link #close()}; output asks for an early
+ * checkpoint by {@link OutputCommit#wantsCheckpoint()}, which the engine polls while it waits.
  */
 public final class PrimaryEngine implements AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(PrimaryEngine.class);
     private static final int CMD_CHECKPOINT = 1;
     private static final int CMD_WAKE = 2;
+    /** How often the wait between checkpoints looks at {@link OutputCommit#wantsCheckpoint()}. */
+    private static final long OUTPUT_POLL_NS = 1_000_000L;
+    private static final Map<ProtectionState, Set<ProtectionState>> MOVES = Map.of(
+        ProtectionState.CONNECTING, EnumSet.of(ProtectionState.PROTECTED, ProtectionState.UNPROTECTED,
+            ProtectionState.FENCED, ProtectionState.STOPPED),
+        ProtectionState.PROTECTED, EnumSet.of(ProtectionState.UNPROTECTED, ProtectionState.FENCED, ProtectionState.STOPPED),
+        ProtectionState.UNPROTECTED, EnumSet.of(ProtectionState.PROTECTED, ProtectionState.FENCED, ProtectionState.STOPPED),
+        ProtectionState.FENCED, EnumSet.noneOf(ProtectionState.class),
+        ProtectionState.STOPPED, EnumSet.noneOf(ProtectionState.class));
 
     private final ColoConfig config;
     private final InetSocketAddress secondary;
     private final VmStateSource source;
-    private final OutputCommitListener output;
+    private final OutputCommit output;
     private final ColoCounters counters;
     private final ProtocolTap tap;
     private final NanoClock clock;
     private final FailoverState failover = new FailoverState();
     private final LinkedBlockingQueue<Integer> commands = new LinkedBlockingQueue<>();
     private final ExitListeners exitListeners = new ExitListeners();
+    private final AtomicReference<ProtectionState> state = new AtomicReference<>(ProtectionState.CONNECTING);
     private final Watchdog watchdog;
     private final Thread thread;
     private final String peer;
 
     private volatile Transport transport = Transport.DEFAULT;
-    private volatile boolean stopped;
-    private volatile ProtectionState state = ProtectionState.CONNECTING;
+    private volatile boolean closing;
+    private volatile boolean killed;
+    private volatile SessionEnd session;
     private volatile Socket control;
     private volatile Heartbeat heartbeat;
     private volatile String lastError = "";
-    private boolean paused;
     private volatile long lastCompleted;
-    private volatile boolean killed;
+    private boolean paused;
 
     public PrimaryEngine(final ColoConfig config, final InetSocketAddress secondary, final VmStateSource source,
-        final OutputCommitListener output, final ColoCounters counters, final ProtocolTap tap, final NanoClock clock)
+        final OutputCommit output, final ColoCounters counters, final ProtocolTap tap, final NanoClock clock)
     {
         this.config = config;
         this.secondary = secondary;
@@ -98,7 +115,7 @@ public final class PrimaryEngine implements AutoCloseable
 
     public ProtectionState state()
     {
-        return state;
+        return state.get();
     }
 
     public FailoverState failoverState()
@@ -121,7 +138,7 @@ public final class PrimaryEngine implements AutoCloseable
         return lastError;
     }
 
-    /** Ask for a checkpoint now instead of at the next period (e.g. the packet buffer nears its limit). */
+    /** Ask for a checkpoint now instead of at the next period (an operator's {@code coloctl checkpoint}). */
     public void requestCheckpoint()
     {
         counters.checkpointsRequestedEarly.incrementAndGet();
@@ -136,18 +153,59 @@ public final class PrimaryEngine implements AutoCloseable
     {
         if (failover.require(ExitReason.REQUEST))
         {
+            final SessionEnd s = session;
+            if (s != null)
+            {
+                s.record(SessionEnd.Cause.REQUESTED, "protection stopped on request");
+            }
             commands.offer(CMD_WAKE);
         }
     }
 
+    /** Moves to {@code to} if that is a move the state machine allows from the current state. */
+    private boolean enter(final ProtectionState to)
+    {
+        while (true)
+        {
+            final ProtectionState from = state.get();
+            if (from == to)
+            {
+                return true;
+            }
+            if (!MOVES.get(from).contains(to))
+            {
+                return false;
+            }
+            if (state.compareAndSet(from, to))
+            {
+                return true;
+            }
+        }
+    }
+
+    private boolean isFinal()
+    {
+        return MOVES.get(state.get()).isEmpty();
+    }
+
     private void run()
     {
-        while (!stopped)
+        while (!closing && !isFinal())
         {
-            ExitEvent exit = null;
+            final SessionEnd end = new SessionEnd();
+            session = end;
+            if (closing)
+            {
+                end.record(SessionEnd.Cause.STOPPING, "agent stopping");
+            }
+            if (failover.isPending())
+            {
+                end.record(SessionEnd.Cause.REQUESTED, "protection stopped on request");
+            }
+            SessionEnd.Outcome outcome = null;
             try
             {
-                runSession();
+                runSession(end);
             }
             catch (final RefusedException ex)
             {
@@ -155,27 +213,22 @@ public final class PrimaryEngine implements AutoCloseable
                 LOG.warn("vm={} secondary {} refused the session: {}", config.vmName(), peer, ex.getMessage());
                 if (ex.status == Welcome.FAILED_OVER)
                 {
-                    state = ProtectionState.FENCED;
-                    holdFenced();
-                    exit = new ExitEvent("primary", ExitReason.ERROR, ex.getMessage(), false, lastCompleted, false, ex);
-                    exitListeners.publish(exit);
+                    fenceHere(ex.getMessage());
+                    exitListeners.publish(new ExitEvent("primary", ExitReason.ERROR, ex.getMessage(), false,
+                        lastCompleted, false, ex));
                     return;
                 }
             }
             catch (final Throwable ex)
             {
-                exit = endSession(ex);
+                outcome = endSession(end, ex);
             }
-            if (exit != null)
+            if (outcome != null && outcome.next() != SessionEnd.Next.RECONNECT)
             {
-                exitListeners.publish(exit);
-                if (exit.reason() == ExitReason.REQUEST)
-                {
-                    return;
-                }
+                return;
             }
             // until a session is up again the VM runs unprotected; the status says so, not "connecting"
-            state = ProtectionState.UNPROTECTED;
+            enter(ProtectionState.UNPROTECTED);
             commands.clear();
             idle(config.reconnectIntervalMs());
             if (failover.isPending())
@@ -184,20 +237,19 @@ public final class PrimaryEngine implements AutoCloseable
                 return;
             }
         }
-        state = ProtectionState.STOPPED;
     }
 
-    private void runSession() throws Exception
+    private void runSession(final SessionEnd end) throws Exception
     {
         final Socket c = connect(Hello.CHANNEL_CONTROL, 0);
         control = c;
-        watchdog.watch(c);
+        watchdog.watch(c, end);
         final InputStream cin = c.getInputStream();
         final Welcome w = handshake(c, Hello.CHANNEL_CONTROL, 0);
         final Socket hbSocket = connect(Hello.CHANNEL_HEARTBEAT, w.sessionId());
         handshake(hbSocket, Hello.CHANNEL_HEARTBEAT, w.sessionId());
         final Heartbeat hb = new Heartbeat(hbSocket, peer, "colo-primary-" + config.vmName(),
-            config.heartbeatIntervalMs(), config.heartbeatTimeoutMs(), () -> lastCompleted, counters,
+            config.heartbeatIntervalMs(), config.heartbeatTimeoutMs(), () -> lastCompleted, counters, end,
             this::onPeerGone);
         heartbeat = hb;
         hb.start();
@@ -211,19 +263,19 @@ public final class PrimaryEngine implements AutoCloseable
         ch.expect(ColoCommand.CHECKPOINT_READY);
         watchdog.disarm();
 
+        checkSessionAlive(end);
         counters.sessionsStarted.incrementAndGet();
         source.beginSession(checkpointId);
-        output.protectionStarted(checkpointId);
-        state = ProtectionState.PROTECTED;
+        output.hold(checkpointId);
+        enter(ProtectionState.PROTECTED);
         LOG.info("vm={} protected by {} (session {}, mode {}, first checkpoint {})", config.vmName(), peer,
             Long.toHexString(w.sessionId()), config.mode(), checkpointId);
 
         long nextDueNs = clock.nanoTime() + config.checkpointDelayMs() * 1_000_000L;
         while (true)
         {
-            awaitTrigger(nextDueNs);
-            checkSessionAlive();
-            doCheckpoint(ch, checkpointId, limit);
+            awaitTrigger(end, nextDueNs);
+            doCheckpoint(end, ch, checkpointId, limit);
             lastCompleted = checkpointId;
             checkpointId++;
             nextDueNs = clock.nanoTime() + config.checkpointDelayMs() * 1_000_000L;
@@ -232,9 +284,9 @@ public final class PrimaryEngine implements AutoCloseable
 
     /**
      * One checkpoint, step after step in the order of the seed's sync diagram. Any failure throws to the
-     * single exit path in {@link #endSession(Throwable)}.
+     * single exit path in {@link #endSession}.
      */
-    private void doCheckpoint(final ColoChannel ch, final long id, final long limit) throws Exception
+    private void doCheckpoint(final SessionEnd end, final ColoChannel ch, final long id, final long limit) throws Exception
     {
         final long startNs = clock.nanoTime();
         ch.checkpointId(id);
@@ -249,8 +301,8 @@ public final class PrimaryEngine implements AutoCloseable
         paused = true;
         final long pausedNs = clock.nanoTime();
         // a failover may have been requested while we were pausing: check again now that the VM is still
-        checkSessionAlive();
-        output.epochSealed(id);
+        checkSessionAlive(end);
+        output.seal(id);
 
         watchdog.arm("capturing VM state", config.transferTimeoutMs());
         try (StateCapture capture = source.capture(id))
@@ -276,7 +328,7 @@ public final class PrimaryEngine implements AutoCloseable
 
         watchdog.arm("waiting for vmstate-received", config.transferTimeoutMs());
         ch.expect(ColoCommand.VMSTATE_RECEIVED);
-        output.epochCommitted(id);
+        output.release(id);
 
         watchdog.arm("waiting for vmstate-loaded", config.transferTimeoutMs());
         ch.expect(ColoCommand.VMSTATE_LOADED);
@@ -301,59 +353,22 @@ public final class PrimaryEngine implements AutoCloseable
         counters.pauseMicros.recordValue(Math.max(0, (clock.nanoTime() - pausedNs) / 1000));
     }
 
-    /** The one exit path of a session: the VM runs on, output is released, the peer is told, callers learn why. */
-    private ExitEvent endSession(final Throwable ex)
+    /**
+     * The one exit path of a session: the recorded cause is classified; the VM runs on with its output let out,
+     * or (fenced) stays paused with its output dropped; the peer is told; callers learn why.
+     */
+    private SessionEnd.Outcome endSession(final SessionEnd end, final Throwable ex)
     {
         watchdog.disarm();
         if (killed)
         {
             return null;
         }
-        final boolean wasProtected = state == ProtectionState.PROTECTED;
+        final boolean wasProtected = state.get() == ProtectionState.PROTECTED;
         final Heartbeat hb = heartbeat;
-        if (hb != null && !stopped && !failover.isPending() && !(ex instanceof ProtocolException) &&
-            watchdog.expiredStep() == null)
-        {
-            hb.awaitVerdict(config.heartbeatTimeoutMs());
-        }
-        final String lost = hb == null ? null : hb.lostDetail();
-        final int peerBye = hb == null ? -1 : hb.peerByeReason();
-        final String expired = watchdog.expiredStep();
-        final boolean requested = failover.isPending() || stopped;
-
-        final String detail;
-        if (requested)
-        {
-            detail = stopped ? "agent stopping" : "protection stopped on request";
-        }
-        else if (peerBye == HeartbeatFrame.BYE_FAILOVER)
-        {
-            detail = "secondary " + peer + " took over the VM (failover requested there)";
-        }
-        else if (lost != null)
-        {
-            detail = "secondary lost: " + lost;
-        }
-        else if (expired != null)
-        {
-            counters.deadlinesMissed.incrementAndGet();
-            detail = "deadline missed " + expired + " with " + peer;
-        }
-        else if (ex instanceof ProtocolException)
-        {
-            counters.protocolErrors.incrementAndGet();
-            detail = "protocol error from " + peer + ": " + ex.getMessage();
-        }
-        else if (peerBye >= 0)
-        {
-            detail = "secondary " + peer + " ended the session (reason " + peerBye + ")";
-        }
-        else
-        {
-            detail = "session with " + peer + " failed: " + ex;
-        }
-
-        final boolean fence = !requested && peerBye == HeartbeatFrame.BYE_FAILOVER;
+        final SessionEnd.Outcome o = SessionEnd.classify(end.fail(ex, hb == null ? 0 : config.heartbeatTimeoutMs()),
+            true, peer, counters);
+        final boolean fence = o.next() == SessionEnd.Next.FENCE;
         if (paused && !fence)
         {
             try
@@ -372,50 +387,51 @@ public final class PrimaryEngine implements AutoCloseable
             counters.sessionsEnded.incrementAndGet();
             if (fence)
             {
-                output.fenced(detail);
+                output.fence(o.detail());
             }
             else
             {
-                output.protectionLost(detail);
+                output.passThrough(o.detail());
             }
         }
         if (hb != null)
         {
-            hb.bye(requested ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
+            hb.bye(o.reason() == ExitReason.REQUEST && !fence ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
         }
         closeQuietly(control);
         heartbeat = null;
         control = null;
-        lastError = detail;
+        lastError = o.detail();
 
         if (fence)
         {
-            state = ProtectionState.FENCED;
-            holdFenced();
-            LOG.error("vm={} FENCED: {}; the VM stays paused here", config.vmName(), detail);
-            return new ExitEvent("primary", ExitReason.REQUEST, detail, false, lastCompleted, false, null);
+            fenceHere(o.detail());
+            exitListeners.publish(new ExitEvent("primary", o.reason(), o.detail(), false, lastCompleted, false, null));
+            return o;
         }
-        if (!wasProtected && !requested)
+        if (o.next() == SessionEnd.Next.RECONNECT && !wasProtected)
         {
-            LOG.warn("vm={} cannot protect: {}", config.vmName(), detail);
-            return null;
+            LOG.warn("vm={} cannot protect: {}", config.vmName(), o.detail());
+            return o;
         }
-        state = ProtectionState.UNPROTECTED;
-        if (requested)
+        enter(ProtectionState.UNPROTECTED);
+        if (o.reason() == ExitReason.REQUEST)
         {
-            LOG.warn("vm={} UNPROTECTED: {}", config.vmName(), detail);
+            LOG.warn("vm={} UNPROTECTED: {}", config.vmName(), o.detail());
         }
         else
         {
-            LOG.error("vm={} UNPROTECTED: {}; the VM keeps running here without a standby", config.vmName(), detail,
-                ex instanceof ProtocolException || lost != null || expired != null ? null : ex);
+            LOG.error("vm={} UNPROTECTED: {}; the VM keeps running here without a standby", config.vmName(), o.detail(),
+                o.cause() == SessionEnd.Cause.FAILED ? ex : null);
         }
-        final ExitReason reason = requested ? ExitReason.REQUEST : ExitReason.ERROR;
-        return new ExitEvent("primary", reason, detail, lost != null, lastCompleted, false, ex);
+        exitListeners.publish(new ExitEvent("primary", o.reason(), o.detail(), o.peerLost(), lastCompleted, false, ex));
+        return o;
     }
 
-    private void holdFenced()
+    /** The secondary runs the VM now: keep it paused here, for good. */
+    private void fenceHere(final String why)
     {
+        enter(ProtectionState.FENCED);
         if (!paused)
         {
             try
@@ -428,7 +444,7 @@ public final class PrimaryEngine implements AutoCloseable
                 LOG.error("vm={} could not pause the fenced VM: {}", config.vmName(), ex.toString());
             }
         }
-        stopped = true;
+        LOG.error("vm={} FENCED: {}; the VM stays paused here", config.vmName(), why);
     }
 
     private void onPeerGone()
@@ -437,31 +453,34 @@ public final class PrimaryEngine implements AutoCloseable
         commands.offer(CMD_WAKE);
     }
 
-    private void checkSessionAlive() throws IOException
+    private static void checkSessionAlive(final SessionEnd end) throws IOException
     {
-        if (stopped || failover.isPending())
+        final SessionEnd.Recorded r = end.recorded();
+        if (r != null)
         {
-            throw new IOException("session ended on request");
-        }
-        final Heartbeat hb = heartbeat;
-        if (hb != null && (hb.lostDetail() != null || hb.peerByeReason() >= 0))
-        {
-            throw new IOException("peer gone");
+            throw new IOException("session ending: " + r.cause() + " (" + r.detail() + ")");
         }
     }
 
-    private void awaitTrigger(final long dueNs) throws IOException, InterruptedException
+    /** Waits until the next checkpoint is due, output wants one early, or one is requested. */
+    private void awaitTrigger(final SessionEnd end, final long dueNs) throws IOException, InterruptedException
     {
         while (true)
         {
-            checkSessionAlive();
+            checkSessionAlive(end);
+            if (output.wantsCheckpoint())
+            {
+                counters.checkpointsRequestedEarly.incrementAndGet();
+                commands.clear();
+                return;
+            }
             final long waitNs = dueNs - clock.nanoTime();
             if (waitNs <= 0)
             {
                 commands.clear();
                 return;
             }
-            final Integer cmd = commands.poll(waitNs, TimeUnit.NANOSECONDS);
+            final Integer cmd = commands.poll(Math.min(waitNs, OUTPUT_POLL_NS), TimeUnit.NANOSECONDS);
             if (cmd != null && cmd == CMD_CHECKPOINT)
             {
                 commands.clear();
@@ -478,7 +497,7 @@ public final class PrimaryEngine implements AutoCloseable
             // (its heartbeat's goodbye) must not make us reconnect at once
             final long deadline = clock.nanoTime() + ms * 1_000_000L;
             long left;
-            while (!stopped && !failover.isPending() && (left = deadline - clock.nanoTime()) > 0)
+            while (!closing && !failover.isPending() && (left = deadline - clock.nanoTime()) > 0)
             {
                 commands.poll(left, TimeUnit.NANOSECONDS);
             }
@@ -486,10 +505,9 @@ public final class PrimaryEngine implements AutoCloseable
         catch (final InterruptedException ex)
         {
             Thread.currentThread().interrupt();
-            stopped = true;
+            closing = true;
         }
     }
-
     private Socket connect(final int channel, final long sessionId) throws IOException
     {
         final Socket s = transport.newSocket();
@@ -544,7 +562,12 @@ public final class PrimaryEngine implements AutoCloseable
     @Override
     public void close()
     {
-        stopped = true;
+        closing = true;
+        final SessionEnd s = session;
+        if (s != null)
+        {
+            s.record(SessionEnd.Cause.STOPPING, "agent stopping");
+        }
         commands.offer(CMD_WAKE);
         closeQuietly(control);
         try
@@ -556,17 +579,17 @@ public final class PrimaryEngine implements AutoCloseable
             Thread.currentThread().interrupt();
         }
         watchdog.close();
-        state = state == ProtectionState.FENCED ? ProtectionState.FENCED : ProtectionState.STOPPED;
+        enter(ProtectionState.STOPPED);
     }
 
     /**
-     * Fault injection: behave as if this process died at this instant. No goodbye to the peer, no resume, no
-     * release of held output, no exit event. For tests and the demo's "host dies" step only.
+     * Fault injection for colo-core's own tests: behave as if this process died at this instant. No goodbye to
+     * the peer, no resume, no release of held output, no exit event.
      */
-    public void kill()
+    void kill()
     {
         killed = true;
-        stopped = true;
+        closing = true;
         final Heartbeat hb = heartbeat;
         if (hb != null)
         {

@@ -143,7 +143,7 @@ public final class SecondaryEngine implements AutoCloseable
             final Session s = session;
             if (s != null)
             {
-                s.abort(HeartbeatFrame.BYE_FAILOVER);
+                s.end(SessionEnd.Cause.REQUESTED, "failover requested by operator");
                 return; // the session thread fails over on its way out
             }
         }
@@ -269,8 +269,8 @@ public final class SecondaryEngine implements AutoCloseable
         final long limit;
         final Hello hello;
         final CountDownLatch heartbeatAttached = new CountDownLatch(1);
+        final SessionEnd end = new SessionEnd();
         volatile Heartbeat heartbeat;
-        volatile int abortBye = -1;
 
         Session(final long id, final Socket control, final String peer, final long limit, final Hello hello)
         {
@@ -288,13 +288,14 @@ public final class SecondaryEngine implements AutoCloseable
                 return false;
             }
             heartbeat = new Heartbeat(s, peer, "colo-secondary-" + config.vmName(), h.heartbeatIntervalMs(),
-                h.heartbeatTimeoutMs(), sink::lastCommitted, counters, () -> PrimaryEngine.closeQuietly(control));
+                h.heartbeatTimeoutMs(), sink::lastCommitted, counters, end, () -> PrimaryEngine.closeQuietly(control));
             return true;
         }
 
-        void abort(final int byeReason)
+        /** Ends the session from another thread: records why (unless a cause is already recorded) and cuts it. */
+        void end(final SessionEnd.Cause cause, final String detail)
         {
-            abortBye = byeReason;
+            end.record(cause, detail);
             PrimaryEngine.closeQuietly(control);
         }
 
@@ -305,7 +306,7 @@ public final class SecondaryEngine implements AutoCloseable
             boolean received = false;
             try
             {
-                watchdog.watch(control);
+                watchdog.watch(control, end);
                 if (!heartbeatAttached.await(config.syncTimeoutMs(), TimeUnit.MILLISECONDS))
                 {
                     throw new IOException("primary " + peer + " did not open its heartbeat channel within " +
@@ -379,6 +380,7 @@ public final class SecondaryEngine implements AutoCloseable
                     watchdog.arm("sending vmstate-loaded", config.syncTimeoutMs());
                     ch.put(ColoCommand.VMSTATE_LOADED);
                     watchdog.disarm();
+                    sink.loaded(checkpointId);
                     counters.checkpointMicros.recordValue(Math.max(0, (clock.nanoTime() - startNs) / 1000));
                     checkpointId++;
                 }
@@ -400,72 +402,34 @@ public final class SecondaryEngine implements AutoCloseable
                 LOG.warn("vm={} discarded partly received checkpoint {}", config.vmName(), staged);
             }
             final Heartbeat hb = heartbeat;
-            if (hb != null && !stopped && abortBye < 0 && !(ex instanceof ProtocolException) &&
-                watchdog.expiredStep() == null)
-            {
-                hb.awaitVerdict(hello.heartbeatTimeoutMs());
-            }
-            final String lost = hb == null ? null : hb.lostDetail();
-            final int peerBye = hb == null ? -1 : hb.peerByeReason();
-            final String expired = watchdog.expiredStep();
-            final boolean peerLost = lost != null && !stopped && abortBye < 0;
-            final String detail;
-            if (abortBye == HeartbeatFrame.BYE_FAILOVER)
-            {
-                detail = "failover requested by operator";
-            }
-            else if (stopped)
-            {
-                detail = "agent stopping";
-            }
-            else if (peerLost)
-            {
-                detail = "primary lost: " + lost;
-            }
-            else if (expired != null)
-            {
-                counters.deadlinesMissed.incrementAndGet();
-                detail = "deadline missed " + expired + " with primary " + peer;
-            }
-            else if (ex instanceof ProtocolException)
-            {
-                counters.protocolErrors.incrementAndGet();
-                detail = "protocol error from primary " + peer + ": " + ex.getMessage();
-            }
-            else if (peerBye >= 0)
-            {
-                detail = "primary " + peer + " ended the session (reason " + peerBye + ")";
-            }
-            else
-            {
-                detail = "session with primary " + peer + " failed: " + ex;
-            }
+            final SessionEnd.Outcome o = SessionEnd.classify(end.fail(ex, hb == null ? 0 : hello.heartbeatTimeoutMs()),
+                false, peer, counters);
             if (hb != null)
             {
-                hb.bye(abortBye >= 0 ? abortBye : (stopped ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR));
+                hb.bye(o.cause() == SessionEnd.Cause.REQUESTED ? HeartbeatFrame.BYE_FAILOVER
+                    : o.cause() == SessionEnd.Cause.STOPPING ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
             }
             PrimaryEngine.closeQuietly(control);
             counters.sessionsEnded.incrementAndGet();
-            lastError = detail;
+            lastError = o.detail();
             synchronized (sessionLock)
             {
                 session = null;
             }
 
-            if (peerLost)
+            if (o.cause() == SessionEnd.Cause.PEER_LOST)
             {
                 failover.require(ExitReason.ERROR);
             }
             if (failover.isPending())
             {
-                doFailover(detail, peerLost);
+                doFailover(o.detail(), o.peerLost());
                 return;
             }
             state = stopped ? ProtectionState.STOPPED : ProtectionState.CONNECTING;
-            LOG.warn("vm={} session ended: {}; standing by with checkpoint {}", config.vmName(), detail,
+            LOG.warn("vm={} session ended: {}; standing by with checkpoint {}", config.vmName(), o.detail(),
                 sink.lastCommitted());
-            exitListeners.publish(new ExitEvent("secondary", stopped ? ExitReason.REQUEST : ExitReason.ERROR, detail, false,
-                sink.lastCommitted(), false, ex));
+            exitListeners.publish(new ExitEvent("secondary", o.reason(), o.detail(), false, sink.lastCommitted(), false, ex));
         }
     }
 
@@ -521,7 +485,7 @@ public final class SecondaryEngine implements AutoCloseable
         }
         if (s != null)
         {
-            s.abort(HeartbeatFrame.BYE_STOP);
+            s.end(SessionEnd.Cause.STOPPING, "agent stopping");
         }
         watchdog.close();
         if (state != ProtectionState.FAILED_OVER)
@@ -530,7 +494,7 @@ public final class SecondaryEngine implements AutoCloseable
         }
     }
 
-    /** Abrupt end for tests: as if the process died (no goodbye). */
+    /** Abrupt end for tests: as if the process died (no goodbye, no failover). */
     void kill()
     {
         stopped = true;
@@ -538,6 +502,7 @@ public final class SecondaryEngine implements AutoCloseable
         final Session s = session;
         if (s != null)
         {
+            s.end.record(SessionEnd.Cause.STOPPING, "killed");
             final Heartbeat hb = s.heartbeat;
             if (hb != null)
             {

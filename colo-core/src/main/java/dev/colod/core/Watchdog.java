@@ -5,23 +5,29 @@ import java.util.concurrent.locks.LockSupport;
 
 /**
  * Enforces the deadline of the one blocking step a session is in. Blocking socket reads and writes have no
- * deadline of their own (writes none at all), so when a step overruns, the watchdog closes the session's
- * connection: the blocked call fails at once, and the engine's single failure exit asks {@link #expiredStep()}
- * to report which wait missed its deadline.
+ * deadline of their own (writes none at all), so when a step overruns, the watchdog records the missed
+ * deadline as the session's end (first writer wins) and closes the session's connection: the blocked call
+ * fails at once and the engine's single exit path finds the cause already recorded.
  */
 final class Watchdog implements AutoCloseable
 {
     private static final long TICK_NS = 2_000_000L;
 
+    /** One armed step: step and deadline are written together, so a new step never pairs with an old deadline. */
+    private record Armed(String step, long timeoutMs, long deadlineNs)
+    {
+    }
+
+    /** What is watched: the connection to cut and the session whose end to record. */
+    private record Target(Closeable connection, SessionEnd end)
+    {
+    }
+
     private final NanoClock clock;
     private final Thread thread;
     private volatile boolean running = true;
-    private volatile Closeable target;
-    private volatile String step;
-    private volatile long timeoutMs;
-    private volatile long deadlineNs;
-    private volatile boolean armed;
-    private volatile String expired;
+    private volatile Target target;
+    private volatile Armed armed;
 
     Watchdog(final String name, final NanoClock clock)
     {
@@ -31,52 +37,40 @@ final class Watchdog implements AutoCloseable
         this.thread.start();
     }
 
-    /** Watch {@code target} from now on; clears any earlier expiry. */
-    void watch(final Closeable target)
+    /** Watch {@code connection} of the session ending in {@code end} from now on; disarmed. */
+    void watch(final Closeable connection, final SessionEnd end)
     {
-        this.armed = false;
-        this.expired = null;
-        this.target = target;
+        this.armed = null;
+        this.target = new Target(connection, end);
     }
 
     void arm(final String step, final long timeoutMs)
     {
-        this.step = step;
-        this.timeoutMs = timeoutMs;
-        this.deadlineNs = clock.nanoTime() + timeoutMs * 1_000_000L;
-        this.armed = true;
+        armed = new Armed(step, timeoutMs, clock.nanoTime() + timeoutMs * 1_000_000L);
     }
 
     void disarm()
     {
-        armed = false;
-    }
-
-    /** The step whose deadline passed ("waiting for vmstate-received, 5000 ms"), or null. */
-    String expiredStep()
-    {
-        return expired;
+        armed = null;
     }
 
     private void run()
     {
         while (running)
         {
-            if (armed && deadlineNs - clock.nanoTime() < 0)
+            final Armed a = armed;
+            final Target t = target;
+            if (a != null && t != null && a.deadlineNs() - clock.nanoTime() < 0)
             {
-                armed = false;
-                expired = step + " (deadline " + timeoutMs + " ms)";
-                final Closeable c = target;
-                if (c != null)
+                armed = null;
+                t.end().record(SessionEnd.Cause.DEADLINE_MISSED, a.step() + " (deadline " + a.timeoutMs() + " ms)");
+                try
                 {
-                    try
-                    {
-                        c.close();
-                    }
-                    catch (final Exception ignore)
-                    {
-                        // closing is the whole point; a failure to close leaves nothing to do
-                    }
+                    t.connection().close();
+                }
+                catch (final Exception ignore)
+                {
+                    // closing is the whole point; a failure to close leaves nothing to do
                 }
             }
             LockSupport.parkNanos(this, TICK_NS);

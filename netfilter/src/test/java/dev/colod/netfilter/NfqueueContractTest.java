@@ -1,6 +1,9 @@
 package dev.colod.netfilter;
 
+import dev.colod.buffer.BufferLimits;
+import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.NetnsLab;
+import dev.colod.buffer.Prerequisites;
 import dev.colod.buffer.OutputCommitContract;
 import dev.colod.buffer.net.IpRoute;
 import io.netty.channel.IoEventLoop;
@@ -10,8 +13,6 @@ import io.netty.channel.epoll.EpollIoHandler;
 import java.io.IOException;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
-
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /** The output-commit contract on the NFQUEUE backend. */
 class NfqueueContractTest extends OutputCommitContract
@@ -30,28 +31,24 @@ class NfqueueContractTest extends OutputCommitContract
         }
     }
 
-    static void assumeNfqueue()
+    static void requireNfqueue()
     {
-        final String why = unusableCause();
-        if (why != null)
-        {
-            System.out.println("SKIPPED (NFQUEUE backend): " + why);
-        }
-        assumeTrue(why == null, why);
+        Prerequisites.require("NFQUEUE backend", unusableCause());
     }
 
     @Override
-    protected void assumeBackendUsable()
+    protected void requireBackend()
     {
-        assumeNfqueue();
+        requireNfqueue();
     }
 
     @Override
-    protected Backend install(final NetnsLab lab) throws Exception
+    protected Installed install(final NetnsLab lab, final BufferLimits limits) throws Exception
     {
         final MultiThreadIoEventLoopGroup group = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
         final NfqueueRules rules = NfqueueRules.install("vmA", 7, "test", lab.host, runDir);
-        final NfqueueNic nic = NfqueueNic.open("vmA", 7, 1024, false, lab.host, (IoEventLoop)group.next());
-        return backend(nic, rules, () -> group.shutdownGracefully(0, 1, TimeUnit.SECONDS));
+        final EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(), limits,
+            NfqueueBackend.on(7, false, lab.host));
+        return installed(nic, rules, () -> group.shutdownGracefully(0, 1, TimeUnit.SECONDS));
     }
 }

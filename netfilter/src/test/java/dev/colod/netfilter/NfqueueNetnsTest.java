@@ -1,6 +1,8 @@
 package dev.colod.netfilter;
 
 import dev.colod.buffer.NetnsLab;
+import dev.colod.buffer.BufferLimits;
+import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.NicStats;
 import dev.colod.buffer.net.IpRoute;
 import io.netty.channel.IoEventLoop;
@@ -54,8 +56,8 @@ class NfqueueNetnsTest
     @BeforeEach
     void usable()
     {
-        NetnsLab.assumeUsable();
-        NfqueueContractTest.assumeNfqueue();
+        NetnsLab.requireUsable();
+        NfqueueContractTest.requireNfqueue();
     }
 
     private static DatagramSocket udp(final NetnsLab lab, final String ns, final String ip, final int port) throws Exception
@@ -112,19 +114,20 @@ class NfqueueNetnsTest
         try (NetnsLab lab = new NetnsLab(true))
         {
             try (NfqueueRules rules = NfqueueRules.install("vmA", 9, "t", lab.host, runDir);
-                 NfqueueNic nic = NfqueueNic.open("vmA", 9, 50, false, lab.host, (IoEventLoop)group.next()))
+                 EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(),
+                     new BufferLimits().maxFrames(50).conclude(), NfqueueBackend.on(9, false, lab.host)))
             {
                 final DatagramSocket guest = udp(lab, lab.guest, NetnsLab.GUEST_IP, 7000);
                 final DatagramSocket client = udp(lab, lab.client, NetnsLab.CLIENT_IP, 9000);
-                nic.hold();
+                nic.hold(1);
                 for (int i = 0; i < 200; i++)
                 {
                     send(guest, i);
                 }
                 await().until(() -> nic.stats().heldFrames() == 50);
-                await().until(() -> nic.kernelCounters()[1] == 150);
+                await().until(() -> ((NfqueueBackend)nic.backend()).kernelCounters()[1] == 150);
                 assertThat(received(client)).as("nothing leaks past a full fail-closed queue").isZero();
-                final long[] k = nic.kernelCounters();
+                final long[] k = ((NfqueueBackend)nic.backend()).kernelCounters();
                 final NicStats s = nic.stats();
                 assertThat(k[0]).as("kernel queue_total").isEqualTo(s.heldFrames());
                 assertThat(s.droppedLimitFrames()).as("our count of overflow drops = kernel queue_dropped").isEqualTo(k[1]);
@@ -143,10 +146,11 @@ class NfqueueNetnsTest
         {
             final String before = snapshot(lab.host);
             final NfqueueRules rules = NfqueueRules.install("vmA", 11, "t", lab.host, runDir);
-            final NfqueueNic nic = NfqueueNic.open("vmA", 11, 1024, false, lab.host, (IoEventLoop)group.next());
+            final EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(), new BufferLimits().conclude(),
+                NfqueueBackend.on(11, false, lab.host));
             final DatagramSocket guest = udp(lab, lab.guest, NetnsLab.GUEST_IP, 7000);
             final DatagramSocket client = udp(lab, lab.client, NetnsLab.CLIENT_IP, 9000);
-            nic.hold();
+            nic.hold(1);
             for (int i = 0; i < 20; i++)
             {
                 send(guest, i);

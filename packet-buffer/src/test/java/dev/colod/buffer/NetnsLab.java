@@ -10,8 +10,6 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicInteger;
 
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
-
 /**
  * Network namespaces a test creates for itself, with addresses from 198.18.0.0/15, and removes again (also when
  * the test fails: use try-with-resources). Sockets are opened inside a namespace by a thread that entered it
@@ -34,15 +32,10 @@ public final class NetnsLab implements AutoCloseable
     public final String client;
     private final List<String> namespaces = new ArrayList<>();
 
-    /** Skips the calling test, printing why, unless root, TAP, tc and namespaces are all usable. */
-    public static void assumeUsable()
+    /** Fails (as root) or skips (not root) the calling test, with the reason, unless namespaces, TAP and tc are usable. */
+    public static void requireUsable()
     {
-        final String why = unusableCause();
-        if (why != null)
-        {
-            System.out.println("SKIPPED (needs root network namespaces and TAP): " + why);
-        }
-        assumeTrue(why == null, why);
+        Prerequisites.require("root network namespaces and TAP", unusableCause());
     }
 
     private static String unusableCause()

@@ -11,12 +11,12 @@ import java.util.concurrent.TimeUnit;
 class TapContractTest extends OutputCommitContract
 {
     @Override
-    protected Backend install(final NetnsLab lab) throws Exception
+    protected Installed install(final NetnsLab lab, final BufferLimits limits) throws Exception
     {
         final MultiThreadIoEventLoopGroup group = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
         final NicPlumbing p = NicPlumbing.install("vmA", null, lab.host, runDir);
-        final TapNic nic = new TapNic("vmA", p.guestTap(), p.uplinkTap(), (IoEventLoop)group.next(),
-            new BufferLimits().conclude(), () -> { }).start();
-        return backend(nic, p, () -> group.shutdownGracefully(0, 1, TimeUnit.SECONDS));
+        final EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(), limits,
+            TapBackend.on(p.guestTap(), p.uplinkTap()));
+        return installed(nic, p, () -> group.shutdownGracefully(0, 1, TimeUnit.SECONDS));
     }
 }

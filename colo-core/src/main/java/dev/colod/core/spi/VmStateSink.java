@@ -25,6 +25,14 @@ public interface VmStateSink
     /** Throw away a partly received checkpoint. Never fails; the committed image is untouched. */
     void discard(long checkpointId);
 
+    /**
+     * {@code vmstate-loaded} for {@code checkpointId} has been sent: the primary no longer waits. Work that may
+     * take long (e.g. pre-starting a hot-standby VM) starts here, never inside {@link #commit(long)}. Must not throw.
+     */
+    default void loaded(final long checkpointId)
+    {
+    }
+
     /** Failover: resume the VM from the committed checkpoint {@code checkpointId}. */
     void activate(long checkpointId) throws Exception;
 }

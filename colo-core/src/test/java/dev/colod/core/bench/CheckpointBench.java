@@ -5,7 +5,7 @@ import dev.colod.core.NanoClock;
 import dev.colod.core.PrimaryEngine;
 import dev.colod.core.SecondaryEngine;
 import dev.colod.core.protocol.ProtocolTap;
-import dev.colod.core.spi.OutputCommitListener;
+import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.core.spi.VmStateSink;
 import dev.colod.core.spi.VmStateSource;
@@ -187,7 +187,7 @@ public final class CheckpointBench
             final ColoConfig pcfg = new ColoConfig().vmName("bench").checkpointDelayMs(0).maxStateBytes(Math.max(1, size))
                 .transferTimeoutMs(60_000).conclude();
             final ColoCounters counters = new ColoCounters();
-            try (PrimaryEngine pri = new PrimaryEngine(pcfg, sec.localAddress(), source, OutputCommitListener.NONE,
+            try (PrimaryEngine pri = new PrimaryEngine(pcfg, sec.localAddress(), source, OutputCommit.NONE,
                 counters, ProtocolTap.NONE, NanoClock.SYSTEM).start())
             {
                 final long warm = size >= (64 << 20) ? 3 : 200;

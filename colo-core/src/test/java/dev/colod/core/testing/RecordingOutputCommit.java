@@ -1,44 +1,44 @@
 package dev.colod.core.testing;
 
-import dev.colod.core.spi.OutputCommitListener;
+import dev.colod.core.spi.OutputCommit;
 
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 
 /** Records what the engine told the output-commit side, in order, as strings like "sealed 3", "committed 3". */
-public final class RecordingOutputCommit implements OutputCommitListener
+public final class RecordingOutputCommit implements OutputCommit
 {
     public final List<String> events = Collections.synchronizedList(new ArrayList<>());
     public final List<Long> committed = Collections.synchronizedList(new ArrayList<>());
 
     @Override
-    public void protectionStarted(final long firstCheckpointId)
+    public void hold(final long firstEpoch)
     {
-        events.add("started " + firstCheckpointId);
+        events.add("started " + firstEpoch);
     }
 
     @Override
-    public void epochSealed(final long checkpointId)
+    public void seal(final long checkpointId)
     {
         events.add("sealed " + checkpointId);
     }
 
     @Override
-    public void epochCommitted(final long checkpointId)
+    public void release(final long checkpointId)
     {
         committed.add(checkpointId);
         events.add("committed " + checkpointId);
     }
 
     @Override
-    public void protectionLost(final String reason)
+    public void passThrough(final String reason)
     {
         events.add("lost " + reason);
     }
 
     @Override
-    public void fenced(final String reason)
+    public void fence(final String reason)
     {
         events.add("fenced " + reason);
     }

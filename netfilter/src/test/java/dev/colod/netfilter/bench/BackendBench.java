@@ -1,14 +1,14 @@
 package dev.colod.netfilter.bench;
 
 import dev.colod.buffer.BufferLimits;
-import dev.colod.buffer.NicOutputCommit;
-import dev.colod.buffer.OutputCommitNic;
-import dev.colod.buffer.TapNic;
+import dev.colod.buffer.EpochLedger;
+import dev.colod.buffer.VmOutputCommit;
+import dev.colod.buffer.TapBackend;
 import dev.colod.buffer.bench.TapBench;
 import dev.colod.buffer.net.IpRoute;
 import dev.colod.buffer.net.NicPlumbing;
 import dev.colod.buffer.tap.TapDevice;
-import dev.colod.netfilter.NfqueueNic;
+import dev.colod.netfilter.NfqueueBackend;
 import dev.colod.netfilter.NfqueueRules;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
@@ -69,22 +69,24 @@ public final class BackendBench
                 () ->
                 {
                     final NfqueueRules r = NfqueueRules.install("bvm0", 5, "bench", NS, run);
-                    return new Object[]{r, NfqueueNic.open("bvm0", 5, 65_536, false, NS, loop)};
+                    return new Object[]{r, EpochLedger.open("bvm0", loop, new BufferLimits().maxFrames(65_536).conclude(),
+                        NfqueueBackend.on(5, false, NS))};
                 },
                 () ->
                 {
                     final NicPlumbing p = NicPlumbing.install("bvm0", "br0", NS, run);
-                    return new Object[]{p, new TapNic("bvm0", p.guestTap(), p.uplinkTap(), loop,
-                        new BufferLimits().maxFrames(65_536).maxBytes(256L << 20).conclude(), () -> { }).start()};
+                    return new Object[]{p, EpochLedger.open("bvm0", loop,
+                        new BufferLimits().maxFrames(65_536).maxBytes(256L << 20).conclude(),
+                        TapBackend.on(p.guestTap(), p.uplinkTap()))};
                 }};
             for (int b = 0; b < names.length; b++)
             {
                 final Object[] parts = installs[b].install();
-                final OutputCommitNic nic = (OutputCommitNic)parts[1];
-                final NicOutputCommit out = nic == null ? null : new NicOutputCommit("bench", List.of(nic));
+                final EpochLedger nic = (EpochLedger)parts[1];
+                final VmOutputCommit out = nic == null ? null : new VmOutputCommit("bench", List.of(nic));
                 if (out != null)
                 {
-                    out.protectionStarted(1);
+                    out.hold(1);
                 }
                 for (final int size : new int[]{64, 1500})
                 {
@@ -138,16 +140,16 @@ public final class BackendBench
         return ((com.sun.management.OperatingSystemMXBean)ManagementFactory.getOperatingSystemMXBean()).getProcessCpuTime();
     }
 
-    private static void releaseLatency(final String name, final TapDevice vm, final OutputCommitNic nic,
-        final NicOutputCommit out, final AtomicLong received) throws Exception
+    private static void releaseLatency(final String name, final TapDevice vm, final EpochLedger nic,
+        final VmOutputCommit out, final AtomicLong received) throws Exception
     {
         final ByteBuffer f = TapBench.frame(1500, 0);
         final long[] ns = new long[10];
         long epoch = 1_000_000;
         for (int r = 0; r < ns.length; r++)
         {
-            out.epochSealed(epoch++);
-            out.epochCommitted(epoch - 1);
+            out.seal(epoch++);
+            out.release(epoch - 1);
             Thread.sleep(50);
             while (nic.stats().heldFrames() < 10_000)
             {
@@ -159,9 +161,9 @@ public final class BackendBench
                 last = nic.stats().heldFrames();
                 Thread.sleep(100);
             }
-            out.epochSealed(epoch);
+            out.seal(epoch);
             final long t0 = System.nanoTime();
-            out.epochCommitted(epoch++);
+            out.release(epoch++);
             // held drops to 0 once the last frame was handed to the kernel (TAP: written; NFQUEUE: the batch
             // verdict returned, and the kernel re-injects synchronously inside it)
             while (nic.stats().heldFrames() > 0)

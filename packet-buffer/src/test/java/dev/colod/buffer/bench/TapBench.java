@@ -1,9 +1,9 @@
 package dev.colod.buffer.bench;
 
 import dev.colod.buffer.BufferLimits;
-import dev.colod.buffer.BenchAccess;
-import dev.colod.buffer.TapNic;
-import dev.colod.buffer.NicOutputCommit;
+import dev.colod.buffer.EpochLedger;
+import dev.colod.buffer.TapBackend;
+import dev.colod.buffer.VmOutputCommit;
 import dev.colod.buffer.net.IpRoute;
 import dev.colod.buffer.net.NicPlumbing;
 import dev.colod.buffer.tap.TapDevice;
@@ -70,10 +70,11 @@ public final class TapBench
                 try (NicPlumbing p = NicPlumbing.install("bvm0", "br0", NS, run))
                 {
                     final IoEventLoop loop = (IoEventLoop)agentGroup.next();
-                    final TapNic nic = new TapNic("bvm0", p.guestTap(), p.uplinkTap(), loop,
-                        new BufferLimits().maxFrames(65_536).maxBytes(256L << 20).conclude(), () -> { }).start();
-                    final NicOutputCommit out = new NicOutputCommit("bench", List.of(nic));
-                    out.protectionStarted(1);
+                    final EpochLedger nic = EpochLedger.open("bvm0", loop,
+                        new BufferLimits().maxFrames(65_536).maxBytes(256L << 20).conclude(),
+                        TapBackend.on(p.guestTap(), p.uplinkTap()));
+                    final VmOutputCommit out = new VmOutputCommit("bench", List.of(nic));
+                    out.hold(1);
                     final long loopThread = loop.submit(() -> Thread.currentThread().getId()).get();
                     for (int i = 0; i < sizes.length; i++)
                     {
@@ -139,7 +140,7 @@ public final class TapBench
 
     /** Writes frames into the VM's tap for {@code seconds}; returns frames per second that reached the sink. */
     public static double blast(final TapDevice vm, final int size, final double seconds, final AtomicLong received,
-        final NicOutputCommit out) throws Exception
+        final VmOutputCommit out) throws Exception
     {
         final ByteBuffer f = frame(size, 0);
         final FileDescriptor fd = vm.fd();
@@ -148,8 +149,8 @@ public final class TapBench
             long epoch = 1;
             while (!Thread.currentThread().isInterrupted())
             {
-                out.epochSealed(epoch);
-                out.epochCommitted(epoch);
+                out.seal(epoch);
+                out.release(epoch);
                 epoch++;
                 try
                 {
@@ -193,14 +194,14 @@ public final class TapBench
         return (r1 - r0) / ((t1 - t0) / 1e9);
     }
 
-    private static void releaseLatency(final TapDevice vm, final TapNic nic, final NicOutputCommit out) throws Exception
+    private static void releaseLatency(final TapDevice vm, final EpochLedger nic, final VmOutputCommit out) throws Exception
     {
         final ByteBuffer f = frame(1500, 0);
         long epoch = 1_000_000;
         final long[] ns = new long[20];
         for (int r = 0; r < ns.length; r++)
         {
-            out.epochSealed(epoch++); // start an empty epoch
+            out.seal(epoch++); // start an empty epoch
             while (nic.stats().heldFrames() < 10_000)
             {
                 vm.fd().write(f, 0, 1500);
@@ -209,15 +210,15 @@ public final class TapBench
                     Thread.onSpinWait();
                 }
             }
-            out.epochSealed(epoch);
-            out.epochCommitted(epoch);
+            out.seal(epoch);
+            out.release(epoch);
             epoch++;
             while (nic.stats().heldFrames() > 0)
             {
                 Thread.sleep(1);
             }
-            ns[r] = BenchAccess.lastReleaseNanos(nic);
-            final long frames = BenchAccess.lastReleaseFrames(nic);
+            ns[r] = nic.lastReleaseNanos();
+            final long frames = nic.lastReleaseFrames();
             if (frames < 10_000)
             {
                 throw new IllegalStateException("released only " + frames + " frames");

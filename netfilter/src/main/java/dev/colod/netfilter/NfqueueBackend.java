@@ -1,13 +1,9 @@
 package dev.colod.netfilter;
 
-import dev.colod.buffer.NicStats;
-import dev.colod.buffer.OutputCommitNic;
+import dev.colod.buffer.Backend;
+import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.net.Netns;
-import io.netty.channel.IoEvent;
-import io.netty.channel.IoEventLoop;
 import io.netty.channel.IoRegistration;
-import io.netty.channel.epoll.EpollIoHandle;
-import io.netty.channel.epoll.EpollIoOps;
 import io.netty.channel.unix.FileDescriptor;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -17,75 +13,63 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
-import java.util.List;
-import java.util.concurrent.TimeUnit;
 
 /**
  * Output commit in the kernel for one NIC: the guest's frames wait in NFQUEUE {@code queue} (steered there by
  * {@link NfqueueRules}); this process sees only their packet ids (copy mode META) and lets a whole epoch out
- * with one {@code NFQNL_MSG_VERDICT_BATCH} (accept every id up to the epoch's last). Fail-closed unless
- * configured otherwise: with no listener the kernel drops queued frames instead of letting them out.
- * Non-IP frames (ARP) do not pass iptables and are not held by this backend.
+ * with one {@code NFQNL_MSG_VERDICT_BATCH} (accept every id up to the epoch's last). The queue's length is the
+ * ledger's {@code max-frames}; beyond it the kernel drops (counted as limit-frames, from its own counter).
+ * Fail-closed unless configured otherwise: with no listener the kernel drops queued frames instead of letting
+ * them out. Non-IP frames (ARP) do not pass iptables and are not held by this backend.
  * <p>
- * Runs on one Netty epoll event loop like {@code TapNic}; engine calls are handed over to it.
+ * A mark is a packet id. Runs on the ledger's loop.
  */
-public final class NfqueueNic implements OutputCommitNic
+public final class NfqueueBackend implements Backend
 {
-    private static final Logger LOG = LoggerFactory.getLogger(NfqueueNic.class);
-    private static final int MAX_SEALED = 1024;
+    private static final Logger LOG = LoggerFactory.getLogger(NfqueueBackend.class);
 
-    private enum Mode
-    {
-        PASS_THROUGH, HOLD, FENCED
-    }
-
+    private final EpochLedger ledger;
     private final String name;
     private final int queue;
     private final String netns;
-    private final IoEventLoop loop;
     private final int fd;
     private final FileDescriptor channel;
     private final ByteBuffer rx = NfqueueCodec.buffer(1 << 16);
     private final ByteBuffer tx = NfqueueCodec.buffer(256);
-    private final long[] sealedEpoch = new long[MAX_SEALED];
-    private final long[] sealedMaxId = new long[MAX_SEALED];
-    private final long[] sealedCount = new long[MAX_SEALED];
-    private int sealedHead;
-    private int sealedCount0;
     private int seq = 1;
     private IoRegistration reg;
-    private Mode mode = Mode.PASS_THROUGH;
     private long maxSeenId;
-    private long openCount;
-    private volatile long heldFrames;
-    private volatile long oldestHeldNanos;
-    private volatile long releasedFrames;
-    private volatile long passedFrames;
-    private volatile long droppedFenced;
     private volatile long netlinkErrors;
-    private volatile List<NicStats.EpochStats> epochView = List.of();
+    private volatile KernelDrops kernelCache = KernelDrops.NONE;
+    private volatile long kernelCacheNanos;
 
-    private NfqueueNic(final String name, final int queue, final String netns, final IoEventLoop loop, final int fd)
+    private NfqueueBackend(final EpochLedger ledger, final int queue, final String netns, final int fd)
     {
-        this.name = name;
+        this.ledger = ledger;
+        this.name = ledger.name();
         this.queue = queue;
         this.netns = netns;
-        this.loop = loop;
         this.fd = fd;
         this.channel = new FileDescriptor(fd);
     }
 
     /**
-     * Binds queue {@code queue} in network namespace {@code netns} (null: this process's) with copy mode META,
-     * the given maximum length and fail-open or fail-closed, checking the kernel's ack of every step.
+     * A backend bound to queue {@code queue} in network namespace {@code netns} (null: this process's) with copy
+     * mode META, the ledger's max-frames as queue length, and fail-open or fail-closed, checking the kernel's ack
+     * of every step.
      */
-    public static NfqueueNic open(final String name, final int queue, final int maxLen, final boolean failOpen,
-        final String netns, final IoEventLoop loop) throws IOException
+    public static Backend.Factory on(final int queue, final boolean failOpen, final String netns)
+    {
+        return ledger -> open(ledger, queue, failOpen, netns);
+    }
+
+    private static NfqueueBackend open(final EpochLedger ledger, final int queue, final boolean failOpen,
+        final String netns) throws IOException
     {
         io.netty.channel.epoll.Epoll.ensureAvailability();
+        final int maxLen = ledger.limits().maxFrames();
         final int fd = netns == null ? Netlink.open() : Netns.call(netns, Netlink::open);
-        final NfqueueNic n = new NfqueueNic(name, queue, netns, loop, fd);
+        final NfqueueBackend n = new NfqueueBackend(ledger, queue, netns, fd);
         try
         {
             n.config("bind queue " + queue, b -> NfqueueCodec.attr(b, NfqueueCodec.CFG_CMD, NfqueueCodec.cmd(NfqueueCodec.CMD_BIND)));
@@ -98,33 +82,15 @@ public final class NfqueueNic implements OutputCommitNic
                 NfqueueCodec.attr(b, NfqueueCodec.CFG_MASK, NfqueueCodec.be32(NfqueueCodec.CFG_F_FAIL_OPEN));
                 NfqueueCodec.attr(b, NfqueueCodec.CFG_FLAGS, NfqueueCodec.be32(failOpen ? NfqueueCodec.CFG_F_FAIL_OPEN : 0));
             });
-            n.reg = loop.register(new EpollIoHandle()
-            {
-                @Override
-                public FileDescriptor fd()
-                {
-                    return n.channel;
-                }
-
-                @Override
-                public void handle(final IoRegistration registration, final IoEvent event)
-                {
-                    n.onReadable();
-                }
-
-                @Override
-                public void close()
-                {
-                }
-            }).get(5, TimeUnit.SECONDS);
-            n.reg.submit(EpollIoOps.EPOLLIN);
-            LOG.info("nic {}: NFQUEUE {} bound ({}, max {} frames)", name, queue, failOpen ? "fail-open" : "fail-closed", maxLen);
+            n.reg = ledger.loop().register(n.channel, n::onReadable);
+            LOG.info("nic {}: NFQUEUE {} bound ({}, max {} frames)", ledger.name(), queue,
+                failOpen ? "fail-open" : "fail-closed", maxLen);
             return n;
         }
         catch (final Exception ex)
         {
             Netlink.close(fd);
-            throw new IOException("NFQUEUE " + queue + " for " + name + ": " + ex.getMessage(), ex);
+            throw new IOException("NFQUEUE " + queue + " for " + ledger.name() + ": " + ex.getMessage(), ex);
         }
     }
 
@@ -181,7 +147,8 @@ public final class NfqueueNic implements OutputCommitNic
         }
     }
 
-    private void verdictBatch(final int verdict, final long uptoId)
+    /** One verdict for every queued id up to {@code uptoId}; false (logged, counted) if netlink refused it. */
+    private boolean verdictBatch(final int verdict, final long uptoId)
     {
         try
         {
@@ -190,12 +157,14 @@ public final class NfqueueNic implements OutputCommitNic
             NfqueueCodec.attr(tx, NfqueueCodec.ATTR_VERDICT_HDR, NfqueueCodec.verdictHdr(verdict, (int)uptoId));
             NfqueueCodec.end(tx, start);
             send();
+            return true;
         }
         catch (final IOException ex)
         {
             netlinkErrors++;
             LOG.error("nic={} NFQNL_MSG_VERDICT_BATCH ({} up to id {}) failed: {}", name,
                 verdict == NfqueueCodec.NF_ACCEPT ? "accept" : "drop", uptoId, ex.toString());
+            return false;
         }
     }
 
@@ -265,144 +234,49 @@ public final class NfqueueNic implements OutputCommitNic
     private void onPacketId(final long id)
     {
         maxSeenId = Math.max(maxSeenId, id);
-        switch (mode)
+        switch (ledger.mode())
         {
             case HOLD:
-                if (heldFrames == 0)
-                {
-                    oldestHeldNanos = System.nanoTime();
-                }
-                heldFrames++;
-                openCount++;
+                ledger.held(0, System.nanoTime()); // META mode: the length is not known here
                 break;
             case PASS_THROUGH:
                 verdictBatch(NfqueueCodec.NF_ACCEPT, id);
-                passedFrames++;
+                ledger.passed();
                 break;
             default:
                 verdictBatch(NfqueueCodec.NF_DROP, id);
-                droppedFenced++;
+                ledger.dropped(EpochLedger.Drop.FENCED);
         }
     }
 
-    private void run(final Runnable r)
+    @Override
+    public long mark()
     {
-        dev.colod.buffer.TapNic.runOnLoop(loop, name, r);
+        onReadable(); // ids already delivered to the socket were sent before the pause: they belong to the epoch
+        return maxSeenId;
     }
 
     @Override
-    public String name()
+    public int letGo(final long mark)
     {
-        return name;
+        return verdictBatch(NfqueueCodec.NF_ACCEPT, mark) ? 0 : 1;
     }
 
     @Override
-    public void hold()
+    public void drop(final long mark)
     {
-        run(() -> mode = Mode.HOLD);
+        verdictBatch(NfqueueCodec.NF_DROP, mark);
     }
 
+    /** The kernel's drops of this queue (queue full; failed to reach us), read at most every 100 ms. */
     @Override
-    public void seal(final long epoch)
-    {
-        run(() ->
-        {
-            onReadable(); // ids already delivered to the socket were sent before the pause: they are this epoch's
-            final int i = (sealedHead + sealedCount0) % MAX_SEALED;
-            sealedEpoch[i] = epoch;
-            sealedMaxId[i] = maxSeenId;
-            sealedCount[i] = openCount;
-            openCount = 0;
-            sealedCount0++;
-            publish();
-        });
-    }
-
-    @Override
-    public void release(final long epoch)
-    {
-        loop.execute(() ->
-        {
-            long upto = -1;
-            long frames = 0;
-            while (sealedCount0 > 0 && sealedEpoch[sealedHead] <= epoch)
-            {
-                upto = sealedMaxId[sealedHead];
-                frames += sealedCount[sealedHead];
-                sealedHead = (sealedHead + 1) % MAX_SEALED;
-                sealedCount0--;
-            }
-            if (frames > 0)
-            {
-                verdictBatch(NfqueueCodec.NF_ACCEPT, upto);
-                releasedFrames += frames;
-                heldFrames -= frames;
-                oldestHeldNanos = heldFrames == 0 ? 0 : System.nanoTime();
-            }
-            publish();
-        });
-    }
-
-    @Override
-    public void releaseAllAndPass()
-    {
-        run(() ->
-        {
-            if (heldFrames > 0)
-            {
-                verdictBatch(NfqueueCodec.NF_ACCEPT, maxSeenId);
-                releasedFrames += heldFrames;
-            }
-            clearHeld();
-            mode = Mode.PASS_THROUGH;
-        });
-    }
-
-    @Override
-    public void fence()
-    {
-        run(() ->
-        {
-            if (heldFrames > 0)
-            {
-                verdictBatch(NfqueueCodec.NF_DROP, maxSeenId);
-                droppedFenced += heldFrames;
-            }
-            clearHeld();
-            mode = Mode.FENCED;
-        });
-    }
-
-    private void clearHeld()
-    {
-        heldFrames = 0;
-        openCount = 0;
-        sealedCount0 = 0;
-        oldestHeldNanos = 0;
-        publish();
-    }
-
-    private void publish()
-    {
-        final List<NicStats.EpochStats> v = new ArrayList<>();
-        for (int k = 0; k < sealedCount0; k++)
-        {
-            final int i = (sealedHead + k) % MAX_SEALED;
-            v.add(new NicStats.EpochStats(sealedEpoch[i], sealedCount[i], 0));
-        }
-        epochView = List.copyOf(v);
-    }
-
-    private volatile long[] kernelCache;
-    private volatile long kernelCacheNanos;
-
-    /** The kernel's counters, read at most every 100 ms (reading /proc in another namespace costs a thread). */
-    private long[] cachedKernelCounters()
+    public KernelDrops kernelDrops()
     {
         final long now = System.nanoTime();
-        if (kernelCache == null || now - kernelCacheNanos > 100_000_000L)
+        if (now - kernelCacheNanos > 100_000_000L)
         {
-            kernelCache = kernelCounters();
+            final long[] k = kernelCounters();
+            kernelCache = k == null ? new KernelDrops(0, netlinkErrors) : new KernelDrops(k[1], k[2] + netlinkErrors);
             kernelCacheNanos = now;
         }
         return kernelCache;
@@ -431,36 +305,10 @@ public final class NfqueueNic implements OutputCommitNic
         return null;
     }
 
-    /** Byte counts are not known in copy mode META: the held-bytes fields are 0 for this backend. */
-    @Override
-    public NicStats stats()
-    {
-        final long held = heldFrames;
-        final List<NicStats.EpochStats> all = NicStats.withOpenEpoch(epochView, held, 0);
-        final long[] k = cachedKernelCounters();
-        final long oldest = oldestHeldNanos;
-        return new NicStats(name, mode.name().toLowerCase().replace('_', '-'), held, 0,
-            held == 0 || oldest == 0 ? 0 : System.nanoTime() - oldest, all, releasedFrames, 0, passedFrames, 0, 0,
-            k == null ? 0 : k[1], 0, 0, droppedFenced, netlinkErrors + (k == null ? 0 : k[2]), 0, 0);
-    }
-
     @Override
     public void close()
     {
-        try
-        {
-            run(() ->
-            {
-                if (reg != null)
-                {
-                    reg.cancel();
-                }
-            });
-        }
-        catch (final RuntimeException ex)
-        {
-            LOG.warn("nic={} unregistering: {}", name, ex.toString());
-        }
+        ledger.loop().cancel(reg);
         Netlink.close(fd);
     }
 }

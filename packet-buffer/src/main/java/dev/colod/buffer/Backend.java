@@ -1,0 +1,50 @@
+package dev.colod.buffer;
+
+import java.io.IOException;
+
+/**
+ * How one output-commit backend holds a NIC's guest frames and lets them go: the only part that differs
+ * between TAP (frames in this process), NFQUEUE (frames in the kernel's queue) and any later backend. The
+ * {@link EpochLedger} keeps everything else (modes, epochs, counters, limits' high-water mark, the handover
+ * onto the NIC's loop) and calls these methods on that loop only.
+ * <p>
+ * A backend reports every guest frame to its ledger as it arrives: {@link EpochLedger#mode()} says whether to
+ * hold it ({@link EpochLedger#held}), pass it ({@link EpochLedger#passed}) or drop it
+ * ({@link EpochLedger#dropped}). Positions ("marks") are the backend's own, increasing with each held frame.
+ */
+public interface Backend extends AutoCloseable
+{
+    /** Opens a backend that reports to {@code ledger}. */
+    interface Factory
+    {
+        Backend open(EpochLedger ledger) throws IOException;
+    }
+
+    /** Kernel-side drops the backend can only read, not see happen (e.g. a full kernel queue). */
+    record KernelDrops(long queueFull, long failed)
+    {
+        public static final KernelDrops NONE = new KernelDrops(0, 0);
+    }
+
+    /**
+     * The position just after the last frame held so far. A backend may first take in frames the kernel has
+     * already delivered to it, so that they count in the epoch being sealed.
+     */
+    long mark();
+
+    /** Lets every held frame up to {@code mark} out, in order. Returns how many of them the kernel refused. */
+    int letGo(long mark);
+
+    /** Drops every held frame up to {@code mark}; none of them may ever leave. */
+    void drop(long mark);
+
+    /** Drops seen only by the kernel; read from any thread. */
+    default KernelDrops kernelDrops()
+    {
+        return KernelDrops.NONE;
+    }
+
+    /** Releases the backend's descriptors. Held frames are not let out. */
+    @Override
+    void close();
+}

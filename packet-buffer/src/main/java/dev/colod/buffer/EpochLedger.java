@@ -1,0 +1,365 @@
+package dev.colod.buffer;
+
+import dev.colod.core.spi.OutputCommit;
+import io.netty.channel.IoEventLoop;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLongArray;
+
+/**
+ * The output-commit bookkeeping of one NIC, shared by every backend: the mode (pass-through, hold, fenced), the
+ * ring of sealed epochs with the backend's mark, frame and byte counts and first-frame time of each, every
+ * counter, the high-water mark that asks for an early checkpoint, and the handover of engine calls onto the
+ * NIC's loop. The {@link Backend} only holds frames and lets them go.
+ * <p>
+ * Threads: the engine's session thread calls the {@link OutputCommit} methods (handed over to the loop);
+ * the backend calls {@link #held}, {@link #passed}, {@link #dropped}, {@link #inbound} and {@link #stalled} on
+ * the loop; anyone may read {@link #stats()}, {@link #mode()} and {@link #wantsCheckpoint()}: counters are
+ * written on the loop only and published through volatile fields, epochs as an immutable list.
+ */
+public final class EpochLedger implements OutputCommit, AutoCloseable
+{
+    private static final Logger LOG = LoggerFactory.getLogger(EpochLedger.class);
+    /** One checkpoint at a time keeps this at 1 or 2; more means releases stopped coming. */
+    private static final int MAX_SEALED = 1024;
+
+    public enum Mode
+    {
+        PASS_THROUGH, HOLD, FENCED;
+
+        /** As {@code coloctl buffers} shows it. */
+        public String label()
+        {
+            return name().toLowerCase().replace('_', '-');
+        }
+    }
+
+    /** Why a guest frame was dropped, as counted in {@link NicStats}. */
+    public enum Drop
+    {
+        LIMIT_FRAMES, LIMIT_BYTES, OVERSIZE, FENCED, WRITE_ERROR
+    }
+
+    private final String nic;
+    private final NicLoop loop;
+    private final BufferLimits limits;
+    private Backend backend;
+
+    private final long[] sealedEpoch = new long[MAX_SEALED];
+    private final long[] sealedMark = new long[MAX_SEALED];
+    private final long[] sealedFrames = new long[MAX_SEALED];
+    private final long[] sealedBytes = new long[MAX_SEALED];
+    private final long[] sealedFirstNanos = new long[MAX_SEALED];
+    private int sealedHead;
+    private int sealedCount;
+    private long openFrames;
+    private long openBytes;
+    private long openFirstNanos;
+    private boolean highWaterSignalled;
+
+    private volatile Mode mode = Mode.PASS_THROUGH;
+    private volatile boolean wantsCheckpoint;
+    private volatile long heldFrames;
+    private volatile long heldBytes;
+    private volatile long oldestNanos;
+    private volatile long releasedFrames;
+    private volatile long releasedBytes;
+    private volatile long passedFrames;
+    private volatile long inboundFrames;
+    private volatile long inboundBytes;
+    private volatile long backpressureStalls;
+    private volatile long earlyCheckpointRequests;
+    private volatile long lastReleaseNanos;
+    private volatile long lastReleaseFrames;
+    private final AtomicLongArray dropped = new AtomicLongArray(Drop.values().length);
+    private volatile List<NicStats.EpochStats> epochView = List.of();
+
+    private EpochLedger(final String nic, final NicLoop loop, final BufferLimits limits)
+    {
+        this.nic = nic;
+        this.loop = loop;
+        this.limits = limits;
+    }
+
+    /** A ledger for NIC {@code nic} on {@code eventLoop} with the backend {@code factory} opens; passes frames until {@link #hold}. */
+    public static EpochLedger open(final String nic, final IoEventLoop eventLoop, final BufferLimits limits,
+        final Backend.Factory factory) throws IOException
+    {
+        final EpochLedger ledger = new EpochLedger(nic, new NicLoop(eventLoop, nic), limits);
+        ledger.backend = factory.open(ledger);
+        return ledger;
+    }
+
+    public String name()
+    {
+        return nic;
+    }
+
+    /** The NIC's loop, for the backend's descriptors. */
+    public NicLoop loop()
+    {
+        return loop;
+    }
+
+    public BufferLimits limits()
+    {
+        return limits;
+    }
+
+    public Mode mode()
+    {
+        return mode;
+    }
+
+    /** The backend, for benchmarks and diagnostics. */
+    public Backend backend()
+    {
+        return backend;
+    }
+
+    // ---- OutputCommit: from the engine's thread, handed over to the loop ----
+
+    @Override
+    public void hold(final long firstEpoch)
+    {
+        loop.call(() -> mode = Mode.HOLD);
+    }
+
+    /**
+     * Synchronous: when this returns, every frame held so far is in {@code epoch} and anything later in the next
+     * — required in speculative mode, where the VM resumes right after.
+     */
+    @Override
+    public void seal(final long epoch)
+    {
+        loop.call(() ->
+        {
+            if (sealedCount == MAX_SEALED)
+            {
+                // cannot happen with the protocol's one transaction at a time; refuse loudly rather than mix epochs
+                throw new IllegalStateException("nic " + nic + ": more than " + MAX_SEALED + " unreleased epochs");
+            }
+            final long mark = backend.mark(); // may take in frames already delivered: they are this epoch's
+            final int i = (sealedHead + sealedCount) % MAX_SEALED;
+            sealedEpoch[i] = epoch;
+            sealedMark[i] = mark;
+            sealedFrames[i] = openFrames;
+            sealedBytes[i] = openBytes;
+            sealedFirstNanos[i] = openFirstNanos;
+            sealedCount++;
+            openFrames = 0;
+            openBytes = 0;
+            openFirstNanos = 0;
+            highWaterSignalled = false;
+            wantsCheckpoint = false;
+            publishEpochs();
+        });
+    }
+
+    /** Asynchronous; releases keep the order of calls because the loop runs tasks in order. */
+    @Override
+    public void release(final long epoch)
+    {
+        loop.post(() ->
+        {
+            final long startNs = System.nanoTime();
+            long frames = 0;
+            long bytes = 0;
+            long mark = -1;
+            while (sealedCount > 0 && sealedEpoch[sealedHead] <= epoch)
+            {
+                frames += sealedFrames[sealedHead];
+                bytes += sealedBytes[sealedHead];
+                mark = sealedMark[sealedHead];
+                sealedHead = (sealedHead + 1) % MAX_SEALED;
+                sealedCount--;
+            }
+            if (frames > 0)
+            {
+                letGo(mark, frames, bytes);
+                lastReleaseNanos = System.nanoTime() - startNs;
+                lastReleaseFrames = frames;
+            }
+            publishEpochs();
+        });
+    }
+
+    /** Synchronous: everything held leaves, in order, and later frames pass unheld. */
+    @Override
+    public void passThrough(final String reason)
+    {
+        loop.call(() ->
+        {
+            final long mark = backend.mark();
+            final long frames = heldFrames;
+            if (frames > 0)
+            {
+                letGo(mark, frames, heldBytes);
+            }
+            clear();
+            mode = Mode.PASS_THROUGH;
+        });
+    }
+
+    /** Synchronous: everything held is dropped, counted, and so is every later frame. */
+    @Override
+    public void fence(final String reason)
+    {
+        loop.call(() ->
+        {
+            final long mark = backend.mark();
+            final long frames = heldFrames;
+            if (frames > 0)
+            {
+                backend.drop(mark);
+                dropped.addAndGet(Drop.FENCED.ordinal(), frames);
+            }
+            clear();
+            mode = Mode.FENCED;
+        });
+    }
+
+    @Override
+    public boolean wantsCheckpoint()
+    {
+        return wantsCheckpoint;
+    }
+
+    private void letGo(final long mark, final long frames, final long bytes)
+    {
+        final int refused = backend.letGo(mark);
+        releasedFrames += frames - refused;
+        releasedBytes += bytes;
+        dropped.addAndGet(Drop.WRITE_ERROR.ordinal(), refused);
+        heldFrames -= frames;
+        heldBytes -= bytes;
+        oldestNanos = oldestHeld();
+    }
+
+    private void clear()
+    {
+        sealedCount = 0;
+        openFrames = 0;
+        openBytes = 0;
+        openFirstNanos = 0;
+        heldFrames = 0;
+        heldBytes = 0;
+        oldestNanos = 0;
+        highWaterSignalled = false;
+        wantsCheckpoint = false;
+        publishEpochs();
+    }
+
+    private long oldestHeld()
+    {
+        for (int k = 0; k < sealedCount; k++)
+        {
+            final int i = (sealedHead + k) % MAX_SEALED;
+            if (sealedFrames[i] > 0)
+            {
+                return sealedFirstNanos[i];
+            }
+        }
+        return openFrames > 0 ? openFirstNanos : 0;
+    }
+
+    // ---- from the backend, on the loop ----
+
+    /** A guest frame of {@code bytes} (0 if unknown) is held in the open epoch. */
+    public void held(final int bytes, final long nowNs)
+    {
+        if (openFrames == 0)
+        {
+            openFirstNanos = nowNs;
+        }
+        if (heldFrames == 0)
+        {
+            oldestNanos = nowNs;
+        }
+        openFrames++;
+        openBytes += bytes;
+        heldFrames = heldFrames + 1;
+        heldBytes = heldBytes + bytes;
+        if (!highWaterSignalled && (heldFrames * 100 >= (long)limits.maxFrames() * limits.highWaterPercent() ||
+            heldBytes * 100 >= limits.maxBytes() * limits.highWaterPercent()))
+        {
+            highWaterSignalled = true;
+            earlyCheckpointRequests++;
+            wantsCheckpoint = true;
+        }
+    }
+
+    /** A guest frame passed unheld (unprotected). */
+    public void passed()
+    {
+        passedFrames++;
+    }
+
+    /** A guest frame was dropped for {@code why}. */
+    public void dropped(final Drop why)
+    {
+        dropped.incrementAndGet(why.ordinal());
+    }
+
+    /** A frame of {@code bytes} went to the guest (inbound is never held). */
+    public void inbound(final int bytes)
+    {
+        inboundFrames++;
+        inboundBytes += bytes;
+    }
+
+    /** Reading the guest stopped at the limit (backpressure policy). */
+    public void stalled()
+    {
+        backpressureStalls++;
+    }
+
+    private void publishEpochs()
+    {
+        final List<NicStats.EpochStats> view = new ArrayList<>(sealedCount);
+        for (int k = 0; k < sealedCount; k++)
+        {
+            final int i = (sealedHead + k) % MAX_SEALED;
+            view.add(new NicStats.EpochStats(sealedEpoch[i], sealedFrames[i], sealedBytes[i]));
+        }
+        epochView = List.copyOf(view);
+    }
+
+    /** How long the last non-empty release took on the loop, and how many frames it let out. */
+    public long lastReleaseNanos()
+    {
+        return lastReleaseNanos;
+    }
+
+    public long lastReleaseFrames()
+    {
+        return lastReleaseFrames;
+    }
+
+    /** Everything counted, as seen from any thread. */
+    public NicStats stats()
+    {
+        final long held = heldFrames;
+        final long heldB = heldBytes;
+        final long oldest = oldestNanos;
+        final Backend.KernelDrops k = backend.kernelDrops();
+        return new NicStats(nic, mode.label(), held, heldB,
+            held == 0 || oldest == 0 ? 0 : Math.max(0, System.nanoTime() - oldest),
+            NicStats.withOpenEpoch(epochView, held, heldB), releasedFrames, releasedBytes, passedFrames, inboundFrames,
+            inboundBytes, dropped.get(Drop.LIMIT_FRAMES.ordinal()) + k.queueFull(), dropped.get(Drop.LIMIT_BYTES.ordinal()),
+            dropped.get(Drop.OVERSIZE.ordinal()), dropped.get(Drop.FENCED.ordinal()),
+            dropped.get(Drop.WRITE_ERROR.ordinal()) + k.failed(), backpressureStalls, earlyCheckpointRequests);
+    }
+
+    /** Closes the backend; held frames are not let out (that is {@link #passThrough}'s job). */
+    @Override
+    public void close()
+    {
+        LOG.debug("nic={} closing ({} frames held)", nic, heldFrames);
+        backend.close();
+    }
+}

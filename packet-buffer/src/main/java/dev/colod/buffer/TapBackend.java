@@ -1,0 +1,225 @@
+package dev.colod.buffer;
+
+import dev.colod.buffer.tap.TapDevice;
+import io.netty.channel.IoRegistration;
+import io.netty.channel.epoll.EpollIoOps;
+import io.netty.channel.unix.FileDescriptor;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+
+/**
+ * Output commit on two agent-owned TAP devices: frames held in this process.
+ * <ul>
+ * <li>{@code guestTap} ("g") receives what the guest sends (steered there by tc from the VM's tap). Held frames
+ * are read into the {@link EpochBuffer} and written to {@code uplinkTap} when the ledger lets them go.</li>
+ * <li>{@code uplinkTap} ("u") is a port of the host bridge. What the world sends to the guest arrives there and
+ * is written to {@code guestTap} at once (tc steers it on to the VM's tap): inbound is never held.</li>
+ * </ul>
+ * Runs on the ledger's loop: one system call per frame read and per frame written.
+ */
+public final class TapBackend implements Backend
+{
+    private static final Logger LOG = LoggerFactory.getLogger(TapBackend.class);
+    private static final int READ_BUDGET = 256;
+
+    private final EpochLedger ledger;
+    private final String name;
+    private final TapDevice guestTap;
+    private final TapDevice uplinkTap;
+    private final BufferLimits.Policy policy;
+    private final EpochBuffer buffer;
+    private final ByteBuffer inbound;
+    private final EpochBuffer.FrameWriter toUplink;
+    private final IoRegistration guestReg;
+    private final IoRegistration uplinkReg;
+    private boolean guestReadPaused;
+
+    private TapBackend(final EpochLedger ledger, final TapDevice guestTap, final TapDevice uplinkTap) throws IOException
+    {
+        this.ledger = ledger;
+        this.name = ledger.name();
+        this.guestTap = guestTap;
+        this.uplinkTap = uplinkTap;
+        this.policy = ledger.limits().policy();
+        this.buffer = new EpochBuffer(ledger.limits());
+        this.inbound = ByteBuffer.allocateDirect(ledger.limits().maxFrameBytes());
+        final FileDescriptor up = uplinkTap.fd();
+        this.toUplink = (arena, off, len) -> write(up, arena, off, len);
+        this.guestReg = ledger.loop().register(guestTap.fd(), this::onGuestReadable);
+        IoRegistration u = null;
+        try
+        {
+            u = ledger.loop().register(uplinkTap.fd(), this::onUplinkReadable);
+        }
+        finally
+        {
+            if (u == null)
+            {
+                ledger.loop().cancel(guestReg);
+            }
+        }
+        this.uplinkReg = u;
+    }
+
+    /** A backend on the two agent taps; frames pass through (unprotected) until the ledger holds. */
+    public static Backend.Factory on(final TapDevice guestTap, final TapDevice uplinkTap)
+    {
+        return ledger -> new TapBackend(ledger, guestTap, uplinkTap);
+    }
+
+    private void onGuestReadable()
+    {
+        for (int n = 0; n < READ_BUDGET; n++)
+        {
+            final EpochLedger.Mode m = ledger.mode();
+            if (m != EpochLedger.Mode.HOLD)
+            {
+                // unprotected or fenced: nothing is held, so the start of the arena is free as a scratch window
+                final ByteBuffer a = buffer.arena();
+                final int len = read(guestTap.fd(), a, 0, buffer.window());
+                if (len <= 0)
+                {
+                    return;
+                }
+                if (m == EpochLedger.Mode.FENCED)
+                {
+                    ledger.dropped(EpochLedger.Drop.FENCED);
+                }
+                else if (write(uplinkTap.fd(), a, 0, len))
+                {
+                    ledger.passed();
+                }
+                else
+                {
+                    ledger.dropped(EpochLedger.Drop.WRITE_ERROR);
+                }
+                continue;
+            }
+            final int at = buffer.reserve();
+            if (at < 0)
+            {
+                if (policy == BufferLimits.Policy.BACKPRESSURE)
+                {
+                    ledger.stalled();
+                    guestReadPaused = true;
+                    // EPOLLERR only, not NONE: in Netty 4.2.18 submit(NONE) deletes the fd from epoll but
+                    // keeps it marked as added, so the later submit(EPOLLIN) fails (epoll_ctl MOD: ENOENT)
+                    guestReg.submit(EpollIoOps.EPOLLERR);
+                    return;
+                }
+                // DROP: take the frame off the queue and count it
+                final boolean frameLimit = buffer.atFrameLimit();
+                if (read(guestTap.fd(), inbound, 0, inbound.capacity()) <= 0)
+                {
+                    return;
+                }
+                ledger.dropped(frameLimit ? EpochLedger.Drop.LIMIT_FRAMES : EpochLedger.Drop.LIMIT_BYTES);
+                continue;
+            }
+            final int len = read(guestTap.fd(), buffer.arena(), at, at + buffer.window());
+            if (len <= 0)
+            {
+                return;
+            }
+            if (len >= buffer.window())
+            {
+                ledger.dropped(EpochLedger.Drop.OVERSIZE);
+            }
+            else if (buffer.append(at, len))
+            {
+                ledger.held(len, System.nanoTime());
+            }
+            else
+            {
+                ledger.dropped(EpochLedger.Drop.LIMIT_BYTES);
+            }
+        }
+    }
+
+    private void onUplinkReadable()
+    {
+        for (int n = 0; n < READ_BUDGET; n++)
+        {
+            final int len = read(uplinkTap.fd(), inbound, 0, inbound.capacity());
+            if (len <= 0)
+            {
+                return;
+            }
+            if (write(guestTap.fd(), inbound, 0, len))
+            {
+                ledger.inbound(len);
+            }
+            else
+            {
+                ledger.dropped(EpochLedger.Drop.WRITE_ERROR);
+            }
+        }
+    }
+
+    private int read(final FileDescriptor fd, final ByteBuffer buf, final int pos, final int limit)
+    {
+        try
+        {
+            return fd.read(buf, pos, limit);
+        }
+        catch (final IOException ex)
+        {
+            LOG.error("nic={} read from {} failed: {}", name, fd, ex.toString());
+            return -1;
+        }
+    }
+
+    private boolean write(final FileDescriptor fd, final ByteBuffer buf, final int off, final int len)
+    {
+        try
+        {
+            return fd.write(buf, off, off + len) == len;
+        }
+        catch (final IOException ex)
+        {
+            LOG.warn("nic={} write of a {}-byte frame to {} failed: {}", name, len, fd, ex.toString());
+            return false;
+        }
+    }
+
+    @Override
+    public long mark()
+    {
+        return buffer.tail();
+    }
+
+    @Override
+    public int letGo(final long mark)
+    {
+        final int refused = buffer.writeUpTo(mark, toUplink);
+        resumeGuestReads();
+        return refused;
+    }
+
+    @Override
+    public void drop(final long mark)
+    {
+        buffer.dropUpTo(mark);
+        resumeGuestReads();
+    }
+
+    private void resumeGuestReads()
+    {
+        if (guestReadPaused)
+        {
+            guestReadPaused = false;
+            guestReg.submit(EpollIoOps.EPOLLIN);
+        }
+    }
+
+    @Override
+    public void close()
+    {
+        ledger.loop().cancel(guestReg, uplinkReg);
+        guestTap.close();
+        uplinkTap.close();
+    }
+}
