@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
-# README's test command: every module's tests. Tests that need root, a kernel feature or QEMU print why
-# they skip; as root with .ci/run's packages installed, they all run. The test guest (a Debian cloud kernel
-# and a busybox initramfs) is built first when missing (cached in build/guest).
+# README's test command: every module's tests. Run from a root shell (or as a user with sudo: it re-runs itself
+# with sudo). As root it first installs what the tests need (Debian packages, the test guest: a Debian cloud
+# kernel and a busybox initramfs, cached in build/guest); then nothing is skipped: a test whose prerequisite
+# is missing fails with the reason. Without root (no sudo) the tests that need it skip and print why.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+self="$(readlink -f "$0")"
+cd "$(dirname "$self")/.."
+. deploy/packages.sh
+colod_become_root "$self" "$@"
+if [ "$(id -u)" = 0 ]; then
+  command -v apt-get >/dev/null && colod_install_packages
   bash deploy/guest/build-guest.sh build/guest
+else
+  echo "test.sh: not root and no sudo: tests that need root, network namespaces or QEMU will skip (each says why)" >&2
 fi
-exec mvn -B install
+status=0
+mvn -B install || status=$?
+# the summary: how many ran, failed and were skipped, per module
+for r in */target/surefire-reports; do
+  [ -d "$r" ] || continue
+  awk -v m="${r%%/*}" -F'[,:] *' '/^Tests run:/ {t+=$2; f+=$4; e+=$6; s+=$8} END {printf "%-14s %4d tests, %d failed, %d errors, %d skipped\n", m, t, f, e, s}' "$r"/*.txt
+done
+grep -rh "^SKIPPED" */target/surefire-reports/*-output.txt 2>/dev/null | sort | uniq -c || true
+exit $status

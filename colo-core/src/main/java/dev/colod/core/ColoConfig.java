@@ -1,8 +1,9 @@
 package dev.colod.core;
 
 /**
- * Configuration of one protected VM's checkpoint engine. Defaults sit next to each field; {@link #conclude()}
- * validates everything once, with messages that name the field. Mutable until concluded.
+ * Configuration of one protected VM's checkpoint engine. Defaults sit next to each field (and nowhere else: the
+ * agent's YAML sets only what the file names); {@link #conclude()} validates everything once and throws
+ * {@link InvalidSettingException} naming the field by its YAML key. Mutable until concluded.
  */
 public final class ColoConfig
 {
@@ -32,7 +33,8 @@ public final class ColoConfig
             vmName.getBytes(java.nio.charset.StandardCharsets.UTF_8).length <= 255,
             "vm-name", "must be 1..255 bytes of UTF-8, was " + vmName);
         require(mode != null, "mode", "must be strict or speculative");
-        require(checkpointDelayMs >= 0, "checkpoint-delay-ms", "must be >= 0, was " + checkpointDelayMs);
+        require(checkpointDelayMs >= 0 && checkpointDelayMs <= 3_600_000, "checkpoint-delay-ms",
+            "must be 0..3600000, was " + checkpointDelayMs);
         require(maxStateBytes > 0, "max-state-bytes", "must be > 0, was " + maxStateBytes);
         require(heartbeatIntervalMs > 0, "heartbeat-interval-ms", "must be > 0, was " + heartbeatIntervalMs);
         require(heartbeatTimeoutMs >= 2 * heartbeatIntervalMs, "heartbeat-timeout-ms",
@@ -47,10 +49,7 @@ public final class ColoConfig
 
     private static void require(final boolean ok, final String field, final String why)
     {
-        if (!ok)
-        {
-            throw new IllegalArgumentException("invalid " + field + ": " + why);
-        }
+        InvalidSettingException.require(ok, field, why);
     }
 
     private void mutable()

@@ -1,7 +1,11 @@
 package dev.colod.buffer;
 
+import dev.colod.core.InvalidSettingException;
+
 /**
- * Per-NIC bounds of the epoch buffer, with defaults, validated once in {@link #conclude()}.
+ * Per-NIC bounds of held output, with defaults (the only place they are declared), validated once in
+ * {@link #conclude()}, which names a refused field by its YAML key. For the NFQUEUE backend {@code max-frames} is
+ * the kernel queue's length.
  */
 public final class BufferLimits
 {
@@ -27,8 +31,8 @@ public final class BufferLimits
     {
         check(maxFrames > 0, "max-frames", "must be > 0, was " + maxFrames);
         check(maxFrameBytes >= 64 && maxFrameBytes <= 65_535, "max-frame-bytes", "must be 64..65535, was " + maxFrameBytes);
-        check(maxBytes >= maxFrameBytes, "max-bytes", "must be >= max-frame-bytes (" + maxFrameBytes + "), was " + maxBytes);
-        check(maxBytes <= (1L << 30), "max-bytes", "must be <= 1 GiB, was " + maxBytes);
+        check(maxBytes >= maxFrameBytes && maxBytes <= (1L << 30), "max-bytes",
+            "must be " + maxFrameBytes + " (max-frame-bytes)..1073741824, was " + maxBytes);
         check(highWaterPercent > 0 && highWaterPercent <= 100, "high-water-percent", "must be 1..100, was " + highWaterPercent);
         check(policy != null, "policy", "must be drop or backpressure");
         return this;
@@ -36,10 +40,7 @@ public final class BufferLimits
 
     private static void check(final boolean ok, final String field, final String why)
     {
-        if (!ok)
-        {
-            throw new IllegalArgumentException("invalid buffer " + field + ": " + why);
-        }
+        InvalidSettingException.require(ok, field, why);
     }
 
     public int maxFrames() { return maxFrames; }

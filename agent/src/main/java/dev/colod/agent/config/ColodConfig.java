@@ -1,25 +1,68 @@
 package dev.colod.agent.config;
 
 import com.fasterxml.jackson.annotation.JsonProperty;
+import dev.colod.buffer.BufferLimits;
+import dev.colod.core.ColoConfig;
 
 import java.util.ArrayList;
 import java.util.List;
 
 /**
- * The whole of /etc/colod/colod.yaml, bound by Jackson. Defaults sit next to each field; every rule is
- * checked once, in {@link ConfigLoader}, which reports file, line, column and field. Documented field by
- * field in deploy/colod.example.yaml.
+ * The whole of /etc/colod/colod.yaml, bound by Jackson; choices bind to enums here, not later. Defaults of the
+ * agent's own fields sit next to each field; the engine's fields (mode, checkpoint-delay-ms, heartbeat-*,
+ * max-state-bytes) and each NIC's limits (max-frames, max-bytes, high-water-percent, policy) stay null unless
+ * the file names them, and {@link ConfigLoader} hands them to {@link ColoConfig} and {@link BufferLimits},
+ * whose defaults and {@code conclude()} checks are the only ones. Documented in deploy/colod.example.yaml.
  */
 public final class ColodConfig
 {
+    public enum LogLevel
+    {
+        TRACE, DEBUG, INFO, WARN, ERROR
+    }
+
+    public enum OnStop
+    {
+        /** The VM keeps running, unprotected. */
+        @JsonProperty("leave-running") LEAVE_RUNNING,
+        /** QEMU is told to quit. */
+        @JsonProperty("stop") STOP
+    }
+
+    public enum Role
+    {
+        PRIMARY, SECONDARY
+    }
+
+    public enum Standby
+    {
+        /** QEMU starts at failover. */
+        COLD,
+        /** QEMU waits paused on the committed image. */
+        HOT
+    }
+
+    public enum Accel
+    {
+        KVM, TCG
+    }
+
+    public enum Buffer
+    {
+        /** Agent taps and tc: frames held in colod. */
+        TAP,
+        /** iptables NFQUEUE: frames held in the kernel. */
+        NFQUEUE
+    }
+
     @JsonProperty("runtime-dir")
     public String runtimeDir = "/run/colod";
     @JsonProperty("ram-dir")
     public String ramDir = "/dev/shm/colod";
     @JsonProperty("log-level")
-    public String logLevel = "info";
+    public LogLevel logLevel = LogLevel.INFO;
     @JsonProperty("on-stop")
-    public String onStop = "leave-running";
+    public OnStop onStop = OnStop.LEAVE_RUNNING;
     /** Prometheus endpoint, host:port; empty (the default) turns it off. */
     @JsonProperty("metrics-listen")
     public String metricsListen = "";
@@ -28,30 +71,45 @@ public final class ColodConfig
     public static final class Vm
     {
         public String name;
-        public String role;
+        public Role role;
         public String peer;
         public String netns;
-        public String mode = "strict";
-        /** Secondary: cold (start QEMU at failover) or hot (QEMU waits paused on the standby image). */
-        public String standby = "cold";
-        @JsonProperty("checkpoint-delay-ms")
-        public long checkpointDelayMs = 100;
-        @JsonProperty("heartbeat-interval-ms")
-        public int heartbeatIntervalMs = 100;
-        @JsonProperty("heartbeat-timeout-ms")
-        public int heartbeatTimeoutMs = 1000;
-        @JsonProperty("max-state-bytes")
-        public long maxStateBytes = 0;
+        public Standby standby = Standby.COLD;
         @JsonProperty("memory-mib")
         public int memoryMib = 0;
         public int vcpus = 1;
-        public String accel = "kvm";
+        public Accel accel = Accel.KVM;
         public String kernel;
         public String initrd;
         public String append;
         @JsonProperty("extra-args")
         public List<String> extraArgs = new ArrayList<>();
         public List<Nic> nics = new ArrayList<>();
+
+        // the engine's settings: null = ColoConfig's default
+        public ColoConfig.Mode mode;
+        @JsonProperty("checkpoint-delay-ms")
+        public Long checkpointDelayMs;
+        @JsonProperty("heartbeat-interval-ms")
+        public Integer heartbeatIntervalMs;
+        @JsonProperty("heartbeat-timeout-ms")
+        public Integer heartbeatTimeoutMs;
+        /** Null or 0: the RAM size + 64 MiB. */
+        @JsonProperty("max-state-bytes")
+        public Long maxStateBytes;
+
+        private ColoConfig engine;
+
+        /** The engine's concluded configuration, made by {@link ConfigLoader}. */
+        public ColoConfig engine()
+        {
+            return engine;
+        }
+
+        void engine(final ColoConfig e)
+        {
+            engine = e;
+        }
     }
 
     public static final class Nic
@@ -59,20 +117,33 @@ public final class ColodConfig
         public String tap;
         public String mac;
         public String bridge;
-        public String buffer = "tap";
-        @JsonProperty("max-frames")
-        public int maxFrames = 16_384;
-        @JsonProperty("max-bytes")
-        public long maxBytes = 16L << 20;
-        @JsonProperty("high-water-percent")
-        public int highWaterPercent = 75;
-        public String policy = "drop";
-        /** NFQUEUE backend: queue number (unique per host), maximum queued frames, fail-open (never by default). */
+        public Buffer buffer = Buffer.TAP;
+        /** NFQUEUE backend: queue number (unique per host) and fail-open (never by default). */
         @JsonProperty("queue-num")
         public int queueNum = -1;
-        @JsonProperty("queue-max-len")
-        public int queueMaxLen = 16_384;
         @JsonProperty("fail-open")
         public boolean failOpen = false;
+
+        // the limits: null = BufferLimits' default
+        @JsonProperty("max-frames")
+        public Integer maxFrames;
+        @JsonProperty("max-bytes")
+        public Long maxBytes;
+        @JsonProperty("high-water-percent")
+        public Integer highWaterPercent;
+        public BufferLimits.Policy policy;
+
+        private BufferLimits limits;
+
+        /** The NIC's concluded limits, made by {@link ConfigLoader}. */
+        public BufferLimits limits()
+        {
+            return limits;
+        }
+
+        void limits(final BufferLimits l)
+        {
+            limits = l;
+        }
     }
 }

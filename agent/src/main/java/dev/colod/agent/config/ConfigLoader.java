@@ -12,6 +12,10 @@ import com.fasterxml.jackson.databind.exc.MismatchedInputException;
 import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 
+import dev.colod.buffer.BufferLimits;
+import dev.colod.core.ColoConfig;
+import dev.colod.core.InvalidSettingException;
+
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -67,9 +71,11 @@ public final class ConfigLoader
     private ColodConfig run() throws ConfigException
     {
         final YAMLFactory yaml = new YAMLFactory();
-        final ObjectMapper mapper = new ObjectMapper(yaml).enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
+        final ObjectMapper mapper = com.fasterxml.jackson.databind.json.JsonMapper.builder(yaml)
+            .enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
             .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
-            .disable(com.fasterxml.jackson.databind.MapperFeature.ALLOW_COERCION_OF_SCALARS);
+            .disable(com.fasterxml.jackson.databind.MapperFeature.ALLOW_COERCION_OF_SCALARS)
+            .enable(com.fasterxml.jackson.databind.MapperFeature.ACCEPT_CASE_INSENSITIVE_ENUMS).build();
         final ColodConfig c;
         try
         {
@@ -86,6 +92,13 @@ public final class ConfigLoader
         }
         catch (final InvalidFormatException ex)
         {
+            if (ex.getTargetType() != null && ex.getTargetType().isEnum())
+            {
+                final String p = path(ex);
+                final JsonLocation keyAt = locations.get(p);
+                throw at(keyAt != null ? keyAt : ex.getLocation(), "invalid " + p + ": must be " +
+                    choices(ex.getTargetType()) + ", was '" + ex.getValue() + "'");
+            }
             throw at(ex.getLocation(), "wrong type for " + path(ex) + ": '" + ex.getValue() + "' is not " +
                 typeName(ex.getTargetType()));
         }
@@ -208,10 +221,6 @@ public final class ConfigLoader
 
     private void validate(final ColodConfig c) throws ConfigException
     {
-        check(Set.of("trace", "debug", "info", "warn", "error").contains(c.logLevel), "log-level",
-            "must be trace, debug, info, warn or error, was '" + c.logLevel + "'");
-        check(Set.of("leave-running", "stop").contains(c.onStop), "on-stop",
-            "must be leave-running or stop, was '" + c.onStop + "'");
         check(c.runtimeDir != null && c.runtimeDir.startsWith("/"), "runtime-dir", "must be an absolute path");
         check(c.metricsListen != null && (c.metricsListen.isEmpty() || HOST_PORT.matcher(c.metricsListen).matches()),
             "metrics-listen", "must be empty (off) or host:port such as 127.0.0.1:9477, was '" + c.metricsListen + "'");
@@ -226,30 +235,28 @@ public final class ConfigLoader
             check(NAME.matcher(v.name).matches(), p + ".name", "must match " + NAME.pattern() + ", was '" + v.name + "'");
             check(names.add(v.name), p + ".name", "VM '" + v.name + "' is configured twice");
             require(v.role, p, "role");
-            check(Set.of("primary", "secondary").contains(v.role), p + ".role",
-                "must be primary or secondary, was '" + v.role + "'");
             require(v.peer, p, "peer");
             check(HOST_PORT.matcher(v.peer).matches(), p + ".peer", "must be host:port, was '" + v.peer + "'");
-            check(Set.of("strict", "speculative").contains(v.mode), p + ".mode",
-                "must be strict or speculative, was '" + v.mode + "'");
-            check(Set.of("cold", "hot").contains(v.standby), p + ".standby",
-                "must be cold or hot, was '" + v.standby + "'");
-            check(v.checkpointDelayMs >= 0 && v.checkpointDelayMs <= 3_600_000, p + ".checkpoint-delay-ms",
-                "must be 0..3600000, was " + v.checkpointDelayMs);
-            check(v.heartbeatIntervalMs > 0, p + ".heartbeat-interval-ms", "must be > 0, was " + v.heartbeatIntervalMs);
-            check(v.heartbeatTimeoutMs >= 2 * v.heartbeatIntervalMs, p + ".heartbeat-timeout-ms",
-                "must be at least twice heartbeat-interval-ms (" + v.heartbeatIntervalMs + "), was " + v.heartbeatTimeoutMs);
             check(v.memoryMib >= 16 && v.memoryMib <= 2047, p + ".memory-mib",
                 "must be 16..2047 (this version checkpoints RAM up to 2 GiB), was " + v.memoryMib);
-            check(v.maxStateBytes == 0 || v.maxStateBytes >= (long)v.memoryMib << 20, p + ".max-state-bytes",
-                "must be 0 (RAM size + 64 MiB) or at least the RAM size " + ((long)v.memoryMib << 20) +
-                ", was " + v.maxStateBytes);
+            final long ramBytes = (long)v.memoryMib << 20;
+            check(v.maxStateBytes == null || v.maxStateBytes == 0 || v.maxStateBytes >= ramBytes, p + ".max-state-bytes",
+                "must be 0 (RAM size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);
             check(v.vcpus >= 1 && v.vcpus <= 256, p + ".vcpus", "must be 1..256, was " + v.vcpus);
-            check(Set.of("kvm", "tcg").contains(v.accel), p + ".accel", "must be kvm or tcg, was '" + v.accel + "'");
-            if ("primary".equals(v.role) || v.kernel != null)
+            if (v.role == ColodConfig.Role.PRIMARY || v.kernel != null)
             {
                 require(v.kernel, p, "kernel");
             }
+            v.engine(conclude(p, () ->
+            {
+                final ColoConfig e = new ColoConfig().vmName(v.name)
+                    .maxStateBytes(v.maxStateBytes == null || v.maxStateBytes == 0 ? ramBytes + (64L << 20) : v.maxStateBytes);
+                set(v.mode, e::mode);
+                set(v.checkpointDelayMs, e::checkpointDelayMs);
+                set(v.heartbeatIntervalMs, e::heartbeatIntervalMs);
+                set(v.heartbeatTimeoutMs, e::heartbeatTimeoutMs);
+                return e.conclude();
+            }));
             check(!v.nics.isEmpty(), p + ".nics", "at least one NIC is needed");
             for (int n = 0; n < v.nics.size(); n++)
             {
@@ -260,23 +267,60 @@ public final class ConfigLoader
                 require(nic.mac, q, "mac");
                 check(MAC.matcher(nic.mac).matches(), q + ".mac", "must be a MAC like 52:54:00:12:34:56, was '" + nic.mac + "'");
                 require(nic.bridge, q, "bridge");
-                check(Set.of("tap", "nfqueue").contains(nic.buffer), q + ".buffer",
-                    "must be tap or nfqueue, was '" + nic.buffer + "'");
-                if ("nfqueue".equals(nic.buffer))
+                if (nic.buffer == ColodConfig.Buffer.NFQUEUE)
                 {
                     check(nic.queueNum >= 0 && nic.queueNum <= 65_535, q + ".queue-num",
                         "must be 0..65535 (and unique on this host) with buffer: nfqueue, was " + nic.queueNum);
-                    check(nic.queueMaxLen > 0, q + ".queue-max-len", "must be > 0, was " + nic.queueMaxLen);
                 }
-                check(nic.maxFrames > 0, q + ".max-frames", "must be > 0, was " + nic.maxFrames);
-                check(nic.maxBytes >= 65_536 && nic.maxBytes <= (1L << 30), q + ".max-bytes",
-                    "must be 65536..1073741824, was " + nic.maxBytes);
-                check(nic.highWaterPercent >= 1 && nic.highWaterPercent <= 100, q + ".high-water-percent",
-                    "must be 1..100, was " + nic.highWaterPercent);
-                check(Set.of("drop", "backpressure").contains(nic.policy), q + ".policy",
-                    "must be drop or backpressure, was '" + nic.policy + "'");
+                nic.limits(conclude(q, () ->
+                {
+                    final BufferLimits l = new BufferLimits();
+                    set(nic.maxFrames, l::maxFrames);
+                    set(nic.maxBytes, l::maxBytes);
+                    set(nic.highWaterPercent, l::highWaterPercent);
+                    set(nic.policy, l::policy);
+                    return l.conclude();
+                }));
             }
         }
+    }
+
+    private static <T> void set(final T value, final java.util.function.Consumer<T> setter)
+    {
+        if (value != null)
+        {
+            setter.accept(value);
+        }
+    }
+
+    /** Runs a component's own {@code conclude()}; a refused field is reported at its line under {@code parent}. */
+    private <T> T conclude(final String parent, final java.util.function.Supplier<T> concluded) throws ConfigException
+    {
+        try
+        {
+            return concluded.get();
+        }
+        catch (final InvalidSettingException ex)
+        {
+            check(false, parent + "." + ex.field(), ex.reason());
+            throw ex; // not reached: check(false, ...) throws
+        }
+    }
+
+    /** The choices of an enum as the YAML spells them: "a, b or c". */
+    private static String choices(final Class<?> type)
+    {
+        final Object[] values = type.getEnumConstants();
+        final StringBuilder b = new StringBuilder();
+        for (int i = 0; i < values.length; i++)
+        {
+            if (i > 0)
+            {
+                b.append(i == values.length - 1 ? " or " : ", ");
+            }
+            b.append(((Enum<?>)values[i]).name().toLowerCase().replace('_', '-'));
+        }
+        return b.toString();
     }
 
     private void require(final Object value, final String parent, final String field) throws ConfigException

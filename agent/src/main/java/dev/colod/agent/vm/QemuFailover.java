@@ -22,15 +22,17 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     private final Path runDir;
     private final String netns;
     private final boolean hot;
+    private final java.util.concurrent.ExecutorService starter;
     private volatile QemuProcess running;
-    private volatile QemuProcess standby;
+    private volatile java.util.concurrent.Future<QemuProcess> standby;
     public volatile long lastStartMicros;
     public volatile long lastLoadMicros;
 
     /**
-     * {@code hot}: pre-start QEMU paused ({@code -incoming defer}) on the committed RAM file after the first
-     * commit, so failover is only the device-state load and {@code cont}. Its RAM mapping is shared with the
-     * image, so later commits are seen by it without any copy.
+     * {@code hot}: pre-start QEMU paused ({@code -incoming defer}) on the committed RAM file once the first
+     * checkpoint is loaded, on a thread of its own (the session never waits for it), so failover is only the
+     * device-state load and {@code cont}. Its RAM mapping is shared with the image, so later commits are seen by
+     * it without any copy.
      */
     public QemuFailover(final VmSpec spec, final Path runDir, final String netns, final boolean hot)
     {
@@ -38,6 +40,12 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         this.runDir = runDir;
         this.netns = netns;
         this.hot = hot;
+        this.starter = java.util.concurrent.Executors.newSingleThreadExecutor(r ->
+        {
+            final Thread t = new Thread(r, "colod-" + spec.name() + "-hot-standby");
+            t.setDaemon(true);
+            return t;
+        });
     }
 
     public QemuFailover(final VmSpec spec, final Path runDir, final String netns)
@@ -46,20 +54,50 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     }
 
     @Override
-    public void committed(final StandbyImage image, final long checkpointId)
+    public void loaded(final StandbyImage image, final long checkpointId)
     {
-        if (!hot || running != null || (standby != null && standby.isAlive()))
+        if (!hot || running != null || standby != null)
         {
             return;
         }
+        standby = starter.submit(() ->
+        {
+            try
+            {
+                final QemuProcess q = QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
+                LOG.info("vm={} hot standby: QEMU pid {} waits paused on the committed image", spec.name(), q.pid());
+                return q;
+            }
+            catch (final IOException ex)
+            {
+                LOG.error("vm={} hot standby could not start (failover will cold-start): {}", spec.name(), ex.getMessage());
+                return null;
+            }
+        });
+    }
+
+    /** The pre-started standby QEMU if it is up (waiting for a start in progress), else null. */
+    private QemuProcess standbyQemu()
+    {
+        final java.util.concurrent.Future<QemuProcess> f = standby;
+        if (f == null)
+        {
+            return null;
+        }
         try
         {
-            standby = QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
-            LOG.info("vm={} hot standby: QEMU pid {} waits paused on the committed image", spec.name(), standby.pid());
+            final QemuProcess q = f.get(QemuProcess.QMP_TIMEOUT_MS, java.util.concurrent.TimeUnit.MILLISECONDS);
+            return q != null && q.isAlive() ? q : null;
         }
-        catch (final IOException ex)
+        catch (final InterruptedException ex)
         {
-            LOG.error("vm={} hot standby could not start (failover will cold-start): {}", spec.name(), ex.getMessage());
+            Thread.currentThread().interrupt();
+            return null;
+        }
+        catch (final java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException ex)
+        {
+            LOG.error("vm={} hot standby not ready: {}", spec.name(), ex.toString());
+            return null;
         }
     }
 
@@ -67,7 +105,8 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     @Override
     public void close()
     {
-        final QemuProcess s = standby;
+        starter.shutdown();
+        final QemuProcess s = standbyQemu();
         if (s != null && running != s)
         {
             s.kill();
@@ -84,9 +123,8 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     public void activate(final StandbyImage image, final long checkpointId) throws IOException
     {
         final long t0 = System.nanoTime();
-        final QemuProcess pre = standby;
-        final QemuProcess q = pre != null && pre.isAlive() ? pre
-            : QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
+        final QemuProcess pre = standbyQemu();
+        final QemuProcess q = pre != null ? pre : QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
         final long t1 = System.nanoTime();
         try
         {

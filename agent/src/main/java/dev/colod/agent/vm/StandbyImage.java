@@ -38,8 +38,11 @@ public final class StandbyImage implements VmStateSink
     {
         void activate(StandbyImage image, long checkpointId) throws Exception;
 
-        /** A checkpoint was committed (e.g. to pre-start a hot-standby QEMU on the image). Must not throw. */
-        default void committed(final StandbyImage image, final long checkpointId)
+        /**
+         * {@code vmstate-loaded} was sent for a committed checkpoint: the primary no longer waits, so slow work
+         * (pre-starting a hot-standby QEMU) may begin. Must not throw and must not block the session.
+         */
+        default void loaded(final StandbyImage image, final long checkpointId)
         {
         }
     }
@@ -125,7 +128,6 @@ public final class StandbyImage implements VmStateSink
         Files.move(dir.resolve("staging.ckpt"), pending(), StandardCopyOption.ATOMIC_MOVE);
         stagingId = -1;
         apply(checkpointId);
-        afterCommit(checkpointId);
     }
 
     private long readPendingId() throws IOException
@@ -185,10 +187,11 @@ public final class StandbyImage implements VmStateSink
         lastCommitted = checkpointId;
     }
 
-    /** Tells the activation after each commit; kept out of {@link #apply(long)} so recovery stays side-effect free. */
-    private void afterCommit(final long checkpointId)
+    /** Tells the activation once the primary has been answered; kept out of {@link #apply(long)} so recovery stays side-effect free. */
+    @Override
+    public void loaded(final long checkpointId)
     {
-        activation.committed(this, checkpointId);
+        activation.loaded(this, checkpointId);
     }
 
     @Override

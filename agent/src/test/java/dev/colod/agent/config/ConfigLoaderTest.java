@@ -1,5 +1,7 @@
 package dev.colod.agent.config;
 
+import dev.colod.buffer.BufferLimits;
+import dev.colod.core.ColoConfig;
 import org.junit.jupiter.api.Test;
 
 import java.nio.file.Path;
@@ -43,9 +45,13 @@ class ConfigLoaderTest
         final ColodConfig c = ConfigLoader.parse("colod.yaml", GOOD);
         assertThat(c.vms).singleElement().satisfies(v ->
         {
-            assertThat(v.mode).isEqualTo("strict");
-            assertThat(v.heartbeatTimeoutMs).isEqualTo(1000);
-            assertThat(v.nics.get(0).policy).isEqualTo("drop");
+            assertThat(v.role).isEqualTo(ColodConfig.Role.PRIMARY);
+            assertThat(v.engine().mode()).isEqualTo(ColoConfig.Mode.STRICT);
+            assertThat(v.engine().heartbeatTimeoutMs()).isEqualTo(1000);
+            assertThat(v.engine().checkpointDelayMs()).isEqualTo(100);
+            assertThat(v.engine().maxStateBytes()).isEqualTo((128L + 64) << 20);
+            assertThat(v.nics.get(0).limits().policy()).isEqualTo(BufferLimits.Policy.DROP);
+            assertThat(v.nics.get(0).limits().maxFrames()).isEqualTo(new BufferLimits().maxFrames());
         });
     }
 
@@ -80,6 +86,27 @@ class ConfigLoaderTest
         assertThat(ex.getMessage()).isEqualTo("colod.yaml:8:5: invalid vms[0].checkpoint-delay-ms: must be 0..3600000, was -5");
         final ConfigException mac = error(GOOD.replace("52:54:00:12:34:56", "52:54:00:12:34"));
         assertThat(mac.getMessage()).startsWith("colod.yaml:11:9: invalid vms[0].nics[0].mac");
+    }
+
+    @Test
+    void aComponentsOwnCheckIsReportedAtItsLine()
+    {
+        final ConfigException hb = error(GOOD.replace("    checkpoint-delay-ms: 100", "    heartbeat-timeout-ms: 150"));
+        assertThat(hb.getMessage()).isEqualTo("colod.yaml:8:5: invalid vms[0].heartbeat-timeout-ms: must be at least " +
+            "twice heartbeat-interval-ms (100), was 150");
+        final ConfigException bytes = error(GOOD.replace("        bridge: br0", "        bridge: br0\n        max-bytes: 100"));
+        assertThat(bytes.getMessage()).isEqualTo("colod.yaml:13:9: invalid vms[0].nics[0].max-bytes: must be " +
+            "9216 (max-frame-bytes)..1073741824, was 100");
+    }
+
+    @Test
+    void aChoiceOutsideItsListNamesTheChoices()
+    {
+        final ConfigException mode = error(GOOD.replace("    checkpoint-delay-ms: 100", "    mode: sloppy"));
+        assertThat(mode.getMessage()).isEqualTo("colod.yaml:8:5: invalid vms[0].mode: must be strict or speculative, " +
+            "was 'sloppy'");
+        final ConfigException stop = error("on-stop: halt\n" + GOOD);
+        assertThat(stop.getMessage()).isEqualTo("colod.yaml:1:1: invalid on-stop: must be leave-running or stop, was 'halt'");
     }
 
     @Test

@@ -2,8 +2,7 @@ package dev.colod.agent.control;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import dev.colod.buffer.BufferLimits;
-import dev.colod.buffer.EpochBuffer;
+import dev.colod.buffer.NicStats;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.ProtectionState;
 import dev.colod.core.protocol.ProtocolTap;
@@ -43,13 +42,12 @@ class ColoctlTest
         pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT).checkpointDelayMs(50), 4096,
             ProtocolTap.NONE, ProtocolTap.NONE);
         pair.awaitCheckpoints(3);
-        final EpochBuffer buffer = new EpochBuffer(new BufferLimits().conclude());
-        final int at = buffer.reserve();
-        buffer.append(at, 60, System.nanoTime());
-        buffer.seal(7);
+        // one 60-byte frame held in sealed epoch 7, as a NIC's ledger reports it
+        final NicStats held = new NicStats("vnet0", "hold", 1, 60, 1_000_000,
+            List.of(new NicStats.EpochStats(7, 1, 60), new NicStats.EpochStats(-1, 0, 0)), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
         socket = dir.resolve("colod.sock");
         server = new ControlServer(socket, List.of(
-            VmHandle.primary("web1", pair.primary, () -> List.of(buffer.stats("vnet0", "hold", System.nanoTime(), 0, 0, 0, 0))),
+            VmHandle.primary("web1", pair.primary, () -> List.of(held)),
             VmHandle.secondary("web2", pair.secondary)));
     }
 

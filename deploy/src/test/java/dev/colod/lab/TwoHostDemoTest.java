@@ -1,6 +1,5 @@
-package dev.colod.agent;
+package dev.colod.lab;
 
-import dev.colod.agent.demo.TwoHostDemo;
 import org.junit.jupiter.api.Test;
 
 import static org.assertj.core.api.Assertions.assertThat;

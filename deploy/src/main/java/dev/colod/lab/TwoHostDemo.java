@@ -1,4 +1,4 @@
-package dev.colod.agent.demo;
+package dev.colod.lab;
 
 import dev.colod.buffer.NicStats;
 import dev.colod.core.ExitEvent;
@@ -36,10 +36,10 @@ public final class TwoHostDemo
             say("namespaces: primary %s, secondary %s, switch %s, client %s", lab.pri, lab.sec, lab.sw, lab.cli);
             final long t0 = System.nanoTime();
             say("booting the test guest on the primary host (QEMU, TCG, 128 MiB; its counter lives in guest RAM)...");
-            lab.bootPrimary();
+            lab.bootPrimary(TwoHostLab.Protection.of(200));
             say("guest answers after %.1f s; starting colod: secondary standby, primary checkpoints every 200 ms, " +
                 "output commit on its NIC", (System.nanoTime() - t0) / 1e9);
-            lab.protect(true, 200, x -> x, x -> x);
+            lab.protect(TwoHostLab.Protection.of(200));
             try (TwoHostLab.Client client = new TwoHostLab.Client(lab.cli))
             {
                 say("client increments the counter in a loop. Live view (what `coloctl status` / `coloctl buffers` show):");
@@ -51,12 +51,12 @@ public final class TwoHostDemo
                     maxHeld = Math.max(maxHeld, view(lab, client));
                 }
                 final List<Long> before = client.values();
-                say("KILLING THE PRIMARY HOST: QEMU and its colod, no goodbye (client has seen %d values, last %s)",
+                say("KILLING THE PRIMARY HOST: off the network (uplink, then replication link) and its QEMU killed (client has seen %d values, last %s)",
                     before.size(), before.isEmpty() ? "-" : before.get(before.size() - 1));
                 final long killedAt = System.nanoTime();
                 lab.killPrimary();
-                final ExitEvent e = lab.secondaryExits.poll(60, TimeUnit.SECONDS);
-                say("secondary: %s -> %s", e == null ? "no event" : e.detail(), lab.secondary.state());
+                final ExitEvent e = lab.secondaryExits().poll(60, TimeUnit.SECONDS);
+                say("secondary: %s -> %s", e == null ? "no event" : e.detail(), lab.secondary().state());
                 final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
                 while (client.countSince(killedAt) < 5 && System.nanoTime() < deadline)
                 {
@@ -69,8 +69,8 @@ public final class TwoHostDemo
                 {
                     repeats += values.get(i) <= values.get(i - 1) ? 1 : 0;
                 }
-                final ColoCounters pc = lab.primary.counters();
-                final NicStats nic = lab.nic.stats();
+                final ColoCounters pc = lab.primary().counters();
+                final NicStats nic = lab.nic();
                 say("SUMMARY");
                 say("  checkpoints before the kill: %d, pause p50 %.1f ms, p99 %.1f ms, %.1f MiB shipped",
                     pc.checkpointsCompleted.get(), pc.pauseMicros.getValueAtPercentile(50) / 1000.0,
@@ -78,10 +78,10 @@ public final class TwoHostDemo
                 say("  output commit: %d frames released in order, up to %d held at once, %d dropped",
                     nic.releasedFrames(), maxHeld, nic.droppedTotal());
                 say("  failover: resumed from checkpoint %d, QEMU start %d ms, device-state load + cont %d ms",
-                    e == null ? -1 : e.lastCheckpointId(), lab.failover.lastStartMicros / 1000,
-                    lab.failover.lastLoadMicros / 1000);
+                    e == null ? -1 : e.lastCheckpointId(), lab.failover().lastStartMicros / 1000,
+                    lab.failover().lastLoadMicros / 1000);
                 say("  client: %d values, %d after the kill, first answer after the kill at +%d ms, repeats or " +
-                    "decreases: %d", values.size(), client.countSince(killedAt), firstAfter(client, killedAt), repeats);
+                    "decreases: %d", values.size(), client.countSince(killedAt), client.firstAfterMs(killedAt), repeats);
                 say("  values: %s", values);
                 final boolean ok = repeats == 0 && nic.releasedFrames() > 0 && maxHeld > 0 && e != null &&
                     e.failedOver() && client.countSince(killedAt) > 0;
@@ -98,20 +98,11 @@ public final class TwoHostDemo
         return exit;
     }
 
-    private static long firstAfter(final TwoHostLab.Client client, final long nanos)
-    {
-        synchronized (client.readings)
-        {
-            return client.readings.stream().filter(r -> r.atNanos() > nanos).findFirst()
-                .map(r -> (r.atNanos() - nanos) / 1_000_000).orElse(-1L);
-        }
-    }
-
     /** One line of status and buffers; returns frames held now. */
     private static long view(final TwoHostLab.Lab lab, final TwoHostLab.Client client)
     {
-        final ColoCounters c = lab.primary.counters();
-        final NicStats n = lab.nic.stats();
+        final ColoCounters c = lab.primary().counters();
+        final NicStats n = lab.nic();
         final StringBuilder epochs = new StringBuilder();
         for (final NicStats.EpochStats e : n.epochs())
         {
@@ -119,9 +110,9 @@ public final class TwoHostDemo
         }
         final List<Long> v = client.values();
         say("  %-9s ckpt %4d pause p50 %5.1f ms | standby %-9s committed %4d | vt0 held %3d fr %6d B [%s] oldest %3d ms" +
-                " released %5d dropped %d | client %s", lab.primary.state(), c.checkpointsCompleted.get(),
-            c.pauseMicros.getValueAtPercentile(50) / 1000.0, lab.secondary.state(),
-            lab.secondary.counters().lastCheckpointId.get(), n.heldFrames(), n.heldBytes(), epochs.toString().trim(),
+                " released %5d dropped %d | client %s", lab.primary().state(), c.checkpointsCompleted.get(),
+            c.pauseMicros.getValueAtPercentile(50) / 1000.0, lab.secondary().state(),
+            lab.secondary().counters().lastCheckpointId.get(), n.heldFrames(), n.heldBytes(), epochs.toString().trim(),
             n.oldestHeldAgeNs() / 1_000_000, n.releasedFrames(), n.droppedTotal(),
             v.isEmpty() ? "-" : v.get(v.size() - 1));
         return n.heldFrames();

@@ -1,9 +1,10 @@
-package dev.colod.agent;
+package dev.colod.lab;
 
-import dev.colod.agent.demo.TwoHostLab.Client;
-import dev.colod.agent.demo.TwoHostLab.Lab;
+import dev.colod.lab.TwoHostLab.Client;
+import dev.colod.lab.TwoHostLab.Lab;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.buffer.NetnsLab;
+import dev.colod.buffer.Prerequisites;
 import dev.colod.core.ExitEvent;
 import dev.colod.core.ProtectionState;
 import dev.colod.core.spi.StateCapture;
@@ -26,7 +27,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.zip.CRC32C;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * The whole story with a real QEMU guest (TCG) whose HTTP counter lives in guest RAM, in network namespaces
@@ -47,19 +47,12 @@ class FailoverEndToEndTest
     @BeforeEach
     void usable()
     {
-        NetnsLab.assumeUsable();
-        final boolean qemu = Files.isExecutable(Path.of("/usr/bin/qemu-system-x86_64"));
-        if (!qemu)
-        {
-            System.out.println("SKIPPED: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
-        }
-        assumeTrue(qemu, "qemu-system-x86_64 is not installed");
-        final boolean guest = Files.exists(GUEST.resolve("vmlinuz")) && Files.exists(GUEST.resolve("initrd.img"));
-        if (!guest)
-        {
-            System.out.println("SKIPPED: no test guest in " + GUEST + " (run deploy/guest/build-guest.sh)");
-        }
-        assumeTrue(guest, "no test guest in " + GUEST);
+        NetnsLab.requireUsable();
+        Prerequisites.require("QEMU end-to-end", Files.isExecutable(Path.of("/usr/bin/qemu-system-x86_64")) ? null
+            : "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+        Prerequisites.require("QEMU end-to-end", Files.exists(GUEST.resolve("vmlinuz")) &&
+            Files.exists(GUEST.resolve("initrd.img")) ? null : "no test guest in " + GUEST +
+            " (run deploy/guest/build-guest.sh " + GUEST + ")");
     }
 
     /** Page CRCs of the primary's RAM at capture and of the secondary's image at commit, per checkpoint. */
@@ -180,9 +173,8 @@ class FailoverEndToEndTest
     {
         try (Lab rig = new Lab(GUEST))
         {
-            rig.hotStandby = true;
-            rig.bootPrimary();
-            rig.protect(true, 200, s -> s, i -> i);
+            rig.bootPrimary(TwoHostLab.Protection.of(200));
+            rig.protect(TwoHostLab.Protection.of(200).hot());
             try (Client client = new Client(rig.cli))
             {
                 while (client.values().size() < 4)
@@ -191,10 +183,10 @@ class FailoverEndToEndTest
                 }
                 final long killedAt = System.nanoTime();
                 rig.killPrimary();
-                final ExitEvent e = rig.secondaryExits.poll(60, TimeUnit.SECONDS);
+                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
                 assertThat(e).isNotNull();
                 assertThat(e.failedOver()).as(e.detail()).isTrue();
-                assertThat(rig.failover.lastStartMicros).as("no QEMU start at failover: it was waiting").isLessThan(5_000);
+                assertThat(rig.failover().lastStartMicros).as("no QEMU start at failover: it was waiting").isLessThan(5_000);
                 final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
                 while (client.countSince(killedAt) < 3)
                 {
@@ -202,7 +194,7 @@ class FailoverEndToEndTest
                     Thread.sleep(50);
                 }
                 client.close();
-                System.out.printf("hot standby: load+cont %d ms; values %s%n", rig.failover.lastLoadMicros / 1000,
+                System.out.printf("hot standby: load+cont %d ms; values %s%n", rig.failover().lastLoadMicros / 1000,
                     client.values());
                 assertStrictlyIncreasing(client.values());
             }
@@ -214,9 +206,11 @@ class FailoverEndToEndTest
     {
         try (Lab rig = new Lab(GUEST))
         {
-            rig.bootPrimary();
             final Hashes hashes = new Hashes(3, 5);
-            rig.protect(true, 200, s -> hashes.source(s, rig.primaryRam()), hashes::sink);
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200)
+                .observed(s -> hashes.source(s, rig.primaryRam()), hashes::sink);
+            rig.bootPrimary(how);
+            rig.protect(how);
             try (Client client = new Client(rig.cli))
             {
                 // checkpoint content: the standby image equals the primary's RAM at checkpoints 3..5
@@ -244,10 +238,10 @@ class FailoverEndToEndTest
                 final long before = client.values().size();
                 final long killedAt = System.nanoTime();
                 rig.killPrimary();
-                final ExitEvent e = rig.secondaryExits.poll(60, TimeUnit.SECONDS);
+                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
                 assertThat(e).as("secondary exit event").isNotNull();
                 assertThat(e.failedOver()).as(e.detail()).isTrue();
-                assertThat(rig.secondary.state()).isEqualTo(ProtectionState.FAILED_OVER);
+                assertThat(rig.secondary().state()).isEqualTo(ProtectionState.FAILED_OVER);
                 final long deadline2 = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
                 while (client.countSince(killedAt) < 3)
                 {
@@ -257,10 +251,10 @@ class FailoverEndToEndTest
                 client.close();
                 final List<Long> values = client.values();
                 System.out.printf("output commit on: %d values before the kill, %d after; failover: QEMU start %d ms," +
-                    " load+cont %d ms; values %s%n", before, values.size() - before, rig.failover.lastStartMicros / 1000,
-                    rig.failover.lastLoadMicros / 1000, values);
+                    " load+cont %d ms; values %s%n", before, values.size() - before, rig.failover().lastStartMicros / 1000,
+                    rig.failover().lastLoadMicros / 1000, values);
                 assertStrictlyIncreasing(values);
-                assertThat(rig.nic.stats().releasedFrames()).as("frames were held and released").isPositive();
+                assertThat(rig.nic().releasedFrames()).as("frames were held and released").isPositive();
             }
         }
     }
@@ -270,15 +264,16 @@ class FailoverEndToEndTest
     {
         try (Lab rig = new Lab(GUEST))
         {
-            rig.bootPrimary();
-            rig.protect(false, 1_000, s -> s, i -> i);
+            final TwoHostLab.Protection control = TwoHostLab.Protection.of(1_000).withoutOutputCommit();
+            rig.bootPrimary(control);
+            rig.protect(control);
             try (Client client = new Client(rig.cli))
             {
                 // kill late in an epoch, once the client has seen answers produced after the last checkpoint:
                 // those answers come from state the secondary never gets
                 while (true)
                 {
-                    final long last = rig.primary.counters().lastCheckpointNanos.get();
+                    final long last = rig.primary().counters().lastCheckpointNanos.get();
                     final long sinceMs = (System.nanoTime() - last) / 1_000_000;
                     if (client.values().size() >= 3 && sinceMs > 600 && sinceMs < 900 && client.countSince(last) >= 2)
                     {
@@ -288,7 +283,7 @@ class FailoverEndToEndTest
                 }
                 final long killedAt = System.nanoTime();
                 rig.killPrimary();
-                final ExitEvent e = rig.secondaryExits.poll(60, TimeUnit.SECONDS);
+                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
                 assertThat(e).isNotNull();
                 assertThat(e.failedOver()).as(e.detail()).isTrue();
                 final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);

@@ -1,6 +1,5 @@
-package dev.colod.agent;
+package dev.colod.lab;
 
-import dev.colod.agent.demo.TwoHostLab;
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.buffer.NetnsLab;
 import dev.colod.core.ExitEvent;
@@ -28,9 +27,9 @@ public final class VmBench
             final double copyGBs = memcpyGBs(mib);
             try (TwoHostLab.Lab rig = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, mib))
             {
-                rig.bootPrimary();
-                rig.protect(true, 100, x -> x, x -> x);
-                final QemuStateSource s = rig.stateSource;
+                rig.bootPrimary(TwoHostLab.Protection.of(100));
+                rig.protect(TwoHostLab.Protection.of(100));
+                final QemuStateSource s = rig.stateSource();
                 sample(rig, s, mib, "idle", copyGBs);
                 dev.colod.buffer.net.Netns.call(rig.cli, () -> churn());
                 Thread.sleep(1000);
@@ -44,21 +43,17 @@ public final class VmBench
                     }
                     final long killed = System.nanoTime();
                     rig.killPrimary();
-                    final ExitEvent e = rig.secondaryExits.poll(60, TimeUnit.SECONDS);
+                    final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
                     final long detected = System.nanoTime();
                     while (client.countSince(killed) < 1)
                     {
                         Thread.sleep(1);
                     }
-                    final long answered;
-                    synchronized (client.readings)
-                    {
-                        answered = client.readings.stream().filter(r -> r.atNanos() > killed).findFirst().orElseThrow().atNanos();
-                    }
+                    final long answeredMs = client.firstAfterMs(killed);
                     System.out.printf(Locale.ROOT, "%4d MiB failover (cold start): loss detected after %d ms (heartbeat timeout" +
                         " 1000 ms), QEMU start %d ms, device-state load + cont %d ms, first client answer %d ms after the" +
-                        " kill (%s)%n", mib, (detected - killed) / 1_000_000, rig.failover.lastStartMicros / 1000,
-                        rig.failover.lastLoadMicros / 1000, (answered - killed) / 1_000_000, e == null ? "?" : "failed over");
+                        " kill (%s)%n", mib, (detected - killed) / 1_000_000, rig.failover().lastStartMicros / 1000,
+                        rig.failover().lastLoadMicros / 1000, answeredMs, e == null ? "?" : "failed over");
                 }
             }
         }
@@ -88,13 +83,13 @@ public final class VmBench
         {
             h.reset();
         }
-        rig.primary.counters().pauseMicros.reset();
-        final long c0 = rig.primary.counters().checkpointsCompleted.get();
-        while (rig.primary.counters().checkpointsCompleted.get() < c0 + 30)
+        rig.primary().counters().pauseMicros.reset();
+        final long c0 = rig.primary().counters().checkpointsCompleted.get();
+        while (rig.primary().counters().checkpointsCompleted.get() < c0 + 30)
         {
             Thread.sleep(10);
         }
-        final double pause = rig.primary.counters().pauseMicros.getValueAtPercentile(50);
+        final double pause = rig.primary().counters().pauseMicros.getValueAtPercentile(50);
         final double dev = s.deviceMicros.getValueAtPercentile(50);
         final double scan = s.scanMicros.getValueAtPercentile(50);
         final double scanGBs = (mib * 1048576.0) / (scan / 1e6) / 1e9;

@@ -1,11 +1,10 @@
-package dev.colod.agent;
+package dev.colod.lab;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.colod.agent.control.Coloctl;
-import dev.colod.agent.demo.TwoHostLab;
-import dev.colod.agent.demo.TwoHostLab.Client;
-import dev.colod.agent.demo.TwoHostLab.Lab;
+import dev.colod.lab.TwoHostLab.Client;
+import dev.colod.lab.TwoHostLab.Lab;
 import org.junit.jupiter.api.Test;
 import picocli.CommandLine;
 
@@ -28,30 +27,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 class DaemonEndToEndTest
 {
     private static final ObjectMapper JSON = new ObjectMapper();
-
-    private static String yaml(final String role, final Path runtime, final Path ram)
-    {
-        return String.join("\n",
-            "runtime-dir: " + runtime,
-            "ram-dir: " + ram,
-            "log-level: info",
-            "vms:",
-            "  - name: e2e",
-            "    role: " + role,
-            "    peer: 198.19.0.2:" + TwoHostLab.PORT,
-            "    checkpoint-delay-ms: 200",
-            "    heartbeat-timeout-ms: 1000",
-            "    memory-mib: 128",
-            "    accel: tcg",
-            "    kernel: " + FailoverEndToEndTest.GUEST.resolve("vmlinuz"),
-            "    initrd: " + FailoverEndToEndTest.GUEST.resolve("initrd.img"),
-            "    append: \"console=ttyS0 quiet colo.ip=" + TwoHostLab.GUEST_IP + "/24\"",
-            "    nics:",
-            "      - tap: vt0",
-            "        mac: 52:54:00:c0:10:01",
-            "        bridge: br0",
-            "");
-    }
 
     private static Process colod(final String ns, final Path config, final Path log) throws Exception
     {
@@ -116,10 +91,10 @@ class DaemonEndToEndTest
             final Path dir = lab.runDir;
             final Path pRun = dir.resolve("p-run");
             final Path sRun = dir.resolve("s-run");
-            final Path pRam = Path.of("/dev/shm/colot-" + lab.pri);
-            final Path sRam = Path.of("/dev/shm/colot-" + lab.sec);
-            Files.writeString(dir.resolve("primary.yaml"), yaml("primary", pRun, pRam));
-            Files.writeString(dir.resolve("secondary.yaml"), yaml("secondary", sRun, sRam));
+            final Path pRam = lab.ramDir("primary");
+            final Path sRam = lab.ramDir("secondary");
+            Files.writeString(dir.resolve("primary.yaml"), lab.yaml("primary", pRun, 200, false, false));
+            Files.writeString(dir.resolve("secondary.yaml"), lab.yaml("secondary", sRun, 200, false, false));
             try
             {
                 secondary = colod(lab.sec, dir.resolve("secondary.yaml"), dir.resolve("secondary.log"));

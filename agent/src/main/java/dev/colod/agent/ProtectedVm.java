@@ -1,0 +1,261 @@
+package dev.colod.agent;
+
+import dev.colod.agent.config.ColodConfig;
+import dev.colod.agent.control.VmHandle;
+import dev.colod.agent.qemu.Leftovers;
+import dev.colod.agent.qemu.QemuProcess;
+import dev.colod.agent.qemu.VmSpec;
+import dev.colod.agent.vm.QemuFailover;
+import dev.colod.agent.vm.QemuStateSource;
+import dev.colod.agent.vm.StandbyImage;
+import dev.colod.buffer.EpochLedger;
+import dev.colod.buffer.TapBackend;
+import dev.colod.buffer.VmOutputCommit;
+import dev.colod.buffer.net.NicPlumbing;
+import dev.colod.core.NanoClock;
+import dev.colod.core.PrimaryEngine;
+import dev.colod.core.SecondaryEngine;
+import dev.colod.core.Transport;
+import dev.colod.core.protocol.ProtocolTap;
+import dev.colod.core.spi.OutputCommit;
+import dev.colod.core.spi.VmStateSink;
+import dev.colod.core.spi.VmStateSource;
+import dev.colod.core.status.ColoCounters;
+import dev.colod.netfilter.NfqueueBackend;
+import dev.colod.netfilter.NfqueueRules;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.IoEventLoop;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.net.InetSocketAddress;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Function;
+import java.util.function.UnaryOperator;
+
+/**
+ * One VM of colod.yaml on this host, wired once for everyone: the daemon, the demo and the end-to-end tests.
+ * Primary: QEMU, each NIC's output commit (TAP or NFQUEUE backend under an {@link EpochLedger}), the primary
+ * engine. Secondary: the standby image, failover, the secondary engine. Leftovers of an earlier run are
+ * recovered first. {@link #protect()} starts the engine; {@link #close()} undoes everything in reverse order.
+ * <p>
+ * Output never calls the engine: the engine polls {@link OutputCommit#wantsCheckpoint()}. The wiring has no cycle.
+ */
+public final class ProtectedVm implements AutoCloseable
+{
+    private static final Logger LOG = LoggerFactory.getLogger(ProtectedVm.class);
+
+    /**
+     * What a lab may change around the daemon's wiring: where sockets come from (a network namespace), a
+     * wrapper of the VM state source or sink (to observe checkpoints), and output commit off (a control run
+     * that shows what output commit prevents). The daemon uses {@link #DAEMON}.
+     */
+    public record Hooks(Transport transport, UnaryOperator<VmStateSource> source,
+                        Function<StandbyImage, VmStateSink> sink, boolean outputCommit)
+    {
+        public static final Hooks DAEMON = new Hooks(Transport.DEFAULT, s -> s, i -> i, true);
+    }
+
+    private final String name;
+    private final Closers closers = new Closers(ex -> LOG.warn("stopping: {}", ex.toString()));
+    private QemuProcess qemu;
+    private QemuStateSource stateSource;
+    private VmOutputCommit output;
+    private PrimaryEngine primary;
+    private QemuFailover failover;
+    private SecondaryEngine secondary;
+    private VmHandle handle;
+
+    private ProtectedVm(final String name)
+    {
+        this.name = name;
+    }
+
+    /** Builds the VM's side on this host (starting QEMU on the primary); the engine waits for {@link #protect()}. */
+    public static ProtectedVm open(final ColodConfig config, final ColodConfig.Vm v, final EventLoopGroup loops,
+        final Hooks hooks) throws Exception
+    {
+        final ProtectedVm vm = new ProtectedVm(v.name);
+        try
+        {
+            final Path runDir = Path.of(config.runtimeDir).resolve(v.name);
+            recoverLeftovers(v.name, runDir);
+            final VmSpec spec = new VmSpec(v.name, v.memoryMib, v.vcpus, v.kernel == null ? null : Path.of(v.kernel),
+                v.initrd == null ? null : Path.of(v.initrd), v.append,
+                v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac)).toList(), v.accel.name().toLowerCase(),
+                Path.of(config.ramDir), v.extraArgs).check();
+            final String[] hp = v.peer.split(":");
+            final InetSocketAddress peer = new InetSocketAddress(hp[0], Integer.parseInt(hp[1]));
+            if (v.role == ColodConfig.Role.PRIMARY)
+            {
+                vm.openPrimary(config, v, spec, peer, runDir, loops, hooks);
+            }
+            else
+            {
+                vm.openSecondary(config, v, spec, peer, runDir, hooks);
+            }
+            return vm;
+        }
+        catch (final Exception ex)
+        {
+            vm.close();
+            throw ex;
+        }
+    }
+
+    private static void recoverLeftovers(final String vm, final Path runDir) throws Exception
+    {
+        for (final String left : Leftovers.scan(runDir))
+        {
+            LOG.warn("vm={} left by an earlier run: {}", vm, left);
+        }
+        Leftovers.removeStale(runDir);
+        for (final String fixed : NicPlumbing.recover(runDir.resolve("plumbing")))
+        {
+            LOG.warn("vm={} repaired after an unclean stop: {}", vm, fixed);
+        }
+        for (final String fixed : NfqueueRules.recover(runDir.resolve("plumbing")))
+        {
+            LOG.warn("vm={} repaired after an unclean stop: {}", vm, fixed);
+        }
+    }
+
+    private void openPrimary(final ColodConfig config, final ColodConfig.Vm v, final VmSpec spec,
+        final InetSocketAddress peer, final Path runDir, final EventLoopGroup loops, final Hooks hooks) throws Exception
+    {
+        final QemuProcess q = QemuProcess.start(spec, runDir, Path.of(config.ramDir).resolve(v.name + ".ram"), false, v.netns);
+        qemu = q;
+        closers.add(() ->
+        {
+            if (config.onStop == ColodConfig.OnStop.STOP)
+            {
+                q.close();
+            }
+        });
+        final List<EpochLedger> nics = new ArrayList<>();
+        if (hooks.outputCommit())
+        {
+            for (final ColodConfig.Nic n : v.nics)
+            {
+                nics.add(openNic(v, n, runDir.resolve("plumbing"), (IoEventLoop)loops.next()));
+            }
+        }
+        output = new VmOutputCommit(v.name, nics);
+        stateSource = new QemuStateSource(q);
+        closers.add(stateSource);
+        primary = new PrimaryEngine(v.engine(), peer, hooks.source().apply(stateSource),
+            hooks.outputCommit() ? output : OutputCommit.NONE, new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM)
+            .transport(hooks.transport());
+        handle = VmHandle.primary(v.name, primary, output::stats);
+    }
+
+    private EpochLedger openNic(final ColodConfig.Vm v, final ColodConfig.Nic n, final Path plumbingDir,
+        final IoEventLoop loop) throws Exception
+    {
+        final EpochLedger ledger;
+        if (n.buffer == ColodConfig.Buffer.NFQUEUE)
+        {
+            closers.add(NfqueueRules.install(n.tap, n.queueNum, v.name, v.netns, plumbingDir));
+            ledger = EpochLedger.open(n.tap, loop, n.limits(), NfqueueBackend.on(n.queueNum, n.failOpen, v.netns));
+        }
+        else
+        {
+            final NicPlumbing plumbing = NicPlumbing.install(n.tap, n.bridge, v.netns, plumbingDir);
+            closers.add(plumbing);
+            ledger = EpochLedger.open(n.tap, loop, n.limits(), TapBackend.on(plumbing.guestTap(), plumbing.uplinkTap()));
+        }
+        closers.add(ledger);
+        return ledger;
+    }
+
+    private void openSecondary(final ColodConfig config, final ColodConfig.Vm v, final VmSpec spec,
+        final InetSocketAddress listen, final Path runDir, final Hooks hooks) throws Exception
+    {
+        final QemuFailover f = new QemuFailover(spec, runDir, v.netns, v.standby == ColodConfig.Standby.HOT);
+        failover = f;
+        closers.add(() ->
+        {
+            final QemuProcess running = f.running();
+            if (config.onStop == ColodConfig.OnStop.STOP && running != null)
+            {
+                running.close();
+            }
+        });
+        closers.add(f);
+        final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, f);
+        secondary = new SecondaryEngine(v.engine(), listen, hooks.sink().apply(image), new ColoCounters(),
+            ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport());
+        handle = VmHandle.secondary(v.name, secondary);
+    }
+
+    /** Starts protecting: the primary connects to its secondary; the secondary listens. */
+    public ProtectedVm protect() throws Exception
+    {
+        if (primary != null)
+        {
+            primary.start();
+            closers.add(primary); // closed first: held frames let out, the VM left running unprotected
+        }
+        else
+        {
+            secondary.start();
+            closers.add(secondary);
+        }
+        return this;
+    }
+
+    public String name()
+    {
+        return name;
+    }
+
+    /** What the control socket and metrics see. */
+    public VmHandle handle()
+    {
+        return handle;
+    }
+
+    /** Primary: the engine, else null. */
+    public PrimaryEngine primary()
+    {
+        return primary;
+    }
+
+    /** Secondary: the engine, else null. */
+    public SecondaryEngine secondary()
+    {
+        return secondary;
+    }
+
+    /** Primary: the VM's QEMU, else null. */
+    public QemuProcess qemu()
+    {
+        return qemu;
+    }
+
+    /** Primary: the checkpoint source with its per-step timings, else null. */
+    public QemuStateSource stateSource()
+    {
+        return stateSource;
+    }
+
+    /** Primary: the output commit of all NICs (empty in a control run), else null. */
+    public VmOutputCommit output()
+    {
+        return output;
+    }
+
+    /** Secondary: the failover launcher, else null. */
+    public QemuFailover failover()
+    {
+        return failover;
+    }
+
+    @Override
+    public void close()
+    {
+        closers.close();
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages colod's build, tests and demo need, when missing (as root, with apt-get).
+# Sourced by deploy/test.sh and deploy/demo.sh; .ci/run goes through deploy/test.sh.
+colod_install_packages()
+{
+  local need=() p
+  for p in openjdk-17-jdk-headless maven iproute2 iptables qemu-system-x86 busybox-static cpio ethtool; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  fi
+}
+
+# colod_become_root SCRIPT ARGS...: runs SCRIPT again as root with sudo when not root and sudo is there.
+# Without either it returns (tests then run unprivileged: those that need root skip and say why).
+colod_become_root()
+{
+  local script="$1"; shift
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then
+    exec sudo -E bash "$script" "$@"
+  fi
+}

@@ -1,0 +1,484 @@
+package dev.colod.lab;
+
+import dev.colod.agent.Closers;
+import dev.colod.agent.ProtectedVm;
+import dev.colod.agent.config.ColodConfig;
+import dev.colod.agent.config.ConfigLoader;
+import dev.colod.agent.vm.QemuFailover;
+import dev.colod.agent.vm.QemuStateSource;
+import dev.colod.agent.vm.StandbyImage;
+import dev.colod.buffer.NicStats;
+import dev.colod.buffer.net.IpRoute;
+import dev.colod.buffer.net.Netns;
+import dev.colod.core.ExitEvent;
+import dev.colod.core.PrimaryEngine;
+import dev.colod.core.SecondaryEngine;
+import dev.colod.core.Transport;
+import dev.colod.core.spi.VmStateSink;
+import dev.colod.core.spi.VmStateSource;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.epoll.EpollIoHandler;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+import java.util.function.UnaryOperator;
+
+/**
+ * Two hosts, a switch and a client on one machine, as network namespaces, with the real test guest: what the
+ * demo runs and what the end-to-end tests drive. Each host's side of the VM is colod's own wiring
+ * ({@link ProtectedVm}) from a colod.yaml the lab writes, so what the tests prove is what the daemon runs; the
+ * lab only adds namespaced sockets and, for tests, observers of checkpoints or a control run without output
+ * commit. Test scaffolding: not part of what install.sh ships.
+ * <pre>
+ *   pri: vt0 (QEMU tap) -> [colod output commit] -> br0 -> p-up ==veth== s-p ┐
+ *   sec: vt0 (failover QEMU tap) ----------------> br0 -> s-up ==veth== s-s ┤ sw: sw0
+ *   cli: c0 198.18.0.100 ================================================ s-c ┘
+ *   replication: pri rp 198.19.0.1 ==veth== rs 198.19.0.2 sec
+ * </pre>
+ */
+public final class TwoHostLab
+{
+    public static final String GUEST_IP = "198.18.0.10";
+    public static final int PORT = 7600;
+
+    private TwoHostLab()
+    {
+    }
+
+    /** How a run protects the VM. */
+    public record Protection(boolean outputCommit, long checkpointDelayMs, boolean hotStandby,
+                             UnaryOperator<VmStateSource> source, Function<StandbyImage, VmStateSink> sink)
+    {
+        /** Output commit on, checkpoints every {@code checkpointDelayMs}, cold standby, nothing observed. */
+        public static Protection of(final long checkpointDelayMs)
+        {
+            return new Protection(true, checkpointDelayMs, false, s -> s, i -> i);
+        }
+
+        public Protection withoutOutputCommit()
+        {
+            return new Protection(false, checkpointDelayMs, hotStandby, source, sink);
+        }
+
+        public Protection hot()
+        {
+            return new Protection(outputCommit, checkpointDelayMs, true, source, sink);
+        }
+
+        public Protection observed(final UnaryOperator<VmStateSource> src, final Function<StandbyImage, VmStateSink> snk)
+        {
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, src, snk);
+        }
+    }
+
+    /** Namespaces, VMs and engines of one run; closing removes all of it, also after a failure. */
+    public static final class Lab implements AutoCloseable
+    {
+        private final String id = "e" + ProcessHandle.current().pid() % 100000 + "-" + System.nanoTime() % 10000;
+        public final String sw = "colot-sw-" + id;
+        public final String pri = "colot-p-" + id;
+        public final String sec = "colot-s-" + id;
+        public final String cli = "colot-c-" + id;
+        public final Path runDir;
+        private final Path guest;
+        private final int memoryMiB;
+        private final List<String> namespaces = new ArrayList<>();
+        private final Closers closers = new Closers(ex -> System.err.println("cleanup: " + ex));
+        private final MultiThreadIoEventLoopGroup loops = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
+        private final LinkedBlockingQueue<ExitEvent> secondaryExits = new LinkedBlockingQueue<>();
+        private ProtectedVm primary;
+        private ProtectedVm secondary;
+        private boolean outputCommit = true;
+
+        public Lab(final Path guest) throws Exception
+        {
+            this(guest, 128);
+        }
+
+        public Lab(final Path guest, final int memoryMiB) throws Exception
+        {
+            this.guest = guest;
+            this.memoryMiB = memoryMiB;
+            runDir = Files.createTempDirectory("colot-" + id);
+            closers.add(() -> deleteTree(runDir));
+            closers.add(() -> loops.shutdownGracefully(0, 1, TimeUnit.SECONDS));
+            try
+            {
+                for (final String ns : List.of(sw, pri, sec, cli))
+                {
+                    Netns.add(ns);
+                    namespaces.add(ns);
+                    Netns.sysctl(ns, "net.ipv6.conf.all.disable_ipv6=1");
+                    Netns.sysctl(ns, "net.ipv6.conf.default.disable_ipv6=1");
+                    new IpRoute(ns).ip("link", "set", "lo", "up");
+                }
+                final IpRoute s = new IpRoute(sw);
+                s.ip("link", "add", "sw0", "type", "bridge");
+                s.ip("link", "set", "sw0", "up");
+                for (final String[] host : new String[][]{{pri, "p-up", "s-p"}, {sec, "s-up", "s-s"}})
+                {
+                    final IpRoute h = new IpRoute(host[0]);
+                    h.ip("link", "add", "br0", "type", "bridge");
+                    h.ip("link", "set", "br0", "up");
+                    h.ip("tuntap", "add", "dev", "vt0", "mode", "tap");
+                    h.ip("link", "set", "vt0", "master", "br0", "up");
+                    h.ip("link", "add", host[1], "type", "veth", "peer", "name", host[2], "netns", sw);
+                    h.ip("link", "set", host[1], "master", "br0", "up");
+                    s.ip("link", "set", host[2], "master", "sw0", "up");
+                }
+                final IpRoute c = new IpRoute(cli);
+                c.ip("link", "add", "c0", "type", "veth", "peer", "name", "s-c", "netns", sw);
+                c.ip("addr", "add", "198.18.0.100/24", "dev", "c0");
+                c.ip("link", "set", "c0", "up");
+                s.ip("link", "set", "s-c", "master", "sw0", "up");
+                final IpRoute p = new IpRoute(pri);
+                p.ip("link", "add", "rp", "type", "veth", "peer", "name", "rs", "netns", sec);
+                p.ip("addr", "add", "198.19.0.1/24", "dev", "rp");
+                p.ip("link", "set", "rp", "up");
+                final IpRoute q = new IpRoute(sec);
+                q.ip("addr", "add", "198.19.0.2/24", "dev", "rs");
+                q.ip("link", "set", "rs", "up");
+            }
+            catch (final Exception ex)
+            {
+                close();
+                throw ex;
+            }
+        }
+
+        /** Where a host's VM RAM files and standby image live (tmpfs). */
+        public Path ramDir(final String role)
+        {
+            return Path.of("/dev/shm/colot-" + id + "-" + role);
+        }
+
+        /**
+         * The colod.yaml of one host. {@code inProcess}: for {@link ProtectedVm} in this JVM (QEMU and taps in the
+         * host's namespace, QEMU quit at close); otherwise for a colod process started inside the namespace.
+         */
+        public String yaml(final String role, final Path runtime, final long checkpointDelayMs, final boolean hot,
+            final boolean inProcess)
+        {
+            return String.join("\n",
+                "runtime-dir: " + runtime,
+                "ram-dir: " + ramDir(role),
+                "log-level: info",
+                "on-stop: " + (inProcess ? "stop" : "leave-running"),
+                "vms:",
+                "  - name: e2e",
+                "    role: " + role,
+                "    peer: 198.19.0.2:" + PORT,
+                inProcess ? "    netns: " + ("primary".equals(role) ? pri : sec) : "",
+                "    standby: " + (hot ? "hot" : "cold"),
+                "    checkpoint-delay-ms: " + checkpointDelayMs,
+                "    heartbeat-timeout-ms: 1000",
+                "    memory-mib: " + memoryMiB,
+                "    accel: tcg",
+                "    kernel: " + guest.resolve("vmlinuz"),
+                "    initrd: " + guest.resolve("initrd.img"),
+                "    append: \"console=ttyS0 quiet colo.ip=" + GUEST_IP + "/24\"",
+                "    nics:",
+                "      - tap: vt0",
+                "        mac: 52:54:00:c0:10:01",
+                "        bridge: br0",
+                "");
+        }
+
+        private ColodConfig config(final String role, final long checkpointDelayMs, final boolean hot) throws Exception
+        {
+            final Path file = runDir.resolve(role + ".yaml");
+            Files.writeString(file, yaml(role, runDir.resolve(role + "-run"), checkpointDelayMs, hot, true));
+            return ConfigLoader.load(file);
+        }
+
+        private ProtectedVm open(final ColodConfig c, final ProtectedVm.Hooks hooks) throws Exception
+        {
+            return ProtectedVm.open(c, c.vms.get(0), loops, hooks);
+        }
+
+        /** Sockets of the engine of {@code role}, made inside that host's namespace. */
+        private Transport transport(final String role)
+        {
+            return new Transport()
+            {
+                @Override
+                public Socket newSocket() throws IOException
+                {
+                    return Netns.call(pri, () ->
+                    {
+                        final Socket so = new Socket();
+                        so.bind(new InetSocketAddress("198.19.0.1", 0));
+                        return so;
+                    });
+                }
+
+                @Override
+                public ServerSocket newServerSocket() throws IOException
+                {
+                    return Netns.call(sec, () ->
+                    {
+                        final ServerSocket ss = new ServerSocket();
+                        ss.setReuseAddress(true);
+                        ss.bind(new InetSocketAddress("198.19.0.2", PORT));
+                        return ss;
+                    });
+                }
+            };
+        }
+
+        /** Boots the guest on the primary host (unprotected) and waits until its HTTP counter answers. */
+        public void bootPrimary(final Protection how) throws Exception
+        {
+            outputCommit = how.outputCommit();
+            primary = open(config("primary", how.checkpointDelayMs(), false),
+                new ProtectedVm.Hooks(transport("primary"), how.source(), i -> i, how.outputCommit()));
+            closers.add(primary);
+            closers.add(() -> deleteTree(ramDir("primary")));
+            final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+            while (Netns.call(cli, () -> Http.count(GUEST_IP, 1000)) < 0)
+            {
+                if (System.nanoTime() - deadline > 0)
+                {
+                    throw new IOException("guest did not answer within 90 s; serial log: " +
+                        Files.readString(runDir.resolve("primary-run/e2e/serial.log")));
+                }
+                Thread.sleep(200);
+            }
+        }
+
+        /** Starts the secondary, then protection, and waits for two checkpoints. */
+        public void protect(final Protection how) throws Exception
+        {
+            secondary = open(config("secondary", how.checkpointDelayMs(), how.hotStandby()),
+                new ProtectedVm.Hooks(transport("secondary"), s -> s, how.sink(), true));
+            closers.add(secondary);
+            closers.add(() -> deleteTree(ramDir("secondary")));
+            secondary.secondary().addExitListener(secondaryExits::add);
+            secondary.protect();
+            primary.protect();
+            final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (primary.primary().counters().checkpointsCompleted.get() < 2)
+            {
+                if (System.nanoTime() - deadline > 0)
+                {
+                    throw new IOException("no protection within 60 s: " + primary.primary().state() + " " +
+                        primary.primary().lastError());
+                }
+                Thread.sleep(50);
+            }
+        }
+
+        /**
+         * The primary host dies: it drops off the network (its uplink first, so nothing it still holds reaches a
+         * client, then the replication link), and its QEMU is killed. Its colod, cut off, is removed at close.
+         */
+        public void killPrimary() throws IOException
+        {
+            final IpRoute p = new IpRoute(pri);
+            p.ip("link", "del", "p-up");
+            p.ip("link", "del", "rp");
+            primary.qemu().kill();
+        }
+
+        public PrimaryEngine primary()
+        {
+            return primary.primary();
+        }
+
+        public SecondaryEngine secondary()
+        {
+            return secondary.secondary();
+        }
+
+        public QemuStateSource stateSource()
+        {
+            return primary.stateSource();
+        }
+
+        public QemuFailover failover()
+        {
+            return secondary.failover();
+        }
+
+        /** The primary's RAM file (colod puts it at ram-dir/VM.ram). */
+        public Path primaryRam()
+        {
+            return ramDir("primary").resolve("e2e.ram");
+        }
+
+        /** The primary's first NIC's output commit, as {@code coloctl buffers} shows it. */
+        public NicStats nic()
+        {
+            if (!outputCommit)
+            {
+                throw new IllegalStateException("a control run has no output commit");
+            }
+            return primary.output().stats().get(0);
+        }
+
+        /** The secondary's exit events (failover or not), in order. */
+        public BlockingQueue<ExitEvent> secondaryExits()
+        {
+            return secondaryExits;
+        }
+
+        @Override
+        public void close()
+        {
+            closers.close();
+            for (final String ns : namespaces)
+            {
+                final String err = Netns.delete(ns);
+                if (err != null)
+                {
+                    System.err.println("could not delete netns " + ns + ": " + err);
+                }
+            }
+        }
+    }
+
+    /** A client in the client namespace that increments the counter in a loop and retries on errors. */
+    public static final class Client implements AutoCloseable
+    {
+        public record Reading(long atNanos, long value)
+        {
+        }
+
+        private final List<Reading> readings = Collections.synchronizedList(new ArrayList<>());
+        private final Thread thread;
+        private volatile boolean running = true;
+
+        public Client(final String ns)
+        {
+            thread = new Thread(() ->
+            {
+                try
+                {
+                    Netns.enter(ns);
+                }
+                catch (final IOException ex)
+                {
+                    throw new IllegalStateException(ex);
+                }
+                while (running)
+                {
+                    final long v = Http.count(GUEST_IP, 3000);
+                    if (v >= 0)
+                    {
+                        readings.add(new Reading(System.nanoTime(), v));
+                    }
+                    else
+                    {
+                        try
+                        {
+                            Thread.sleep(50);
+                        }
+                        catch (final InterruptedException ex)
+                        {
+                            return;
+                        }
+                    }
+                }
+            }, "http-client");
+            thread.setDaemon(true);
+            thread.start();
+        }
+
+        public List<Long> values()
+        {
+            synchronized (readings)
+            {
+                return readings.stream().map(Reading::value).toList();
+            }
+        }
+
+        public long countSince(final long nanos)
+        {
+            synchronized (readings)
+            {
+                return readings.stream().filter(r -> r.atNanos() > nanos).count();
+            }
+        }
+
+        /** Milliseconds from {@code nanos} to the first answer after it, or -1. */
+        public long firstAfterMs(final long nanos)
+        {
+            synchronized (readings)
+            {
+                return readings.stream().filter(r -> r.atNanos() > nanos).findFirst()
+                    .map(r -> (r.atNanos() - nanos) / 1_000_000).orElse(-1L);
+            }
+        }
+
+        @Override
+        public void close() throws InterruptedException
+        {
+            running = false;
+            thread.join(10_000);
+        }
+    }
+
+    /** Minimal HTTP/1.0 GET of the guest's counter CGI. */
+    public static final class Http
+    {
+        private Http()
+        {
+        }
+
+        public static long count(final String ip, final int timeoutMs)
+        {
+            try (Socket s = new Socket())
+            {
+                s.connect(new InetSocketAddress(ip, 80), timeoutMs);
+                s.setSoTimeout(timeoutMs);
+                final OutputStream out = s.getOutputStream();
+                out.write("GET /cgi-bin/count HTTP/1.0\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+                out.flush();
+                final InputStream in = s.getInputStream();
+                final String reply = new String(in.readAllBytes(), StandardCharsets.US_ASCII);
+                if (!reply.startsWith("HTTP/1.") || !reply.contains(" 200 "))
+                {
+                    return -1;
+                }
+                final String body = reply.substring(reply.indexOf("\r\n\r\n") + 4).trim();
+                return Long.parseLong(body);
+            }
+            catch (final IOException | NumberFormatException ex)
+            {
+                return -1;
+            }
+        }
+    }
+
+    public static void deleteTree(final Path p)
+    {
+        try
+        {
+            if (Files.exists(p))
+            {
+                try (var s = Files.walk(p))
+                {
+                    s.sorted(java.util.Comparator.reverseOrder()).forEach(x -> x.toFile().delete());
+                }
+            }
+        }
+        catch (final IOException ex)
+        {
+            System.err.println("cleanup: " + ex);
+        }
+    }
+}
