@@ -72,6 +72,24 @@ class LoopbackCheckpointTest
     }
 
     @org.junit.jupiter.api.Test
+    void outputThatWantsACheckpointGetsOneBeforeThePeriodByPolling() throws Exception
+    {
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT)
+            .checkpointDelayMs(60_000), 4096, dev.colod.core.protocol.ProtocolTap.NONE,
+            dev.colod.core.protocol.ProtocolTap.NONE))
+        {
+            org.awaitility.Awaitility.await().until(() -> pair.primary.state() == ProtectionState.PROTECTED);
+            assertThat(pair.primary.counters().checkpointsCompleted.get()).isZero();
+            pair.output.wants = true; // the buffer crossed its high-water mark; nobody calls the engine
+            pair.awaitCheckpoints(1);
+            assertThat(pair.output.wants).as("the seal answered the request").isFalse();
+            assertThat(pair.primary.counters().checkpointsRequestedEarly.get()).isEqualTo(1);
+            Thread.sleep(50);
+            assertThat(pair.primary.counters().checkpointsCompleted.get()).as("no more until asked or due").isEqualTo(1);
+        }
+    }
+
+    @org.junit.jupiter.api.Test
     void operatorFailoverOnSecondaryResumesThereAndFencesThePrimary() throws Exception
     {
         try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT), 4096,

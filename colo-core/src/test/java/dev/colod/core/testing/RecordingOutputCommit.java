@@ -11,6 +11,8 @@ public final class RecordingOutputCommit implements OutputCommit
 {
     public final List<String> events = Collections.synchronizedList(new ArrayList<>());
     public final List<Long> committed = Collections.synchronizedList(new ArrayList<>());
+    /** What {@link #wantsCheckpoint()} answers until the next seal (as a ledger at its high-water mark does). */
+    public volatile boolean wants;
 
     @Override
     public void hold(final long firstEpoch)
@@ -21,6 +23,7 @@ public final class RecordingOutputCommit implements OutputCommit
     @Override
     public void seal(final long checkpointId)
     {
+        wants = false;
         events.add("sealed " + checkpointId);
     }
 
@@ -49,5 +52,11 @@ public final class RecordingOutputCommit implements OutputCommit
         {
             return committed.stream().mapToLong(Long::longValue).max().orElse(0);
         }
+    }
+
+    @Override
+    public boolean wantsCheckpoint()
+    {
+        return wants;
     }
 }
