@@ -8,6 +8,7 @@ import dev.colod.agent.qemu.VmSpec;
 import dev.colod.agent.vm.QemuFailover;
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.StandbyImage;
+import dev.colod.agent.vm.WriteTrackingPreload;
 import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.TapBackend;
 import dev.colod.buffer.VmOutputCommit;
@@ -28,10 +29,12 @@ import io.netty.channel.IoEventLoop;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.function.Function;
 import java.util.function.UnaryOperator;
 
@@ -125,7 +128,9 @@ public final class ProtectedVm implements AutoCloseable
     private void openPrimary(final ColodConfig config, final ColodConfig.Vm v, final VmSpec spec,
         final InetSocketAddress peer, final Path runDir, final EventLoopGroup loops, final Hooks hooks) throws Exception
     {
-        final QemuProcess q = QemuProcess.start(spec, runDir, Path.of(config.ramDir).resolve(v.name + ".ram"), false, v.netns);
+        final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
+        final QemuProcess q = QemuProcess.start(spec, runDir, ramFile, false, v.netns,
+            v.writeTracking == ColodConfig.WriteTracking.COMPARE ? Map.of() : WriteTrackingPreload.environment(runDir, ramFile));
         qemu = q;
         closers.add(() ->
         {
@@ -143,12 +148,35 @@ public final class ProtectedVm implements AutoCloseable
             }
         }
         output = new VmOutputCommit(v.name, nics);
-        stateSource = new QemuStateSource(q);
+        stateSource = stateSource(v, q);
         closers.add(stateSource);
         primary = new PrimaryEngine(v.engine(), peer, hooks.source().apply(stateSource),
             hooks.outputCommit() ? output : OutputCommit.NONE, new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM)
             .transport(hooks.transport());
-        handle = VmHandle.primary(v.name, primary, output::stats);
+        handle = VmHandle.primary(v.name, primary, output::stats, stateSource.writeTracking());
+    }
+
+    /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */
+    private static QemuStateSource stateSource(final ColodConfig.Vm v, final QemuProcess q) throws IOException
+    {
+        switch (v.writeTracking)
+        {
+            case COMPARE:
+                return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE);
+            case KERNEL:
+                return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL);
+            default:
+                try
+                {
+                    return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL);
+                }
+                catch (final IOException ex)
+                {
+                    LOG.warn("vm={} kernel write tracking unavailable, comparing RAM with a copy instead " +
+                        "(write-tracking: auto): {}", v.name, ex.getMessage());
+                    return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE);
+                }
+        }
     }
 
     private EpochLedger openNic(final ColodConfig.Vm v, final ColodConfig.Nic n, final Path plumbingDir,

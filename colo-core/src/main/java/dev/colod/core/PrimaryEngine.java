@@ -313,7 +313,7 @@ public final class PrimaryEngine implements AutoCloseable
                 throw new IOException("checkpoint " + id + " state of " + size + " bytes exceeds the session limit of " +
                     limit + " bytes (max-state-bytes)");
             }
-            if (config.mode() == ColoConfig.Mode.SPECULATIVE)
+            if (config.mode() == ColoConfig.Mode.SPECULATIVE && !capture.needsPausedVm())
             {
                 resume(pausedNs);
             }

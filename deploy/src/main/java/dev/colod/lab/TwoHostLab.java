@@ -4,6 +4,7 @@ import dev.colod.agent.Closers;
 import dev.colod.agent.ProtectedVm;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.config.ConfigLoader;
+import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.vm.QemuFailover;
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.StandbyImage;
@@ -304,6 +305,12 @@ public final class TwoHostLab
             return secondary.secondary();
         }
 
+        /** The primary's QEMU. */
+        public QemuProcess qemu()
+        {
+            return primary.qemu();
+        }
+
         public QemuStateSource stateSource()
         {
             return primary.stateSource();
@@ -432,34 +439,43 @@ public final class TwoHostLab
         }
     }
 
-    /** Minimal HTTP/1.0 GET of the guest's counter CGI. */
+    /** Minimal HTTP/1.0 GETs of the guest's CGIs. */
     public static final class Http
     {
         private Http()
         {
         }
 
+        /** The counter CGI: increments the counter in guest RAM and returns it, or -1 on any failure. */
         public static long count(final String ip, final int timeoutMs)
+        {
+            try
+            {
+                return Long.parseLong(get(ip, "/cgi-bin/count", timeoutMs).trim());
+            }
+            catch (final IOException | NumberFormatException ex)
+            {
+                return -1;
+            }
+        }
+
+        /** The body of a 200 answer to GET {@code path}. */
+        public static String get(final String ip, final String path, final int timeoutMs) throws IOException
         {
             try (Socket s = new Socket())
             {
                 s.connect(new InetSocketAddress(ip, 80), timeoutMs);
                 s.setSoTimeout(timeoutMs);
                 final OutputStream out = s.getOutputStream();
-                out.write("GET /cgi-bin/count HTTP/1.0\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+                out.write(("GET " + path + " HTTP/1.0\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
                 out.flush();
                 final InputStream in = s.getInputStream();
                 final String reply = new String(in.readAllBytes(), StandardCharsets.US_ASCII);
                 if (!reply.startsWith("HTTP/1.") || !reply.contains(" 200 "))
                 {
-                    return -1;
+                    throw new IOException("GET " + path + ": " + reply.lines().findFirst().orElse("no answer"));
                 }
-                final String body = reply.substring(reply.indexOf("\r\n\r\n") + 4).trim();
-                return Long.parseLong(body);
-            }
-            catch (final IOException | NumberFormatException ex)
-            {
-                return -1;
+                return reply.substring(reply.indexOf("\r\n\r\n") + 4);
             }
         }
     }

@@ -31,7 +31,7 @@ public final class VmBench
                 rig.protect(TwoHostLab.Protection.of(100));
                 final QemuStateSource s = rig.stateSource();
                 sample(rig, s, mib, "idle", copyGBs);
-                dev.colod.buffer.net.Netns.call(rig.cli, () -> churn());
+                dev.colod.buffer.net.Netns.call(rig.cli, () -> TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/cgi-bin/churn", 10_000));
                 Thread.sleep(1000);
                 sample(rig, s, mib, "writing", copyGBs);
 
@@ -60,26 +60,11 @@ public final class VmBench
         System.exit(0);
     }
 
-    private static Object churn()
-    {
-        try (java.net.Socket so = new java.net.Socket())
-        {
-            so.connect(new java.net.InetSocketAddress(TwoHostLab.GUEST_IP, 80), 5000);
-            so.setSoTimeout(10_000);
-            so.getOutputStream().write("GET /cgi-bin/churn HTTP/1.0\r\n\r\n".getBytes());
-            so.getInputStream().readAllBytes();
-        }
-        catch (final java.io.IOException ex)
-        {
-            throw new java.io.UncheckedIOException(ex);
-        }
-        return null;
-    }
-
     private static void sample(final TwoHostLab.Lab rig, final QemuStateSource s, final int mib,
         final String load, final double copyGBs) throws InterruptedException
     {
-        for (final Histogram h : new Histogram[]{s.stopMicros, s.deviceMicros, s.scanMicros, s.resumeMicros, s.dirtyPages})
+        for (final Histogram h : new Histogram[]{s.stopMicros, s.deviceMicros, s.trackMicros, s.copyMicros, s.resumeMicros,
+            s.dirtyPages})
         {
             h.reset();
         }
@@ -91,14 +76,17 @@ public final class VmBench
         }
         final double pause = rig.primary().counters().pauseMicros.getValueAtPercentile(50);
         final double dev = s.deviceMicros.getValueAtPercentile(50);
-        final double scan = s.scanMicros.getValueAtPercentile(50);
-        final double scanGBs = (mib * 1048576.0) / (scan / 1e6) / 1e9;
-        final double ideal = dev + (mib * 1048576.0) / (copyGBs * 1e9) * 1e6;
-        System.out.printf(Locale.ROOT, "%4d MiB %-7s pause p50 %6.1f ms = stop %.1f + device %.1f + scan %.1f (%d dirty pages," +
-                " %.2f GB/s vs memcpy %.2f GB/s) + resume %.1f ms; pause / (device + RAM at memcpy speed) = %.2fx%n",
-            mib, load, pause / 1000, s.stopMicros.getValueAtPercentile(50) / 1000.0, dev / 1000, scan / 1000,
-            s.dirtyPages.getValueAtPercentile(50), scanGBs, copyGBs, s.resumeMicros.getValueAtPercentile(50) / 1000.0,
-            pause / ideal);
+        final double stop = s.stopMicros.getValueAtPercentile(50);
+        final double track = s.trackMicros.getValueAtPercentile(50);
+        final double copy = s.copyMicros.getValueAtPercentile(50);
+        final double resume = s.resumeMicros.getValueAtPercentile(50);
+        final long pages = s.dirtyPages.getValueAtPercentile(50);
+        // what the pause cannot go below: stop + device state + the written pages at memcpy speed + resume
+        final double floor = stop + dev + pages * 4096.0 / (copyGBs * 1e9) * 1e6 + resume;
+        System.out.printf(Locale.ROOT, "%5d MiB %-7s %-7s pause p50 %6.1f ms = stop %.1f + device %.1f + tracking %.2f + " +
+                "copy %.2f (%d written pages) + resume %.1f ms; pause / (stop + device + pages at memcpy %.1f GB/s + " +
+                "resume) = %.2fx%n", mib, s.writeTracking(), load, pause / 1000, stop / 1000, dev / 1000, track / 1000,
+            copy / 1000, pages, copyGBs, resume / 1000, pause / floor);
     }
 
     /** Plain copy of {@code mib} MiB between two direct buffers: the memory-bandwidth baseline. */

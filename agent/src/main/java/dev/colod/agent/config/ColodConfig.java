@@ -47,6 +47,16 @@ public final class ColodConfig
         KVM, TCG
     }
 
+    public enum WriteTracking
+    {
+        /** The kernel marks written pages (userfaultfd async write-protect + PAGEMAP_SCAN); refused if unavailable. */
+        KERNEL,
+        /** Compare RAM with a shadow copy: no kernel support needed, a second copy of RAM, cost grows with RAM. */
+        COMPARE,
+        /** KERNEL where this host supports it, else COMPARE (with a warning). */
+        AUTO
+    }
+
     public enum Buffer
     {
         /** Agent taps and tc: frames held in colod. */
@@ -79,6 +89,9 @@ public final class ColodConfig
         public int memoryMib = 0;
         public int vcpus = 1;
         public Accel accel = Accel.KVM;
+        /** Primary: how the pages the guest wrote since the last checkpoint are found. */
+        @JsonProperty("write-tracking")
+        public WriteTracking writeTracking = WriteTracking.KERNEL;
         public String kernel;
         public String initrd;
         public String append;

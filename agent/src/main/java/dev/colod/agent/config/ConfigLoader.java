@@ -237,8 +237,8 @@ public final class ConfigLoader
             require(v.role, p, "role");
             require(v.peer, p, "peer");
             check(HOST_PORT.matcher(v.peer).matches(), p + ".peer", "must be host:port, was '" + v.peer + "'");
-            check(v.memoryMib >= 16 && v.memoryMib <= 2047, p + ".memory-mib",
-                "must be 16..2047 (this version checkpoints RAM up to 2 GiB), was " + v.memoryMib);
+            check(v.memoryMib >= 16 && v.memoryMib <= 1 << 20, p + ".memory-mib",
+                "must be 16..1048576 (1 TiB), was " + v.memoryMib);
             final long ramBytes = (long)v.memoryMib << 20;
             check(v.maxStateBytes == null || v.maxStateBytes == 0 || v.maxStateBytes >= ramBytes, p + ".max-state-bytes",
                 "must be 0 (RAM size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);

@@ -153,15 +153,16 @@ public final class Coloctl
                 out().println(r.path("vms").toPrettyString());
                 return 0;
             }
-            out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8s %9s %9s%n", "VM", "ROLE", "STATE", "PEER",
-                "LAST-CKPT", "CKPT/S", "PAUSE-P50", "PAUSE-P99");
+            out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8s %9s %9s %-8s%n", "VM", "ROLE", "STATE", "PEER",
+                "LAST-CKPT", "CKPT/S", "PAUSE-P50", "PAUSE-P99", "TRACKING");
             for (final JsonNode v : r.path("vms"))
             {
                 final long age = v.path("last_checkpoint_age_ms").asLong();
-                out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8.1f %7.1fms %7.1fms%n", v.path("vm").asText(),
+                out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8.1f %7.1fms %7.1fms %-8s%n", v.path("vm").asText(),
                     v.path("role").asText(), v.path("state").asText(), v.path("peer").asText(),
                     age < 0 ? "never" : age + "ms ago", v.path("checkpoints_per_second").asDouble(),
-                    v.path("pause_p50_ms").asDouble(), v.path("pause_p99_ms").asDouble());
+                    v.path("pause_p50_ms").asDouble(), v.path("pause_p99_ms").asDouble(),
+                    v.path("write_tracking").asText());
                 if (!v.path("last_error").asText().isEmpty())
                 {
                     out().println("  last error: " + v.path("last_error").asText());

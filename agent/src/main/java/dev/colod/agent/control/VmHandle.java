@@ -20,27 +20,31 @@ public final class VmHandle
     private final PrimaryEngine primary;
     private final SecondaryEngine secondary;
     private final Supplier<List<NicStats>> buffers;
+    private final String writeTracking;
     private long lastCount;
     private long lastCountNanos = System.nanoTime();
     private double rate;
 
     private VmHandle(final String name, final PrimaryEngine primary, final SecondaryEngine secondary,
-        final Supplier<List<NicStats>> buffers)
+        final Supplier<List<NicStats>> buffers, final String writeTracking)
     {
+        this.writeTracking = writeTracking;
         this.name = name;
         this.primary = primary;
         this.secondary = secondary;
         this.buffers = buffers;
     }
 
-    public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers)
+    /** {@code writeTracking}: how written pages are found ("kernel" or "compare"). */
+    public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
+        final String writeTracking)
     {
-        return new VmHandle(name, e, null, buffers);
+        return new VmHandle(name, e, null, buffers, writeTracking);
     }
 
     public static VmHandle secondary(final String name, final SecondaryEngine e)
     {
-        return new VmHandle(name, null, e, List::of);
+        return new VmHandle(name, null, e, List::of, "-");
     }
 
     public String name()
@@ -71,6 +75,7 @@ public final class VmHandle
         m.put("role", primary != null ? "primary" : "secondary");
         m.put("state", (primary != null ? primary.state() : secondary.state()).name().toLowerCase().replace('_', '-'));
         m.put("peer", primary != null ? primary.peer() : secondary.peer());
+        m.put("write_tracking", writeTracking);
         m.put("last_checkpoint_id", c.lastCheckpointId.get());
         m.put("last_checkpoint_age_ms", last == 0 ? -1 : (now - last) / 1_000_000);
         m.put("checkpoints", count);

@@ -47,6 +47,13 @@ public final class QemuProcess implements AutoCloseable
     public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final boolean incoming,
         final String netns) throws IOException
     {
+        return start(spec, runDir, ramFile, incoming, netns, Map.of());
+    }
+
+    /** As above, with {@code env} added to QEMU's environment (e.g. the write-tracking preload library). */
+    public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final boolean incoming,
+        final String netns, final Map<String, String> env) throws IOException
+    {
         spec.check();
         Files.createDirectories(runDir);
         Files.createDirectories(ramFile.getParent());
@@ -89,8 +96,10 @@ public final class QemuProcess implements AutoCloseable
         }
         cmd.addAll(spec.extraArgs());
         LOG.info("vm={} starting QEMU{}: {}", spec.name(), netns == null ? "" : " in netns " + netns, String.join(" ", cmd));
-        final Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
-            .redirectOutput(runDir.resolve("qemu.out").toFile()).start();
+        final ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true)
+            .redirectOutput(runDir.resolve("qemu.out").toFile());
+        pb.environment().putAll(env);
+        final Process p = pb.start();
         final QmpClient qmp;
         try
         {

@@ -2,6 +2,7 @@ package dev.colod.agent.vm;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.util.zip.CRC32C;
 
 /**
@@ -39,49 +40,78 @@ public final class CheckpointFormat
         return HEADER + deviceBytes + 8 + pages * (8 + PAGE) + 4;
     }
 
-    /** A parsed and verified checkpoint in a buffer. */
-    public record Parsed(boolean full, long ramBytes, int deviceOffset, int deviceLength, long pages, int pagesOffset)
+    /** A verified checkpoint: where its parts are, in bytes from its start. */
+    public record Parsed(boolean full, long ramBytes, long deviceOffset, long deviceLength, long pages, long pagesOffset)
     {
     }
 
-    /** Checks magic, version, lengths and the CRC of a whole checkpoint; names the field that is wrong. */
-    public static Parsed verify(final ByteBuffer b, final String what) throws IOException
+    /**
+     * Checks magic, version, lengths and the CRC of a whole checkpoint in {@code ch} (read in 1 MiB pieces, so
+     * any size works); names the field that is wrong.
+     */
+    public static Parsed verify(final FileChannel ch, final String what) throws IOException
     {
-        final int n = b.limit();
+        final long n = ch.size();
         if (n < HEADER + 8 + 4)
         {
             throw new IOException(what + ": " + n + " bytes is shorter than any checkpoint");
         }
-        if (b.getInt(0) != MAGIC)
+        final ByteBuffer h = read(ch, 0, HEADER);
+        if (h.getInt(0) != MAGIC)
         {
-            throw new IOException(what + ": bad magic 0x" + Integer.toHexString(b.getInt(0)));
+            throw new IOException(what + ": bad magic 0x" + Integer.toHexString(h.getInt(0)));
         }
-        if (Short.toUnsignedInt(b.getShort(4)) != VERSION)
+        if (Short.toUnsignedInt(h.getShort(4)) != VERSION)
         {
-            throw new IOException(what + ": unsupported version " + Short.toUnsignedInt(b.getShort(4)));
+            throw new IOException(what + ": unsupported version " + Short.toUnsignedInt(h.getShort(4)));
         }
-        final boolean full = (b.getShort(6) & FLAG_FULL) != 0;
-        final long ram = b.getLong(8);
-        if (b.getInt(16) != PAGE || ram <= 0 || ram % PAGE != 0)
+        final boolean full = (h.getShort(6) & FLAG_FULL) != 0;
+        final long ram = h.getLong(8);
+        if (h.getInt(16) != PAGE || ram <= 0 || ram % PAGE != 0)
         {
-            throw new IOException(what + ": bad RAM size " + ram + " / page size " + b.getInt(16));
+            throw new IOException(what + ": bad RAM size " + ram + " / page size " + h.getInt(16));
         }
-        final long dev = b.getLong(24);
+        final long dev = h.getLong(24);
         if (dev < 0 || dev > n - HEADER - 12)
         {
             throw new IOException(what + ": bad device-state length " + dev);
         }
-        final long pages = b.getLong(HEADER + (int)dev);
+        final long pages = read(ch, HEADER + dev, 8).getLong(0);
         if (pages < 0 || pages > ram / PAGE || size(dev, pages) != n)
         {
             throw new IOException(what + ": page count " + pages + " does not match its " + n + " bytes");
         }
         final CRC32C crc = new CRC32C();
-        crc.update(b.duplicate().position(0).limit(n - 4));
-        if ((int)crc.getValue() != b.getInt(n - 4))
+        final ByteBuffer buf = ByteBuffer.allocateDirect(1 << 20);
+        for (long at = 0; at < n - 4; )
+        {
+            buf.clear().limit((int)Math.min(buf.capacity(), n - 4 - at));
+            final int r = ch.read(buf, at);
+            if (r <= 0)
+            {
+                throw new IOException(what + ": short read at " + at);
+            }
+            crc.update(buf.flip());
+            at += r;
+        }
+        if ((int)crc.getValue() != read(ch, n - 4, 4).getInt(0))
         {
             throw new IOException(what + ": CRC32C mismatch");
         }
-        return new Parsed(full, ram, HEADER, (int)dev, pages, HEADER + (int)dev + 8);
+        return new Parsed(full, ram, HEADER, dev, pages, HEADER + dev + 8);
+    }
+
+    /** Exactly {@code len} bytes at {@code at}. */
+    static ByteBuffer read(final FileChannel ch, final long at, final int len) throws IOException
+    {
+        final ByteBuffer b = ByteBuffer.allocate(len);
+        while (b.hasRemaining())
+        {
+            if (ch.read(b, at + b.position()) < 0)
+            {
+                throw new IOException("unexpected end of checkpoint at " + (at + b.position()));
+            }
+        }
+        return b.flip();
     }
 }

@@ -11,21 +11,21 @@ import java.io.OutputStream;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
-import java.nio.MappedByteBuffer;
-import java.nio.channels.FileChannel;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.Map;
 import java.util.zip.CRC32C;
 
 /**
- * The primary's VM as a checkpoint source: pauses QEMU over QMP, takes its device state with a
- * {@code migrate} (x-ignore-shared: devices only) into a unix socket this agent listens on, and finds dirty RAM
- * pages by comparing the shared RAM file with a shadow copy of what the secondary has. The first checkpoint of a
- * session carries every page.
+ * The primary's VM as a checkpoint source: pauses QEMU over QMP, takes its device state with a {@code migrate}
+ * (x-ignore-shared: devices only) into a unix socket this agent listens on, and asks {@link WrittenPages} which
+ * RAM pages the guest wrote since the last checkpoint (the kernel's write tracking, or a compare with a shadow
+ * copy). The first checkpoint of a session carries every page, streamed straight from the RAM file while the
+ * VM stays paused; later ones copy only the written pages, so the VM can resume before they are sent.
+ * Memory beyond the guest's RAM: the written pages of one checkpoint (kernel tracking), plus a copy of RAM
+ * (compare). RAM of any size: mapped in 1 GiB chunks.
  * <p>
  * Single-threaded: the checkpoint engine's session thread. Timing of each step is kept for metrics.
  */
@@ -33,51 +33,103 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(QemuStateSource.class);
     private static final int PAGE = CheckpointFormat.PAGE;
-    private static final int DEVICE_HEADROOM = 16 << 20;
-    /** Compare at most this much per mismatch call, so the JVM can reach a safepoint between calls. */
-    private static final int SCAN_CHUNK = 1 << 20;
+    private static final int RECORD = 8 + PAGE;
+    private static final int STREAM_CHUNK = 64 * RECORD;
 
     private final QemuProcess qemu;
     private final long ramBytes;
-    private final MappedByteBuffer ram;
-    private final ByteBuffer shadow;
+    private final GuestRam ram;
+    private final WrittenPages written;
     private final Path migSocket;
-    private ByteBuffer capture;
+    private ByteBuffer pagesCopy = ByteBuffer.allocateDirect(1 << 20);
     private boolean full = true;
 
     /** Per-step time of every checkpoint, microseconds: what the pause is made of. */
     public final org.HdrHistogram.Histogram stopMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
     public final org.HdrHistogram.Histogram deviceMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
-    public final org.HdrHistogram.Histogram scanMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    /** Finding the written pages (PAGEMAP_SCAN, or the compare). */
+    public final org.HdrHistogram.Histogram trackMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    /** Copying the written pages out of guest RAM. */
+    public final org.HdrHistogram.Histogram copyMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
     public final org.HdrHistogram.Histogram resumeMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
-    public final org.HdrHistogram.Histogram dirtyPages = new org.HdrHistogram.ConcurrentHistogram(1L << 32, 2);
+    public final org.HdrHistogram.Histogram dirtyPages = new org.HdrHistogram.ConcurrentHistogram(1L << 40, 2);
 
     /** Per-checkpoint timing, microseconds, of the last capture. */
     public volatile long lastStopMicros;
     public volatile long lastDeviceMicros;
-    public volatile long lastScanMicros;
+    public volatile long lastTrackMicros;
+    public volatile long lastCopyMicros;
     public volatile long lastResumeMicros;
     public volatile long lastDirtyPages;
     public volatile long lastDeviceBytes;
 
-    public QemuStateSource(final QemuProcess qemu) throws IOException
+    /** A source whose written pages come from {@code tracking} (see {@link #open}). */
+    public QemuStateSource(final QemuProcess qemu, final Tracking tracking) throws IOException
     {
         this.qemu = qemu;
         this.ramBytes = qemu.spec().memoryBytes();
-        if (ramBytes > Integer.MAX_VALUE - PAGE)
-        {
-            throw new IOException("vm " + qemu.spec().name() + ": RAM above 2 GiB is not supported by this version");
-        }
-        try (FileChannel ch = FileChannel.open(qemu.ramFile(), StandardOpenOption.READ))
-        {
-            this.ram = ch.map(FileChannel.MapMode.READ_ONLY, 0, ramBytes);
-        }
-        this.shadow = ByteBuffer.allocateDirect((int)ramBytes);
+        this.ram = new GuestRam(qemu.ramFile(), ramBytes);
+        this.written = tracking.open(qemu, ram);
         this.migSocket = qemu.runDir().resolve("checkpoint.sock");
-        // sized once for a full checkpoint (every page) plus generous device state: growing it later would
-        // allocate and copy hundreds of MiB in the middle of a pause
-        this.capture = ByteBuffer.allocateDirect((int)Math.min(Integer.MAX_VALUE - 8,
-            CheckpointFormat.size(DEVICE_HEADROOM, ramBytes / PAGE)));
+        LOG.info("vm={} written pages found by {}", qemu.spec().name(), written.method());
+    }
+
+    /** How written pages are found; {@link #KERNEL} needs QEMU started with {@link WriteTrackingPreload}. */
+    public interface Tracking
+    {
+        Tracking KERNEL = (q, ram) -> KernelWriteTracker.attach(q.spec().name(), q.pid(),
+            WriteTrackingPreload.statusFile(q.runDir()), ram.bytes());
+        Tracking COMPARE = (q, ram) -> new ShadowCompare(ram);
+
+        WrittenPages open(QemuProcess qemu, GuestRam ram) throws IOException;
+
+        /** This tracking, each region it reports passed through {@code filter} first (for tests that audit it). */
+        default Tracking filtered(final java.util.function.UnaryOperator<WrittenPages.Regions> filter)
+        {
+            final Tracking inner = this;
+            return (q, ram) ->
+            {
+                final WrittenPages w = inner.open(q, ram);
+                return new WrittenPages()
+                {
+                    @Override
+                    public String method()
+                    {
+                        return w.method();
+                    }
+
+                    @Override
+                    public void restart() throws IOException
+                    {
+                        w.restart();
+                    }
+
+                    @Override
+                    public long collect(final Regions out) throws IOException
+                    {
+                        return w.collect(filter.apply(out));
+                    }
+
+                    @Override
+                    public long lastTrackNanos()
+                    {
+                        return w.lastTrackNanos();
+                    }
+
+                    @Override
+                    public void close()
+                    {
+                        w.close();
+                    }
+                };
+            };
+        }
+    }
+
+    /** "kernel" or "compare". */
+    public String writeTracking()
+    {
+        return written.method();
     }
 
     @Override
@@ -113,82 +165,83 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         lastDeviceMicros = (t1 - t0) / 1000;
         lastDeviceBytes = device.remaining();
 
-        // header and device state, then pages as the scan finds them
-        ensure(CheckpointFormat.HEADER + device.remaining() + 8 + 4 + 64 * (8 + PAGE));
-        final ByteBuffer c = capture.clear();
-        c.putInt(CheckpointFormat.MAGIC).putShort((short)CheckpointFormat.VERSION)
-            .putShort((short)(full ? CheckpointFormat.FLAG_FULL : 0)).putLong(ramBytes).putInt(PAGE).putInt(0)
-            .putLong(device.remaining()).put(device);
-        final int countAt = c.position();
-        c.putLong(0);
-        long pages = 0;
+        final long pages;
+        final boolean wasFull = full;
         if (full)
         {
-            ensureMore((ramBytes / PAGE) * (8 + PAGE) + 4);
-            for (long p = 0; p < ramBytes / PAGE; p++)
-            {
-                putPage(p);
-            }
-            pages = ramBytes / PAGE;
-            shadow.clear().put(ram.duplicate().clear()).clear();
+            written.restart(); // everything goes now; track writes from this pause on
+            pages = ram.pages();
+            lastTrackMicros = written.lastTrackNanos() / 1000;
+            lastCopyMicros = 0;
         }
         else
         {
-            int pos = 0;
-            final int size = (int)ramBytes;
-            while (pos < size)
-            {
-                final int len = Math.min(SCAN_CHUNK, size - pos);
-                final int m = ram.slice(pos, len).mismatch(shadow.slice(pos, len));
-                if (m < 0)
-                {
-                    pos += len;
-                    continue;
-                }
-                final int page = (pos + m) / PAGE;
-                ensureMore(8 + PAGE + 4);
-                putPage(page);
-                shadow.put(page * PAGE, ram, page * PAGE, PAGE);
-                pages++;
-                pos = (page + 1) * PAGE;
-            }
+            pagesCopy.clear();
+            pages = written.collect(this::copyRegion);
+            pagesCopy.flip();
+            lastTrackMicros = written.lastTrackNanos() / 1000;
+            lastCopyMicros = Math.max(0, (System.nanoTime() - t1) / 1000 - lastTrackMicros);
         }
-        capture.putLong(countAt, pages);
-        final CRC32C crc = new CRC32C();
-        crc.update(capture.duplicate().flip());
-        capture.putInt((int)crc.getValue());
-        capture.flip();
-        lastScanMicros = (System.nanoTime() - t1) / 1000;
+        full = false;
         lastDirtyPages = pages;
         deviceMicros.recordValue(lastDeviceMicros);
-        scanMicros.recordValue(lastScanMicros);
+        trackMicros.recordValue(lastTrackMicros);
+        copyMicros.recordValue(lastCopyMicros);
         dirtyPages.recordValue(pages);
-        full = false;
-        LOG.debug("vm={} checkpoint {}: device {} B in {} us, {} pages in {} us", qemu.spec().name(), checkpointId,
-            lastDeviceBytes, lastDeviceMicros, pages, lastScanMicros);
-        final ByteBuffer view = capture.asReadOnlyBuffer();
+        LOG.debug("vm={} checkpoint {}: device {} B in {} us, {} pages ({}) tracked in {} us, copied in {} us",
+            qemu.spec().name(), checkpointId, lastDeviceBytes, lastDeviceMicros, pages, wasFull ? "full" : "written",
+            lastTrackMicros, lastCopyMicros);
+
+        final ByteBuffer header = ByteBuffer.allocate(CheckpointFormat.HEADER + device.remaining() + 8);
+        header.putInt(CheckpointFormat.MAGIC).putShort((short)CheckpointFormat.VERSION)
+            .putShort((short)(wasFull ? CheckpointFormat.FLAG_FULL : 0)).putLong(ramBytes).putInt(PAGE).putInt(0)
+            .putLong(device.remaining()).put(device).putLong(pages).flip();
+        final long size = CheckpointFormat.size(lastDeviceBytes, pages);
+        final ByteBuffer copied = wasFull ? null : pagesCopy.asReadOnlyBuffer();
         return new StateCapture()
         {
             @Override
             public long sizeBytes()
             {
-                return view.remaining();
+                return size;
+            }
+
+            @Override
+            public boolean needsPausedVm()
+            {
+                return wasFull; // streamed from live RAM
             }
 
             @Override
             public void writeTo(final OutputStream out, final Progress progress) throws IOException
             {
-                final byte[] chunk = new byte[256 * 1024];
-                final ByteBuffer b = view.duplicate();
+                final CRC32C crc = new CRC32C();
+                final byte[] chunk = new byte[STREAM_CHUNK];
                 long done = 0;
-                while (b.hasRemaining())
+                done = send(out, header.duplicate(), chunk, crc, done, progress);
+                if (copied != null)
                 {
-                    final int n = Math.min(chunk.length, b.remaining());
-                    b.get(chunk, 0, n);
-                    out.write(chunk, 0, n);
-                    done += n;
-                    progress.written(done);
+                    done = send(out, copied.duplicate(), chunk, crc, done, progress);
                 }
+                else
+                {
+                    final ByteBuffer records = ByteBuffer.wrap(chunk);
+                    for (long p = 0; p < pages; p++)
+                    {
+                        if (records.remaining() < RECORD)
+                        {
+                            done = flush(out, chunk, records.position(), crc, done, progress);
+                            records.clear();
+                        }
+                        records.putLong(p);
+                        ram.copyPage(p, chunk, records.position());
+                        records.position(records.position() + PAGE);
+                    }
+                    done = flush(out, chunk, records.position(), crc, done, progress);
+                }
+                final int c = (int)crc.getValue();
+                out.write(new byte[]{(byte)(c >>> 24), (byte)(c >>> 16), (byte)(c >>> 8), (byte)c});
+                progress.written(done + 4);
             }
 
             @Override
@@ -198,30 +251,54 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         };
     }
 
-    private void putPage(final long page)
+    private static long send(final OutputStream out, final ByteBuffer b, final byte[] chunk, final CRC32C crc,
+        final long done, final StateCapture.Progress progress) throws IOException
     {
-        capture.putLong(page);
-        capture.put(capture.position(), ram, (int)(page * PAGE), PAGE);
-        capture.position(capture.position() + PAGE);
-    }
-
-    private void ensure(final long bytes)
-    {
-        if (capture.capacity() < bytes)
+        long d = done;
+        while (b.hasRemaining())
         {
-            capture = ByteBuffer.allocateDirect((int)Math.min(Integer.MAX_VALUE - 8, Math.max(bytes, capture.capacity() * 2L)));
+            final int n = Math.min(chunk.length, b.remaining());
+            b.get(chunk, 0, n);
+            d = flush(out, chunk, n, crc, d, progress);
         }
+        return d;
     }
 
-    private void ensureMore(final long bytes)
+    private static long flush(final OutputStream out, final byte[] chunk, final int n, final CRC32C crc, final long done,
+        final StateCapture.Progress progress) throws IOException
     {
-        if (capture.remaining() < bytes)
+        if (n == 0)
         {
-            final ByteBuffer bigger = ByteBuffer.allocateDirect(
-                (int)Math.min(Integer.MAX_VALUE - 8, Math.max(capture.position() + bytes, capture.capacity() * 2L)));
-            capture.flip();
-            bigger.put(capture);
-            capture = bigger;
+            return done;
+        }
+        crc.update(chunk, 0, n);
+        out.write(chunk, 0, n);
+        progress.written(done + n);
+        return done + n;
+    }
+
+    /** Copies a run of written pages into {@link #pagesCopy} as (index, bytes) records, growing it if needed. */
+    private void copyRegion(final long first, final long count)
+    {
+        final long need = count * RECORD;
+        if (pagesCopy.remaining() < need)
+        {
+            // grows by doubling: the buffer ends up as large as the largest checkpoint's written pages
+            final long cap = Math.max(pagesCopy.position() + need, pagesCopy.capacity() * 2L);
+            if (cap > Integer.MAX_VALUE - 8)
+            {
+                throw new IllegalStateException("vm " + qemu.spec().name() + ": more than 2 GiB of pages written in one " +
+                    "checkpoint; checkpoint more often");
+            }
+            final ByteBuffer bigger = ByteBuffer.allocateDirect((int)cap);
+            pagesCopy.flip();
+            bigger.put(pagesCopy);
+            pagesCopy = bigger;
+        }
+        for (long p = first; p < first + count; p++)
+        {
+            pagesCopy.putLong(p);
+            ram.copyPage(p, pagesCopy);
         }
     }
 
@@ -279,6 +356,6 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     @Override
     public void close()
     {
-        // mapped and direct buffers are released by the GC; nothing else is held
+        written.close(); // mapped and direct buffers are released by the GC
     }
 }

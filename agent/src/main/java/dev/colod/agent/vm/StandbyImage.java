@@ -135,13 +135,16 @@ public final class StandbyImage implements VmStateSink
         return Long.parseLong(Files.readString(dir.resolve("pending.id")).trim());
     }
 
-    /** Applies pending.ckpt to the image and makes it the committed checkpoint. Idempotent. */
+    /**
+     * Applies pending.ckpt to the image and makes it the committed checkpoint. Idempotent. Streams the checkpoint
+     * and writes pages through 1 GiB mappings of the RAM file, so neither needs to fit one buffer.
+     */
     private void apply(final long checkpointId) throws IOException
     {
+        final String what = "vm " + vm + " checkpoint " + checkpointId;
         try (FileChannel p = FileChannel.open(pending(), StandardOpenOption.READ))
         {
-            final MappedByteBuffer b = p.map(FileChannel.MapMode.READ_ONLY, 0, p.size());
-            final CheckpointFormat.Parsed c = CheckpointFormat.verify(b, "vm " + vm + " checkpoint " + checkpointId);
+            final CheckpointFormat.Parsed c = CheckpointFormat.verify(p, what);
             if (!c.full() && !Files.exists(ramFile()))
             {
                 throw new IOException("vm " + vm + ": checkpoint " + checkpointId +
@@ -155,26 +158,56 @@ public final class StandbyImage implements VmStateSink
                     ram.truncate(c.ramBytes());
                     ram.write(ByteBuffer.wrap(new byte[1]), c.ramBytes() - 1);
                 }
-                final MappedByteBuffer r = ram.map(FileChannel.MapMode.READ_WRITE, 0, c.ramBytes());
-                int at = c.pagesOffset();
-                for (long i = 0; i < c.pages(); i++)
+                final long chunk = 1L << 30;
+                final MappedByteBuffer[] r = new MappedByteBuffer[(int)((c.ramBytes() + chunk - 1) / chunk)];
+                for (int i = 0; i < r.length; i++)
                 {
-                    final long page = b.getLong(at);
-                    if (page < 0 || page >= c.ramBytes() / CheckpointFormat.PAGE)
-                    {
-                        throw new IOException("vm " + vm + ": checkpoint " + checkpointId + " names page " + page +
-                            " outside " + c.ramBytes() + " bytes of RAM");
-                    }
-                    r.put((int)(page * CheckpointFormat.PAGE), b, at + 8, CheckpointFormat.PAGE);
-                    at += 8 + CheckpointFormat.PAGE;
+                    r[i] = ram.map(FileChannel.MapMode.READ_WRITE, i * chunk, Math.min(chunk, c.ramBytes() - i * chunk));
                 }
-                r.force();
+                final int record = 8 + CheckpointFormat.PAGE;
+                final ByteBuffer buf = ByteBuffer.allocateDirect(256 * record);
+                long at = c.pagesOffset();
+                long left = c.pages();
+                while (left > 0)
+                {
+                    final int n = (int)Math.min(256, left);
+                    buf.clear().limit(n * record);
+                    while (buf.hasRemaining())
+                    {
+                        if (p.read(buf, at + buf.position()) < 0)
+                        {
+                            throw new IOException(what + ": ends inside its pages");
+                        }
+                    }
+                    buf.flip();
+                    for (int k = 0; k < n; k++)
+                    {
+                        final long page = buf.getLong(k * record);
+                        if (page < 0 || page >= c.ramBytes() / CheckpointFormat.PAGE)
+                        {
+                            throw new IOException("vm " + vm + ": checkpoint " + checkpointId + " names page " + page +
+                                " outside " + c.ramBytes() + " bytes of RAM");
+                        }
+                        final long off = page * CheckpointFormat.PAGE;
+                        r[(int)(off / chunk)].put((int)(off % chunk), buf, k * record + 8, CheckpointFormat.PAGE);
+                    }
+                    at += (long)n * record;
+                    left -= n;
+                }
+                for (final MappedByteBuffer m : r)
+                {
+                    m.force();
+                }
             }
             final Path devTmp = dir.resolve("device.state.tmp");
             try (FileChannel d = FileChannel.open(devTmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                 StandardOpenOption.TRUNCATE_EXISTING))
             {
-                d.write(b.duplicate().position(c.deviceOffset()).limit(c.deviceOffset() + c.deviceLength()));
+                long done = 0;
+                while (done < c.deviceLength())
+                {
+                    done += p.transferTo(c.deviceOffset() + done, c.deviceLength() - done, d);
+                }
                 d.force(false);
             }
             Files.move(devTmp, deviceStateFile(), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);

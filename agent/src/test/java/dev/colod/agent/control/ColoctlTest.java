@@ -47,7 +47,7 @@ class ColoctlTest
             List.of(new NicStats.EpochStats(7, 1, 60), new NicStats.EpochStats(-1, 0, 0)), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
         socket = dir.resolve("colod.sock");
         server = new ControlServer(socket, List.of(
-            VmHandle.primary("web1", pair.primary, () -> List.of(held)),
+            VmHandle.primary("web1", pair.primary, () -> List.of(held), "kernel"),
             VmHandle.secondary("web2", pair.secondary)));
     }
 
@@ -84,13 +84,14 @@ class ColoctlTest
     {
         final Run table = coloctl("status");
         assertThat(table.code()).isZero();
-        assertThat(table.out()).contains("VM", "STATE", "web1", "primary", "protected", "web2", "secondary");
+        assertThat(table.out()).contains("VM", "STATE", "web1", "primary", "protected", "web2", "secondary", "TRACKING",
+            "kernel");
         final Run json = coloctl("status", "-o", "json");
         assertThat(json.code()).isZero();
         final JsonNode vms = new ObjectMapper().readTree(json.out());
         assertThat(vms).hasSize(2);
         for (final String field : List.of("vm", "role", "state", "peer", "last_checkpoint_age_ms", "checkpoints",
-            "checkpoints_per_second", "pause_p50_ms", "pause_p99_ms", "last_error"))
+            "checkpoints_per_second", "pause_p50_ms", "pause_p99_ms", "write_tracking", "last_error"))
         {
             assertThat(vms.get(0).has(field)).as(field).isTrue();
         }
@@ -164,7 +165,7 @@ class ColoctlTest
     void metricsEndpointServesPrometheusTextOnLoopback() throws Exception
     {
         try (MetricsServer m = new MetricsServer(new java.net.InetSocketAddress("127.0.0.1", 0), List.of(
-            VmHandle.primary("web1", pair.primary, () -> List.of()), VmHandle.secondary("web2", pair.secondary))))
+            VmHandle.primary("web1", pair.primary, () -> List.of(), "kernel"), VmHandle.secondary("web2", pair.secondary))))
         {
             final java.net.HttpURLConnection c = (java.net.HttpURLConnection)
                 new java.net.URL("http://127.0.0.1:" + m.port() + "/metrics").openConnection();

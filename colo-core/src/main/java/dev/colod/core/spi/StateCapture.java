@@ -11,6 +11,16 @@ public interface StateCapture extends AutoCloseable
     /** Write exactly {@link #sizeBytes()} bytes to {@code out}; {@code progress} is told as bytes go out. */
     void writeTo(OutputStream out, Progress progress) throws IOException;
 
+    /**
+     * True when the bytes are read from the live VM as they are written (e.g. a first, full checkpoint streamed
+     * straight from guest RAM instead of copied): then the VM must stay paused until {@link #writeTo} is done,
+     * even in speculative mode.
+     */
+    default boolean needsPausedVm()
+    {
+        return false;
+    }
+
     @Override
     void close();
 

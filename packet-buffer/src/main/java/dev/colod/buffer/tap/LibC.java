@@ -15,6 +15,7 @@ public final class LibC
     }
 
     // asm-generic/fcntl.h
+    public static final int O_RDONLY = 0x0;
     public static final int O_RDWR = 0x2;
     public static final int O_NONBLOCK = 0x800;
     public static final int O_CLOEXEC = 0x80000;
@@ -28,6 +29,8 @@ public final class LibC
     public static native int open(String path, int flags);
 
     public static native int ioctl(int fd, long request, byte[] arg);
+
+    public static native int ioctl(int fd, long request, com.sun.jna.Pointer arg);
 
     public static native int close(int fd);
 
