@@ -266,6 +266,16 @@ public final class PrimaryEngine implements AutoCloseable
         checkSessionAlive(end);
         counters.sessionsStarted.incrementAndGet();
         source.beginSession(checkpointId);
+        // the live first synchronisation: all of RAM while the guest runs; output still passes (unprotected)
+        try (StateCapture base = source.liveBase(checkpointId))
+        {
+            if (base != null)
+            {
+                syncBase(ch, checkpointId, limit, base);
+                lastCompleted = checkpointId;
+                checkpointId++;
+            }
+        }
         output.hold(checkpointId);
         enter(ProtectionState.PROTECTED);
         LOG.info("vm={} protected by {} (session {}, mode {}, first checkpoint {})", config.vmName(), peer,
@@ -344,6 +354,40 @@ public final class PrimaryEngine implements AutoCloseable
         counters.lastCheckpointNanos.set(endNs);
         counters.checkpointsCompleted.incrementAndGet();
         LOG.debug("vm={} checkpoint {} done in {} us", config.vmName(), id, (endNs - startNs) / 1000);
+    }
+
+    /**
+     * The base transaction of a live first synchronisation: the seed's seven messages without a pause and without
+     * an epoch (the secondary stages and commits it as a base it cannot resume from on its own).
+     */
+    private void syncBase(final ColoChannel ch, final long id, final long limit, final StateCapture base) throws Exception
+    {
+        final long startNs = clock.nanoTime();
+        ch.checkpointId(id);
+        final long size = base.sizeBytes();
+        if (size < 0 || size > limit)
+        {
+            throw new IOException("base image " + id + " of " + size + " bytes exceeds the session limit of " + limit +
+                " bytes (max-state-bytes)");
+        }
+        watchdog.arm("sending checkpoint-request (base)", config.syncTimeoutMs());
+        ch.put(ColoCommand.CHECKPOINT_REQUEST);
+        watchdog.arm("waiting for checkpoint-reply (base)", config.syncTimeoutMs());
+        ch.expect(ColoCommand.CHECKPOINT_REPLY);
+        watchdog.arm("sending the base image", config.transferTimeoutMs());
+        ch.put(ColoCommand.VMSTATE_SEND);
+        ch.putStateSize(size);
+        base.writeTo(ch.out(), done -> ch.tap().stateProgress(done, size, id));
+        ch.out().flush();
+        counters.stateBytes.addAndGet(size);
+        watchdog.arm("waiting for vmstate-received (base)", config.transferTimeoutMs());
+        ch.expect(ColoCommand.VMSTATE_RECEIVED);
+        watchdog.arm("waiting for vmstate-loaded (base)", config.transferTimeoutMs());
+        ch.expect(ColoCommand.VMSTATE_LOADED);
+        watchdog.disarm();
+        counters.baseSyncMicros.recordValue(Math.max(0, (clock.nanoTime() - startNs) / 1000));
+        LOG.info("vm={} base image {} ({} MiB) synchronised live in {} ms", config.vmName(), id, size >> 20,
+            (clock.nanoTime() - startNs) / 1_000_000);
     }
 
     private void resume(final long pausedNs) throws IOException

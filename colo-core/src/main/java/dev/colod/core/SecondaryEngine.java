@@ -442,11 +442,12 @@ public final class SecondaryEngine implements AutoCloseable
         }
         state = ProtectionState.FAILING_OVER;
         final long committed = sink.lastCommitted();
-        if (committed == 0)
+        if (!sink.resumable())
         {
             failover.reset();
             state = ProtectionState.CONNECTING;
-            final String detail = why + "; no checkpoint was ever committed, so there is nothing to resume";
+            final String detail = why + (committed == 0 ? "; no checkpoint was ever committed, so there is nothing to resume"
+                : "; the standby image is still being synchronised (no consistent checkpoint yet), so there is nothing to resume");
             LOG.error("vm={} CANNOT FAIL OVER: {}", config.vmName(), detail);
             exitListeners.publish(new ExitEvent("secondary", reason, detail, peerLost, 0, false, null));
             return;

@@ -11,6 +11,7 @@ import dev.colod.agent.vm.StandbyImage;
 import dev.colod.buffer.NicStats;
 import dev.colod.buffer.net.IpRoute;
 import dev.colod.buffer.net.Netns;
+import dev.colod.core.ColoConfig;
 import dev.colod.core.ExitEvent;
 import dev.colod.core.PrimaryEngine;
 import dev.colod.core.SecondaryEngine;
@@ -61,28 +62,33 @@ public final class TwoHostLab
     }
 
     /** How a run protects the VM. */
-    public record Protection(boolean outputCommit, long checkpointDelayMs, boolean hotStandby,
+    public record Protection(boolean outputCommit, long checkpointDelayMs, boolean hotStandby, ColoConfig.Mode mode,
                              UnaryOperator<VmStateSource> source, Function<StandbyImage, VmStateSink> sink)
     {
-        /** Output commit on, checkpoints every {@code checkpointDelayMs}, cold standby, nothing observed. */
+        /** Strict mode, output commit on, checkpoints every {@code checkpointDelayMs}, cold standby, nothing observed. */
         public static Protection of(final long checkpointDelayMs)
         {
-            return new Protection(true, checkpointDelayMs, false, s -> s, i -> i);
+            return new Protection(true, checkpointDelayMs, false, ColoConfig.Mode.STRICT, s -> s, i -> i);
         }
 
         public Protection withoutOutputCommit()
         {
-            return new Protection(false, checkpointDelayMs, hotStandby, source, sink);
+            return new Protection(false, checkpointDelayMs, hotStandby, mode, source, sink);
         }
 
         public Protection hot()
         {
-            return new Protection(outputCommit, checkpointDelayMs, true, source, sink);
+            return new Protection(outputCommit, checkpointDelayMs, true, mode, source, sink);
+        }
+
+        public Protection in(final ColoConfig.Mode m)
+        {
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, m, source, sink);
         }
 
         public Protection observed(final UnaryOperator<VmStateSource> src, final Function<StandbyImage, VmStateSink> snk)
         {
-            return new Protection(outputCommit, checkpointDelayMs, hotStandby, src, snk);
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, mode, src, snk);
         }
     }
 
@@ -174,6 +180,12 @@ public final class TwoHostLab
         public String yaml(final String role, final Path runtime, final long checkpointDelayMs, final boolean hot,
             final boolean inProcess)
         {
+            return yaml(role, runtime, checkpointDelayMs, hot, ColoConfig.Mode.STRICT, inProcess);
+        }
+
+        public String yaml(final String role, final Path runtime, final long checkpointDelayMs, final boolean hot,
+            final ColoConfig.Mode mode, final boolean inProcess)
+        {
             return String.join("\n",
                 "runtime-dir: " + runtime,
                 "ram-dir: " + ramDir(role),
@@ -185,6 +197,7 @@ public final class TwoHostLab
                 "    peer: 198.19.0.2:" + PORT,
                 inProcess ? "    netns: " + ("primary".equals(role) ? pri : sec) : "",
                 "    standby: " + (hot ? "hot" : "cold"),
+                "    mode: " + mode.name().toLowerCase(),
                 "    checkpoint-delay-ms: " + checkpointDelayMs,
                 "    heartbeat-timeout-ms: 1000",
                 "    memory-mib: " + memoryMiB,
@@ -199,10 +212,10 @@ public final class TwoHostLab
                 "");
         }
 
-        private ColodConfig config(final String role, final long checkpointDelayMs, final boolean hot) throws Exception
+        private ColodConfig config(final String role, final Protection how, final boolean hot) throws Exception
         {
             final Path file = runDir.resolve(role + ".yaml");
-            Files.writeString(file, yaml(role, runDir.resolve(role + "-run"), checkpointDelayMs, hot, true));
+            Files.writeString(file, yaml(role, runDir.resolve(role + "-run"), how.checkpointDelayMs(), hot, how.mode(), true));
             return ConfigLoader.load(file);
         }
 
@@ -245,7 +258,7 @@ public final class TwoHostLab
         public void bootPrimary(final Protection how) throws Exception
         {
             outputCommit = how.outputCommit();
-            primary = open(config("primary", how.checkpointDelayMs(), false),
+            primary = open(config("primary", how, false),
                 new ProtectedVm.Hooks(transport("primary"), how.source(), i -> i, how.outputCommit()));
             closers.add(primary);
             closers.add(() -> deleteTree(ramDir("primary")));
@@ -264,7 +277,7 @@ public final class TwoHostLab
         /** Starts the secondary, then protection, and waits for two checkpoints. */
         public void protect(final Protection how) throws Exception
         {
-            secondary = open(config("secondary", how.checkpointDelayMs(), how.hotStandby()),
+            secondary = open(config("secondary", how, how.hotStandby()),
                 new ProtectedVm.Hooks(transport("secondary"), s -> s, how.sink(), true));
             closers.add(secondary);
             closers.add(() -> deleteTree(ramDir("secondary")));

@@ -5,6 +5,7 @@ import dev.colod.lab.TwoHostLab.Lab;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.buffer.NetnsLab;
 import dev.colod.buffer.Prerequisites;
+import dev.colod.core.ColoConfig;
 import dev.colod.core.ExitEvent;
 import dev.colod.core.ProtectionState;
 import dev.colod.core.spi.StateCapture;
@@ -12,6 +13,8 @@ import dev.colod.core.spi.VmStateSink;
 import dev.colod.core.spi.VmStateSource;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 
 import java.io.IOException;
 import java.nio.MappedByteBuffer;
@@ -97,6 +100,12 @@ class FailoverEndToEndTest
                 }
 
                 @Override
+                public StateCapture liveBase(final long id) throws IOException
+                {
+                    return inner.liveBase(id);
+                }
+
+                @Override
                 public void pause() throws IOException
                 {
                     inner.pause();
@@ -160,6 +169,18 @@ class FailoverEndToEndTest
                 }
 
                 @Override
+                public boolean resumable()
+                {
+                    return inner.resumable();
+                }
+
+                @Override
+                public void loaded(final long id)
+                {
+                    inner.loaded(id);
+                }
+
+                @Override
                 public void activate(final long id) throws Exception
                 {
                     inner.activate(id);
@@ -201,13 +222,14 @@ class FailoverEndToEndTest
         }
     }
 
-    @Test
-    void clientSeesStrictlyIncreasingCounterThroughFailoverWithOutputCommit() throws Exception
+    @ParameterizedTest
+    @EnumSource(ColoConfig.Mode.class)
+    void clientSeesStrictlyIncreasingCounterThroughFailoverWithOutputCommit(final ColoConfig.Mode mode) throws Exception
     {
         try (Lab rig = new Lab(GUEST))
         {
             final Hashes hashes = new Hashes(3, 5);
-            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200)
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200).in(mode)
                 .observed(s -> hashes.source(s, rig.primaryRam()), hashes::sink);
             rig.bootPrimary(how);
             rig.protect(how);
@@ -229,12 +251,14 @@ class FailoverEndToEndTest
                     assertThat(differing).as("first differing page of checkpoint %d", id).isEqualTo(-1);
                 }
 
-                // a random moment, once the client has been counting for a while
+                // a random moment of the checkpoint cycle, once the client has been counting for a while
                 while (client.values().size() < 5)
                 {
                     Thread.sleep(20);
                 }
-                Thread.sleep(new Random().nextInt(2_000));
+                final long seed = System.nanoTime();
+                System.out.printf("%s: kill after a random delay (seed %d)%n", mode, seed);
+                Thread.sleep(new Random(seed).nextInt(2_000));
                 final long before = client.values().size();
                 final long killedAt = System.nanoTime();
                 rig.killPrimary();
@@ -250,8 +274,8 @@ class FailoverEndToEndTest
                 }
                 client.close();
                 final List<Long> values = client.values();
-                System.out.printf("output commit on: %d values before the kill, %d after; failover: QEMU start %d ms," +
-                    " load+cont %d ms; values %s%n", before, values.size() - before, rig.failover().lastStartMicros / 1000,
+                System.out.printf("%s, output commit on: %d values before the kill, %d after; failover: QEMU start %d ms," +
+                    " load+cont %d ms; values %s%n", mode, before, values.size() - before, rig.failover().lastStartMicros / 1000,
                     rig.failover().lastLoadMicros / 1000, values);
                 assertStrictlyIncreasing(values);
                 assertThat(rig.nic().releasedFrames()).as("frames were held and released").isPositive();
@@ -259,12 +283,13 @@ class FailoverEndToEndTest
         }
     }
 
-    @Test
-    void controlRunWithoutOutputCommitShowsTheClientARepeatedValue() throws Exception
+    @ParameterizedTest
+    @EnumSource(ColoConfig.Mode.class)
+    void controlRunWithoutOutputCommitShowsTheClientARepeatedValue(final ColoConfig.Mode mode) throws Exception
     {
         try (Lab rig = new Lab(GUEST))
         {
-            final TwoHostLab.Protection control = TwoHostLab.Protection.of(1_000).withoutOutputCommit();
+            final TwoHostLab.Protection control = TwoHostLab.Protection.of(1_000).in(mode).withoutOutputCommit();
             rig.bootPrimary(control);
             rig.protect(control);
             try (Client client = new Client(rig.cli))
@@ -294,7 +319,7 @@ class FailoverEndToEndTest
                 }
                 client.close();
                 final List<Long> values = client.values();
-                System.out.println("output commit off (control): values " + values);
+                System.out.println(mode + ", output commit off (control): values " + values);
                 boolean violated = false;
                 for (int i = 1; i < values.size(); i++)
                 {

@@ -12,7 +12,8 @@ import java.util.zip.CRC32C;
  *  off size field
  *   0   4   magic 0x434C434B ("CLCK")
  *   4   2   version 1
- *   6   2   flags: bit 0 FULL (every page of RAM follows)
+ *   6   2   flags: bit 0 FULL (every page of RAM follows); bit 1 BASE (a live first synchronisation: every
+ *           page, read while the guest ran, no device state; not resumable until a later checkpoint commits)
  *   8   8   RAM size in bytes
  *  16   4   page size (4096)
  *  20   4   reserved, 0
@@ -28,6 +29,7 @@ public final class CheckpointFormat
     public static final int MAGIC = 0x434C434B;
     public static final int VERSION = 1;
     public static final int FLAG_FULL = 1;
+    public static final int FLAG_BASE = 2;
     public static final int PAGE = 4096;
     public static final int HEADER = 32;
 
@@ -41,7 +43,8 @@ public final class CheckpointFormat
     }
 
     /** A verified checkpoint: where its parts are, in bytes from its start. */
-    public record Parsed(boolean full, long ramBytes, long deviceOffset, long deviceLength, long pages, long pagesOffset)
+    public record Parsed(boolean full, boolean base, long ramBytes, long deviceOffset, long deviceLength, long pages,
+                         long pagesOffset)
     {
     }
 
@@ -66,6 +69,7 @@ public final class CheckpointFormat
             throw new IOException(what + ": unsupported version " + Short.toUnsignedInt(h.getShort(4)));
         }
         final boolean full = (h.getShort(6) & FLAG_FULL) != 0;
+        final boolean base = (h.getShort(6) & FLAG_BASE) != 0;
         final long ram = h.getLong(8);
         if (h.getInt(16) != PAGE || ram <= 0 || ram % PAGE != 0)
         {
@@ -98,7 +102,7 @@ public final class CheckpointFormat
         {
             throw new IOException(what + ": CRC32C mismatch");
         }
-        return new Parsed(full, ram, HEADER, dev, pages, HEADER + dev + 8);
+        return new Parsed(full, base, ram, HEADER, dev, pages, HEADER + dev + 8);
     }
 
     /** Exactly {@code len} bytes at {@code at}. */

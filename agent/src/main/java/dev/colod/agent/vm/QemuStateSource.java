@@ -138,6 +138,36 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         full = true;
     }
 
+    /**
+     * All of RAM while the guest runs (kernel tracking restarts first, so every page written from here on is in the
+     * next checkpoint); with compare tracking the shadow is refreshed first and the base is read from it, so the
+     * next compare finds exactly what the secondary lacks. No device state (that needs a pause).
+     */
+    @Override
+    public StateCapture liveBase(final long checkpointId) throws IOException
+    {
+        if (!full)
+        {
+            return null;
+        }
+        final long t0 = System.nanoTime();
+        written.restart();
+        full = false;
+        lastTrackMicros = written.lastTrackNanos() / 1000;
+        LOG.info("vm={} base image {}: {} MiB read live ({}; tracking restarted in {} us)", qemu.spec().name(),
+            checkpointId, ramBytes >> 20, written.method(), (System.nanoTime() - t0) / 1000);
+        final PageReader pages = written instanceof ShadowCompare ? ((ShadowCompare)written)::copyShadowPage
+            : ram::copyPage;
+        return stream(CheckpointFormat.FLAG_FULL | CheckpointFormat.FLAG_BASE, ByteBuffer.allocate(0), ram.pages(), null,
+            pages, false);
+    }
+
+    /** Reads page {@code page} into {@code dst} at {@code off}. */
+    interface PageReader
+    {
+        void copyPage(long page, byte[] dst, int off);
+    }
+
     @Override
     public void pause() throws IOException
     {
@@ -192,12 +222,22 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             qemu.spec().name(), checkpointId, lastDeviceBytes, lastDeviceMicros, pages, wasFull ? "full" : "written",
             lastTrackMicros, lastCopyMicros);
 
+        return stream(wasFull ? CheckpointFormat.FLAG_FULL : 0, device, pages, wasFull ? null : pagesCopy.asReadOnlyBuffer(),
+            ram::copyPage, wasFull);
+    }
+
+    /**
+     * A state stream: header, device state, page count, then either the copied records or every page read by
+     * {@code reader} as it is written, then the CRC32C of it all (computed while writing).
+     */
+    private StateCapture stream(final int flags, final ByteBuffer device, final long pages, final ByteBuffer copied,
+        final PageReader reader, final boolean needsPausedVm)
+    {
         final ByteBuffer header = ByteBuffer.allocate(CheckpointFormat.HEADER + device.remaining() + 8);
-        header.putInt(CheckpointFormat.MAGIC).putShort((short)CheckpointFormat.VERSION)
-            .putShort((short)(wasFull ? CheckpointFormat.FLAG_FULL : 0)).putLong(ramBytes).putInt(PAGE).putInt(0)
-            .putLong(device.remaining()).put(device).putLong(pages).flip();
-        final long size = CheckpointFormat.size(lastDeviceBytes, pages);
-        final ByteBuffer copied = wasFull ? null : pagesCopy.asReadOnlyBuffer();
+        header.putInt(CheckpointFormat.MAGIC).putShort((short)CheckpointFormat.VERSION).putShort((short)flags)
+            .putLong(ramBytes).putInt(PAGE).putInt(0).putLong(device.remaining()).put(device.duplicate()).putLong(pages)
+            .flip();
+        final long size = CheckpointFormat.size(device.remaining(), pages);
         return new StateCapture()
         {
             @Override
@@ -209,7 +249,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             @Override
             public boolean needsPausedVm()
             {
-                return wasFull; // streamed from live RAM
+                return needsPausedVm;
             }
 
             @Override
@@ -217,8 +257,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             {
                 final CRC32C crc = new CRC32C();
                 final byte[] chunk = new byte[STREAM_CHUNK];
-                long done = 0;
-                done = send(out, header.duplicate(), chunk, crc, done, progress);
+                long done = send(out, header.duplicate(), chunk, crc, 0, progress);
                 if (copied != null)
                 {
                     done = send(out, copied.duplicate(), chunk, crc, done, progress);
@@ -234,7 +273,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
                             records.clear();
                         }
                         records.putLong(p);
-                        ram.copyPage(p, chunk, records.position());
+                        reader.copyPage(p, chunk, records.position());
                         records.position(records.position() + PAGE);
                     }
                     done = flush(out, chunk, records.position(), crc, done, progress);

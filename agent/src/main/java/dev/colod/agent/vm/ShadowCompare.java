@@ -78,6 +78,13 @@ public final class ShadowCompare implements WrittenPages
         return pages;
     }
 
+    /** Page {@code page} as the shadow holds it (what a live base sends, so the next compare is exact). */
+    void copyShadowPage(final long page, final byte[] dst, final int off)
+    {
+        final long at = page * GuestRam.PAGE;
+        shadow[(int)(at / GuestRam.CHUNK)].get((int)(at % GuestRam.CHUNK), dst, off, GuestRam.PAGE);
+    }
+
     @Override
     public long lastTrackNanos()
     {

@@ -13,13 +13,14 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.util.zip.CRC32C;
 
 /**
  * The secondary's committed image of one VM, in a directory (best on tmpfs, e.g. /dev/shm/colod/VM):
  * <pre>
  *   ram            the RAM file a failover QEMU maps (shared memory-backend file)
  *   device.state   QEMU device state of the committed checkpoint
- *   committed      the committed checkpoint id, as text
+ *   committed      the committed checkpoint id, as text; "ID base" while it is only a live base image
  *   staging.ckpt   a checkpoint being received
  *   pending.ckpt   a wholly received, verified checkpoint being applied (redo log)
  * </pre>
@@ -50,10 +51,16 @@ public final class StandbyImage implements VmStateSink
     private final Path dir;
     private final String vm;
     private final Activation activation;
+    /** Header, device-state length 0 and page count: what decides whether a stream is a base image. */
+    private static final int BASE_PREFIX = CheckpointFormat.HEADER + 8;
+
     private FileChannel staging;
+    private DirectBase base;
+    private long stagedBytes;
     private long stagingId = -1;
     private long stagingSize;
     private volatile long lastCommitted;
+    private volatile boolean resumable;
 
     public StandbyImage(final Path dir, final String vm, final Activation activation) throws IOException
     {
@@ -68,7 +75,9 @@ public final class StandbyImage implements VmStateSink
             apply(readPendingId());
         }
         final Path c = dir.resolve("committed");
-        lastCommitted = Files.exists(c) ? Long.parseLong(Files.readString(c).trim()) : 0;
+        final String[] committed = Files.exists(c) ? Files.readString(c).trim().split(" ") : new String[]{"0"};
+        lastCommitted = Long.parseLong(committed[0]);
+        resumable = lastCommitted > 0 && committed.length == 1;
     }
 
     public Path ramFile()
@@ -92,6 +101,13 @@ public final class StandbyImage implements VmStateSink
         return lastCommitted;
     }
 
+    /** False while the image is a live base without the paused checkpoint that completes it. */
+    @Override
+    public boolean resumable()
+    {
+        return resumable;
+    }
+
     @Override
     public void stage(final long checkpointId, final long sizeBytes) throws IOException
     {
@@ -100,21 +116,175 @@ public final class StandbyImage implements VmStateSink
             StandardOpenOption.TRUNCATE_EXISTING);
         stagingId = checkpointId;
         stagingSize = sizeBytes;
+        stagedBytes = 0;
+        base = null;
     }
 
     @Override
     public void stageWrite(final byte[] buf, final int off, final int len) throws IOException
     {
+        if (base != null)
+        {
+            base.feed(buf, off, len);
+            stagedBytes += len;
+            return;
+        }
         final ByteBuffer b = ByteBuffer.wrap(buf, off, len);
         while (b.hasRemaining())
         {
             staging.write(b);
+        }
+        stagedBytes += len;
+        if (stagedBytes - len < BASE_PREFIX && stagedBytes >= BASE_PREFIX)
+        {
+            startDirectBaseIfBase();
+        }
+    }
+
+    /**
+     * A live base image is not a consistent state, so it needs no atomic commit: its pages go straight into the
+     * RAM image as they arrive (no staging copy of all of RAM), after the image is marked not resumable.
+     */
+    private void startDirectBaseIfBase() throws IOException
+    {
+        final ByteBuffer h = CheckpointFormat.read(staging, 0, BASE_PREFIX);
+        if (h.getInt(0) != CheckpointFormat.MAGIC || (h.getShort(6) & CheckpointFormat.FLAG_BASE) == 0 || h.getLong(24) != 0)
+        {
+            return;
+        }
+        markNotResumable();
+        base = new DirectBase(h, stagingSize);
+        final ByteBuffer rest = CheckpointFormat.read(staging, BASE_PREFIX, (int)(stagedBytes - BASE_PREFIX));
+        staging.close();
+        staging = null;
+        Files.deleteIfExists(dir.resolve("staging.ckpt"));
+        base.feedHeader(h);
+        base.feed(rest.array(), 0, rest.remaining());
+    }
+
+    private void markNotResumable() throws IOException
+    {
+        final Path idTmp = dir.resolve("committed.tmp");
+        Files.writeString(idTmp, lastCommitted + " base", StandardCharsets.US_ASCII);
+        Files.move(idTmp, dir.resolve("committed"), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        resumable = false;
+    }
+
+    /** Pages of a base image written into the RAM image as they arrive; the CRC is checked at commit. */
+    private final class DirectBase
+    {
+        private static final int RECORD = 8 + CheckpointFormat.PAGE;
+        private final long size;
+        private final long ramBytes;
+        private final long pages;
+        private final MappedByteBuffer[] ram;
+        private final CRC32C crc = new CRC32C();
+        private final ByteBuffer record = ByteBuffer.allocate(RECORD);
+        private final ByteBuffer tail = ByteBuffer.allocate(4);
+        private long at;
+        private long records;
+
+        DirectBase(final ByteBuffer header, final long size) throws IOException
+        {
+            this.size = size;
+            this.ramBytes = header.getLong(8);
+            this.pages = header.getLong(32);
+            if (header.getInt(16) != CheckpointFormat.PAGE || ramBytes <= 0 || ramBytes % CheckpointFormat.PAGE != 0 ||
+                CheckpointFormat.size(0, pages) != size)
+            {
+                throw new IOException("vm " + vm + ": base image header does not match its " + size + " bytes");
+            }
+            try (FileChannel f = FileChannel.open(ramFile(), StandardOpenOption.CREATE, StandardOpenOption.READ,
+                StandardOpenOption.WRITE))
+            {
+                if (f.size() != ramBytes)
+                {
+                    f.truncate(ramBytes);
+                    f.write(ByteBuffer.wrap(new byte[1]), ramBytes - 1);
+                }
+                final long chunk = 1L << 30;
+                ram = new MappedByteBuffer[(int)((ramBytes + chunk - 1) / chunk)];
+                for (int i = 0; i < ram.length; i++)
+                {
+                    ram[i] = f.map(FileChannel.MapMode.READ_WRITE, i * chunk, Math.min(chunk, ramBytes - i * chunk));
+                }
+            }
+        }
+
+        void feedHeader(final ByteBuffer h)
+        {
+            crc.update(h.duplicate().clear());
+            at = BASE_PREFIX;
+        }
+
+        void feed(final byte[] b, final int off, final int len) throws IOException
+        {
+            for (int i = off; i < off + len; )
+            {
+                if (at >= size - 4)
+                {
+                    final int n = Math.min(off + len - i, tail.remaining());
+                    if (n == 0)
+                    {
+                        throw new IOException("vm " + vm + ": more base image bytes than announced (" + size + ")");
+                    }
+                    tail.put(b, i, n);
+                    i += n;
+                    at += n;
+                    continue;
+                }
+                final int n = (int)Math.min(Math.min(off + len - i, record.remaining()), size - 4 - at);
+                crc.update(b, i, n);
+                record.put(b, i, n);
+                i += n;
+                at += n;
+                if (!record.hasRemaining())
+                {
+                    final long page = record.getLong(0);
+                    if (page < 0 || page >= ramBytes / CheckpointFormat.PAGE)
+                    {
+                        throw new IOException("vm " + vm + ": base image names page " + page + " outside " + ramBytes +
+                            " bytes of RAM");
+                    }
+                    final long pos = page * CheckpointFormat.PAGE;
+                    ram[(int)(pos >>> 30)].put((int)(pos & ((1L << 30) - 1)), record, 8, CheckpointFormat.PAGE);
+                    record.clear();
+                    records++;
+                }
+            }
+        }
+
+        void finish(final long checkpointId) throws IOException
+        {
+            if (at != size || records != pages || tail.hasRemaining() || tail.getInt(0) != (int)crc.getValue())
+            {
+                throw new IOException("vm " + vm + ": base image " + checkpointId + " incomplete or corrupt (" + at + " of " +
+                    size + " bytes, " + records + " of " + pages + " pages, CRC " +
+                    (tail.hasRemaining() ? "missing" : (tail.getInt(0) == (int)crc.getValue() ? "ok" : "mismatch")) + ")");
+            }
+            for (final MappedByteBuffer m : ram)
+            {
+                m.force();
+            }
         }
     }
 
     @Override
     public void commit(final long checkpointId) throws IOException
     {
+        if (base != null && checkpointId == stagingId)
+        {
+            base.finish(checkpointId);
+            base = null;
+            stagingId = -1;
+            final Path idTmp = dir.resolve("committed.tmp");
+            Files.writeString(idTmp, checkpointId + " base", StandardCharsets.US_ASCII);
+            Files.move(idTmp, dir.resolve("committed"), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            lastCommitted = checkpointId;
+            resumable = false;
+            LOG.info("vm={} base image {} in place; resumable after the next checkpoint", vm, checkpointId);
+            return;
+        }
         if (checkpointId != stagingId || staging == null || staging.size() != stagingSize)
         {
             throw new IOException("vm " + vm + ": commit of checkpoint " + checkpointId + " but staging holds " +
@@ -142,9 +312,11 @@ public final class StandbyImage implements VmStateSink
     private void apply(final long checkpointId) throws IOException
     {
         final String what = "vm " + vm + " checkpoint " + checkpointId;
+        final boolean base;
         try (FileChannel p = FileChannel.open(pending(), StandardOpenOption.READ))
         {
             final CheckpointFormat.Parsed c = CheckpointFormat.verify(p, what);
+            base = c.base();
             if (!c.full() && !Files.exists(ramFile()))
             {
                 throw new IOException("vm " + vm + ": checkpoint " + checkpointId +
@@ -199,25 +371,29 @@ public final class StandbyImage implements VmStateSink
                     m.force();
                 }
             }
-            final Path devTmp = dir.resolve("device.state.tmp");
-            try (FileChannel d = FileChannel.open(devTmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                StandardOpenOption.TRUNCATE_EXISTING))
+            if (!c.base())
             {
-                long done = 0;
-                while (done < c.deviceLength())
+                final Path devTmp = dir.resolve("device.state.tmp");
+                try (FileChannel d = FileChannel.open(devTmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                    StandardOpenOption.TRUNCATE_EXISTING))
                 {
-                    done += p.transferTo(c.deviceOffset() + done, c.deviceLength() - done, d);
+                    long done = 0;
+                    while (done < c.deviceLength())
+                    {
+                        done += p.transferTo(c.deviceOffset() + done, c.deviceLength() - done, d);
+                    }
+                    d.force(false);
                 }
-                d.force(false);
+                Files.move(devTmp, deviceStateFile(), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             }
-            Files.move(devTmp, deviceStateFile(), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             final Path idTmp = dir.resolve("committed.tmp");
-            Files.writeString(idTmp, Long.toString(checkpointId), StandardCharsets.US_ASCII);
+            Files.writeString(idTmp, checkpointId + (c.base() ? " base" : ""), StandardCharsets.US_ASCII);
             Files.move(idTmp, dir.resolve("committed"), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         }
         Files.deleteIfExists(pending());
         Files.deleteIfExists(dir.resolve("pending.id"));
         lastCommitted = checkpointId;
+        resumable = !base;
     }
 
     /** Tells the activation once the primary has been answered; kept out of {@link #apply(long)} so recovery stays side-effect free. */
@@ -237,6 +413,7 @@ public final class StandbyImage implements VmStateSink
                 staging.close();
             }
             staging = null;
+            base = null; // pages already written stay; the image was marked not resumable before the first
             stagingId = -1;
             Files.deleteIfExists(dir.resolve("staging.ckpt"));
         }

@@ -33,6 +33,15 @@ public interface VmStateSink
     {
     }
 
+    /**
+     * Whether the committed image is a consistent state the VM can resume from. False before any checkpoint and
+     * while a live first synchronisation is only partly completed (a base image without its paused checkpoint).
+     */
+    default boolean resumable()
+    {
+        return lastCommitted() > 0;
+    }
+
     /** Failover: resume the VM from the committed checkpoint {@code checkpointId}. */
     void activate(long checkpointId) throws Exception;
 }

@@ -14,6 +14,18 @@ public interface VmStateSource
      */
     void beginSession(long firstCheckpointId) throws IOException;
 
+    /**
+     * The live first synchronisation of a session, or null to make the first checkpoint carry everything with the
+     * VM paused. Called once after {@link #beginSession}, with the VM running: the capture holds all of RAM, read
+     * while the guest keeps writing, so it is not a consistent state on its own (the secondary must not resume
+     * it); write tracking restarts before the first byte is read, so the next, paused checkpoint carries every
+     * page written meanwhile and completes it. The pause at protection start is then a regular one.
+     */
+    default StateCapture liveBase(final long checkpointId) throws IOException
+    {
+        return null;
+    }
+
     /** Stop the guest's vCPUs. After this returns, the guest sends no more frames until {@link #resume()}. */
     void pause() throws IOException;
 

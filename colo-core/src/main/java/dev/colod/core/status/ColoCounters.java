@@ -32,4 +32,6 @@ public final class ColoCounters
     public final Histogram pauseMicros = new ConcurrentHistogram(60_000_000L, 2);
     /** Whole transaction time per checkpoint (request to loaded), microseconds. */
     public final Histogram checkpointMicros = new ConcurrentHistogram(600_000_000L, 2);
+    /** Live first synchronisations (base images), from request to vmstate-loaded. */
+    public final Histogram baseSyncMicros = new ConcurrentHistogram(3_600_000_000L, 2);
 }
