@@ -79,6 +79,7 @@ public final class PrimaryEngine implements AutoCloseable
     private volatile String lastError = "";
     private volatile long lastCompleted;
     private boolean paused;
+    private boolean firstOfSession;
 
     public PrimaryEngine(final ColoConfig config, final InetSocketAddress secondary, final VmStateSource source,
         final OutputCommit output, final ColoCounters counters, final ProtocolTap tap, final NanoClock clock)
@@ -277,6 +278,7 @@ public final class PrimaryEngine implements AutoCloseable
             }
         }
         output.hold(checkpointId);
+        firstOfSession = true;
         enter(ProtectionState.PROTECTED);
         LOG.info("vm={} protected by {} (session {}, mode {}, first checkpoint {})", config.vmName(), peer,
             Long.toHexString(w.sessionId()), config.mode(), checkpointId);
@@ -394,7 +396,13 @@ public final class PrimaryEngine implements AutoCloseable
     {
         source.resume();
         paused = false;
-        counters.pauseMicros.recordValue(Math.max(0, (clock.nanoTime() - pausedNs) / 1000));
+        final long pauseMicros = Math.max(0, (clock.nanoTime() - pausedNs) / 1000);
+        counters.pauseMicros.recordValue(pauseMicros);
+        if (firstOfSession)
+        {
+            firstOfSession = false;
+            counters.protectionStartPauseMicros.set(pauseMicros);
+        }
     }
 
     /**

@@ -63,32 +63,42 @@ public final class TwoHostLab
 
     /** How a run protects the VM. */
     public record Protection(boolean outputCommit, long checkpointDelayMs, boolean hotStandby, ColoConfig.Mode mode,
-                             UnaryOperator<VmStateSource> source, Function<StandbyImage, VmStateSink> sink)
+                             ColodConfig.WriteTracking tracking, UnaryOperator<VmStateSource> source,
+                             Function<StandbyImage, VmStateSink> sink)
     {
-        /** Strict mode, output commit on, checkpoints every {@code checkpointDelayMs}, cold standby, nothing observed. */
+        /**
+         * Strict mode, kernel write tracking, output commit on, checkpoints every {@code checkpointDelayMs}, cold
+         * standby, nothing observed.
+         */
         public static Protection of(final long checkpointDelayMs)
         {
-            return new Protection(true, checkpointDelayMs, false, ColoConfig.Mode.STRICT, s -> s, i -> i);
+            return new Protection(true, checkpointDelayMs, false, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL,
+                s -> s, i -> i);
         }
 
         public Protection withoutOutputCommit()
         {
-            return new Protection(false, checkpointDelayMs, hotStandby, mode, source, sink);
+            return new Protection(false, checkpointDelayMs, hotStandby, mode, tracking, source, sink);
         }
 
         public Protection hot()
         {
-            return new Protection(outputCommit, checkpointDelayMs, true, mode, source, sink);
+            return new Protection(outputCommit, checkpointDelayMs, true, mode, tracking, source, sink);
         }
 
         public Protection in(final ColoConfig.Mode m)
         {
-            return new Protection(outputCommit, checkpointDelayMs, hotStandby, m, source, sink);
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, m, tracking, source, sink);
+        }
+
+        public Protection tracking(final ColodConfig.WriteTracking t)
+        {
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, mode, t, source, sink);
         }
 
         public Protection observed(final UnaryOperator<VmStateSource> src, final Function<StandbyImage, VmStateSink> snk)
         {
-            return new Protection(outputCommit, checkpointDelayMs, hotStandby, mode, src, snk);
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, mode, tracking, src, snk);
         }
     }
 
@@ -180,11 +190,11 @@ public final class TwoHostLab
         public String yaml(final String role, final Path runtime, final long checkpointDelayMs, final boolean hot,
             final boolean inProcess)
         {
-            return yaml(role, runtime, checkpointDelayMs, hot, ColoConfig.Mode.STRICT, inProcess);
+            return yaml(role, runtime, Protection.of(checkpointDelayMs), hot, inProcess);
         }
 
-        public String yaml(final String role, final Path runtime, final long checkpointDelayMs, final boolean hot,
-            final ColoConfig.Mode mode, final boolean inProcess)
+        public String yaml(final String role, final Path runtime, final Protection how, final boolean hot,
+            final boolean inProcess)
         {
             return String.join("\n",
                 "runtime-dir: " + runtime,
@@ -197,8 +207,9 @@ public final class TwoHostLab
                 "    peer: 198.19.0.2:" + PORT,
                 inProcess ? "    netns: " + ("primary".equals(role) ? pri : sec) : "",
                 "    standby: " + (hot ? "hot" : "cold"),
-                "    mode: " + mode.name().toLowerCase(),
-                "    checkpoint-delay-ms: " + checkpointDelayMs,
+                "    mode: " + how.mode().name().toLowerCase(),
+                "    write-tracking: " + how.tracking().name().toLowerCase(),
+                "    checkpoint-delay-ms: " + how.checkpointDelayMs(),
                 "    heartbeat-timeout-ms: 1000",
                 "    memory-mib: " + memoryMiB,
                 "    accel: tcg",
@@ -215,7 +226,7 @@ public final class TwoHostLab
         private ColodConfig config(final String role, final Protection how, final boolean hot) throws Exception
         {
             final Path file = runDir.resolve(role + ".yaml");
-            Files.writeString(file, yaml(role, runDir.resolve(role + "-run"), how.checkpointDelayMs(), hot, how.mode(), true));
+            Files.writeString(file, yaml(role, runDir.resolve(role + "-run"), how, hot, true));
             return ConfigLoader.load(file);
         }
 
@@ -258,10 +269,10 @@ public final class TwoHostLab
         public void bootPrimary(final Protection how) throws Exception
         {
             outputCommit = how.outputCommit();
+            closers.add(() -> deleteTree(ramDir("primary"))); // after the VM is gone: closers run in reverse
             primary = open(config("primary", how, false),
                 new ProtectedVm.Hooks(transport("primary"), how.source(), i -> i, how.outputCommit()));
             closers.add(primary);
-            closers.add(() -> deleteTree(ramDir("primary")));
             final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
             while (Netns.call(cli, () -> Http.count(GUEST_IP, 1000)) < 0)
             {
@@ -277,10 +288,10 @@ public final class TwoHostLab
         /** Starts the secondary, then protection, and waits for two checkpoints. */
         public void protect(final Protection how) throws Exception
         {
+            closers.add(() -> deleteTree(ramDir("secondary")));
             secondary = open(config("secondary", how, how.hotStandby()),
                 new ProtectedVm.Hooks(transport("secondary"), s -> s, how.sink(), true));
             closers.add(secondary);
-            closers.add(() -> deleteTree(ramDir("secondary")));
             secondary.secondary().addExitListener(secondaryExits::add);
             secondary.protect();
             primary.protect();

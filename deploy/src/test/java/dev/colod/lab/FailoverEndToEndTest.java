@@ -283,6 +283,47 @@ class FailoverEndToEndTest
         }
     }
 
+    @Test
+    void aFourGiBGuestIsSynchronisedLiveThenCheckpointsOnlyWhatItWritesAndFailsOver() throws Exception
+    {
+        try (Lab rig = new Lab(GUEST, 4096))
+        {
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200).in(ColoConfig.Mode.SPECULATIVE);
+            rig.bootPrimary(how);
+            rig.protect(how);
+            final long ramPages = (4096L << 20) / 4096;
+            assertThat(rig.primary().counters().baseSyncMicros.getTotalCount()).as("one live base image").isEqualTo(1);
+            assertThat(rig.stateSource().dirtyPages.getMaxValue())
+                .as("no paused checkpoint carried all of RAM: the first one only what was written during the base")
+                .isLessThan(ramPages / 8);
+            try (Client client = new Client(rig.cli))
+            {
+                while (client.values().size() < 4)
+                {
+                    Thread.sleep(20);
+                }
+                final long killedAt = System.nanoTime();
+                rig.killPrimary();
+                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
+                assertThat(e).isNotNull();
+                assertThat(e.failedOver()).as(e.detail()).isTrue();
+                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+                while (client.countSince(killedAt) < 3)
+                {
+                    assertThat(System.nanoTime() - deadline).as("client answered after failover").isNegative();
+                    Thread.sleep(50);
+                }
+                client.close();
+                System.out.printf("4 GiB: base synchronised live in %d ms, largest paused checkpoint %d pages of %d, " +
+                        "pause p50 %.1f ms p99 %.1f ms; values %s%n",
+                    rig.primary().counters().baseSyncMicros.getMaxValue() / 1000, rig.stateSource().dirtyPages.getMaxValue(),
+                    ramPages, rig.primary().counters().pauseMicros.getValueAtPercentile(50) / 1000.0,
+                    rig.primary().counters().pauseMicros.getValueAtPercentile(99) / 1000.0, client.values());
+                assertStrictlyIncreasing(client.values());
+            }
+        }
+    }
+
     @ParameterizedTest
     @EnumSource(ColoConfig.Mode.class)
     void controlRunWithoutOutputCommitShowsTheClientARepeatedValue(final ColoConfig.Mode mode) throws Exception

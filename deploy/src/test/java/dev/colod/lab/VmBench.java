@@ -1,92 +1,95 @@
 package dev.colod.lab;
 
+import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.buffer.NetnsLab;
-import dev.colod.core.ExitEvent;
+import dev.colod.buffer.net.Netns;
+import dev.colod.core.ColoConfig;
+import dev.colod.core.status.ColoCounters;
 import org.HdrHistogram.Histogram;
 
 import java.nio.ByteBuffer;
+import java.util.List;
 import java.util.Locale;
-import java.util.concurrent.TimeUnit;
 
 /**
- * Pause time per checkpoint of a real QEMU guest broken down into stop, device state, page scan and resume,
- * for 128 and 512 MiB, idle and with the guest rewriting 16 MiB of memory in a loop; the page scan against a
- * plain memory copy of the same size measured in the same run; and failover time from the primary's death to
- * the client's first answer from the resumed guest. Run as root:
- * {@code mvn -q -pl agent exec:java -Dexec.classpathScope=test -Dexec.mainClass=dev.colod.agent.VmBench}
+ * Pause of a real QEMU guest's checkpoints, side by side in one run: 128 MiB, 1 GiB and 4 GiB; strict and
+ * speculative; idle and with the guest rewriting 16 MiB of tmpfs in a loop (/cgi-bin/churn); kernel write
+ * tracking, and the shadow compare at 128 MiB and 1 GiB for comparison. Per step (p50 of 30 checkpoints): stop,
+ * device state, tracking, copy of written pages, resume, and the rest of the pause (strict: transfer and the
+ * secondary's commit). Baseline in the same run: memcpy between two direct buffers. Also the pause at protection
+ * start (the first paused checkpoint after the live base) and the base's duration. Run as root:
+ * {@code mvn -q install -DskipTests && mvn -q -pl deploy exec:java -Dexec.classpathScope=test
+ * -Dexec.mainClass=dev.colod.lab.VmBench -Dcolod.guest.dir=$PWD/build/guest}
  */
 public final class VmBench
 {
+    private record Run(int mib, ColoConfig.Mode mode, ColodConfig.WriteTracking tracking)
+    {
+    }
+
     public static void main(final String[] args) throws Exception
     {
-        System.out.printf(Locale.ROOT, "# VM checkpoint benchmark (TCG guest, strict mode, checkpoint delay 100 ms), %s%n",
-            Runtime.version());
-        for (final int mib : new int[]{128, 512})
+        final double copyGBs = memcpyGBs(256);
+        System.out.printf(Locale.ROOT, "# VM checkpoint benchmark (TCG guest, checkpoint delay 100 ms), %s, %d CPUs; " +
+            "memcpy baseline %.2f GB/s%n", Runtime.version(), Runtime.getRuntime().availableProcessors(), copyGBs);
+        System.out.println("| guest | mode | tracking | load | pause p50 | stop | device | tracking | copy (pages) | resume |" +
+            " rest | floor | pause / floor | start pause | base |");
+        System.out.println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        final List<Run> runs = List.of(
+            new Run(128, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.COMPARE),
+            new Run(128, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL),
+            new Run(128, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL),
+            new Run(1024, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.COMPARE),
+            new Run(1024, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL),
+            new Run(1024, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL),
+            new Run(4096, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL),
+            new Run(4096, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL));
+        for (final Run r : runs)
         {
-            final double copyGBs = memcpyGBs(mib);
-            try (TwoHostLab.Lab rig = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, mib))
+            try (TwoHostLab.Lab rig = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, r.mib()))
             {
-                rig.bootPrimary(TwoHostLab.Protection.of(100));
-                rig.protect(TwoHostLab.Protection.of(100));
+                final TwoHostLab.Protection how = TwoHostLab.Protection.of(100).in(r.mode()).tracking(r.tracking());
+                rig.bootPrimary(how);
+                rig.protect(how);
                 final QemuStateSource s = rig.stateSource();
-                sample(rig, s, mib, "idle", copyGBs);
-                dev.colod.buffer.net.Netns.call(rig.cli, () -> TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/cgi-bin/churn", 10_000));
+                sample(rig, s, r, "idle", copyGBs);
+                Netns.call(rig.cli, () -> TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/cgi-bin/churn", 10_000));
                 Thread.sleep(1000);
-                sample(rig, s, mib, "writing", copyGBs);
-
-                try (TwoHostLab.Client client = new TwoHostLab.Client(rig.cli))
-                {
-                    while (client.values().size() < 3)
-                    {
-                        Thread.sleep(10);
-                    }
-                    final long killed = System.nanoTime();
-                    rig.killPrimary();
-                    final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
-                    final long detected = System.nanoTime();
-                    while (client.countSince(killed) < 1)
-                    {
-                        Thread.sleep(1);
-                    }
-                    final long answeredMs = client.firstAfterMs(killed);
-                    System.out.printf(Locale.ROOT, "%4d MiB failover (cold start): loss detected after %d ms (heartbeat timeout" +
-                        " 1000 ms), QEMU start %d ms, device-state load + cont %d ms, first client answer %d ms after the" +
-                        " kill (%s)%n", mib, (detected - killed) / 1_000_000, rig.failover().lastStartMicros / 1000,
-                        rig.failover().lastLoadMicros / 1000, answeredMs, e == null ? "?" : "failed over");
-                }
+                sample(rig, s, r, "writing", copyGBs);
             }
         }
         System.exit(0);
     }
 
-    private static void sample(final TwoHostLab.Lab rig, final QemuStateSource s, final int mib,
-        final String load, final double copyGBs) throws InterruptedException
+    private static void sample(final TwoHostLab.Lab rig, final QemuStateSource s, final Run r, final String load,
+        final double copyGBs) throws InterruptedException
     {
+        final ColoCounters c = rig.primary().counters();
         for (final Histogram h : new Histogram[]{s.stopMicros, s.deviceMicros, s.trackMicros, s.copyMicros, s.resumeMicros,
-            s.dirtyPages})
+            s.dirtyPages, c.pauseMicros})
         {
             h.reset();
         }
-        rig.primary().counters().pauseMicros.reset();
-        final long c0 = rig.primary().counters().checkpointsCompleted.get();
-        while (rig.primary().counters().checkpointsCompleted.get() < c0 + 30)
+        final long c0 = c.checkpointsCompleted.get();
+        while (c.checkpointsCompleted.get() < c0 + 30)
         {
             Thread.sleep(10);
         }
-        final double pause = rig.primary().counters().pauseMicros.getValueAtPercentile(50);
-        final double dev = s.deviceMicros.getValueAtPercentile(50);
-        final double stop = s.stopMicros.getValueAtPercentile(50);
-        final double track = s.trackMicros.getValueAtPercentile(50);
-        final double copy = s.copyMicros.getValueAtPercentile(50);
-        final double resume = s.resumeMicros.getValueAtPercentile(50);
+        final double pause = c.pauseMicros.getValueAtPercentile(50) / 1000.0;
+        final double stop = s.stopMicros.getValueAtPercentile(50) / 1000.0;
+        final double dev = s.deviceMicros.getValueAtPercentile(50) / 1000.0;
+        final double track = s.trackMicros.getValueAtPercentile(50) / 1000.0;
+        final double copy = s.copyMicros.getValueAtPercentile(50) / 1000.0;
+        final double resume = s.resumeMicros.getValueAtPercentile(50) / 1000.0;
         final long pages = s.dirtyPages.getValueAtPercentile(50);
-        // what the pause cannot go below: stop + device state + the written pages at memcpy speed + resume
-        final double floor = stop + dev + pages * 4096.0 / (copyGBs * 1e9) * 1e6 + resume;
-        System.out.printf(Locale.ROOT, "%5d MiB %-7s %-7s pause p50 %6.1f ms = stop %.1f + device %.1f + tracking %.2f + " +
-                "copy %.2f (%d written pages) + resume %.1f ms; pause / (stop + device + pages at memcpy %.1f GB/s + " +
-                "resume) = %.2fx%n", mib, s.writeTracking(), load, pause / 1000, stop / 1000, dev / 1000, track / 1000,
-            copy / 1000, pages, copyGBs, resume / 1000, pause / floor);
+        // the least a pause can be: stop + device state + the written pages at memcpy speed + resume
+        final double floor = stop + dev + pages * 4096.0 / (copyGBs * 1e9) * 1e3 + resume;
+        final double rest = Math.max(0, pause - stop - dev - track - copy - resume);
+        System.out.printf(Locale.ROOT, "| %d MiB | %s | %s | %s | %.1f ms | %.1f | %.1f | %.2f | %.2f (%d) | %.1f | %.1f | %.1f |" +
+                " %.2fx | %.1f ms | %.1f s |%n", r.mib(), r.mode().name().toLowerCase(), s.writeTracking(), load, pause, stop,
+            dev, track, copy, pages, resume, rest, floor, pause / floor, c.protectionStartPauseMicros.get() / 1000.0,
+            c.baseSyncMicros.getMaxValue() / 1e6);
     }
 
     /** Plain copy of {@code mib} MiB between two direct buffers: the memory-bandwidth baseline. */

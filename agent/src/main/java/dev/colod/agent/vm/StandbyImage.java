@@ -112,8 +112,8 @@ public final class StandbyImage implements VmStateSink
     public void stage(final long checkpointId, final long sizeBytes) throws IOException
     {
         discard(stagingId);
-        staging = FileChannel.open(dir.resolve("staging.ckpt"), StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-            StandardOpenOption.TRUNCATE_EXISTING);
+        staging = FileChannel.open(dir.resolve("staging.ckpt"), StandardOpenOption.CREATE, StandardOpenOption.READ,
+            StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING);
         stagingId = checkpointId;
         stagingSize = sizeBytes;
         stagedBytes = 0;

@@ -32,6 +32,8 @@ public final class ColoCounters
     public final Histogram pauseMicros = new ConcurrentHistogram(60_000_000L, 2);
     /** Whole transaction time per checkpoint (request to loaded), microseconds. */
     public final Histogram checkpointMicros = new ConcurrentHistogram(600_000_000L, 2);
+    /** Pause of the first checkpoint of the latest session (protection start), microseconds. */
+    public final AtomicLong protectionStartPauseMicros = new AtomicLong(-1);
     /** Live first synchronisations (base images), from request to vmstate-loaded. */
     public final Histogram baseSyncMicros = new ConcurrentHistogram(3_600_000_000L, 2);
 }
