@@ -153,7 +153,13 @@ public final class ProtectedVm implements AutoCloseable
         primary = new PrimaryEngine(v.engine(), peer, hooks.source().apply(stateSource),
             hooks.outputCommit() ? output : OutputCommit.NONE, new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM)
             .transport(hooks.transport());
-        handle = VmHandle.primary(v.name, primary, output::stats, stateSource.writeTracking());
+        final QemuStateSource src = stateSource;
+        final PrimaryEngine engine = primary;
+        handle = VmHandle.primary(v.name, primary, output::stats, () -> Map.of(
+            "write_tracking", src.writeTracking(),
+            "write_audited_pages", src.auditedPages.get(),
+            "write_audit_misses", src.auditMisses.get(),
+            "protection_start_pause_ms", engine.counters().protectionStartPauseMicros.get() / 1000.0));
     }
 
     /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */
@@ -162,19 +168,19 @@ public final class ProtectedVm implements AutoCloseable
         switch (v.writeTracking)
         {
             case COMPARE:
-                return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE);
+                return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE, v.writeAuditPages);
             case KERNEL:
-                return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL);
+                return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL, v.writeAuditPages);
             default:
                 try
                 {
-                    return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL);
+                    return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL, v.writeAuditPages);
                 }
                 catch (final IOException ex)
                 {
                     LOG.warn("vm={} kernel write tracking unavailable, comparing RAM with a copy instead " +
                         "(write-tracking: auto): {}", v.name, ex.getMessage());
-                    return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE);
+                    return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE, v.writeAuditPages);
                 }
         }
     }

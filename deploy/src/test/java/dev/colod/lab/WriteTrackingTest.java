@@ -37,7 +37,8 @@ class WriteTrackingTest
     }
 
     /** What one audited run saw. */
-    record Audit(int checkpoints, long reported, long changed, List<String> missed)
+    record Audit(int checkpoints, long reported, long changed, List<String> missed, long productAuditMisses,
+                 long productAudited)
     {
     }
 
@@ -58,7 +59,7 @@ class WriteTrackingTest
                     }
                     reported.set((int)first, (int)(first + count));
                     out.region(first, count);
-                }));
+                }), (int)(lab.qemu().spec().memoryBytes() / 4096)); // colod's own audit: every page, every checkpoint
             assertThat(source.writeTracking()).isEqualTo("kernel");
             Netns.call(lab.cli, () -> TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/cgi-bin/churn", 10_000)); // the writer
             final long ramBytes = lab.qemu().spec().memoryBytes();
@@ -106,7 +107,7 @@ class WriteTrackingTest
                 assertThat(client.values()).as("the guest served while being checkpointed").isNotEmpty();
             }
             source.close();
-            return new Audit(ROUNDS, reportedTotal, changedTotal, missed);
+            return new Audit(ROUNDS, reportedTotal, changedTotal, missed, source.auditMisses.get(), source.auditedPages.get());
         }
     }
 
@@ -118,6 +119,8 @@ class WriteTrackingTest
             a.checkpoints(), a.changed(), a.reported(), a.missed().size());
         assertThat(a.changed()).as("the guest wrote while it was checkpointed").isGreaterThan(1000);
         assertThat(a.missed()).as("changed pages the tracker did not report").isEmpty();
+        assertThat(a.productAudited()).as("colod's audit re-read pages").isPositive();
+        assertThat(a.productAuditMisses()).as("colod's audit found nothing either").isZero();
     }
 
     @Test
@@ -126,5 +129,7 @@ class WriteTrackingTest
         final Audit a = run(true);
         System.out.printf("write tracking audit, one region dropped per checkpoint: %d pages missed%n", a.missed().size());
         assertThat(a.missed()).as("the audit notices pages left out").isNotEmpty();
+        assertThat(a.productAuditMisses()).as("colod's own audit (all pages each checkpoint) counts the same pages")
+            .isEqualTo(a.missed().size());
     }
 }

@@ -92,6 +92,9 @@ public final class ColodConfig
         /** Primary: how the pages the guest wrote since the last checkpoint are found. */
         @JsonProperty("write-tracking")
         public WriteTracking writeTracking = WriteTracking.KERNEL;
+        /** Primary: pages re-read at each checkpoint, in turn, to audit write tracking (0: no audit). */
+        @JsonProperty("write-audit-pages")
+        public int writeAuditPages = 4096;
         public String kernel;
         public String initrd;
         public String append;

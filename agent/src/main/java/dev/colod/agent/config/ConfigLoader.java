@@ -243,6 +243,8 @@ public final class ConfigLoader
             check(v.maxStateBytes == null || v.maxStateBytes == 0 || v.maxStateBytes >= ramBytes, p + ".max-state-bytes",
                 "must be 0 (RAM size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);
             check(v.vcpus >= 1 && v.vcpus <= 256, p + ".vcpus", "must be 1..256, was " + v.vcpus);
+            check(v.writeAuditPages >= 0 && v.writeAuditPages <= 1 << 20, p + ".write-audit-pages",
+                "must be 0 (no audit)..1048576, was " + v.writeAuditPages);
             if (v.role == ColodConfig.Role.PRIMARY || v.kernel != null)
             {
                 require(v.kernel, p, "kernel");

@@ -20,31 +20,34 @@ public final class VmHandle
     private final PrimaryEngine primary;
     private final SecondaryEngine secondary;
     private final Supplier<List<NicStats>> buffers;
-    private final String writeTracking;
+    private final Supplier<Map<String, Object>> details;
     private long lastCount;
     private long lastCountNanos = System.nanoTime();
     private double rate;
 
     private VmHandle(final String name, final PrimaryEngine primary, final SecondaryEngine secondary,
-        final Supplier<List<NicStats>> buffers, final String writeTracking)
+        final Supplier<List<NicStats>> buffers, final Supplier<Map<String, Object>> details)
     {
-        this.writeTracking = writeTracking;
+        this.details = details;
         this.name = name;
         this.primary = primary;
         this.secondary = secondary;
         this.buffers = buffers;
     }
 
-    /** {@code writeTracking}: how written pages are found ("kernel" or "compare"). */
+    /**
+     * {@code details}: the primary's VM-specific status fields (how written pages are found, the tracking audit,
+     * the pause at protection start), added to {@link #status()} in the order given.
+     */
     public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
-        final String writeTracking)
+        final Supplier<Map<String, Object>> details)
     {
-        return new VmHandle(name, e, null, buffers, writeTracking);
+        return new VmHandle(name, e, null, buffers, details);
     }
 
     public static VmHandle secondary(final String name, final SecondaryEngine e)
     {
-        return new VmHandle(name, null, e, List::of, "-");
+        return new VmHandle(name, null, e, List::of, () -> Map.of("write_tracking", "-"));
     }
 
     public String name()
@@ -75,7 +78,6 @@ public final class VmHandle
         m.put("role", primary != null ? "primary" : "secondary");
         m.put("state", (primary != null ? primary.state() : secondary.state()).name().toLowerCase().replace('_', '-'));
         m.put("peer", primary != null ? primary.peer() : secondary.peer());
-        m.put("write_tracking", writeTracking);
         m.put("last_checkpoint_id", c.lastCheckpointId.get());
         m.put("last_checkpoint_age_ms", last == 0 ? -1 : (now - last) / 1_000_000);
         m.put("checkpoints", count);
@@ -87,6 +89,7 @@ public final class VmHandle
         m.put("heartbeat_losses", c.heartbeatLosses.get());
         m.put("protocol_errors", c.protocolErrors.get());
         m.put("failovers", c.failovers.get());
+        new java.util.TreeMap<>(details.get()).forEach(m::put);
         m.put("last_error", primary != null ? primary.lastError() : secondary.lastError());
         return m;
     }

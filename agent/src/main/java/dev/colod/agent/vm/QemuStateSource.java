@@ -41,12 +41,28 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     private final GuestRam ram;
     private final WrittenPages written;
     private final Path migSocket;
+    /**
+     * The audit of write tracking: CRC32C of every page as the secondary has it, and a window of pages re-read at
+     * each checkpoint; a page whose bytes changed but was not reported is a miss (counted, logged, and sent).
+     */
+    private final int[] pageCrcs;
+    private final int auditPagesPerCheckpoint;
+    private final CRC32C auditCrc = new CRC32C();
+    private boolean crcsValid;
+    private long auditCursor;
+    /** Pages the audit re-read, and pages it found changed without having been reported. */
+    public final java.util.concurrent.atomic.AtomicLong auditedPages = new java.util.concurrent.atomic.AtomicLong();
+    public final java.util.concurrent.atomic.AtomicLong auditMisses = new java.util.concurrent.atomic.AtomicLong();
+    /** Finds and copies written pages while QEMU saves its device state. */
+    private final java.util.concurrent.ExecutorService helper;
     private ByteBuffer pagesCopy = ByteBuffer.allocateDirect(1 << 20);
     private boolean full = true;
 
     /** Per-step time of every checkpoint, microseconds: what the pause is made of. */
     public final org.HdrHistogram.Histogram stopMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
     public final org.HdrHistogram.Histogram deviceMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    /** Of the device state: QEMU's part, from the {@code migrate} command to the end of its stream. */
+    public final org.HdrHistogram.Histogram deviceQemuMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
     /** Finding the written pages (PAGEMAP_SCAN, or the compare). */
     public final org.HdrHistogram.Histogram trackMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
     /** Copying the written pages out of guest RAM. */
@@ -63,14 +79,32 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     public volatile long lastDirtyPages;
     public volatile long lastDeviceBytes;
 
-    /** A source whose written pages come from {@code tracking} (see {@link #open}). */
+    /** A source whose written pages come from {@code tracking}, with no audit. */
     public QemuStateSource(final QemuProcess qemu, final Tracking tracking) throws IOException
+    {
+        this(qemu, tracking, 0);
+    }
+
+    /**
+     * A source whose written pages come from {@code tracking}; {@code auditPagesPerCheckpoint} pages (0: none)
+     * are re-read at each checkpoint, in turn, to check that tracking reported every change.
+     */
+    public QemuStateSource(final QemuProcess qemu, final Tracking tracking, final int auditPagesPerCheckpoint)
+        throws IOException
     {
         this.qemu = qemu;
         this.ramBytes = qemu.spec().memoryBytes();
         this.ram = new GuestRam(qemu.ramFile(), ramBytes);
         this.written = tracking.open(qemu, ram);
+        this.auditPagesPerCheckpoint = (int)Math.min(auditPagesPerCheckpoint, ram.pages());
+        this.pageCrcs = auditPagesPerCheckpoint > 0 ? new int[(int)Math.min(Integer.MAX_VALUE - 8, ram.pages())] : null;
         this.migSocket = qemu.runDir().resolve("checkpoint.sock");
+        this.helper = java.util.concurrent.Executors.newSingleThreadExecutor(r ->
+        {
+            final Thread t = new Thread(r, "colod-" + qemu.spec().name() + "-pages");
+            t.setDaemon(true);
+            return t;
+        });
         LOG.info("vm={} written pages found by {}", qemu.spec().name(), written.method());
     }
 
@@ -190,28 +224,55 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     public StateCapture capture(final long checkpointId) throws IOException
     {
         final long t0 = System.nanoTime();
-        final ByteBuffer device = deviceState();
+        final boolean wasFull = full;
+        // QEMU serialises its devices while we find and copy the written pages: both need the VM paused, and
+        // neither touches what the other reads, so the pause holds the longer of the two, not their sum
+        final java.util.concurrent.Future<Long> collected = wasFull ? null : helper.submit(() ->
+        {
+            final long c0 = System.nanoTime();
+            pagesCopy.clear();
+            long n = written.collect(this::copyRegion);
+            n += audit();
+            pagesCopy.flip();
+            lastCopyMicros = Math.max(0, (System.nanoTime() - c0 - written.lastTrackNanos()) / 1000);
+            return n;
+        });
+        final ByteBuffer device;
+        try
+        {
+            device = deviceState();
+        }
+        catch (final IOException | RuntimeException ex)
+        {
+            if (collected != null)
+            {
+                try
+                {
+                    awaitCollect(collected);
+                }
+                catch (final IOException also)
+                {
+                    ex.addSuppressed(also);
+                }
+            }
+            throw ex;
+        }
         final long t1 = System.nanoTime();
         lastDeviceMicros = (t1 - t0) / 1000;
         lastDeviceBytes = device.remaining();
 
         final long pages;
-        final boolean wasFull = full;
-        if (full)
+        if (wasFull)
         {
             written.restart(); // everything goes now; track writes from this pause on
             pages = ram.pages();
-            lastTrackMicros = written.lastTrackNanos() / 1000;
             lastCopyMicros = 0;
         }
         else
         {
-            pagesCopy.clear();
-            pages = written.collect(this::copyRegion);
-            pagesCopy.flip();
-            lastTrackMicros = written.lastTrackNanos() / 1000;
-            lastCopyMicros = Math.max(0, (System.nanoTime() - t1) / 1000 - lastTrackMicros);
+            pages = awaitCollect(collected);
         }
+        lastTrackMicros = written.lastTrackNanos() / 1000;
         full = false;
         lastDirtyPages = pages;
         deviceMicros.recordValue(lastDeviceMicros);
@@ -265,6 +326,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
                 else
                 {
                     final ByteBuffer records = ByteBuffer.wrap(chunk);
+                    final CRC32C pc = new CRC32C();
                     for (long p = 0; p < pages; p++)
                     {
                         if (records.remaining() < RECORD)
@@ -274,9 +336,16 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
                         }
                         records.putLong(p);
                         reader.copyPage(p, chunk, records.position());
+                        if (pageCrcs != null)
+                        {
+                            pc.reset();
+                            pc.update(chunk, records.position(), PAGE);
+                            pageCrcs[(int)p] = (int)pc.getValue();
+                        }
                         records.position(records.position() + PAGE);
                     }
                     done = flush(out, chunk, records.position(), crc, done, progress);
+                    crcsValid = pageCrcs != null;
                 }
                 final int c = (int)crc.getValue();
                 out.write(new byte[]{(byte)(c >>> 24), (byte)(c >>> 16), (byte)(c >>> 8), (byte)c});
@@ -337,8 +406,48 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         for (long p = first; p < first + count; p++)
         {
             pagesCopy.putLong(p);
+            final int at = pagesCopy.position();
             ram.copyPage(p, pagesCopy);
+            if (pageCrcs != null)
+            {
+                auditCrc.reset();
+                auditCrc.update(pagesCopy.slice(at, PAGE));
+                pageCrcs[(int)p] = (int)auditCrc.getValue();
+            }
         }
+    }
+
+    /**
+     * Re-reads the next window of pages (the VM is paused; this checkpoint's written pages are already copied, so
+     * their CRCs are fresh): a page whose CRC differs from what the secondary has was written without being
+     * reported. It is counted, logged and sent with this checkpoint. Returns the pages it added.
+     */
+    private long audit()
+    {
+        if (pageCrcs == null || !crcsValid)
+        {
+            return 0;
+        }
+        long missed = 0;
+        final byte[] page = new byte[PAGE];
+        for (int k = 0; k < auditPagesPerCheckpoint; k++)
+        {
+            final long p = auditCursor;
+            auditCursor = (auditCursor + 1) % ram.pages();
+            ram.copyPage(p, page, 0);
+            auditCrc.reset();
+            auditCrc.update(page);
+            if ((int)auditCrc.getValue() != pageCrcs[(int)p])
+            {
+                missed++;
+                LOG.error("vm={} WRITE TRACKING MISSED page {}: its bytes changed but {} did not report it; sending it now",
+                    qemu.spec().name(), p, written.method());
+                copyRegion(p, 1);
+            }
+        }
+        auditedPages.addAndGet(auditPagesPerCheckpoint);
+        auditMisses.addAndGet(missed);
+        return missed;
     }
 
     /** Runs {@code migrate} into our unix socket and returns what QEMU wrote: the device state. */
@@ -348,6 +457,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         try (ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX))
         {
             server.bind(UnixDomainSocketAddress.of(migSocket));
+            final long sentNs = System.nanoTime();
             qemu.qmp().execute("migrate", Map.of("uri", "unix:" + migSocket), QemuProcess.QMP_TIMEOUT_MS);
             ByteBuffer buf = ByteBuffer.allocate(1 << 20);
             try (SocketChannel s = server.accept())
@@ -364,6 +474,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
                     }
                 }
             }
+            deviceQemuMicros.recordValue((System.nanoTime() - sentNs) / 1000);
             final String status = waitMigration();
             if (!"completed".equals(status))
             {
@@ -392,9 +503,29 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         return "timed out";
     }
 
+    private long awaitCollect(final java.util.concurrent.Future<Long> f) throws IOException
+    {
+        try
+        {
+            return f.get();
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+            throw new IOException("vm " + qemu.spec().name() + ": interrupted while finding written pages", ex);
+        }
+        catch (final java.util.concurrent.ExecutionException ex)
+        {
+            final Throwable c = ex.getCause();
+            throw c instanceof IOException ? (IOException)c
+                : new IOException("vm " + qemu.spec().name() + ": finding written pages failed: " + c, c);
+        }
+    }
+
     @Override
     public void close()
     {
+        helper.shutdownNow();
         written.close(); // mapped and direct buffers are released by the GC
     }
 }

@@ -39,7 +39,13 @@ public final class ShadowCompare implements WrittenPages
         final long t0 = System.nanoTime();
         for (int i = 0; i < shadow.length; i++)
         {
-            shadow[i].clear().put(ram.chunk(i)).clear();
+            // 1 MiB at a time: one copy of a whole 1 GiB chunk would hold every other thread at a safepoint
+            final ByteBuffer r = ram.chunk(i);
+            for (int pos = 0; pos < r.capacity(); pos += SCAN)
+            {
+                final int len = Math.min(SCAN, r.capacity() - pos);
+                shadow[i].put(pos, r, pos, len);
+            }
         }
         lastTrackNanos = System.nanoTime() - t0;
     }

@@ -19,6 +19,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.util.List;
+import java.util.Map;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
@@ -47,7 +48,8 @@ class ColoctlTest
             List.of(new NicStats.EpochStats(7, 1, 60), new NicStats.EpochStats(-1, 0, 0)), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
         socket = dir.resolve("colod.sock");
         server = new ControlServer(socket, List.of(
-            VmHandle.primary("web1", pair.primary, () -> List.of(held), "kernel"),
+            VmHandle.primary("web1", pair.primary, () -> List.of(held),
+                () -> Map.of("write_tracking", "kernel", "write_audit_misses", 0L)),
             VmHandle.secondary("web2", pair.secondary)));
     }
 
@@ -165,7 +167,8 @@ class ColoctlTest
     void metricsEndpointServesPrometheusTextOnLoopback() throws Exception
     {
         try (MetricsServer m = new MetricsServer(new java.net.InetSocketAddress("127.0.0.1", 0), List.of(
-            VmHandle.primary("web1", pair.primary, () -> List.of(), "kernel"), VmHandle.secondary("web2", pair.secondary))))
+            VmHandle.primary("web1", pair.primary, () -> List.of(),
+            () -> Map.of("write_tracking", "kernel")), VmHandle.secondary("web2", pair.secondary))))
         {
             final java.net.HttpURLConnection c = (java.net.HttpURLConnection)
                 new java.net.URL("http://127.0.0.1:" + m.port() + "/metrics").openConnection();
