@@ -30,6 +30,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.nio.file.Files;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -84,11 +85,20 @@ public final class ProtectedVm implements AutoCloseable
         try
         {
             final Path runDir = Path.of(config.runtimeDir).resolve(v.name);
-            recoverLeftovers(v.name, runDir);
             final VmSpec spec = new VmSpec(v.name, v.memoryMib, v.vcpus, v.kernel == null ? null : Path.of(v.kernel),
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
                 v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac)).toList(), v.accel.name().toLowerCase(),
                 Path.of(config.ramDir), v.extraArgs).check();
+            if (v.role == ColodConfig.Role.PRIMARY)
+            {
+                refuseIfFenced(v.name, runDir);
+                vm.qemu = QemuProcess.adopt(spec, runDir, Path.of(config.ramDir).resolve(v.name + ".ram")).orElse(null);
+            }
+            if (vm.qemu == null)
+            {
+                recoverLeftovers(v.name, runDir);
+            }
+            // adopted: the crashed agent's plumbing stays until replaced, so the VM's output never goes out unheld
             final String[] hp = v.peer.split(":");
             final InetSocketAddress peer = new InetSocketAddress(hp[0], Integer.parseInt(hp[1]));
             if (v.role == ColodConfig.Role.PRIMARY)
@@ -105,6 +115,23 @@ public final class ProtectedVm implements AutoCloseable
         {
             vm.close();
             throw ex;
+        }
+    }
+
+    /** Marks that the secondary took this VM over: this host must not run it as primary again on its own. */
+    static Path fencedMarker(final Path runDir)
+    {
+        return runDir.resolve("fenced");
+    }
+
+    private static void refuseIfFenced(final String vm, final Path runDir) throws IOException
+    {
+        final Path marker = fencedMarker(runDir);
+        if (Files.exists(marker))
+        {
+            throw new IOException("vm " + vm + " was fenced here (" + Files.readString(marker).trim() + "): its secondary " +
+                "runs it, so this host does not start or resume it as primary; make this host the secondary, or delete " +
+                marker + " once the other copy is stopped");
         }
     }
 
@@ -129,7 +156,8 @@ public final class ProtectedVm implements AutoCloseable
         final InetSocketAddress peer, final Path runDir, final EventLoopGroup loops, final Hooks hooks) throws Exception
     {
         final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
-        final QemuProcess q = QemuProcess.start(spec, runDir, ramFile, false, v.netns,
+        final boolean adopted = qemu != null;
+        final QemuProcess q = adopted ? qemu : QemuProcess.start(spec, runDir, ramFile, false, v.netns,
             v.writeTracking == ColodConfig.WriteTracking.COMPARE ? Map.of() : WriteTrackingPreload.environment(runDir, ramFile));
         qemu = q;
         closers.add(() ->
@@ -144,7 +172,8 @@ public final class ProtectedVm implements AutoCloseable
         {
             for (final ColodConfig.Nic n : v.nics)
             {
-                nics.add(openNic(v, n, runDir.resolve("plumbing"), (IoEventLoop)loops.next()));
+                nics.add(openNic(v, n, runDir.resolve("plumbing"), (IoEventLoop)loops.next(),
+                    adopted ? EpochLedger.Mode.HOLD : EpochLedger.Mode.PASS_THROUGH));
             }
         }
         output = new VmOutputCommit(v.name, nics);
@@ -155,6 +184,20 @@ public final class ProtectedVm implements AutoCloseable
             .transport(hooks.transport());
         final QemuStateSource src = stateSource;
         final PrimaryEngine engine = primary;
+        engine.addExitListener(e ->
+        {
+            if (engine.state() == dev.colod.core.ProtectionState.FENCED)
+            {
+                try
+                {
+                    Files.writeString(fencedMarker(runDir), java.time.Instant.now() + ": " + e.detail() + "\n");
+                }
+                catch (final IOException ex)
+                {
+                    LOG.error("vm={} could not record the fence in {}: {}", v.name, fencedMarker(runDir), ex.toString());
+                }
+            }
+        });
         handle = VmHandle.primary(v.name, primary, output::stats, () -> Map.of(
             "write_tracking", src.writeTracking(),
             "write_audited_pages", src.auditedPages.get(),
@@ -186,19 +229,20 @@ public final class ProtectedVm implements AutoCloseable
     }
 
     private EpochLedger openNic(final ColodConfig.Vm v, final ColodConfig.Nic n, final Path plumbingDir,
-        final IoEventLoop loop) throws Exception
+        final IoEventLoop loop, final EpochLedger.Mode initial) throws Exception
     {
         final EpochLedger ledger;
         if (n.buffer == ColodConfig.Buffer.NFQUEUE)
         {
             closers.add(NfqueueRules.install(n.tap, n.queueNum, v.name, v.netns, plumbingDir));
-            ledger = EpochLedger.open(n.tap, loop, n.limits(), NfqueueBackend.on(n.queueNum, n.failOpen, v.netns));
+            ledger = EpochLedger.open(n.tap, loop, n.limits(), NfqueueBackend.on(n.queueNum, n.failOpen, v.netns), initial);
         }
         else
         {
             final NicPlumbing plumbing = NicPlumbing.install(n.tap, n.bridge, v.netns, plumbingDir);
             closers.add(plumbing);
-            ledger = EpochLedger.open(n.tap, loop, n.limits(), TapBackend.on(plumbing.guestTap(), plumbing.uplinkTap()));
+            ledger = EpochLedger.open(n.tap, loop, n.limits(), TapBackend.on(plumbing.guestTap(), plumbing.uplinkTap()),
+                initial);
         }
         closers.add(ledger);
         return ledger;

@@ -25,6 +25,7 @@ public final class ColoConfig
     private long transferTimeoutMs = 60_000;
     private long connectTimeoutMs = 2_000;
     private long reconnectIntervalMs = 1_000;
+    private long peerRestartGraceMs = 5_000;
     private boolean concluded;
 
     public ColoConfig conclude()
@@ -43,6 +44,8 @@ public final class ColoConfig
         require(transferTimeoutMs > 0, "transfer-timeout-ms", "must be > 0, was " + transferTimeoutMs);
         require(connectTimeoutMs > 0, "connect-timeout-ms", "must be > 0, was " + connectTimeoutMs);
         require(reconnectIntervalMs > 0, "reconnect-interval-ms", "must be > 0, was " + reconnectIntervalMs);
+        require(peerRestartGraceMs >= 0 && peerRestartGraceMs <= 600_000, "peer-restart-grace-ms",
+            "must be 0..600000, was " + peerRestartGraceMs);
         concluded = true;
         return this;
     }
@@ -70,6 +73,8 @@ public final class ColoConfig
     public long transferTimeoutMs() { return transferTimeoutMs; }
     public long connectTimeoutMs() { return connectTimeoutMs; }
     public long reconnectIntervalMs() { return reconnectIntervalMs; }
+    /** Secondary: how long to wait for a primary whose agent is gone but whose host is up (0: fail over at once). */
+    public long peerRestartGraceMs() { return peerRestartGraceMs; }
 
     public ColoConfig vmName(final String v) { mutable(); vmName = v; return this; }
     public ColoConfig mode(final Mode v) { mutable(); mode = v; return this; }
@@ -81,4 +86,5 @@ public final class ColoConfig
     public ColoConfig transferTimeoutMs(final long v) { mutable(); transferTimeoutMs = v; return this; }
     public ColoConfig connectTimeoutMs(final long v) { mutable(); connectTimeoutMs = v; return this; }
     public ColoConfig reconnectIntervalMs(final long v) { mutable(); reconnectIntervalMs = v; return this; }
+    public ColoConfig peerRestartGraceMs(final long v) { mutable(); peerRestartGraceMs = v; return this; }
 }

@@ -135,21 +135,22 @@ final class Heartbeat implements AutoCloseable
         }
         catch (final SocketTimeoutException ex)
         {
-            lost("no heartbeat from " + peer + " for " + timeoutMs + " ms");
+            lost(SessionEnd.Cause.PEER_LOST, "no heartbeat from " + peer + " for " + timeoutMs + " ms");
         }
         catch (final IOException ex)
         {
-            lost("heartbeat channel to " + peer + " failed: " + ex.getMessage());
+            // the peer's kernel closed or reset the connection: its host is up, its process is gone
+            lost(SessionEnd.Cause.PEER_CLOSED, "heartbeat channel to " + peer + " failed: " + ex.getMessage());
         }
     }
 
-    private void lost(final String detail)
+    private void lost(final SessionEnd.Cause cause, final String detail)
     {
         if (ended.compareAndSet(false, true))
         {
             counters.heartbeatLosses.incrementAndGet();
             LOG.warn("peer={} lost: {}", peer, detail);
-            end.record(SessionEnd.Cause.PEER_LOST, detail);
+            end.record(cause, detail);
             closeSocket();
             onEnd.run();
         }

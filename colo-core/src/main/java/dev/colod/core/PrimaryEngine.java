@@ -214,6 +214,7 @@ public final class PrimaryEngine implements AutoCloseable
                 LOG.warn("vm={} secondary {} refused the session: {}", config.vmName(), peer, ex.getMessage());
                 if (ex.status == Welcome.FAILED_OVER)
                 {
+                    output.fence(ex.getMessage()); // whatever is held (e.g. since an adoption) never leaves
                     fenceHere(ex.getMessage());
                     exitListeners.publish(new ExitEvent("primary", ExitReason.ERROR, ex.getMessage(), false,
                         lastCompleted, false, ex));

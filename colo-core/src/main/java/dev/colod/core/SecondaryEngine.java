@@ -57,6 +57,8 @@ public final class SecondaryEngine implements AutoCloseable
     private volatile Session session;
     private volatile String lastError = "";
     private volatile String peer = "";
+    /** Changes whenever a wait for the primary's agent starts or a new session ends it (under sessionLock). */
+    private long graceToken;
 
     public SecondaryEngine(final ColoConfig config, final InetSocketAddress bindAddress, final VmStateSink sink,
         final ColoCounters counters, final ProtocolTap tap, final NanoClock clock)
@@ -239,6 +241,7 @@ public final class SecondaryEngine implements AutoCloseable
             while (id == 0);
             final Session ns = new Session(id, s, who, Math.min(config.maxStateBytes(), hello.maxStateBytes()), hello);
             session = ns;
+            graceToken++; // a primary is back: no failover for the agent that was gone
             new Welcome(Welcome.OK, id, ns.limit, sink.lastCommitted(), "").writeTo(s.getOutputStream());
             peer = who;
             final Thread t = new Thread(ns::run, "colo-secondary-" + config.vmName() + "-session");
@@ -417,7 +420,8 @@ public final class SecondaryEngine implements AutoCloseable
                 session = null;
             }
 
-            if (o.cause() == SessionEnd.Cause.PEER_LOST)
+            if (o.next() == SessionEnd.Next.FAIL_OVER && o.reason() == ExitReason.ERROR ||
+                o.next() == SessionEnd.Next.AWAIT_PEER && config.peerRestartGraceMs() == 0)
             {
                 failover.require(ExitReason.ERROR);
             }
@@ -426,11 +430,55 @@ public final class SecondaryEngine implements AutoCloseable
                 doFailover(o.detail(), o.peerLost());
                 return;
             }
+            if (o.next() == SessionEnd.Next.AWAIT_PEER && !stopped)
+            {
+                awaitPeer(o.detail());
+                return;
+            }
             state = stopped ? ProtectionState.STOPPED : ProtectionState.CONNECTING;
             LOG.warn("vm={} session ended: {}; standing by with checkpoint {}", config.vmName(), o.detail(),
                 sink.lastCommitted());
             exitListeners.publish(new ExitEvent("secondary", o.reason(), o.detail(), false, sink.lastCommitted(), false, ex));
         }
+    }
+
+    /**
+     * The primary's agent is gone but its host is up: give it {@code peer-restart-grace-ms} to come back (a
+     * restart or upgrade of colod under a running VM) before failing over. A new session cancels the wait.
+     */
+    private void awaitPeer(final String detail)
+    {
+        final long token;
+        synchronized (sessionLock)
+        {
+            token = ++graceToken;
+        }
+        state = ProtectionState.CONNECTING;
+        LOG.warn("vm={} {}; failing over in {} ms unless it comes back", config.vmName(), detail,
+            config.peerRestartGraceMs());
+        exitListeners.publish(new ExitEvent("secondary", ExitReason.ERROR, detail + "; awaiting the primary's agent", false,
+            sink.lastCommitted(), false, null));
+        final Thread t = new Thread(() ->
+        {
+            try
+            {
+                Thread.sleep(config.peerRestartGraceMs());
+            }
+            catch (final InterruptedException ex)
+            {
+                return;
+            }
+            synchronized (sessionLock)
+            {
+                if (graceToken != token || session != null || stopped || !failover.require(ExitReason.ERROR))
+                {
+                    return; // it came back, or something else decided
+                }
+            }
+            doFailover(detail + "; it did not come back within " + config.peerRestartGraceMs() + " ms", true);
+        }, "colo-secondary-" + config.vmName() + "-grace");
+        t.setDaemon(true);
+        t.start();
     }
 
     private void doFailover(final String why, final boolean peerLost)

@@ -25,8 +25,13 @@ final class SessionEnd
         PEER_TOOK_OVER,
         /** The peer said goodbye for another reason. */
         PEER_ENDED,
-        /** No heartbeat within the timeout, or the heartbeat channel broke without a goodbye. */
+        /** No heartbeat within the timeout: the peer's host or the link is gone. */
         PEER_LOST,
+        /**
+         * The heartbeat connection was closed or reset without a goodbye: the peer's host is up (its kernel
+         * answered), its agent is gone (crash, kill -9) and may come back.
+         */
+        PEER_CLOSED,
         /** A step overran its deadline; the watchdog cut the connection. */
         DEADLINE_MISSED,
         /** The peer sent something the protocol does not allow. */
@@ -44,6 +49,11 @@ final class SessionEnd
         FENCE,
         /** Secondary: resume the VM here from the last committed checkpoint. */
         FAIL_OVER,
+        /**
+         * Secondary: the primary's agent is gone but its host is up; wait a grace period for it to come back
+         * (its VM's output is held or dropped meanwhile: fail-closed) before failing over.
+         */
+        AWAIT_PEER,
         /** Nothing more: the engine stops (primary: the VM runs on unprotected). */
         STOP
     }
@@ -139,6 +149,9 @@ final class SessionEnd
             case PEER_LOST:
                 detail = (primary ? "secondary" : "primary") + " lost: " + r.detail();
                 break;
+            case PEER_CLOSED:
+                detail = (primary ? "secondary" : "primary") + " agent gone (its host is up): " + r.detail();
+                break;
             case DEADLINE_MISSED:
                 detail = "deadline missed " + r.detail() + " with " + who;
                 break;
@@ -173,11 +186,13 @@ final class SessionEnd
         }
         else
         {
-            next = c == Cause.PEER_LOST || c == Cause.REQUESTED ? Next.FAIL_OVER : Next.RECONNECT;
+            next = c == Cause.PEER_LOST || c == Cause.REQUESTED ? Next.FAIL_OVER
+                : c == Cause.PEER_CLOSED ? Next.AWAIT_PEER : Next.RECONNECT;
         }
         final boolean requested = c == Cause.STOPPING || c == Cause.REQUESTED ||
             (primary && c == Cause.PEER_TOOK_OVER);
-        return new Outcome(c, requested ? ExitReason.REQUEST : ExitReason.ERROR, detail, c == Cause.PEER_LOST,
+        return new Outcome(c, requested ? ExitReason.REQUEST : ExitReason.ERROR, detail,
+            c == Cause.PEER_LOST || c == Cause.PEER_CLOSED,
             next, r.error());
     }
 }

@@ -90,6 +90,32 @@ class LoopbackCheckpointTest
     }
 
     @org.junit.jupiter.api.Test
+    void aPrimaryWhoseAgentDiesButWhoseHostAnswersGetsAGracePeriodBeforeFailover() throws Exception
+    {
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT).peerRestartGraceMs(60_000),
+            4096, dev.colod.core.protocol.ProtocolTap.NONE, dev.colod.core.protocol.ProtocolTap.NONE))
+        {
+            pair.awaitCheckpoints(3);
+            pair.primary.kill(); // its sockets close: the kernel of its host says so at once
+            final ExitEvent wait = EnginePair.next(pair.secondaryExits, "secondary");
+            assertThat(wait.failedOver()).isFalse();
+            assertThat(wait.detail()).contains("agent gone (its host is up)", "awaiting the primary's agent");
+            assertThat(pair.secondary.failoverState().phase()).isEqualTo(FailoverState.Phase.NONE);
+            assertThat(pair.sink.activatedAt()).isEqualTo(-1);
+        }
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT).peerRestartGraceMs(300),
+            4096, dev.colod.core.protocol.ProtocolTap.NONE, dev.colod.core.protocol.ProtocolTap.NONE))
+        {
+            pair.awaitCheckpoints(3);
+            pair.primary.kill();
+            assertThat(EnginePair.next(pair.secondaryExits, "secondary").failedOver()).isFalse();
+            final ExitEvent after = EnginePair.next(pair.secondaryExits, "secondary");
+            assertThat(after.failedOver()).as("no agent came back within the grace: %s", after.detail()).isTrue();
+            assertThat(after.detail()).contains("did not come back within 300 ms");
+        }
+    }
+
+    @org.junit.jupiter.api.Test
     void operatorFailoverOnSecondaryResumesThereAndFencesThePrimary() throws Exception
     {
         try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT), 4096,

@@ -67,6 +67,8 @@ class SessionEndTest
         assertThat(next(SessionEnd.Cause.PROTOCOL_ERROR, true, counters)).isEqualTo(SessionEnd.Next.RECONNECT);
 
         assertThat(next(SessionEnd.Cause.PEER_LOST, false, counters)).isEqualTo(SessionEnd.Next.FAIL_OVER);
+        assertThat(next(SessionEnd.Cause.PEER_CLOSED, false, counters)).isEqualTo(SessionEnd.Next.AWAIT_PEER);
+        assertThat(next(SessionEnd.Cause.PEER_CLOSED, true, counters)).isEqualTo(SessionEnd.Next.RECONNECT);
         assertThat(next(SessionEnd.Cause.REQUESTED, false, counters)).isEqualTo(SessionEnd.Next.FAIL_OVER);
         assertThat(next(SessionEnd.Cause.PROTOCOL_ERROR, false, counters))
             .as("a bad message ends the session, never the VM").isEqualTo(SessionEnd.Next.RECONNECT);

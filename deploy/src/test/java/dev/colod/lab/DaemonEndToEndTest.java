@@ -28,16 +28,16 @@ class DaemonEndToEndTest
 {
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    private static Process colod(final String ns, final Path config, final Path log) throws Exception
+    static Process colod(final String ns, final Path config, final Path log) throws Exception
     {
         final String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         return new ProcessBuilder("ip", "netns", "exec", ns, java, "-cp", System.getProperty("java.class.path"),
             "-Dlogback.configurationFile=" + Path.of("../deploy/demo-logback.xml").toAbsolutePath(),
-            "dev.colod.agent.Colod", "--config", config.toString()).redirectErrorStream(true).redirectOutput(log.toFile())
+            "dev.colod.agent.Colod", "--config", config.toString()).redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()))
             .start();
     }
 
-    private static JsonNode coloctl(final Path socket, final String... args)
+    static JsonNode coloctl(final Path socket, final String... args)
     {
         final StringWriter out = new StringWriter();
         final StringWriter err = new StringWriter();
@@ -60,7 +60,7 @@ class DaemonEndToEndTest
         }
     }
 
-    private static JsonNode awaitStatus(final Path socket, final Predicate<JsonNode> ok, final String what, final Process p,
+    static JsonNode awaitStatus(final Path socket, final Predicate<JsonNode> ok, final String what, final Process p,
         final Path log) throws Exception
     {
         final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);

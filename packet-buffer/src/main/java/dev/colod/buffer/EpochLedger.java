@@ -89,7 +89,18 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
     public static EpochLedger open(final String nic, final IoEventLoop eventLoop, final BufferLimits limits,
         final Backend.Factory factory) throws IOException
     {
+        return open(nic, eventLoop, limits, factory, Mode.PASS_THROUGH);
+    }
+
+    /**
+     * As above, starting in {@code initial}: {@link Mode#HOLD} for a VM that may not let output out before its
+     * protection is settled (an adopted VM whose secondary may have taken over meanwhile).
+     */
+    public static EpochLedger open(final String nic, final IoEventLoop eventLoop, final BufferLimits limits,
+        final Backend.Factory factory, final Mode initial) throws IOException
+    {
         final EpochLedger ledger = new EpochLedger(nic, new NicLoop(eventLoop, nic), limits);
+        ledger.mode = initial;
         ledger.backend = factory.open(ledger);
         return ledger;
     }

@@ -110,6 +110,9 @@ public final class ColodConfig
         public Integer heartbeatIntervalMs;
         @JsonProperty("heartbeat-timeout-ms")
         public Integer heartbeatTimeoutMs;
+        /** Secondary: wait for a primary whose agent is gone but whose host answers (0: fail over at once). */
+        @JsonProperty("peer-restart-grace-ms")
+        public Long peerRestartGraceMs;
         /** Null or 0: the RAM size + 64 MiB. */
         @JsonProperty("max-state-bytes")
         public Long maxStateBytes;

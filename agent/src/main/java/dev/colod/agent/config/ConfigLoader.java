@@ -257,6 +257,7 @@ public final class ConfigLoader
                 set(v.checkpointDelayMs, e::checkpointDelayMs);
                 set(v.heartbeatIntervalMs, e::heartbeatIntervalMs);
                 set(v.heartbeatTimeoutMs, e::heartbeatTimeoutMs);
+                set(v.peerRestartGraceMs, e::peerRestartGraceMs);
                 return e.conclude();
             }));
             check(!v.nics.isEmpty(), p + ".nics", "at least one NIC is needed");

@@ -23,11 +23,14 @@ public final class QemuProcess implements AutoCloseable
     private final VmSpec spec;
     private final Path runDir;
     private final Path ramFile;
-    private final Process process;
+    private final ProcessHandle process;
+    private final boolean adopted;
     private final QmpClient qmp;
 
-    private QemuProcess(final VmSpec spec, final Path runDir, final Path ramFile, final Process process, final QmpClient qmp)
+    private QemuProcess(final VmSpec spec, final Path runDir, final Path ramFile, final ProcessHandle process,
+        final QmpClient qmp, final boolean adopted)
     {
+        this.adopted = adopted;
         this.spec = spec;
         this.runDir = runDir;
         this.ramFile = ramFile;
@@ -122,7 +125,79 @@ public final class QemuProcess implements AutoCloseable
             throw new IOException("QEMU for vm " + spec.name() + " did not come up: " + ex.getMessage() +
                 (out.isEmpty() ? "" : "; QEMU said: " + out), ex);
         }
-        return new QemuProcess(spec, runDir, ramFile, p, qmp);
+        return new QemuProcess(spec, runDir, ramFile, p.toHandle(), qmp, false);
+    }
+
+    /**
+     * Adopts the QEMU that an earlier colod started for {@code spec} and that still runs (after a colod crash,
+     * restart or upgrade): its pidfile names a live QEMU whose command line is this VM's (name, RAM file and
+     * size, each NIC's tap and MAC). Reconnects QMP and resumes the guest if it was left paused (a crash
+     * mid-checkpoint). Returns empty if no QEMU of this VM runs; throws, naming the difference, if one runs that
+     * does not match (it is left alone).
+     */
+    public static java.util.Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile)
+        throws IOException
+    {
+        final Path pidFile = runDir.resolve("qemu.pid");
+        if (!Files.exists(pidFile))
+        {
+            return java.util.Optional.empty();
+        }
+        final java.util.Optional<ProcessHandle> live = Leftovers.liveQemu(pidFile);
+        if (live.isEmpty())
+        {
+            return java.util.Optional.empty();
+        }
+        final ProcessHandle h = live.get();
+        final String cmdline;
+        try
+        {
+            cmdline = String.join(" ", Files.readString(Path.of("/proc/" + h.pid() + "/cmdline")).split("\0"));
+        }
+        catch (final IOException ex)
+        {
+            throw new IOException("vm " + spec.name() + ": cannot read the command line of QEMU pid " + h.pid() + ": " + ex, ex);
+        }
+        final List<String> expected = new ArrayList<>(List.of("-name " + spec.name(),
+            "size=" + spec.memoryMiB() + "M,mem-path=" + ramFile + ",share=on"));
+        for (final VmSpec.Nic n : spec.nics())
+        {
+            expected.add("ifname=" + n.tap() + ",");
+            expected.add("mac=" + n.mac());
+        }
+        for (final String e : expected)
+        {
+            if (!cmdline.contains(e))
+            {
+                throw new IOException("vm " + spec.name() + ": QEMU pid " + h.pid() + " (from " + pidFile + ") runs, but not " +
+                    "as configured: its command line lacks '" + e + "'; left alone: stop it or fix the configuration");
+            }
+        }
+        final QmpClient qmp = QmpClient.connect(qmpSocket(runDir), spec.name(), QMP_TIMEOUT_MS);
+        try
+        {
+            qmp.execute("migrate-set-capabilities", Map.of("capabilities",
+                List.of(Map.of("capability", "x-ignore-shared", "state", true))), QMP_TIMEOUT_MS);
+            final String status = qmp.execute("query-status", null, QMP_TIMEOUT_MS).path("status").asText();
+            LOG.warn("vm={} adopted the running QEMU pid {} (status {})", spec.name(), h.pid(), status);
+            if (!"running".equals(status))
+            {
+                qmp.execute("cont", null, QMP_TIMEOUT_MS);
+                LOG.warn("vm={} resumed the guest that an earlier colod left {}", spec.name(), status);
+            }
+        }
+        catch (final IOException ex)
+        {
+            qmp.close();
+            throw ex;
+        }
+        return java.util.Optional.of(new QemuProcess(spec, runDir, ramFile, h, qmp, true));
+    }
+
+    /** True if this QEMU was started by an earlier colod and adopted. */
+    public boolean adopted()
+    {
+        return adopted;
     }
 
     public QmpClient qmp()
@@ -155,20 +230,31 @@ public final class QemuProcess implements AutoCloseable
         return process.isAlive();
     }
 
+    private boolean waitForExit(final long seconds)
+    {
+        try
+        {
+            process.onExit().get(seconds, TimeUnit.SECONDS);
+            return true;
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+            return !process.isAlive();
+        }
+        catch (final java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException ex)
+        {
+            return !process.isAlive();
+        }
+    }
+
     /** Ends QEMU at once (SIGKILL), as a host crash would. */
     public void kill()
     {
         qmp.close();
         process.descendants().forEach(ProcessHandle::destroyForcibly);
         process.destroyForcibly();
-        try
-        {
-            process.waitFor(10, TimeUnit.SECONDS);
-        }
-        catch (final InterruptedException ex)
-        {
-            Thread.currentThread().interrupt();
-        }
+        waitForExit(10);
     }
 
     /** Asks QEMU to quit, then kills it if it does not; removes its QMP socket and pidfile. */
@@ -183,16 +269,8 @@ public final class QemuProcess implements AutoCloseable
         {
             // it may already be gone; kill below makes sure
         }
-        try
+        if (!waitForExit(5))
         {
-            if (!process.waitFor(5, TimeUnit.SECONDS))
-            {
-                kill();
-            }
-        }
-        catch (final InterruptedException ex)
-        {
-            Thread.currentThread().interrupt();
             kill();
         }
         qmp.close();

@@ -43,7 +43,7 @@ public final class EnginePair implements AutoCloseable
     {
         return new ColoConfig().vmName("vm-test").mode(mode).checkpointDelayMs(5).heartbeatIntervalMs(50)
             .heartbeatTimeoutMs(500).syncTimeoutMs(3_000).transferTimeoutMs(10_000).reconnectIntervalMs(100)
-            .maxStateBytes(8L << 20);
+            .maxStateBytes(8L << 20).peerRestartGraceMs(0);
     }
 
     public void awaitCheckpoints(final long n) throws InterruptedException

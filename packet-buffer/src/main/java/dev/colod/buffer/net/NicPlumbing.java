@@ -119,6 +119,9 @@ public final class NicPlumbing implements AutoCloseable
             net.ip("link", "set", "dev", u, "addrgenmode", "none");
             net.ip("link", "set", "dev", g, "mtu", Integer.toString(mtuValue), "up");
             net.ip("link", "set", "dev", vmTap, "nomaster");
+            // a crashed agent's redirect (to its vanished tap) may still be there: the VM tap stays off the
+            // bridge meanwhile, so its frames go nowhere until the new redirect is in place
+            net.tcQuiet("qdisc", "del", "dev", vmTap, "ingress");
             net.ip("link", "set", "dev", u, "mtu", Integer.toString(mtuValue), "master", br, "up");
             redirect(net, vmTap, g);
             redirect(net, g, vmTap);

@@ -1,0 +1,144 @@
+package dev.colod.lab;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import dev.colod.lab.TwoHostLab.Client;
+import dev.colod.lab.TwoHostLab.Lab;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+
+import static dev.colod.lab.DaemonEndToEndTest.awaitStatus;
+import static dev.colod.lab.DaemonEndToEndTest.colod;
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * colod restarted under a running VM, as real processes in host namespaces: kill -9 of the primary's colod, then
+ * SIGTERM and a fresh start (a rolling upgrade), then kill -9 of the secondary's colod. Each time the guest keeps
+ * running in the same QEMU, is protected again (the new colod adopts it), the secondary never fails over (the
+ * primary's host answered, so it waits for its agent), and the client's counter only goes up.
+ */
+class DaemonRestartTest
+{
+    @Test
+    void colodRestartsAndUpgradesUnderARunningVmWithoutFailoverOrRepeat() throws Exception
+    {
+        new FailoverEndToEndTest().usable();
+        Process primary = null;
+        Process secondary = null;
+        try (Lab lab = new Lab(FailoverEndToEndTest.GUEST))
+        {
+            final Path dir = lab.runDir;
+            final Path pRun = dir.resolve("p-run");
+            final Path sRun = dir.resolve("s-run");
+            final Path pConf = dir.resolve("primary.yaml");
+            final Path sConf = dir.resolve("secondary.yaml");
+            final Path pLog = dir.resolve("primary.log");
+            final Path sLog = dir.resolve("secondary.log");
+            Files.writeString(pConf, lab.yaml("primary", pRun, 200, false, false));
+            Files.writeString(sConf, lab.yaml("secondary", sRun, 200, false, false));
+            try
+            {
+                secondary = colod(lab.sec, sConf, sLog);
+                primary = colod(lab.pri, pConf, pLog);
+                awaitProtected(pRun, primary, pLog, 3);
+                final long qemuPid = Long.parseLong(Files.readString(pRun.resolve("e2e/qemu.pid")).trim());
+                try (Client client = new Client(lab.cli))
+                {
+                    while (client.values().size() < 4)
+                    {
+                        Thread.sleep(50);
+                    }
+
+                    // 1. kill -9 of the primary's colod: its QEMU runs on, cut off (fail-closed) until colod is back
+                    primary.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+                    Thread.sleep(1_000);
+                    assertThat(ProcessHandle.of(qemuPid).map(ProcessHandle::isAlive).orElse(false)).isTrue();
+                    primary = colod(lab.pri, pConf, pLog);
+                    restarted(lab, client, pRun, primary, pLog, sRun, secondary, sLog, qemuPid, "after kill -9");
+
+                    // 2. SIGTERM and a fresh start: the rolling upgrade
+                    primary.destroy();
+                    assertThat(primary.waitFor(30, TimeUnit.SECONDS)).as("colod stops on SIGTERM").isTrue();
+                    primary = colod(lab.pri, pConf, pLog);
+                    restarted(lab, client, pRun, primary, pLog, sRun, secondary, sLog, qemuPid, "after SIGTERM");
+
+                    // 3. kill -9 of the secondary's colod: the primary re-protects with a new session
+                    final long sessions = status(pRun, primary, pLog).path("checkpoints").asLong();
+                    secondary.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+                    secondary = colod(lab.sec, sConf, sLog);
+                    awaitStatus(sRun.resolve("colod.sock"), s -> "protected".equals(s.path("state").asText()),
+                        "the restarted secondary protecting", secondary, sLog);
+                    awaitProtected(pRun, primary, pLog, sessions + 3);
+
+                    final long before = client.values().size();
+                    while (client.values().size() < before + 3)
+                    {
+                        Thread.sleep(50);
+                    }
+                    client.close();
+                    System.out.println("colod restarts under a running VM: values " + client.values());
+                    FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
+                }
+            }
+            finally
+            {
+                for (final Process proc : new Process[]{primary, secondary})
+                {
+                    if (proc != null)
+                    {
+                        proc.descendants().forEach(ProcessHandle::destroyForcibly);
+                        proc.destroyForcibly();
+                    }
+                }
+                for (final Path run : new Path[]{pRun, sRun})
+                {
+                    final Path pid = run.resolve("e2e/qemu.pid");
+                    if (Files.exists(pid))
+                    {
+                        ProcessHandle.of(Long.parseLong(Files.readString(pid).trim())).ifPresent(ProcessHandle::destroyForcibly);
+                    }
+                }
+                Thread.sleep(300);
+                TwoHostLab.deleteTree(lab.ramDir("primary"));
+                TwoHostLab.deleteTree(lab.ramDir("secondary"));
+            }
+        }
+    }
+
+    private static JsonNode status(final Path run, final Process p, final Path log) throws Exception
+    {
+        return awaitStatus(run.resolve("colod.sock"), s -> true, "status", p, log);
+    }
+
+    private static JsonNode awaitProtected(final Path run, final Process p, final Path log, final long checkpoints)
+        throws Exception
+    {
+        return awaitStatus(run.resolve("colod.sock"), s -> "protected".equals(s.path("state").asText()) &&
+            s.path("checkpoints").asLong() >= checkpoints, "protection with " + checkpoints + " checkpoints", p, log);
+    }
+
+    /** The restarted primary colod adopted the same QEMU and protects it; the secondary did not fail over. */
+    private static void restarted(final Lab lab, final Client client, final Path pRun, final Process primary,
+        final Path pLog, final Path sRun, final Process secondary, final Path sLog, final long qemuPid, final String when)
+        throws Exception
+    {
+        final long restartedAt = System.nanoTime();
+        awaitProtected(pRun, primary, pLog, 3);
+        assertThat(Long.parseLong(Files.readString(pRun.resolve("e2e/qemu.pid")).trim())).as("same QEMU " + when)
+            .isEqualTo(qemuPid);
+        assertThat(ProcessHandle.of(qemuPid).map(ProcessHandle::isAlive).orElse(false)).isTrue();
+        assertThat(Files.readString(pLog)).contains("adopted the running QEMU pid " + qemuPid);
+        final JsonNode s = status(sRun, secondary, sLog);
+        assertThat(s.path("failovers").asLong()).as("the secondary did not fail over " + when).isZero();
+        assertThat(s.path("state").asText()).isEqualTo("protected");
+        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (client.countSince(restartedAt) < 2)
+        {
+            assertThat(System.nanoTime() - deadline).as("client served " + when).isNegative();
+            Thread.sleep(50);
+        }
+        FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
+    }
+}
