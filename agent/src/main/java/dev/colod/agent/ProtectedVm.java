@@ -198,11 +198,19 @@ public final class ProtectedVm implements AutoCloseable
                 }
             }
         });
+        final Map<String, org.HdrHistogram.Histogram> steps = new java.util.LinkedHashMap<>();
+        steps.put("stop", src.stopMicros);
+        steps.put("device", src.deviceMicros);
+        steps.put("tracking", src.trackMicros);
+        steps.put("copy", src.copyMicros);
+        steps.put("transfer", engine.counters().transferMicros);
+        steps.put("commit", engine.counters().commitMicros);
+        steps.put("resume", src.resumeMicros);
         handle = VmHandle.primary(v.name, primary, output::stats, () -> Map.of(
             "write_tracking", src.writeTracking(),
             "write_audited_pages", src.auditedPages.get(),
             "write_audit_misses", src.auditMisses.get(),
-            "protection_start_pause_ms", engine.counters().protectionStartPauseMicros.get() / 1000.0));
+            "protection_start_pause_ms", engine.counters().protectionStartPauseMicros.get() / 1000.0), steps);
     }
 
     /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */

@@ -318,6 +318,7 @@ public final class PrimaryEngine implements AutoCloseable
         output.seal(id);
 
         watchdog.arm("capturing VM state", config.transferTimeoutMs());
+        long sendNs;
         try (StateCapture capture = source.capture(id))
         {
             final long size = capture.sizeBytes();
@@ -332,6 +333,7 @@ public final class PrimaryEngine implements AutoCloseable
             }
 
             watchdog.arm("sending vmstate", config.transferTimeoutMs());
+            sendNs = clock.nanoTime();
             ch.put(ColoCommand.VMSTATE_SEND);
             ch.putStateSize(size);
             capture.writeTo(ch.out(), done -> ch.tap().stateProgress(done, size, id));
@@ -341,11 +343,14 @@ public final class PrimaryEngine implements AutoCloseable
 
         watchdog.arm("waiting for vmstate-received", config.transferTimeoutMs());
         ch.expect(ColoCommand.VMSTATE_RECEIVED);
+        final long receivedNs = clock.nanoTime();
         output.release(id);
+        counters.transferMicros.recordValue(Math.max(0, (receivedNs - sendNs) / 1000));
 
         watchdog.arm("waiting for vmstate-loaded", config.transferTimeoutMs());
         ch.expect(ColoCommand.VMSTATE_LOADED);
         watchdog.disarm();
+        counters.commitMicros.recordValue(Math.max(0, (clock.nanoTime() - receivedNs) / 1000));
         if (paused)
         {
             resume(pausedNs);

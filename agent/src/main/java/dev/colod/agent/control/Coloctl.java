@@ -163,6 +163,14 @@ public final class Coloctl
                     age < 0 ? "never" : age + "ms ago", v.path("checkpoints_per_second").asDouble(),
                     v.path("pause_p50_ms").asDouble(), v.path("pause_p99_ms").asDouble(),
                     v.path("write_tracking").asText());
+                final JsonNode steps = v.path("pause_steps");
+                if (steps.size() > 0)
+                {
+                    final StringBuilder b = new StringBuilder("  pause steps p50/p99 ms:");
+                    steps.fields().forEachRemaining(e -> b.append(String.format(Locale.ROOT, " %s %.1f/%.1f", e.getKey(),
+                        e.getValue().path("p50_ms").asDouble(), e.getValue().path("p99_ms").asDouble())));
+                    out().println(b);
+                }
                 if (!v.path("last_error").asText().isEmpty())
                 {
                     out().println("  last error: " + v.path("last_error").asText());

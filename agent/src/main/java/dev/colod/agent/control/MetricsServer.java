@@ -54,6 +54,8 @@ public final class MetricsServer implements AutoCloseable
         help(b, "colod_checkpoints_failed_total", "counter", "checkpoints that failed (the session ended)");
         help(b, "colod_state_bytes_total", "counter", "checkpoint state bytes shipped or received");
         help(b, "colod_pause_seconds", "summary", "time the VM was paused per checkpoint");
+        help(b, "colod_pause_step_seconds", "summary",
+            "time of each step of a checkpoint (stop, device, tracking, copy, transfer, commit, resume)");
         help(b, "colod_failovers_total", "counter", "failovers performed on this host");
         help(b, "colod_heartbeat_losses_total", "counter", "peers declared lost for missing heartbeats");
         help(b, "colod_protocol_errors_total", "counter", "sessions ended by a protocol error");
@@ -71,6 +73,13 @@ public final class MetricsServer implements AutoCloseable
             line(b, "colod_state_bytes_total", l, s.get("state_bytes"));
             line(b, "colod_pause_seconds", l + ",quantile=\"0.5\"", ((Double)s.get("pause_p50_ms")) / 1000);
             line(b, "colod_pause_seconds", l + ",quantile=\"0.99\"", ((Double)s.get("pause_p99_ms")) / 1000);
+            h.pauseSteps().forEach((step, hist) ->
+            {
+                line(b, "colod_pause_step_seconds", l + ",step=\"" + step + "\",quantile=\"0.5\"",
+                    hist.getValueAtPercentile(50) / 1e6);
+                line(b, "colod_pause_step_seconds", l + ",step=\"" + step + "\",quantile=\"0.99\"",
+                    hist.getValueAtPercentile(99) / 1e6);
+            });
             line(b, "colod_failovers_total", l, s.get("failovers"));
             line(b, "colod_heartbeat_losses_total", l, s.get("heartbeat_losses"));
             line(b, "colod_protocol_errors_total", l, s.get("protocol_errors"));

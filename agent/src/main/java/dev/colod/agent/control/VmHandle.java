@@ -21,14 +21,17 @@ public final class VmHandle
     private final SecondaryEngine secondary;
     private final Supplier<List<NicStats>> buffers;
     private final Supplier<Map<String, Object>> details;
+    private final Map<String, org.HdrHistogram.Histogram> pauseSteps;
     private long lastCount;
     private long lastCountNanos = System.nanoTime();
     private double rate;
 
     private VmHandle(final String name, final PrimaryEngine primary, final SecondaryEngine secondary,
-        final Supplier<List<NicStats>> buffers, final Supplier<Map<String, Object>> details)
+        final Supplier<List<NicStats>> buffers, final Supplier<Map<String, Object>> details,
+        final Map<String, org.HdrHistogram.Histogram> pauseSteps)
     {
         this.details = details;
+        this.pauseSteps = pauseSteps;
         this.name = name;
         this.primary = primary;
         this.secondary = secondary;
@@ -42,12 +45,25 @@ public final class VmHandle
     public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
         final Supplier<Map<String, Object>> details)
     {
-        return new VmHandle(name, e, null, buffers, details);
+        return primary(name, e, buffers, details, Map.of());
+    }
+
+    /** As above, with the histograms (microseconds) of each step of a checkpoint, in order. */
+    public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
+        final Supplier<Map<String, Object>> details, final Map<String, org.HdrHistogram.Histogram> pauseSteps)
+    {
+        return new VmHandle(name, e, null, buffers, details, pauseSteps);
+    }
+
+    /** Each step of a checkpoint: its histogram in microseconds (stop, device, tracking, copy, transfer, commit, resume). */
+    public Map<String, org.HdrHistogram.Histogram> pauseSteps()
+    {
+        return pauseSteps;
     }
 
     public static VmHandle secondary(final String name, final SecondaryEngine e)
     {
-        return new VmHandle(name, null, e, List::of, () -> Map.of("write_tracking", "-"));
+        return new VmHandle(name, null, e, List::of, () -> Map.of("write_tracking", "-"), Map.of());
     }
 
     public String name()
@@ -90,6 +106,10 @@ public final class VmHandle
         m.put("protocol_errors", c.protocolErrors.get());
         m.put("failovers", c.failovers.get());
         new java.util.TreeMap<>(details.get()).forEach(m::put);
+        final Map<String, Object> steps = new LinkedHashMap<>();
+        pauseSteps.forEach((step, h) -> steps.put(step, Map.of("p50_ms", h.getValueAtPercentile(50) / 1000.0,
+            "p99_ms", h.getValueAtPercentile(99) / 1000.0)));
+        m.put("pause_steps", steps);
         m.put("last_error", primary != null ? primary.lastError() : secondary.lastError());
         return m;
     }

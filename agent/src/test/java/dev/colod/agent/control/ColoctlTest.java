@@ -32,6 +32,7 @@ class ColoctlTest
     private EnginePair pair;
     private ControlServer server;
     private Path socket;
+    private final org.HdrHistogram.Histogram stop = new org.HdrHistogram.Histogram(3);
 
     record Run(int code, String out, String err)
     {
@@ -43,13 +44,14 @@ class ColoctlTest
         pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT).checkpointDelayMs(50), 4096,
             ProtocolTap.NONE, ProtocolTap.NONE);
         pair.awaitCheckpoints(3);
+        stop.recordValue(900);
         // one 60-byte frame held in sealed epoch 7, as a NIC's ledger reports it
         final NicStats held = new NicStats("vnet0", "hold", 1, 60, 1_000_000,
             List.of(new NicStats.EpochStats(7, 1, 60), new NicStats.EpochStats(-1, 0, 0)), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
         socket = dir.resolve("colod.sock");
         server = new ControlServer(socket, List.of(
             VmHandle.primary("web1", pair.primary, () -> List.of(held),
-                () -> Map.of("write_tracking", "kernel", "write_audit_misses", 0L)),
+                () -> Map.of("write_tracking", "kernel", "write_audit_misses", 0L), Map.of("stop", stop)),
             VmHandle.secondary("web2", pair.secondary)));
     }
 
@@ -98,6 +100,8 @@ class ColoctlTest
             assertThat(vms.get(0).has(field)).as(field).isTrue();
         }
         assertThat(vms.get(0).path("checkpoints").asLong()).isGreaterThanOrEqualTo(3);
+        assertThat(vms.get(0).path("pause_steps").path("stop").path("p50_ms").asDouble()).isEqualTo(0.9);
+        assertThat(table.out()).contains("pause steps p50/p99 ms: stop 0.9/0.9");
     }
 
     @Test

@@ -32,6 +32,10 @@ public final class ColoCounters
     public final Histogram pauseMicros = new ConcurrentHistogram(60_000_000L, 2);
     /** Whole transaction time per checkpoint (request to loaded), microseconds. */
     public final Histogram checkpointMicros = new ConcurrentHistogram(600_000_000L, 2);
+    /** From vmstate-send to vmstate-received: the state on the wire and staged by the secondary. */
+    public final Histogram transferMicros = new ConcurrentHistogram(600_000_000L, 2);
+    /** From vmstate-received to vmstate-loaded: the secondary's commit. */
+    public final Histogram commitMicros = new ConcurrentHistogram(600_000_000L, 2);
     /** Pause of the first checkpoint of the latest session (protection start), microseconds. */
     public final AtomicLong protectionStartPauseMicros = new AtomicLong(-1);
     /** Live first synchronisations (base images), from request to vmstate-loaded. */
