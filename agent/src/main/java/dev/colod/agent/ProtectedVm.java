@@ -18,6 +18,7 @@ import dev.colod.core.PrimaryEngine;
 import dev.colod.core.SecondaryEngine;
 import dev.colod.core.Transport;
 import dev.colod.core.protocol.ProtocolTap;
+import dev.colod.core.protocol.Welcome;
 import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.VmStateSink;
 import dev.colod.core.spi.VmStateSource;
@@ -71,6 +72,7 @@ public final class ProtectedVm implements AutoCloseable
     private QemuFailover failover;
     private SecondaryEngine secondary;
     private VmHandle handle;
+    private volatile RoleFile role;
 
     private ProtectedVm(final String name)
     {
@@ -89,25 +91,57 @@ public final class ProtectedVm implements AutoCloseable
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
                 v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac)).toList(), v.accel.name().toLowerCase(),
                 Path.of(config.ramDir), v.extraArgs).check();
-            if (v.role == ColodConfig.Role.PRIMARY)
+            final InetSocketAddress peer = address(v.peer);
+            // with listen set, roles follow the VM: the role recorded here wins over the configured one
+            final Path stateDir = Path.of(config.stateDir);
+            final RoleFile recorded = v.listen == null ? null : RoleFile.read(stateDir, v.name);
+            ColodConfig.Role role = recorded != null ? recorded.role() : v.role;
+            RoleFile now = recorded != null ? recorded : new RoleFile(role, java.time.Instant.now(), 0);
+            if (role == ColodConfig.Role.PRIMARY)
             {
-                refuseIfFenced(v.name, runDir);
-                vm.qemu = QemuProcess.adopt(spec, runDir, Path.of(config.ramDir).resolve(v.name + ".ram")).orElse(null);
+                final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
+                if (v.listen != null && Files.exists(fencedMarker(runDir)))
+                {
+                    // the other host runs the VM since it took it over: this host stands by for it now
+                    LOG.warn("vm={} was fenced here ({}): becoming its secondary", v.name,
+                        Files.readString(fencedMarker(runDir)).trim());
+                    QemuProcess.adopt(spec, runDir, ramFile).ifPresent(QemuProcess::close); // the fenced, paused copy
+                    Files.delete(fencedMarker(runDir));
+                    role = ColodConfig.Role.SECONDARY;
+                }
+                else
+                {
+                    refuseIfFenced(v.name, runDir);
+                    vm.qemu = QemuProcess.adopt(spec, runDir, ramFile).orElse(null);
+                    if (vm.qemu == null && recorded != null && whoRunsIt(v, peer, hooks) == Welcome.FAILED_OVER)
+                    {
+                        LOG.warn("vm={} ran here before, its QEMU is gone, and {} runs it since a failover: becoming " +
+                            "its secondary", v.name, v.peer);
+                        role = ColodConfig.Role.SECONDARY;
+                    }
+                }
+                if (role == ColodConfig.Role.SECONDARY)
+                {
+                    now = now.as(role, now.failovers() + 1);
+                }
             }
+            if (v.listen != null)
+            {
+                now.write(stateDir, v.name);
+            }
+            vm.role = now;
             if (vm.qemu == null)
             {
                 recoverLeftovers(v.name, runDir);
             }
             // adopted: the crashed agent's plumbing stays until replaced, so the VM's output never goes out unheld
-            final String[] hp = v.peer.split(":");
-            final InetSocketAddress peer = new InetSocketAddress(hp[0], Integer.parseInt(hp[1]));
-            if (v.role == ColodConfig.Role.PRIMARY)
+            if (role == ColodConfig.Role.PRIMARY)
             {
                 vm.openPrimary(config, v, spec, peer, runDir, loops, hooks);
             }
             else
             {
-                vm.openSecondary(config, v, spec, peer, runDir, hooks);
+                vm.openSecondary(config, v, spec, v.listen != null ? address(v.listen) : peer, runDir, loops, hooks);
             }
             return vm;
         }
@@ -115,6 +149,30 @@ public final class ProtectedVm implements AutoCloseable
         {
             vm.close();
             throw ex;
+        }
+    }
+
+    private static InetSocketAddress address(final String hostPort)
+    {
+        final String[] hp = hostPort.split(":");
+        return new InetSocketAddress(hp[0], Integer.parseInt(hp[1]));
+    }
+
+    /**
+     * The VM ran here before and its QEMU is gone: ask the peer whether it runs it now. Refuses to go on when the
+     * peer cannot be asked: starting the VM here could make a second copy.
+     */
+    private static int whoRunsIt(final ColodConfig.Vm v, final InetSocketAddress peer, final Hooks hooks) throws IOException
+    {
+        try
+        {
+            return PrimaryEngine.probe(v.engine(), peer, hooks.transport());
+        }
+        catch (final IOException ex)
+        {
+            throw new IOException("vm " + v.name + " ran here as primary before and its QEMU is gone, and its peer " +
+                v.peer + " cannot be asked whether it runs the VM now (" + ex.getMessage() + "): not starting a second " +
+                "copy; start colod again once the peer answers", ex);
         }
     }
 
@@ -167,23 +225,29 @@ public final class ProtectedVm implements AutoCloseable
                 q.close();
             }
         });
+        protectRunning(v, q, peer, runDir, loops, hooks, adopted ? EpochLedger.Mode.HOLD : EpochLedger.Mode.PASS_THROUGH);
+        handle = VmHandle.primary(v.name, primary, output::stats, primaryDetails(), pauseSteps());
+    }
+
+    /** Output commit on {@code q}'s NICs, its checkpoint source and the primary engine toward {@code peer} (not started). */
+    private void protectRunning(final ColodConfig.Vm v, final QemuProcess q, final InetSocketAddress peer,
+        final Path runDir, final EventLoopGroup loops, final Hooks hooks, final EpochLedger.Mode initial) throws Exception
+    {
         final List<EpochLedger> nics = new ArrayList<>();
         if (hooks.outputCommit())
         {
             for (final ColodConfig.Nic n : v.nics)
             {
-                nics.add(openNic(v, n, runDir.resolve("plumbing"), (IoEventLoop)loops.next(),
-                    adopted ? EpochLedger.Mode.HOLD : EpochLedger.Mode.PASS_THROUGH));
+                nics.add(openNic(v, n, runDir.resolve("plumbing"), (IoEventLoop)loops.next(), initial));
             }
         }
         output = new VmOutputCommit(v.name, nics);
         stateSource = stateSource(v, q);
         closers.add(stateSource);
-        primary = new PrimaryEngine(v.engine(), peer, hooks.source().apply(stateSource),
+        final PrimaryEngine engine = new PrimaryEngine(v.engine(), peer, hooks.source().apply(stateSource),
             hooks.outputCommit() ? output : OutputCommit.NONE, new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM)
             .transport(hooks.transport());
-        final QemuStateSource src = stateSource;
-        final PrimaryEngine engine = primary;
+        primary = engine;
         engine.addExitListener(e ->
         {
             if (engine.state() == dev.colod.core.ProtectionState.FENCED)
@@ -198,19 +262,41 @@ public final class ProtectedVm implements AutoCloseable
                 }
             }
         });
+    }
+
+    private Map<String, org.HdrHistogram.Histogram> pauseSteps()
+    {
         final Map<String, org.HdrHistogram.Histogram> steps = new java.util.LinkedHashMap<>();
-        steps.put("stop", src.stopMicros);
-        steps.put("device", src.deviceMicros);
-        steps.put("tracking", src.trackMicros);
-        steps.put("copy", src.copyMicros);
-        steps.put("transfer", engine.counters().transferMicros);
-        steps.put("commit", engine.counters().commitMicros);
-        steps.put("resume", src.resumeMicros);
-        handle = VmHandle.primary(v.name, primary, output::stats, () -> Map.of(
-            "write_tracking", src.writeTracking(),
-            "write_audited_pages", src.auditedPages.get(),
-            "write_audit_misses", src.auditMisses.get(),
-            "protection_start_pause_ms", engine.counters().protectionStartPauseMicros.get() / 1000.0), steps);
+        steps.put("stop", stateSource.stopMicros);
+        steps.put("device", stateSource.deviceMicros);
+        steps.put("tracking", stateSource.trackMicros);
+        steps.put("copy", stateSource.copyMicros);
+        steps.put("transfer", primary.counters().transferMicros);
+        steps.put("commit", primary.counters().commitMicros);
+        steps.put("resume", stateSource.resumeMicros);
+        return steps;
+    }
+
+    private java.util.function.Supplier<Map<String, Object>> primaryDetails()
+    {
+        final QemuStateSource src = stateSource;
+        final PrimaryEngine engine = primary;
+        return () ->
+        {
+            final Map<String, Object> m = new java.util.LinkedHashMap<>(roleDetails());
+            m.put("write_tracking", src.writeTracking());
+            m.put("write_audited_pages", src.auditedPages.get());
+            m.put("write_audit_misses", src.auditMisses.get());
+            m.put("protection_start_pause_ms", engine.counters().protectionStartPauseMicros.get() / 1000.0);
+            return m;
+        };
+    }
+
+    /** Since when this host has its role, and the failovers it has seen (with roles that follow the VM). */
+    private Map<String, Object> roleDetails()
+    {
+        final RoleFile r = role;
+        return r == null ? Map.of() : Map.of("role_since", r.since().toString(), "failovers", r.failovers());
     }
 
     /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */
@@ -257,9 +343,10 @@ public final class ProtectedVm implements AutoCloseable
     }
 
     private void openSecondary(final ColodConfig config, final ColodConfig.Vm v, final VmSpec spec,
-        final InetSocketAddress listen, final Path runDir, final Hooks hooks) throws Exception
+        final InetSocketAddress listen, final Path runDir, final EventLoopGroup loops, final Hooks hooks) throws Exception
     {
-        final QemuFailover f = new QemuFailover(spec, runDir, v.netns, v.standby == ColodConfig.Standby.HOT);
+        final QemuFailover f = new QemuFailover(spec, runDir, v.netns, v.standby == ColodConfig.Standby.HOT)
+            .trackWrites(v.listen != null && v.writeTracking != ColodConfig.WriteTracking.COMPARE);
         failover = f;
         closers.add(() ->
         {
@@ -273,7 +360,63 @@ public final class ProtectedVm implements AutoCloseable
         final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, f);
         secondary = new SecondaryEngine(v.engine(), listen, hooks.sink().apply(image), new ColoCounters(),
             ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport());
-        handle = VmHandle.secondary(v.name, secondary);
+        handle = VmHandle.secondary(v.name, secondary, () ->
+        {
+            final Map<String, Object> m = new java.util.LinkedHashMap<>(roleDetails());
+            m.put("write_tracking", "-");
+            return m;
+        });
+        if (v.listen != null)
+        {
+            // roles follow the VM: after a failover this host is the primary and protects the VM again
+            secondary.addExitListener(e ->
+            {
+                if (e.failedOver())
+                {
+                    final Thread t = new Thread(() -> becomePrimary(config, v, runDir, loops, hooks),
+                        "colod-" + v.name + "-reprotect");
+                    t.setDaemon(true);
+                    t.start();
+                }
+            });
+        }
+    }
+
+    /**
+     * After this host's failover: it is the VM's primary now (recorded in the role file). Output commit goes on the
+     * resumed QEMU's NICs (passing: it serves unprotected until a secondary is there) and the primary engine
+     * connects to the other host, where colod becomes the secondary when it comes back; with reprotect: manual,
+     * only on {@code coloctl reprotect}.
+     */
+    private void becomePrimary(final ColodConfig config, final ColodConfig.Vm v, final Path runDir,
+        final EventLoopGroup loops, final Hooks hooks)
+    {
+        try
+        {
+            role = role.as(ColodConfig.Role.PRIMARY, role.failovers() + 1);
+            role.write(Path.of(config.stateDir), v.name);
+            final QemuProcess q = failover.running();
+            qemu = q;
+            protectRunning(v, q, address(v.peer), runDir, loops, hooks, EpochLedger.Mode.PASS_THROUGH);
+            final PrimaryEngine engine = primary;
+            closers.add(engine);
+            final boolean manual = v.reprotect == ColodConfig.Reprotect.MANUAL;
+            handle.becamePrimary(engine, output::stats, primaryDetails(), pauseSteps(), manual ? engine::start : null);
+            if (manual)
+            {
+                LOG.warn("vm={} runs here as primary now, unprotected; `coloctl reprotect {}` protects it again", v.name,
+                    v.name);
+            }
+            else
+            {
+                engine.start();
+                LOG.warn("vm={} runs here as primary now; protecting it again as soon as {} stands by", v.name, v.peer);
+            }
+        }
+        catch (final Exception ex)
+        {
+            LOG.error("vm={} failed over here but cannot protect it again: {}", v.name, ex.toString(), ex);
+        }
     }
 
     /** Starts protecting: the primary connects to its secondary; the secondary listens. */
@@ -315,10 +458,10 @@ public final class ProtectedVm implements AutoCloseable
         return secondary;
     }
 
-    /** Primary: the VM's QEMU, else null. */
+    /** The QEMU that runs the VM on this host (the primary's, or the one a failover resumed), else null. */
     public QemuProcess qemu()
     {
-        return qemu;
+        return qemu != null ? qemu : failover == null ? null : failover.running();
     }
 
     /** Primary: the checkpoint source with its per-step timings, else null. */

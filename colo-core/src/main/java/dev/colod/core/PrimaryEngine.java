@@ -601,6 +601,26 @@ public final class PrimaryEngine implements AutoCloseable
     }
 
 
+    /**
+     * Asks the peer at {@code peer}, before this host starts the VM as primary, whether it stands by
+     * ({@link Welcome#OK}) or runs the VM since a failover ({@link Welcome#FAILED_OVER}). Opens no session.
+     * Throws if the peer cannot be reached within the connect and sync timeouts.
+     */
+    public static int probe(final ColoConfig config, final InetSocketAddress peer, final Transport transport)
+        throws IOException
+    {
+        try (Socket s = transport.newSocket())
+        {
+            s.setTcpNoDelay(true);
+            s.connect(peer, (int)config.connectTimeoutMs());
+            s.setSoTimeout((int)config.syncTimeoutMs());
+            final int mode = config.mode() == ColoConfig.Mode.STRICT ? Hello.MODE_STRICT : Hello.MODE_SPECULATIVE;
+            new Hello(Hello.CHANNEL_PROBE, mode, 0, config.maxStateBytes(), config.heartbeatIntervalMs(),
+                config.heartbeatTimeoutMs(), config.vmName(), new byte[0]).writeTo(s.getOutputStream());
+            return Welcome.readFrom(s.getInputStream()).status();
+        }
+    }
+
     static void closeQuietly(final AutoCloseable c)
     {
         if (c != null)

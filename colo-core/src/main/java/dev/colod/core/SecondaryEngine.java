@@ -208,6 +208,15 @@ public final class SecondaryEngine implements AutoCloseable
         }
         synchronized (sessionLock)
         {
+            if (hello.channel() == Hello.CHANNEL_PROBE)
+            {
+                // a host that ran this VM before asks who runs it now: answer, open no session
+                final boolean runsHere = failover.phase() != FailoverState.Phase.NONE;
+                new Welcome(runsHere ? Welcome.FAILED_OVER : Welcome.OK, 0, 0, sink.lastCommitted(),
+                    runsHere ? "the VM was failed over to this host" : "").writeTo(s.getOutputStream());
+                PrimaryEngine.closeQuietly(s);
+                return;
+            }
             if (hello.channel() == Hello.CHANNEL_HEARTBEAT)
             {
                 final Session cur = session;

@@ -201,11 +201,14 @@ public final class TwoHostLab
                 "ram-dir: " + ramDir(role),
                 "log-level: info",
                 "on-stop: " + (inProcess ? "stop" : "leave-running"),
+                "state-dir: " + runDir.resolve(role + "-state"),
                 "vms:",
                 "  - name: e2e",
                 "    role: " + role,
-                "    peer: 198.19.0.2:" + PORT,
-                inProcess ? "    netns: " + ("primary".equals(role) ? pri : sec) : "",
+                // in process: roles follow the VM (listen + the other host as peer, role kept in state-dir)
+                inProcess ? "    listen: " + ip(role) + ":" + PORT : "",
+                "    peer: " + (inProcess ? ip("primary".equals(role) ? "secondary" : "primary") : "198.19.0.2") + ":" + PORT,
+                inProcess ? "    netns: " + ns(role) : "",
                 "    standby: " + (hot ? "hot" : "cold"),
                 "    mode: " + how.mode().name().toLowerCase(),
                 "    write-tracking: " + how.tracking().name().toLowerCase(),
@@ -235,18 +238,32 @@ public final class TwoHostLab
             return ProtectedVm.open(c, c.vms.get(0), loops, hooks);
         }
 
-        /** Sockets of the engine of {@code role}, made inside that host's namespace. */
+        /** The namespace of the host that starts as {@code role}. */
+        String ns(final String role)
+        {
+            return "primary".equals(role) ? pri : sec;
+        }
+
+        /** The replication address of the host that starts as {@code role}. */
+        static String ip(final String role)
+        {
+            return "primary".equals(role) ? "198.19.0.1" : "198.19.0.2";
+        }
+
+        /** Sockets of the host that starts as {@code role}, made inside its namespace, from its own address. */
         private Transport transport(final String role)
         {
+            final String ns = ns(role);
+            final String ip = ip(role);
             return new Transport()
             {
                 @Override
                 public Socket newSocket() throws IOException
                 {
-                    return Netns.call(pri, () ->
+                    return Netns.call(ns, () ->
                     {
                         final Socket so = new Socket();
-                        so.bind(new InetSocketAddress("198.19.0.1", 0));
+                        so.bind(new InetSocketAddress(ip, 0));
                         return so;
                     });
                 }
@@ -254,11 +271,11 @@ public final class TwoHostLab
                 @Override
                 public ServerSocket newServerSocket() throws IOException
                 {
-                    return Netns.call(sec, () ->
+                    return Netns.call(ns, () ->
                     {
                         final ServerSocket ss = new ServerSocket();
                         ss.setReuseAddress(true);
-                        ss.bind(new InetSocketAddress("198.19.0.2", PORT));
+                        ss.bind(new InetSocketAddress(ip, PORT));
                         return ss;
                     });
                 }
@@ -317,6 +334,70 @@ public final class TwoHostLab
             p.ip("link", "del", "p-up");
             p.ip("link", "del", "rp");
             primary.qemu().kill();
+        }
+
+        /**
+         * The host that started as {@code role} dies: off the network (uplink, then replication link) and whatever
+         * QEMU runs the VM there killed. Its colod, cut off, stays until {@link #revive}.
+         */
+        public void kill(final String role) throws IOException
+        {
+            final ProtectedVm host = "primary".equals(role) ? primary : secondary;
+            final IpRoute h = new IpRoute(ns(role));
+            h.ip("link", "del", "primary".equals(role) ? "p-up" : "s-up");
+            h.ip("link", "del", "primary".equals(role) ? "rp" : "rs");
+            final dev.colod.agent.qemu.QemuProcess q = host.qemu();
+            if (q != null)
+            {
+                q.kill();
+            }
+        }
+
+        /**
+         * The host that started as {@code role} comes back: its old colod is gone for good (closed while the host is
+         * still off the network), its links come back, and colod starts again from the same colod.yaml and
+         * state-dir: its recorded role decides what it does.
+         */
+        public ProtectedVm revive(final String role, final Protection how) throws Exception
+        {
+            final ProtectedVm old = "primary".equals(role) ? primary : secondary;
+            old.close();
+            final IpRoute s = new IpRoute(sw);
+            final IpRoute h = new IpRoute(ns(role));
+            final String up = "primary".equals(role) ? "p-up" : "s-up";
+            final String peerUp = "primary".equals(role) ? "s-p" : "s-s";
+            h.ip("link", "add", up, "type", "veth", "peer", "name", peerUp, "netns", sw);
+            h.ip("link", "set", up, "master", "br0", "up");
+            s.ip("link", "set", peerUp, "master", "sw0", "up");
+            final IpRoute p = new IpRoute(pri);
+            p.ip("link", "add", "rp", "type", "veth", "peer", "name", "rs", "netns", sec);
+            p.ip("addr", "add", "198.19.0.1/24", "dev", "rp");
+            p.ip("link", "set", "rp", "up");
+            final IpRoute q = new IpRoute(sec);
+            q.ip("addr", "add", "198.19.0.2/24", "dev", "rs");
+            q.ip("link", "set", "rs", "up");
+            final ProtectedVm back = open(config(role, how, how.hotStandby()),
+                new ProtectedVm.Hooks(transport(role), s2 -> s2, i -> i, how.outputCommit()));
+            closers.add(back);
+            if ("primary".equals(role))
+            {
+                primary = back;
+            }
+            else
+            {
+                secondary = back;
+            }
+            if (back.secondary() != null)
+            {
+                back.secondary().addExitListener(secondaryExits::add);
+            }
+            return back.protect();
+        }
+
+        /** The colod of the host that started as {@code role}. */
+        public ProtectedVm host(final String role)
+        {
+            return "primary".equals(role) ? primary : secondary;
         }
 
         public PrimaryEngine primary()

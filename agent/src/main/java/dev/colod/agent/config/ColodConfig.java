@@ -34,6 +34,14 @@ public final class ColodConfig
         PRIMARY, SECONDARY
     }
 
+    public enum Reprotect
+    {
+        /** After a failover the survivor protects the VM again as soon as the other host's colod is back. */
+        AUTO,
+        /** ... only on {@code coloctl reprotect VM}. */
+        MANUAL
+    }
+
     public enum Standby
     {
         /** QEMU starts at failover. */
@@ -69,6 +77,9 @@ public final class ColodConfig
     public String runtimeDir = "/run/colod";
     @JsonProperty("ram-dir")
     public String ramDir = "/dev/shm/colod";
+    /** What must survive a reboot: each VM's current role (which host is primary now). */
+    @JsonProperty("state-dir")
+    public String stateDir = "/var/lib/colod";
     @JsonProperty("log-level")
     public LogLevel logLevel = LogLevel.INFO;
     @JsonProperty("on-stop")
@@ -82,7 +93,11 @@ public final class ColodConfig
     {
         public String name;
         public Role role;
+        /** The other host's replication address (with {@code listen}); without {@code listen}: see the example file. */
         public String peer;
+        /** This host's replication address, host:port. Set on both hosts, roles follow the VM across failovers. */
+        public String listen;
+        public Reprotect reprotect = Reprotect.AUTO;
         public String netns;
         public Standby standby = Standby.COLD;
         @JsonProperty("memory-mib")

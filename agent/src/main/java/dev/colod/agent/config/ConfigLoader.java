@@ -225,6 +225,7 @@ public final class ConfigLoader
         check(c.metricsListen != null && (c.metricsListen.isEmpty() || HOST_PORT.matcher(c.metricsListen).matches()),
             "metrics-listen", "must be empty (off) or host:port such as 127.0.0.1:9477, was '" + c.metricsListen + "'");
         check(c.ramDir != null && c.ramDir.startsWith("/"), "ram-dir", "must be an absolute path");
+        check(c.stateDir != null && c.stateDir.startsWith("/"), "state-dir", "must be an absolute path");
         check(!c.vms.isEmpty(), "vms", "at least one VM is needed");
         final Set<String> names = new HashSet<>();
         for (int i = 0; i < c.vms.size(); i++)
@@ -237,6 +238,10 @@ public final class ConfigLoader
             require(v.role, p, "role");
             require(v.peer, p, "peer");
             check(HOST_PORT.matcher(v.peer).matches(), p + ".peer", "must be host:port, was '" + v.peer + "'");
+            check(v.listen == null || HOST_PORT.matcher(v.listen).matches(), p + ".listen",
+                "must be host:port (this host's replication address), was '" + v.listen + "'");
+            check(v.listen == null || !v.listen.equals(v.peer), p + ".listen",
+                "must differ from peer (with listen set, peer is the other host's address), was '" + v.listen + "'");
             check(v.memoryMib >= 16 && v.memoryMib <= 1 << 20, p + ".memory-mib",
                 "must be 16..1048576 (1 TiB), was " + v.memoryMib);
             final long ramBytes = (long)v.memoryMib << 20;

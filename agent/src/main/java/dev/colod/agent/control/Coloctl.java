@@ -33,7 +33,7 @@ import java.util.concurrent.Callable;
         "  source <(coloctl completion)", "",
         "Exit codes: 0 ok, 1 colod refused, 2 usage, 3 colod not reachable, 4 invalid configuration"},
     subcommands = {Coloctl.Status.class, Coloctl.Buffers.class, Coloctl.Checkpoint.class, Coloctl.Failover.class,
-        Coloctl.Config.class, Coloctl.Completion.class})
+        Coloctl.Reprotect.class, Coloctl.Config.class, Coloctl.Completion.class})
 public final class Coloctl
 {
     public static final int REFUSED = 1;
@@ -284,6 +284,20 @@ public final class Coloctl
         int run()
         {
             return vmCommand("failover", vm);
+        }
+    }
+
+    @Command(name = "reprotect", description = "After a failover with reprotect: manual, protect VM again (this host "
+        + "is its primary now; the other host's colod must be running).")
+    static final class Reprotect extends Sub
+    {
+        @Parameters(paramLabel = "VM")
+        String vm;
+
+        @Override
+        int run()
+        {
+            return vmCommand("reprotect", vm);
         }
     }
 

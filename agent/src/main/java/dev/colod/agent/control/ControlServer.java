@@ -26,7 +26,8 @@ import java.util.concurrent.ConcurrentHashMap;
  * colod's control socket: a unix socket, mode 0600 (root only), one JSON request line in, one JSON response
  * line out, then close (docs/OPERATIONS.md, "Control socket"). Requests:
  * {@code {"command":"status"}}, {@code {"command":"buffers","vm":"web1"}} (vm optional),
- * {@code {"command":"checkpoint","vm":"web1"}}, {@code {"command":"failover","vm":"web1"}}.
+ * {@code {"command":"checkpoint","vm":"web1"}}, {@code {"command":"failover","vm":"web1"}},
+ * {@code {"command":"reprotect","vm":"web1"}}.
  * Responses: {@code {"ok":true,...}} or {@code {"ok":false,"error":"..."}}.
  */
 public final class ControlServer implements AutoCloseable
@@ -128,8 +129,13 @@ public final class ControlServer implements AutoCloseable
                     find(vm).failover();
                     r.put("message", "failover requested for vm " + vm);
                     break;
+                case "reprotect":
+                    find(vm).reprotect();
+                    r.put("message", "protection of vm " + vm + " starts again");
+                    break;
                 default:
-                    throw new IllegalArgumentException("unknown command '" + cmd + "' (status, buffers, checkpoint, failover)");
+                    throw new IllegalArgumentException("unknown command '" + cmd +
+                        "' (status, buffers, checkpoint, failover, reprotect)");
             }
             r.put("ok", true);
         }

@@ -16,26 +16,23 @@ import java.util.function.Supplier;
  */
 public final class VmHandle
 {
+    /** What the handle shows now; replaced whole when this host's role for the VM changes (a failover). */
+    private record View(PrimaryEngine primary, SecondaryEngine secondary, Supplier<List<NicStats>> buffers,
+                        Supplier<Map<String, Object>> details, Map<String, org.HdrHistogram.Histogram> pauseSteps,
+                        Runnable reprotect)
+    {
+    }
+
     private final String name;
-    private final PrimaryEngine primary;
-    private final SecondaryEngine secondary;
-    private final Supplier<List<NicStats>> buffers;
-    private final Supplier<Map<String, Object>> details;
-    private final Map<String, org.HdrHistogram.Histogram> pauseSteps;
+    private volatile View view;
     private long lastCount;
     private long lastCountNanos = System.nanoTime();
     private double rate;
 
-    private VmHandle(final String name, final PrimaryEngine primary, final SecondaryEngine secondary,
-        final Supplier<List<NicStats>> buffers, final Supplier<Map<String, Object>> details,
-        final Map<String, org.HdrHistogram.Histogram> pauseSteps)
+    private VmHandle(final String name, final View view)
     {
-        this.details = details;
-        this.pauseSteps = pauseSteps;
         this.name = name;
-        this.primary = primary;
-        this.secondary = secondary;
-        this.buffers = buffers;
+        this.view = view;
     }
 
     /**
@@ -52,18 +49,47 @@ public final class VmHandle
     public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
         final Supplier<Map<String, Object>> details, final Map<String, org.HdrHistogram.Histogram> pauseSteps)
     {
-        return new VmHandle(name, e, null, buffers, details, pauseSteps);
+        return new VmHandle(name, new View(e, null, buffers, details, pauseSteps, null));
+    }
+
+    /**
+     * This host became the VM's primary (a failover): show {@code e} from now on. {@code reprotect}, if not null,
+     * starts protection on {@code coloctl reprotect} (reprotect: manual).
+     */
+    public void becamePrimary(final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
+        final Supplier<Map<String, Object>> details, final Map<String, org.HdrHistogram.Histogram> pauseSteps,
+        final Runnable reprotect)
+    {
+        view = new View(e, null, buffers, details, pauseSteps, reprotect);
+    }
+
+    /** Runs the pending manual re-protection, if any. */
+    public void reprotect()
+    {
+        final View v = view;
+        if (v.reprotect() == null)
+        {
+            throw new IllegalStateException("vm " + name + " is not waiting for a manual re-protection here");
+        }
+        v.reprotect().run();
+        view = new View(v.primary(), v.secondary(), v.buffers(), v.details(), v.pauseSteps(), null);
     }
 
     /** Each step of a checkpoint: its histogram in microseconds (stop, device, tracking, copy, transfer, commit, resume). */
     public Map<String, org.HdrHistogram.Histogram> pauseSteps()
     {
-        return pauseSteps;
+        return view.pauseSteps();
     }
 
     public static VmHandle secondary(final String name, final SecondaryEngine e)
     {
-        return new VmHandle(name, null, e, List::of, () -> Map.of("write_tracking", "-"), Map.of());
+        return secondary(name, e, () -> Map.of("write_tracking", "-"));
+    }
+
+    /** A secondary with its own status fields (e.g. role history). */
+    public static VmHandle secondary(final String name, final SecondaryEngine e, final Supplier<Map<String, Object>> details)
+    {
+        return new VmHandle(name, new View(null, e, List::of, details, Map.of(), null));
     }
 
     public String name()
@@ -71,15 +97,18 @@ public final class VmHandle
         return name;
     }
 
-    private ColoCounters counters()
+    private static ColoCounters counters(final View v)
     {
-        return primary != null ? primary.counters() : secondary.counters();
+        return v.primary() != null ? v.primary().counters() : v.secondary().counters();
     }
 
     /** The fields of {@code coloctl status}, documented in docs/OPERATIONS.md. */
     public synchronized Map<String, Object> status()
     {
-        final ColoCounters c = counters();
+        final View v = view;
+        final PrimaryEngine primary = v.primary();
+        final SecondaryEngine secondary = v.secondary();
+        final ColoCounters c = counters(v);
         final long now = System.nanoTime();
         final long count = c.checkpointsCompleted.get();
         if (now - lastCountNanos > 500_000_000L)
@@ -105,9 +134,9 @@ public final class VmHandle
         m.put("heartbeat_losses", c.heartbeatLosses.get());
         m.put("protocol_errors", c.protocolErrors.get());
         m.put("failovers", c.failovers.get());
-        new java.util.TreeMap<>(details.get()).forEach(m::put);
+        new java.util.TreeMap<>(v.details().get()).forEach(m::put);
         final Map<String, Object> steps = new LinkedHashMap<>();
-        pauseSteps.forEach((step, h) -> steps.put(step, Map.of("p50_ms", h.getValueAtPercentile(50) / 1000.0,
+        v.pauseSteps().forEach((step, h) -> steps.put(step, Map.of("p50_ms", h.getValueAtPercentile(50) / 1000.0,
             "p99_ms", h.getValueAtPercentile(99) / 1000.0)));
         m.put("pause_steps", steps);
         m.put("last_error", primary != null ? primary.lastError() : secondary.lastError());
@@ -116,11 +145,12 @@ public final class VmHandle
 
     public List<NicStats> buffers()
     {
-        return buffers.get();
+        return view.buffers().get();
     }
 
     public void checkpoint()
     {
+        final PrimaryEngine primary = view.primary();
         if (primary == null)
         {
             throw new IllegalStateException("vm " + name + " is the secondary here: checkpoints are taken on the primary");
@@ -130,13 +160,14 @@ public final class VmHandle
 
     public void failover()
     {
-        if (primary != null)
+        final View v = view;
+        if (v.primary() != null)
         {
-            primary.requestFailover();
+            v.primary().requestFailover();
         }
         else
         {
-            secondary.requestFailover();
+            v.secondary().requestFailover();
         }
     }
 }

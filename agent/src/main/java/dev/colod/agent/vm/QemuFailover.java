@@ -24,6 +24,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     private final boolean hot;
     private final java.util.concurrent.ExecutorService starter;
     private volatile QemuProcess running;
+    private volatile boolean trackWrites;
     private volatile java.util.concurrent.Future<QemuProcess> standby;
     public volatile long lastStartMicros;
     public volatile long lastLoadMicros;
@@ -64,7 +65,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         {
             try
             {
-                final QemuProcess q = QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
+                final QemuProcess q = QemuProcess.start(spec, runDir, image.ramFile(), true, netns, env(image));
                 LOG.info("vm={} hot standby: QEMU pid {} waits paused on the committed image", spec.name(), q.pid());
                 return q;
             }
@@ -101,6 +102,19 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         }
     }
 
+    /** The failover QEMU gets the write-tracking library too: it may become the primary that is protected next. */
+    private Map<String, String> env(final StandbyImage image) throws IOException
+    {
+        return trackWrites ? WriteTrackingPreload.environment(runDir, image.ramFile()) : Map.of();
+    }
+
+    /** Start failover QEMUs with the write-tracking library (for kernel tracking once this host is primary). */
+    public QemuFailover trackWrites(final boolean on)
+    {
+        trackWrites = on;
+        return this;
+    }
+
     /** Stops a hot-standby QEMU that was never activated. */
     @Override
     public void close()
@@ -124,7 +138,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     {
         final long t0 = System.nanoTime();
         final QemuProcess pre = standbyQemu();
-        final QemuProcess q = pre != null ? pre : QemuProcess.start(spec, runDir, image.ramFile(), true, netns);
+        final QemuProcess q = pre != null ? pre : QemuProcess.start(spec, runDir, image.ramFile(), true, netns, env(image));
         final long t1 = System.nanoTime();
         try
         {

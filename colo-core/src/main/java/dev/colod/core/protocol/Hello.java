@@ -13,7 +13,7 @@ import java.nio.charset.StandardCharsets;
  *  off size field
  *   0   4   magic 0x434F4C44 ("COLD")
  *   4   2   version (1)
- *   6   1   channel: 0 control, 1 heartbeat
+ *   6   1   channel: 0 control, 1 heartbeat, 2 probe (asks only whether this peer stands by or runs the VM)
  *   7   1   mode: 0 strict, 1 speculative
  *   8   8   session id: 0 on a control channel, the WELCOME's id on a heartbeat channel
  *  16   8   maximum checkpoint state bytes the primary will send
@@ -32,6 +32,7 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
     public static final int VERSION = 1;
     public static final int CHANNEL_CONTROL = 0;
     public static final int CHANNEL_HEARTBEAT = 1;
+    public static final int CHANNEL_PROBE = 2;
     public static final int MODE_STRICT = 0;
     public static final int MODE_SPECULATIVE = 1;
     public static final int MAX_NAME_BYTES = 255;
@@ -73,9 +74,9 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
                 "unsupported hello.version " + version + ", this side speaks " + VERSION);
         }
         final int channel = in.readUnsignedByte();
-        if (channel != CHANNEL_CONTROL && channel != CHANNEL_HEARTBEAT)
+        if (channel != CHANNEL_CONTROL && channel != CHANNEL_HEARTBEAT && channel != CHANNEL_PROBE)
         {
-            throw new ProtocolException("hello.channel", "bad hello.channel " + channel + ", expected 0 or 1");
+            throw new ProtocolException("hello.channel", "bad hello.channel " + channel + ", expected 0, 1 or 2");
         }
         final int mode = in.readUnsignedByte();
         if (mode != MODE_STRICT && mode != MODE_SPECULATIVE)
