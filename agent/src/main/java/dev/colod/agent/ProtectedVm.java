@@ -129,7 +129,7 @@ public final class ProtectedVm implements AutoCloseable
             {
                 now.write(stateDir, v.name);
             }
-            vm.role = now;
+            vm.role = v.listen != null ? now : null; // without listen, roles are fixed and nothing is recorded
             if (vm.qemu == null)
             {
                 recoverLeftovers(v.name, runDir);
@@ -296,7 +296,12 @@ public final class ProtectedVm implements AutoCloseable
     private Map<String, Object> roleDetails()
     {
         final RoleFile r = role;
-        return r == null ? Map.of() : Map.of("role_since", r.since().toString(), "failovers", r.failovers());
+        if (r == null)
+        {
+            return Map.of();
+        }
+        final long engineFailovers = secondary == null ? 0 : secondary.counters().failovers.get();
+        return Map.of("role_since", r.since().toString(), "failovers", Math.max(r.failovers(), engineFailovers));
     }
 
     /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */
