@@ -73,6 +73,7 @@ public final class ProtectedVm implements AutoCloseable
     private SecondaryEngine secondary;
     private VmHandle handle;
     private volatile RoleFile role;
+    private Path fenced;
 
     private ProtectedVm(final String name)
     {
@@ -87,6 +88,8 @@ public final class ProtectedVm implements AutoCloseable
         try
         {
             final Path runDir = Path.of(config.runtimeDir).resolve(v.name);
+            // kept across reboots: a fenced host must not boot the VM on its own after a power cycle either
+            vm.fenced = Path.of(config.stateDir).resolve(v.name).resolve("fenced");
             final VmSpec spec = new VmSpec(v.name, v.memoryMib, v.vcpus, v.kernel == null ? null : Path.of(v.kernel),
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
                 v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac)).toList(), v.accel.name().toLowerCase(),
@@ -100,18 +103,18 @@ public final class ProtectedVm implements AutoCloseable
             if (role == ColodConfig.Role.PRIMARY)
             {
                 final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
-                if (v.listen != null && Files.exists(fencedMarker(runDir)))
+                if (v.listen != null && Files.exists(vm.fenced))
                 {
                     // the other host runs the VM since it took it over: this host stands by for it now
                     LOG.warn("vm={} was fenced here ({}): becoming its secondary", v.name,
-                        Files.readString(fencedMarker(runDir)).trim());
-                    QemuProcess.adopt(spec, runDir, ramFile).ifPresent(QemuProcess::close); // the fenced, paused copy
-                    Files.delete(fencedMarker(runDir));
+                        Files.readString(vm.fenced).trim());
+                    QemuProcess.adopt(spec, runDir, ramFile, false).ifPresent(QemuProcess::close); // the fenced copy, never resumed
+                    Files.delete(vm.fenced);
                     role = ColodConfig.Role.SECONDARY;
                 }
                 else
                 {
-                    refuseIfFenced(v.name, runDir);
+                    refuseIfFenced(v.name, vm.fenced);
                     vm.qemu = QemuProcess.adopt(spec, runDir, ramFile).orElse(null);
                     if (vm.qemu == null && recorded != null && whoRunsIt(v, peer, hooks) == Welcome.FAILED_OVER)
                     {
@@ -176,15 +179,9 @@ public final class ProtectedVm implements AutoCloseable
         }
     }
 
-    /** Marks that the secondary took this VM over: this host must not run it as primary again on its own. */
-    static Path fencedMarker(final Path runDir)
+    /** {@code marker} says the secondary took this VM over: this host must not run it as primary again on its own. */
+    private static void refuseIfFenced(final String vm, final Path marker) throws IOException
     {
-        return runDir.resolve("fenced");
-    }
-
-    private static void refuseIfFenced(final String vm, final Path runDir) throws IOException
-    {
-        final Path marker = fencedMarker(runDir);
         if (Files.exists(marker))
         {
             throw new IOException("vm " + vm + " was fenced here (" + Files.readString(marker).trim() + "): its secondary " +
@@ -254,11 +251,12 @@ public final class ProtectedVm implements AutoCloseable
             {
                 try
                 {
-                    Files.writeString(fencedMarker(runDir), java.time.Instant.now() + ": " + e.detail() + "\n");
+                    Files.createDirectories(fenced.getParent());
+                    Files.writeString(fenced, java.time.Instant.now() + ": " + e.detail() + "\n");
                 }
                 catch (final IOException ex)
                 {
-                    LOG.error("vm={} could not record the fence in {}: {}", v.name, fencedMarker(runDir), ex.toString());
+                    LOG.error("vm={} could not record the fence in {}: {}", v.name, fenced, ex.toString());
                 }
             }
         });

@@ -146,35 +146,50 @@ public final class TwoHostLab
                 final IpRoute s = new IpRoute(sw);
                 s.ip("link", "add", "sw0", "type", "bridge");
                 s.ip("link", "set", "sw0", "up");
-                for (final String[] host : new String[][]{{pri, "p-up", "s-p"}, {sec, "s-up", "s-s"}})
+                for (final String role : List.of("primary", "secondary"))
                 {
-                    final IpRoute h = new IpRoute(host[0]);
+                    final IpRoute h = new IpRoute(ns(role));
                     h.ip("link", "add", "br0", "type", "bridge");
                     h.ip("link", "set", "br0", "up");
                     h.ip("tuntap", "add", "dev", "vt0", "mode", "tap");
                     h.ip("link", "set", "vt0", "master", "br0", "up");
-                    h.ip("link", "add", host[1], "type", "veth", "peer", "name", host[2], "netns", sw);
-                    h.ip("link", "set", host[1], "master", "br0", "up");
-                    s.ip("link", "set", host[2], "master", "sw0", "up");
+                    linkUplink(role);
                 }
                 final IpRoute c = new IpRoute(cli);
                 c.ip("link", "add", "c0", "type", "veth", "peer", "name", "s-c", "netns", sw);
                 c.ip("addr", "add", "198.18.0.100/24", "dev", "c0");
                 c.ip("link", "set", "c0", "up");
                 s.ip("link", "set", "s-c", "master", "sw0", "up");
-                final IpRoute p = new IpRoute(pri);
-                p.ip("link", "add", "rp", "type", "veth", "peer", "name", "rs", "netns", sec);
-                p.ip("addr", "add", "198.19.0.1/24", "dev", "rp");
-                p.ip("link", "set", "rp", "up");
-                final IpRoute q = new IpRoute(sec);
-                q.ip("addr", "add", "198.19.0.2/24", "dev", "rs");
-                q.ip("link", "set", "rs", "up");
+                linkReplication();
             }
             catch (final Exception ex)
             {
                 close();
                 throw ex;
             }
+        }
+
+        /** The uplink of the host that starts as {@code role}: its bridge to the switch. */
+        private void linkUplink(final String role) throws IOException
+        {
+            final String up = "primary".equals(role) ? "p-up" : "s-up";
+            final String swPort = "primary".equals(role) ? "s-p" : "s-s";
+            final IpRoute h = new IpRoute(ns(role));
+            h.ip("link", "add", up, "type", "veth", "peer", "name", swPort, "netns", sw);
+            h.ip("link", "set", up, "master", "br0", "up");
+            new IpRoute(sw).ip("link", "set", swPort, "master", "sw0", "up");
+        }
+
+        /** The replication link between the two hosts. */
+        private void linkReplication() throws IOException
+        {
+            final IpRoute p = new IpRoute(pri);
+            p.ip("link", "add", "rp", "type", "veth", "peer", "name", "rs", "netns", sec);
+            p.ip("addr", "add", ip("primary") + "/24", "dev", "rp");
+            p.ip("link", "set", "rp", "up");
+            final IpRoute q = new IpRoute(sec);
+            q.ip("addr", "add", ip("secondary") + "/24", "dev", "rs");
+            q.ip("link", "set", "rs", "up");
         }
 
         /** Where a host's VM RAM files and standby image live (tmpfs). */
@@ -360,22 +375,21 @@ public final class TwoHostLab
          */
         public ProtectedVm revive(final String role, final Protection how) throws Exception
         {
-            final ProtectedVm old = "primary".equals(role) ? primary : secondary;
-            old.close();
-            final IpRoute s = new IpRoute(sw);
-            final IpRoute h = new IpRoute(ns(role));
-            final String up = "primary".equals(role) ? "p-up" : "s-up";
-            final String peerUp = "primary".equals(role) ? "s-p" : "s-s";
-            h.ip("link", "add", up, "type", "veth", "peer", "name", peerUp, "netns", sw);
-            h.ip("link", "set", up, "master", "br0", "up");
-            s.ip("link", "set", peerUp, "master", "sw0", "up");
-            final IpRoute p = new IpRoute(pri);
-            p.ip("link", "add", "rp", "type", "veth", "peer", "name", "rs", "netns", sec);
-            p.ip("addr", "add", "198.19.0.1/24", "dev", "rp");
-            p.ip("link", "set", "rp", "up");
-            final IpRoute q = new IpRoute(sec);
-            q.ip("addr", "add", "198.19.0.2/24", "dev", "rs");
-            q.ip("link", "set", "rs", "up");
+            host(role).close();
+            linkUplink(role);
+            linkReplication();
+            return start(role, how);
+        }
+
+        /** colod of the host that started as {@code role} is stopped (on-stop: stop) and started again. */
+        public ProtectedVm restart(final String role, final Protection how) throws Exception
+        {
+            host(role).close();
+            return start(role, how);
+        }
+
+        private ProtectedVm start(final String role, final Protection how) throws Exception
+        {
             final ProtectedVm back = open(config(role, how, how.hotStandby()),
                 new ProtectedVm.Hooks(transport(role), s2 -> s2, i -> i, how.outputCommit()));
             closers.add(back);

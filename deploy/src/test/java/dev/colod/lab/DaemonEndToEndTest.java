@@ -60,6 +60,30 @@ class DaemonEndToEndTest
         }
     }
 
+    /** Ends the colod processes and every QEMU they started (by the pids they recorded), and their RAM files. */
+    static void stopAll(final Lab lab, final Process[] colods, final Path... runDirs) throws Exception
+    {
+        for (final Process proc : colods)
+        {
+            if (proc != null)
+            {
+                proc.descendants().forEach(ProcessHandle::destroyForcibly);
+                proc.destroyForcibly();
+            }
+        }
+        for (final Path run : runDirs)
+        {
+            final Path pid = run.resolve("e2e/qemu.pid");
+            if (Files.exists(pid))
+            {
+                ProcessHandle.of(Long.parseLong(Files.readString(pid).trim())).ifPresent(ProcessHandle::destroyForcibly);
+            }
+        }
+        Thread.sleep(300);
+        TwoHostLab.deleteTree(lab.ramDir("primary"));
+        TwoHostLab.deleteTree(lab.ramDir("secondary"));
+    }
+
     static JsonNode awaitStatus(final Path socket, final Predicate<JsonNode> ok, final String what, final Process p,
         final Path log) throws Exception
     {
@@ -91,8 +115,6 @@ class DaemonEndToEndTest
             final Path dir = lab.runDir;
             final Path pRun = dir.resolve("p-run");
             final Path sRun = dir.resolve("s-run");
-            final Path pRam = lab.ramDir("primary");
-            final Path sRam = lab.ramDir("secondary");
             Files.writeString(dir.resolve("primary.yaml"), lab.yaml("primary", pRun, 200, false, false));
             Files.writeString(dir.resolve("secondary.yaml"), lab.yaml("secondary", sRun, 200, false, false));
             try
@@ -144,25 +166,7 @@ class DaemonEndToEndTest
             }
             finally
             {
-                for (final Process proc : new Process[]{primary, secondary})
-                {
-                    if (proc != null)
-                    {
-                        proc.descendants().forEach(ProcessHandle::destroyForcibly);
-                        proc.destroyForcibly();
-                    }
-                }
-                for (final Path run : new Path[]{pRun, sRun})
-                {
-                    final Path pid = run.resolve("e2e/qemu.pid");
-                    if (Files.exists(pid))
-                    {
-                        ProcessHandle.of(Long.parseLong(Files.readString(pid).trim())).ifPresent(ProcessHandle::destroyForcibly);
-                    }
-                }
-                Thread.sleep(300);
-                TwoHostLab.deleteTree(pRam);
-                TwoHostLab.deleteTree(sRam);
+                stopAll(lab, new Process[]{primary, secondary}, pRun, sRun);
             }
         }
     }

@@ -84,25 +84,7 @@ class DaemonRestartTest
             }
             finally
             {
-                for (final Process proc : new Process[]{primary, secondary})
-                {
-                    if (proc != null)
-                    {
-                        proc.descendants().forEach(ProcessHandle::destroyForcibly);
-                        proc.destroyForcibly();
-                    }
-                }
-                for (final Path run : new Path[]{pRun, sRun})
-                {
-                    final Path pid = run.resolve("e2e/qemu.pid");
-                    if (Files.exists(pid))
-                    {
-                        ProcessHandle.of(Long.parseLong(Files.readString(pid).trim())).ifPresent(ProcessHandle::destroyForcibly);
-                    }
-                }
-                Thread.sleep(300);
-                TwoHostLab.deleteTree(lab.ramDir("primary"));
-                TwoHostLab.deleteTree(lab.ramDir("secondary"));
+                DaemonEndToEndTest.stopAll(lab, new Process[]{primary, secondary}, pRun, sRun);
             }
         }
     }

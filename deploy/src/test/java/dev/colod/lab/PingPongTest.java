@@ -83,6 +83,41 @@ class PingPongTest
         }
     }
 
+    @Test
+    void anOperatorsFailoverFencesThePrimaryWhichComesBackAsTheSecondaryAndProtectionResumes() throws Exception
+    {
+        try (Lab lab = new Lab(FailoverEndToEndTest.GUEST))
+        {
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200);
+            lab.bootPrimary(how);
+            lab.protect(how);
+            try (Client client = new Client(lab.cli))
+            {
+                while (client.values().size() < 3)
+                {
+                    Thread.sleep(20);
+                }
+                final ProtectedVm b = lab.host("secondary");
+                b.handle().failover(); // the operator moves the VM to host B while A lives
+                await(() -> lab.host("primary").primary().state() == ProtectionState.FENCED, "A fenced (paused)");
+                await(() -> "primary".equals(b.handle().status().get("role")), "B runs the VM as primary");
+                final long movedAt = System.nanoTime();
+                await(() -> client.countSince(movedAt) >= 2, "the client is served by B");
+
+                final ProtectedVm a = lab.restart("primary", how); // colod on A starts again
+                assertThat(a.secondary()).as("the fenced host stands by now").isNotNull();
+                final PrimaryEngine engine = b.primary();
+                await(() -> engine.state() == ProtectionState.PROTECTED && engine.counters().checkpointsCompleted.get() >= 2,
+                    "B protected by A");
+                final long end = client.values().size();
+                await(() -> client.values().size() >= end + 2, "the client goes on");
+                client.close();
+                System.out.println("operator failover, fenced primary back as secondary: values " + client.values());
+                FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
+            }
+        }
+    }
+
     private interface Condition
     {
         boolean holds() throws Exception;

@@ -138,6 +138,13 @@ public final class QemuProcess implements AutoCloseable
     public static java.util.Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile)
         throws IOException
     {
+        return adopt(spec, runDir, ramFile, true);
+    }
+
+    /** As above; {@code resumeIfPaused} false leaves a paused guest paused (a fenced copy that is only to be stopped). */
+    public static java.util.Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile,
+        final boolean resumeIfPaused) throws IOException
+    {
         final Path pidFile = runDir.resolve("qemu.pid");
         if (!Files.exists(pidFile))
         {
@@ -180,7 +187,7 @@ public final class QemuProcess implements AutoCloseable
                 List.of(Map.of("capability", "x-ignore-shared", "state", true))), QMP_TIMEOUT_MS);
             final String status = qmp.execute("query-status", null, QMP_TIMEOUT_MS).path("status").asText();
             LOG.warn("vm={} adopted the running QEMU pid {} (status {})", spec.name(), h.pid(), status);
-            if (!"running".equals(status))
+            if (resumeIfPaused && !"running".equals(status))
             {
                 qmp.execute("cont", null, QMP_TIMEOUT_MS);
                 LOG.warn("vm={} resumed the guest that an earlier colod left {}", spec.name(), status);

@@ -53,6 +53,7 @@ public final class StandbyImage implements VmStateSink
     private final Activation activation;
     /** Header, device-state length 0 and page count: what decides whether a stream is a base image. */
     private static final int BASE_PREFIX = CheckpointFormat.HEADER + 8;
+    private static final long RAM_CHUNK = 1L << 30;
 
     private FileChannel staging;
     private DirectBase base;
@@ -194,21 +195,7 @@ public final class StandbyImage implements VmStateSink
             {
                 throw new IOException("vm " + vm + ": base image header does not match its " + size + " bytes");
             }
-            try (FileChannel f = FileChannel.open(ramFile(), StandardOpenOption.CREATE, StandardOpenOption.READ,
-                StandardOpenOption.WRITE))
-            {
-                if (f.size() != ramBytes)
-                {
-                    f.truncate(ramBytes);
-                    f.write(ByteBuffer.wrap(new byte[1]), ramBytes - 1);
-                }
-                final long chunk = 1L << 30;
-                ram = new MappedByteBuffer[(int)((ramBytes + chunk - 1) / chunk)];
-                for (int i = 0; i < ram.length; i++)
-                {
-                    ram[i] = f.map(FileChannel.MapMode.READ_WRITE, i * chunk, Math.min(chunk, ramBytes - i * chunk));
-                }
-            }
+            this.ram = mapRam(ramBytes);
         }
 
         void feedHeader(final ByteBuffer h)
@@ -246,8 +233,7 @@ public final class StandbyImage implements VmStateSink
                         throw new IOException("vm " + vm + ": base image names page " + page + " outside " + ramBytes +
                             " bytes of RAM");
                     }
-                    final long pos = page * CheckpointFormat.PAGE;
-                    ram[(int)(pos >>> 30)].put((int)(pos & ((1L << 30) - 1)), record, 8, CheckpointFormat.PAGE);
+                    putPage(ram, page, record, 8);
                     record.clear();
                     records++;
                 }
@@ -300,6 +286,32 @@ public final class StandbyImage implements VmStateSink
         apply(checkpointId);
     }
 
+    /** The RAM image sized to {@code ramBytes} and mapped read-write in 1 GiB chunks (a page never straddles two). */
+    private MappedByteBuffer[] mapRam(final long ramBytes) throws IOException
+    {
+        try (FileChannel f = FileChannel.open(ramFile(), StandardOpenOption.CREATE, StandardOpenOption.READ,
+            StandardOpenOption.WRITE))
+        {
+            if (f.size() != ramBytes)
+            {
+                f.truncate(ramBytes);
+                f.write(ByteBuffer.wrap(new byte[1]), ramBytes - 1);
+            }
+            final MappedByteBuffer[] ram = new MappedByteBuffer[(int)((ramBytes + RAM_CHUNK - 1) / RAM_CHUNK)];
+            for (int i = 0; i < ram.length; i++)
+            {
+                ram[i] = f.map(FileChannel.MapMode.READ_WRITE, i * RAM_CHUNK, Math.min(RAM_CHUNK, ramBytes - i * RAM_CHUNK));
+            }
+            return ram;
+        }
+    }
+
+    private static void putPage(final MappedByteBuffer[] ram, final long page, final ByteBuffer src, final int offset)
+    {
+        final long at = page * CheckpointFormat.PAGE;
+        ram[(int)(at / RAM_CHUNK)].put((int)(at % RAM_CHUNK), src, offset, CheckpointFormat.PAGE);
+    }
+
     private long readPendingId() throws IOException
     {
         return Long.parseLong(Files.readString(dir.resolve("pending.id")).trim());
@@ -322,20 +334,8 @@ public final class StandbyImage implements VmStateSink
                 throw new IOException("vm " + vm + ": checkpoint " + checkpointId +
                     " is incremental but there is no base image in " + dir);
             }
-            try (FileChannel ram = FileChannel.open(ramFile(), StandardOpenOption.CREATE, StandardOpenOption.READ,
-                StandardOpenOption.WRITE))
             {
-                if (ram.size() != c.ramBytes())
-                {
-                    ram.truncate(c.ramBytes());
-                    ram.write(ByteBuffer.wrap(new byte[1]), c.ramBytes() - 1);
-                }
-                final long chunk = 1L << 30;
-                final MappedByteBuffer[] r = new MappedByteBuffer[(int)((c.ramBytes() + chunk - 1) / chunk)];
-                for (int i = 0; i < r.length; i++)
-                {
-                    r[i] = ram.map(FileChannel.MapMode.READ_WRITE, i * chunk, Math.min(chunk, c.ramBytes() - i * chunk));
-                }
+                final MappedByteBuffer[] r = mapRam(c.ramBytes());
                 final int record = 8 + CheckpointFormat.PAGE;
                 final ByteBuffer buf = ByteBuffer.allocateDirect(256 * record);
                 long at = c.pagesOffset();
@@ -360,8 +360,7 @@ public final class StandbyImage implements VmStateSink
                             throw new IOException("vm " + vm + ": checkpoint " + checkpointId + " names page " + page +
                                 " outside " + c.ramBytes() + " bytes of RAM");
                         }
-                        final long off = page * CheckpointFormat.PAGE;
-                        r[(int)(off / chunk)].put((int)(off % chunk), buf, k * record + 8, CheckpointFormat.PAGE);
+                        putPage(r, page, buf, k * record + 8);
                     }
                     at += (long)n * record;
                     left -= n;
