@@ -5,6 +5,9 @@ import json, os, socket, subprocess, sys, time
 
 G = sys.argv[1]
 MIB = int(sys.argv[2]) if len(sys.argv) > 2 else 128
+# RETURN_PATH=0: x-colo alone (the first of the two ways BENCHMARKS.md describes)
+CAPS = [{'capability': 'x-colo', 'state': True}] + \
+    ([] if os.environ.get('RETURN_PATH', '1') == '0' else [{'capability': 'return-path', 'state': True}])
 D = os.environ.get('QCOLO_DIR', '/tmp/qcolo')
 os.makedirs(D, exist_ok=True)
 def qemu(name, extra):
@@ -33,9 +36,9 @@ sp, sf = qemu('secondary', ['-incoming', 'defer'])
 pp, pf = qemu('primary', [])
 try:
     time.sleep(6)  # let the guest boot
-    print('secondary caps', cmd(sf, 'migrate-set-capabilities', {'capabilities': [{'capability': 'x-colo', 'state': True}, {'capability': 'return-path', 'state': True}]}))
+    print('secondary caps', cmd(sf, 'migrate-set-capabilities', {'capabilities': CAPS}))
     print('secondary incoming', cmd(sf, 'migrate-incoming', {'uri': 'tcp:127.0.0.1:9998'}))
-    print('primary caps', cmd(pf, 'migrate-set-capabilities', {'capabilities': [{'capability': 'x-colo', 'state': True}, {'capability': 'return-path', 'state': True}]}))
+    print('primary caps', cmd(pf, 'migrate-set-capabilities', {'capabilities': CAPS}))
     print('primary delay', cmd(pf, 'migrate-set-parameters', {'x-checkpoint-delay': 100}))
     print('primary migrate', cmd(pf, 'migrate', {'uri': 'tcp:127.0.0.1:9998'}), flush=True)
     t0 = time.time()
