@@ -424,6 +424,11 @@ public final class PrimaryEngine implements AutoCloseable
         }
         final boolean wasProtected = state.get() == ProtectionState.PROTECTED;
         final Heartbeat hb = heartbeat;
+        final String vmLost = source.lostCause();
+        if (vmLost != null && wasProtected)
+        {
+            end.record(SessionEnd.Cause.VM_LOST, vmLost, ex);
+        }
         final SessionEnd.Outcome o = SessionEnd.classify(end.fail(ex, hb == null ? 0 : config.heartbeatTimeoutMs()),
             true, peer, counters);
         final boolean fence = o.next() == SessionEnd.Next.FENCE;
@@ -454,7 +459,8 @@ public final class PrimaryEngine implements AutoCloseable
         }
         if (hb != null)
         {
-            hb.bye(o.reason() == ExitReason.REQUEST && !fence ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
+            hb.bye(o.cause() == SessionEnd.Cause.VM_LOST ? HeartbeatFrame.BYE_VM_LOST
+                : o.reason() == ExitReason.REQUEST && !fence ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
         }
         closeQuietly(control);
         heartbeat = null;
@@ -490,7 +496,7 @@ public final class PrimaryEngine implements AutoCloseable
     private void fenceHere(final String why)
     {
         enter(ProtectionState.FENCED);
-        if (!paused)
+        if (!paused && source.lostCause() == null)
         {
             try
             {

@@ -25,6 +25,8 @@ final class SessionEnd
         PEER_TOOK_OVER,
         /** The peer said goodbye for another reason. */
         PEER_ENDED,
+        /** Primary: its own VM is gone (QEMU exited). Secondary: the primary said so (BYE vm-lost). */
+        VM_LOST,
         /** No heartbeat within the timeout: the peer's host or the link is gone. */
         PEER_LOST,
         /**
@@ -89,6 +91,11 @@ final class SessionEnd
     /** The heartbeat's verdict on a goodbye frame. */
     void recordBye(final int reason)
     {
+        if (reason == HeartbeatFrame.BYE_VM_LOST)
+        {
+            record(Cause.VM_LOST, "its VM process exited");
+            return;
+        }
         record(reason == HeartbeatFrame.BYE_FAILOVER ? Cause.PEER_TOOK_OVER : Cause.PEER_ENDED, "reason " + reason);
     }
 
@@ -149,6 +156,9 @@ final class SessionEnd
             case PEER_LOST:
                 detail = (primary ? "secondary" : "primary") + " lost: " + r.detail();
                 break;
+            case VM_LOST:
+                detail = primary ? "the VM is gone here: " + r.detail() : who + " lost its VM (" + r.detail() + ")";
+                break;
             case PEER_CLOSED:
                 detail = (primary ? "secondary" : "primary") + " agent gone (its host is up): " + r.detail();
                 break;
@@ -182,11 +192,13 @@ final class SessionEnd
         }
         else if (primary)
         {
-            next = c == Cause.PEER_TOOK_OVER ? Next.FENCE : c == Cause.REQUESTED ? Next.STOP : Next.RECONNECT;
+            // a primary whose VM is gone hands it over: like a fence, nothing it held may leave
+            next = c == Cause.PEER_TOOK_OVER || c == Cause.VM_LOST ? Next.FENCE : c == Cause.REQUESTED ? Next.STOP
+                : Next.RECONNECT;
         }
         else
         {
-            next = c == Cause.PEER_LOST || c == Cause.REQUESTED ? Next.FAIL_OVER
+            next = c == Cause.PEER_LOST || c == Cause.REQUESTED || c == Cause.VM_LOST ? Next.FAIL_OVER
                 : c == Cause.PEER_CLOSED ? Next.AWAIT_PEER : Next.RECONNECT;
         }
         final boolean requested = c == Cause.STOPPING || c == Cause.REQUESTED ||

@@ -69,6 +69,9 @@ class SessionEndTest
         assertThat(next(SessionEnd.Cause.PEER_LOST, false, counters)).isEqualTo(SessionEnd.Next.FAIL_OVER);
         assertThat(next(SessionEnd.Cause.PEER_CLOSED, false, counters)).isEqualTo(SessionEnd.Next.AWAIT_PEER);
         assertThat(next(SessionEnd.Cause.PEER_CLOSED, true, counters)).isEqualTo(SessionEnd.Next.RECONNECT);
+        assertThat(next(SessionEnd.Cause.VM_LOST, true, counters)).as("a primary without its VM hands it over")
+            .isEqualTo(SessionEnd.Next.FENCE);
+        assertThat(next(SessionEnd.Cause.VM_LOST, false, counters)).isEqualTo(SessionEnd.Next.FAIL_OVER);
         assertThat(next(SessionEnd.Cause.REQUESTED, false, counters)).isEqualTo(SessionEnd.Next.FAIL_OVER);
         assertThat(next(SessionEnd.Cause.PROTOCOL_ERROR, false, counters))
             .as("a bad message ends the session, never the VM").isEqualTo(SessionEnd.Next.RECONNECT);

@@ -284,6 +284,39 @@ class FailoverEndToEndTest
     }
 
     @Test
+    void aPrimaryWhoseQemuDiesHandsTheVmToItsSecondary() throws Exception
+    {
+        try (Lab rig = new Lab(GUEST))
+        {
+            rig.bootPrimary(TwoHostLab.Protection.of(200));
+            rig.protect(TwoHostLab.Protection.of(200));
+            try (Client client = new Client(rig.cli))
+            {
+                while (client.values().size() < 4)
+                {
+                    Thread.sleep(20);
+                }
+                final long killedAt = System.nanoTime();
+                rig.qemu().kill(); // only the VM: the host, its colod and the network live on
+                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
+                assertThat(e).isNotNull();
+                assertThat(e.failedOver()).as(e.detail()).isTrue();
+                assertThat(e.detail()).contains("lost its VM");
+                assertThat(rig.primary().state()).isEqualTo(ProtectionState.FENCED);
+                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+                while (client.countSince(killedAt) < 3)
+                {
+                    assertThat(System.nanoTime() - deadline).as("client answered after failover").isNegative();
+                    Thread.sleep(50);
+                }
+                client.close();
+                System.out.println("primary's QEMU died, secondary took over: values " + client.values());
+                assertStrictlyIncreasing(client.values());
+            }
+        }
+    }
+
+    @Test
     void aFourGiBGuestIsSynchronisedLiveThenCheckpointsOnlyWhatItWritesAndFailsOver() throws Exception
     {
         try (Lab rig = new Lab(GUEST, 4096))

@@ -212,6 +212,12 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     }
 
     @Override
+    public String lostCause()
+    {
+        return qemu.isAlive() ? null : "QEMU pid " + qemu.pid() + " exited";
+    }
+
+    @Override
     public void resume() throws IOException
     {
         final long t0 = System.nanoTime();

@@ -23,6 +23,8 @@ public record HeartbeatFrame(int type, int arg, long value)
     public static final int BYE_STOP = 0;
     public static final int BYE_ERROR = 1;
     public static final int BYE_FAILOVER = 2;
+    /** From the primary: its VM is gone (QEMU exited); the secondary resumes it from the last committed checkpoint. */
+    public static final int BYE_VM_LOST = 3;
 
     public void encode(final byte[] b)
     {

@@ -37,4 +37,10 @@ public interface VmStateSource
 
     /** Let the guest run again. */
     void resume() throws IOException;
+
+    /** Why the VM is gone for good (its process exited), or null while it exists. Asked when a checkpoint fails. */
+    default String lostCause()
+    {
+        return null;
+    }
 }
