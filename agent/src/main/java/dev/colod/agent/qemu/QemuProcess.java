@@ -237,6 +237,36 @@ public final class QemuProcess implements AutoCloseable
         return process.isAlive();
     }
 
+    /**
+     * True if QEMU has exited. When its QMP socket broke, waits up to {@code graceMs} for the exit to be seen: a
+     * killed process closes its sockets before its parent reaps it.
+     */
+    public boolean exited(final long graceMs)
+    {
+        if (!process.isAlive())
+        {
+            return true;
+        }
+        if (!qmp.isBroken())
+        {
+            return false;
+        }
+        try
+        {
+            process.onExit().get(graceMs, TimeUnit.MILLISECONDS);
+            return true;
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+            return !process.isAlive();
+        }
+        catch (final java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException ex)
+        {
+            return !process.isAlive();
+        }
+    }
+
     private boolean waitForExit(final long seconds)
     {
         try

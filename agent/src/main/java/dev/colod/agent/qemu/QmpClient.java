@@ -133,6 +133,12 @@ public final class QmpClient implements AutoCloseable
             (last == null ? "timeout" : last.getMessage()), last);
     }
 
+    /** True once QEMU closed the QMP socket or reading it failed. */
+    public boolean isBroken()
+    {
+        return broken != null;
+    }
+
     public void onEvent(final Consumer<JsonNode> listener)
     {
         eventListeners.add(listener);

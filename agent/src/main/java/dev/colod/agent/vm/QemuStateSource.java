@@ -214,7 +214,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     @Override
     public String lostCause()
     {
-        return qemu.isAlive() ? null : "QEMU pid " + qemu.pid() + " exited";
+        return qemu.exited(2_000) ? "QEMU pid " + qemu.pid() + " exited" : null;
     }
 
     @Override
