@@ -25,7 +25,7 @@ public final class ColoConfig
     private long transferTimeoutMs = 60_000;
     private long connectTimeoutMs = 2_000;
     private long reconnectIntervalMs = 1_000;
-    private long peerRestartGraceMs = 5_000;
+    private long peerRestartGraceMs = 10_000;
     private boolean concluded;
 
     public ColoConfig conclude()

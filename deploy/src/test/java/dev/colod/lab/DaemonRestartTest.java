@@ -37,7 +37,10 @@ class DaemonRestartTest
             final Path pLog = dir.resolve("primary.log");
             final Path sLog = dir.resolve("secondary.log");
             Files.writeString(pConf, lab.yaml("primary", pRun, 200, false, false));
-            Files.writeString(sConf, lab.yaml("secondary", sRun, 200, false, false));
+            // what this test restarts is colod, which on a loaded two-CPU machine can take longer than the default
+            // grace to come back: give it room, so that the test is about adoption, not about a JVM's start time
+            Files.writeString(sConf, lab.yaml("secondary", sRun, 200, false, false)
+                .replace("    heartbeat-timeout-ms: 1000", "    heartbeat-timeout-ms: 1000\n    peer-restart-grace-ms: 30000"));
             try
             {
                 secondary = colod(lab.sec, sConf, sLog);
