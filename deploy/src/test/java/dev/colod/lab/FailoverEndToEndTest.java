@@ -204,16 +204,9 @@ class FailoverEndToEndTest
                 }
                 final long killedAt = System.nanoTime();
                 rig.killPrimary();
-                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
-                assertThat(e).isNotNull();
-                assertThat(e.failedOver()).as(e.detail()).isTrue();
+                final ExitEvent e = awaitFailover(rig);
                 assertThat(rig.failover().lastStartMicros).as("no QEMU start at failover: it was waiting").isLessThan(5_000);
-                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-                while (client.countSince(killedAt) < 3)
-                {
-                    assertThat(System.nanoTime() - deadline).as("client answered after failover").isNegative();
-                    Thread.sleep(50);
-                }
+                awaitAnswers(client, killedAt);
                 client.close();
                 System.out.printf("hot standby: load+cont %d ms; values %s%n", rig.failover().lastLoadMicros / 1000,
                     client.values());
@@ -262,16 +255,9 @@ class FailoverEndToEndTest
                 final long before = client.values().size();
                 final long killedAt = System.nanoTime();
                 rig.killPrimary();
-                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
-                assertThat(e).as("secondary exit event").isNotNull();
-                assertThat(e.failedOver()).as(e.detail()).isTrue();
+                final ExitEvent e = awaitFailover(rig);
                 assertThat(rig.secondary().state()).isEqualTo(ProtectionState.FAILED_OVER);
-                final long deadline2 = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-                while (client.countSince(killedAt) < 3)
-                {
-                    assertThat(System.nanoTime() - deadline2).as("client answered after failover").isNegative();
-                    Thread.sleep(50);
-                }
+                awaitAnswers(client, killedAt);
                 client.close();
                 final List<Long> values = client.values();
                 System.out.printf("%s, output commit on: %d values before the kill, %d after; failover: QEMU start %d ms," +
@@ -298,17 +284,10 @@ class FailoverEndToEndTest
                 }
                 final long killedAt = System.nanoTime();
                 rig.qemu().kill(); // only the VM: the host, its colod and the network live on
-                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
-                assertThat(e).isNotNull();
-                assertThat(e.failedOver()).as(e.detail()).isTrue();
+                final ExitEvent e = awaitFailover(rig);
                 assertThat(e.detail()).contains("lost its VM");
                 assertThat(rig.primary().state()).isEqualTo(ProtectionState.FENCED);
-                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-                while (client.countSince(killedAt) < 3)
-                {
-                    assertThat(System.nanoTime() - deadline).as("client answered after failover").isNegative();
-                    Thread.sleep(50);
-                }
+                awaitAnswers(client, killedAt);
                 client.close();
                 System.out.println("primary's QEMU died, secondary took over: values " + client.values());
                 assertStrictlyIncreasing(client.values());
@@ -337,15 +316,8 @@ class FailoverEndToEndTest
                 }
                 final long killedAt = System.nanoTime();
                 rig.killPrimary();
-                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
-                assertThat(e).isNotNull();
-                assertThat(e.failedOver()).as(e.detail()).isTrue();
-                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-                while (client.countSince(killedAt) < 3)
-                {
-                    assertThat(System.nanoTime() - deadline).as("client answered after failover").isNegative();
-                    Thread.sleep(50);
-                }
+                awaitFailover(rig);
+                awaitAnswers(client, killedAt);
                 client.close();
                 System.out.printf("4 GiB: base synchronised live in %d ms, largest paused checkpoint %d pages of %d, " +
                         "pause p50 %.1f ms p99 %.1f ms; values %s%n",
@@ -382,15 +354,8 @@ class FailoverEndToEndTest
                 }
                 final long killedAt = System.nanoTime();
                 rig.killPrimary();
-                final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
-                assertThat(e).isNotNull();
-                assertThat(e.failedOver()).as(e.detail()).isTrue();
-                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-                while (client.countSince(killedAt) < 3)
-                {
-                    assertThat(System.nanoTime() - deadline).as("client answered after failover").isNegative();
-                    Thread.sleep(50);
-                }
+                awaitFailover(rig);
+                awaitAnswers(client, killedAt);
                 client.close();
                 final List<Long> values = client.values();
                 System.out.println(mode + ", output commit off (control): values " + values);
@@ -402,6 +367,26 @@ class FailoverEndToEndTest
                 assertThat(violated).as("without output commit the client sees a repeated or smaller value: %s", values)
                     .isTrue();
             }
+        }
+    }
+
+    /** The secondary's next exit event, which must be its failover. */
+    static ExitEvent awaitFailover(final Lab rig) throws InterruptedException
+    {
+        final ExitEvent e = rig.secondaryExits().poll(60, TimeUnit.SECONDS);
+        assertThat(e).as("secondary exit event").isNotNull();
+        assertThat(e.failedOver()).as(e.detail()).isTrue();
+        return e;
+    }
+
+    /** Waits (at most 60 s) until the client has had 3 answers since {@code sinceNanos}. */
+    static void awaitAnswers(final Client client, final long sinceNanos) throws InterruptedException
+    {
+        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (client.countSince(sinceNanos) < 3)
+        {
+            assertThat(System.nanoTime() - deadline).as("client answered after failover").isNegative();
+            Thread.sleep(50);
         }
     }
 

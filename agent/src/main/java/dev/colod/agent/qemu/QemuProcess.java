@@ -247,31 +247,15 @@ public final class QemuProcess implements AutoCloseable
         {
             return true;
         }
-        if (!qmp.isBroken())
-        {
-            return false;
-        }
-        try
-        {
-            process.onExit().get(graceMs, TimeUnit.MILLISECONDS);
-            return true;
-        }
-        catch (final InterruptedException ex)
-        {
-            Thread.currentThread().interrupt();
-            return !process.isAlive();
-        }
-        catch (final java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException ex)
-        {
-            return !process.isAlive();
-        }
+        return qmp.isBroken() && waitForExit(graceMs);
     }
 
-    private boolean waitForExit(final long seconds)
+    /** Waits up to {@code ms} for QEMU to exit; true if it has. */
+    private boolean waitForExit(final long ms)
     {
         try
         {
-            process.onExit().get(seconds, TimeUnit.SECONDS);
+            process.onExit().get(ms, TimeUnit.MILLISECONDS);
             return true;
         }
         catch (final InterruptedException ex)
@@ -291,7 +275,7 @@ public final class QemuProcess implements AutoCloseable
         qmp.close();
         process.descendants().forEach(ProcessHandle::destroyForcibly);
         process.destroyForcibly();
-        waitForExit(10);
+        waitForExit(10_000);
     }
 
     /** Asks QEMU to quit, then kills it if it does not; removes its QMP socket and pidfile. */
@@ -306,7 +290,7 @@ public final class QemuProcess implements AutoCloseable
         {
             // it may already be gone; kill below makes sure
         }
-        if (!waitForExit(5))
+        if (!waitForExit(5_000))
         {
             kill();
         }
