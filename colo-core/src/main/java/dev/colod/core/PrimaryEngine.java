@@ -7,6 +7,7 @@ import dev.colod.core.protocol.Hello;
 import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
+import dev.colod.core.spi.Arbiter;
 import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.core.spi.VmStateSource;
@@ -47,6 +48,10 @@ public final class PrimaryEngine implements AutoCloseable
     private static final int CMD_WAKE = 2;
     /** How often the wait between checkpoints looks at {@link OutputCommit#wantsCheckpoint()}. */
     private static final long OUTPUT_POLL_NS = 1_000_000L;
+    /** How often unprotected output checks that the lease still covers it (well inside the safety margin). */
+    private static final long LEASE_GUARD_MS = 10;
+    /** How often held output asks the arbiter again while unprotected. */
+    private static final long ARBITER_RETRY_NS = 200_000_000L;
     private static final Map<ProtectionState, Set<ProtectionState>> MOVES = Map.of(
         ProtectionState.CONNECTING, EnumSet.of(ProtectionState.PROTECTED, ProtectionState.UNPROTECTED,
             ProtectionState.FENCED, ProtectionState.STOPPED),
@@ -71,6 +76,7 @@ public final class PrimaryEngine implements AutoCloseable
     private final String peer;
 
     private volatile Transport transport = Transport.DEFAULT;
+    private volatile Arbiter arbiter = Arbiter.NONE;
     private volatile boolean closing;
     private volatile boolean killed;
     private volatile SessionEnd session;
@@ -80,6 +86,10 @@ public final class PrimaryEngine implements AutoCloseable
     private volatile long lastCompleted;
     private boolean paused;
     private boolean firstOfSession;
+    /** Output lets frames out unacknowledged (unprotected, granted by the arbiter). Session thread only. */
+    private boolean passing;
+    private long lastArbiterAskNs;
+    private Arbiter.Verdict.Kind lastVerdict;
 
     public PrimaryEngine(final ColoConfig config, final InetSocketAddress secondary, final VmStateSource source,
         final OutputCommit output, final ColoCounters counters, final ProtocolTap tap, final NanoClock clock)
@@ -101,6 +111,18 @@ public final class PrimaryEngine implements AutoCloseable
     {
         transport = t;
         return this;
+    }
+
+    /** Who decides whether this host may serve unprotected (before {@link #start()}); default {@link Arbiter#NONE}. */
+    public PrimaryEngine arbiter(final Arbiter a)
+    {
+        arbiter = a;
+        return this;
+    }
+
+    public Arbiter arbiter()
+    {
+        return arbiter;
     }
 
     public PrimaryEngine start()
@@ -191,6 +213,15 @@ public final class PrimaryEngine implements AutoCloseable
 
     private void run()
     {
+        if (arbiter.arbitrated())
+        {
+            // until the arbiter grants this host the VM, nothing leaves unacknowledged
+            output.hold(lastCompleted + 1);
+            if (!unprotectedOutput("starting"))
+            {
+                return;
+            }
+        }
         while (!closing && !isFinal())
         {
             final SessionEnd end = new SessionEnd();
@@ -212,7 +243,7 @@ public final class PrimaryEngine implements AutoCloseable
             {
                 lastError = ex.getMessage();
                 LOG.warn("vm={} secondary {} refused the session: {}", config.vmName(), peer, ex.getMessage());
-                if (ex.status == Welcome.FAILED_OVER)
+                if (ex.status == Welcome.FAILED_OVER || ex.status == Welcome.STALE_TOKEN)
                 {
                     output.fence(ex.getMessage()); // whatever is held (e.g. since an adoption) never leaves
                     fenceHere(ex.getMessage());
@@ -232,7 +263,10 @@ public final class PrimaryEngine implements AutoCloseable
             // until a session is up again the VM runs unprotected; the status says so, not "connecting"
             enter(ProtectionState.UNPROTECTED);
             commands.clear();
-            idle(config.reconnectIntervalMs());
+            if (!idleUnprotected(config.reconnectIntervalMs()))
+            {
+                return; // fenced: the arbiter gave the VM to the other host
+            }
             if (failover.isPending())
             {
                 LOG.warn("vm={} protection stopped on request; not reconnecting", config.vmName());
@@ -284,12 +318,18 @@ public final class PrimaryEngine implements AutoCloseable
         LOG.info("vm={} protected by {} (session {}, mode {}, first checkpoint {})", config.vmName(), peer,
             Long.toHexString(w.sessionId()), config.mode(), checkpointId);
 
+        passing = false;
+        final long firstId = checkpointId;
         long nextDueNs = clock.nanoTime() + config.checkpointDelayMs() * 1_000_000L;
         while (true)
         {
             awaitTrigger(end, nextDueNs);
             doCheckpoint(end, ch, checkpointId, limit);
             lastCompleted = checkpointId;
+            if (checkpointId == firstId)
+            {
+                arbiter.protectedBy(checkpointId); // the standby is current again: it may take over
+            }
             checkpointId++;
             nextDueNs = clock.nanoTime() + config.checkpointDelayMs() * 1_000_000L;
         }
@@ -431,7 +471,7 @@ public final class PrimaryEngine implements AutoCloseable
         }
         final SessionEnd.Outcome o = SessionEnd.classify(end.fail(ex, hb == null ? 0 : config.heartbeatTimeoutMs()),
             true, peer, counters);
-        final boolean fence = o.next() == SessionEnd.Next.FENCE;
+        boolean fence = o.next() == SessionEnd.Next.FENCE;
         if (paused && !fence)
         {
             try
@@ -452,7 +492,11 @@ public final class PrimaryEngine implements AutoCloseable
             {
                 output.fence(o.detail());
             }
-            else
+            else if (o.next() != SessionEnd.Next.STOP && !unprotectedOutput(o.detail()))
+            {
+                fence = true; // the arbiter gave the VM to the other host meanwhile (output is fenced already)
+            }
+            else if (o.next() == SessionEnd.Next.STOP)
             {
                 output.passThrough(o.detail());
             }
@@ -492,6 +536,90 @@ public final class PrimaryEngine implements AutoCloseable
         return o;
     }
 
+    /**
+     * Protection is lost: output may leave unacknowledged only if the arbiter grants this host the VM (and marks
+     * the standby outdated). Granted: pass-through. Not now: keep holding (never pass-through without the
+     * lease). Fence: the other host holds the key with a newer token; output is fenced and false returned.
+     */
+    private boolean unprotectedOutput(final String why)
+    {
+        lastArbiterAskNs = clock.nanoTime();
+        final Arbiter.Verdict v = arbiter.goUnprotected(lastCompleted);
+        final Arbiter.Verdict.Kind before = lastVerdict;
+        lastVerdict = v.kind();
+        switch (v.kind())
+        {
+            case GRANTED ->
+            {
+                if (!passing)
+                {
+                    output.passThrough(why);
+                    passing = true;
+                    if (arbiter.arbitrated())
+                    {
+                        counters.arbiterGrants.incrementAndGet();
+                        LOG.warn("vm={} the arbiter grants this host the VM unprotected (token {}): output passes",
+                            config.vmName(), v.token());
+                    }
+                }
+                return true;
+            }
+            case FENCE ->
+            {
+                output.fence(v.detail());
+                passing = false;
+                lastError = v.detail();
+                return false;
+            }
+            default ->
+            {
+                if (passing || before != v.kind())
+                {
+                    LOG.error("vm={} HOLDING all output: {} ({})", config.vmName(), why, v.detail());
+                }
+                output.hold(lastCompleted + 1);
+                passing = false;
+                counters.arbiterWaits.incrementAndGet();
+                lastError = "arbiter: " + v.detail();
+                return true;
+            }
+        }
+    }
+
+    /**
+     * Waits between reconnects while unprotected. Output that passes stops passing before the lease could have
+     * lapsed; output that is held asks the arbiter again every {@link #ARBITER_RETRY_NS}. False when fenced.
+     */
+    private boolean idleUnprotected(final long ms)
+    {
+        if (!arbiter.arbitrated())
+        {
+            idle(ms);
+            return true;
+        }
+        final long deadline = clock.nanoTime() + ms * 1_000_000L;
+        while (!closing && !failover.isPending() && clock.nanoTime() - deadline < 0)
+        {
+            if (passing && !arbiter.mayServeUnprotected())
+            {
+                output.hold(lastCompleted + 1);
+                passing = false;
+                counters.leaseLapses.incrementAndGet();
+                LOG.error("vm={} the lease could lapse: HOLDING all output until the arbiter grants it again",
+                    config.vmName());
+            }
+            if (!passing && clock.nanoTime() - lastArbiterAskNs > ARBITER_RETRY_NS && !unprotectedOutput("unprotected"))
+            {
+                fenceHere(lastError);
+                exitListeners.publish(new ExitEvent("primary", ExitReason.ERROR, lastError, false, lastCompleted, false,
+                    null));
+                return false;
+            }
+            idle(LEASE_GUARD_MS);
+        }
+        return true;
+    }
+
     /** The secondary runs the VM now: keep it paused here, for good. */
     private void fenceHere(final String why)
     {
@@ -509,6 +637,7 @@ public final class PrimaryEngine implements AutoCloseable
             }
         }
         LOG.error("vm={} FENCED: {}; the VM stays paused here", config.vmName(), why);
+        arbiter.resign("fenced"); // the other host need not wait out this host's lease
     }
 
     private void onPeerGone()
@@ -579,7 +708,8 @@ public final class PrimaryEngine implements AutoCloseable
         {
             s.setTcpNoDelay(true);
             s.connect(secondary, (int)config.connectTimeoutMs());
-            return s;
+            s.setSoTimeout((int)config.syncTimeoutMs());
+            return transport.secureClient(s);
         }
         catch (final IOException ex)
         {
@@ -594,7 +724,7 @@ public final class PrimaryEngine implements AutoCloseable
         s.setSoTimeout((int)config.syncTimeoutMs());
         final int mode = config.mode() == ColoConfig.Mode.STRICT ? Hello.MODE_STRICT : Hello.MODE_SPECULATIVE;
         new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
-            config.heartbeatTimeoutMs(), config.vmName(), new byte[0]).writeTo(s.getOutputStream());
+            config.heartbeatTimeoutMs(), arbiter.token(), config.vmName(), new byte[0]).writeTo(s.getOutputStream());
         final Welcome w = Welcome.readFrom(s.getInputStream());
         s.setSoTimeout(0);
         if (w.status() != Welcome.OK)
@@ -615,14 +745,15 @@ public final class PrimaryEngine implements AutoCloseable
     public static int probe(final ColoConfig config, final InetSocketAddress peer, final Transport transport)
         throws IOException
     {
-        try (Socket s = transport.newSocket())
+        try (Socket plain = transport.newSocket())
         {
-            s.setTcpNoDelay(true);
-            s.connect(peer, (int)config.connectTimeoutMs());
-            s.setSoTimeout((int)config.syncTimeoutMs());
+            plain.setTcpNoDelay(true);
+            plain.connect(peer, (int)config.connectTimeoutMs());
+            plain.setSoTimeout((int)config.syncTimeoutMs());
+            final Socket s = transport.secureClient(plain);
             final int mode = config.mode() == ColoConfig.Mode.STRICT ? Hello.MODE_STRICT : Hello.MODE_SPECULATIVE;
             new Hello(Hello.CHANNEL_PROBE, mode, 0, config.maxStateBytes(), config.heartbeatIntervalMs(),
-                config.heartbeatTimeoutMs(), config.vmName(), new byte[0]).writeTo(s.getOutputStream());
+                config.heartbeatTimeoutMs(), 0, config.vmName(), new byte[0]).writeTo(s.getOutputStream());
             return Welcome.readFrom(s.getInputStream()).status();
         }
     }

@@ -7,6 +7,7 @@ import dev.colod.core.protocol.Hello;
 import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
+import dev.colod.core.spi.Arbiter;
 import dev.colod.core.spi.VmStateSink;
 import dev.colod.core.status.ColoCounters;
 import org.slf4j.Logger;
@@ -19,8 +20,16 @@ import java.io.InputStream;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
+import java.net.SocketTimeoutException;
 import java.security.SecureRandom;
+import java.util.Iterator;
+import java.util.LinkedHashSet;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
 
@@ -37,6 +46,11 @@ public final class SecondaryEngine implements AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(SecondaryEngine.class);
     private static final int CHUNK = 256 * 1024;
+    /** Connections whose handshake may be in progress at once; a newer one evicts the oldest. */
+    static final int MAX_PENDING_HANDSHAKES = 32;
+    /** How often a failover asks the arbiter for the VM's key. */
+    private static final long CLAIM_RETRY_MS = 50;
+    private static final long CLAIM_REFUSED_RETRY_MS = 1000;
 
     private final ColoConfig config;
     private final InetSocketAddress bindAddress;
@@ -52,6 +66,26 @@ public final class SecondaryEngine implements AutoCloseable
     private ServerSocket server;
     private Thread acceptor;
     private volatile Transport transport = Transport.DEFAULT;
+    private volatile Arbiter arbiter = Arbiter.NONE;
+    /** The newest fencing token seen (in a HELLO or won in a claim): an older primary is refused. */
+    private final AtomicLong newestToken = new AtomicLong();
+    /** Sockets accepted whose handshake has not completed, oldest first (under itself). */
+    private final LinkedHashSet<Socket> pending = new LinkedHashSet<>();
+    private final ExecutorService handshakes = Executors.newCachedThreadPool(r ->
+    {
+        final Thread t = new Thread(r, "colo-secondary-handshake");
+        t.setDaemon(true);
+        return t;
+    });
+    private final ScheduledExecutorService deadlines = Executors.newSingleThreadScheduledExecutor(r ->
+    {
+        final Thread t = new Thread(r, "colo-secondary-handshake-deadline");
+        t.setDaemon(true);
+        return t;
+    });
+    /** A failover waiting for the arbiter (under sessionLock); a primary that comes back cancels it. */
+    private boolean claiming;
+    private long claimGeneration;
     private volatile boolean stopped;
     private volatile ProtectionState state = ProtectionState.CONNECTING;
     private volatile Session session;
@@ -77,6 +111,25 @@ public final class SecondaryEngine implements AutoCloseable
     {
         transport = t;
         return this;
+    }
+
+    /** Who decides whether this host may take the VM over (before {@link #start()}); default {@link Arbiter#NONE}. */
+    public SecondaryEngine arbiter(final Arbiter a)
+    {
+        arbiter = a;
+        return this;
+    }
+
+    /** The newest fencing token this host knows of (e.g. from its role file), before {@link #start()}. */
+    public SecondaryEngine knownToken(final long token)
+    {
+        newestToken.accumulateAndGet(token, Math::max);
+        return this;
+    }
+
+    public long newestToken()
+    {
+        return newestToken.get();
     }
 
     public SecondaryEngine start() throws IOException
@@ -149,9 +202,19 @@ public final class SecondaryEngine implements AutoCloseable
                 return; // the session thread fails over on its way out
             }
         }
-        doFailover("failover requested by operator", false);
+        final Thread t = new Thread(() -> claimAndFailOver("failover requested by operator", false),
+            "colo-secondary-" + config.vmName() + "-failover");
+        t.setDaemon(true);
+        t.start();
     }
 
+    /**
+     * Accepts and hands each connection to a handshake thread at once, so nothing a connection does (close
+     * early, stall, send garbage, arrive in a flood) holds up the next. At most {@link #MAX_PENDING_HANDSHAKES}
+     * handshakes are pending; a newer connection evicts the oldest, so a flood cannot keep a real primary,
+     * whose HELLO follows its connect within milliseconds, out. Each handshake must complete within the sync
+     * timeout, in total (not per read).
+     */
     private void acceptLoop()
     {
         while (!stopped)
@@ -163,37 +226,108 @@ public final class SecondaryEngine implements AutoCloseable
             }
             catch (final IOException ex)
             {
-                if (!stopped)
+                if (stopped || server.isClosed())
                 {
-                    LOG.error("vm={} accept failed: {}", config.vmName(), ex.toString());
+                    if (!stopped)
+                    {
+                        LOG.error("vm={} listening socket closed: {}", config.vmName(), ex.toString());
+                    }
+                    return;
                 }
-                return;
+                LOG.warn("vm={} accept failed, retrying: {}", config.vmName(), ex.toString());
+                idleBriefly();
+                continue;
+            }
+            Socket evicted = null;
+            synchronized (pending)
+            {
+                if (pending.size() >= MAX_PENDING_HANDSHAKES)
+                {
+                    final Iterator<Socket> oldest = pending.iterator();
+                    evicted = oldest.next();
+                    oldest.remove();
+                }
+                pending.add(s);
+            }
+            if (evicted != null)
+            {
+                counters.abandonedHandshakes.incrementAndGet();
+                PrimaryEngine.closeQuietly(evicted);
             }
             try
             {
-                s.setTcpNoDelay(true);
-                s.setSoTimeout((int)config.syncTimeoutMs());
-                final Hello hello = Hello.readFrom(s.getInputStream());
-                s.setSoTimeout(0);
-                dispatch(s, hello);
+                handshakes.execute(() -> handshake(s));
             }
-            catch (final IOException ex)
+            catch (final RuntimeException ex)
             {
-                counters.refusedSessions.incrementAndGet();
-                if (ex instanceof ProtocolException)
-                {
-                    counters.protocolErrors.incrementAndGet();
-                }
-                final String who = s.getRemoteSocketAddress().toString();
-                LOG.warn("vm={} refused connection from {}: {}", config.vmName(), who, ex.getMessage());
-                refuse(s, Welcome.BAD_HELLO, ex.getMessage());
+                PrimaryEngine.closeQuietly(s); // stopping
             }
         }
     }
 
-    private void dispatch(final Socket s, final Hello hello) throws IOException
+    private static void idleBriefly()
     {
-        final String who = s.getInetAddress().getHostAddress() + ":" + s.getPort();
+        try
+        {
+            Thread.sleep(50);
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private void handshake(final Socket accepted)
+    {
+        final String who = accepted.getInetAddress().getHostAddress() + ":" + accepted.getPort();
+        final ScheduledFuture<?> deadline = deadlines.schedule(() -> PrimaryEngine.closeQuietly(accepted),
+            config.syncTimeoutMs(), TimeUnit.MILLISECONDS);
+        Socket s = accepted;
+        try
+        {
+            s.setTcpNoDelay(true);
+            s.setSoTimeout((int)config.syncTimeoutMs());
+            s = transport.secureServer(accepted);
+            final Hello hello = Hello.readFrom(s.getInputStream());
+            if (!deadline.cancel(false))
+            {
+                throw new SocketTimeoutException("handshake not complete within " + config.syncTimeoutMs() + " ms");
+            }
+            s.setSoTimeout(0);
+            synchronized (pending)
+            {
+                pending.remove(accepted);
+            }
+            dispatch(s, hello, who);
+        }
+        catch (final IOException | RuntimeException ex)
+        {
+            deadline.cancel(false);
+            final boolean wasPending;
+            synchronized (pending)
+            {
+                wasPending = pending.remove(accepted);
+            }
+            if (ex instanceof ProtocolException pe)
+            {
+                counters.refusedSessions.incrementAndGet();
+                counters.protocolErrors.incrementAndGet();
+                LOG.warn("vm={} refused connection from {}: {}", config.vmName(), who, pe.getMessage());
+                refuse(s, "hello.version".equals(pe.field()) ? Welcome.VERSION : Welcome.BAD_HELLO, pe.getMessage());
+                return;
+            }
+            counters.abandonedHandshakes.incrementAndGet();
+            final String why = ex instanceof EOFException ? "closed before its HELLO was complete"
+                : !wasPending ? "evicted by newer connections or past the handshake deadline of " +
+                    config.syncTimeoutMs() + " ms"
+                : String.valueOf(ex.getMessage() == null ? ex.toString() : ex.getMessage());
+            LOG.info("vm={} dropped connection from {} before its handshake completed: {}", config.vmName(), who, why);
+            PrimaryEngine.closeQuietly(s);
+        }
+    }
+
+    private void dispatch(final Socket s, final Hello hello, final String who) throws IOException
+    {
         if (!hello.vmName().equals(config.vmName()))
         {
             counters.refusedSessions.incrementAndGet();
@@ -203,7 +337,7 @@ public final class SecondaryEngine implements AutoCloseable
         if (hello.auth().length != 0)
         {
             counters.refusedSessions.incrementAndGet();
-            refuse(s, Welcome.AUTH, "authentication is not supported by protocol version 1");
+            refuse(s, Welcome.AUTH, "hello.auth must be empty: peers authenticate by mutual TLS");
             return;
         }
         synchronized (sessionLock)
@@ -212,7 +346,7 @@ public final class SecondaryEngine implements AutoCloseable
             {
                 // a host that ran this VM before asks who runs it now: answer, open no session
                 final boolean runsHere = failover.phase() != FailoverState.Phase.NONE;
-                new Welcome(runsHere ? Welcome.FAILED_OVER : Welcome.OK, 0, 0, sink.lastCommitted(),
+                new Welcome(runsHere ? Welcome.FAILED_OVER : Welcome.OK, 0, 0, sink.lastCommitted(), newestToken.get(),
                     runsHere ? "the VM was failed over to this host" : "").writeTo(s.getOutputStream());
                 PrimaryEngine.closeQuietly(s);
                 return;
@@ -226,9 +360,29 @@ public final class SecondaryEngine implements AutoCloseable
                     refuse(s, Welcome.BAD_HELLO, "no session " + Long.toHexString(hello.sessionId()) + " awaits a heartbeat");
                     return;
                 }
-                new Welcome(Welcome.OK, cur.id, cur.limit, sink.lastCommitted(), "").writeTo(s.getOutputStream());
+                new Welcome(Welcome.OK, cur.id, cur.limit, sink.lastCommitted(), newestToken.get(), "")
+                    .writeTo(s.getOutputStream());
                 cur.heartbeatAttached.countDown();
                 return;
+            }
+            if (hello.token() < newestToken.get())
+            {
+                counters.refusedSessions.incrementAndGet();
+                counters.staleTokens.incrementAndGet();
+                LOG.error("vm={} refused primary {}: its fencing token {} is older than {}: another host took the VM " +
+                    "over since", config.vmName(), who, hello.token(), newestToken.get());
+                refuse(s, Welcome.STALE_TOKEN, "fencing token " + hello.token() + " is older than " + newestToken.get() +
+                    ": the VM was taken over since");
+                return;
+            }
+            if (failover.isPending() && claiming)
+            {
+                // the primary is back while we wait for its lease: it still runs the VM; protect it again
+                claimGeneration++;
+                claiming = false;
+                failover.reset();
+                LOG.warn("vm={} primary {} is back while the failover waited for the arbiter: failover abandoned",
+                    config.vmName(), who);
             }
             if (failover.phase() != FailoverState.Phase.NONE)
             {
@@ -251,7 +405,8 @@ public final class SecondaryEngine implements AutoCloseable
             final Session ns = new Session(id, s, who, Math.min(config.maxStateBytes(), hello.maxStateBytes()), hello);
             session = ns;
             graceToken++; // a primary is back: no failover for the agent that was gone
-            new Welcome(Welcome.OK, id, ns.limit, sink.lastCommitted(), "").writeTo(s.getOutputStream());
+            newestToken.accumulateAndGet(hello.token(), Math::max);
+            new Welcome(Welcome.OK, id, ns.limit, sink.lastCommitted(), newestToken.get(), "").writeTo(s.getOutputStream());
             peer = who;
             final Thread t = new Thread(ns::run, "colo-secondary-" + config.vmName() + "-session");
             t.setDaemon(true);
@@ -259,11 +414,11 @@ public final class SecondaryEngine implements AutoCloseable
         }
     }
 
-    private static void refuse(final Socket s, final int status, final String why)
+    private void refuse(final Socket s, final int status, final String why)
     {
         try
         {
-            Welcome.refuse(status, why).writeTo(s.getOutputStream());
+            Welcome.refuse(status, newestToken.get(), why).writeTo(s.getOutputStream());
         }
         catch (final IOException ignore)
         {
@@ -436,7 +591,7 @@ public final class SecondaryEngine implements AutoCloseable
             }
             if (failover.isPending())
             {
-                doFailover(o.detail(), o.peerLost());
+                claimAndFailOver(o.detail(), o.peerLost());
                 return;
             }
             if (o.next() == SessionEnd.Next.AWAIT_PEER && !stopped)
@@ -484,10 +639,79 @@ public final class SecondaryEngine implements AutoCloseable
                     return; // it came back, or something else decided
                 }
             }
-            doFailover(detail + "; it did not come back within " + config.peerRestartGraceMs() + " ms", true);
+            claimAndFailOver(detail + "; it did not come back within " + config.peerRestartGraceMs() + " ms", true);
         }, "colo-secondary-" + config.vmName() + "-grace");
         t.setDaemon(true);
         t.start();
+    }
+
+    /**
+     * A failover is required: first the arbiter's key (waiting out the old holder's lease; never with an outdated
+     * standby), then the resume. A primary that comes back meanwhile cancels the wait (see dispatch).
+     */
+    private void claimAndFailOver(final String why, final boolean peerLost)
+    {
+        if (arbiter.arbitrated())
+        {
+            final long generation;
+            synchronized (sessionLock)
+            {
+                claiming = true;
+                generation = claimGeneration;
+            }
+            state = ProtectionState.FAILING_OVER;
+            LOG.warn("vm={} {}: asking the arbiter for the VM before resuming it", config.vmName(), why);
+            Arbiter.Verdict.Kind last = null;
+            while (true)
+            {
+                synchronized (sessionLock)
+                {
+                    if (generation != claimGeneration || stopped)
+                    {
+                        return;
+                    }
+                }
+                final Arbiter.Verdict v = arbiter.claimForFailover(sink.lastCommitted());
+                if (v.kind() == Arbiter.Verdict.Kind.GRANTED)
+                {
+                    synchronized (sessionLock)
+                    {
+                        if (generation != claimGeneration || stopped)
+                        {
+                            arbiter.resign("failover abandoned: the primary came back");
+                            return;
+                        }
+                        claiming = false;
+                    }
+                    newestToken.accumulateAndGet(v.token(), Math::max);
+                    LOG.warn("vm={} the arbiter grants this host the VM (token {})", config.vmName(), v.token());
+                    break;
+                }
+                counters.arbiterWaits.incrementAndGet();
+                lastError = "arbiter: " + v.detail();
+                if (v.kind() != last)
+                {
+                    last = v.kind();
+                    if (v.kind() == Arbiter.Verdict.Kind.REFUSED)
+                    {
+                        LOG.error("vm={} NOT FAILING OVER: {}; standing by for the primary", config.vmName(), v.detail());
+                    }
+                    else
+                    {
+                        LOG.warn("vm={} failover waits for the arbiter: {}", config.vmName(), v.detail());
+                    }
+                }
+                try
+                {
+                    Thread.sleep(v.kind() == Arbiter.Verdict.Kind.REFUSED ? CLAIM_REFUSED_RETRY_MS : CLAIM_RETRY_MS);
+                }
+                catch (final InterruptedException ex)
+                {
+                    return;
+                }
+            }
+        }
+        doFailover(why, peerLost);
     }
 
     private void doFailover(final String why, final boolean peerLost)
@@ -536,6 +760,13 @@ public final class SecondaryEngine implements AutoCloseable
     {
         stopped = true;
         PrimaryEngine.closeQuietly(server);
+        handshakes.shutdownNow();
+        deadlines.shutdownNow();
+        synchronized (pending)
+        {
+            pending.forEach(PrimaryEngine::closeQuietly);
+            pending.clear();
+        }
         final Session s;
         synchronized (sessionLock)
         {
@@ -557,6 +788,8 @@ public final class SecondaryEngine implements AutoCloseable
     {
         stopped = true;
         PrimaryEngine.closeQuietly(server);
+        handshakes.shutdownNow();
+        deadlines.shutdownNow();
         final Session s = session;
         if (s != null)
         {

@@ -26,4 +26,25 @@ public interface Transport
     {
         return new ServerSocket();
     }
+
+    /**
+     * The primary's connected socket as the channel it speaks on: with mutual TLS, the handshake is done and the
+     * secondary's certificate checked against the configured peer before this returns.
+     */
+    default Socket secureClient(final Socket connected) throws IOException
+    {
+        return connected;
+    }
+
+    /** The secondary's accepted socket as the channel it listens on (TLS: handshake done, peer checked). */
+    default Socket secureServer(final Socket accepted) throws IOException
+    {
+        return accepted;
+    }
+
+    /** An unconnected socket for the arbiter's client (the lease store may live on another network). */
+    default Socket newArbiterSocket() throws IOException
+    {
+        return new Socket();
+    }
 }

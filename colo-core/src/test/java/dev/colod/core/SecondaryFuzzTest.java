@@ -67,11 +67,11 @@ class SecondaryFuzzTest
         {
             control.connect(secondary.localAddress(), 2_000);
             control.setSoTimeout(5_000);
-            new Hello(0, 0, 0, LIMIT, 30, 300, "fuzz", new byte[0]).writeTo(control.getOutputStream());
+            new Hello(0, 0, 0, LIMIT, 30, 300, 0, "fuzz", new byte[0]).writeTo(control.getOutputStream());
             final Welcome w = Welcome.readFrom(control.getInputStream());
             assertThat(w.status()).as("secondary still stands by: %s", w.reason()).isEqualTo(Welcome.OK);
             hb.connect(secondary.localAddress(), 2_000);
-            new Hello(1, 0, w.sessionId(), LIMIT, 30, 300, "fuzz", new byte[0]).writeTo(hb.getOutputStream());
+            new Hello(1, 0, w.sessionId(), LIMIT, 30, 300, 0, "fuzz", new byte[0]).writeTo(hb.getOutputStream());
             assertThat(Welcome.readFrom(hb.getInputStream()).status()).isEqualTo(Welcome.OK);
             // a live primary beats; the secondary then never mistakes the end of a bad stream for a lost peer
             final Thread beats = new Thread(() ->

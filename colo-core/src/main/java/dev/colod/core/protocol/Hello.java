@@ -12,24 +12,27 @@ import java.nio.charset.StandardCharsets;
  * <pre>
  *  off size field
  *   0   4   magic 0x434F4C44 ("COLD")
- *   4   2   version (1)
+ *   4   2   version (2)
  *   6   1   channel: 0 control, 1 heartbeat, 2 probe (asks only whether this peer stands by or runs the VM)
  *   7   1   mode: 0 strict, 1 speculative
  *   8   8   session id: 0 on a control channel, the WELCOME's id on a heartbeat channel
  *  16   8   maximum checkpoint state bytes the primary will send
  *  24   4   heartbeat interval ms
  *  28   4   heartbeat timeout ms
- *  32   2   vm name length L, 1..255
- *  34   2   auth length A, 0..4096 (version 1 peers send 0; reserved for authentication)
- *  36   L   vm name, UTF-8
- *  36+L A   auth bytes
+ *  32   8   fencing token: the arbiter revision under which the primary last held the VM's key (0: unarbitrated)
+ *  40   2   vm name length L, 1..255
+ *  42   2   auth length A, 0 (reserved; peers authenticate by mutual TLS)
+ *  44   L   vm name, UTF-8
+ *  44+L A   auth bytes
  * </pre>
  */
 public record Hello(int channel, int mode, long sessionId, long maxStateBytes, int heartbeatIntervalMs,
-                    int heartbeatTimeoutMs, String vmName, byte[] auth)
+                    int heartbeatTimeoutMs, long token, String vmName, byte[] auth)
 {
     public static final int MAGIC = 0x434F4C44;
-    public static final int VERSION = 1;
+    public static final int VERSION = 2;
+    /** Bytes before the vm name. */
+    public static final int FIXED_BYTES = 44;
     public static final int CHANNEL_CONTROL = 0;
     public static final int CHANNEL_HEARTBEAT = 1;
     public static final int CHANNEL_PROBE = 2;
@@ -50,6 +53,7 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
         out.writeLong(maxStateBytes);
         out.writeInt(heartbeatIntervalMs);
         out.writeInt(heartbeatTimeoutMs);
+        out.writeLong(token);
         out.writeShort(name.length);
         out.writeShort(auth.length);
         out.write(name);
@@ -57,7 +61,7 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
         out.flush();
     }
 
-    /** Reads and validates a HELLO; every refusal names the field. Reads at most 36 + 255 + 4096 bytes. */
+    /** Reads and validates a HELLO; every refusal names the field. Reads at most 44 + 255 + 4096 bytes. */
     public static Hello readFrom(final InputStream is) throws IOException
     {
         final DataInputStream in = new DataInputStream(is);
@@ -98,6 +102,11 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
                 "bad hello.heartbeat interval " + hbInterval + " ms / timeout " + hbTimeout +
                 " ms: need 0 < interval < timeout");
         }
+        final long token = in.readLong();
+        if (token < 0)
+        {
+            throw new ProtocolException("hello.token", "bad hello.token " + Long.toUnsignedString(token) + ": above 2^63-1");
+        }
         final int nameLen = in.readUnsignedShort();
         if (nameLen == 0 || nameLen > MAX_NAME_BYTES)
         {
@@ -112,7 +121,7 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
         in.readFully(name);
         final byte[] auth = new byte[authLen];
         in.readFully(auth);
-        return new Hello(channel, mode, sessionId, maxState, hbInterval, hbTimeout,
+        return new Hello(channel, mode, sessionId, maxState, hbInterval, hbTimeout, token,
             new String(name, StandardCharsets.UTF_8), auth);
     }
 }

@@ -12,18 +12,19 @@ import java.nio.charset.StandardCharsets;
  * <pre>
  *  off size field
  *   0   4   magic 0x434F4C44 ("COLD")
- *   4   2   version (1)
- *   6   2   status: 0 OK, 1 VERSION, 2 UNKNOWN_VM, 3 BUSY, 4 AUTH, 5 BAD_HELLO, 6 FAILED_OVER
+ *   4   2   version (2)
+ *   6   2   status: 0 OK, 1 VERSION, 2 UNKNOWN_VM, 3 BUSY, 4 AUTH, 5 BAD_HELLO, 6 FAILED_OVER, 7 STALE_TOKEN
  *   8   8   session id (non-zero when OK)
  *  16   8   effective state-size limit: min(primary's, secondary's)
  *  24   8   id of the last checkpoint the secondary committed (0: none)
- *  32   2   reason length R, 0..1024
- *  34   R   reason, UTF-8 (empty when OK)
+ *  32   8   the newest fencing token this peer has seen (0: none)
+ *  40   2   reason length R, 0..1024
+ *  42   R   reason, UTF-8 (empty when OK)
  * </pre>
  * After an OK WELCOME on the control channel the secondary sends {@code checkpoint-ready} once its heartbeat
  * channel is attached.
  */
-public record Welcome(int status, long sessionId, long maxStateBytes, long lastCommitted, String reason)
+public record Welcome(int status, long sessionId, long maxStateBytes, long lastCommitted, long token, String reason)
 {
     public static final int OK = 0;
     public static final int VERSION = 1;
@@ -32,12 +33,14 @@ public record Welcome(int status, long sessionId, long maxStateBytes, long lastC
     public static final int AUTH = 4;
     public static final int BAD_HELLO = 5;
     public static final int FAILED_OVER = 6;
-    private static final String[] NAMES = {"ok", "version", "unknown-vm", "busy", "auth", "bad-hello", "failed-over"};
+    public static final int STALE_TOKEN = 7;
+    private static final String[] NAMES = {"ok", "version", "unknown-vm", "busy", "auth", "bad-hello", "failed-over",
+        "stale-token"};
     public static final int MAX_REASON_BYTES = 1024;
 
-    public static Welcome refuse(final int status, final String reason)
+    public static Welcome refuse(final int status, final long token, final String reason)
     {
-        return new Welcome(status, 0, 0, 0, reason);
+        return new Welcome(status, 0, 0, 0, token, reason == null ? "" : reason);
     }
 
     public static String statusName(final int status)
@@ -47,7 +50,7 @@ public record Welcome(int status, long sessionId, long maxStateBytes, long lastC
 
     public void writeTo(final OutputStream os) throws IOException
     {
-        byte[] why = reason.getBytes(StandardCharsets.UTF_8);
+        byte[] why = (reason == null ? "" : reason).getBytes(StandardCharsets.UTF_8);
         if (why.length > MAX_REASON_BYTES)
         {
             why = java.util.Arrays.copyOf(why, MAX_REASON_BYTES);
@@ -59,6 +62,7 @@ public record Welcome(int status, long sessionId, long maxStateBytes, long lastC
         out.writeLong(sessionId);
         out.writeLong(maxStateBytes);
         out.writeLong(lastCommitted);
+        out.writeLong(token);
         out.writeShort(why.length);
         out.write(why);
         out.flush();
@@ -83,6 +87,7 @@ public record Welcome(int status, long sessionId, long maxStateBytes, long lastC
         final long sessionId = in.readLong();
         final long maxState = in.readLong();
         final long lastCommitted = in.readLong();
+        final long token = in.readLong();
         final int reasonLen = in.readUnsignedShort();
         if (reasonLen > MAX_REASON_BYTES)
         {
@@ -90,11 +95,12 @@ public record Welcome(int status, long sessionId, long maxStateBytes, long lastC
         }
         final byte[] why = new byte[reasonLen];
         in.readFully(why);
-        if (status == OK && (sessionId == 0 || maxState < 0 || lastCommitted < 0))
+        if (token < 0 || status == OK && (sessionId == 0 || maxState < 0 || lastCommitted < 0))
         {
             throw new ProtocolException("welcome.session",
-                "bad welcome: session " + sessionId + ", limit " + maxState + ", last committed " + lastCommitted);
+                "bad welcome: session " + sessionId + ", limit " + maxState + ", last committed " + lastCommitted +
+                ", token " + Long.toUnsignedString(token));
         }
-        return new Welcome(status, sessionId, maxState, lastCommitted, new String(why, StandardCharsets.UTF_8));
+        return new Welcome(status, sessionId, maxState, lastCommitted, token, new String(why, StandardCharsets.UTF_8));
     }
 }

@@ -28,6 +28,16 @@ public final class ColoCounters
     public final AtomicLong refusedSessions = new AtomicLong();
     public final AtomicLong discardedPartialCheckpoints = new AtomicLong();
     public final AtomicLong failovers = new AtomicLong();
+    /** Primary: times the arbiter granted this host the VM unprotected. */
+    public final AtomicLong arbiterGrants = new AtomicLong();
+    /** Primary: times the arbiter said "not now" while unprotected (output held). Secondary: failover claims not granted. */
+    public final AtomicLong arbiterWaits = new AtomicLong();
+    /** Primary: times unprotected output stopped passing because the lease could lapse. */
+    public final AtomicLong leaseLapses = new AtomicLong();
+    /** Sessions refused because the peer's fencing token was older than one already seen. */
+    public final AtomicLong staleTokens = new AtomicLong();
+    /** Connections closed before their handshake completed (early close, stall past the deadline, eviction, TLS). */
+    public final AtomicLong abandonedHandshakes = new AtomicLong();
     /** Time the VM spent paused per checkpoint, microseconds. */
     public final Histogram pauseMicros = new ConcurrentHistogram(60_000_000L, 2);
     /** Whole transaction time per checkpoint (request to loaded), microseconds. */

@@ -98,20 +98,21 @@ class ColoChannelTest
     @Test
     void helloRoundTripsAndRefusalsNameTheField() throws Exception
     {
-        final Hello h = new Hello(Hello.CHANNEL_CONTROL, Hello.MODE_SPECULATIVE, 0, 1 << 20, 100, 1000, "web-1", new byte[0]);
+        final Hello h = new Hello(Hello.CHANNEL_CONTROL, Hello.MODE_SPECULATIVE, 0, 1 << 20, 100, 1000, 42, "web-1", new byte[0]);
         final ByteArrayOutputStream out = new ByteArrayOutputStream();
         h.writeTo(out);
         final byte[] wire = out.toByteArray();
-        assertThat(wire).hasSize(36 + 5);
+        assertThat(wire).hasSize(Hello.FIXED_BYTES + 5);
         final Hello back = Hello.readFrom(new ByteArrayInputStream(wire));
         assertThat(back.vmName()).isEqualTo("web-1");
         assertThat(back.mode()).isEqualTo(Hello.MODE_SPECULATIVE);
         assertThat(back.maxStateBytes()).isEqualTo(1 << 20);
+        assertThat(back.token()).isEqualTo(42);
 
         final byte[] badVersion = wire.clone();
         badVersion[5] = 9;
         assertThatThrownBy(() -> Hello.readFrom(new ByteArrayInputStream(badVersion)))
-            .hasMessage("unsupported hello.version 9, this side speaks 1");
+            .hasMessage("unsupported hello.version 9, this side speaks 2");
         final byte[] badMagic = wire.clone();
         badMagic[0] = 'X';
         assertThatThrownBy(() -> Hello.readFrom(new ByteArrayInputStream(badMagic))).hasMessageContaining("hello.magic");

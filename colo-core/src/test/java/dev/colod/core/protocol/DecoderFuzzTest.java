@@ -97,7 +97,7 @@ class DecoderFuzzTest
     Arbitrary<byte[]> hellos() throws IOException
     {
         final ByteArrayOutputStream out = new ByteArrayOutputStream();
-        new Hello(0, 0, 0, 1 << 20, 100, 1000, "vm-a", new byte[0]).writeTo(out);
+        new Hello(0, 0, 0, 1 << 20, 100, 1000, 0, "vm-a", new byte[0]).writeTo(out);
         final byte[] valid = out.toByteArray();
         return Arbitraries.integers().between(0, valid.length - 1).list().ofMinSize(1).ofMaxSize(4)
             .flatMap(positions -> Arbitraries.bytes().list().ofSize(positions.size()).map(values ->
