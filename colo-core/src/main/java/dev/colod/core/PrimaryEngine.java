@@ -472,6 +472,7 @@ public final class PrimaryEngine implements AutoCloseable
         final SessionEnd.Outcome o = SessionEnd.classify(end.fail(ex, hb == null ? 0 : config.heartbeatTimeoutMs()),
             true, peer, counters);
         boolean fence = o.next() == SessionEnd.Next.FENCE;
+        String fenceWhy = o.detail();
         if (paused && !fence)
         {
             try
@@ -495,6 +496,7 @@ public final class PrimaryEngine implements AutoCloseable
             else if (o.next() != SessionEnd.Next.STOP && !unprotectedOutput(o.detail()))
             {
                 fence = true; // the arbiter gave the VM to the other host meanwhile (output is fenced already)
+                fenceWhy = lastError;
             }
             else if (o.next() == SessionEnd.Next.STOP)
             {
@@ -513,9 +515,10 @@ public final class PrimaryEngine implements AutoCloseable
 
         if (fence)
         {
-            fenceHere(o.detail());
-            exitListeners.publish(new ExitEvent("primary", o.reason(), o.detail(), false, lastCompleted, false, null));
-            return o;
+            lastError = fenceWhy;
+            fenceHere(fenceWhy);
+            exitListeners.publish(new ExitEvent("primary", o.reason(), fenceWhy, false, lastCompleted, false, null));
+            return new SessionEnd.Outcome(o.cause(), o.reason(), fenceWhy, o.peerLost(), SessionEnd.Next.FENCE, o.error());
         }
         if (o.next() == SessionEnd.Next.RECONNECT && !wasProtected)
         {

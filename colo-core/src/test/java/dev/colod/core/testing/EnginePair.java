@@ -1,6 +1,7 @@
 package dev.colod.core.testing;
 
 import dev.colod.core.ColoConfig;
+import dev.colod.core.spi.Arbiter;
 import dev.colod.core.ExitEvent;
 import dev.colod.core.NanoClock;
 import dev.colod.core.PrimaryEngine;
@@ -29,12 +30,21 @@ public final class EnginePair implements AutoCloseable
     public EnginePair(final Supplier<ColoConfig> config, final int vmBytes, final ProtocolTap primaryTap,
         final ProtocolTap secondaryTap) throws IOException
     {
+        this(config, vmBytes, primaryTap, secondaryTap, Arbiter.NONE, Arbiter.NONE, 0);
+    }
+
+    /** A pair whose engines ask the given arbiters; the secondary already knows {@code knownToken}. */
+    public EnginePair(final Supplier<ColoConfig> config, final int vmBytes, final ProtocolTap primaryTap,
+        final ProtocolTap secondaryTap, final Arbiter primaryArbiter, final Arbiter secondaryArbiter,
+        final long knownToken) throws IOException
+    {
         vm = new MemoryVm(vmBytes, true);
         secondary = new SecondaryEngine(config.get().conclude(), new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
-            sink, new ColoCounters(), secondaryTap, NanoClock.SYSTEM).start();
+            sink, new ColoCounters(), secondaryTap, NanoClock.SYSTEM).arbiter(secondaryArbiter).knownToken(knownToken)
+            .start();
         secondary.addExitListener(secondaryExits::add);
         primary = new PrimaryEngine(config.get().conclude(), secondary.localAddress(), vm, output, new ColoCounters(),
-            primaryTap, NanoClock.SYSTEM);
+            primaryTap, NanoClock.SYSTEM).arbiter(primaryArbiter);
         primary.addExitListener(primaryExits::add);
         primary.start();
     }

@@ -1,0 +1,189 @@
+package dev.colod.core;
+
+import dev.colod.core.protocol.Hello;
+import dev.colod.core.protocol.ProtocolTap;
+import dev.colod.core.status.ColoCounters;
+import dev.colod.core.testing.MemorySink;
+import dev.colod.core.testing.MemoryVm;
+import dev.colod.core.testing.RecordingOutputCommit;
+import org.junit.jupiter.api.Test;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+/**
+ * Whatever arrives at the secondary's port never keeps a legitimate primary from being served: connections that
+ * close at every byte of the preamble, connections that send nothing, a flood of connections with random bytes.
+ * The sync timeout is long (60 s) so that anything that waited for a bad connection would show.
+ */
+class ListeningPortTest
+{
+    private static final int SYNC_TIMEOUT_MS = 60_000;
+
+    private static ColoConfig config()
+    {
+        return base().syncTimeoutMs(SYNC_TIMEOUT_MS).peerRestartGraceMs(60_000);
+    }
+
+    private static ColoConfig base()
+    {
+        return dev.colod.core.testing.EnginePair.fastConfig(ColoConfig.Mode.STRICT);
+    }
+
+    private static byte[] validHello()
+    {
+        final ByteArrayOutputStream out = new ByteArrayOutputStream();
+        try
+        {
+            new Hello(Hello.CHANNEL_CONTROL, Hello.MODE_STRICT, 0, 8L << 20, 50, 500, 0, "vm-test", new byte[0]).writeTo(out);
+        }
+        catch (final IOException ex)
+        {
+            throw new IllegalStateException(ex);
+        }
+        return out.toByteArray();
+    }
+
+    private static boolean openAtServer(final Socket s) throws IOException
+    {
+        s.setSoTimeout(1);
+        try
+        {
+            final InputStream in = s.getInputStream();
+            return in.read() >= 0; // a refusal WELCOME would also be data: not a stall
+        }
+        catch (final SocketTimeoutException ex)
+        {
+            return true;
+        }
+        catch (final IOException ex)
+        {
+            return false;
+        }
+    }
+
+    private static PrimaryEngine primary(final InetSocketAddress at, final MemoryVm vm)
+    {
+        return new PrimaryEngine(config().conclude(), at, vm, new RecordingOutputCommit(), new ColoCounters(),
+            ProtocolTap.NONE, NanoClock.SYSTEM).start();
+    }
+
+    @Test
+    void earlyClosesStallsAndFloodsNeverKeepAPrimaryOut() throws Exception
+    {
+        final MemorySink sink = new MemorySink();
+        final ColoCounters counters = new ColoCounters();
+        try (SecondaryEngine secondary = new SecondaryEngine(config().conclude(),
+            new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), sink, counters, ProtocolTap.NONE, NanoClock.SYSTEM)
+            .start();
+             MemoryVm vm = new MemoryVm(4096, false))
+        {
+            final InetSocketAddress at = secondary.localAddress();
+            // 1. close after every byte count of the preamble (0 .. all but one)
+            final byte[] hello = validHello();
+            for (int k = 0; k < hello.length; k++)
+            {
+                try (Socket s = new Socket(at.getAddress(), at.getPort()))
+                {
+                    s.getOutputStream().write(hello, 0, k);
+                }
+            }
+            await().atMost(10, TimeUnit.SECONDS).until(() -> counters.abandonedHandshakes.get() == hello.length);
+
+            // 2. connections that send nothing stay pending; a real primary is served meanwhile
+            final List<Socket> stalled = new ArrayList<>();
+            for (int i = 0; i < 5; i++)
+            {
+                stalled.add(new Socket(at.getAddress(), at.getPort()));
+            }
+            final PrimaryEngine first = primary(at, vm);
+            try
+            {
+                await().atMost(30, TimeUnit.SECONDS).until(() -> first.counters().checkpointsCompleted.get() >= 3);
+                for (final Socket s : stalled)
+                {
+                    assertThat(openAtServer(s)).as("the stalled connections are still pending, so nobody waited for them")
+                        .isTrue();
+                }
+            }
+            finally
+            {
+                first.close();
+            }
+            await().atMost(10, TimeUnit.SECONDS).until(() -> secondary.state() == ProtectionState.CONNECTING);
+
+            // 3. a flood of connections with random bytes (some stall, some close) while the next primary connects
+            final AtomicBoolean flooding = new AtomicBoolean(true);
+            final AtomicLong sent = new AtomicLong();
+            final Thread flood = new Thread(() ->
+            {
+                final Random random = new Random(7);
+                final List<Socket> open = new ArrayList<>();
+                while (flooding.get())
+                {
+                    try
+                    {
+                        final Socket s = new Socket(at.getAddress(), at.getPort());
+                        final byte[] junk = new byte[random.nextInt(80)];
+                        random.nextBytes(junk);
+                        if (random.nextBoolean() && junk.length > 6)
+                        {
+                            System.arraycopy(hello, 0, junk, 0, 6); // a plausible magic and version, then junk
+                        }
+                        s.getOutputStream().write(junk);
+                        sent.incrementAndGet();
+                        if (random.nextBoolean())
+                        {
+                            open.add(s);
+                        }
+                        else
+                        {
+                            s.close();
+                        }
+                    }
+                    catch (final IOException ignore)
+                    {
+                        // the secondary closed it first: fine
+                    }
+                }
+                open.forEach(PrimaryEngine::closeQuietly);
+            }, "flood");
+            flood.start();
+            try
+            {
+                await().atMost(10, TimeUnit.SECONDS).until(() -> sent.get() >= 200);
+                final PrimaryEngine second = primary(at, vm);
+                try
+                {
+                    await().atMost(30, TimeUnit.SECONDS).until(() -> second.counters().checkpointsCompleted.get() >= 3);
+                }
+                finally
+                {
+                    second.close();
+                }
+            }
+            finally
+            {
+                flooding.set(false);
+                flood.join();
+                stalled.forEach(PrimaryEngine::closeQuietly);
+            }
+            assertThat(counters.abandonedHandshakes.get() + counters.protocolErrors.get()).isGreaterThan(hello.length + 100);
+            assertThat(sink.activatedAt()).as("nothing at the port causes a failover").isEqualTo(-1);
+        }
+    }
+}
