@@ -1,0 +1,561 @@
+package dev.colod.agent.arbiter;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.colod.core.spi.Arbiter;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.net.URI;
+import java.util.List;
+
+/**
+ * The arbiter on etcd (docs/ARCHITECTURE.md, "Arbiter"). Per VM two keys under {@code prefix/vms/<vm>/}:
+ * <ul>
+ * <li>{@code owner} = "{@code <host> <lease id>}", attached to that host's lease: whoever holds it may serve. Its
+ * create revision is the fencing token (it only grows: a new holder creates the key anew).</li>
+ * <li>{@code standby} = "{@code current|outdated <checkpoint> <host> <token>}", no lease: whether the other host's
+ * image may be resumed. The primary writes "outdated" in the same transaction that lets it serve unprotected,
+ * and "current" once a new session committed its first checkpoint; a failover claim requires "current" and
+ * that the record did not change between its read and the claim.</li>
+ * </ul>
+ * The lease is renewed every third of its TTL; this host considers it valid until the TTL after the renewal
+ * request was <em>sent</em>, less {@code safetyMarginMs} (monotonic clock).
+ */
+public final class EtcdArbiter implements Arbiter
+{
+    private static final Logger LOG = LoggerFactory.getLogger(EtcdArbiter.class);
+    private static final long RETRY_MS = 200;
+
+    /**
+     * @param endpoints        etcd client URLs (http)
+     * @param prefix           key prefix, e.g. {@code /colod}
+     * @param host             this host's name as the peers know it
+     * @param leaseTtlMs       lease TTL asked for (etcd rounds up to whole seconds and to its minimum)
+     * @param safetyMarginMs   stop serving unprotected this long before the lease could expire
+     * @param requestTimeoutMs connect and read timeout of one request
+     */
+    public record Settings(List<URI> endpoints, String prefix, String host, long leaseTtlMs, long safetyMarginMs,
+                           int requestTimeoutMs)
+    {
+    }
+
+    private record Owner(String host, long lease, long token)
+    {
+    }
+
+    private record Standby(boolean current, long checkpoint, String host, long token, long modRevision)
+    {
+    }
+
+    private final Settings settings;
+    private final String vm;
+    private final EtcdGateway etcd;
+    private final String ownerKey;
+    private final String standbyKey;
+    private final Thread renewer;
+
+    private volatile boolean closed;
+    private volatile long leaseId;
+    private volatile long leaseTtlMs;
+    private volatile long validUntilNs;
+    private volatile long heldToken;
+    private volatile long lastToken;
+    private volatile String lastProblem = "";
+    /** Bumped by every decision that makes a pending "current" write wrong (under this). */
+    private long generation;
+    private long spareLease;
+    private long spareGrantedNs;
+
+    public EtcdArbiter(final Settings settings, final String vm, final EtcdGateway.SocketFactory sockets)
+    {
+        this.settings = settings;
+        this.vm = vm;
+        this.etcd = new EtcdGateway(settings.endpoints(), settings.requestTimeoutMs(), sockets);
+        this.ownerKey = settings.prefix() + "/vms/" + vm + "/owner";
+        this.standbyKey = settings.prefix() + "/vms/" + vm + "/standby";
+        this.renewer = new Thread(this::renewLoop, "colod-" + vm + "-lease");
+        this.renewer.setDaemon(true);
+        this.renewer.start();
+    }
+
+    @Override
+    public boolean arbitrated()
+    {
+        return true;
+    }
+
+    @Override
+    public boolean mayServeUnprotected()
+    {
+        return heldToken != 0 && System.nanoTime() - validUntilNs < 0;
+    }
+
+    @Override
+    public long token()
+    {
+        return lastToken;
+    }
+
+    /** The token of the current hold, 0 when this host holds no key. */
+    public long heldToken()
+    {
+        return heldToken;
+    }
+
+    @Override
+    public synchronized Verdict goUnprotected(final long lastAcknowledged)
+    {
+        generation++;
+        try
+        {
+            final String outdated = "outdated " + lastAcknowledged + " " + settings.host();
+            if (mayServeUnprotected())
+            {
+                final JsonNode r = txn(compareCreate(ownerKey, heldToken), List.of(put(standbyKey, outdated + " " + heldToken, 0)),
+                    List.of(range(ownerKey)));
+                if (r.path("succeeded").asBoolean())
+                {
+                    return granted(heldToken, "holds the key");
+                }
+                final Owner o = owner(r);
+                dropHold("the key changed: " + (o == null ? "gone" : "held by " + o.host()));
+                if (o != null && !o.host().equals(settings.host()))
+                {
+                    return fence(o);
+                }
+            }
+            final long sentNs = System.nanoTime();
+            final long lease = grant();
+            final JsonNode r = txn(compareCreate(ownerKey, 0),
+                List.of(put(ownerKey, settings.host() + " " + lease, lease), put(standbyKey, outdated + " " + lastToken, 0)),
+                List.of(range(ownerKey)));
+            if (r.path("succeeded").asBoolean())
+            {
+                final long token = r.path("header").path("revision").asLong();
+                hold(lease, token, sentNs);
+                return granted(token, "took the key");
+            }
+            revoke(lease);
+            final Owner o = owner(r);
+            if (o == null)
+            {
+                return waitFor("the key vanished during the request; asking again");
+            }
+            if (o.host().equals(settings.host()))
+            {
+                return adopt(o, sentNs) ? goUnprotectedAgain(lastAcknowledged)
+                    : waitFor("this host's earlier hold (token " + o.token() + ") is ending; asking again");
+            }
+            return fence(o);
+        }
+        catch (final IOException ex)
+        {
+            return waitFor(ex.getMessage());
+        }
+    }
+
+    private Verdict goUnprotectedAgain(final long lastAcknowledged)
+    {
+        return mayServeUnprotected() ? goUnprotected(lastAcknowledged) : waitFor("adopted an earlier hold without time left");
+    }
+
+    /** The key holds this host's name under a lease of an earlier process: keep that lease if it still lives. */
+    private boolean adopt(final Owner o, final long sentNs) throws IOException
+    {
+        final long ttl = keepAlive(o.lease());
+        if (ttl <= 0)
+        {
+            return false;
+        }
+        leaseTtlMs = ttl;
+        hold(o.lease(), o.token(), sentNs);
+        LOG.info("vm={} adopted this host's earlier hold of the key (token {}, lease {})", vm, o.token(), o.lease());
+        return true;
+    }
+
+    @Override
+    public void protectedBy(final long checkpoint)
+    {
+        final long mine;
+        synchronized (this)
+        {
+            mine = ++generation;
+        }
+        final Thread t = new Thread(() ->
+        {
+            while (!closed)
+            {
+                synchronized (this)
+                {
+                    if (generation != mine)
+                    {
+                        return; // a later decision (unprotected, claim, resign) owns the record now
+                    }
+                    try
+                    {
+                        if (markCurrent(checkpoint))
+                        {
+                            return;
+                        }
+                    }
+                    catch (final IOException ex)
+                    {
+                        lastProblem = ex.getMessage();
+                    }
+                }
+                sleep(RETRY_MS);
+            }
+        }, "colod-" + vm + "-standby-current");
+        t.setDaemon(true);
+        t.start();
+    }
+
+    /** Under this: write "current" under this host's hold, taking the key first if no host holds it. */
+    private boolean markCurrent(final long checkpoint) throws IOException
+    {
+        if (heldToken == 0)
+        {
+            final long sentNs = System.nanoTime();
+            final long lease = grant();
+            final JsonNode r = txn(compareCreate(ownerKey, 0), List.of(put(ownerKey, settings.host() + " " + lease, lease)),
+                List.of(range(ownerKey)));
+            if (!r.path("succeeded").asBoolean())
+            {
+                revoke(lease);
+                final Owner o = owner(r);
+                if (o != null && o.host().equals(settings.host()) && adopt(o, sentNs))
+                {
+                    return markCurrent(checkpoint);
+                }
+                lastProblem = o == null ? "the key vanished; asking again" : "host " + o.host() + " holds the key (token " +
+                    o.token() + "): the standby cannot be marked current";
+                return o != null; // another holder: nothing this host may write; it learns more when it next asks
+            }
+            hold(lease, r.path("header").path("revision").asLong(), sentNs);
+        }
+        final JsonNode r = txn(compareCreate(ownerKey, heldToken),
+            List.of(put(standbyKey, "current " + checkpoint + " " + settings.host() + " " + heldToken, 0)), List.of());
+        if (r.path("succeeded").asBoolean())
+        {
+            LOG.info("vm={} standby recorded current as of checkpoint {} (token {})", vm, checkpoint, heldToken);
+            lastProblem = "";
+            return true;
+        }
+        dropHold("the key changed while marking the standby current");
+        return false;
+    }
+
+    @Override
+    public synchronized Verdict claimForFailover(final long committed)
+    {
+        generation++;
+        try
+        {
+            final Standby sb = standby(etcd.call("/v3/kv/range", rangeBody(standbyKey)));
+            if (sb == null)
+            {
+                return new Verdict(Verdict.Kind.REFUSED, 0, "no primary ever recorded this standby current (" + standbyKey +
+                    " is missing): there is nothing consistent to resume");
+            }
+            if (!sb.current())
+            {
+                return new Verdict(Verdict.Kind.REFUSED, sb.token(), "the standby is outdated: host " + sb.host() +
+                    " ran the VM unprotected after checkpoint " + sb.checkpoint() + " (token " + sb.token() +
+                    "); resuming here would roll clients back");
+            }
+            if (committed < sb.checkpoint())
+            {
+                return new Verdict(Verdict.Kind.REFUSED, sb.token(), "this standby has checkpoint " + committed +
+                    " but was recorded current as of " + sb.checkpoint());
+            }
+            final long sentNs = System.nanoTime();
+            final long lease = spareLease(sentNs);
+            final ArrayNode compare = compareCreate(ownerKey, 0);
+            compare.add(EtcdGateway.compareMod(standbyKey, sb.modRevision()));
+            final JsonNode r = txn(compare, List.of(put(ownerKey, settings.host() + " " + lease, lease),
+                put(standbyKey, "outdated " + committed + " " + settings.host() + " 0", 0)), List.of(range(ownerKey)));
+            if (r.path("succeeded").asBoolean())
+            {
+                spareLease = 0;
+                final long token = r.path("header").path("revision").asLong();
+                hold(lease, token, spareGrantedNs);
+                return granted(token, "took the key for a failover from checkpoint " + committed);
+            }
+            final Owner o = owner(r);
+            return o == null ? waitFor("the standby record changed; asking again")
+                : new Verdict(Verdict.Kind.WAIT, o.token(), "host " + o.host() + " holds the VM's key (token " + o.token() +
+                    "): waiting out its lease");
+        }
+        catch (final IOException ex)
+        {
+            return waitFor(ex.getMessage());
+        }
+    }
+
+    private long spareLease(final long nowNs) throws IOException
+    {
+        if (spareLease == 0 || nowNs - spareGrantedNs > leaseTtlMs * 1_000_000L / 2)
+        {
+            spareGrantedNs = nowNs;
+            spareLease = grant();
+        }
+        return spareLease;
+    }
+
+    @Override
+    public synchronized void resign(final String why)
+    {
+        generation++;
+        final long lease = leaseId;
+        dropHold(why);
+        if (lease != 0)
+        {
+            try
+            {
+                revoke(lease);
+                LOG.warn("vm={} gave up the VM's key ({}): lease {} revoked", vm, why, lease);
+            }
+            catch (final IOException ex)
+            {
+                LOG.warn("vm={} gave up the VM's key ({}), but revoking lease {} failed: {}; it runs out by itself", vm,
+                    why, lease, ex.getMessage());
+            }
+        }
+    }
+
+    @Override
+    public String describe()
+    {
+        final long leftMs = (validUntilNs - System.nanoTime()) / 1_000_000L;
+        final String hold = heldToken != 0 ? "held by this host (token " + heldToken + ", lease " + Long.toHexString(leaseId) +
+            (leftMs > 0 ? ", valid " + leftMs + " ms more" : ", could have lapsed") + ")"
+            : "not held by this host" + (lastToken != 0 ? " (last token " + lastToken + ")" : "");
+        return "etcd " + etcd.endpoints() + " key " + ownerKey + ": " + hold +
+            (lastProblem.isEmpty() ? "" : "; last problem: " + lastProblem);
+    }
+
+    @Override
+    public void close()
+    {
+        closed = true;
+        renewer.interrupt();
+    }
+
+    // ---- lease ----------------------------------------------------------------------------------------------
+
+    private void hold(final long lease, final long token, final long sentNs)
+    {
+        leaseId = lease;
+        heldToken = token;
+        lastToken = Math.max(lastToken, token);
+        validUntilNs = sentNs + (leaseTtlMs - settings.safetyMarginMs()) * 1_000_000L;
+        renewer.interrupt(); // renew on the new lease's schedule
+    }
+
+    private void dropHold(final String why)
+    {
+        if (heldToken != 0)
+        {
+            LOG.warn("vm={} no longer holds the VM's key: {}", vm, why);
+        }
+        heldToken = 0;
+        leaseId = 0;
+        validUntilNs = System.nanoTime();
+    }
+
+    private void renewLoop()
+    {
+        while (!closed)
+        {
+            final long lease = leaseId;
+            long pauseMs = Math.max(100, leaseTtlMs / 3);
+            if (lease != 0)
+            {
+                final long sentNs = System.nanoTime();
+                try
+                {
+                    final long ttl = keepAlive(lease);
+                    synchronized (this)
+                    {
+                        if (leaseId == lease)
+                        {
+                            if (ttl > 0)
+                            {
+                                leaseTtlMs = ttl;
+                                validUntilNs = sentNs + (ttl - settings.safetyMarginMs()) * 1_000_000L;
+                            }
+                            else
+                            {
+                                dropHold("lease " + Long.toHexString(lease) + " expired at the store");
+                            }
+                        }
+                    }
+                    lastProblem = "";
+                }
+                catch (final IOException ex)
+                {
+                    lastProblem = "renewing the lease: " + ex.getMessage();
+                    pauseMs = Math.min(pauseMs, RETRY_MS);
+                }
+            }
+            sleep(lease == 0 ? 1000 : pauseMs);
+        }
+    }
+
+    private static void sleep(final long ms)
+    {
+        try
+        {
+            Thread.sleep(ms);
+        }
+        catch (final InterruptedException ignore)
+        {
+            // woken early: a new lease to renew, or closing
+        }
+    }
+
+    private long grant() throws IOException
+    {
+        final ObjectNode body = EtcdGateway.object();
+        body.put("TTL", Math.max(1, (settings.leaseTtlMs() + 999) / 1000));
+        final JsonNode r = etcd.call("/v3/lease/grant", body);
+        final long id = r.path("ID").asLong();
+        final long ttlS = r.path("TTL").asLong();
+        if (id == 0 || ttlS <= 0)
+        {
+            throw new IOException("lease grant answered without a lease: " + r);
+        }
+        leaseTtlMs = ttlS * 1000;
+        if (leaseTtlMs <= settings.safetyMarginMs())
+        {
+            throw new IOException("the store grants a TTL of " + leaseTtlMs + " ms, not more than the safety margin of " +
+                settings.safetyMarginMs() + " ms");
+        }
+        return id;
+    }
+
+    /** Remaining TTL in ms granted by the renewal, 0 if the lease is gone. */
+    private long keepAlive(final long lease) throws IOException
+    {
+        final ObjectNode body = EtcdGateway.object();
+        body.put("ID", Long.toString(lease));
+        return etcd.call("/v3/lease/keepalive", body).path("TTL").asLong() * 1000;
+    }
+
+    private void revoke(final long lease) throws IOException
+    {
+        final ObjectNode body = EtcdGateway.object();
+        body.put("ID", Long.toString(lease));
+        etcd.call("/v3/lease/revoke", body);
+    }
+
+    // ---- transactions -----------------------------------------------------------------------------------------
+
+    private JsonNode txn(final ArrayNode compare, final List<ObjectNode> success, final List<ObjectNode> failure)
+        throws IOException
+    {
+        final ObjectNode body = EtcdGateway.object();
+        body.set("compare", compare);
+        body.putArray("success").addAll(success);
+        body.putArray("failure").addAll(failure);
+        return etcd.call("/v3/kv/txn", body);
+    }
+
+    private static ArrayNode compareCreate(final String key, final long createRevision)
+    {
+        final ArrayNode a = EtcdGateway.object().arrayNode();
+        a.add(EtcdGateway.compareCreate(key, createRevision));
+        return a;
+    }
+
+    private static ObjectNode put(final String key, final String value, final long lease)
+    {
+        final ObjectNode p = EtcdGateway.object();
+        p.put("key", EtcdGateway.b64(key));
+        p.put("value", EtcdGateway.b64(value));
+        if (lease != 0)
+        {
+            p.put("lease", Long.toString(lease));
+        }
+        final ObjectNode op = EtcdGateway.object();
+        op.set("requestPut", p);
+        return op;
+    }
+
+    private static ObjectNode range(final String key)
+    {
+        final ObjectNode op = EtcdGateway.object();
+        op.set("requestRange", rangeBody(key));
+        return op;
+    }
+
+    private static ObjectNode rangeBody(final String key)
+    {
+        final ObjectNode r = EtcdGateway.object();
+        r.put("key", EtcdGateway.b64(key));
+        return r;
+    }
+
+    /** The owner key from a failed transaction's range (null: no key). */
+    private static Owner owner(final JsonNode txn)
+    {
+        for (final JsonNode resp : txn.path("responses"))
+        {
+            final JsonNode kvs = resp.path("response_range").path("kvs");
+            if (kvs.isArray() && kvs.size() > 0)
+            {
+                final JsonNode kv = kvs.get(0);
+                final String[] v = EtcdGateway.unb64(kv.get("value")).split(" ");
+                return new Owner(v[0], v.length > 1 ? parseLong(v[1]) : 0, kv.path("create_revision").asLong());
+            }
+        }
+        return null;
+    }
+
+    private static Standby standby(final JsonNode range)
+    {
+        final JsonNode kvs = range.path("kvs");
+        if (!kvs.isArray() || kvs.size() == 0)
+        {
+            return null;
+        }
+        final JsonNode kv = kvs.get(0);
+        final String[] v = EtcdGateway.unb64(kv.get("value")).split(" ");
+        return new Standby("current".equals(v[0]), v.length > 1 ? parseLong(v[1]) : 0, v.length > 2 ? v[2] : "?",
+            v.length > 3 ? parseLong(v[3]) : 0, kv.path("mod_revision").asLong());
+    }
+
+    private static long parseLong(final String s)
+    {
+        try
+        {
+            return Long.parseLong(s);
+        }
+        catch (final NumberFormatException ex)
+        {
+            return 0;
+        }
+    }
+
+    private Verdict granted(final long token, final String how)
+    {
+        lastProblem = "";
+        return new Verdict(Verdict.Kind.GRANTED, token, how + " (token " + token + ")");
+    }
+
+    private Verdict fence(final Owner o)
+    {
+        lastToken = Math.max(lastToken, heldToken);
+        return new Verdict(Verdict.Kind.FENCE, o.token(), "host " + o.host() + " holds the VM's key (token " + o.token() +
+            "): it runs the VM now");
+    }
+
+    private Verdict waitFor(final String why)
+    {
+        lastProblem = why;
+        return new Verdict(Verdict.Kind.WAIT, lastToken, why);
+    }
+}

@@ -1,0 +1,163 @@
+package dev.colod.agent.arbiter;
+
+import dev.colod.buffer.Prerequisites;
+import dev.colod.core.spi.Arbiter.Verdict;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.net.URI;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+/** The etcd arbiter against a real etcd: the rules of docs/ARCHITECTURE.md, "Arbiter", one by one. */
+class EtcdArbiterTest
+{
+    @TempDir
+    Path dir;
+    private LocalEtcd etcd;
+    private final java.util.List<EtcdArbiter> arbiters = new java.util.ArrayList<>();
+
+    private static int freePort() throws Exception
+    {
+        try (ServerSocket s = new ServerSocket(0))
+        {
+            return s.getLocalPort();
+        }
+    }
+
+    @BeforeEach
+    void start() throws Exception
+    {
+        Prerequisites.require("the etcd arbiter", LocalEtcd.missing());
+        etcd = LocalEtcd.start(List.of("127.0.0.1"), freePort(), freePort(), null, dir.resolve("etcd"), dir.resolve("etcd.log"));
+    }
+
+    @AfterEach
+    void stop()
+    {
+        arbiters.forEach(EtcdArbiter::close);
+        if (etcd != null)
+        {
+            etcd.destroy();
+        }
+    }
+
+    private EtcdArbiter arbiter(final String host, final List<URI> endpoints)
+    {
+        final EtcdArbiter a = new EtcdArbiter(new EtcdArbiter.Settings(endpoints, "/colod-test", host, 2000, 500, 500), "vm1",
+            Socket::new);
+        arbiters.add(a);
+        return a;
+    }
+
+    private EtcdArbiter arbiter(final String host)
+    {
+        return arbiter(host, etcd.clientUrls());
+    }
+
+    @Test
+    void oneHolderAtATimeTheStandbyRecordDecidesAndTokensOnlyGrow() throws Exception
+    {
+        final EtcdArbiter a = arbiter("host-a");
+        final EtcdArbiter b = arbiter("host-b");
+
+        // never recorded current: no failover to an image nobody vouched for
+        assertThat(b.claimForFailover(5).kind()).isEqualTo(Verdict.Kind.REFUSED);
+
+        final Verdict first = a.goUnprotected(0);
+        assertThat(first.kind()).isEqualTo(Verdict.Kind.GRANTED);
+        assertThat(a.mayServeUnprotected()).isTrue();
+        final long t1 = first.token();
+        assertThat(t1).isPositive();
+        final Verdict outdated = b.claimForFailover(5);
+        assertThat(outdated.kind()).isEqualTo(Verdict.Kind.REFUSED);
+        assertThat(outdated.detail()).contains("outdated").contains("host-a");
+
+        a.protectedBy(5);
+        await().atMost(10, TimeUnit.SECONDS).until(() -> b.claimForFailover(5).kind() == Verdict.Kind.WAIT);
+        assertThat(b.claimForFailover(5).detail()).contains("host host-a holds the VM's key (token " + t1 + ")");
+        assertThat(b.claimForFailover(4).kind()).as("an image older than the record").isEqualTo(Verdict.Kind.REFUSED);
+
+        a.resign("test");
+        assertThat(a.mayServeUnprotected()).isFalse();
+        final Verdict taken = b.claimForFailover(5);
+        assertThat(taken.kind()).isEqualTo(Verdict.Kind.GRANTED);
+        assertThat(taken.token()).isGreaterThan(t1);
+        assertThat(b.mayServeUnprotected()).isTrue();
+
+        final Verdict fenced = a.goUnprotected(5);
+        assertThat(fenced.kind()).isEqualTo(Verdict.Kind.FENCE);
+        assertThat(fenced.token()).isEqualTo(taken.token());
+        assertThat(fenced.detail()).contains("host-b");
+        assertThat(a.token()).isEqualTo(t1);
+    }
+
+    @Test
+    void aHolderStopsServingBeforeItsLeaseCanLapseAndOnlyThenTheOtherHostGetsTheKey() throws Exception
+    {
+        final EtcdArbiter a = arbiter("host-a");
+        final EtcdArbiter b = arbiter("host-b");
+        assertThat(a.goUnprotected(0).kind()).isEqualTo(Verdict.Kind.GRANTED);
+        a.protectedBy(1);
+        await().atMost(10, TimeUnit.SECONDS).until(() -> b.claimForFailover(1).kind() == Verdict.Kind.WAIT);
+
+        a.close(); // renewals stop, as when the host freezes or loses the store
+        boolean sawAStopFirst = false;
+        Verdict v;
+        do
+        {
+            final boolean aServes = a.mayServeUnprotected();
+            v = b.claimForFailover(1);
+            if (v.kind() == Verdict.Kind.GRANTED)
+            {
+                assertThat(aServes).as("the old holder still considered its lease valid when the key moved").isFalse();
+                break;
+            }
+            sawAStopFirst |= !aServes;
+            Thread.sleep(20);
+        }
+        while (true);
+        assertThat(sawAStopFirst).isTrue();
+    }
+
+    @Test
+    void aRestartedAgentOnTheSameHostAdoptsItsLiveHold() throws Exception
+    {
+        final EtcdArbiter before = arbiter("host-a");
+        final long token = before.goUnprotected(0).token();
+        final EtcdArbiter after = arbiter("host-a");
+        final Verdict v = after.goUnprotected(0);
+        assertThat(v.kind()).isEqualTo(Verdict.Kind.GRANTED);
+        assertThat(v.token()).isEqualTo(token);
+    }
+
+    @Test
+    void anUnreachableStoreMeansWaitAndNamesTheEndpoint() throws Exception
+    {
+        final URI nowhere = URI.create("http://127.0.0.1:" + freePort());
+        final EtcdArbiter a = arbiter("host-a", List.of(nowhere));
+        final Verdict v = a.goUnprotected(0);
+        assertThat(v.kind()).isEqualTo(Verdict.Kind.WAIT);
+        assertThat(v.detail()).contains(nowhere.toString());
+        assertThat(a.mayServeUnprotected()).isFalse();
+
+        // a second endpoint that answers is used
+        final EtcdArbiter b = arbiter("host-b", List.of(nowhere, etcd.clientUrls().get(0)));
+        assertThat(b.goUnprotected(0).kind()).isEqualTo(Verdict.Kind.GRANTED);
+
+        // the store dies: what was granted runs out with the lease; nothing new is granted (the standby could not
+        // be marked outdated)
+        etcd.close();
+        assertThat(b.mayServeUnprotected()).isTrue();
+        assertThat(b.goUnprotected(0).kind()).isEqualTo(Verdict.Kind.WAIT);
+        await().atMost(10, TimeUnit.SECONDS).until(() -> !b.mayServeUnprotected());
+    }
+}
