@@ -17,6 +17,8 @@ import dev.colod.core.NanoClock;
 import dev.colod.core.PrimaryEngine;
 import dev.colod.core.SecondaryEngine;
 import dev.colod.core.Transport;
+import dev.colod.core.spi.Arbiter;
+import dev.colod.agent.arbiter.EtcdArbiter;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
 import dev.colod.core.spi.OutputCommit;
@@ -74,6 +76,7 @@ public final class ProtectedVm implements AutoCloseable
     private VmHandle handle;
     private volatile RoleFile role;
     private Path fenced;
+    private Arbiter arbiter = Arbiter.NONE;
 
     private ProtectedVm(final String name)
     {
@@ -87,6 +90,8 @@ public final class ProtectedVm implements AutoCloseable
         final ProtectedVm vm = new ProtectedVm(v.name);
         try
         {
+            vm.arbiter = arbiter(config, v, hooks);
+            vm.closers.add(vm.arbiter); // closed last: engines stop first
             final Path runDir = Path.of(config.runtimeDir).resolve(v.name);
             // kept across reboots: a fenced host must not boot the VM on its own after a power cycle either
             vm.fenced = Path.of(config.stateDir).resolve(v.name).resolve("fenced");
@@ -153,6 +158,25 @@ public final class ProtectedVm implements AutoCloseable
             vm.close();
             throw ex;
         }
+    }
+
+    /** The VM's arbiter from the config: etcd, or none (warned about at every start). */
+    private static Arbiter arbiter(final ColodConfig config, final ColodConfig.Vm v, final Hooks hooks)
+        throws IOException
+    {
+        final ColodConfig.Arbiter a = config.arbiter;
+        if (a == null || a.none())
+        {
+            LOG.warn("vm={} UNARBITRATED (arbiter: none): a cut replication link runs two copies of this VM; use etcd " +
+                "outside a lab", v.name);
+            return Arbiter.NONE;
+        }
+        final String host = config.hostName.isEmpty() ? java.net.InetAddress.getLocalHost().getHostName() : config.hostName;
+        final EtcdArbiter e = new EtcdArbiter(new EtcdArbiter.Settings(a.etcd.stream().map(java.net.URI::create).toList(),
+            a.prefix, host, a.leaseTtlMs, a.safetyMarginMs, a.requestTimeoutMs), v.name,
+            () -> hooks.transport().newArbiterSocket());
+        LOG.info("vm={} arbitrated by etcd {} as host {}", v.name, a.etcd, host);
+        return e;
     }
 
     private static InetSocketAddress address(final String hostPort)
@@ -222,7 +246,9 @@ public final class ProtectedVm implements AutoCloseable
                 q.close();
             }
         });
-        protectRunning(v, q, peer, runDir, loops, hooks, adopted ? EpochLedger.Mode.HOLD : EpochLedger.Mode.PASS_THROUGH);
+        // adopted, or arbitrated: nothing leaves unheld until the engine (and the arbiter) say so
+        protectRunning(v, q, peer, runDir, loops, hooks,
+            adopted || arbiter.arbitrated() ? EpochLedger.Mode.HOLD : EpochLedger.Mode.PASS_THROUGH);
         handle = VmHandle.primary(v.name, primary, output::stats, primaryDetails(), pauseSteps());
     }
 
@@ -243,7 +269,7 @@ public final class ProtectedVm implements AutoCloseable
         closers.add(stateSource);
         final PrimaryEngine engine = new PrimaryEngine(v.engine(), peer, hooks.source().apply(stateSource),
             hooks.outputCommit() ? output : OutputCommit.NONE, new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM)
-            .transport(hooks.transport());
+            .transport(hooks.transport()).arbiter(arbiter);
         primary = engine;
         engine.addExitListener(e ->
         {
@@ -294,12 +320,16 @@ public final class ProtectedVm implements AutoCloseable
     private Map<String, Object> roleDetails()
     {
         final RoleFile r = role;
-        if (r == null)
+        final Map<String, Object> m = new java.util.LinkedHashMap<>();
+        m.put("arbiter", arbiter.describe());
+        m.put("fencing_token", arbiter.token());
+        if (r != null)
         {
-            return Map.of();
+            final long engineFailovers = secondary == null ? 0 : secondary.counters().failovers.get();
+            m.put("role_since", r.since().toString());
+            m.put("failovers", Math.max(r.failovers(), engineFailovers));
         }
-        final long engineFailovers = secondary == null ? 0 : secondary.counters().failovers.get();
-        return Map.of("role_since", r.since().toString(), "failovers", Math.max(r.failovers(), engineFailovers));
+        return m;
     }
 
     /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */
@@ -362,7 +392,7 @@ public final class ProtectedVm implements AutoCloseable
         closers.add(f);
         final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, f);
         secondary = new SecondaryEngine(v.engine(), listen, hooks.sink().apply(image), new ColoCounters(),
-            ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport());
+            ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport()).arbiter(arbiter);
         handle = VmHandle.secondary(v.name, secondary, () ->
         {
             final Map<String, Object> m = new java.util.LinkedHashMap<>(roleDetails());

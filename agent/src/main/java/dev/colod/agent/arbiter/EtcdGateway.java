@@ -22,9 +22,9 @@ import java.util.Locale;
  * jetcd, which pulls gRPC and Netty 4.1 parts next to our Netty 4.2 (docs/ARCHITECTURE.md, "Arbiter").
  * Endpoints are tried in order, starting with the last one that answered.
  */
-final class EtcdGateway
+public final class EtcdGateway
 {
-    interface SocketFactory
+    public interface SocketFactory
     {
         Socket newSocket() throws IOException;
     }

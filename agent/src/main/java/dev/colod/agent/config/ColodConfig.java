@@ -88,6 +88,50 @@ public final class ColodConfig
     @JsonProperty("metrics-listen")
     public String metricsListen = "";
     public List<Vm> vms = new ArrayList<>();
+    /** This host's name as the arbiter and the peer know it; empty: the system's host name. */
+    @JsonProperty("host-name")
+    public String hostName = "";
+    /** Who decides which host may serve a VM: etcd, or {@code none} (labs only). Required. */
+    public Arbiter arbiter;
+
+    /**
+     * {@code arbiter: none}, or a mapping with the etcd endpoints. Without an arbiter a partition of the replication
+     * link runs two copies of the VM: the secondary fails over while the primary serves on.
+     */
+    public static final class Arbiter
+    {
+        /** etcd client URLs (http://host:port), tried in order. Empty with {@code none}. */
+        public List<String> etcd = new ArrayList<>();
+        @JsonProperty("lease-ttl-ms")
+        public long leaseTtlMs = 3000;
+        @JsonProperty("safety-margin-ms")
+        public long safetyMarginMs = 500;
+        @JsonProperty("request-timeout-ms")
+        public int requestTimeoutMs = 500;
+        public String prefix = "/colod";
+        private boolean none;
+
+        public Arbiter()
+        {
+        }
+
+        @com.fasterxml.jackson.annotation.JsonCreator(mode = com.fasterxml.jackson.annotation.JsonCreator.Mode.DELEGATING)
+        public static Arbiter of(final String word)
+        {
+            if (!"none".equals(word))
+            {
+                throw new IllegalArgumentException("arbiter must be 'none' or a mapping with etcd endpoints, was '" + word + "'");
+            }
+            final Arbiter a = new Arbiter();
+            a.none = true;
+            return a;
+        }
+
+        public boolean none()
+        {
+            return none;
+        }
+    }
 
     public static final class Vm
     {

@@ -38,6 +38,7 @@ public final class ConfigLoader
     private static final Pattern MAC = Pattern.compile("(?i)[0-9a-f]{2}(:[0-9a-f]{2}){5}");
     private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
     private static final Pattern HOST_PORT = Pattern.compile("[^\\s:]+:\\d{1,5}");
+    private static final Pattern ETCD_URL = Pattern.compile("http://[^\\s:/]+:\\d{1,5}");
 
     private final String file;
     private final String text;
@@ -101,6 +102,13 @@ public final class ConfigLoader
             }
             throw at(ex.getLocation(), "wrong type for " + path(ex) + ": '" + ex.getValue() + "' is not " +
                 typeName(ex.getTargetType()));
+        }
+        catch (final com.fasterxml.jackson.databind.exc.ValueInstantiationException ex)
+        {
+            final String p = path(ex);
+            final JsonLocation keyAt = locations.get(p);
+            throw at(keyAt != null ? keyAt : ex.getLocation(), "invalid " + p + ": " +
+                (ex.getCause() != null ? ex.getCause().getMessage() : ex.getOriginalMessage()));
         }
         catch (final MismatchedInputException ex)
         {
@@ -227,6 +235,7 @@ public final class ConfigLoader
         check(c.ramDir != null && c.ramDir.startsWith("/"), "ram-dir", "must be an absolute path");
         check(c.stateDir != null && c.stateDir.startsWith("/"), "state-dir", "must be an absolute path");
         check(!c.vms.isEmpty(), "vms", "at least one VM is needed");
+        validateArbiter(c);
         final Set<String> names = new HashSet<>();
         for (int i = 0; i < c.vms.size(); i++)
         {
@@ -291,6 +300,37 @@ public final class ConfigLoader
                 }));
             }
         }
+    }
+
+    private void validateArbiter(final ColodConfig c) throws ConfigException
+    {
+        if (c.arbiter == null)
+        {
+            throw at(locations.get("arbiter"), "missing field arbiter: give the etcd endpoints (arbiter: {etcd: " +
+                "[http://host:2379]}) or 'arbiter: none' for a lab (a partition then runs two copies of each VM)");
+        }
+        final ColodConfig.Arbiter a = c.arbiter;
+        check(c.hostName != null && (c.hostName.isEmpty() || NAME.matcher(c.hostName).matches()), "host-name",
+            "must match " + NAME.pattern() + " (or be empty: the system's host name), was '" + c.hostName + "'");
+        if (a.none())
+        {
+            return;
+        }
+        check(!a.etcd.isEmpty(), "arbiter.etcd", "at least one etcd endpoint (http://host:port) is needed, or 'arbiter: none'");
+        for (int i = 0; i < a.etcd.size(); i++)
+        {
+            final String e = a.etcd.get(i);
+            check(e != null && ETCD_URL.matcher(e).matches(), "arbiter.etcd[" + i + "]",
+                "must be http://host:port, was '" + e + "'");
+        }
+        check(a.leaseTtlMs >= 2000 && a.leaseTtlMs <= 60_000, "arbiter.lease-ttl-ms",
+            "must be 2000..60000 (etcd grants whole seconds, at least 2), was " + a.leaseTtlMs);
+        check(a.safetyMarginMs >= 100 && a.safetyMarginMs * 2 <= a.leaseTtlMs, "arbiter.safety-margin-ms",
+            "must be 100..lease-ttl-ms/2, was " + a.safetyMarginMs);
+        check(a.requestTimeoutMs >= 50 && a.requestTimeoutMs <= 10_000, "arbiter.request-timeout-ms",
+            "must be 50..10000, was " + a.requestTimeoutMs);
+        check(a.prefix != null && a.prefix.startsWith("/") && !a.prefix.endsWith("/"), "arbiter.prefix",
+            "must start with '/' and not end with one, was '" + a.prefix + "'");
     }
 
     private static <T> void set(final T value, final java.util.function.Consumer<T> setter)

@@ -171,6 +171,11 @@ public final class Coloctl
                         e.getValue().path("p50_ms").asDouble(), e.getValue().path("p99_ms").asDouble())));
                     out().println(b);
                 }
+                if (v.has("arbiter"))
+                {
+                    out().println("  arbiter: " + v.path("arbiter").asText() + " (fencing token " +
+                        v.path("fencing_token").asLong() + ")");
+                }
                 if (!v.path("last_error").asText().isEmpty())
                 {
                     out().println("  last error: " + v.path("last_error").asText());

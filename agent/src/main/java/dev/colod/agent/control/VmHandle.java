@@ -134,6 +134,12 @@ public final class VmHandle
         m.put("heartbeat_losses", c.heartbeatLosses.get());
         m.put("protocol_errors", c.protocolErrors.get());
         m.put("failovers", c.failovers.get());
+        m.put("arbiter_grants", c.arbiterGrants.get());
+        m.put("arbiter_waits", c.arbiterWaits.get());
+        m.put("lease_lapses", c.leaseLapses.get());
+        m.put("stale_tokens_refused", c.staleTokens.get());
+        m.put("abandoned_handshakes", c.abandonedHandshakes.get());
+        m.put("sessions_refused", c.refusedSessions.get());
         new java.util.TreeMap<>(v.details().get()).forEach(m::put);
         final Map<String, Object> steps = new LinkedHashMap<>();
         v.pauseSteps().forEach((step, h) -> steps.put(step, Map.of("p50_ms", h.getValueAtPercentile(50) / 1000.0,

@@ -24,6 +24,7 @@ class ConfigLoaderTest
         "      - tap: vt0",
         "        mac: 52:54:00:12:34:56",
         "        bridge: br0",
+        "arbiter: none",
         "");
 
     private static ConfigException error(final String yaml)
@@ -37,6 +38,27 @@ class ConfigLoaderTest
             return ex;
         }
         throw new AssertionError("accepted: " + yaml);
+    }
+
+    @Test
+    void theArbiterIsRequiredAndItsFieldsAreChecked() throws Exception
+    {
+        final ConfigException missing = error(GOOD.replace("arbiter: none\n", ""));
+        assertThat(missing.getMessage()).contains("missing field arbiter").contains("arbiter: none");
+        final ConfigException word = error(GOOD.replace("arbiter: none", "arbiter: maybe"));
+        assertThat(word.getMessage()).contains("colod.yaml:13:").contains("invalid arbiter").contains("'maybe'");
+        final ConfigException url = error(GOOD.replace("arbiter: none", "arbiter:\n  etcd: [\"198.18.0.9:2379\"]"));
+        assertThat(url.getMessage()).contains("arbiter.etcd[0]").contains("http://host:port");
+        final ConfigException margin = error(GOOD.replace("arbiter: none",
+            "arbiter:\n  etcd: [\"http://198.18.0.9:2379\"]\n  lease-ttl-ms: 2000\n  safety-margin-ms: 1500"));
+        assertThat(margin.getMessage()).contains("colod.yaml:16:").contains("arbiter.safety-margin-ms");
+        final ColodConfig c = ConfigLoader.parse("colod.yaml", GOOD.replace("arbiter: none",
+            "host-name: a\narbiter:\n  etcd: [\"http://198.18.0.9:2379\", \"http://198.18.0.10:2379\"]"));
+        assertThat(c.arbiter.none()).isFalse();
+        assertThat(c.arbiter.etcd).hasSize(2);
+        assertThat(c.arbiter.leaseTtlMs).isEqualTo(3000);
+        assertThat(c.hostName).isEqualTo("a");
+        assertThat(ConfigLoader.parse("colod.yaml", GOOD).arbiter.none()).isTrue();
     }
 
     @Test
