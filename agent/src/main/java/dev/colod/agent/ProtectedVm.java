@@ -236,6 +236,27 @@ public final class ProtectedVm implements AutoCloseable
     {
         final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
         final boolean adopted = qemu != null;
+        EpochLedger.Mode initial = adopted ? EpochLedger.Mode.HOLD : EpochLedger.Mode.PASS_THROUGH;
+        if (arbiter.arbitrated() && !adopted)
+        {
+            // a fresh start serves only with the VM's key; another holder means the VM runs there: no second copy
+            final Arbiter.Verdict verdict = arbiter.goUnprotected(0);
+            if (verdict.kind() == Arbiter.Verdict.Kind.FENCE)
+            {
+                throw new IOException("vm " + v.name + " is not started here: " + verdict.detail() + " (arbiter: " +
+                    arbiter.describe() + ")");
+            }
+            if (verdict.kind() != Arbiter.Verdict.Kind.GRANTED)
+            {
+                LOG.error("vm={} starts with its output held: the arbiter does not grant it yet ({})", v.name,
+                    verdict.detail());
+                initial = EpochLedger.Mode.HOLD;
+            }
+        }
+        else if (arbiter.arbitrated())
+        {
+            initial = EpochLedger.Mode.HOLD;
+        }
         final QemuProcess q = adopted ? qemu : QemuProcess.start(spec, runDir, ramFile, false, v.netns,
             v.writeTracking == ColodConfig.WriteTracking.COMPARE ? Map.of() : WriteTrackingPreload.environment(runDir, ramFile));
         qemu = q;
@@ -246,9 +267,8 @@ public final class ProtectedVm implements AutoCloseable
                 q.close();
             }
         });
-        // adopted, or arbitrated: nothing leaves unheld until the engine (and the arbiter) say so
-        protectRunning(v, q, peer, runDir, loops, hooks,
-            adopted || arbiter.arbitrated() ? EpochLedger.Mode.HOLD : EpochLedger.Mode.PASS_THROUGH);
+        // adopted, or not granted: nothing leaves unheld until the engine (and the arbiter) say so
+        protectRunning(v, q, peer, runDir, loops, hooks, initial);
         handle = VmHandle.primary(v.name, primary, output::stats, primaryDetails(), pauseSteps());
     }
 

@@ -2,6 +2,7 @@ package dev.colod.lab;
 
 import dev.colod.agent.Closers;
 import dev.colod.agent.ProtectedVm;
+import dev.colod.agent.arbiter.LocalEtcd;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.config.ConfigLoader;
 import dev.colod.agent.qemu.QemuProcess;
@@ -50,6 +51,7 @@ import java.util.function.UnaryOperator;
  *   sec: vt0 (failover QEMU tap) ----------------> br0 -> s-up ==veth== s-s ┤ sw: sw0
  *   cli: c0 198.18.0.100 ================================================ s-c ┘
  *   replication: pri rp 198.19.0.1 ==veth== rs 198.19.0.2 sec
+ *   arbiter: etcd in arb on 198.19.1.1 (pri p-a 198.19.1.2) and 198.19.2.1 (sec s-a 198.19.2.2)
  * </pre>
  */
 public final class TwoHostLab
@@ -110,6 +112,7 @@ public final class TwoHostLab
         public final String pri = "colot-p-" + id;
         public final String sec = "colot-s-" + id;
         public final String cli = "colot-c-" + id;
+        public final String arb = "colot-a-" + id;
         public final Path runDir;
         private final Path guest;
         private final int memoryMiB;
@@ -120,6 +123,8 @@ public final class TwoHostLab
         private ProtectedVm primary;
         private ProtectedVm secondary;
         private boolean outputCommit = true;
+        private final boolean arbitrated;
+        private LocalEtcd etcd;
 
         public Lab(final Path guest) throws Exception
         {
@@ -128,14 +133,21 @@ public final class TwoHostLab
 
         public Lab(final Path guest, final int memoryMiB) throws Exception
         {
+            this(guest, memoryMiB, true);
+        }
+
+        /** {@code arbitrated}: etcd runs in its own namespace and both hosts' colod use it; else {@code arbiter: none}. */
+        public Lab(final Path guest, final int memoryMiB, final boolean arbitrated) throws Exception
+        {
             this.guest = guest;
             this.memoryMiB = memoryMiB;
+            this.arbitrated = arbitrated;
             runDir = Files.createTempDirectory("colot-" + id);
             closers.add(() -> deleteTree(runDir));
             closers.add(() -> loops.shutdownGracefully(0, 1, TimeUnit.SECONDS));
             try
             {
-                for (final String ns : List.of(sw, pri, sec, cli))
+                for (final String ns : List.of(sw, pri, sec, cli, arb))
                 {
                     Netns.add(ns);
                     namespaces.add(ns);
@@ -161,12 +173,92 @@ public final class TwoHostLab
                 c.ip("link", "set", "c0", "up");
                 s.ip("link", "set", "s-c", "master", "sw0", "up");
                 linkReplication();
+                if (arbitrated)
+                {
+                    linkArbiter("primary");
+                    linkArbiter("secondary");
+                    startEtcd();
+                }
             }
             catch (final Exception ex)
             {
                 close();
                 throw ex;
             }
+        }
+
+        /** The link from the host that starts as {@code role} to the etcd namespace. */
+        private void linkArbiter(final String role) throws IOException
+        {
+            final int net = "primary".equals(role) ? 1 : 2;
+            final String here = "primary".equals(role) ? "p-a" : "s-a";
+            final String there = "primary".equals(role) ? "a-p" : "a-s";
+            final IpRoute a = new IpRoute(arb);
+            a.ip("link", "add", there, "type", "veth", "peer", "name", here, "netns", ns(role));
+            a.ip("addr", "add", "198.19." + net + ".1/24", "dev", there);
+            a.ip("link", "set", there, "up");
+            final IpRoute h = new IpRoute(ns(role));
+            h.ip("addr", "add", "198.19." + net + ".2/24", "dev", here);
+            h.ip("link", "set", here, "up");
+        }
+
+        /** Starts (or restarts, on the same data) the lab's etcd. */
+        public void startEtcd() throws Exception
+        {
+            final LocalEtcd e = LocalEtcd.start(List.of("198.19.1.1", "198.19.2.1"), 2379, 2380, arb,
+                runDir.resolve("etcd"), runDir.resolve("etcd.log"));
+            if (etcd == null)
+            {
+                closers.add(() -> etcd.close()); // the last one started
+            }
+            etcd = e;
+        }
+
+        /** etcd dies (SIGKILL). */
+        public void killEtcd()
+        {
+            etcd.close();
+        }
+
+        /** Cuts (or, with {@code cut} false, heals) the link between the host that starts as {@code role} and etcd. */
+        public void cutFromEtcd(final String role, final boolean cut) throws IOException
+        {
+            new IpRoute(ns(role)).ip("link", "set", "primary".equals(role) ? "p-a" : "s-a", cut ? "down" : "up");
+        }
+
+        /**
+         * Cuts (or heals) the replication link: both ways (link down), or only what the host that starts as
+         * {@code from} sends (dropped by iptables in its namespace).
+         */
+        public void cutReplication(final String from, final boolean bothWays, final boolean cut) throws IOException
+        {
+            if (bothWays)
+            {
+                new IpRoute(pri).ip("link", "set", "rp", cut ? "down" : "up");
+                return;
+            }
+            final String dev = "primary".equals(from) ? "rp" : "rs";
+            final List<String> cmd = List.of("ip", "netns", "exec", ns(from), "iptables", cut ? "-I" : "-D", "OUTPUT",
+                "-o", dev, "-j", "DROP");
+            try
+            {
+                final Process pr = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+                final String out = new String(pr.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+                if (pr.waitFor() != 0)
+                {
+                    throw new IOException(String.join(" ", cmd) + " failed: " + out.trim());
+                }
+            }
+            catch (final InterruptedException ex)
+            {
+                Thread.currentThread().interrupt();
+                throw new IOException("interrupted", ex);
+            }
+        }
+
+        public boolean arbitrated()
+        {
+            return arbitrated;
         }
 
         /** The uplink of the host that starts as {@code role}: its bridge to the switch. */
@@ -217,6 +309,9 @@ public final class TwoHostLab
                 "log-level: info",
                 "on-stop: " + (inProcess ? "stop" : "leave-running"),
                 "state-dir: " + runDir.resolve(role + "-state"),
+                "host-name: host-" + role,
+                arbitrated ? "arbiter:\n  etcd: [http://198.19." + ("primary".equals(role) ? 1 : 2) + ".1:2379]\n" +
+                    "  lease-ttl-ms: 2000\n  safety-margin-ms: 500" : "arbiter: none",
                 "vms:",
                 "  - name: e2e",
                 "    role: " + role,
@@ -284,6 +379,12 @@ public final class TwoHostLab
                 }
 
                 @Override
+                public Socket newArbiterSocket() throws IOException
+                {
+                    return Netns.call(ns, LocalEtcd::boundSocket);
+                }
+
+                @Override
                 public ServerSocket newServerSocket() throws IOException
                 {
                     return Netns.call(ns, () ->
@@ -348,6 +449,10 @@ public final class TwoHostLab
             final IpRoute p = new IpRoute(pri);
             p.ip("link", "del", "p-up");
             p.ip("link", "del", "rp");
+            if (arbitrated)
+            {
+                p.ip("link", "del", "p-a");
+            }
             primary.qemu().kill();
         }
 
@@ -361,6 +466,10 @@ public final class TwoHostLab
             final IpRoute h = new IpRoute(ns(role));
             h.ip("link", "del", "primary".equals(role) ? "p-up" : "s-up");
             h.ip("link", "del", "primary".equals(role) ? "rp" : "rs");
+            if (arbitrated)
+            {
+                h.ip("link", "del", "primary".equals(role) ? "p-a" : "s-a");
+            }
             final dev.colod.agent.qemu.QemuProcess q = host.qemu();
             if (q != null)
             {
@@ -378,6 +487,10 @@ public final class TwoHostLab
             host(role).close();
             linkUplink(role);
             linkReplication();
+            if (arbitrated)
+            {
+                linkArbiter(role);
+            }
             return start(role, how);
         }
 

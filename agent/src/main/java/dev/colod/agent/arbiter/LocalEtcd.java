@@ -86,7 +86,7 @@ public final class LocalEtcd implements AutoCloseable
     private boolean answers(final String netns)
     {
         final EtcdGateway g = new EtcdGateway(List.of(clientUrls.get(0)), 1000,
-            () -> netns == null ? new Socket() : dev.colod.buffer.net.Netns.call(netns, Socket::new));
+            () -> netns == null ? new Socket() : dev.colod.buffer.net.Netns.call(netns, LocalEtcd::boundSocket));
         try
         {
             g.call("/v3/maintenance/status", EtcdGateway.object());
@@ -96,6 +96,17 @@ public final class LocalEtcd implements AutoCloseable
         {
             return false;
         }
+    }
+
+    /**
+     * A socket whose file descriptor exists already (bound to an ephemeral port): a Java socket is created lazily,
+     * so one made inside a namespace must be bound there, or it lands in whatever namespace first uses it.
+     */
+    public static Socket boundSocket() throws IOException
+    {
+        final Socket s = new Socket();
+        s.bind(new InetSocketAddress(0));
+        return s;
     }
 
     public List<URI> clientUrls()
