@@ -124,6 +124,7 @@ public final class TwoHostLab
         private ProtectedVm secondary;
         private boolean outputCommit = true;
         private final boolean arbitrated;
+        private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
         private LocalEtcd etcd;
 
         public Lab(final Path guest) throws Exception
@@ -259,6 +260,35 @@ public final class TwoHostLab
         public boolean arbitrated()
         {
             return arbitrated;
+        }
+
+        /** Whether the host that started as {@code role} is on the network (not killed, not isolated). */
+        public boolean online(final String role)
+        {
+            return !offline.contains(role);
+        }
+
+        /**
+         * The host that started as {@code role} is cut from everything (uplink, replication link, etcd) with its
+         * processes left running, or (with {@code cut} false) comes back.
+         */
+        public void isolate(final String role, final boolean cut) throws IOException
+        {
+            final IpRoute h = new IpRoute(ns(role));
+            final boolean p = "primary".equals(role);
+            if (cut)
+            {
+                offline.add(role);
+            }
+            for (final String dev : arbitrated ? List.of(p ? "p-up" : "s-up", p ? "rp" : "rs", p ? "p-a" : "s-a")
+                : List.of(p ? "p-up" : "s-up", p ? "rp" : "rs"))
+            {
+                h.ip("link", "set", dev, cut ? "down" : "up");
+            }
+            if (!cut)
+            {
+                offline.remove(role);
+            }
         }
 
         /** The uplink of the host that starts as {@code role}: its bridge to the switch. */
@@ -463,6 +493,7 @@ public final class TwoHostLab
         public void kill(final String role) throws IOException
         {
             final ProtectedVm host = "primary".equals(role) ? primary : secondary;
+            offline.add(role);
             final IpRoute h = new IpRoute(ns(role));
             h.ip("link", "del", "primary".equals(role) ? "p-up" : "s-up");
             h.ip("link", "del", "primary".equals(role) ? "rp" : "rs");
@@ -485,6 +516,7 @@ public final class TwoHostLab
         public ProtectedVm revive(final String role, final Protection how) throws Exception
         {
             host(role).close();
+            offline.remove(role);
             linkUplink(role);
             linkReplication();
             if (arbitrated)

@@ -50,7 +50,14 @@ class FailoverEndToEndTest
     @BeforeEach
     void usable()
     {
+        requireLab();
+    }
+
+    /** Root, namespaces, QEMU, the test guest and etcd (the lab is arbitrated). */
+    static void requireLab()
+    {
         NetnsLab.requireUsable();
+        Prerequisites.require("the lab's arbiter", dev.colod.agent.arbiter.LocalEtcd.missing());
         Prerequisites.require("QEMU end-to-end", Files.isExecutable(Path.of("/usr/bin/qemu-system-x86_64")) ? null
             : "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
         Prerequisites.require("QEMU end-to-end", Files.exists(GUEST.resolve("vmlinuz")) &&
