@@ -202,7 +202,7 @@ public final class FaultMatrix
         {
             return false;
         }
-        final List<NicStats> nics = p.output().stats().get();
+        final List<NicStats> nics = p.output().stats();
         return !nics.isEmpty() && "pass-through".equals(nics.get(0).mode());
     }
 
