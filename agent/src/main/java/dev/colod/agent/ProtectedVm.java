@@ -19,6 +19,7 @@ import dev.colod.core.SecondaryEngine;
 import dev.colod.core.Transport;
 import dev.colod.core.spi.Arbiter;
 import dev.colod.agent.arbiter.EtcdArbiter;
+import dev.colod.agent.tls.PeerTls;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
 import dev.colod.core.spi.OutputCommit;
@@ -85,11 +86,12 @@ public final class ProtectedVm implements AutoCloseable
 
     /** Builds the VM's side on this host (starting QEMU on the primary); the engine waits for {@link #protect()}. */
     public static ProtectedVm open(final ColodConfig config, final ColodConfig.Vm v, final EventLoopGroup loops,
-        final Hooks hooks) throws Exception
+        final Hooks given) throws Exception
     {
         final ProtectedVm vm = new ProtectedVm(v.name);
         try
         {
+            final Hooks hooks = secured(config, v, given);
             vm.arbiter = arbiter(config, v, hooks);
             vm.closers.add(vm.arbiter); // closed last: engines stop first
             final Path runDir = Path.of(config.runtimeDir).resolve(v.name);
@@ -158,6 +160,24 @@ public final class ProtectedVm implements AutoCloseable
             vm.close();
             throw ex;
         }
+    }
+
+    /** The replication channels with mutual TLS from the config, or plaintext with {@code insecure: true} (warned). */
+    private static Hooks secured(final ColodConfig config, final ColodConfig.Vm v, final Hooks hooks) throws IOException
+    {
+        if (config.tls == null)
+        {
+            LOG.warn("vm={} INSECURE (insecure: true): replication runs in plaintext, VM memory crosses the wire in clear " +
+                "and any host that reaches {} can speak the protocol; use tls outside a lab", v.name,
+                v.listen != null ? v.listen : v.peer);
+            return hooks;
+        }
+        final String peerName = v.peerName.isEmpty() ? v.peer.substring(0, v.peer.lastIndexOf(':')) : v.peerName;
+        final PeerTls tls = PeerTls.load(hooks.transport(), Path.of(config.tls.ca), Path.of(config.tls.cert),
+            Path.of(config.tls.key), peerName);
+        LOG.info("vm={} replication over mutual TLS 1.3 (CA {}, this host {}, peer must be {})", v.name, config.tls.ca,
+            config.tls.cert, peerName);
+        return new Hooks(tls, hooks.source(), hooks.sink(), hooks.outputCommit());
     }
 
     /** The VM's arbiter from the config: etcd, or none (warned about at every start). */

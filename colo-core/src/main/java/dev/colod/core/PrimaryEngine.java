@@ -730,6 +730,12 @@ public final class PrimaryEngine implements AutoCloseable
             config.heartbeatTimeoutMs(), arbiter.token(), config.vmName(), new byte[0]).writeTo(s.getOutputStream());
         final Welcome w = Welcome.readFrom(s.getInputStream());
         s.setSoTimeout(0);
+        if (w.status() == Welcome.OK && w.sessionId() == 0)
+        {
+            closeQuietly(s);
+            throw new ProtocolException("welcome.session-id", "bad welcome.session-id 0 for an accepted " +
+                (channel == Hello.CHANNEL_CONTROL ? "control" : "heartbeat") + " channel from secondary " + peer);
+        }
         if (w.status() != Welcome.OK)
         {
             closeQuietly(s);

@@ -1,5 +1,6 @@
 package dev.colod.core;
 
+import dev.colod.core.protocol.AuthenticationException;
 import dev.colod.core.protocol.ColoChannel;
 import dev.colod.core.protocol.ColoCommand;
 import dev.colod.core.protocol.HeartbeatFrame;
@@ -307,6 +308,14 @@ public final class SecondaryEngine implements AutoCloseable
             synchronized (pending)
             {
                 wasPending = pending.remove(accepted);
+            }
+            if (ex instanceof AuthenticationException ae)
+            {
+                counters.refusedSessions.incrementAndGet();
+                counters.authFailures.incrementAndGet();
+                LOG.warn("vm={} {}", config.vmName(), ae.getMessage());
+                PrimaryEngine.closeQuietly(s);
+                return;
             }
             if (ex instanceof ProtocolException pe)
             {

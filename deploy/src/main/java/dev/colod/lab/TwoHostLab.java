@@ -174,6 +174,15 @@ public final class TwoHostLab
                 c.ip("link", "set", "c0", "up");
                 s.ip("link", "set", "s-c", "master", "sw0", "up");
                 linkReplication();
+                // mutual TLS: a lab CA and one certificate per host, named by its replication address
+                final dev.colod.agent.tls.Certs.Issued ca = dev.colod.agent.tls.Certs.authority("colod lab CA",
+                    java.time.Duration.ofDays(1));
+                ca.write(runDir.resolve("tls"), "ca");
+                for (final String role : List.of("primary", "secondary"))
+                {
+                    dev.colod.agent.tls.Certs.host(ca, ip(role), java.time.Duration.ofDays(1)).write(runDir.resolve("tls"),
+                        role);
+                }
                 if (arbitrated)
                 {
                     linkArbiter("primary");
@@ -340,6 +349,10 @@ public final class TwoHostLab
                 "on-stop: " + (inProcess ? "stop" : "leave-running"),
                 "state-dir: " + runDir.resolve(role + "-state"),
                 "host-name: host-" + role,
+                "tls:",
+                "  ca: " + runDir.resolve("tls/ca.pem"),
+                "  cert: " + runDir.resolve("tls/" + role + ".pem"),
+                "  key: " + runDir.resolve("tls/" + role + ".key"),
                 arbitrated ? "arbiter:\n  etcd: [http://198.19." + ("primary".equals(role) ? 1 : 2) + ".1:2379]\n" +
                     "  lease-ttl-ms: 2000\n  safety-margin-ms: 500" : "arbiter: none",
                 "vms:",
@@ -348,7 +361,7 @@ public final class TwoHostLab
                 // in process: roles follow the VM (listen + the other host as peer, role kept in state-dir)
                 inProcess ? "    listen: " + ip(role) + ":" + PORT : "",
                 "    peer: " + (inProcess ? ip("primary".equals(role) ? "secondary" : "primary") : "198.19.0.2") + ":" + PORT,
-                inProcess ? "    netns: " + ns(role) : "",
+                inProcess ? "    netns: " + ns(role) : "    peer-name: " + ip("primary".equals(role) ? "secondary" : "primary"),
                 "    standby: " + (hot ? "hot" : "cold"),
                 "    mode: " + how.mode().name().toLowerCase(),
                 "    write-tracking: " + how.tracking().name().toLowerCase(),

@@ -93,6 +93,18 @@ public final class ColodConfig
     public String hostName = "";
     /** Who decides which host may serve a VM: etcd, or {@code none} (labs only). Required. */
     public Arbiter arbiter;
+    /** Mutual TLS of the replication channels; required unless {@code insecure: true}. */
+    public Tls tls;
+    /** Plaintext replication (VM memory in clear, any host may connect): labs only, warned about at every start. */
+    public boolean insecure = false;
+
+    /** PEM files: the CA that signs both hosts' certificates, this host's certificate and its key. */
+    public static final class Tls
+    {
+        public String ca;
+        public String cert;
+        public String key;
+    }
 
     /**
      * {@code arbiter: none}, or a mapping with the etcd endpoints. Without an arbiter a partition of the replication
@@ -141,6 +153,9 @@ public final class ColodConfig
         public String peer;
         /** This host's replication address, host:port. Set on both hosts, roles follow the VM across failovers. */
         public String listen;
+        /** The name the peer's TLS certificate must carry; empty: the host part of {@code peer}. */
+        @JsonProperty("peer-name")
+        public String peerName = "";
         public Reprotect reprotect = Reprotect.AUTO;
         public String netns;
         public Standby standby = Standby.COLD;

@@ -236,6 +236,7 @@ public final class ConfigLoader
         check(c.stateDir != null && c.stateDir.startsWith("/"), "state-dir", "must be an absolute path");
         check(!c.vms.isEmpty(), "vms", "at least one VM is needed");
         validateArbiter(c);
+        validateTls(c);
         final Set<String> names = new HashSet<>();
         for (int i = 0; i < c.vms.size(); i++)
         {
@@ -299,6 +300,25 @@ public final class ConfigLoader
                     return l.conclude();
                 }));
             }
+        }
+    }
+
+    private void validateTls(final ColodConfig c) throws ConfigException
+    {
+        if (c.tls == null)
+        {
+            if (!c.insecure)
+            {
+                throw at(locations.get("tls"), "missing field tls: give the PEM files (tls: {ca: ..., cert: ..., key: ...}; " +
+                    "`coloctl certs` makes a lab CA) or set 'insecure: true' for plaintext replication (labs only)");
+            }
+            return;
+        }
+        check(!c.insecure, "insecure", "cannot be true together with tls");
+        for (final String[] f : new String[][]{{"ca", c.tls.ca}, {"cert", c.tls.cert}, {"key", c.tls.key}})
+        {
+            require(f[1], "tls", f[0]);
+            check(f[1].startsWith("/"), "tls." + f[0], "must be an absolute path, was '" + f[1] + "'");
         }
     }
 

@@ -18,6 +18,7 @@ import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 
@@ -30,10 +31,11 @@ import java.util.concurrent.Callable;
     description = "Inspect and command colod, the COLO checkpointing agent.",
     footer = {"", "Examples:", "  coloctl status", "  coloctl buffers web1 --watch", "  coloctl buffers -o json",
         "  coloctl checkpoint web1", "  coloctl failover web1", "  coloctl config check /etc/colod/colod.yaml",
+        "  coloctl certs --dir /etc/colod/tls 198.19.0.1 198.19.0.2",
         "  source <(coloctl completion)", "",
         "Exit codes: 0 ok, 1 colod refused, 2 usage, 3 colod not reachable, 4 invalid configuration"},
     subcommands = {Coloctl.Status.class, Coloctl.Buffers.class, Coloctl.Checkpoint.class, Coloctl.Failover.class,
-        Coloctl.Reprotect.class, Coloctl.Config.class, Coloctl.Completion.class})
+        Coloctl.Reprotect.class, Coloctl.Config.class, Coloctl.Certs.class, Coloctl.Completion.class})
 public final class Coloctl
 {
     public static final int REFUSED = 1;
@@ -333,6 +335,49 @@ public final class Coloctl
                     return BAD_CONFIG;
                 }
             }
+        }
+    }
+
+    @Command(name = "certs", description = "Make a lab CA and host certificates for mutual TLS (PEM): DIR/ca.pem, " +
+        "DIR/ca.key and DIR/NAME.pem, DIR/NAME.key per host. NAME is what the peer configures (its replication address " +
+        "or DNS name). For production use your own CA.")
+    static final class Certs implements Callable<Integer>
+    {
+        @Option(names = "--dir", required = true, description = "where to write the files")
+        Path dir;
+
+        @Option(names = "--days", defaultValue = "365", description = "validity of the certificates (default 365)")
+        int days;
+
+        @Option(names = "--ca-name", defaultValue = "colod lab CA", description = "the CA's common name")
+        String caName;
+
+        @Parameters(arity = "1..*", paramLabel = "NAME", description = "host names or addresses, one certificate each")
+        List<String> names;
+
+        @CommandLine.Spec
+        CommandLine.Model.CommandSpec spec;
+
+        @Override
+        public Integer call() throws Exception
+        {
+            final java.time.Duration validity = java.time.Duration.ofDays(days);
+            final dev.colod.agent.tls.Certs.Issued ca;
+            if (java.nio.file.Files.exists(dir.resolve("ca.pem")))
+            {
+                spec.commandLine().getErr().println(dir.resolve("ca.pem") + " exists: not overwriting a CA");
+                return REFUSED;
+            }
+            ca = dev.colod.agent.tls.Certs.authority(caName, validity);
+            ca.write(dir, "ca");
+            for (final String n : names)
+            {
+                dev.colod.agent.tls.Certs.host(ca, n, validity).write(dir, n);
+                spec.commandLine().getOut().println("wrote " + dir.resolve(n + ".pem") + " and " + dir.resolve(n + ".key"));
+            }
+            spec.commandLine().getOut().println("CA: " + dir.resolve("ca.pem") + " (its key " + dir.resolve("ca.key") +
+                " signs more hosts; keep it off the hosts)");
+            return 0;
         }
     }
 

@@ -25,6 +25,7 @@ class ConfigLoaderTest
         "        mac: 52:54:00:12:34:56",
         "        bridge: br0",
         "arbiter: none",
+        "insecure: true",
         "");
 
     private static ConfigException error(final String yaml)

@@ -95,7 +95,7 @@ public record Welcome(int status, long sessionId, long maxStateBytes, long lastC
         }
         final byte[] why = new byte[reasonLen];
         in.readFully(why);
-        if (token < 0 || status == OK && (sessionId == 0 || maxState < 0 || lastCommitted < 0))
+        if (token < 0 || maxState < 0 || lastCommitted < 0)
         {
             throw new ProtocolException("welcome.session",
                 "bad welcome: session " + sessionId + ", limit " + maxState + ", last committed " + lastCommitted +
