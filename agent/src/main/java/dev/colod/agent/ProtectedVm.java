@@ -78,6 +78,7 @@ public final class ProtectedVm implements AutoCloseable
     private volatile RoleFile role;
     private Path fenced;
     private Arbiter arbiter = Arbiter.NONE;
+    private String replication = "plaintext (insecure: true)";
 
     private ProtectedVm(final String name)
     {
@@ -92,6 +93,10 @@ public final class ProtectedVm implements AutoCloseable
         try
         {
             final Hooks hooks = secured(config, v, given);
+            if (hooks.transport() instanceof PeerTls t)
+            {
+                vm.replication = "mutual TLS 1.3, peer " + t.peerName();
+            }
             vm.arbiter = arbiter(config, v, hooks);
             vm.closers.add(vm.arbiter); // closed last: engines stop first
             final Path runDir = Path.of(config.runtimeDir).resolve(v.name);
@@ -363,6 +368,7 @@ public final class ProtectedVm implements AutoCloseable
         final Map<String, Object> m = new java.util.LinkedHashMap<>();
         m.put("arbiter", arbiter.describe());
         m.put("fencing_token", arbiter.token());
+        m.put("replication", replication);
         if (r != null)
         {
             final long engineFailovers = secondary == null ? 0 : secondary.counters().failovers.get();

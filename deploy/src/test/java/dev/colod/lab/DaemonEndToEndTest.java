@@ -126,6 +126,9 @@ class DaemonEndToEndTest
                     "protection", primary, dir.resolve("primary.log"));
                 assertThat(p.path("role").asText()).isEqualTo("primary");
                 assertThat(p.path("peer").asText()).contains("198.19.0.2");
+                assertThat(p.path("replication").asText()).isEqualTo("mutual TLS 1.3, peer 198.19.0.2");
+                assertThat(p.path("arbiter").asText()).contains("held by this host");
+                assertThat(p.path("fencing_token").asLong()).isPositive();
 
                 try (Client client = new Client(lab.cli))
                 {

@@ -173,6 +173,10 @@ public final class Coloctl
                         e.getValue().path("p50_ms").asDouble(), e.getValue().path("p99_ms").asDouble())));
                     out().println(b);
                 }
+                if (v.has("replication"))
+                {
+                    out().println("  replication: " + v.path("replication").asText());
+                }
                 if (v.has("arbiter"))
                 {
                     out().println("  arbiter: " + v.path("arbiter").asText() + " (fencing token " +

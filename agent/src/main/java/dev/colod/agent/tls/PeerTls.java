@@ -177,6 +177,12 @@ public final class PeerTls implements Transport
         }
     }
 
+    /** The name the peer's certificate must carry. */
+    public String peerName()
+    {
+        return peerName;
+    }
+
     @Override
     public Socket newSocket() throws IOException
     {
