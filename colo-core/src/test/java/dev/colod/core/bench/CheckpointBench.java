@@ -4,6 +4,7 @@ import dev.colod.core.ColoConfig;
 import dev.colod.core.NanoClock;
 import dev.colod.core.PrimaryEngine;
 import dev.colod.core.SecondaryEngine;
+import dev.colod.core.Transport;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.StateCapture;
@@ -176,19 +177,26 @@ public final class CheckpointBench
     /** Returns {checkpoints per second, pause p50 us}. */
     static double[] checkpoints(final int size, final double seconds) throws Exception
     {
+        return checkpoints(size, seconds, Transport.DEFAULT, Transport.DEFAULT);
+    }
+
+    /** Checkpoints per second and pause p50 µs, with the secondary and primary on the given transports (e.g. TLS). */
+    public static double[] checkpoints(final int size, final double seconds, final Transport secondaryTransport,
+        final Transport primaryTransport) throws Exception
+    {
         final byte[] state = new byte[size];
         final FixedSource source = new FixedSource(state);
         final PreallocatedSink sink = new PreallocatedSink(size);
         final ColoConfig cfg = new ColoConfig().vmName("bench").checkpointDelayMs(0).maxStateBytes(Math.max(1, size))
             .transferTimeoutMs(60_000);
         try (SecondaryEngine sec = new SecondaryEngine(cfg.conclude(), new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
-            sink, new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM).start())
+            sink, new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM).transport(secondaryTransport).start())
         {
             final ColoConfig pcfg = new ColoConfig().vmName("bench").checkpointDelayMs(0).maxStateBytes(Math.max(1, size))
                 .transferTimeoutMs(60_000).conclude();
             final ColoCounters counters = new ColoCounters();
             try (PrimaryEngine pri = new PrimaryEngine(pcfg, sec.localAddress(), source, OutputCommit.NONE,
-                counters, ProtocolTap.NONE, NanoClock.SYSTEM).start())
+                counters, ProtocolTap.NONE, NanoClock.SYSTEM).transport(primaryTransport).start())
             {
                 final long warm = size >= (64 << 20) ? 3 : 200;
                 while (counters.checkpointsCompleted.get() < warm)
