@@ -35,12 +35,29 @@ public final class ControlServer implements AutoCloseable
     private static final Logger LOG = LoggerFactory.getLogger(ControlServer.class);
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final int MAX_REQUEST = 4096;
+    static final int MAX_PENDING = 16;
+    static final long REQUEST_DEADLINE_MS = 5000;
 
     private final Path path;
     private final Map<String, VmHandle> vms = new ConcurrentHashMap<>();
     private final ServerSocketChannel server;
     private final Thread thread;
     private volatile boolean running = true;
+    private final java.util.LinkedHashSet<SocketChannel> pending = new java.util.LinkedHashSet<>();
+    private final java.util.concurrent.atomic.AtomicLong abandoned = new java.util.concurrent.atomic.AtomicLong();
+    private final java.util.concurrent.ExecutorService workers = java.util.concurrent.Executors.newCachedThreadPool(r ->
+    {
+        final Thread t = new Thread(r, "colod-control-client");
+        t.setDaemon(true);
+        return t;
+    });
+    private final java.util.concurrent.ScheduledExecutorService deadlines =
+        java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r ->
+        {
+            final Thread t = new Thread(r, "colod-control-deadline");
+            t.setDaemon(true);
+            return t;
+        });
 
     public ControlServer(final Path path, final List<VmHandle> handles) throws IOException
     {
@@ -57,26 +74,19 @@ public final class ControlServer implements AutoCloseable
         LOG.info("control socket {} (mode 0600)", path);
     }
 
+    /**
+     * Accepts and hands each connection to its own short-lived thread, so a client that stalls, sends junk or
+     * never reads its reply holds up nobody else. A request must arrive within {@link #REQUEST_DEADLINE_MS};
+     * at most {@link #MAX_PENDING} connections are served at once, a newer one closing the oldest.
+     */
     private void serve()
     {
         while (running)
         {
-            try (SocketChannel c = server.accept())
+            final SocketChannel c;
+            try
             {
-                final ByteBuffer in = ByteBuffer.allocate(MAX_REQUEST);
-                while (in.hasRemaining() && c.read(in) > 0)
-                {
-                    if (in.get(in.position() - 1) == '\n')
-                    {
-                        break;
-                    }
-                }
-                final String reply = handle(new String(in.array(), 0, in.position(), StandardCharsets.UTF_8).trim());
-                final ByteBuffer out = ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8));
-                while (out.hasRemaining())
-                {
-                    c.write(out);
-                }
+                c = server.accept();
             }
             catch (final IOException ex)
             {
@@ -84,8 +94,94 @@ public final class ControlServer implements AutoCloseable
                 {
                     LOG.warn("control socket: {}", ex.toString());
                 }
+                if (!server.isOpen())
+                {
+                    return;
+                }
+                continue;
+            }
+            SocketChannel evicted = null;
+            synchronized (pending)
+            {
+                if (pending.size() >= MAX_PENDING)
+                {
+                    final java.util.Iterator<SocketChannel> oldest = pending.iterator();
+                    evicted = oldest.next();
+                    oldest.remove();
+                }
+                pending.add(c);
+            }
+            if (evicted != null)
+            {
+                abandoned.incrementAndGet();
+                closeQuietly(evicted);
+            }
+            try
+            {
+                workers.execute(() -> serveOne(c));
+            }
+            catch (final RuntimeException ex)
+            {
+                closeQuietly(c); // closing
             }
         }
+    }
+
+    private void serveOne(final SocketChannel c)
+    {
+        final java.util.concurrent.ScheduledFuture<?> deadline = deadlines.schedule(() -> closeQuietly(c),
+            REQUEST_DEADLINE_MS, java.util.concurrent.TimeUnit.MILLISECONDS);
+        try (c)
+        {
+            final ByteBuffer in = ByteBuffer.allocate(MAX_REQUEST);
+            while (in.hasRemaining() && c.read(in) > 0)
+            {
+                if (in.get(in.position() - 1) == '\n')
+                {
+                    break;
+                }
+            }
+            final String reply = handle(new String(in.array(), 0, in.position(), StandardCharsets.UTF_8).trim());
+            final ByteBuffer out = ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8));
+            while (out.hasRemaining())
+            {
+                c.write(out);
+            }
+        }
+        catch (final IOException ex)
+        {
+            if (running)
+            {
+                abandoned.incrementAndGet();
+                LOG.info("control socket: a client went away or stalled past {} ms: {}", REQUEST_DEADLINE_MS, ex.toString());
+            }
+        }
+        finally
+        {
+            deadline.cancel(false);
+            synchronized (pending)
+            {
+                pending.remove(c);
+            }
+        }
+    }
+
+    private static void closeQuietly(final SocketChannel c)
+    {
+        try
+        {
+            c.close();
+        }
+        catch (final IOException ignore)
+        {
+            // gone already
+        }
+    }
+
+    /** Connections closed before a reply: went away, stalled past the deadline, or evicted by newer ones. */
+    public long abandoned()
+    {
+        return abandoned.get();
     }
 
     String handle(final String line)
@@ -166,6 +262,8 @@ public final class ControlServer implements AutoCloseable
     public void close()
     {
         running = false;
+        workers.shutdownNow();
+        deadlines.shutdownNow();
         try
         {
             server.close();
