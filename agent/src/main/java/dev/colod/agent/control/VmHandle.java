@@ -139,6 +139,7 @@ public final class VmHandle
         m.put("lease_lapses", c.leaseLapses.get());
         m.put("stale_tokens_refused", c.staleTokens.get());
         m.put("abandoned_handshakes", c.abandonedHandshakes.get());
+        m.put("auth_failures", c.authFailures.get());
         m.put("sessions_refused", c.refusedSessions.get());
         new java.util.TreeMap<>(v.details().get()).forEach(m::put);
         final Map<String, Object> steps = new LinkedHashMap<>();
