@@ -39,6 +39,7 @@ public final class FaultMatrix
         PRIMARY_CUT_FROM_ETCD("primary cut from etcd"),
         SECONDARY_CUT_FROM_ETCD("secondary cut from etcd"),
         PRIMARY_CUT_FROM_EVERYTHING("primary cut from everything (uplink, replication, etcd), then back"),
+        PRIMARY_FROZEN_3S("primary frozen 3 s (QEMU SIGSTOP, host off every network; in-process colod keeps running)"),
         ETCD_KILLED("etcd killed");
 
         public final String what;
@@ -165,6 +166,17 @@ public final class FaultMatrix
                         online[0] = true;
                         sleep(8000);
                     }
+                    case PRIMARY_FROZEN_3S ->
+                    {
+                        final long pid = lab.host("primary").qemu().pid();
+                        signal("STOP", pid);
+                        lab.isolate("primary", true);
+                        sleep(3000);
+                        lab.isolate("primary", false);
+                        signal("CONT", pid);
+                        sleep(10_000);
+                        failoverMs = failedOverMs(lab, faultNs);
+                    }
                     default -> throw new IllegalStateException(fault.name());
                 }
                 awaitAnswers(client, System.nanoTime(), 3);
@@ -251,6 +263,15 @@ public final class FaultMatrix
                 throw new IOException("the client had no " + n + " answers within 60 s");
             }
             sleep(50);
+        }
+    }
+
+    private static void signal(final String sig, final long pid) throws IOException, InterruptedException
+    {
+        final Process p = new ProcessBuilder("kill", "-" + sig, Long.toString(pid)).inheritIO().start();
+        if (p.waitFor() != 0)
+        {
+            throw new IOException("kill -" + sig + " " + pid + " failed");
         }
     }
 
