@@ -128,6 +128,11 @@ public final class SecondaryEngine implements AutoCloseable
         return this;
     }
 
+    public Arbiter arbiter()
+    {
+        return arbiter;
+    }
+
     public long newestToken()
     {
         return newestToken.get();

@@ -171,11 +171,12 @@ public final class FaultMatrix
                         final long pid = lab.host("primary").qemu().pid();
                         signal("STOP", pid);
                         lab.isolate("primary", true);
-                        sleep(3000);
+                        // the secondary takes over during the freeze: heartbeat timeout + the rest of the lease
+                        failoverMs = awaitFailoverMs(lab, faultNs, violations);
+                        sleep(Math.max(0, 3000 - (System.nanoTime() - faultNs) / 1_000_000));
                         lab.isolate("primary", false);
                         signal("CONT", pid);
                         sleep(10_000);
-                        failoverMs = failedOverMs(lab, faultNs);
                     }
                     default -> throw new IllegalStateException(fault.name());
                 }

@@ -40,6 +40,8 @@ public final class TwoHostDemo
             say("guest answers after %.1f s; starting colod: secondary standby, primary checkpoints every 200 ms, " +
                 "output commit on its NIC", (System.nanoTime() - t0) / 1e9);
             lab.protect(TwoHostLab.Protection.of(200));
+            say("replication: %s; arbiter: %s", lab.host("primary").handle().status().get("replication"),
+                lab.primary().arbiter().describe());
             try (TwoHostLab.Client client = new TwoHostLab.Client(lab.cli))
             {
                 say("client increments the counter in a loop. Live view (what `coloctl status` / `coloctl buffers` show):");
@@ -51,12 +53,14 @@ public final class TwoHostDemo
                     maxHeld = Math.max(maxHeld, view(lab, client));
                 }
                 final List<Long> before = client.values();
-                say("KILLING THE PRIMARY HOST: off the network (uplink, then replication link) and its QEMU killed (client has seen %d values, last %s)",
+                say("KILLING THE PRIMARY HOST: off the network (uplink, replication link, etcd link) and its QEMU killed (client has seen %d values, last %s)",
                     before.size(), before.isEmpty() ? "-" : before.get(before.size() - 1));
                 final long killedAt = System.nanoTime();
                 lab.killPrimary();
                 final ExitEvent e = lab.secondaryExits().poll(60, TimeUnit.SECONDS);
-                say("secondary: %s -> %s", e == null ? "no event" : e.detail(), lab.secondary().state());
+                say("secondary: %s -> %s, %d ms after the kill (heartbeat timeout, then the old lease ran out: %s)",
+                    e == null ? "no event" : e.detail(), lab.secondary().state(), (System.nanoTime() - killedAt) / 1_000_000,
+                    lab.secondary().arbiter().describe());
                 final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
                 while (client.countSince(killedAt) < 5 && System.nanoTime() < deadline)
                 {
