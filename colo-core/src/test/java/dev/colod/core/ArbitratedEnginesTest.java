@@ -31,13 +31,20 @@ class ArbitratedEnginesTest
         }
     }
 
+    /** A pair whose primary asks {@code arbiter} (granting {@code token} at first); the secondary knows {@code known}. */
+    private static EnginePair arbitratedPrimary(final ColoConfig.Mode mode, final ScriptedArbiter arbiter, final long token,
+        final long known) throws java.io.IOException
+    {
+        arbiter.unprotected = ScriptedArbiter.granted(token);
+        return new EnginePair(() -> EnginePair.fastConfig(mode), 4096, ProtocolTap.NONE, ProtocolTap.NONE, arbiter,
+            Arbiter.NONE, known);
+    }
+
     @Test
     void primaryHoldsOutputWithoutAGrantPassesWithOneAndStopsBeforeTheLeaseCouldLapse() throws Exception
     {
         final ScriptedArbiter arbiter = new ScriptedArbiter();
-        arbiter.unprotected = ScriptedArbiter.granted(3);
-        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT), 4096, ProtocolTap.NONE,
-            ProtocolTap.NONE, arbiter, Arbiter.NONE, 0))
+        try (EnginePair pair = arbitratedPrimary(ColoConfig.Mode.STRICT, arbiter, 3, 0))
         {
             pair.awaitCheckpoints(3);
             assertThat(arbiter.callsSnapshot()).contains("unprotected 0");
@@ -71,9 +78,7 @@ class ArbitratedEnginesTest
     void primaryFencesItselfWhenTheArbiterGaveTheVmToTheOtherHost() throws Exception
     {
         final ScriptedArbiter arbiter = new ScriptedArbiter();
-        arbiter.unprotected = ScriptedArbiter.granted(3);
-        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.SPECULATIVE), 4096,
-            ProtocolTap.NONE, ProtocolTap.NONE, arbiter, Arbiter.NONE, 0))
+        try (EnginePair pair = arbitratedPrimary(ColoConfig.Mode.SPECULATIVE, arbiter, 3, 0))
         {
             pair.awaitCheckpoints(3);
             arbiter.unprotected = new Arbiter.Verdict(Arbiter.Verdict.Kind.FENCE, 9, "scripted: host b holds the key (token 9)");
@@ -137,9 +142,7 @@ class ArbitratedEnginesTest
     void aPrimaryWithAnOlderTokenIsRefusedAndFencesItself() throws Exception
     {
         final ScriptedArbiter arbiter = new ScriptedArbiter();
-        arbiter.unprotected = ScriptedArbiter.granted(5);
-        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT), 4096, ProtocolTap.NONE,
-            ProtocolTap.NONE, arbiter, Arbiter.NONE, 10))
+        try (EnginePair pair = arbitratedPrimary(ColoConfig.Mode.STRICT, arbiter, 5, 10))
         {
             final ExitEvent e = EnginePair.next(pair.primaryExits, "primary");
             assertThat(e.detail()).contains("stale-token").contains("fencing token 5 is older than 10");

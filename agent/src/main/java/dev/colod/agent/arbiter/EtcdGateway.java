@@ -67,22 +67,22 @@ public final class EtcdGateway
     /** A transaction compare: {@code key}'s create revision equals {@code revision} (0: the key does not exist). */
     static ObjectNode compareCreate(final String key, final long revision)
     {
-        final ObjectNode c = object();
-        c.put("key", b64(key));
-        c.put("target", "CREATE");
-        c.put("result", "EQUAL");
-        c.put("createRevision", Long.toString(revision));
-        return c;
+        return compare(key, "CREATE", "createRevision", revision);
     }
 
     /** A transaction compare: {@code key}'s last modification revision equals {@code revision} (0: no key). */
     static ObjectNode compareMod(final String key, final long revision)
     {
+        return compare(key, "MOD", "modRevision", revision);
+    }
+
+    private static ObjectNode compare(final String key, final String target, final String field, final long revision)
+    {
         final ObjectNode c = object();
         c.put("key", b64(key));
-        c.put("target", "MOD");
+        c.put("target", target);
         c.put("result", "EQUAL");
-        c.put("modRevision", Long.toString(revision));
+        c.put(field, Long.toString(revision));
         return c;
     }
 
