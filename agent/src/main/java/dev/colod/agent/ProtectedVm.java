@@ -438,7 +438,9 @@ public final class ProtectedVm implements AutoCloseable
         closers.add(f);
         final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, f);
         secondary = new SecondaryEngine(v.engine(), listen, hooks.sink().apply(image), new ColoCounters(),
-            ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport()).arbiter(arbiter);
+            ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport()).arbiter(arbiter)
+            .knownToken(TokenFile.read(Path.of(config.stateDir), v.name))
+            .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t));
         handle = VmHandle.secondary(v.name, secondary, () ->
         {
             final Map<String, Object> m = new java.util.LinkedHashMap<>(roleDetails());

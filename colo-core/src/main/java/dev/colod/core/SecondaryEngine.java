@@ -70,6 +70,7 @@ public final class SecondaryEngine implements AutoCloseable
     private volatile Arbiter arbiter = Arbiter.NONE;
     /** The newest fencing token seen (in a HELLO or won in a claim): an older primary is refused. */
     private final AtomicLong newestToken = new AtomicLong();
+    private volatile java.util.function.LongConsumer tokenListener = t -> { };
     /** Sockets accepted whose handshake has not completed, oldest first (under itself). */
     private final LinkedHashSet<Socket> pending = new LinkedHashSet<>();
     private final ExecutorService handshakes = Executors.newCachedThreadPool(r ->
@@ -131,6 +132,28 @@ public final class SecondaryEngine implements AutoCloseable
     public Arbiter arbiter()
     {
         return arbiter;
+    }
+
+    /** Told (on the thread that saw it) each newer token: a place to persist it, e.g. in the state directory. */
+    public SecondaryEngine onNewerToken(final java.util.function.LongConsumer listener)
+    {
+        tokenListener = listener;
+        return this;
+    }
+
+    private void sawToken(final long token)
+    {
+        if (token > newestToken.getAndAccumulate(token, Math::max))
+        {
+            try
+            {
+                tokenListener.accept(token);
+            }
+            catch (final RuntimeException ex)
+            {
+                LOG.error("vm={} could not record fencing token {}: {}", config.vmName(), token, ex.toString());
+            }
+        }
     }
 
     public long newestToken()
@@ -419,7 +442,7 @@ public final class SecondaryEngine implements AutoCloseable
             final Session ns = new Session(id, s, who, Math.min(config.maxStateBytes(), hello.maxStateBytes()), hello);
             session = ns;
             graceToken++; // a primary is back: no failover for the agent that was gone
-            newestToken.accumulateAndGet(hello.token(), Math::max);
+            sawToken(hello.token());
             new Welcome(Welcome.OK, id, ns.limit, sink.lastCommitted(), newestToken.get(), "").writeTo(s.getOutputStream());
             peer = who;
             final Thread t = new Thread(ns::run, "colo-secondary-" + config.vmName() + "-session");
@@ -697,7 +720,7 @@ public final class SecondaryEngine implements AutoCloseable
                         }
                         claiming = false;
                     }
-                    newestToken.accumulateAndGet(v.token(), Math::max);
+                    sawToken(v.token());
                     LOG.warn("vm={} the arbiter grants this host the VM (token {})", config.vmName(), v.token());
                     break;
                 }

@@ -101,6 +101,8 @@ class ArbitratedEnginesTest
         try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT), 4096, ProtocolTap.NONE,
             ProtocolTap.NONE, Arbiter.NONE, arbiter, 0))
         {
+            final List<Long> recorded = new java.util.concurrent.CopyOnWriteArrayList<>();
+            pair.secondary.onNewerToken(recorded::add);
             pair.awaitCheckpoints(3);
             pair.primary.kill();
             await().atMost(10, TimeUnit.SECONDS).until(() -> pair.secondary.counters().arbiterWaits.get() >= 5);
@@ -129,6 +131,7 @@ class ArbitratedEnginesTest
                     assertThat(e.failedOver()).isTrue();
                     assertThat(pair.sink.activatedAt()).isPositive();
                     assertThat(pair.secondary.newestToken()).isEqualTo(12);
+                    assertThat(recorded).as("each newer token is handed on to be persisted").containsExactly(12L);
                 }
                 finally
                 {
