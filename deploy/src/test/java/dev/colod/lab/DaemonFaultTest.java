@@ -50,15 +50,21 @@ class DaemonFaultTest
         }
     }
 
-    @Test
-    void aFrozenPrimaryIsTakenOverOnceItsLeaseRanOutAndFencesItselfWhenItWakes() throws Exception
+    /** What a test does to the protected pair once the client has seen 4 values. */
+    private interface Fault
+    {
+        void inject(Lab lab, Hosts h, Process primary, Process secondary, long qemuPid, Client client) throws Exception;
+    }
+
+    /** Two colod daemons protect the guest (etcd, TLS), a client counts, {@code fault} runs; then everything stops. */
+    private static void run(final String secondaryExtra, final Fault fault) throws Exception
     {
         new FailoverEndToEndTest().usable();
         Process primary = null;
         Process secondary = null;
         try (Lab lab = new Lab(FailoverEndToEndTest.GUEST))
         {
-            final Hosts h = configure(lab, "");
+            final Hosts h = configure(lab, secondaryExtra);
             try
             {
                 secondary = colod(lab.sec, lab.runDir.resolve("secondary.yaml"), h.sLog());
@@ -72,24 +78,7 @@ class DaemonFaultTest
                     {
                         Thread.sleep(50);
                     }
-                    final long frozenAt = System.nanoTime();
-                    signal("STOP", primary.pid());
-                    signal("STOP", qemuPid);
-                    Thread.sleep(3000);
-                    signal("CONT", qemuPid);
-                    signal("CONT", primary.pid());
-                    final JsonNode taken = awaitStatus(h.sRun().resolve("colod.sock"),
-                        s -> s.path("failovers").asLong() >= 1, "the secondary's failover", secondary, h.sLog());
-                    assertThat(taken.path("fencing_token").asLong()).isPositive();
-                    final JsonNode fenced = awaitStatus(h.pRun().resolve("colod.sock"),
-                        s -> "fenced".equals(s.path("state").asText()), "the woken primary fencing itself", primary, h.pLog());
-                    assertThat(fenced.path("last_error").asText()).containsAnyOf("host-secondary", "took over", "stale-token", "failed-over");
-                    awaitAnswersAfter(client, frozenAt);
-                    Thread.sleep(2000); // both copies have had time to answer, if they could
-                    client.close();
-                    System.out.println("frozen primary: values " + client.values());
-                    FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
-                    assertThat(Files.readString(h.pLog())).contains("FENCED");
+                    fault.inject(lab, h, primary, secondary, qemuPid, client);
                 }
             }
             finally
@@ -100,46 +89,50 @@ class DaemonFaultTest
     }
 
     @Test
+    void aFrozenPrimaryIsTakenOverOnceItsLeaseRanOutAndFencesItselfWhenItWakes() throws Exception
+    {
+        run("", (lab, h, primary, secondary, qemuPid, client) ->
+        {
+            final long frozenAt = System.nanoTime();
+            signal("STOP", primary.pid());
+            signal("STOP", qemuPid);
+            Thread.sleep(3000);
+            signal("CONT", qemuPid);
+            signal("CONT", primary.pid());
+            final JsonNode taken = awaitStatus(h.sRun().resolve("colod.sock"),
+                s -> s.path("failovers").asLong() >= 1, "the secondary's failover", secondary, h.sLog());
+            assertThat(taken.path("fencing_token").asLong()).isPositive();
+            final JsonNode fenced = awaitStatus(h.pRun().resolve("colod.sock"),
+                s -> "fenced".equals(s.path("state").asText()), "the woken primary fencing itself", primary, h.pLog());
+            assertThat(fenced.path("last_error").asText()).containsAnyOf("host-secondary", "took over", "stale-token",
+                "failed-over");
+            awaitAnswersAfter(client, frozenAt);
+            Thread.sleep(2000); // both copies have had time to answer, if they could
+            client.close();
+            System.out.println("frozen primary: values " + client.values());
+            FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
+            assertThat(Files.readString(h.pLog())).contains("FENCED");
+        });
+    }
+
+    @Test
     void aKilledPrimaryAgentLeavesItsGuestCutOffAndTheSecondaryTakesOverAfterTheGrace() throws Exception
     {
-        new FailoverEndToEndTest().usable();
-        Process primary = null;
-        Process secondary = null;
-        try (Lab lab = new Lab(FailoverEndToEndTest.GUEST))
+        run("\n    peer-restart-grace-ms: 3000", (lab, h, primary, secondary, qemuPid, client) ->
         {
-            final Hosts h = configure(lab, "\n    peer-restart-grace-ms: 3000");
-            try
-            {
-                secondary = colod(lab.sec, lab.runDir.resolve("secondary.yaml"), h.sLog());
-                primary = colod(lab.pri, lab.runDir.resolve("primary.yaml"), h.pLog());
-                awaitStatus(h.pRun().resolve("colod.sock"), s -> "protected".equals(s.path("state").asText()) &&
-                    s.path("checkpoints").asLong() >= 3, "protection", primary, h.pLog());
-                final long qemuPid = Long.parseLong(Files.readString(h.pRun().resolve("e2e/qemu.pid")).trim());
-                try (Client client = new Client(lab.cli))
-                {
-                    while (client.values().size() < 4)
-                    {
-                        Thread.sleep(50);
-                    }
-                    final long killedAt = System.nanoTime();
-                    primary.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
-                    awaitStatus(h.sRun().resolve("colod.sock"), s -> s.path("failovers").asLong() >= 1,
-                        "the secondary's failover after the grace", secondary, h.sLog());
-                    awaitAnswersAfter(client, killedAt);
-                    assertThat(ProcessHandle.of(qemuPid).map(ProcessHandle::isAlive).orElse(false))
-                        .as("the orphaned guest still runs on the primary host, cut off").isTrue();
-                    Thread.sleep(2000);
-                    client.close();
-                    System.out.println("killed primary agent: values " + client.values());
-                    FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
-                    assertThat(Files.readString(h.sLog())).contains("unless it comes back")
-                        .contains("the arbiter grants this host the VM");
-                }
-            }
-            finally
-            {
-                DaemonEndToEndTest.stopAll(lab, new Process[]{primary, secondary}, h.pRun(), h.sRun());
-            }
-        }
+            final long killedAt = System.nanoTime();
+            primary.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+            awaitStatus(h.sRun().resolve("colod.sock"), s -> s.path("failovers").asLong() >= 1,
+                "the secondary's failover after the grace", secondary, h.sLog());
+            awaitAnswersAfter(client, killedAt);
+            assertThat(ProcessHandle.of(qemuPid).map(ProcessHandle::isAlive).orElse(false))
+                .as("the orphaned guest still runs on the primary host, cut off").isTrue();
+            Thread.sleep(2000);
+            client.close();
+            System.out.println("killed primary agent: values " + client.values());
+            FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
+            assertThat(Files.readString(h.sLog())).contains("unless it comes back")
+                .contains("the arbiter grants this host the VM");
+        });
     }
 }
