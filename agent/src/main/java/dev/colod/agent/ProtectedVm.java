@@ -197,8 +197,10 @@ public final class ProtectedVm implements AutoCloseable
             return Arbiter.NONE;
         }
         final String host = config.hostName.isEmpty() ? java.net.InetAddress.getLocalHost().getHostName() : config.hostName;
+        final javax.net.ssl.SSLContext etcdTls = a.ca == null ? null : PeerTls.context("TLS", Path.of(a.ca),
+            a.cert == null ? null : Path.of(a.cert), a.key == null ? null : Path.of(a.key));
         final EtcdArbiter e = new EtcdArbiter(new EtcdArbiter.Settings(a.etcd.stream().map(java.net.URI::create).toList(),
-            a.prefix, host, a.leaseTtlMs, a.safetyMarginMs, a.requestTimeoutMs), v.name,
+            a.prefix, host, a.leaseTtlMs, a.safetyMarginMs, a.requestTimeoutMs, etcdTls), v.name,
             () -> hooks.transport().newArbiterSocket());
         LOG.info("vm={} arbitrated by etcd {} as host {}", v.name, a.etcd, host);
         return e;

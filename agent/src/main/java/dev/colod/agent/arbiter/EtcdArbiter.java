@@ -36,10 +36,17 @@ public final class EtcdArbiter implements Arbiter
      * @param leaseTtlMs       lease TTL asked for (etcd rounds up to whole seconds and to its minimum)
      * @param safetyMarginMs   stop serving unprotected this long before the lease could expire
      * @param requestTimeoutMs connect and read timeout of one request
+     * @param tls              for https endpoints: trusts the etcd CA, presents the client certificate (null: http)
      */
     public record Settings(List<URI> endpoints, String prefix, String host, long leaseTtlMs, long safetyMarginMs,
-                           int requestTimeoutMs)
+                           int requestTimeoutMs, javax.net.ssl.SSLContext tls)
     {
+        /** Plain http endpoints. */
+        public Settings(final List<URI> endpoints, final String prefix, final String host, final long leaseTtlMs,
+            final long safetyMarginMs, final int requestTimeoutMs)
+        {
+            this(endpoints, prefix, host, leaseTtlMs, safetyMarginMs, requestTimeoutMs, null);
+        }
     }
 
     private record Owner(String host, long lease, long token)
@@ -73,7 +80,7 @@ public final class EtcdArbiter implements Arbiter
     {
         this.settings = settings;
         this.vm = vm;
-        this.etcd = new EtcdGateway(settings.endpoints(), settings.requestTimeoutMs(), sockets);
+        this.etcd = new EtcdGateway(settings.endpoints(), settings.requestTimeoutMs(), sockets, settings.tls());
         this.ownerKey = settings.prefix() + "/vms/" + vm + "/owner";
         this.standbyKey = settings.prefix() + "/vms/" + vm + "/standby";
         this.renewer = new Thread(this::renewLoop, "colod-" + vm + "-lease");

@@ -35,13 +35,17 @@ public final class EtcdGateway
     private final List<URI> endpoints;
     private final int timeoutMs;
     private final SocketFactory sockets;
+    private final javax.net.ssl.SSLContext tls;
     private volatile int preferred;
 
-    EtcdGateway(final List<URI> endpoints, final int timeoutMs, final SocketFactory sockets)
+    /** {@code tls}: for https endpoints (null: http only). */
+    EtcdGateway(final List<URI> endpoints, final int timeoutMs, final SocketFactory sockets,
+        final javax.net.ssl.SSLContext tls)
     {
         this.endpoints = List.copyOf(endpoints);
         this.timeoutMs = timeoutMs;
         this.sockets = sockets;
+        this.tls = tls;
     }
 
     String endpoints()
@@ -112,11 +116,12 @@ public final class EtcdGateway
 
     private JsonNode post(final URI e, final String path, final byte[] payload) throws IOException
     {
-        try (Socket s = sockets.newSocket())
+        try (Socket plain = sockets.newSocket())
         {
-            s.setTcpNoDelay(true);
-            s.connect(new InetSocketAddress(e.getHost(), e.getPort()), timeoutMs);
-            s.setSoTimeout(timeoutMs);
+            plain.setTcpNoDelay(true);
+            plain.connect(new InetSocketAddress(e.getHost(), e.getPort()), timeoutMs);
+            plain.setSoTimeout(timeoutMs);
+            final Socket s = "https".equals(e.getScheme()) ? secure(plain, e) : plain;
             final OutputStream out = s.getOutputStream();
             final String head = "POST " + path + " HTTP/1.1\r\nHost: " + e.getHost() + ":" + e.getPort() +
                 "\r\nContent-Type: application/json\r\nContent-Length: " + payload.length + "\r\nConnection: close\r\n\r\n";
@@ -126,6 +131,23 @@ public final class EtcdGateway
             final byte[] raw = readAll(s.getInputStream());
             return parse(raw, path);
         }
+    }
+
+    /** TLS to an https endpoint: the server's certificate must name the endpoint's host. */
+    private Socket secure(final Socket plain, final URI e) throws IOException
+    {
+        if (tls == null)
+        {
+            throw new IOException("https endpoint but no arbiter CA configured");
+        }
+        final javax.net.ssl.SSLSocket s = (javax.net.ssl.SSLSocket)tls.getSocketFactory().createSocket(plain, e.getHost(),
+            e.getPort(), true);
+        final javax.net.ssl.SSLParameters p = s.getSSLParameters();
+        p.setEndpointIdentificationAlgorithm("HTTPS");
+        s.setSSLParameters(p);
+        s.setUseClientMode(true);
+        s.startHandshake();
+        return s;
     }
 
     private static byte[] readAll(final InputStream in) throws IOException

@@ -22,12 +22,23 @@ public final class LocalEtcd implements AutoCloseable
     private final Process process;
     private final List<URI> clientUrls;
     private final Path dataDir;
+    private final javax.net.ssl.SSLContext tls;
 
-    private LocalEtcd(final Process process, final List<URI> clientUrls, final Path dataDir)
+    private LocalEtcd(final Process process, final List<URI> clientUrls, final Path dataDir,
+        final javax.net.ssl.SSLContext tls)
     {
         this.process = process;
         this.clientUrls = clientUrls;
         this.dataDir = dataDir;
+        this.tls = tls;
+    }
+
+    /**
+     * TLS files for a local etcd: it serves https with {@code cert}/{@code key} and requires client certificates
+     * from {@code ca}; {@code client} is the context a client uses (its own certificate from the same CA).
+     */
+    public record Tls(Path ca, Path cert, Path key, javax.net.ssl.SSLContext client)
+    {
     }
 
     /** Null when etcd can run here; otherwise what is missing. */
@@ -43,10 +54,17 @@ public final class LocalEtcd implements AutoCloseable
     public static LocalEtcd start(final List<String> clientHosts, final int clientPort, final int peerPort,
         final String netns, final Path dataDir, final Path log) throws IOException, InterruptedException
     {
+        return start(clientHosts, clientPort, peerPort, netns, dataDir, log, null);
+    }
+
+    /** As above; with {@code tls} the client URLs are https and client certificates are required. */
+    public static LocalEtcd start(final List<String> clientHosts, final int clientPort, final int peerPort,
+        final String netns, final Path dataDir, final Path log, final Tls tls) throws IOException, InterruptedException
+    {
         final List<URI> urls = new ArrayList<>();
         for (final String h : clientHosts)
         {
-            urls.add(URI.create("http://" + h + ":" + clientPort));
+            urls.add(URI.create((tls == null ? "http://" : "https://") + h + ":" + clientPort));
         }
         final String peer = "http://" + clientHosts.get(0) + ":" + peerPort;
         final List<String> cmd = new ArrayList<>();
@@ -59,10 +77,15 @@ public final class LocalEtcd implements AutoCloseable
             "--advertise-client-urls", urls.get(0).toString(),
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", "lab=" + peer, "--initial-cluster-state", "new", "--log-level", "warn"));
+        if (tls != null)
+        {
+            cmd.addAll(List.of("--cert-file", tls.cert().toString(), "--key-file", tls.key().toString(),
+                "--trusted-ca-file", tls.ca().toString(), "--client-cert-auth"));
+        }
         Files.createDirectories(dataDir);
         final Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
             .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
-        final LocalEtcd etcd = new LocalEtcd(p, urls, dataDir);
+        final LocalEtcd etcd = new LocalEtcd(p, urls, dataDir, tls == null ? null : tls.client());
         final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
         while (true)
         {
@@ -86,7 +109,7 @@ public final class LocalEtcd implements AutoCloseable
     private boolean answers(final String netns)
     {
         final EtcdGateway g = new EtcdGateway(List.of(clientUrls.get(0)), 1000,
-            () -> netns == null ? new Socket() : dev.colod.buffer.net.Netns.call(netns, LocalEtcd::boundSocket));
+            () -> netns == null ? new Socket() : dev.colod.buffer.net.Netns.call(netns, LocalEtcd::boundSocket), tls);
         try
         {
             g.call("/v3/maintenance/status", EtcdGateway.object());

@@ -121,6 +121,10 @@ public final class ColodConfig
         @JsonProperty("request-timeout-ms")
         public int requestTimeoutMs = 500;
         public String prefix = "/colod";
+        /** For https endpoints: the etcd cluster's CA, and this host's client certificate and key (PEM). */
+        public String ca;
+        public String cert;
+        public String key;
         private boolean none;
 
         public Arbiter()

@@ -38,7 +38,7 @@ public final class ConfigLoader
     private static final Pattern MAC = Pattern.compile("(?i)[0-9a-f]{2}(:[0-9a-f]{2}){5}");
     private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
     private static final Pattern HOST_PORT = Pattern.compile("[^\\s:]+:\\d{1,5}");
-    private static final Pattern ETCD_URL = Pattern.compile("http://[^\\s:/]+:\\d{1,5}");
+    private static final Pattern ETCD_URL = Pattern.compile("https?://[^\\s:/]+:\\d{1,5}");
 
     private final String file;
     private final String text;
@@ -341,7 +341,9 @@ public final class ConfigLoader
         {
             final String e = a.etcd.get(i);
             check(e != null && ETCD_URL.matcher(e).matches(), "arbiter.etcd[" + i + "]",
-                "must be http://host:port, was '" + e + "'");
+                "must be http://host:port or https://host:port, was '" + e + "'");
+            check(!e.startsWith("https:") || a.ca != null, "arbiter.etcd[" + i + "]",
+                "is https: arbiter.ca (the etcd cluster's CA, PEM) is needed");
         }
         check(a.leaseTtlMs >= 2000 && a.leaseTtlMs <= 60_000, "arbiter.lease-ttl-ms",
             "must be 2000..60000 (etcd grants whole seconds, at least 2), was " + a.leaseTtlMs);
@@ -349,6 +351,12 @@ public final class ConfigLoader
             "must be 100..lease-ttl-ms/2, was " + a.safetyMarginMs);
         check(a.requestTimeoutMs >= 50 && a.requestTimeoutMs <= 10_000, "arbiter.request-timeout-ms",
             "must be 50..10000, was " + a.requestTimeoutMs);
+        check((a.cert == null) == (a.key == null), "arbiter.cert",
+            "arbiter.cert and arbiter.key go together (a client certificate and its key)");
+        for (final String[] f : new String[][]{{"ca", a.ca}, {"cert", a.cert}, {"key", a.key}})
+        {
+            check(f[1] == null || f[1].startsWith("/"), "arbiter." + f[0], "must be an absolute path, was '" + f[1] + "'");
+        }
         check(a.prefix != null && a.prefix.startsWith("/") && !a.prefix.endsWith("/"), "arbiter.prefix",
             "must start with '/' and not end with one, was '" + a.prefix + "'");
     }

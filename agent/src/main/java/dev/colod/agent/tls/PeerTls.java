@@ -65,32 +65,47 @@ public final class PeerTls implements Transport
     public static PeerTls load(final Transport plain, final Path ca, final Path cert, final Path key, final String peerName)
         throws IOException
     {
+        return new PeerTls(plain, context("TLSv1.3", ca, cert, key), peerName);
+    }
+
+    /**
+     * An SSL context (protocol {@code protocol}, e.g. "TLSv1.3" or "TLS") that trusts only the certificates in
+     * {@code ca} and presents {@code cert} with {@code key} (both null: no client certificate).
+     */
+    public static SSLContext context(final String protocol, final Path ca, final Path cert, final Path key)
+        throws IOException
+    {
         try
         {
             final List<X509Certificate> anchors = certificates(ca);
-            final List<X509Certificate> chain = certificates(cert);
-            final PrivateKey privateKey = privateKey(key);
             final KeyStore trust = KeyStore.getInstance("PKCS12");
             trust.load(null, null);
             for (int i = 0; i < anchors.size(); i++)
             {
                 trust.setCertificateEntry("ca-" + i, anchors.get(i));
             }
-            final KeyStore own = KeyStore.getInstance("PKCS12");
-            own.load(null, null);
-            final char[] pw = "colod".toCharArray();
-            if (!belongs(privateKey, chain.get(0)))
+            javax.net.ssl.KeyManager[] keyManagers = null;
+            if (cert != null)
             {
-                throw new IOException(key + " does not belong to the certificate in " + cert);
+                final List<X509Certificate> chain = certificates(cert);
+                final PrivateKey privateKey = privateKey(key);
+                final KeyStore own = KeyStore.getInstance("PKCS12");
+                own.load(null, null);
+                final char[] pw = "colod".toCharArray();
+                if (!belongs(privateKey, chain.get(0)))
+                {
+                    throw new IOException(key + " does not belong to the certificate in " + cert);
+                }
+                own.setKeyEntry("host", privateKey, pw, chain.toArray(new Certificate[0]));
+                final KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
+                kmf.init(own, pw);
+                keyManagers = kmf.getKeyManagers();
             }
-            own.setKeyEntry("host", privateKey, pw, chain.toArray(new Certificate[0]));
-            final KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
-            kmf.init(own, pw);
             final TrustManagerFactory tmf = TrustManagerFactory.getInstance("PKIX");
             tmf.init(trust);
-            final SSLContext ctx = SSLContext.getInstance("TLSv1.3");
-            ctx.init(kmf.getKeyManagers(), tmf.getTrustManagers(), null);
-            return new PeerTls(plain, ctx, peerName);
+            final SSLContext ctx = SSLContext.getInstance(protocol);
+            ctx.init(keyManagers, tmf.getTrustManagers(), null);
+            return ctx;
         }
         catch (final GeneralSecurityException ex)
         {

@@ -140,6 +140,38 @@ class EtcdArbiterTest
     }
 
     @Test
+    void overTlsWithClientCertificatesAndOnlyWithThem() throws Exception
+    {
+        final dev.colod.agent.tls.Certs.Issued ca = dev.colod.agent.tls.Certs.authority("etcd CA", java.time.Duration.ofDays(1));
+        final Path tls = dir.resolve("etcd-tls");
+        ca.write(tls, "ca");
+        dev.colod.agent.tls.Certs.host(ca, "127.0.0.1", java.time.Duration.ofDays(1)).write(tls, "server");
+        dev.colod.agent.tls.Certs.host(ca, "host-a", java.time.Duration.ofDays(1)).write(tls, "client");
+        final javax.net.ssl.SSLContext client = dev.colod.agent.tls.PeerTls.context("TLS", tls.resolve("ca.pem"),
+            tls.resolve("client.pem"), tls.resolve("client.key"));
+        try (LocalEtcd secure = LocalEtcd.start(List.of("127.0.0.1"), freePort(), freePort(), null, dir.resolve("etcd-s"),
+            dir.resolve("etcd-s.log"), new LocalEtcd.Tls(tls.resolve("ca.pem"), tls.resolve("server.pem"),
+                tls.resolve("server.key"), client)))
+        {
+            assertThat(secure.clientUrls().get(0).getScheme()).isEqualTo("https");
+            final EtcdArbiter a = new EtcdArbiter(new EtcdArbiter.Settings(secure.clientUrls(), "/colod-test", "host-a", 2000,
+                500, 2000, client), "vm1", Socket::new);
+            arbiters.add(a);
+            assertThat(a.goUnprotected(0).kind()).isEqualTo(Verdict.Kind.GRANTED);
+
+            // no client certificate: refused by etcd, so no grant
+            final javax.net.ssl.SSLContext anonymous = dev.colod.agent.tls.PeerTls.context("TLS", tls.resolve("ca.pem"), null,
+                null);
+            final EtcdArbiter b = new EtcdArbiter(new EtcdArbiter.Settings(secure.clientUrls(), "/colod-test", "host-b", 2000,
+                500, 2000, anonymous), "vm2", Socket::new);
+            arbiters.add(b);
+            final Verdict v = b.goUnprotected(0);
+            assertThat(v.kind()).isEqualTo(Verdict.Kind.WAIT);
+            assertThat(v.detail()).contains(secure.clientUrls().get(0).toString());
+        }
+    }
+
+    @Test
     void anUnreachableStoreMeansWaitAndNamesTheEndpoint() throws Exception
     {
         final URI nowhere = URI.create("http://127.0.0.1:" + freePort());
