@@ -267,7 +267,8 @@ public final class FaultMatrix
         }
     }
 
-    private static void signal(final String sig, final long pid) throws IOException, InterruptedException
+    /** Sends SIGsig to {@code pid} (a process this lab started). */
+    static void signal(final String sig, final long pid) throws IOException, InterruptedException
     {
         final Process p = new ProcessBuilder("kill", "-" + sig, Long.toString(pid)).inheritIO().start();
         if (p.waitFor() != 0)

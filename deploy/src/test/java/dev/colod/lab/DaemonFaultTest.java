@@ -35,21 +35,6 @@ class DaemonFaultTest
         return h;
     }
 
-    private static void signal(final String sig, final long pid) throws Exception
-    {
-        assertThat(new ProcessBuilder("kill", "-" + sig, Long.toString(pid)).inheritIO().start().waitFor()).isZero();
-    }
-
-    private static void awaitAnswersAfter(final Client client, final long sinceNs) throws InterruptedException
-    {
-        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-        while (client.countSince(sinceNs) < 3)
-        {
-            assertThat(System.nanoTime() - deadline).as("the client is served again").isNegative();
-            Thread.sleep(50);
-        }
-    }
-
     /** What a test does to the protected pair once the client has seen 4 values. */
     private interface Fault
     {
@@ -94,11 +79,11 @@ class DaemonFaultTest
         run("", (lab, h, primary, secondary, qemuPid, client) ->
         {
             final long frozenAt = System.nanoTime();
-            signal("STOP", primary.pid());
-            signal("STOP", qemuPid);
+            FaultMatrix.signal("STOP", primary.pid());
+            FaultMatrix.signal("STOP", qemuPid);
             Thread.sleep(3000);
-            signal("CONT", qemuPid);
-            signal("CONT", primary.pid());
+            FaultMatrix.signal("CONT", qemuPid);
+            FaultMatrix.signal("CONT", primary.pid());
             final JsonNode taken = awaitStatus(h.sRun().resolve("colod.sock"),
                 s -> s.path("failovers").asLong() >= 1, "the secondary's failover", secondary, h.sLog());
             assertThat(taken.path("fencing_token").asLong()).isPositive();
@@ -106,7 +91,7 @@ class DaemonFaultTest
                 s -> "fenced".equals(s.path("state").asText()), "the woken primary fencing itself", primary, h.pLog());
             assertThat(fenced.path("last_error").asText()).containsAnyOf("host-secondary", "took over", "stale-token",
                 "failed-over");
-            awaitAnswersAfter(client, frozenAt);
+            FailoverEndToEndTest.awaitAnswers(client, frozenAt);
             Thread.sleep(2000); // both copies have had time to answer, if they could
             client.close();
             System.out.println("frozen primary: values " + client.values());
@@ -124,7 +109,7 @@ class DaemonFaultTest
             primary.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
             awaitStatus(h.sRun().resolve("colod.sock"), s -> s.path("failovers").asLong() >= 1,
                 "the secondary's failover after the grace", secondary, h.sLog());
-            awaitAnswersAfter(client, killedAt);
+            FailoverEndToEndTest.awaitAnswers(client, killedAt);
             assertThat(ProcessHandle.of(qemuPid).map(ProcessHandle::isAlive).orElse(false))
                 .as("the orphaned guest still runs on the primary host, cut off").isTrue();
             Thread.sleep(2000);

@@ -21,15 +21,12 @@ public final class LocalEtcd implements AutoCloseable
 
     private final Process process;
     private final List<URI> clientUrls;
-    private final Path dataDir;
     private final javax.net.ssl.SSLContext tls;
 
-    private LocalEtcd(final Process process, final List<URI> clientUrls, final Path dataDir,
-        final javax.net.ssl.SSLContext tls)
+    private LocalEtcd(final Process process, final List<URI> clientUrls, final javax.net.ssl.SSLContext tls)
     {
         this.process = process;
         this.clientUrls = clientUrls;
-        this.dataDir = dataDir;
         this.tls = tls;
     }
 
@@ -85,7 +82,7 @@ public final class LocalEtcd implements AutoCloseable
         Files.createDirectories(dataDir);
         final Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
             .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
-        final LocalEtcd etcd = new LocalEtcd(p, urls, dataDir, tls == null ? null : tls.client());
+        final LocalEtcd etcd = new LocalEtcd(p, urls, tls == null ? null : tls.client());
         final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
         while (true)
         {
@@ -159,39 +156,6 @@ public final class LocalEtcd implements AutoCloseable
         catch (final InterruptedException ex)
         {
             Thread.currentThread().interrupt();
-        }
-    }
-
-    /** Kills etcd and removes its data. */
-    public void destroy()
-    {
-        close();
-        deleteTree(dataDir);
-    }
-
-    private static void deleteTree(final Path p)
-    {
-        try (var walk = Files.walk(p))
-        {
-            walk.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-        }
-        catch (final IOException ignore)
-        {
-            // already gone
-        }
-    }
-
-    /** Whether {@code port} on loopback is free now (for tests choosing ports). */
-    public static boolean free(final int port)
-    {
-        try (Socket s = new Socket())
-        {
-            s.connect(new InetSocketAddress("127.0.0.1", port), 200);
-            return false;
-        }
-        catch (final IOException ex)
-        {
-            return true;
         }
     }
 }

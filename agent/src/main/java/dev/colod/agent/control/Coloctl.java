@@ -131,10 +131,18 @@ public final class Coloctl
 
         abstract int run();
 
-        /** A command on one VM whose reply is a message line. */
-        int vmCommand(final String command, final String vm)
+    }
+
+    /** A command on one VM, sent to colod under the subcommand's own name; its reply is a message line. */
+    abstract static class VmCommand extends Sub
+    {
+        @Parameters(paramLabel = "VM")
+        String vm;
+
+        @Override
+        int run()
         {
-            out().println(parent.call("{\"command\":\"" + command + "\",\"vm\":" + JSON.valueToTree(vm) + "}")
+            out().println(parent.call("{\"command\":\"" + spec.name() + "\",\"vm\":" + JSON.valueToTree(vm) + "}")
                 .path("message").asText());
             return 0;
         }
@@ -272,44 +280,20 @@ public final class Coloctl
     }
 
     @Command(name = "checkpoint", description = "Take a checkpoint of VM now (on its primary).")
-    static final class Checkpoint extends Sub
+    static final class Checkpoint extends VmCommand
     {
-        @Parameters(paramLabel = "VM")
-        String vm;
-
-        @Override
-        int run()
-        {
-            return vmCommand("checkpoint", vm);
-        }
     }
 
     @Command(name = "failover", description = "On the secondary: resume VM here from the last committed checkpoint. "
         + "On the primary: stop protecting VM (it keeps running here).")
-    static final class Failover extends Sub
+    static final class Failover extends VmCommand
     {
-        @Parameters(paramLabel = "VM")
-        String vm;
-
-        @Override
-        int run()
-        {
-            return vmCommand("failover", vm);
-        }
     }
 
     @Command(name = "reprotect", description = "After a failover with reprotect: manual, protect VM again (this host "
         + "is its primary now; the other host's colod must be running).")
-    static final class Reprotect extends Sub
+    static final class Reprotect extends VmCommand
     {
-        @Parameters(paramLabel = "VM")
-        String vm;
-
-        @Override
-        int run()
-        {
-            return vmCommand("reprotect", vm);
-        }
     }
 
     @Command(name = "config", description = "Configuration tools.", subcommands = Config.Check.class)

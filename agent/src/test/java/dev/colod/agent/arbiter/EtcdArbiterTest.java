@@ -46,7 +46,7 @@ class EtcdArbiterTest
         arbiters.forEach(EtcdArbiter::close);
         if (etcd != null)
         {
-            etcd.destroy();
+            etcd.close(); // its data lives in the test's temporary directory
         }
     }
 
