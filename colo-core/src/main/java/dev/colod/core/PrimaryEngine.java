@@ -627,7 +627,7 @@ public final class PrimaryEngine implements AutoCloseable
     private void fenceHere(final String why)
     {
         enter(ProtectionState.FENCED);
-        if (!paused && source.lostCause() == null)
+        if (!paused)
         {
             try
             {
@@ -636,7 +636,10 @@ public final class PrimaryEngine implements AutoCloseable
             }
             catch (final Exception ex)
             {
-                LOG.error("vm={} could not pause the fenced VM: {}", config.vmName(), ex.toString());
+                if (source.lostCause() == null)
+                {
+                    LOG.error("vm={} could not pause the fenced VM: {}", config.vmName(), ex.toString());
+                }
             }
         }
         LOG.error("vm={} FENCED: {}; the VM stays paused here", config.vmName(), why);

@@ -290,7 +290,7 @@ class FailoverEndToEndTest
                     Thread.sleep(20);
                 }
                 final long killedAt = System.nanoTime();
-                rig.qemu().kill(); // only the VM: the host, its colod and the network live on
+                rig.qemu().crash(); // only the VM: the host, its colod and the network live on
                 final ExitEvent e = awaitFailover(rig);
                 assertThat(e.detail()).contains("lost its VM");
                 assertThat(rig.primary().state()).isEqualTo(ProtectionState.FENCED);

@@ -238,8 +238,10 @@ public final class QemuProcess implements AutoCloseable
     }
 
     /**
-     * True if QEMU has exited. When its QMP socket broke, waits up to {@code graceMs} for the exit to be seen: a
-     * killed process closes its sockets before its parent reaps it.
+     * True if QEMU has exited. A killed process closes its sockets and drops its memory before its parent reaps
+     * it, so whoever saw a failure first (the QMP reader, a pagemap scan, a RAM read) may ask while it still
+     * looks alive: when QMP broke, waits up to {@code graceMs} for the exit to be seen, otherwise a short
+     * {@value #EXIT_GLANCE_MS} ms.
      */
     public boolean exited(final long graceMs)
     {
@@ -247,7 +249,15 @@ public final class QemuProcess implements AutoCloseable
         {
             return true;
         }
-        return qmp.isBroken() && waitForExit(graceMs);
+        return waitForExit(qmp.isBroken() ? graceMs : Math.min(graceMs, EXIT_GLANCE_MS));
+    }
+
+    private static final long EXIT_GLANCE_MS = 100;
+
+    /** Sends QEMU SIGKILL and nothing else, as a crash of QEMU alone would look to the agent (tests). */
+    public void crash()
+    {
+        process.destroyForcibly();
     }
 
     /** Waits up to {@code ms} for QEMU to exit; true if it has. */
