@@ -9,7 +9,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$here/../../build/guest}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "${FORCE:-0}" != 1 ]; then
+# bump when the guest changes, so cached guests are rebuilt
+version=2
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$version" ] && [ "${FORCE:-0}" != 1 ]; then
   echo "guest already built in $out"; exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
@@ -31,8 +33,8 @@ kver="$(ls kernel/lib/modules)"
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,proc,sys,tmp,dev,etc,www/cgi-bin,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
-# virtio-net as modules, in dependency order (verified on this machine kind)
-mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net"
+# virtio-net and virtio-blk as modules, in dependency order (verified on this machine kind)
+mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net virtio_blk"
 for m in $mods; do
   f="$(find "kernel/lib/modules/$kver" -name "$m.ko*" | head -1)"
   [ -n "$f" ] || { echo "module $m not found in $kpkg" >&2; exit 1; }
@@ -87,8 +89,40 @@ fi
 printf 'Content-Type: text/plain\r\n\r\nchurning\n'
 CGI
 chmod +x "$root/www/cgi-bin/churn"
+cat > "$root/www/cgi-bin/disk" <<'CGI'
+#!/bin/sh
+# a counter on the disk (/dev/vda, first 4 KiB, written with O_DIRECT and synced) and the value this guest last
+# wrote there, kept in RAM (tmpfs). Answers "N D": the new value N and what the disk held before, D. When RAM and
+# disk belong to the same checkpoint, D is always N - 1.
+[ -b /dev/vda ] || { printf 'Status: 503\r\nContent-Type: text/plain\r\n\r\nno disk\n'; exit 0; }
+r=$(cat /tmp/dcount 2>/dev/null || echo 0)
+d=$(dd if=/dev/vda bs=4096 count=1 iflag=direct 2>/dev/null | tr -dc '0-9')
+n=$((r + 1))
+printf '%-4095s\n' "$n" | dd of=/dev/vda bs=4096 count=1 oflag=direct conv=fsync,notrunc 2>/dev/null
+echo "$n" > /tmp/dcount
+printf 'Content-Type: text/plain\r\n\r\n%s %s\n' "$n" "${d:-0}"
+CGI
+chmod +x "$root/www/cgi-bin/disk"
+cat > "$root/www/cgi-bin/diskbench" <<'CGI'
+#!/bin/sh
+# disk benchmark inside the guest: 32 MiB sequential write (1 MiB blocks, O_DIRECT, synced at the end) from 1 MiB
+# on, then 100 synced 4 KiB writes (O_DIRECT + fsync each, one dd each). Times from /proc/uptime (10 ms steps).
+cs() { t=$(cut -d' ' -f1 /proc/uptime); echo "${t%.*}${t#*.}"; }
+t0=$(cs)
+dd if=/dev/zero of=/dev/vda bs=1048576 count=32 seek=1 oflag=direct conv=fsync,notrunc 2>/dev/null
+t1=$(cs)
+i=0
+while [ $i -lt 100 ]; do
+  dd if=/dev/zero of=/dev/vda bs=4096 count=1 seek=$((16384 + i)) oflag=direct conv=fsync,notrunc 2>/dev/null
+  i=$((i + 1))
+done
+t2=$(cs)
+printf 'Content-Type: text/plain\r\n\r\nseq_32mib_cs=%s sync4k_100_cs=%s\n' $((t1 - t0)) $((t2 - t1))
+CGI
+chmod +x "$root/www/cgi-bin/diskbench"
 echo "colo test guest" > "$root/www/index.html"
 
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.img"
 echo "$kpkg" > "$out/KERNEL"
+echo "$version" > "$out/VERSION"
 echo "guest built in $out: $(du -h "$out/vmlinuz" | cut -f1) kernel, $(du -h "$out/initrd.img" | cut -f1) initramfs"

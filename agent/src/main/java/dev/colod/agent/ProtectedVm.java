@@ -105,7 +105,7 @@ public final class ProtectedVm implements AutoCloseable
             final VmSpec spec = new VmSpec(v.name, v.memoryMib, v.vcpus, v.kernel == null ? null : Path.of(v.kernel),
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
                 v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac)).toList(), v.accel.name().toLowerCase(),
-                Path.of(config.ramDir), v.extraArgs).check();
+                Path.of(config.ramDir), v.extraArgs, v.disk == null ? null : Path.of(v.disk.image)).check();
             final InetSocketAddress peer = address(v.peer);
             // with listen set, roles follow the VM: the role recorded here wins over the configured one
             final Path stateDir = Path.of(config.stateDir);
@@ -296,7 +296,7 @@ public final class ProtectedVm implements AutoCloseable
         });
         // adopted, or not granted: nothing leaves unheld until the engine (and the arbiter) say so
         protectRunning(v, q, peer, runDir, loops, hooks, initial);
-        handle = VmHandle.primary(v.name, primary, output::stats, primaryDetails(), pauseSteps());
+        handle = VmHandle.primary(v.name, primary, output::stats, primaryDetails(v.disk != null), pauseSteps());
     }
 
     /** Output commit on {@code q}'s NICs, its checkpoint source and the primary engine toward {@code peer} (not started). */
@@ -342,13 +342,17 @@ public final class ProtectedVm implements AutoCloseable
         steps.put("device", stateSource.deviceMicros);
         steps.put("tracking", stateSource.trackMicros);
         steps.put("copy", stateSource.copyMicros);
+        if (stateSource.disk() != null)
+        {
+            steps.put("disk", stateSource.disk().diskMicros);
+        }
         steps.put("transfer", primary.counters().transferMicros);
         steps.put("commit", primary.counters().commitMicros);
         steps.put("resume", stateSource.resumeMicros);
         return steps;
     }
 
-    private java.util.function.Supplier<Map<String, Object>> primaryDetails()
+    private java.util.function.Supplier<Map<String, Object>> primaryDetails(final boolean hasDisk)
     {
         final QemuStateSource src = stateSource;
         final PrimaryEngine engine = primary;
@@ -358,9 +362,21 @@ public final class ProtectedVm implements AutoCloseable
             m.put("write_tracking", src.writeTracking());
             m.put("write_audited_pages", src.auditedPages.get());
             m.put("write_audit_misses", src.auditMisses.get());
+            m.put("disk", diskStatus(src.disk(), hasDisk));
             m.put("protection_start_pause_ms", engine.counters().protectionStartPauseMicros.get() / 1000.0);
             return m;
         };
+    }
+
+    /** What the primary does with the VM's disk, and what the last checkpoint carried of it. */
+    private static String diskStatus(final dev.colod.agent.disk.DiskWrites d, final boolean hasDisk)
+    {
+        if (d == null)
+        {
+            return !hasDisk ? "none" : "NOT REPLICATED (disk.replicate: false): a failover resumes an older disk";
+        }
+        return "replicated, dirty bitmap granularity " + dev.colod.agent.disk.DiskWrites.GRANULARITY + " B; last checkpoint " +
+            d.lastDiskBytes + " B in " + d.lastDiskMicros + " us";
     }
 
     /** Since when this host has its role, and the failovers it has seen (with roles that follow the VM). */
@@ -383,22 +399,23 @@ public final class ProtectedVm implements AutoCloseable
     /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */
     private static QemuStateSource stateSource(final ColodConfig.Vm v, final QemuProcess q) throws IOException
     {
+        final boolean disk = v.disk != null && v.disk.replicate;
         switch (v.writeTracking)
         {
             case COMPARE:
-                return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE, v.writeAuditPages);
+                return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE, v.writeAuditPages, disk);
             case KERNEL:
-                return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL, v.writeAuditPages);
+                return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL, v.writeAuditPages, disk);
             default:
                 try
                 {
-                    return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL, v.writeAuditPages);
+                    return new QemuStateSource(q, QemuStateSource.Tracking.KERNEL, v.writeAuditPages, disk);
                 }
                 catch (final IOException ex)
                 {
                     LOG.warn("vm={} kernel write tracking unavailable, comparing RAM with a copy instead " +
                         "(write-tracking: auto): {}", v.name, ex.getMessage());
-                    return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE, v.writeAuditPages);
+                    return new QemuStateSource(q, QemuStateSource.Tracking.COMPARE, v.writeAuditPages, disk);
                 }
         }
     }
@@ -439,6 +456,10 @@ public final class ProtectedVm implements AutoCloseable
         });
         closers.add(f);
         final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, f);
+        if (v.disk != null)
+        {
+            image.disk(Path.of(v.disk.image), v.disk.replicate);
+        }
         secondary = new SecondaryEngine(v.engine(), listen, hooks.sink().apply(image), new ColoCounters(),
             ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport()).arbiter(arbiter)
             .knownToken(TokenFile.read(Path.of(config.stateDir), v.name))
@@ -447,6 +468,7 @@ public final class ProtectedVm implements AutoCloseable
         {
             final Map<String, Object> m = new java.util.LinkedHashMap<>(roleDetails());
             m.put("write_tracking", "-");
+            m.put("disk", image.diskImage() == null ? "none" : "applied at commit to " + image.diskImage());
             return m;
         });
         if (v.listen != null)
@@ -484,7 +506,7 @@ public final class ProtectedVm implements AutoCloseable
             final PrimaryEngine engine = primary;
             closers.add(engine);
             final boolean manual = v.reprotect == ColodConfig.Reprotect.MANUAL;
-            handle.becamePrimary(engine, output::stats, primaryDetails(), pauseSteps(), manual ? engine::start : null);
+            handle.becamePrimary(engine, output::stats, primaryDetails(v.disk != null), pauseSteps(), manual ? engine::start : null);
             if (manual)
             {
                 LOG.warn("vm={} runs here as primary now, unprotected; `coloctl reprotect {}` protects it again", v.name,

@@ -66,7 +66,7 @@ public final class TwoHostLab
     /** How a run protects the VM. */
     public record Protection(boolean outputCommit, long checkpointDelayMs, boolean hotStandby, ColoConfig.Mode mode,
                              ColodConfig.WriteTracking tracking, UnaryOperator<VmStateSource> source,
-                             Function<StandbyImage, VmStateSink> sink)
+                             Function<StandbyImage, VmStateSink> sink, boolean replicateDisk)
     {
         /**
          * Strict mode, kernel write tracking, output commit on, checkpoints every {@code checkpointDelayMs}, cold
@@ -75,32 +75,38 @@ public final class TwoHostLab
         public static Protection of(final long checkpointDelayMs)
         {
             return new Protection(true, checkpointDelayMs, false, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL,
-                s -> s, i -> i);
+                s -> s, i -> i, true);
         }
 
         public Protection withoutOutputCommit()
         {
-            return new Protection(false, checkpointDelayMs, hotStandby, mode, tracking, source, sink);
+            return new Protection(false, checkpointDelayMs, hotStandby, mode, tracking, source, sink, replicateDisk);
         }
 
         public Protection hot()
         {
-            return new Protection(outputCommit, checkpointDelayMs, true, mode, tracking, source, sink);
+            return new Protection(outputCommit, checkpointDelayMs, true, mode, tracking, source, sink, replicateDisk);
         }
 
         public Protection in(final ColoConfig.Mode m)
         {
-            return new Protection(outputCommit, checkpointDelayMs, hotStandby, m, tracking, source, sink);
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, m, tracking, source, sink, replicateDisk);
         }
 
         public Protection tracking(final ColodConfig.WriteTracking t)
         {
-            return new Protection(outputCommit, checkpointDelayMs, hotStandby, mode, t, source, sink);
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, mode, t, source, sink, replicateDisk);
+        }
+
+        /** A control run: the guest's disk is not replicated (both hosts configure it with replicate: false). */
+        public Protection withoutDiskReplication()
+        {
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, mode, tracking, source, sink, false);
         }
 
         public Protection observed(final UnaryOperator<VmStateSource> src, final Function<StandbyImage, VmStateSink> snk)
         {
-            return new Protection(outputCommit, checkpointDelayMs, hotStandby, mode, tracking, src, snk);
+            return new Protection(outputCommit, checkpointDelayMs, hotStandby, mode, tracking, src, snk, replicateDisk);
         }
     }
 
@@ -124,6 +130,8 @@ public final class TwoHostLab
         private ProtectedVm secondary;
         private boolean outputCommit = true;
         private final boolean arbitrated;
+        /** The guest's disk size in MiB, 0 for a diskless guest. */
+        private int diskMiB;
         private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
         private LocalEtcd etcd;
 
@@ -323,6 +331,29 @@ public final class TwoHostLab
             q.ip("link", "set", "rs", "up");
         }
 
+        /**
+         * Gives the guest a disk of {@code mib} MiB: an empty (sparse) raw image on each host, before the VM boots.
+         * The guest sees it as /dev/vda.
+         */
+        public Lab withDisk(final int mib) throws IOException
+        {
+            diskMiB = mib;
+            for (final String role : List.of("primary", "secondary"))
+            {
+                try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(diskImage(role).toFile(), "rw"))
+                {
+                    f.setLength((long)mib << 20);
+                }
+            }
+            return this;
+        }
+
+        /** The disk image of the host that starts as {@code role}. */
+        public Path diskImage(final String role)
+        {
+            return runDir.resolve(role + "-disk.raw");
+        }
+
         /** Where a host's VM RAM files and standby image live (tmpfs). */
         public Path ramDir(final String role)
         {
@@ -372,6 +403,7 @@ public final class TwoHostLab
                 "    kernel: " + guest.resolve("vmlinuz"),
                 "    initrd: " + guest.resolve("initrd.img"),
                 "    append: \"console=ttyS0 quiet colo.ip=" + GUEST_IP + "/24\"",
+                diskMiB == 0 ? "" : "    disk:\n      image: " + diskImage(role) + "\n      replicate: " + how.replicateDisk(),
                 "    nics:",
                 "      - tap: vt0",
                 "        mac: 52:54:00:c0:10:01",
@@ -638,7 +670,8 @@ public final class TwoHostLab
     /** A client in the client namespace that increments the counter in a loop and retries on errors. */
     public static final class Client implements AutoCloseable
     {
-        public record Reading(long atNanos, long value)
+        /** One answer: when it came, its first number, and the whole body. */
+        public record Reading(long atNanos, long value, String body)
         {
         }
 
@@ -646,7 +679,14 @@ public final class TwoHostLab
         private final Thread thread;
         private volatile boolean running = true;
 
+        /** Asks the counter CGI (RAM) over and over, from namespace {@code ns}. */
         public Client(final String ns)
+        {
+            this(ns, "/cgi-bin/count");
+        }
+
+        /** Asks {@code path} (a CGI whose answer starts with a number) over and over, from namespace {@code ns}. */
+        public Client(final String ns, final String path)
         {
             thread = new Thread(() ->
             {
@@ -660,10 +700,10 @@ public final class TwoHostLab
                 }
                 while (running)
                 {
-                    final long v = Http.count(GUEST_IP, 3000);
-                    if (v >= 0)
+                    final String body = Http.answer(GUEST_IP, path, 3000);
+                    if (body != null)
                     {
-                        readings.add(new Reading(System.nanoTime(), v));
+                        readings.add(new Reading(System.nanoTime(), Long.parseLong(body.split(" ")[0]), body));
                     }
                     else
                     {
@@ -687,6 +727,14 @@ public final class TwoHostLab
             synchronized (readings)
             {
                 return readings.stream().map(Reading::value).toList();
+            }
+        }
+
+        public List<Reading> readings()
+        {
+            synchronized (readings)
+            {
+                return List.copyOf(readings);
             }
         }
 
@@ -726,13 +774,22 @@ public final class TwoHostLab
         /** The counter CGI: increments the counter in guest RAM and returns it, or -1 on any failure. */
         public static long count(final String ip, final int timeoutMs)
         {
+            final String body = answer(ip, "/cgi-bin/count", timeoutMs);
+            return body == null ? -1 : Long.parseLong(body);
+        }
+
+        /** The trimmed body of a 200 answer to GET {@code path} that starts with a number, or null on any failure. */
+        public static String answer(final String ip, final String path, final int timeoutMs)
+        {
             try
             {
-                return Long.parseLong(get(ip, "/cgi-bin/count", timeoutMs).trim());
+                final String body = get(ip, path, timeoutMs).trim();
+                Long.parseLong(body.split(" ")[0]);
+                return body;
             }
             catch (final IOException | NumberFormatException ex)
             {
-                return -1;
+                return null;
             }
         }
 

@@ -72,11 +72,19 @@ class FailoverEndToEndTest
         final Map<Long, int[]> secondary = new ConcurrentHashMap<>();
         final long from;
         final long to;
+        /** The standby's file that must equal the primary's: its RAM image, or its disk image. */
+        final java.util.function.Function<StandbyImage, Path> standbyFile;
 
         Hashes(final long from, final long to)
         {
+            this(from, to, StandbyImage::ramFile);
+        }
+
+        Hashes(final long from, final long to, final java.util.function.Function<StandbyImage, Path> standbyFile)
+        {
             this.from = from;
             this.to = to;
+            this.standbyFile = standbyFile;
         }
 
         static int[] pageCrcs(final Path file) throws IOException
@@ -165,7 +173,7 @@ class FailoverEndToEndTest
                     inner.commit(id);
                     if (id >= from && id <= to)
                     {
-                        secondary.put(id, pageCrcs(inner.ramFile()));
+                        secondary.put(id, pageCrcs(standbyFile.apply(inner)));
                     }
                 }
 

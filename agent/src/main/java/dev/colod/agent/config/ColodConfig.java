@@ -179,6 +179,8 @@ public final class ColodConfig
         @JsonProperty("extra-args")
         public List<String> extraArgs = new ArrayList<>();
         public List<Nic> nics = new ArrayList<>();
+        /** The guest's disk, replicated with each checkpoint; null: a diskless VM. */
+        public Disk disk;
 
         // the engine's settings: null = ColoConfig's default
         public ColoConfig.Mode mode;
@@ -207,6 +209,17 @@ public final class ColodConfig
         {
             engine = e;
         }
+    }
+
+    public static final class Disk
+    {
+        /** A raw image file, the same size on both hosts. */
+        public String image;
+        /**
+         * Primary: ship the disk's writes with each checkpoint (default). False only for labs and control runs: the
+         * standby's disk then falls behind, and a failover resumes RAM over an older disk.
+         */
+        public boolean replicate = true;
     }
 
     public static final class Nic

@@ -227,6 +227,33 @@ public final class ConfigLoader
         return b.toString();
     }
 
+    /** The disk's size in bytes (0 without one), after checking its image is an absolute path to a regular file. */
+    private long validateDisk(final ColodConfig.Vm v, final String p) throws ConfigException
+    {
+        if (v.disk == null)
+        {
+            return 0;
+        }
+        require(v.disk.image, p + ".disk", "image");
+        check(v.disk.image.startsWith("/"), p + ".disk.image", "must be an absolute path, was '" + v.disk.image + "'");
+        final Path img = Path.of(v.disk.image);
+        check(Files.exists(img), p + ".disk.image", v.disk.image + " does not exist (create it, e.g. with truncate -s 10G)");
+        check(Files.isRegularFile(img), p + ".disk.image", v.disk.image +
+            " is not a regular file (raw image files only; block devices are not supported yet)");
+        try
+        {
+            final long size = Files.size(img);
+            check(size > 0 && size % 512 == 0, p + ".disk.image", v.disk.image + " is " + size +
+                " bytes; a disk image is a positive multiple of 512 bytes");
+            return size;
+        }
+        catch (final IOException ex)
+        {
+            check(false, p + ".disk.image", "cannot read the size of " + v.disk.image + ": " + ex.getMessage());
+            return 0;
+        }
+    }
+
     private void validate(final ColodConfig c) throws ConfigException
     {
         check(c.runtimeDir != null && c.runtimeDir.startsWith("/"), "runtime-dir", "must be an absolute path");
@@ -255,8 +282,9 @@ public final class ConfigLoader
             check(v.memoryMib >= 16 && v.memoryMib <= 1 << 20, p + ".memory-mib",
                 "must be 16..1048576 (1 TiB), was " + v.memoryMib);
             final long ramBytes = (long)v.memoryMib << 20;
+            final long diskBytes = validateDisk(v, p);
             check(v.maxStateBytes == null || v.maxStateBytes == 0 || v.maxStateBytes >= ramBytes, p + ".max-state-bytes",
-                "must be 0 (RAM size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);
+                "must be 0 (RAM + disk size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);
             check(v.vcpus >= 1 && v.vcpus <= 256, p + ".vcpus", "must be 1..256, was " + v.vcpus);
             check(v.writeAuditPages >= 0 && v.writeAuditPages <= 1 << 20, p + ".write-audit-pages",
                 "must be 0 (no audit)..1048576, was " + v.writeAuditPages);
@@ -267,7 +295,8 @@ public final class ConfigLoader
             v.engine(conclude(p, () ->
             {
                 final ColoConfig e = new ColoConfig().vmName(v.name)
-                    .maxStateBytes(v.maxStateBytes == null || v.maxStateBytes == 0 ? ramBytes + (64L << 20) : v.maxStateBytes);
+                    .maxStateBytes(v.maxStateBytes == null || v.maxStateBytes == 0 ? ramBytes + diskBytes + (64L << 20)
+                        : v.maxStateBytes);
                 set(v.mode, e::mode);
                 set(v.checkpointDelayMs, e::checkpointDelayMs);
                 set(v.heartbeatIntervalMs, e::heartbeatIntervalMs);

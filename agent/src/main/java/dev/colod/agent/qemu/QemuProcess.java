@@ -93,6 +93,12 @@ public final class QemuProcess implements AutoCloseable
                 "-device", "virtio-net-pci,netdev=net" + i + ",mac=" + n.mac() + ",romfile="));
             i++;
         }
+        if (spec.disk() != null)
+        {
+            cmd.addAll(List.of("-blockdev", "driver=file,filename=" + spec.disk() + ",node-name=" + VmSpec.DISK_NODE + "-file",
+                "-blockdev", "driver=raw,file=" + VmSpec.DISK_NODE + "-file,node-name=" + VmSpec.DISK_NODE,
+                "-device", "virtio-blk-pci,drive=" + VmSpec.DISK_NODE + ",id=" + VmSpec.DISK_NODE + "-dev"));
+        }
         if (incoming)
         {
             cmd.addAll(List.of("-incoming", "defer"));
@@ -171,6 +177,10 @@ public final class QemuProcess implements AutoCloseable
         {
             expected.add("ifname=" + n.tap() + ",");
             expected.add("mac=" + n.mac());
+        }
+        if (spec.disk() != null)
+        {
+            expected.add("filename=" + spec.disk() + ",node-name=" + VmSpec.DISK_NODE + "-file");
         }
         for (final String e : expected)
         {

@@ -19,10 +19,14 @@ import java.util.regex.Pattern;
  * @param accel     {@code kvm} (production) or {@code tcg}
  * @param ramDir    where the RAM file lives: a tmpfs such as /dev/shm
  * @param extraArgs more QEMU arguments, checked for things that break checkpointing
+ * @param disk      the guest's disk: a raw image file, attached as virtio-blk (node {@value #DISK_NODE}), or null
  */
 public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path initrd, String append, List<Nic> nics,
-                     String accel, Path ramDir, List<String> extraArgs)
+                     String accel, Path ramDir, List<String> extraArgs, Path disk)
 {
+    /** The block node of the guest's disk (raw format over the image file): its dirty bitmaps are the replication's. */
+    public static final String DISK_NODE = "colod-disk";
+
     public record Nic(String tap, String mac)
     {
     }
@@ -38,6 +42,10 @@ public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path in
         {"ivshmem", "ivshmem memory is outside the checkpointed RAM"},
         {"-snapshot", "-snapshot disks are not replicated"},
         {"usb-host", "a USB pass-through device cannot be migrated"},
+        {"-drive", "disks other than the one in disk: are not replicated"},
+        {"-blockdev", "disks other than the one in disk: are not replicated"},
+        {"-hda", "disks other than the one in disk: are not replicated"},
+        {"-cdrom", "a CD-ROM is not replicated"},
     };
 
     public VmSpec check()
@@ -55,6 +63,12 @@ public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path in
                 "must be 1..15 characters, was " + n.tap());
             require(n.mac() != null && MAC.matcher(n.mac()).matches(), "nics.mac",
                 "must be a MAC like 52:54:00:12:34:56, was " + n.mac());
+        }
+        if (disk != null)
+        {
+            require(Files.exists(disk), "disk", disk + " does not exist");
+            require(Files.isRegularFile(disk), "disk", disk + " is not a regular file (block devices are not supported yet)");
+            require(Files.isReadable(disk) && Files.isWritable(disk), "disk", disk + " is not readable and writable");
         }
         final String extra = " " + String.join(" ", extraArgs) + " ";
         for (final String[] r : REFUSED)

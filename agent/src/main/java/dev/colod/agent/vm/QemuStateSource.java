@@ -1,5 +1,6 @@
 package dev.colod.agent.vm;
 
+import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.core.spi.VmStateSource;
@@ -79,20 +80,34 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     public volatile long lastDirtyPages;
     public volatile long lastDeviceBytes;
 
+    /** The guest's disk writes, or null (no disk, or its replication is off). */
+    private final DiskWrites disk;
+
     /** A source whose written pages come from {@code tracking}, with no audit. */
     public QemuStateSource(final QemuProcess qemu, final Tracking tracking) throws IOException
     {
         this(qemu, tracking, 0);
     }
 
+    public QemuStateSource(final QemuProcess qemu, final Tracking tracking, final int auditPagesPerCheckpoint)
+        throws IOException
+    {
+        this(qemu, tracking, auditPagesPerCheckpoint, false);
+    }
+
     /**
      * A source whose written pages come from {@code tracking}; {@code auditPagesPerCheckpoint} pages (0: none)
      * are re-read at each checkpoint, in turn, to check that tracking reported every change.
      */
-    public QemuStateSource(final QemuProcess qemu, final Tracking tracking, final int auditPagesPerCheckpoint)
-        throws IOException
+    /**
+     * As above; {@code replicateDisk}: the VM's disk (it must have one) goes with each checkpoint, its writes found
+     * by {@link DiskWrites}.
+     */
+    public QemuStateSource(final QemuProcess qemu, final Tracking tracking, final int auditPagesPerCheckpoint,
+        final boolean replicateDisk) throws IOException
     {
         this.qemu = qemu;
+        this.disk = replicateDisk ? DiskWrites.open(qemu) : null;
         this.ramBytes = qemu.spec().memoryBytes();
         this.ram = new GuestRam(qemu.ramFile(), ramBytes);
         this.written = tracking.open(qemu, ram);
@@ -192,8 +207,9 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             checkpointId, ramBytes >> 20, written.method(), (System.nanoTime() - t0) / 1000);
         final PageReader pages = written instanceof ShadowCompare ? ((ShadowCompare)written)::copyShadowPage
             : ram::copyPage;
+        final DiskWrites.Base diskBase = disk == null ? null : disk.base();
         return stream(CheckpointFormat.FLAG_FULL | CheckpointFormat.FLAG_BASE, ByteBuffer.allocate(0), ram.pages(), null,
-            pages, false);
+            pages, false, DiskPart.of(disk, null, diskBase));
     }
 
     /** Reads page {@code page} into {@code dst} at {@code off}. */
@@ -233,6 +249,16 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         final boolean wasFull = full;
         // QEMU serialises its devices while we find and copy the written pages: both need the VM paused, and
         // neither touches what the other reads, so the pause holds the longer of the two, not their sum
+        // the disk first: its bitmap is frozen and its written extents copied before QEMU's device state is taken
+        final DiskPart diskPart;
+        if (disk == null)
+        {
+            diskPart = DiskPart.of(null, null, null);
+        }
+        else
+        {
+            diskPart = wasFull ? DiskPart.of(disk, null, disk.base()) : DiskPart.of(disk, disk.capturePaused(), null);
+        }
         final java.util.concurrent.Future<Long> collected = wasFull ? null : helper.submit(() ->
         {
             final long c0 = System.nanoTime();
@@ -250,6 +276,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
         catch (final IOException | RuntimeException ex)
         {
+            diskPart.close();
             if (collected != null)
             {
                 try
@@ -290,7 +317,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             lastTrackMicros, lastCopyMicros);
 
         return stream(wasFull ? CheckpointFormat.FLAG_FULL : 0, device, pages, wasFull ? null : pagesCopy.asReadOnlyBuffer(),
-            ram::copyPage, wasFull);
+            ram::copyPage, wasFull, diskPart);
     }
 
     /**
@@ -298,13 +325,13 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
      * {@code reader} as it is written, then the CRC32C of it all (computed while writing).
      */
     private StateCapture stream(final int flags, final ByteBuffer device, final long pages, final ByteBuffer copied,
-        final PageReader reader, final boolean needsPausedVm)
+        final PageReader reader, final boolean needsPausedVm, final DiskPart diskPart)
     {
         final ByteBuffer header = ByteBuffer.allocate(CheckpointFormat.HEADER + device.remaining() + 8);
         header.putInt(CheckpointFormat.MAGIC).putShort((short)CheckpointFormat.VERSION).putShort((short)flags)
-            .putLong(ramBytes).putInt(PAGE).putInt(0).putLong(device.remaining()).put(device.duplicate()).putLong(pages)
-            .flip();
-        final long size = CheckpointFormat.size(device.remaining(), pages);
+            .putLong(ramBytes).putInt(PAGE).putInt(0).putLong(device.remaining()).putLong(diskPart.diskBytes()).putLong(0)
+            .put(device.duplicate()).putLong(pages).flip();
+        final long size = CheckpointFormat.size(device.remaining(), pages, diskPart.streamBytes());
         return new StateCapture()
         {
             @Override
@@ -353,6 +380,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
                     done = flush(out, chunk, records.position(), crc, done, progress);
                     crcsValid = pageCrcs != null;
                 }
+                done = diskPart.writeTo(out, chunk, crc, done, progress);
                 final int c = (int)crc.getValue();
                 out.write(new byte[]{(byte)(c >>> 24), (byte)(c >>> 16), (byte)(c >>> 8), (byte)c});
                 progress.written(done + 4);
@@ -361,8 +389,52 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             @Override
             public void close()
             {
+                diskPart.close();
             }
         };
+    }
+
+    /** The disk section of one checkpoint: copied extents (a pause), a whole disk read as it goes (a base), or none. */
+    private record DiskPart(long diskBytes, long count, long streamBytes, ByteBuffer copied, DiskWrites.Base base)
+    {
+        static DiskPart of(final DiskWrites disk, final DiskWrites.Captured captured, final DiskWrites.Base base)
+        {
+            if (disk == null)
+            {
+                return new DiskPart(0, 0, 0, null, null);
+            }
+            if (base != null)
+            {
+                return new DiskPart(disk.diskBytes(), base.extents().count(), base.extents().streamBytes(), null, base);
+            }
+            return new DiskPart(disk.diskBytes(), captured.count(), captured.records().remaining(), captured.records(), null);
+        }
+
+        long writeTo(final OutputStream out, final byte[] chunk, final CRC32C crc, final long done,
+            final StateCapture.Progress progress) throws IOException
+        {
+            long d = send(out, ByteBuffer.allocate(CheckpointFormat.DISK_HEADER).putLong(count).flip(), chunk, crc, done,
+                progress);
+            if (copied != null)
+            {
+                d = send(out, copied.duplicate(), chunk, crc, d, progress);
+            }
+            else if (base != null)
+            {
+                final long[] at = {d};
+                base.stream(r -> at[0] = send(out, r, chunk, crc, at[0], progress));
+                d = at[0];
+            }
+            return d;
+        }
+
+        void close()
+        {
+            if (base != null)
+            {
+                base.close();
+            }
+        }
     }
 
     private static long send(final OutputStream out, final ByteBuffer b, final byte[] chunk, final CRC32C crc,
@@ -528,9 +600,19 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
     }
 
+    /** The disk's write tracking, or null without disk replication. */
+    public DiskWrites disk()
+    {
+        return disk;
+    }
+
     @Override
     public void close()
     {
+        if (disk != null)
+        {
+            disk.close();
+        }
         helper.shutdownNow();
         written.close(); // mapped and direct buffers are released by the GC
     }

@@ -24,6 +24,10 @@ import java.util.zip.CRC32C;
  *   staging.ckpt   a checkpoint being received
  *   pending.ckpt   a wholly received, verified checkpoint being applied (redo log)
  * </pre>
+ * and, for a VM with a disk, the disk image file named in its configuration (raw). A checkpoint's disk extents
+ * are written into it only when the checkpoint is applied, after its RAM pages and before {@code committed}
+ * changes; the image is synced to stable storage before that. A base image makes the disk all zeros first and
+ * then writes every extent the primary has allocated.
  * Commit is crash-safe by redo: the staged checkpoint is verified (CRC32C) and renamed to pending.ckpt
  * (atomic), then its pages are written into ram, device.state and committed are replaced by rename, and
  * pending.ckpt is removed. If the agent dies in between, opening the image applies pending.ckpt again (pages
@@ -55,6 +59,10 @@ public final class StandbyImage implements VmStateSink
     private static final int BASE_PREFIX = CheckpointFormat.HEADER + 8;
     private static final long RAM_CHUNK = 1L << 30;
 
+    /** The VM's disk image here, or null for a diskless VM. */
+    private Path disk;
+    /** Whether every checkpoint must carry the disk (false only for control runs without disk replication). */
+    private boolean diskRequired;
     private FileChannel staging;
     private DirectBase base;
     private long stagedBytes;
@@ -79,6 +87,22 @@ public final class StandbyImage implements VmStateSink
         final String[] committed = Files.exists(c) ? Files.readString(c).trim().split(" ") : new String[]{"0"};
         lastCommitted = Long.parseLong(committed[0]);
         resumable = lastCommitted > 0 && committed.length == 1;
+    }
+
+    /**
+     * The VM's disk image on this host (raw, the size of the primary's); {@code required}: a checkpoint without
+     * the disk is refused (false only for control runs where the primary does not replicate it).
+     */
+    public StandbyImage disk(final Path image, final boolean required)
+    {
+        this.disk = image;
+        this.diskRequired = required;
+        return this;
+    }
+
+    public Path diskImage()
+    {
+        return disk;
     }
 
     public Path ramFile()
@@ -131,14 +155,46 @@ public final class StandbyImage implements VmStateSink
             return;
         }
         final ByteBuffer b = ByteBuffer.wrap(buf, off, len);
-        while (b.hasRemaining())
+        try
         {
-            staging.write(b);
+            while (b.hasRemaining())
+            {
+                staging.write(b);
+            }
+        }
+        catch (final IOException ex)
+        {
+            throw new IOException("vm " + vm + ": staging area " + dir + " could not take checkpoint " + stagingId +
+                " (" + stagingSize + " bytes) at byte " + stagedBytes + ": " + ex.getMessage(), ex);
         }
         stagedBytes += len;
         if (stagedBytes - len < BASE_PREFIX && stagedBytes >= BASE_PREFIX)
         {
+            // the header is here: a disk that does not match is refused before any state moves
+            final ByteBuffer h = CheckpointFormat.read(staging, 0, BASE_PREFIX);
+            if (h.getInt(0) == CheckpointFormat.MAGIC)
+            {
+                try (FileChannel ignored = openDisk(h.getLong(32), false, stagingId))
+                {
+                    // checked only
+                }
+            }
             startDirectBaseIfBase();
+            if (base == null)
+            {
+                checkStagingSpace();
+            }
+        }
+    }
+
+    /** A checkpoint that cannot fit the staging area is refused before it fills it, naming the place and the numbers. */
+    private void checkStagingSpace() throws IOException
+    {
+        final long free = Files.getFileStore(dir).getUsableSpace();
+        if (free < stagingSize - stagedBytes)
+        {
+            throw new IOException("vm " + vm + ": staging area " + dir + " is full: checkpoint " + stagingId + " needs " +
+                stagingSize + " bytes, " + (free + stagedBytes) + " are free");
         }
     }
 
@@ -154,7 +210,7 @@ public final class StandbyImage implements VmStateSink
             return;
         }
         markNotResumable();
-        base = new DirectBase(h, stagingSize);
+        base = new DirectBase(h, stagingId, stagingSize);
         final ByteBuffer rest = CheckpointFormat.read(staging, BASE_PREFIX, (int)(stagedBytes - BASE_PREFIX));
         staging.close();
         staging = null;
@@ -171,31 +227,58 @@ public final class StandbyImage implements VmStateSink
         resumable = false;
     }
 
-    /** Pages of a base image written into the RAM image as they arrive; the CRC is checked at commit. */
+    /**
+     * A base image written into the RAM image and the disk image as it arrives (pages, then the disk's extents);
+     * its length and CRC are checked at commit.
+     */
     private final class DirectBase
     {
         private static final int RECORD = 8 + CheckpointFormat.PAGE;
+        private static final int PAGES = 0;
+        private static final int DISK_HEADER = 1;
+        private static final int EXTENT_HEADER = 2;
+        private static final int EXTENT_DATA = 3;
+        private static final int DONE = 4;
+        private final long id;
         private final long size;
         private final long ramBytes;
         private final long pages;
         private final MappedByteBuffer[] ram;
         private final CRC32C crc = new CRC32C();
-        private final ByteBuffer record = ByteBuffer.allocate(RECORD);
         private final ByteBuffer tail = ByteBuffer.allocate(4);
+        private ByteBuffer item = ByteBuffer.allocate(RECORD);
+        private int phase;
         private long at;
         private long records;
+        private final long diskBytes;
+        private long extents;
+        private long extentsDone;
+        private FileChannel diskChannel;
+        private long extentAt;
+        private int extentLeft;
 
-        DirectBase(final ByteBuffer header, final long size) throws IOException
+        DirectBase(final ByteBuffer header, final long id, final long size) throws IOException
         {
+            this.id = id;
             this.size = size;
             this.ramBytes = header.getLong(8);
-            this.pages = header.getLong(32);
+            this.pages = header.getLong(CheckpointFormat.HEADER);
+            this.diskBytes = header.getLong(32);
             if (header.getInt(16) != CheckpointFormat.PAGE || ramBytes <= 0 || ramBytes % CheckpointFormat.PAGE != 0 ||
-                CheckpointFormat.size(0, pages) != size)
+                pages < 0 || pages > ramBytes / CheckpointFormat.PAGE || CheckpointFormat.size(0, pages, 0) > size)
             {
                 throw new IOException("vm " + vm + ": base image header does not match its " + size + " bytes");
             }
             this.ram = mapRam(ramBytes);
+            this.diskChannel = openDisk(diskBytes, true, id);
+            next(pages > 0 ? PAGES : DISK_HEADER);
+        }
+
+        private void next(final int p)
+        {
+            phase = p;
+            item = ByteBuffer.allocate(p == PAGES ? RECORD : p == DISK_HEADER ? CheckpointFormat.DISK_HEADER
+                : CheckpointFormat.EXTENT_HEADER);
         }
 
         void feedHeader(final ByteBuffer h)
@@ -220,38 +303,163 @@ public final class StandbyImage implements VmStateSink
                     at += n;
                     continue;
                 }
-                final int n = (int)Math.min(Math.min(off + len - i, record.remaining()), size - 4 - at);
+                if (phase == DONE)
+                {
+                    throw new IOException("vm " + vm + ": base image " + id + " has bytes after its last disk extent");
+                }
+                final int avail = (int)Math.min(off + len - i, size - 4 - at);
+                if (phase == EXTENT_DATA)
+                {
+                    final int n = Math.min(avail, extentLeft);
+                    crc.update(b, i, n);
+                    final ByteBuffer w = ByteBuffer.wrap(b, i, n);
+                    while (w.hasRemaining())
+                    {
+                        extentAt += diskChannel.write(w, extentAt);
+                    }
+                    extentLeft -= n;
+                    i += n;
+                    at += n;
+                    if (extentLeft == 0)
+                    {
+                        extentsDone++;
+                        next(extentsDone == extents ? DONE : EXTENT_HEADER);
+                    }
+                    continue;
+                }
+                final int n = Math.min(avail, item.remaining());
                 crc.update(b, i, n);
-                record.put(b, i, n);
+                item.put(b, i, n);
                 i += n;
                 at += n;
-                if (!record.hasRemaining())
+                if (!item.hasRemaining())
                 {
-                    final long page = record.getLong(0);
-                    if (page < 0 || page >= ramBytes / CheckpointFormat.PAGE)
-                    {
-                        throw new IOException("vm " + vm + ": base image names page " + page + " outside " + ramBytes +
-                            " bytes of RAM");
-                    }
-                    putPage(ram, page, record, 8);
-                    record.clear();
-                    records++;
+                    itemComplete();
                 }
+            }
+        }
+
+        private void itemComplete() throws IOException
+        {
+            if (phase == PAGES)
+            {
+                final long page = item.getLong(0);
+                if (page < 0 || page >= ramBytes / CheckpointFormat.PAGE)
+                {
+                    throw new IOException("vm " + vm + ": base image names page " + page + " outside " + ramBytes +
+                        " bytes of RAM");
+                }
+                putPage(ram, page, item, 8);
+                item.clear();
+                if (++records == pages)
+                {
+                    next(DISK_HEADER);
+                }
+            }
+            else if (phase == DISK_HEADER)
+            {
+                extents = item.getLong(0);
+                if (extents < 0 || extents > 0 && diskBytes <= 0)
+                {
+                    throw new IOException("vm " + vm + ": base image " + id + " has a bad disk section (" + diskBytes +
+                        " bytes, " + extents + " extents)");
+                }
+                next(extents > 0 ? EXTENT_HEADER : DONE);
+            }
+            else
+            {
+                extentAt = item.getLong(0);
+                extentLeft = item.getInt(8);
+                CheckpointFormat.checkExtent(extentAt, extentLeft, diskBytes, "vm " + vm + ": base image " + id +
+                    " disk extent " + extentsDone);
+                phase = EXTENT_DATA;
             }
         }
 
         void finish(final long checkpointId) throws IOException
         {
-            if (at != size || records != pages || tail.hasRemaining() || tail.getInt(0) != (int)crc.getValue())
+            if (at != size || records != pages || phase != DONE || tail.hasRemaining() || tail.getInt(0) != (int)crc.getValue())
             {
                 throw new IOException("vm " + vm + ": base image " + checkpointId + " incomplete or corrupt (" + at + " of " +
-                    size + " bytes, " + records + " of " + pages + " pages, CRC " +
-                    (tail.hasRemaining() ? "missing" : (tail.getInt(0) == (int)crc.getValue() ? "ok" : "mismatch")) + ")");
+                    size + " bytes, " + records + " of " + pages + " pages, " + extentsDone + " of " + extents +
+                    " disk extents, CRC " + (tail.hasRemaining() ? "missing" : (tail.getInt(0) == (int)crc.getValue() ? "ok"
+                    : "mismatch")) + ")");
             }
             for (final MappedByteBuffer m : ram)
             {
                 m.force();
             }
+            close(true);
+        }
+
+        void close(final boolean sync) throws IOException
+        {
+            if (diskChannel != null)
+            {
+                try
+                {
+                    if (sync)
+                    {
+                        diskChannel.force(true);
+                    }
+                }
+                finally
+                {
+                    diskChannel.close();
+                    diskChannel = null;
+                }
+            }
+        }
+    }
+
+    /**
+     * The disk image, checked against the primary's disk of {@code bytes} (0: the checkpoint carries none) and
+     * opened for writing, or null when there is nothing to write. {@code zeroFirst}: a base; the image is made
+     * all zeros (sparse) before the primary's allocated extents arrive.
+     */
+    private FileChannel openDisk(final long bytes, final boolean zeroFirst, final long id) throws IOException
+    {
+        if (bytes == 0)
+        {
+            if (disk != null && diskRequired)
+            {
+                throw new IOException("vm " + vm + ": checkpoint " + id + " carries no disk, but disk image " + disk +
+                    " is configured here; the primary does not replicate the disk (disk.replicate: false there?)");
+            }
+            return null;
+        }
+        if (disk == null)
+        {
+            throw new IOException("vm " + vm + ": the primary replicates a disk of " + bytes + " bytes, but no disk is " +
+                "configured for this VM here (vms[].disk.image)");
+        }
+        if (!Files.exists(disk))
+        {
+            throw new IOException("vm " + vm + ": disk image " + disk + " is missing");
+        }
+        if (!Files.isRegularFile(disk))
+        {
+            throw new IOException("vm " + vm + ": disk image " + disk + " is not a regular file");
+        }
+        final FileChannel f = FileChannel.open(disk, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        try
+        {
+            if (f.size() != bytes)
+            {
+                throw new IOException("vm " + vm + ": disk image " + disk + " is " + f.size() + " bytes, the primary's " +
+                    "disk is " + bytes + " bytes; both hosts need images of the same size");
+            }
+            if (zeroFirst)
+            {
+                f.truncate(0);
+                f.write(ByteBuffer.allocate(1), bytes - 1);
+            }
+            return f;
+        }
+        catch (final IOException ex)
+        {
+            f.close();
+            throw ex;
         }
     }
 
@@ -370,6 +578,7 @@ public final class StandbyImage implements VmStateSink
                     m.force();
                 }
             }
+            applyDisk(p, c, checkpointId);
             if (!c.base())
             {
                 final Path devTmp = dir.resolve("device.state.tmp");
@@ -395,6 +604,33 @@ public final class StandbyImage implements VmStateSink
         resumable = !base;
     }
 
+    /** Writes the checkpoint's disk extents into the disk image and syncs it (idempotent: extents are absolute). */
+    private void applyDisk(final FileChannel p, final CheckpointFormat.Parsed c, final long checkpointId) throws IOException
+    {
+        try (FileChannel d = openDisk(c.diskBytes(), c.base(), checkpointId))
+        {
+            if (d == null)
+            {
+                return;
+            }
+            long at = c.extentsOffset();
+            for (long e = 0; e < c.extents(); e++)
+            {
+                final ByteBuffer h = CheckpointFormat.read(p, at, CheckpointFormat.EXTENT_HEADER);
+                final long offset = h.getLong(0);
+                final int len = h.getInt(8);
+                long done = 0;
+                d.position(offset);
+                while (done < len)
+                {
+                    done += p.transferTo(at + CheckpointFormat.EXTENT_HEADER + done, len - done, d);
+                }
+                at += CheckpointFormat.EXTENT_HEADER + len;
+            }
+            d.force(true);
+        }
+    }
+
     /** Tells the activation once the primary has been answered; kept out of {@link #apply(long)} so recovery stays side-effect free. */
     @Override
     public void loaded(final long checkpointId)
@@ -412,6 +648,10 @@ public final class StandbyImage implements VmStateSink
                 staging.close();
             }
             staging = null;
+            if (base != null)
+            {
+                base.close(false);
+            }
             base = null; // pages already written stay; the image was marked not resumable before the first
             stagingId = -1;
             Files.deleteIfExists(dir.resolve("staging.ckpt"));

@@ -27,15 +27,32 @@ class StandbyImageTest
     /** A state stream with the given pages (each page filled with its fill byte). */
     private static byte[] stream(final int flags, final byte[] device, final long[] pages, final byte[] fill)
     {
-        final ByteBuffer b = ByteBuffer.allocate((int)CheckpointFormat.size(device.length, pages.length));
+        return stream(flags, device, pages, fill, 0, new long[0], new byte[0][]);
+    }
+
+    /** As above, with disk extents of a {@code diskBytes} disk: each at its offset with its bytes. */
+    private static byte[] stream(final int flags, final byte[] device, final long[] pages, final byte[] fill,
+        final long diskBytes, final long[] offsets, final byte[][] extents)
+    {
+        long disk = 0;
+        for (final byte[] e : extents)
+        {
+            disk += CheckpointFormat.EXTENT_HEADER + e.length;
+        }
+        final ByteBuffer b = ByteBuffer.allocate((int)CheckpointFormat.size(device.length, pages.length, disk));
         b.putInt(CheckpointFormat.MAGIC).putShort((short)CheckpointFormat.VERSION).putShort((short)flags).putLong(RAM)
-            .putInt(PAGE).putInt(0).putLong(device.length).put(device).putLong(pages.length);
+            .putInt(PAGE).putInt(0).putLong(device.length).putLong(diskBytes).putLong(0).put(device).putLong(pages.length);
         for (int i = 0; i < pages.length; i++)
         {
             b.putLong(pages[i]);
             final byte[] p = new byte[PAGE];
             Arrays.fill(p, fill[i]);
             b.put(p);
+        }
+        b.putLong(extents.length);
+        for (int i = 0; i < extents.length; i++)
+        {
+            b.putLong(offsets[i]).putInt(extents[i].length).put(extents[i]);
         }
         final CRC32C crc = new CRC32C();
         crc.update(b.array(), 0, b.position());
@@ -45,6 +62,11 @@ class StandbyImageTest
 
     private static byte[] base(final byte fill)
     {
+        return base(fill, 0, new long[0], new byte[0][]);
+    }
+
+    private static byte[] base(final byte fill, final long diskBytes, final long[] offsets, final byte[][] extents)
+    {
         final long[] pages = new long[(int)(RAM / PAGE)];
         final byte[] f = new byte[pages.length];
         for (int i = 0; i < pages.length; i++)
@@ -52,7 +74,8 @@ class StandbyImageTest
             pages[i] = i;
             f[i] = fill;
         }
-        return stream(CheckpointFormat.FLAG_FULL | CheckpointFormat.FLAG_BASE, new byte[0], pages, f);
+        return stream(CheckpointFormat.FLAG_FULL | CheckpointFormat.FLAG_BASE, new byte[0], pages, f, diskBytes, offsets,
+            extents);
     }
 
     /** Feeds {@code bytes} in awkward pieces, as the network delivers them. */
@@ -132,5 +155,112 @@ class StandbyImageTest
         assertThat(image.lastCommitted()).isEqualTo(1);
         assertThat(pageByte(image, 1)).isEqualTo((byte)2);
         assertThat(Files.readString(image.deviceStateFile())).isEqualTo("d1");
+    }
+
+    private static final long DISK = 1 << 20;
+
+    private static byte[] filled(final int n, final int v)
+    {
+        final byte[] b = new byte[n];
+        Arrays.fill(b, (byte)v);
+        return b;
+    }
+
+    private Path disk(final long size) throws IOException
+    {
+        final Path d = dir.resolve("disk.raw");
+        try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(d.toFile(), "rw"))
+        {
+            f.setLength(size);
+        }
+        return d;
+    }
+
+    private static byte diskByte(final Path disk, final long at) throws IOException
+    {
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(disk))
+        {
+            final ByteBuffer b = ByteBuffer.allocate(1);
+            ch.read(b, at);
+            return b.get(0);
+        }
+    }
+
+    @Test
+    void aBaseZeroesTheDiskThenWritesItsExtentsAndACheckpointsExtentsLandOnlyAtCommit() throws Exception
+    {
+        final Path disk = disk(DISK);
+        Files.write(disk, filled((int)DISK, 0x33)); // an old disk: what the base does not name must read as zeros
+        final StandbyImage image = new StandbyImage(dir.resolve("img"), "t", NONE).disk(disk, true);
+        final byte[] b = base((byte)5, DISK, new long[]{4096, 65536}, new byte[][]{filled(4096, 1), filled(70000, 2)});
+        receive(image, 1, b, b.length);
+        image.commit(1);
+        assertThat(diskByte(disk, 0)).isEqualTo((byte)0);
+        assertThat(diskByte(disk, 4096)).isEqualTo((byte)1);
+        assertThat(diskByte(disk, 65536 + 69999)).isEqualTo((byte)2);
+        assertThat(diskByte(disk, 65536 + 70000)).isEqualTo((byte)0);
+        assertThat(Files.size(disk)).isEqualTo(DISK);
+
+        final byte[] c = stream(0, "dev".getBytes(), new long[]{3}, new byte[]{9}, DISK, new long[]{4096, DISK - 512},
+            new byte[][]{filled(4096, 7), filled(512, 8)});
+        receive(image, 2, c, c.length);
+        assertThat(diskByte(disk, 4096)).as("staged, not committed: the disk is still checkpoint 1's").isEqualTo((byte)1);
+        image.commit(2);
+        assertThat(diskByte(disk, 4096)).isEqualTo((byte)7);
+        assertThat(diskByte(disk, DISK - 1)).isEqualTo((byte)8);
+        assertThat(image.resumable()).isTrue();
+
+        final byte[] cut = stream(0, "dev".getBytes(), new long[0], new byte[0], DISK, new long[]{0},
+            new byte[][]{filled(4096, 9)});
+        receive(image, 3, cut, cut.length - 100); // the primary died while sending it
+        image.discard(3);
+        assertThat(diskByte(disk, 0)).as("a checkpoint never wholly received never touches the disk").isEqualTo((byte)0);
+    }
+
+    @Test
+    void aDiskThatDoesNotMatchThePrimarysIsRefusedNamingTheFile() throws Exception
+    {
+        final Path disk = disk(DISK / 2);
+        final StandbyImage image = new StandbyImage(dir.resolve("img"), "t", NONE).disk(disk, true);
+        final byte[] b = base((byte)5, DISK, new long[]{0}, new byte[][]{filled(512, 1)});
+        assertThatThrownBy(() -> receive(image, 1, b, b.length)).isInstanceOf(IOException.class)
+            .hasMessageContaining(disk.toString()).hasMessageContaining("524288 bytes")
+            .hasMessageContaining("1048576 bytes");
+        image.discard(1);
+
+        Files.delete(disk);
+        assertThatThrownBy(() -> receive(image, 2, b, b.length)).isInstanceOf(IOException.class)
+            .hasMessageContaining("disk image " + disk + " is missing");
+        image.discard(2);
+
+        final StandbyImage diskless = new StandbyImage(dir.resolve("img2"), "t", NONE);
+        assertThatThrownBy(() -> receive(diskless, 1, b, b.length)).isInstanceOf(IOException.class)
+            .hasMessageContaining("no disk is configured");
+
+        disk(DISK);
+        final byte[] noDisk = base((byte)5);
+        assertThatThrownBy(() -> receive(image, 3, noDisk, noDisk.length)).isInstanceOf(IOException.class)
+            .hasMessageContaining("carries no disk");
+    }
+
+    @Test
+    void anExtentOutsideTheDiskIsRefusedBeforeItIsWritten() throws Exception
+    {
+        final Path disk = disk(DISK);
+        final StandbyImage image = new StandbyImage(dir.resolve("img"), "t", NONE).disk(disk, true);
+        final byte[] b = base((byte)5, DISK, new long[]{DISK - 100}, new byte[][]{filled(512, 1)});
+        assertThatThrownBy(() -> receive(image, 1, b, b.length)).isInstanceOf(IOException.class)
+            .hasMessageContaining("outside the 1048576-byte disk");
+        assertThat(Files.size(disk)).isEqualTo(DISK);
+    }
+
+    @Test
+    void aCheckpointLargerThanTheFreeStagingSpaceIsRefusedBeforeItFillsIt() throws Exception
+    {
+        final StandbyImage image = new StandbyImage(dir.resolve("img"), "t", NONE);
+        final byte[] full = stream(CheckpointFormat.FLAG_FULL, "d1".getBytes(), new long[]{0}, new byte[]{1});
+        image.stage(1, 1L << 60); // as announced by vmstate-size
+        assertThatThrownBy(() -> image.stageWrite(full, 0, 64)).isInstanceOf(IOException.class)
+            .hasMessageContaining("staging area " + dir.resolve("img") + " is full");
     }
 }

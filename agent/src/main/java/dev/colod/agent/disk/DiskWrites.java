@@ -1,0 +1,362 @@
+package dev.colod.agent.disk;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import dev.colod.agent.qemu.QemuProcess;
+import dev.colod.agent.qemu.QmpClient;
+import dev.colod.agent.qemu.VmSpec;
+import dev.colod.agent.vm.CheckpointFormat;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * What the primary's guest wrote to its disk, found by QEMU's own block layer: a dirty bitmap on the disk's
+ * node records every completed write, and at each checkpoint (VM paused, so QEMU has drained the guest's
+ * requests) one QMP {@code transaction} starts the next bitmap and freezes the current one; the frozen one is
+ * exported read-only over QEMU's NBD server on a unix socket, and its dirty extents are asked with
+ * {@code NBD_CMD_BLOCK_STATUS} ({@code qemu:dirty-bitmap:NAME}) and read with {@code NBD_CMD_READ} while the VM is
+ * still paused. So a checkpoint carries exactly the writes completed before its pause, and writes after it land
+ * in the next bitmap. Granularity {@value #GRANULARITY} bytes. The guest's own I/O never passes through colod.
+ * <p>
+ * Single-threaded: the checkpoint engine's session thread.
+ */
+public final class DiskWrites implements AutoCloseable
+{
+    private static final Logger LOG = LoggerFactory.getLogger(DiskWrites.class);
+    public static final int GRANULARITY = 4096;
+    private static final String PREFIX = "colod-";
+    private static final String ALLOCATION = "base:allocation";
+
+    private final QmpClient qmp;
+    private final String vm;
+    private final Path socket;
+    private final long diskBytes;
+    private long generation;
+    private String recording;
+    private ByteBuffer copy = ByteBuffer.allocateDirect(1 << 20);
+
+    /** Per-checkpoint cost, microseconds: rotating the bitmap, finding and reading the written extents. */
+    public final org.HdrHistogram.Histogram diskMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    /** Bytes of disk writes per checkpoint. */
+    public final org.HdrHistogram.Histogram diskBytesPerCheckpoint = new org.HdrHistogram.ConcurrentHistogram(1L << 40, 2);
+    public volatile long lastDiskMicros;
+    public volatile long lastDiskBytes;
+
+    private DiskWrites(final QmpClient qmp, final String vm, final Path socket, final long diskBytes)
+    {
+        this.qmp = qmp;
+        this.vm = vm;
+        this.socket = socket;
+        this.diskBytes = diskBytes;
+    }
+
+    /**
+     * Starts QEMU's NBD server on a unix socket in the VM's runtime directory, after removing what an earlier
+     * agent may have left in an adopted QEMU (its exports, bitmaps and server).
+     */
+    public static DiskWrites open(final QemuProcess qemu) throws IOException
+    {
+        final VmSpec spec = qemu.spec();
+        if (spec.disk() == null)
+        {
+            throw new IllegalArgumentException("vm " + spec.name() + " has no disk");
+        }
+        final QmpClient q = qemu.qmp();
+        final Path sock = qemu.runDir().resolve("nbd.sock");
+        for (final JsonNode e : q.execute("query-block-exports", null, QemuProcess.QMP_TIMEOUT_MS))
+        {
+            if (e.path("id").asText().startsWith(PREFIX))
+            {
+                q.execute("block-export-del", Map.of("id", e.path("id").asText(), "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
+            }
+        }
+        try
+        {
+            q.execute("nbd-server-stop", null, QemuProcess.QMP_TIMEOUT_MS);
+        }
+        catch (final IOException notRunning)
+        {
+            // the usual case: no server yet
+        }
+        Files.deleteIfExists(sock);
+        q.execute("nbd-server-start", Map.of("addr", Map.of("type", "unix", "data", Map.of("path", sock.toString()))),
+            QemuProcess.QMP_TIMEOUT_MS);
+        final DiskWrites d = new DiskWrites(q, spec.name(), sock, Files.size(spec.disk()));
+        d.removeOurBitmaps();
+        return d;
+    }
+
+    public long diskBytes()
+    {
+        return diskBytes;
+    }
+
+    private void removeOurBitmaps() throws IOException
+    {
+        for (final JsonNode n : qmp.execute("query-named-block-nodes", Map.of("flat", true), QemuProcess.QMP_TIMEOUT_MS))
+        {
+            if (!VmSpec.DISK_NODE.equals(n.path("node-name").asText()))
+            {
+                continue;
+            }
+            for (final JsonNode b : n.path("dirty-bitmaps"))
+            {
+                final String name = b.path("name").asText();
+                if (name.startsWith(PREFIX))
+                {
+                    qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", name),
+                        QemuProcess.QMP_TIMEOUT_MS);
+                }
+            }
+        }
+        recording = null;
+    }
+
+    /** Tracking starts over with a fresh bitmap: every write from here on is in the next capture. */
+    public void restart() throws IOException
+    {
+        if (recording != null)
+        {
+            qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", recording),
+                QemuProcess.QMP_TIMEOUT_MS);
+            recording = null;
+        }
+        final String next = PREFIX + (++generation);
+        qmp.execute("block-dirty-bitmap-add", bitmap(next), QemuProcess.QMP_TIMEOUT_MS);
+        recording = next;
+    }
+
+    private static Map<String, Object> bitmap(final String name)
+    {
+        return Map.of("node", VmSpec.DISK_NODE, "name", name, "granularity", GRANULARITY);
+    }
+
+    /** Extents as (offset, length) pairs of at most {@link CheckpointFormat#MAX_EXTENT} bytes, and their total size. */
+    public static final class Extents
+    {
+        private final List<long[]> list = new ArrayList<>();
+        private long bytes;
+
+        void add(final long offset, final long length)
+        {
+            for (long at = offset; at < offset + length; at += CheckpointFormat.MAX_EXTENT)
+            {
+                final long n = Math.min(CheckpointFormat.MAX_EXTENT, offset + length - at);
+                list.add(new long[]{at, n});
+                bytes += n;
+            }
+        }
+
+        public int count()
+        {
+            return list.size();
+        }
+
+        /** Bytes in the stream: each extent's header and data. */
+        public long streamBytes()
+        {
+            return bytes + (long)list.size() * CheckpointFormat.EXTENT_HEADER;
+        }
+
+        public long dataBytes()
+        {
+            return bytes;
+        }
+    }
+
+    /**
+     * With the VM paused: freezes the recording bitmap and starts the next in one transaction, then copies every
+     * extent the frozen one marks as (offset, length, bytes) records. The returned buffer stays valid until the
+     * next call (speculative mode resumes the VM before it is sent).
+     */
+    public Captured capturePaused() throws IOException
+    {
+        final long t0 = System.nanoTime();
+        if (recording == null)
+        {
+            throw new IllegalStateException("vm " + vm + ": disk tracking was not started");
+        }
+        final String frozen = recording;
+        final String next = PREFIX + (++generation);
+        qmp.execute("transaction", Map.of("actions", List.of(
+            Map.of("type", "block-dirty-bitmap-add", "data", bitmap(next)),
+            Map.of("type", "block-dirty-bitmap-disable", "data", Map.of("node", VmSpec.DISK_NODE, "name", frozen)))),
+            QemuProcess.QMP_TIMEOUT_MS);
+        recording = next;
+        final Extents dirty = new Extents();
+        copy.clear();
+        final String export = frozen;
+        qmp.execute("block-export-add", Map.of("type", "nbd", "id", export, "node-name", VmSpec.DISK_NODE, "name", export,
+            "bitmaps", List.of(frozen)), QemuProcess.QMP_TIMEOUT_MS);
+        try (NbdClient c = NbdClient.connect(socket, export, List.of("qemu:dirty-bitmap:" + frozen)))
+        {
+            checkSize(c);
+            c.blockStatus("qemu:dirty-bitmap:" + frozen, 0, diskBytes, e ->
+            {
+                if ((e.flags() & NbdClient.STATE_DIRTY) != 0)
+                {
+                    dirty.add(e.offset(), e.length());
+                }
+            });
+            ensureCopy(dirty.streamBytes());
+            for (final long[] x : dirty.list)
+            {
+                copy.putLong(x[0]).putInt((int)x[1]);
+                c.read(x[0], (int)x[1], copy);
+            }
+        }
+        finally
+        {
+            qmp.execute("block-export-del", Map.of("id", export, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
+            qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", frozen),
+                QemuProcess.QMP_TIMEOUT_MS);
+        }
+        copy.flip();
+        lastDiskBytes = dirty.dataBytes();
+        lastDiskMicros = (System.nanoTime() - t0) / 1000;
+        diskMicros.recordValue(lastDiskMicros);
+        diskBytesPerCheckpoint.recordValue(lastDiskBytes);
+        return new Captured(copy.asReadOnlyBuffer(), dirty.count());
+    }
+
+    /** Extent records copied at a pause. */
+    public record Captured(ByteBuffer records, long count)
+    {
+    }
+
+    private void checkSize(final NbdClient c) throws IOException
+    {
+        if (c.size() != diskBytes)
+        {
+            throw new IOException("vm " + vm + ": QEMU's disk is " + c.size() + " bytes, its image file " + diskBytes +
+                " (resized while running?)");
+        }
+    }
+
+    private void ensureCopy(final long need)
+    {
+        if (copy.capacity() < need)
+        {
+            if (need > Integer.MAX_VALUE - 8)
+            {
+                throw new IllegalStateException("vm " + vm + ": more than 2 GiB written to disk in one checkpoint; " +
+                    "checkpoint more often");
+            }
+            copy = ByteBuffer.allocateDirect((int)Math.max(need, Math.min(Integer.MAX_VALUE - 8L, copy.capacity() * 2L)));
+        }
+    }
+
+    /**
+     * The whole disk for a first synchronisation: tracking restarts first (so every write from here on is in the
+     * next checkpoint), then the allocated extents are listed; their bytes are read when streamed (while the guest
+     * runs for a live base: what changes meanwhile is in the bitmap). Unallocated ranges read as zeros on both
+     * sides. Close it after streaming.
+     */
+    public Base base() throws IOException
+    {
+        restart();
+        final String export = PREFIX + "base-" + generation;
+        qmp.execute("block-export-add", Map.of("type", "nbd", "id", export, "node-name", VmSpec.DISK_NODE, "name", export),
+            QemuProcess.QMP_TIMEOUT_MS);
+        NbdClient c = null;
+        try
+        {
+            c = NbdClient.connect(socket, export, List.of(ALLOCATION));
+            checkSize(c);
+            final Extents data = new Extents();
+            c.blockStatus(ALLOCATION, 0, diskBytes, e ->
+            {
+                if ((e.flags() & NbdClient.STATE_ZERO) == 0)
+                {
+                    data.add(e.offset(), e.length());
+                }
+            });
+            return new Base(c, export, data);
+        }
+        catch (final IOException | RuntimeException ex)
+        {
+            if (c != null)
+            {
+                c.close();
+            }
+            qmp.execute("block-export-del", Map.of("id", export, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
+            throw ex;
+        }
+    }
+
+    /** The allocated extents of the whole disk, read as they are streamed. */
+    public final class Base implements AutoCloseable
+    {
+        private final NbdClient client;
+        private final String export;
+        private final Extents extents;
+
+        private Base(final NbdClient client, final String export, final Extents extents)
+        {
+            this.client = client;
+            this.export = export;
+            this.extents = extents;
+        }
+
+        public Extents extents()
+        {
+            return extents;
+        }
+
+        /** Each extent as a record, read now, handed to {@code sink} in pieces of at most 1 MiB + its header. */
+        public void stream(final RecordSink sink) throws IOException
+        {
+            final ByteBuffer b = ByteBuffer.allocate(CheckpointFormat.EXTENT_HEADER + CheckpointFormat.MAX_EXTENT);
+            for (final long[] x : extents.list)
+            {
+                b.clear();
+                b.putLong(x[0]).putInt((int)x[1]);
+                client.read(x[0], (int)x[1], b);
+                b.flip();
+                sink.accept(b);
+            }
+        }
+
+        @Override
+        public void close()
+        {
+            client.close();
+            try
+            {
+                qmp.execute("block-export-del", Map.of("id", export, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
+            }
+            catch (final IOException ex)
+            {
+                LOG.warn("vm={} could not remove NBD export {}: {}", vm, export, ex.toString());
+            }
+        }
+    }
+
+    /** Receives records of a streamed base. */
+    public interface RecordSink
+    {
+        void accept(ByteBuffer record) throws IOException;
+    }
+
+    /** Stops the NBD server and removes this agent's bitmaps; the guest's disk is untouched. */
+    @Override
+    public void close()
+    {
+        try
+        {
+            removeOurBitmaps();
+            qmp.execute("nbd-server-stop", null, QemuProcess.QMP_TIMEOUT_MS);
+        }
+        catch (final IOException ex)
+        {
+            LOG.debug("vm={} disk tracking cleanup: {}", vm, ex.toString());
+        }
+    }
+}

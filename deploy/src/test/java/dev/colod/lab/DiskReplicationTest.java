@@ -1,0 +1,154 @@
+package dev.colod.lab;
+
+import dev.colod.agent.vm.StandbyImage;
+import dev.colod.core.ColoConfig;
+import dev.colod.lab.TwoHostLab.Client;
+import dev.colod.lab.TwoHostLab.Lab;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.TimeUnit;
+
+import static dev.colod.lab.FailoverEndToEndTest.GUEST;
+import static dev.colod.lab.FailoverEndToEndTest.assertStrictlyIncreasing;
+import static dev.colod.lab.FailoverEndToEndTest.awaitAnswers;
+import static dev.colod.lab.FailoverEndToEndTest.awaitFailover;
+import static dev.colod.lab.FailoverEndToEndTest.firstDifference;
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * The guest's disk is part of the checkpoint (issue 13), with the real test guest, a real raw image on each host,
+ * and QEMU's dirty bitmaps and NBD server: the guest's {@code /cgi-bin/disk} keeps a counter on /dev/vda (O_DIRECT,
+ * synced) and the value it last wrote there in RAM, and answers "N D" (new value, what the disk held before). With
+ * RAM and disk from one checkpoint D is always N - 1, also after a failover; without disk replication it is not.
+ */
+class DiskReplicationTest
+{
+    private static final int DISK_MIB = 64;
+
+    @BeforeEach
+    void usable()
+    {
+        FailoverEndToEndTest.requireLab();
+    }
+
+    /** Every answer's disk value is the previous value: disk and RAM were never from different moments. */
+    static List<String> mismatches(final List<Client.Reading> readings)
+    {
+        final List<String> bad = new ArrayList<>();
+        for (final Client.Reading r : readings)
+        {
+            final String[] f = r.body().split(" ");
+            if (f.length != 2 || Long.parseLong(f[1]) != r.value() - 1)
+            {
+                bad.add(r.body());
+            }
+        }
+        return bad;
+    }
+
+    @ParameterizedTest
+    @EnumSource(ColoConfig.Mode.class)
+    void afterAFailoverAtARandomMomentTheGuestSeesTheDiskOfItsCheckpoint(final ColoConfig.Mode mode) throws Exception
+    {
+        try (Lab rig = new Lab(GUEST).withDisk(DISK_MIB))
+        {
+            // cold standby in strict mode, hot standby in speculative mode: both resume with the right disk
+            TwoHostLab.Protection how = TwoHostLab.Protection.of(200).in(mode);
+            how = mode == ColoConfig.Mode.SPECULATIVE ? how.hot() : how;
+            rig.bootPrimary(how);
+            rig.protect(how);
+            assertThat(rig.primary().counters().baseSyncMicros.getTotalCount()).as("disk and RAM synchronised live")
+                .isEqualTo(1);
+            try (Client client = new Client(rig.cli, "/cgi-bin/disk"))
+            {
+                while (client.values().size() < 5)
+                {
+                    Thread.sleep(20);
+                }
+                final long seed = System.nanoTime();
+                System.out.printf("%s: kill after a random delay (seed %d)%n", mode, seed);
+                Thread.sleep(new Random(seed).nextInt(2_000));
+                final long killedAt = System.nanoTime();
+                final long shipped = rig.stateSource().disk().diskBytesPerCheckpoint.getMaxValue();
+                rig.killPrimary();
+                awaitFailover(rig);
+                awaitAnswers(client, killedAt);
+                client.close();
+                final List<Client.Reading> readings = client.readings();
+                System.out.printf("%s (%s standby), disk replicated: answers %s%n", mode,
+                    how.hotStandby() ? "hot" : "cold", readings.stream().map(Client.Reading::body).toList());
+                assertThat(shipped).as("checkpoints carried disk writes").isPositive();
+                assertStrictlyIncreasing(client.values());
+                assertThat(mismatches(readings)).as("answers whose disk value is not the previous value").isEmpty();
+            }
+        }
+    }
+
+    @Test
+    void eachCommittedStandbyDiskEqualsThePrimarysDiskAtThatPauseInSpeculativeMode() throws Exception
+    {
+        try (Lab rig = new Lab(GUEST).withDisk(DISK_MIB))
+        {
+            final FailoverEndToEndTest.Hashes hashes = new FailoverEndToEndTest.Hashes(4, 14, StandbyImage::diskImage);
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200).in(ColoConfig.Mode.SPECULATIVE)
+                .observed(s -> hashes.source(s, rig.diskImage("primary")), hashes::sink);
+            rig.bootPrimary(how);
+            rig.protect(how);
+            try (Client client = new Client(rig.cli, "/cgi-bin/disk"))
+            {
+                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+                while (hashes.secondary.size() < 11)
+                {
+                    assertThat(System.nanoTime() - deadline).as("checkpoints 4..14 committed in time").isNegative();
+                    Thread.sleep(20);
+                }
+                int changed = 0;
+                for (long id = 4; id <= 14; id++)
+                {
+                    final int[] p = hashes.primary.get(id);
+                    final int[] s = hashes.secondary.get(id);
+                    assertThat(firstDifference(p, s)).as("first differing 4 KiB block of the disk at checkpoint %d", id)
+                        .isEqualTo(-1);
+                    changed += id > 4 && firstDifference(p, hashes.primary.get(id - 1)) >= 0 ? 1 : 0;
+                }
+                System.out.printf("disk identical at checkpoints 4..14 (it changed between %d of them); answers %s%n",
+                    changed, client.values());
+                assertThat(changed).as("the guest wrote its disk between these checkpoints").isPositive();
+            }
+        }
+    }
+
+    @Test
+    void controlRunWithoutDiskReplicationShowsRamAndDiskFromDifferentMoments() throws Exception
+    {
+        try (Lab rig = new Lab(GUEST).withDisk(DISK_MIB))
+        {
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200).withoutDiskReplication();
+            rig.bootPrimary(how);
+            rig.protect(how);
+            try (Client client = new Client(rig.cli, "/cgi-bin/disk"))
+            {
+                while (client.values().size() < 5)
+                {
+                    Thread.sleep(20);
+                }
+                final long killedAt = System.nanoTime();
+                rig.killPrimary();
+                awaitFailover(rig);
+                awaitAnswers(client, killedAt);
+                client.close();
+                final List<Client.Reading> readings = client.readings();
+                System.out.println("disk NOT replicated (control): answers " +
+                    readings.stream().map(Client.Reading::body).toList());
+                assertThat(mismatches(readings)).as("without disk replication the resumed guest's disk is behind its RAM")
+                    .isNotEmpty();
+            }
+        }
+    }
+}
