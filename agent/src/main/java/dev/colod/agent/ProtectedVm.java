@@ -399,6 +399,12 @@ public final class ProtectedVm implements AutoCloseable
     /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */
     private static QemuStateSource stateSource(final ColodConfig.Vm v, final QemuProcess q) throws IOException
     {
+        final QemuStateSource s = trackedSource(v, q);
+        return v.disk == null ? s : s.earlyCheckpointDiskBytes((long)v.disk.earlyCheckpointMib << 20);
+    }
+
+    private static QemuStateSource trackedSource(final ColodConfig.Vm v, final QemuProcess q) throws IOException
+    {
         final boolean disk = v.disk != null && v.disk.replicate;
         switch (v.writeTracking)
         {

@@ -661,7 +661,7 @@ public final class PrimaryEngine implements AutoCloseable
         }
     }
 
-    /** Waits until the next checkpoint is due, output wants one early, or one is requested. */
+    /** Waits until the next checkpoint is due, output or the VM's state wants one early, or one is requested. */
     private void awaitTrigger(final SessionEnd end, final long dueNs) throws IOException, InterruptedException
     {
         while (true)
@@ -670,6 +670,12 @@ public final class PrimaryEngine implements AutoCloseable
             if (output.wantsCheckpoint())
             {
                 counters.checkpointsRequestedEarly.incrementAndGet();
+                commands.clear();
+                return;
+            }
+            if (source.wantsCheckpoint())
+            {
+                counters.checkpointsRequestedByState.incrementAndGet();
                 commands.clear();
                 return;
             }

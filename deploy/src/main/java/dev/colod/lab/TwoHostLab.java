@@ -132,6 +132,8 @@ public final class TwoHostLab
         private final boolean arbitrated;
         /** The guest's disk size in MiB, 0 for a diskless guest. */
         private int diskMiB;
+        /** Replication without TLS (benchmarks that separate the link's crypto from the rest). */
+        private boolean plaintext;
         private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
         private LocalEtcd etcd;
 
@@ -348,6 +350,13 @@ public final class TwoHostLab
             return this;
         }
 
+        /** The replication link without TLS ({@code insecure: true}), for benchmarks; before the VM boots. */
+        public Lab plaintext()
+        {
+            plaintext = true;
+            return this;
+        }
+
         /** The disk image of the host that starts as {@code role}. */
         public Path diskImage(final String role)
         {
@@ -380,10 +389,8 @@ public final class TwoHostLab
                 "on-stop: " + (inProcess ? "stop" : "leave-running"),
                 "state-dir: " + runDir.resolve(role + "-state"),
                 "host-name: host-" + role,
-                "tls:",
-                "  ca: " + runDir.resolve("tls/ca.pem"),
-                "  cert: " + runDir.resolve("tls/" + role + ".pem"),
-                "  key: " + runDir.resolve("tls/" + role + ".key"),
+                plaintext ? "insecure: true" : "tls:\n  ca: " + runDir.resolve("tls/ca.pem") + "\n  cert: " +
+                    runDir.resolve("tls/" + role + ".pem") + "\n  key: " + runDir.resolve("tls/" + role + ".key"),
                 arbitrated ? "arbiter:\n  etcd: [http://198.19." + ("primary".equals(role) ? 1 : 2) + ".1:2379]\n" +
                     "  lease-ttl-ms: 2000\n  safety-margin-ms: 500" : "arbiter: none",
                 "vms:",
@@ -496,13 +503,7 @@ public final class TwoHostLab
         /** Starts the secondary, then protection, and waits for two checkpoints. */
         public void protect(final Protection how) throws Exception
         {
-            closers.add(() -> deleteTree(ramDir("secondary")));
-            secondary = open(config("secondary", how, how.hotStandby()),
-                new ProtectedVm.Hooks(transport("secondary"), s -> s, how.sink(), true));
-            closers.add(secondary);
-            secondary.secondary().addExitListener(secondaryExits::add);
-            secondary.protect();
-            primary.protect();
+            startProtecting(how);
             final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
             while (primary.primary().counters().checkpointsCompleted.get() < 2)
             {
@@ -513,6 +514,18 @@ public final class TwoHostLab
                 }
                 Thread.sleep(50);
             }
+        }
+
+        /** Starts the secondary host's colod and both engines, without waiting for protection. */
+        public void startProtecting(final Protection how) throws Exception
+        {
+            closers.add(() -> deleteTree(ramDir("secondary")));
+            secondary = open(config("secondary", how, how.hotStandby()),
+                new ProtectedVm.Hooks(transport("secondary"), s -> s, how.sink(), true));
+            closers.add(secondary);
+            secondary.secondary().addExitListener(secondaryExits::add);
+            secondary.protect();
+            primary.protect();
         }
 
         /**

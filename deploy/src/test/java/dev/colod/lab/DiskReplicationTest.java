@@ -151,4 +151,51 @@ class DiskReplicationTest
             }
         }
     }
+
+    @Test
+    void aStandbyDiskOfAnotherSizeIsRefusedNamingTheFileWhileTheGuestKeepsServingThenProtectionFollowsTheFix()
+        throws Exception
+    {
+        try (Lab rig = new Lab(GUEST).withDisk(DISK_MIB))
+        {
+            final java.nio.file.Path standbyDisk = rig.diskImage("secondary");
+            try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(standbyDisk.toFile(), "rw"))
+            {
+                f.setLength((DISK_MIB / 2) << 20);
+            }
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200);
+            rig.bootPrimary(how);
+            rig.startProtecting(how);
+            try (Client client = new Client(rig.cli, "/cgi-bin/disk"))
+            {
+                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+                while (rig.secondary().lastError() == null || !rig.secondary().lastError().contains(standbyDisk.toString()))
+                {
+                    assertThat(System.nanoTime() - deadline).as("the secondary refused the disk: %s",
+                        rig.secondary().lastError()).isNegative();
+                    Thread.sleep(50);
+                }
+                final String why = rig.secondary().lastError();
+                final int answered = client.values().size();
+                Thread.sleep(2_000);
+                System.out.println("refused: " + why + "; guest answers meanwhile: " + client.values());
+                assertThat(why).contains("33554432 bytes").contains("67108864 bytes");
+                assertThat(rig.primary().counters().checkpointsCompleted.get()).as("no checkpoint with a wrong disk")
+                    .isZero();
+                assertThat(client.values().size()).as("the guest keeps serving, unprotected").isGreaterThan(answered);
+
+                try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(standbyDisk.toFile(), "rw"))
+                {
+                    f.setLength(DISK_MIB << 20); // the operator fixes it: protection follows by itself
+                }
+                while (rig.primary().counters().checkpointsCompleted.get() < 2)
+                {
+                    assertThat(System.nanoTime() - deadline).as("protected after the fix").isNegative();
+                    Thread.sleep(50);
+                }
+                client.close();
+                assertThat(mismatches(client.readings())).isEmpty();
+            }
+        }
+    }
 }

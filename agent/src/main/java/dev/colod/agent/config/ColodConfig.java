@@ -220,6 +220,12 @@ public final class ColodConfig
          * standby's disk then falls behind, and a failover resumes RAM over an older disk.
          */
         public boolean replicate = true;
+        /**
+         * Primary: take a checkpoint early once the guest wrote this many MiB to the disk since the last one, so a
+         * pause (which copies them) stays short. 0: never early.
+         */
+        @JsonProperty("early-checkpoint-mib")
+        public int earlyCheckpointMib = 16;
     }
 
     public static final class Nic

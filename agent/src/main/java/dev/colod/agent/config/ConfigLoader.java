@@ -235,6 +235,8 @@ public final class ConfigLoader
             return 0;
         }
         require(v.disk.image, p + ".disk", "image");
+        check(v.disk.earlyCheckpointMib >= 0 && v.disk.earlyCheckpointMib <= 1 << 20, p + ".disk.early-checkpoint-mib",
+            "must be 0 (never early)..1048576, was " + v.disk.earlyCheckpointMib);
         check(v.disk.image.startsWith("/"), p + ".disk.image", "must be an absolute path, was '" + v.disk.image + "'");
         final Path img = Path.of(v.disk.image);
         check(Files.exists(img), p + ".disk.image", v.disk.image + " does not exist (create it, e.g. with truncate -s 10G)");

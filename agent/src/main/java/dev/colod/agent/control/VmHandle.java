@@ -128,6 +128,8 @@ public final class VmHandle
         m.put("checkpoints", count);
         m.put("checkpoints_per_second", Math.round(rate * 10) / 10.0);
         m.put("checkpoints_failed", c.checkpointsFailed.get());
+        m.put("checkpoints_early_output", c.checkpointsRequestedEarly.get());
+        m.put("checkpoints_early_state", c.checkpointsRequestedByState.get());
         m.put("pause_p50_ms", c.pauseMicros.getValueAtPercentile(50) / 1000.0);
         m.put("pause_p99_ms", c.pauseMicros.getValueAtPercentile(99) / 1000.0);
         m.put("state_bytes", c.stateBytes.get());

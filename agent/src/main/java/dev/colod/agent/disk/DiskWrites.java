@@ -20,9 +20,10 @@ import java.util.Map;
  * What the primary's guest wrote to its disk, found by QEMU's own block layer: a dirty bitmap on the disk's
  * node records every completed write, and at each checkpoint (VM paused, so QEMU has drained the guest's
  * requests) one QMP {@code transaction} starts the next bitmap and freezes the current one; the frozen one is
- * exported read-only over QEMU's NBD server on a unix socket, and its dirty extents are asked with
- * {@code NBD_CMD_BLOCK_STATUS} ({@code qemu:dirty-bitmap:NAME}) and read with {@code NBD_CMD_READ} while the VM is
- * still paused. So a checkpoint carries exactly the writes completed before its pause, and writes after it land
+ * exported read-only over QEMU's NBD server on a unix socket, its dirty extents are asked with
+ * {@code NBD_CMD_BLOCK_STATUS} ({@code qemu:dirty-bitmap:NAME}), and their bytes are read from the raw image file
+ * while the VM is still paused (QEMU's {@code stop} drained and flushed the guest's requests, so the file is the
+ * disk; a pread from the page cache is several times faster than NBD_CMD_READ). So a checkpoint carries exactly the writes completed before its pause, and writes after it land
  * in the next bitmap. Granularity {@value #GRANULARITY} bytes. The guest's own I/O never passes through colod.
  * <p>
  * Single-threaded: the checkpoint engine's session thread.
@@ -38,6 +39,10 @@ public final class DiskWrites implements AutoCloseable
     private final String vm;
     private final Path socket;
     private final long diskBytes;
+    /** The raw image: with the VM paused QEMU has drained and flushed the guest's writes into it, so it reads as the disk. */
+    private final java.nio.channels.FileChannel image;
+    /** The frozen bitmap and export of the last capture, removed after the VM resumed (out of the pause). */
+    private String frozenLeft;
     private long generation;
     private String recording;
     private ByteBuffer copy = ByteBuffer.allocateDirect(1 << 20);
@@ -49,12 +54,13 @@ public final class DiskWrites implements AutoCloseable
     public volatile long lastDiskMicros;
     public volatile long lastDiskBytes;
 
-    private DiskWrites(final QmpClient qmp, final String vm, final Path socket, final long diskBytes)
+    private DiskWrites(final QmpClient qmp, final String vm, final Path socket, final Path image) throws IOException
     {
         this.qmp = qmp;
         this.vm = vm;
         this.socket = socket;
-        this.diskBytes = diskBytes;
+        this.image = java.nio.channels.FileChannel.open(image, java.nio.file.StandardOpenOption.READ);
+        this.diskBytes = this.image.size();
     }
 
     /**
@@ -88,7 +94,7 @@ public final class DiskWrites implements AutoCloseable
         Files.deleteIfExists(sock);
         q.execute("nbd-server-start", Map.of("addr", Map.of("type", "unix", "data", Map.of("path", sock.toString()))),
             QemuProcess.QMP_TIMEOUT_MS);
-        final DiskWrites d = new DiskWrites(q, spec.name(), sock, Files.size(spec.disk()));
+        final DiskWrites d = new DiskWrites(q, spec.name(), sock, spec.disk());
         d.removeOurBitmaps();
         return d;
     }
@@ -117,6 +123,34 @@ public final class DiskWrites implements AutoCloseable
             }
         }
         recording = null;
+        frozenLeft = null;
+    }
+
+    /**
+     * Bytes the recording bitmap marks now (whole granules), asked from QEMU ({@code query-named-block-nodes}). The
+     * VM may be running. Costs one QMP round trip.
+     */
+    public long writtenSinceCapture() throws IOException
+    {
+        final String r = recording;
+        if (r == null)
+        {
+            return 0;
+        }
+        for (final JsonNode n : qmp.execute("query-named-block-nodes", Map.of("flat", true), QemuProcess.QMP_TIMEOUT_MS))
+        {
+            if (VmSpec.DISK_NODE.equals(n.path("node-name").asText()))
+            {
+                for (final JsonNode b : n.path("dirty-bitmaps"))
+                {
+                    if (r.equals(b.path("name").asText()))
+                    {
+                        return b.path("count").asLong();
+                    }
+                }
+            }
+        }
+        return 0;
     }
 
     /** Tracking starts over with a fresh bitmap: every write from here on is in the next capture. */
@@ -172,9 +206,10 @@ public final class DiskWrites implements AutoCloseable
     }
 
     /**
-     * With the VM paused: freezes the recording bitmap and starts the next in one transaction, then copies every
-     * extent the frozen one marks as (offset, length, bytes) records. The returned buffer stays valid until the
-     * next call (speculative mode resumes the VM before it is sent).
+     * With the VM paused: freezes the recording bitmap and starts the next in one transaction, asks QEMU's NBD
+     * server which extents the frozen one marks, and copies them from the image as (offset, length, bytes) records.
+     * The returned buffer stays valid until the next call (speculative mode resumes the VM before it is sent).
+     * The frozen bitmap and its export are removed by {@link #afterResume()}, out of the pause.
      */
     public Captured capturePaused() throws IOException
     {
@@ -183,6 +218,7 @@ public final class DiskWrites implements AutoCloseable
         {
             throw new IllegalStateException("vm " + vm + ": disk tracking was not started");
         }
+        afterResume(); // normally done already
         final String frozen = recording;
         final String next = PREFIX + (++generation);
         qmp.execute("transaction", Map.of("actions", List.of(
@@ -190,12 +226,12 @@ public final class DiskWrites implements AutoCloseable
             Map.of("type", "block-dirty-bitmap-disable", "data", Map.of("node", VmSpec.DISK_NODE, "name", frozen)))),
             QemuProcess.QMP_TIMEOUT_MS);
         recording = next;
+        frozenLeft = frozen;
         final Extents dirty = new Extents();
         copy.clear();
-        final String export = frozen;
-        qmp.execute("block-export-add", Map.of("type", "nbd", "id", export, "node-name", VmSpec.DISK_NODE, "name", export,
+        qmp.execute("block-export-add", Map.of("type", "nbd", "id", frozen, "node-name", VmSpec.DISK_NODE, "name", frozen,
             "bitmaps", List.of(frozen)), QemuProcess.QMP_TIMEOUT_MS);
-        try (NbdClient c = NbdClient.connect(socket, export, List.of("qemu:dirty-bitmap:" + frozen)))
+        try (NbdClient c = NbdClient.connect(socket, frozen, List.of("qemu:dirty-bitmap:" + frozen)))
         {
             checkSize(c);
             c.blockStatus("qemu:dirty-bitmap:" + frozen, 0, diskBytes, e ->
@@ -205,18 +241,12 @@ public final class DiskWrites implements AutoCloseable
                     dirty.add(e.offset(), e.length());
                 }
             });
-            ensureCopy(dirty.streamBytes());
-            for (final long[] x : dirty.list)
-            {
-                copy.putLong(x[0]).putInt((int)x[1]);
-                c.read(x[0], (int)x[1], copy);
-            }
         }
-        finally
+        ensureCopy(dirty.streamBytes());
+        for (final long[] x : dirty.list)
         {
-            qmp.execute("block-export-del", Map.of("id", export, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
-            qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", frozen),
-                QemuProcess.QMP_TIMEOUT_MS);
+            copy.putLong(x[0]).putInt((int)x[1]);
+            readImage(x[0], (int)x[1], copy);
         }
         copy.flip();
         lastDiskBytes = dirty.dataBytes();
@@ -224,6 +254,34 @@ public final class DiskWrites implements AutoCloseable
         diskMicros.recordValue(lastDiskMicros);
         diskBytesPerCheckpoint.recordValue(lastDiskBytes);
         return new Captured(copy.asReadOnlyBuffer(), dirty.count());
+    }
+
+    /** Removes the last capture's frozen bitmap and its export; called once the VM runs again. */
+    public void afterResume() throws IOException
+    {
+        final String f = frozenLeft;
+        if (f == null)
+        {
+            return;
+        }
+        frozenLeft = null;
+        qmp.execute("block-export-del", Map.of("id", f, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
+        qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", f), QemuProcess.QMP_TIMEOUT_MS);
+    }
+
+    /** Exactly {@code len} bytes of the image at {@code offset} into {@code dst}. */
+    private void readImage(final long offset, final int len, final ByteBuffer dst) throws IOException
+    {
+        final int end = dst.position() + len;
+        final ByteBuffer slice = dst.duplicate().limit(end);
+        while (slice.hasRemaining())
+        {
+            if (image.read(slice, offset + slice.position() - (end - len)) < 0)
+            {
+                throw new IOException("vm " + vm + ": disk image ends before " + (offset + len) + " (resized while running?)");
+            }
+        }
+        dst.position(end);
     }
 
     /** Extent records copied at a pause. */
@@ -255,22 +313,20 @@ public final class DiskWrites implements AutoCloseable
 
     /**
      * The whole disk for a first synchronisation: tracking restarts first (so every write from here on is in the
-     * next checkpoint), then the allocated extents are listed; their bytes are read when streamed (while the guest
-     * runs for a live base: what changes meanwhile is in the bitmap). Unallocated ranges read as zeros on both
-     * sides. Close it after streaming.
+     * next checkpoint), then the allocated extents are listed ({@code base:allocation}); their bytes are read when
+     * streamed (while the guest runs for a live base: what changes meanwhile is in the bitmap). Unallocated ranges
+     * read as zeros on both sides.
      */
     public Base base() throws IOException
     {
         restart();
         final String export = PREFIX + "base-" + generation;
+        final Extents data = new Extents();
         qmp.execute("block-export-add", Map.of("type", "nbd", "id", export, "node-name", VmSpec.DISK_NODE, "name", export),
             QemuProcess.QMP_TIMEOUT_MS);
-        NbdClient c = null;
-        try
+        try (NbdClient c = NbdClient.connect(socket, export, List.of(ALLOCATION)))
         {
-            c = NbdClient.connect(socket, export, List.of(ALLOCATION));
             checkSize(c);
-            final Extents data = new Extents();
             c.blockStatus(ALLOCATION, 0, diskBytes, e ->
             {
                 if ((e.flags() & NbdClient.STATE_ZERO) == 0)
@@ -278,30 +334,21 @@ public final class DiskWrites implements AutoCloseable
                     data.add(e.offset(), e.length());
                 }
             });
-            return new Base(c, export, data);
         }
-        catch (final IOException | RuntimeException ex)
+        finally
         {
-            if (c != null)
-            {
-                c.close();
-            }
             qmp.execute("block-export-del", Map.of("id", export, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
-            throw ex;
         }
+        return new Base(data);
     }
 
     /** The allocated extents of the whole disk, read as they are streamed. */
-    public final class Base implements AutoCloseable
+    public final class Base
     {
-        private final NbdClient client;
-        private final String export;
         private final Extents extents;
 
-        private Base(final NbdClient client, final String export, final Extents extents)
+        private Base(final Extents extents)
         {
-            this.client = client;
-            this.export = export;
             this.extents = extents;
         }
 
@@ -318,23 +365,9 @@ public final class DiskWrites implements AutoCloseable
             {
                 b.clear();
                 b.putLong(x[0]).putInt((int)x[1]);
-                client.read(x[0], (int)x[1], b);
+                readImage(x[0], (int)x[1], b);
                 b.flip();
                 sink.accept(b);
-            }
-        }
-
-        @Override
-        public void close()
-        {
-            client.close();
-            try
-            {
-                qmp.execute("block-export-del", Map.of("id", export, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
-            }
-            catch (final IOException ex)
-            {
-                LOG.warn("vm={} could not remove NBD export {}: {}", vm, export, ex.toString());
             }
         }
     }
@@ -351,12 +384,21 @@ public final class DiskWrites implements AutoCloseable
     {
         try
         {
+            afterResume();
             removeOurBitmaps();
             qmp.execute("nbd-server-stop", null, QemuProcess.QMP_TIMEOUT_MS);
         }
         catch (final IOException ex)
         {
             LOG.debug("vm={} disk tracking cleanup: {}", vm, ex.toString());
+        }
+        try
+        {
+            image.close();
+        }
+        catch (final IOException ex)
+        {
+            LOG.debug("vm={} closing {}: {}", vm, "the disk image", ex.toString());
         }
     }
 }

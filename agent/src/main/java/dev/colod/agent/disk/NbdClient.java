@@ -13,8 +13,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * The smallest NBD client colod needs, to ask QEMU's own NBD server which blocks a dirty bitmap marks and to
- * read them (the NBD protocol, "fixed newstyle" negotiation, structured replies and
+ * The smallest NBD client colod needs, to ask QEMU's own NBD server which blocks a dirty bitmap marks or which
+ * are allocated (the NBD protocol, "fixed newstyle" negotiation, structured replies and
  * {@code NBD_CMD_BLOCK_STATUS} with meta contexts such as {@code qemu:dirty-bitmap:NAME} and
  * {@code base:allocation}). One request at a time on a unix socket; not thread-safe. Big-endian throughout.
  * Every malformed answer is an {@link IOException} that names the export and what was wrong.
@@ -25,7 +25,6 @@ public final class NbdClient implements AutoCloseable
     private static final long IHAVEOPT = 0x49484156454F5054L;
     private static final long OPT_REPLY_MAGIC = 0x3e889045565a9L;
     private static final int REQUEST_MAGIC = 0x25609513;
-    private static final int SIMPLE_REPLY_MAGIC = 0x67446698;
     private static final int STRUCTURED_REPLY_MAGIC = 0x668e33ef;
     private static final int FLAG_FIXED_NEWSTYLE = 1;
     private static final int FLAG_NO_ZEROES = 2;
@@ -35,16 +34,13 @@ public final class NbdClient implements AutoCloseable
     private static final int REP_ACK = 1;
     private static final int REP_INFO = 3;
     private static final int REP_META_CONTEXT = 4;
-    private static final int CMD_READ = 0;
     private static final int CMD_DISC = 2;
     private static final int CMD_BLOCK_STATUS = 7;
     private static final int REPLY_FLAG_DONE = 1;
     private static final int CHUNK_NONE = 0;
-    private static final int CHUNK_OFFSET_DATA = 1;
-    private static final int CHUNK_OFFSET_HOLE = 2;
     private static final int CHUNK_BLOCK_STATUS = 5;
     private static final int CHUNK_ERROR_BIT = 1 << 15;
-    /** Largest single read or status request; QEMU's server allows 32 MiB reads. */
+    /** Largest single status request. */
     public static final int MAX_REQUEST = 32 << 20;
     /** Flag bit 0 of {@code qemu:dirty-bitmap:*}: the extent is dirty. */
     public static final int STATE_DIRTY = 1;
@@ -220,87 +216,6 @@ public final class NbdClient implements AutoCloseable
         }
     }
 
-    /** Reads {@code length} bytes at {@code offset} into {@code dst} at its position (which advances by length). */
-    public void read(final long offset, final int length, final ByteBuffer dst) throws IOException
-    {
-        if (length > MAX_REQUEST || dst.remaining() < length)
-        {
-            throw new IllegalArgumentException("read of " + length + " bytes into " + dst.remaining());
-        }
-        final int base = dst.position();
-        final long c = request(CMD_READ, offset, length);
-        boolean done = false;
-        long got = 0;
-        while (!done)
-        {
-            final ByteBuffer first = readFully(ch, 4, export);
-            if (first.getInt(0) == SIMPLE_REPLY_MAGIC)
-            {
-                final ByteBuffer h = readFully(ch, 12, export);
-                if (h.getInt(0) != 0)
-                {
-                    throw new IOException(export + ": read of " + length + " bytes at " + offset + " failed, error " + h.getInt(0));
-                }
-                if (h.getLong(4) != c)
-                {
-                    throw new IOException(export + ": reply to cookie " + h.getLong(4) + ", expected " + c);
-                }
-                readInto(dst.limit(base + length), export);
-                dst.position(base + length);
-                return;
-            }
-            final ByteBuffer h = ByteBuffer.allocate(20).put(first);
-            readInto(h, export);
-            h.flip();
-            final int type = checkChunk(h, c);
-            done = (h.getShort(4) & REPLY_FLAG_DONE) != 0;
-            final int len = h.getInt(16);
-            if ((type & CHUNK_ERROR_BIT) != 0)
-            {
-                throw chunkError(readFully(ch, len, export), "read of " + length + " bytes at " + offset);
-            }
-            if (type == CHUNK_OFFSET_DATA)
-            {
-                final long at = readFully(ch, 8, export).getLong(0);
-                final int n = len - 8;
-                checkRange(at, n, offset, length);
-                readInto(dst.limit(base + (int)(at - offset) + n).position(base + (int)(at - offset)), export);
-                got += n;
-            }
-            else if (type == CHUNK_OFFSET_HOLE)
-            {
-                final ByteBuffer p = readFully(ch, len, export);
-                final long at = p.getLong(0);
-                final int n = p.getInt(8);
-                checkRange(at, n, offset, length);
-                for (int i = 0; i < n; i++)
-                {
-                    dst.put(base + (int)(at - offset) + i, (byte)0);
-                }
-                got += n;
-            }
-            else if (type != CHUNK_NONE)
-            {
-                throw new IOException(export + ": unexpected reply chunk type " + type + " to a read");
-            }
-        }
-        dst.limit(dst.capacity());
-        if (got != length)
-        {
-            throw new IOException(export + ": read of " + length + " bytes at " + offset + " returned " + got);
-        }
-        dst.position(base + length);
-    }
-
-    private void checkRange(final long at, final int n, final long offset, final int length) throws IOException
-    {
-        if (n < 0 || at < offset || at + n > offset + length)
-        {
-            throw new IOException(export + ": read chunk [" + at + ", +" + n + ") outside the request [" + offset + ", +" +
-                length + ")");
-        }
-    }
-
     private int checkChunk(final ByteBuffer h, final long c) throws IOException
     {
         if (h.getInt(0) != STRUCTURED_REPLY_MAGIC)
@@ -444,11 +359,6 @@ public final class NbdClient implements AutoCloseable
         final ByteBuffer b = ByteBuffer.allocate(n);
         readInto(ch, b, what);
         return b.flip();
-    }
-
-    private void readInto(final ByteBuffer b, final String what) throws IOException
-    {
-        readInto(ch, b, what);
     }
 
     private static void readInto(final SocketChannel ch, final ByteBuffer b, final String what) throws IOException

@@ -82,6 +82,9 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
 
     /** The guest's disk writes, or null (no disk, or its replication is off). */
     private final DiskWrites disk;
+    private static final long DISK_POLL_MS = 20;
+    private long earlyCheckpointDiskBytes = 16L << 20;
+    private long lastDiskPollNs;
 
     /** A source whose written pages come from {@code tracking}, with no audit. */
     public QemuStateSource(final QemuProcess qemu, final Tracking tracking) throws IOException
@@ -240,6 +243,10 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         qemu.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
         lastResumeMicros = (System.nanoTime() - t0) / 1000;
         resumeMicros.recordValue(lastResumeMicros);
+        if (disk != null)
+        {
+            disk.afterResume(); // the frozen bitmap of this checkpoint, now that the guest runs
+        }
     }
 
     @Override
@@ -276,7 +283,6 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
         catch (final IOException | RuntimeException ex)
         {
-            diskPart.close();
             if (collected != null)
             {
                 try
@@ -389,7 +395,6 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             @Override
             public void close()
             {
-                diskPart.close();
             }
         };
     }
@@ -428,13 +433,6 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             return d;
         }
 
-        void close()
-        {
-            if (base != null)
-            {
-                base.close();
-            }
-        }
     }
 
     private static long send(final OutputStream out, final ByteBuffer b, final byte[] chunk, final CRC32C crc,
@@ -598,6 +596,41 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             throw c instanceof IOException ? (IOException)c
                 : new IOException("vm " + qemu.spec().name() + ": finding written pages failed: " + c, c);
         }
+    }
+
+    /**
+     * With a disk: true once the guest wrote {@link #earlyCheckpointDiskBytes} or more since the last checkpoint, so
+     * that one checkpoint's disk copy (made while paused) stays bounded. Asks QEMU at most every
+     * {@value #DISK_POLL_MS} ms.
+     */
+    @Override
+    public boolean wantsCheckpoint()
+    {
+        if (disk == null || earlyCheckpointDiskBytes <= 0)
+        {
+            return false;
+        }
+        final long now = System.nanoTime();
+        if (now - lastDiskPollNs < DISK_POLL_MS * 1_000_000L)
+        {
+            return false;
+        }
+        lastDiskPollNs = now;
+        try
+        {
+            return disk.writtenSinceCapture() >= earlyCheckpointDiskBytes;
+        }
+        catch (final IOException ex)
+        {
+            return false; // the checkpoint itself will say what is wrong with QEMU
+        }
+    }
+
+    /** Take a checkpoint early once this many bytes were written to the disk since the last one (0: never). */
+    public QemuStateSource earlyCheckpointDiskBytes(final long bytes)
+    {
+        earlyCheckpointDiskBytes = bytes;
+        return this;
     }
 
     /** The disk's write tracking, or null without disk replication. */

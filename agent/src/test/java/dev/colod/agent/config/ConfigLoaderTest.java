@@ -138,4 +138,28 @@ class ConfigLoaderTest
         final ColodConfig c = ConfigLoader.load(Path.of("../deploy/colod.example.yaml"));
         assertThat(c.vms).isNotEmpty();
     }
+
+    @Test
+    void aDiskImageMustBeAnExistingRegularFileAndSetsTheDefaultStateLimit(@org.junit.jupiter.api.io.TempDir final Path dir)
+        throws Exception
+    {
+        final ConfigException relative = error(GOOD.replace("    nics:", "    disk:\n      image: web1.raw\n    nics:"));
+        assertThat(relative.getMessage()).startsWith("colod.yaml:10:").contains("vms[0].disk.image: must be an absolute path");
+        final ConfigException missing = error(GOOD.replace("    nics:", "    disk:\n      image: " + dir.resolve("none.raw") +
+            "\n    nics:"));
+        assertThat(missing.getMessage()).startsWith("colod.yaml:10:").contains("none.raw does not exist");
+        final ConfigException notFile = error(GOOD.replace("    nics:", "    disk:\n      image: " + dir + "\n    nics:"));
+        assertThat(notFile.getMessage()).contains("is not a regular file");
+
+        final Path img = dir.resolve("web1.raw");
+        try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(img.toFile(), "rw"))
+        {
+            f.setLength(1L << 30);
+        }
+        final ColodConfig c = ConfigLoader.parse("colod.yaml", GOOD.replace("    nics:", "    disk:\n      image: " + img +
+            "\n    nics:"));
+        assertThat(c.vms.get(0).disk.replicate).isTrue();
+        assertThat(c.vms.get(0).engine().maxStateBytes()).as("RAM + disk + 64 MiB")
+            .isEqualTo((128L << 20) + (1L << 30) + (64L << 20));
+    }
 }

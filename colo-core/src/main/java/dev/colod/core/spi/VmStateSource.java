@@ -38,6 +38,16 @@ public interface VmStateSource
     /** Let the guest run again. */
     void resume() throws IOException;
 
+    /**
+     * Whether the state written since the last checkpoint is large enough to take the next one early (so a pause
+     * stays short for a guest that writes a lot). Polled by the engine between checkpoints, every millisecond:
+     * must be cheap (rate-limit anything costly). Never called with the VM paused.
+     */
+    default boolean wantsCheckpoint()
+    {
+        return false;
+    }
+
     /** Why the VM is gone for good (its process exited), or null while it exists. Asked when a checkpoint fails. */
     default String lostCause()
     {

@@ -14,6 +14,8 @@ public final class ColoCounters
     public final AtomicLong checkpointsCompleted = new AtomicLong();
     public final AtomicLong checkpointsFailed = new AtomicLong();
     public final AtomicLong checkpointsRequestedEarly = new AtomicLong();
+    /** Checkpoints taken early because the VM's state asked (e.g. its disk writes reached their limit). */
+    public final AtomicLong checkpointsRequestedByState = new AtomicLong();
     public final AtomicLong stateBytes = new AtomicLong();
     public final AtomicLong lastCheckpointId = new AtomicLong();
     /** System.nanoTime of the last completed checkpoint; 0 if none. */
