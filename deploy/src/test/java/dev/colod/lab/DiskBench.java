@@ -29,8 +29,8 @@ public final class DiskBench
             ROUNDS);
         System.out.println("| mode, link | seq write unprotected | protected | ratio | paused during seq | synced 4 KiB write " +
             "unprotected | protected | added per write | paused per write | disk step p50 / p99 | disk bytes per " +
-            "checkpoint p50 / max |");
-        System.out.println("|---|---|---|---|---|---|---|---|---|---|---|");
+            "checkpoint p50 / max | transfer / commit p50 |");
+        System.out.println("|---|---|---|---|---|---|---|---|---|---|---|---|");
         for (final ColoConfig.Mode mode : ColoConfig.Mode.values())
         for (final boolean tls : new boolean[]{true, false})
         {
@@ -47,15 +47,18 @@ public final class DiskBench
                 final DiskWrites d = rig.stateSource().disk();
                 d.diskMicros.reset();
                 d.diskBytesPerCheckpoint.reset();
+                c.transferMicros.reset();
+                c.commitMicros.reset();
                 final double[] seqOn = best(rig, "seq", ROUNDS, c.pauseMicros);
                 final double[] syncOn = best(rig, "sync", ROUNDS, c.pauseMicros);
                 System.out.printf(Locale.ROOT, "| %s, %s | %.0f MiB/s | %.0f MiB/s | %.2fx | %.0f%% | %.1f ms | %.1f ms | %+.1f ms |" +
-                        " %.1f ms | %.1f / %.1f ms | %d KiB / %d KiB |%n",
+                        " %.1f ms | %.1f / %.1f ms | %d KiB / %d KiB | %.1f / %.1f ms |%n",
                     mode.name().toLowerCase(), tls ? "TLS" : "plaintext", 512 / seqOff[0], 512 / seqOn[0], seqOff[0] / seqOn[0],
                     100 * seqOn[1] / seqOn[0], syncOff[0] * 10, syncOn[0] * 10, (syncOn[0] - syncOff[0]) * 10,
                     syncOn[1] * 10, d.diskMicros.getValueAtPercentile(50) / 1000.0,
                     d.diskMicros.getValueAtPercentile(99) / 1000.0, d.diskBytesPerCheckpoint.getValueAtPercentile(50) >> 10,
-                    d.diskBytesPerCheckpoint.getMaxValue() >> 10);
+                    d.diskBytesPerCheckpoint.getMaxValue() >> 10, c.transferMicros.getValueAtPercentile(50) / 1000.0,
+                    c.commitMicros.getValueAtPercentile(50) / 1000.0);
             }
         }
         System.exit(0);

@@ -26,7 +26,7 @@ import java.util.zip.CRC32C;
  * </pre>
  * and, for a VM with a disk, the disk image file named in its configuration (raw). A checkpoint's disk extents
  * are written into it only when the checkpoint is applied, after its RAM pages and before {@code committed}
- * changes; the image is synced to stable storage before that. A base image makes the disk all zeros first and
+ * changes (not fsynced: it is as durable as the RAM image on tmpfs it goes with). A base image makes the disk all zeros first and
  * then writes every extent the primary has allocated.
  * Commit is crash-safe by redo: the staged checkpoint is verified (CRC32C) and renamed to pending.ckpt
  * (atomic), then its pages are written into ram, device.state and committed are replaced by rename, and
@@ -389,25 +389,15 @@ public final class StandbyImage implements VmStateSink
             {
                 m.force();
             }
-            close(true);
+            close();
         }
 
-        void close(final boolean sync) throws IOException
+        void close() throws IOException
         {
             if (diskChannel != null)
             {
-                try
-                {
-                    if (sync)
-                    {
-                        diskChannel.force(true);
-                    }
-                }
-                finally
-                {
-                    diskChannel.close();
-                    diskChannel = null;
-                }
+                diskChannel.close(); // not synced: see applyDisk
+                diskChannel = null;
             }
         }
     }
@@ -604,7 +594,7 @@ public final class StandbyImage implements VmStateSink
         resumable = !base;
     }
 
-    /** Writes the checkpoint's disk extents into the disk image and syncs it (idempotent: extents are absolute). */
+    /** Writes the checkpoint's disk extents into the disk image (idempotent: extents are absolute). */
     private void applyDisk(final FileChannel p, final CheckpointFormat.Parsed c, final long checkpointId) throws IOException
     {
         try (FileChannel d = openDisk(c.diskBytes(), c.base(), checkpointId))
@@ -627,7 +617,9 @@ public final class StandbyImage implements VmStateSink
                 }
                 at += CheckpointFormat.EXTENT_HEADER + len;
             }
-            d.force(true);
+            // not fsynced: the disk image is as durable as the RAM image it goes with (tmpfs). An agent crash
+            // keeps both (page cache) and the redo log finishes the commit; a host crash loses the RAM image, and
+            // the next session resynchronises the disk from scratch anyway
         }
     }
 
@@ -650,7 +642,7 @@ public final class StandbyImage implements VmStateSink
             staging = null;
             if (base != null)
             {
-                base.close(false);
+                base.close();
             }
             base = null; // pages already written stay; the image was marked not resumable before the first
             stagingId = -1;
