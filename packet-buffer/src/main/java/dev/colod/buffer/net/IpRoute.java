@@ -35,6 +35,19 @@ public final class IpRoute
         return run("tc", args);
     }
 
+    /** {@code ethtool} in this namespace (device offloads). */
+    public String ethtool(final String... args) throws IOException
+    {
+        final List<String> cmd = new ArrayList<>();
+        if (netns != null)
+        {
+            cmd.addAll(List.of("ip", "netns", "exec", netns));
+        }
+        cmd.add("ethtool");
+        cmd.addAll(Arrays.asList(args));
+        return exec(cmd);
+    }
+
     /** Like {@link #ip} but a failure only returns null (for probing and best-effort cleanup). */
     public String ipQuiet(final String... args)
     {

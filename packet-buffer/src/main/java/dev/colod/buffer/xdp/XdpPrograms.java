@@ -20,6 +20,7 @@ public final class XdpPrograms
     public static final int XDP_DROP = 1;
     public static final int XDP_PASS = 2;
     public static final int XDP_REDIRECT = 4;
+    static final int HELPER_REDIRECT = 23;
     static final int HELPER_REDIRECT_MAP = 51;
     static final int XDP_MD_RX_QUEUE_INDEX = 16;
 
@@ -49,5 +50,22 @@ public final class XdpPrograms
         p.add(call(HELPER_REDIRECT_MAP));             // r0 = bpf_redirect_map(r1, r2, r3)
         p.add(exit());                                // return r0
         return p.stream().mapToLong(Long::longValue).toArray();
+    }
+
+    /**
+     * Inbound, on the uplink veth (frames from the bridge): straight on to the VM's tap in the kernel, never held.
+     * <pre>
+     * int inbound(struct xdp_md *ctx) {
+     *     return bpf_redirect(VM_TAP_IFINDEX, 0);
+     * }
+     * </pre>
+     */
+    public static long[] redirectInbound(final int vmTapIfindex)
+    {
+        return new long[]{
+            movImm(1, vmTapIfindex),   // r1 = the VM tap's ifindex
+            movImm(2, 0),              // r2 = flags 0
+            call(HELPER_REDIRECT),     // r0 = bpf_redirect(r1, r2): XDP_REDIRECT
+            exit()};                   // return r0
     }
 }

@@ -304,7 +304,13 @@ public final class XskSocket implements AutoCloseable
     /** Received frames: calls {@code out} with each one's UMEM address and length; returns how many. */
     public int receive(final FrameSink out)
     {
-        final int n = rx.producer() - rxConsumer;
+        return receive(Integer.MAX_VALUE, out);
+    }
+
+    /** At most {@code max} received frames, as above; the rest stay in the RX ring. */
+    public int receive(final int max, final FrameSink out)
+    {
+        final int n = Math.min(max, rx.producer() - rxConsumer);
         for (int i = 0; i < n; i++)
         {
             final int s = rx.slot(rxConsumer + i);
@@ -319,6 +325,12 @@ public final class XskSocket implements AutoCloseable
     public interface FrameSink
     {
         void frame(long addr, int len);
+    }
+
+    /** Frames published to the TX ring that the kernel has not taken yet. */
+    public int txPending()
+    {
+        return txProducer - tx.consumer();
     }
 
     /** Free TX slots now. */
