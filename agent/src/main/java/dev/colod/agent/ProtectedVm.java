@@ -10,6 +10,8 @@ import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.agent.vm.WriteTrackingPreload;
 import dev.colod.buffer.EpochLedger;
+import dev.colod.buffer.xdp.XdpBackend;
+import dev.colod.buffer.xdp.XdpPlumbing;
 import dev.colod.buffer.TapBackend;
 import dev.colod.buffer.VmOutputCommit;
 import dev.colod.buffer.net.NicPlumbing;
@@ -104,7 +106,7 @@ public final class ProtectedVm implements AutoCloseable
             vm.fenced = Path.of(config.stateDir).resolve(v.name).resolve("fenced");
             final VmSpec spec = new VmSpec(v.name, v.memoryMib, v.vcpus, v.kernel == null ? null : Path.of(v.kernel),
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
-                v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac)).toList(), v.accel.name().toLowerCase(),
+                v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac, n.buffer == ColodConfig.Buffer.XDP)).toList(), v.accel.name().toLowerCase(),
                 Path.of(config.ramDir), v.extraArgs, v.disk == null ? null : Path.of(v.disk.image)).check();
             final InetSocketAddress peer = address(v.peer);
             // with listen set, roles follow the VM: the role recorded here wins over the configured one
@@ -430,7 +432,13 @@ public final class ProtectedVm implements AutoCloseable
         final IoEventLoop loop, final EpochLedger.Mode initial) throws Exception
     {
         final EpochLedger ledger;
-        if (n.buffer == ColodConfig.Buffer.NFQUEUE)
+        if (n.buffer == ColodConfig.Buffer.XDP)
+        {
+            final XdpPlumbing plumbing = XdpPlumbing.install(n.tap, n.bridge, v.netns, plumbingDir);
+            closers.add(plumbing);
+            ledger = EpochLedger.open(n.tap, loop, n.limits(), XdpBackend.on(plumbing), initial);
+        }
+        else if (n.buffer == ColodConfig.Buffer.NFQUEUE)
         {
             closers.add(NfqueueRules.install(n.tap, n.queueNum, v.name, v.netns, plumbingDir));
             ledger = EpochLedger.open(n.tap, loop, n.limits(), NfqueueBackend.on(n.queueNum, n.failOpen, v.netns), initial);

@@ -134,6 +134,8 @@ public final class TwoHostLab
         private int diskMiB;
         /** Replication without TLS (benchmarks that separate the link's crypto from the rest). */
         private boolean plaintext;
+        /** The output-commit backend of the VM's NIC. */
+        private ColodConfig.Buffer buffer = ColodConfig.Buffer.TAP;
         private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
         private LocalEtcd etcd;
 
@@ -350,6 +352,13 @@ public final class TwoHostLab
             return this;
         }
 
+        /** The VM NIC's output-commit backend ({@code buffer:}); before the VM boots. */
+        public Lab buffer(final ColodConfig.Buffer b)
+        {
+            buffer = b;
+            return this;
+        }
+
         /** The replication link without TLS ({@code insecure: true}), for benchmarks; before the VM boots. */
         public Lab plaintext()
         {
@@ -415,6 +424,7 @@ public final class TwoHostLab
                 "      - tap: vt0",
                 "        mac: 52:54:00:c0:10:01",
                 "        bridge: br0",
+                "        buffer: " + buffer.name().toLowerCase(),
                 "");
         }
 

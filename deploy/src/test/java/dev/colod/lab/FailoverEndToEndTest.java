@@ -285,6 +285,34 @@ class FailoverEndToEndTest
     }
 
     @Test
+    void theXdpBackendHoldsTheRealGuestsOutputInItsUmemThroughAFailover() throws Exception
+    {
+        try (Lab rig = new Lab(GUEST).buffer(dev.colod.agent.config.ColodConfig.Buffer.XDP))
+        {
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200);
+            rig.bootPrimary(how);
+            rig.protect(how);
+            try (Client client = new Client(rig.cli))
+            {
+                while (client.values().size() < 5)
+                {
+                    Thread.sleep(20);
+                }
+                final long held = rig.nic().releasedFrames();
+                final long killedAt = System.nanoTime();
+                rig.killPrimary();
+                awaitFailover(rig);
+                awaitAnswers(client, killedAt);
+                client.close();
+                System.out.printf("xdp backend: %d frames held and released before the kill; values %s%n", held,
+                    client.values());
+                assertThat(held).as("frames held in the UMEM and released").isPositive();
+                assertStrictlyIncreasing(client.values());
+            }
+        }
+    }
+
+    @Test
     void aPrimaryWhoseQemuDiesHandsTheVmToItsSecondary() throws Exception
     {
         try (Lab rig = new Lab(GUEST))

@@ -62,6 +62,15 @@ public final class NicLoop
         loop.execute(r);
     }
 
+    /** Runs {@code r} on the loop after {@code delayNs}. */
+    public void schedule(final Runnable r, final long delayNs)
+    {
+        if (!loop.isShuttingDown())
+        {
+            loop.schedule(r, delayNs, TimeUnit.NANOSECONDS);
+        }
+    }
+
     public boolean isShuttingDown()
     {
         return loop.isShuttingDown();

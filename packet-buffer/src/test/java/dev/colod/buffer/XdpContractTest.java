@@ -6,7 +6,18 @@ import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.EpollIoHandler;
 
+import dev.colod.buffer.net.IpRoute;
+import dev.colod.buffer.net.NicPlumbing;
+import org.junit.jupiter.api.Test;
+
+import java.net.DatagramPacket;
+import java.net.DatagramSocket;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.SocketTimeoutException;
 import java.util.concurrent.TimeUnit;
+
+import static org.assertj.core.api.Assertions.assertThat;
 
 /** The output-commit contract on the XDP backend: XDP hold program, AF_XDP rings, release through a veth. */
 class XdpContractTest extends OutputCommitContract
@@ -22,5 +33,53 @@ class XdpContractTest extends OutputCommitContract
         final XdpPlumbing p = XdpPlumbing.install("vmA", null, lab.host, runDir);
         final EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(), limits, XdpBackend.on(p));
         return installed(nic, p, () -> group.shutdownGracefully(0, 1, TimeUnit.SECONDS));
+    }
+
+    @Test
+    void withTheAgentDeadTheGuestsEgressIsDroppedAndRecoveryPutsTheHostBack() throws Exception
+    {
+        try (NetnsLab lab = new NetnsLab(true))
+        {
+            new IpRoute(lab.guest).ethtool("-K", "vmB", "gro", "on", "tx", "off");
+            final MultiThreadIoEventLoopGroup group = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
+            final XdpPlumbing p = XdpPlumbing.install("vmA", null, lab.host, runDir);
+            final EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(), new BufferLimits().conclude(),
+                XdpBackend.on(p));
+            final DatagramSocket guest = lab.in(lab.guest, () -> new DatagramSocket(
+                new InetSocketAddress(InetAddress.getByName(NetnsLab.GUEST_IP), 7000)));
+            final DatagramSocket client = lab.in(lab.client, () -> new DatagramSocket(
+                new InetSocketAddress(InetAddress.getByName(NetnsLab.CLIENT_IP), 9000)));
+            client.setSoTimeout(500);
+            nic.hold(1);
+            guest.send(new DatagramPacket(new byte[64], 64, InetAddress.getByName(NetnsLab.CLIENT_IP), 9000));
+            org.awaitility.Awaitility.await().until(() -> nic.stats().heldFrames() == 1);
+            // the agent dies: the kernel closes its descriptors (sockets, programs, links); devices stay
+            nic.backend().close();
+            p.abandon();
+            group.shutdownGracefully(0, 1, TimeUnit.SECONDS).syncUninterruptibly();
+            for (int i = 0; i < 5; i++)
+            {
+                guest.send(new DatagramPacket(new byte[64], 64, InetAddress.getByName(NetnsLab.CLIENT_IP), 9000));
+            }
+            try
+            {
+                client.receive(new DatagramPacket(new byte[128], 128));
+                throw new AssertionError("a frame left while the agent was dead");
+            }
+            catch (final SocketTimeoutException expected)
+            {
+                // dropped: no program, and the VM tap is on no bridge
+            }
+            assertThat(new IpRoute(lab.host).ip("-o", "link", "show", "dev", "vmA")).doesNotContain("master");
+
+            assertThat(NicPlumbing.recover(runDir)).contains("deleted stale agent tap " + XdpPlumbing.uplinkName("vmA"))
+                .contains("put vmA back on bridge br0");
+            assertThat(new IpRoute(lab.host).ip("-o", "link", "show", "dev", "vmA")).contains("master br0");
+            guest.send(new DatagramPacket(new byte[64], 64, InetAddress.getByName(NetnsLab.CLIENT_IP), 9000));
+            client.setSoTimeout(3_000);
+            client.receive(new DatagramPacket(new byte[128], 128)); // the host is as it was: the bridge forwards
+            guest.close();
+            client.close();
+        }
     }
 }

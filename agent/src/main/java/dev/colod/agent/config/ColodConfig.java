@@ -70,7 +70,9 @@ public final class ColodConfig
         /** Agent taps and tc: frames held in colod. */
         TAP,
         /** iptables NFQUEUE: frames held in the kernel. */
-        NFQUEUE
+        NFQUEUE,
+        /** XDP + AF_XDP: frames held in a UMEM shared with the kernel, no system call per held frame. */
+        XDP
     }
 
     @JsonProperty("runtime-dir")

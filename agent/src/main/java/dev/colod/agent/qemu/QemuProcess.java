@@ -89,7 +89,8 @@ public final class QemuProcess implements AutoCloseable
         int i = 0;
         for (final VmSpec.Nic n : spec.nics())
         {
-            cmd.addAll(List.of("-netdev", "tap,id=net" + i + ",ifname=" + n.tap() + ",script=no,downscript=no",
+            cmd.addAll(List.of("-netdev", "tap,id=net" + i + ",ifname=" + n.tap() + ",script=no,downscript=no" +
+                    (n.plainFrames() ? ",vnet_hdr=off" : ""),
                 "-device", "virtio-net-pci,netdev=net" + i + ",mac=" + n.mac() + ",romfile="));
             i++;
         }

@@ -27,8 +27,18 @@ public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path in
     /** The block node of the guest's disk (raw format over the image file): its dirty bitmaps are the replication's. */
     public static final String DISK_NODE = "colod-disk";
 
-    public record Nic(String tap, String mac)
+    /**
+     * @param tap         the host tap's name
+     * @param mac         the guest's MAC
+     * @param plainFrames QEMU writes plain Ethernet frames to the tap ({@code vnet_hdr=off}: no checksum or
+     *                    segmentation offload, every frame at most the MTU): what XDP on the tap needs
+     */
+    public record Nic(String tap, String mac, boolean plainFrames)
     {
+        public Nic(final String tap, final String mac)
+        {
+            this(tap, mac, false);
+        }
     }
 
     private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");

@@ -4,6 +4,8 @@ import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.VmOutputCommit;
 import dev.colod.buffer.TapBackend;
+import dev.colod.buffer.xdp.XdpBackend;
+import dev.colod.buffer.xdp.XdpPlumbing;
 import dev.colod.buffer.bench.TapBench;
 import dev.colod.buffer.net.IpRoute;
 import dev.colod.buffer.net.NicPlumbing;
@@ -24,7 +26,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * Both output-commit backends and the kernel bridge alone, side by side in one run inside a namespace it
+ * The three output-commit backends and the kernel bridge alone, side by side in one run inside a namespace it
  * creates: frames per second and process CPU per frame for 64 B and 1500 B IPv4/UDP frames with a release
  * every 25 ms, and the release latency of a 10 000-frame epoch (release call to the last frame at the sink).
  * Run as root: {@code mvn -q -pl netfilter exec:java -Dexec.classpathScope=test
@@ -63,7 +65,7 @@ public final class BackendBench
             System.out.printf(Locale.ROOT, "# output-commit backends, %.0f s per point, %s, %d CPUs%n", seconds,
                 Runtime.version(), Runtime.getRuntime().availableProcessors());
             final IoEventLoop loop = (IoEventLoop)agent.next();
-            final String[] names = {"kernel bridge", "NFQUEUE", "TAP"};
+            final String[] names = {"kernel bridge", "NFQUEUE", "TAP", "XDP"};
             final Install[] installs = {
                 () -> new Object[]{null, null},
                 () ->
@@ -78,6 +80,12 @@ public final class BackendBench
                     return new Object[]{p, EpochLedger.open("bvm0", loop,
                         new BufferLimits().maxFrames(65_536).maxBytes(256L << 20).conclude(),
                         TapBackend.on(p.guestTap(), p.uplinkTap()))};
+                },
+                () ->
+                {
+                    final XdpPlumbing p = XdpPlumbing.install("bvm0", "br0", NS, run);
+                    return new Object[]{p, EpochLedger.open("bvm0", loop,
+                        new BufferLimits().maxFrames(65_536).maxBytes(256L << 20).conclude(), XdpBackend.on(p))};
                 }};
             for (int b = 0; b < names.length; b++)
             {
@@ -93,9 +101,18 @@ public final class BackendBench
                     final long cpu0 = cpu();
                     final long r0 = received.get();
                     final double fps = TapBench.blast(vm, size, seconds, received, out);
-                    final double cpuPerFrame = (cpu() - cpu0) / (double)Math.max(1, received.get() - r0);
-                    System.out.printf(Locale.ROOT, "%-13s %4d B: %9.0f frames/s, %6.0f ns process CPU per frame%n", names[b],
-                        size, fps, cpuPerFrame);
+                    final long frames = Math.max(1, received.get() - r0);
+                    final double cpuPerFrame = (cpu() - cpu0) / (double)frames;
+                    String calls = "";
+                    if (nic != null && nic.backend() instanceof XdpBackend x)
+                    {
+                        calls = String.format(Locale.ROOT, "; system calls per frame: %.4f to hold (epoll wake-ups), %.4f" +
+                            " to release (sendto kicks); kernel drops %s, colod drops %d", (double)x.wakeups() / frames,
+                            (double)x.kicks() / frames, x.kernelDrops(), nic.stats().droppedTotal());
+                        x.resetCallCounts();
+                    }
+                    System.out.printf(Locale.ROOT, "%-13s %4d B: %9.0f frames/s, %6.0f ns process CPU per frame%s%n",
+                        names[b], size, fps, cpuPerFrame, calls);
                 }
                 try
                 {

@@ -27,6 +27,7 @@ public final class XdpBackend implements Backend
     private static final Logger LOG = LoggerFactory.getLogger(XdpBackend.class);
     static final int CHUNK = 2048;
     static final int RING = 2048;
+    private static final long STUCK_NS = 100_000_000L;
 
     private final EpochLedger ledger;
     private final String name;
@@ -46,6 +47,11 @@ public final class XdpBackend implements Backend
     private long heldBytes;
     private boolean stalled;
     private boolean kickPending;
+    private volatile long wakeups;
+    private static final long HOLD_POLL_NS = 1_000_000L;
+    private final Runnable pollWhileHolding = this::pollHolding;
+    private boolean polling;
+    private boolean closed;
     private final IoRegistration reg;
     private final XskSocket.FrameSink onFrame = this::frame;
     private final java.util.function.LongConsumer recycle = this::recycle;
@@ -80,6 +86,16 @@ public final class XdpBackend implements Backend
         }
         this.guest = g;
         this.uplink = u;
+        try
+        {
+            // room for every chunk of the UMEM in flight at once: a release is never refused for want of it
+            uplink.sendBuffer((int)Math.min(Integer.MAX_VALUE / 2, (long)chunks * 4096));
+        }
+        catch (final IOException ex)
+        {
+            closeSockets();
+            throw ex;
+        }
         this.free = new long[chunks];
         for (int i = 0; i < chunks; i++)
         {
@@ -127,7 +143,42 @@ public final class XdpBackend implements Backend
         free[freeCount++] = addr;
     }
 
+    /**
+     * epoll says frames are in the RX ring. While holding, nothing needs them before the next seal, so the socket
+     * leaves epoll and a timer takes them every {@value #HOLD_POLL_NS} ns instead: no system call per frame, one
+     * timer per millisecond. Passing through, every wake-up is served at once.
+     */
     private void onReadable()
+    {
+        wakeups++;
+        take();
+        if (ledger.mode() == EpochLedger.Mode.HOLD && polling == false && !closed)
+        {
+            polling = true;
+            reg.submit(io.netty.channel.epoll.EpollIoOps.EPOLLERR); // EPOLLIN off (EPOLLERR: see TapBackend)
+            ledger.loop().schedule(pollWhileHolding, HOLD_POLL_NS);
+        }
+    }
+
+    private void pollHolding()
+    {
+        if (closed)
+        {
+            return;
+        }
+        take();
+        if (ledger.mode() == EpochLedger.Mode.HOLD)
+        {
+            ledger.loop().schedule(pollWhileHolding, HOLD_POLL_NS);
+            return;
+        }
+        polling = false;
+        reg.submit(io.netty.channel.epoll.EpollIoOps.EPOLLIN);
+        take(); // what came between the last look and epoll's return
+    }
+
+    /** Takes what the RX ring holds (unless backpressure stalled it), refills, and sends what passes. */
+    private void take()
     {
         uplink.completed(recycle);
         if (stalled)
@@ -228,15 +279,36 @@ public final class XdpBackend implements Backend
         kickPending = false;
         try
         {
-            int spins = 0;
-            do
+            long stuckSince = 0;
+            while (true)
             {
                 final int before = uplink.txPending();
                 uplink.kick();
                 uplink.completed(recycle);
-                spins = uplink.txPending() < before ? 0 : spins + 1;
+                final int left = uplink.txPending();
+                if (left == 0)
+                {
+                    break;
+                }
+                if (left < before)
+                {
+                    stuckSince = 0;
+                    continue;
+                }
+                // the kernel took nothing: frames still in flight downstream hold its budget; wait for them a while
+                final long now = System.nanoTime();
+                if (stuckSince == 0)
+                {
+                    stuckSince = now;
+                }
+                else if (now - stuckSince > STUCK_NS)
+                {
+                    LOG.warn("nic={} the kernel took no frame from {}'s TX ring for {} ms ({} waiting)", name,
+                        plumbing.uplink, STUCK_NS / 1_000_000, left);
+                    break;
+                }
+                Thread.yield();
             }
-            while (uplink.txPending() > 0 && spins < 1000);
         }
         catch (final IOException ex)
         {
@@ -247,7 +319,7 @@ public final class XdpBackend implements Backend
     @Override
     public long mark()
     {
-        onReadable(); // frames the kernel already delivered belong to the epoch being sealed
+        take(); // frames the kernel already delivered belong to the epoch being sealed
         return heldTail;
     }
 
@@ -312,7 +384,7 @@ public final class XdpBackend implements Backend
         if (stalled)
         {
             stalled = false;
-            ledger.loop().post(this::onReadable); // frames waiting in the RX ring: epoll will not say so again
+            ledger.loop().post(this::take); // frames waiting in the RX ring: epoll will not say so again
         }
     }
 
@@ -338,9 +410,33 @@ public final class XdpBackend implements Backend
         return uplink.kicks;
     }
 
+    /** Times the loop woke for the socket (each an epoll_wait return; frames are then taken without calls). */
+    public long wakeups()
+    {
+        return wakeups;
+    }
+
+    /** Starts {@link #kicks} and {@link #wakeups} from 0 (benchmarks; the counts are read racily). */
+    public void resetCallCounts()
+    {
+        ledger.loop().call(() ->
+        {
+            uplink.kicks = 0;
+            wakeups = 0;
+        });
+    }
+
     @Override
     public void close()
     {
+        try
+        {
+            ledger.loop().call(() -> closed = true);
+        }
+        catch (final RuntimeException ex)
+        {
+            closed = true; // the loop is gone: nothing of ours runs on it any more
+        }
         ledger.loop().cancel(reg);
         closeSockets();
     }

@@ -233,6 +233,19 @@ public final class XdpPlumbing implements AutoCloseable
         }
     }
 
+    /**
+     * What the kernel does when this process dies: its BPF descriptors close (the programs detach), the devices
+     * and the state file stay as they are. For tests of crash behaviour and recovery.
+     */
+    public void abandon()
+    {
+        closed = true;
+        for (final int fd : new int[]{holdLink, inboundLink, holdProg, inboundProg, xskMap})
+        {
+            closeQuietly(fd);
+        }
+    }
+
     /** Puts the host back: programs detached, veth pair gone, the VM tap back on its bridge. */
     @Override
     public void close()

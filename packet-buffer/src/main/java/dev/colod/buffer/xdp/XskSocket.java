@@ -32,6 +32,8 @@ public final class XskSocket implements AutoCloseable
     private static final int AF_XDP = 44;
     private static final int SOCK_RAW = 3;
     private static final int SOL_XDP = 283;
+    private static final int SOL_SOCKET = 1;
+    private static final int SO_SNDBUFFORCE = 32;
     private static final int XDP_MMAP_OFFSETS = 1;
     private static final int XDP_RX_RING = 2;
     private static final int XDP_TX_RING = 3;
@@ -270,6 +272,21 @@ public final class XskSocket implements AutoCloseable
         {
             close(fd);
             throw ex;
+        }
+    }
+
+    /**
+     * The socket's send buffer, forced past the system limit (CAP_NET_ADMIN): in copy mode every frame in flight
+     * on the way out is charged to it, and a full one makes the kernel refuse to send (EAGAIN) until earlier
+     * frames are freed downstream.
+     */
+    public void sendBuffer(final int bytes) throws IOException
+    {
+        final Memory v = new Memory(4);
+        v.setInt(0, bytes);
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, v, 4) != 0)
+        {
+            throw new IOException("setsockopt(SO_SNDBUFFORCE " + bytes + ") for " + where + ": " + LibC.lastError());
         }
     }
 
