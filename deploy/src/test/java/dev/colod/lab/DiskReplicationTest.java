@@ -134,15 +134,7 @@ class DiskReplicationTest
             rig.protect(how);
             try (Client client = new Client(rig.cli, "/cgi-bin/disk"))
             {
-                while (client.values().size() < 5)
-                {
-                    Thread.sleep(20);
-                }
-                final long killedAt = System.nanoTime();
-                rig.killPrimary();
-                awaitFailover(rig);
-                awaitAnswers(client, killedAt);
-                client.close();
+                FailoverEndToEndTest.killPrimaryAfter(rig, client, 5);
                 final List<Client.Reading> readings = client.readings();
                 System.out.println("disk NOT replicated (control): answers " +
                     readings.stream().map(Client.Reading::body).toList());

@@ -299,11 +299,7 @@ class FailoverEndToEndTest
                     Thread.sleep(20);
                 }
                 final long held = rig.nic().releasedFrames();
-                final long killedAt = System.nanoTime();
-                rig.killPrimary();
-                awaitFailover(rig);
-                awaitAnswers(client, killedAt);
-                client.close();
+                killPrimaryAfter(rig, client, 5);
                 System.out.printf("xdp backend: %d frames held and released before the kill; values %s%n", held,
                     client.values());
                 assertThat(held).as("frames held in the UMEM and released").isPositive();
@@ -353,15 +349,7 @@ class FailoverEndToEndTest
                 .isLessThan(ramPages / 8);
             try (Client client = new Client(rig.cli))
             {
-                while (client.values().size() < 4)
-                {
-                    Thread.sleep(20);
-                }
-                final long killedAt = System.nanoTime();
-                rig.killPrimary();
-                awaitFailover(rig);
-                awaitAnswers(client, killedAt);
-                client.close();
+                killPrimaryAfter(rig, client, 4);
                 System.out.printf("4 GiB: base synchronised live in %d ms, largest paused checkpoint %d pages of %d, " +
                         "pause p50 %.1f ms p99 %.1f ms; values %s%n",
                     rig.primary().counters().baseSyncMicros.getMaxValue() / 1000, rig.stateSource().dirtyPages.getMaxValue(),
@@ -411,6 +399,24 @@ class FailoverEndToEndTest
                     .isTrue();
             }
         }
+    }
+
+    /**
+     * Once the client has {@code answers} answers: the primary host dies; waits for the failover and for the
+     * client to be served again, then closes the client. Returns the secondary's failover event.
+     */
+    static ExitEvent killPrimaryAfter(final Lab rig, final Client client, final int answers) throws Exception
+    {
+        while (client.values().size() < answers)
+        {
+            Thread.sleep(20);
+        }
+        final long killedAt = System.nanoTime();
+        rig.killPrimary();
+        final ExitEvent e = awaitFailover(rig);
+        awaitAnswers(client, killedAt);
+        client.close();
+        return e;
     }
 
     /** The secondary's next exit event, which must be its failover. */

@@ -178,6 +178,10 @@ public final class QemuProcess implements AutoCloseable
         {
             expected.add("ifname=" + n.tap() + ",");
             expected.add("mac=" + n.mac());
+            if (n.plainFrames())
+            {
+                expected.add("ifname=" + n.tap() + ",script=no,downscript=no,vnet_hdr=off"); // buffer: xdp needs it
+            }
         }
         if (spec.disk() != null)
         {

@@ -56,16 +56,18 @@ public final class NicPlumbing implements AutoCloseable
     /** Agent tap names derived from the VM tap's: at most 15 characters. */
     public static String guestTapName(final String vmTap)
     {
-        return trim("cg-" + vmTap);
+        return deviceName("cg-", vmTap);
     }
 
     public static String uplinkTapName(final String vmTap)
     {
-        return trim("cu-" + vmTap);
+        return deviceName("cu-", vmTap);
     }
 
-    private static String trim(final String s)
+    /** An agent device's name: {@code prefix} and the VM tap's, at most 15 characters (IFNAMSIZ). */
+    public static String deviceName(final String prefix, final String vmTap)
     {
+        final String s = prefix + vmTap;
         return s.length() <= 15 ? s : s.substring(0, 15);
     }
 

@@ -2,6 +2,7 @@ package dev.colod.buffer.xdp;
 
 import dev.colod.buffer.net.IpRoute;
 import dev.colod.buffer.net.Netns;
+import dev.colod.buffer.net.NicPlumbing;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -74,17 +75,12 @@ public final class XdpPlumbing implements AutoCloseable
 
     public static String uplinkName(final String vmTap)
     {
-        return trim("xu-" + vmTap);
+        return NicPlumbing.deviceName("xu-", vmTap);
     }
 
     public static String bridgePortName(final String vmTap)
     {
-        return trim("xb-" + vmTap);
-    }
-
-    private static String trim(final String s)
-    {
-        return s.length() <= 15 ? s : s.substring(0, 15);
+        return NicPlumbing.deviceName("xb-", vmTap);
     }
 
     /** The interface index of {@code dev} in {@code net}'s namespace. */
