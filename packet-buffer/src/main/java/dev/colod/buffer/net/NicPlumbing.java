@@ -78,31 +78,13 @@ public final class NicPlumbing implements AutoCloseable
     public static NicPlumbing install(final String vmTap, final String bridge, final String netns, final Path runDir)
         throws IOException
     {
-        final IpRoute net = new IpRoute(netns);
-        final String link = net.ip("-o", "link", "show", "dev", vmTap);
-        final Matcher mtu = MTU.matcher(link);
-        final int mtuValue = mtu.find() ? Integer.parseInt(mtu.group(1)) : 1500;
-        final Matcher master = MASTER.matcher(link);
-        final String br = bridge != null ? bridge : master.find() ? master.group(1) : null;
-        if (br == null)
-        {
-            throw new IOException("vm tap " + vmTap + (netns == null ? "" : " in netns " + netns) +
-                " is on no bridge and none is configured: where should its traffic go?");
-        }
-        Files.createDirectories(runDir);
-        final Path state = runDir.resolve("plumbing-" + vmTap + ".state");
+        final Site site = locate(vmTap, bridge, netns);
+        final IpRoute net = site.net();
+        final int mtuValue = site.mtu();
+        final String br = site.bridge();
         final String g = guestTapName(vmTap);
         final String u = uplinkTapName(vmTap);
-        final Properties p = new Properties();
-        p.setProperty("netns", netns == null ? "" : netns);
-        p.setProperty("vm-tap", vmTap);
-        p.setProperty("bridge", br);
-        p.setProperty("guest-tap", g);
-        p.setProperty("uplink-tap", u);
-        try (Writer w = Files.newBufferedWriter(state))
-        {
-            p.store(w, "colod NIC plumbing; removed on clean stop, undone by recovery after a crash");
-        }
+        final Path state = writeState(runDir, site, vmTap, java.util.Map.of("guest-tap", g, "uplink-tap", u));
 
         TapDevice gt = null;
         TapDevice ut = null;
@@ -144,6 +126,51 @@ public final class NicPlumbing implements AutoCloseable
             Files.deleteIfExists(state);
             throw new IOException("setting up output commit on " + vmTap + " failed: " + ex.getMessage(), ex);
         }
+    }
+
+    /** Where a VM tap is: its namespace, its MTU, and the bridge its traffic goes to. */
+    public record Site(IpRoute net, int mtu, String bridge)
+    {
+    }
+
+    /**
+     * The VM tap {@code vmTap} in {@code netns} (null: this process's): its MTU and {@code bridge}, or its current
+     * master when that is null; refused when it has neither.
+     */
+    public static Site locate(final String vmTap, final String bridge, final String netns) throws IOException
+    {
+        final IpRoute net = new IpRoute(netns);
+        final String link = net.ip("-o", "link", "show", "dev", vmTap);
+        final Matcher mtu = MTU.matcher(link);
+        final Matcher master = MASTER.matcher(link);
+        final String br = bridge != null ? bridge : master.find() ? master.group(1) : null;
+        if (br == null)
+        {
+            throw new IOException("vm tap " + vmTap + (netns == null ? "" : " in netns " + netns) +
+                " is on no bridge and none is configured: where should its traffic go?");
+        }
+        return new Site(net, mtu.find() ? Integer.parseInt(mtu.group(1)) : 1500, br);
+    }
+
+    /**
+     * Writes the state file {@link #recover} reads, before anything changes: namespace, VM tap, bridge, and the
+     * agent devices in {@code devices} ({@code guest-tap}, {@code uplink-tap}: deleted by recovery).
+     */
+    public static Path writeState(final Path runDir, final Site site, final String vmTap,
+        final java.util.Map<String, String> devices) throws IOException
+    {
+        Files.createDirectories(runDir);
+        final Path state = runDir.resolve("plumbing-" + vmTap + ".state");
+        final Properties p = new Properties();
+        p.setProperty("netns", site.net().netns() == null ? "" : site.net().netns());
+        p.setProperty("vm-tap", vmTap);
+        p.setProperty("bridge", site.bridge());
+        devices.forEach(p::setProperty);
+        try (Writer w = Files.newBufferedWriter(state))
+        {
+            p.store(w, "colod NIC plumbing; removed on clean stop, undone by recovery after a crash");
+        }
+        return state;
     }
 
     private static void redirect(final IpRoute net, final String from, final String to) throws IOException

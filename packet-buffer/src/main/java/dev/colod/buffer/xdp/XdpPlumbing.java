@@ -7,12 +7,8 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
-import java.io.Writer;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.Properties;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 /**
  * Puts the XDP data path on one VM NIC (docs/ARCHITECTURE.md, "Data path (XDP backend)"):
@@ -29,8 +25,6 @@ import java.util.regex.Pattern;
 public final class XdpPlumbing implements AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(XdpPlumbing.class);
-    private static final Pattern MTU = Pattern.compile("\\bmtu (\\d+)");
-    private static final Pattern MASTER = Pattern.compile("\\bmaster (\\S+)");
     /** The UMEM's chunk: a frame of up to this size minus the kernel's headroom fits; MTU 1500 does. */
     public static final int MAX_MTU = 1500;
 
@@ -96,36 +90,19 @@ public final class XdpPlumbing implements AutoCloseable
     public static XdpPlumbing install(final String vmTap, final String bridge, final String netns, final Path runDir)
         throws IOException
     {
-        final IpRoute net = new IpRoute(netns);
-        final String link = net.ip("-o", "link", "show", "dev", vmTap);
-        final Matcher mtu = MTU.matcher(link);
-        final int mtuValue = mtu.find() ? Integer.parseInt(mtu.group(1)) : 1500;
+        final NicPlumbing.Site site = NicPlumbing.locate(vmTap, bridge, netns);
+        final IpRoute net = site.net();
+        final int mtuValue = site.mtu();
+        final String br = site.bridge();
         if (mtuValue > MAX_MTU)
         {
             throw new IOException("vm tap " + vmTap + " has MTU " + mtuValue + "; the xdp backend carries frames of MTU " +
                 MAX_MTU + " at most (use buffer: tap for jumbo frames)");
         }
-        final Matcher master = MASTER.matcher(link);
-        final String br = bridge != null ? bridge : master.find() ? master.group(1) : null;
-        if (br == null)
-        {
-            throw new IOException("vm tap " + vmTap + (netns == null ? "" : " in netns " + netns) +
-                " is on no bridge and none is configured: where should its traffic go?");
-        }
         final String u = uplinkName(vmTap);
         final String b = bridgePortName(vmTap);
-        Files.createDirectories(runDir);
-        final Path state = runDir.resolve("plumbing-" + vmTap + ".state");
-        final Properties p = new Properties();
-        p.setProperty("netns", netns == null ? "" : netns);
-        p.setProperty("vm-tap", vmTap);
-        p.setProperty("bridge", br);
-        p.setProperty("uplink-tap", u); // deleting one end of the veth deletes both
-        p.setProperty("backend", "xdp");
-        try (Writer w = Files.newBufferedWriter(state))
-        {
-            p.store(w, "colod NIC plumbing (xdp); removed on clean stop, undone by recovery after a crash");
-        }
+        // deleting one end of the veth deletes both
+        final Path state = NicPlumbing.writeState(runDir, site, vmTap, java.util.Map.of("uplink-tap", u, "backend", "xdp"));
         final int[] fds = {-1, -1, -1, -1, -1, -1, -1};
         try
         {
