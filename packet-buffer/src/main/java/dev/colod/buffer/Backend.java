@@ -38,6 +38,18 @@ public interface Backend extends AutoCloseable
     /** Drops every held frame up to {@code mark}; none of them may ever leave. */
     void drop(long mark);
 
+    /** Frames and bytes the kernel took to the guest itself (never through the backend); read from any thread. */
+    record KernelInbound(long frames, long bytes)
+    {
+        public static final KernelInbound NONE = new KernelInbound(0, 0);
+    }
+
+    /** Inbound frames only the kernel sees (a backend whose inbound path is in the kernel); read from any thread. */
+    default KernelInbound kernelInbound()
+    {
+        return KernelInbound.NONE;
+    }
+
     /** Drops seen only by the kernel; read from any thread. */
     default KernelDrops kernelDrops()
     {

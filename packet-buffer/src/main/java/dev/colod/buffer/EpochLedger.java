@@ -358,10 +358,11 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         final long heldB = heldBytes;
         final long oldest = oldestNanos;
         final Backend.KernelDrops k = backend.kernelDrops();
+        final Backend.KernelInbound in = backend.kernelInbound();
         return new NicStats(nic, mode.label(), held, heldB,
             held == 0 || oldest == 0 ? 0 : Math.max(0, System.nanoTime() - oldest),
-            NicStats.withOpenEpoch(epochView, held, heldB), releasedFrames, releasedBytes, passedFrames, inboundFrames,
-            inboundBytes, dropped.get(Drop.LIMIT_FRAMES.ordinal()) + k.queueFull(), dropped.get(Drop.LIMIT_BYTES.ordinal()),
+            NicStats.withOpenEpoch(epochView, held, heldB), releasedFrames, releasedBytes, passedFrames,
+            inboundFrames + in.frames(), inboundBytes + in.bytes(), dropped.get(Drop.LIMIT_FRAMES.ordinal()) + k.queueFull(), dropped.get(Drop.LIMIT_BYTES.ordinal()),
             dropped.get(Drop.OVERSIZE.ordinal()), dropped.get(Drop.FENCED.ordinal()),
             dropped.get(Drop.WRITE_ERROR.ordinal()) + k.failed(), backpressureStalls, earlyCheckpointRequests);
     }

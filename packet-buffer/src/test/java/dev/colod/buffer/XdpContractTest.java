@@ -82,4 +82,27 @@ class XdpContractTest extends OutputCommitContract
             client.close();
         }
     }
+
+    @Test
+    void inboundFramesTheKernelRedirectsAreCountedByTheInboundProgram() throws Exception
+    {
+        try (NetnsLab lab = new NetnsLab(true); Installed b = install(lab, new BufferLimits().conclude()))
+        {
+            final DatagramSocket guest = lab.in(lab.guest, () -> new DatagramSocket(
+                new InetSocketAddress(InetAddress.getByName(NetnsLab.GUEST_IP), 7000)));
+            final DatagramSocket client = lab.in(lab.client, () -> new DatagramSocket(
+                new InetSocketAddress(InetAddress.getByName(NetnsLab.CLIENT_IP), 9000)));
+            guest.setSoTimeout(3_000);
+            final long before = b.nic().stats().inboundFrames();
+            for (int i = 0; i < 10; i++)
+            {
+                client.send(new DatagramPacket(new byte[100], 100, InetAddress.getByName(NetnsLab.GUEST_IP), 7000));
+                guest.receive(new DatagramPacket(new byte[200], 200));
+            }
+            assertThat(b.nic().stats().inboundFrames() - before).isGreaterThanOrEqualTo(10);
+            assertThat(b.nic().stats().inboundBytes()).isGreaterThanOrEqualTo(10 * (100 + 42));
+            guest.close();
+            client.close();
+        }
+    }
 }

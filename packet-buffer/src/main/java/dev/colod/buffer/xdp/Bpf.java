@@ -28,13 +28,14 @@ public final class Bpf
     private static final long SYS_BPF = 321;
     // uapi/linux/bpf.h: commands
     private static final int BPF_MAP_CREATE = 0;
+    private static final int BPF_MAP_LOOKUP_ELEM = 1;
     private static final int BPF_MAP_UPDATE_ELEM = 2;
     private static final int BPF_MAP_DELETE_ELEM = 3;
     private static final int BPF_PROG_LOAD = 5;
     private static final int BPF_LINK_CREATE = 28;
     // map and program types, attach types
     public static final int BPF_MAP_TYPE_XSKMAP = 17;
-    public static final int BPF_MAP_TYPE_DEVMAP = 14;
+    public static final int BPF_MAP_TYPE_ARRAY = 2;
     public static final int BPF_PROG_TYPE_XDP = 6;
     public static final int BPF_XDP = 37;
     // uapi/linux/if_link.h
@@ -80,6 +81,26 @@ public final class Bpf
         final byte[] n = name.getBytes(StandardCharsets.US_ASCII);
         a.write(28, n, 0, Math.min(15, n.length));
         return bpf(BPF_MAP_CREATE, a, "bpf(BPF_MAP_CREATE " + name + ")");
+    }
+
+    /** The {@code valueSize}-byte value at 4-byte {@code key}, as little-endian longs (an ARRAY map's counters). */
+    public static long[] mapLookupLongs(final int mapFd, final int key, final int valueSize) throws IOException
+    {
+        final Memory k = new Memory(4);
+        k.setInt(0, key);
+        final Memory v = new Memory(valueSize);
+        v.clear();
+        final Memory a = attr();
+        a.setInt(0, mapFd);
+        a.setLong(8, Pointer.nativeValue(k));
+        a.setLong(16, Pointer.nativeValue(v));
+        bpf(BPF_MAP_LOOKUP_ELEM, a, "bpf(BPF_MAP_LOOKUP_ELEM fd " + mapFd + " key " + key + ")");
+        final long[] out = new long[valueSize / 8];
+        for (int i = 0; i < out.length; i++)
+        {
+            out[i] = v.getLong(8L * i);
+        }
+        return out;
     }
 
     /** {@code map[key] = value} for a map of 4-byte keys and values (XSKMAP: queue index to AF_XDP socket). */
@@ -194,6 +215,12 @@ public final class Bpf
     {
         // classes, sizes, modes, ops (uapi/linux/bpf_common.h, bpf.h)
         static final int LDX = 0x01;
+        static final int ST = 0x02;
+        static final int STX = 0x03;
+        static final int ATOMIC = 0xc0;
+        static final int SUB = 0x10;
+        static final int ADD = 0x00;
+        static final int JEQ = 0x10;
         static final int ALU64 = 0x07;
         static final int JMP = 0x05;
         static final int LD = 0x00;
@@ -234,6 +261,36 @@ public final class Bpf
         public static long movReg(final int dst, final int src)
         {
             return raw(ALU64 | MOV | X, dst, src, 0, 0);
+        }
+
+        /** {@code dst -= src} (64-bit) */
+        public static long subReg(final int dst, final int src)
+        {
+            return raw(ALU64 | SUB | X, dst, src, 0, 0);
+        }
+
+        /** {@code dst += imm} (64-bit) */
+        public static long addImm(final int dst, final int imm)
+        {
+            return raw(ALU64 | ADD | K, dst, 0, 0, imm);
+        }
+
+        /** {@code *(u32 *)(dst + off) = imm} */
+        public static long storeWordImm(final int dst, final int off, final int imm)
+        {
+            return raw(ST | MEM | W, dst, 0, off, imm);
+        }
+
+        /** {@code if (dst == imm) skip the next {@code skip} instructions} */
+        public static long jumpIfEqual(final int dst, final int imm, final int skip)
+        {
+            return raw(JMP | JEQ | K, dst, 0, skip, imm);
+        }
+
+        /** {@code lock *(u64 *)(dst + off) += src} (atomic) */
+        public static long atomicAdd64(final int dst, final int off, final int src)
+        {
+            return raw(STX | ATOMIC | DW, dst, src, off, 0);
         }
 
         /** {@code dst = map} (the map's descriptor, resolved by the loader): two instruction slots. */

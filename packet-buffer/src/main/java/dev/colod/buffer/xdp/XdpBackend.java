@@ -404,6 +404,21 @@ public final class XdpBackend implements Backend
         }
     }
 
+    /** What the inbound program counted: every frame the kernel redirected to the guest. */
+    @Override
+    public KernelInbound kernelInbound()
+    {
+        try
+        {
+            final long[] c = plumbing.inbound();
+            return new KernelInbound(c[0], c[1]);
+        }
+        catch (final IOException ex)
+        {
+            return KernelInbound.NONE;
+        }
+    }
+
     /** System calls made to send (kicks), for the benchmark's "system calls per frame". */
     public long kicks()
     {

@@ -45,7 +45,8 @@ public final class XdpPlumbing implements AutoCloseable
     private final int inboundProg;
     private final int holdLink;
     private final int inboundLink;
-    private boolean closed;
+    private final int inboundCounters;
+    private volatile boolean closed;
 
     private XdpPlumbing(final String vmTap, final String bridge, final String netns, final IpRoute net,
         final Path stateFile, final int[] fds, final String mode) throws IOException
@@ -64,6 +65,7 @@ public final class XdpPlumbing implements AutoCloseable
         this.inboundProg = fds[4];
         this.holdLink = fds[5];
         this.inboundLink = fds[6];
+        this.inboundCounters = fds[7];
         this.mode = mode;
     }
 
@@ -103,7 +105,7 @@ public final class XdpPlumbing implements AutoCloseable
         final String b = bridgePortName(vmTap);
         // deleting one end of the veth deletes both
         final Path state = NicPlumbing.writeState(runDir, site, vmTap, java.util.Map.of("uplink-tap", u, "backend", "xdp"));
-        final int[] fds = {-1, -1, -1, -1, -1, -1, -1};
+        final int[] fds = {-1, -1, -1, -1, -1, -1, -1, -1};
         try
         {
             net.ipQuiet("link", "del", "dev", u); // a crashed agent's, if recovery did not run
@@ -123,8 +125,9 @@ public final class XdpPlumbing implements AutoCloseable
             fds[1] = ifindex(net, u);
             fds[2] = Bpf.mapCreate(Bpf.BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "colod_xsks");
             fds[3] = Bpf.progLoad(Bpf.BPF_PROG_TYPE_XDP, Bpf.BPF_XDP, "colod_hold", XdpPrograms.holdEgress(fds[2]));
+            fds[7] = Bpf.mapCreate(Bpf.BPF_MAP_TYPE_ARRAY, 4, 16, 1, "colod_inbound");
             fds[4] = Bpf.progLoad(Bpf.BPF_PROG_TYPE_XDP, Bpf.BPF_XDP, "colod_inbound",
-                XdpPrograms.redirectInbound(fds[0]));
+                XdpPrograms.redirectInbound(fds[0], fds[7]));
             final String[] mode = {"native"};
             fds[5] = attach(netns, fds[3], fds[0], vmTap, mode);
             fds[6] = attach(netns, fds[4], fds[1], u, mode);
@@ -170,6 +173,12 @@ public final class XdpPlumbing implements AutoCloseable
         }
     }
 
+    /** Frames and bytes the inbound program has redirected to the VM's tap so far. */
+    public long[] inbound() throws IOException
+    {
+        return closed ? new long[2] : Bpf.mapLookupLongs(inboundCounters, 0, 16);
+    }
+
     /** Runs {@code task} in {@code netns} (null: right here, in this process's namespace). */
     static <T> T in(final String netns, final java.util.concurrent.Callable<T> task) throws IOException
     {
@@ -213,7 +222,7 @@ public final class XdpPlumbing implements AutoCloseable
     public void abandon()
     {
         closed = true;
-        for (final int fd : new int[]{holdLink, inboundLink, holdProg, inboundProg, xskMap})
+        for (final int fd : new int[]{holdLink, inboundLink, holdProg, inboundProg, xskMap, inboundCounters})
         {
             closeQuietly(fd);
         }
@@ -228,7 +237,7 @@ public final class XdpPlumbing implements AutoCloseable
             return;
         }
         closed = true;
-        for (final int fd : new int[]{holdLink, inboundLink, holdProg, inboundProg, xskMap})
+        for (final int fd : new int[]{holdLink, inboundLink, holdProg, inboundProg, xskMap, inboundCounters})
         {
             closeQuietly(fd);
         }
