@@ -494,7 +494,7 @@ public final class TwoHostLab
         public void bootPrimary(final Protection how) throws Exception
         {
             outputCommit = how.outputCommit();
-            closers.add(() -> deleteTree(ramDir("primary"))); // after the VM is gone: closers run in reverse
+            closers.add(() -> deleteSettled(ramDir("primary"))); // after the VM is gone: closers run in reverse
             primary = open(config("primary", how, false),
                 new ProtectedVm.Hooks(transport("primary"), how.source(), i -> i, how.outputCommit()));
             closers.add(primary);
@@ -529,7 +529,7 @@ public final class TwoHostLab
         /** Starts the secondary host's colod and both engines, without waiting for protection. */
         public void startProtecting(final Protection how) throws Exception
         {
-            closers.add(() -> deleteTree(ramDir("secondary")));
+            closers.add(() -> deleteSettled(ramDir("secondary")));
             secondary = open(config("secondary", how, how.hotStandby()),
                 new ProtectedVm.Hooks(transport("secondary"), s -> s, how.sink(), true));
             closers.add(secondary);
@@ -833,6 +833,30 @@ public final class TwoHostLab
                     throw new IOException("GET " + path + ": " + reply.lines().findFirst().orElse("no answer"));
                 }
                 return reply.substring(reply.indexOf("\r\n\r\n") + 4);
+            }
+        }
+    }
+
+    /**
+     * Deletes {@code p} and, if something still being shut down wrote into it meanwhile (a standby commit in
+     * flight when its engine closed), again, for up to a second.
+     */
+    static void deleteSettled(final Path p)
+    {
+        for (int i = 0; i < 10 && Files.exists(p); i++)
+        {
+            deleteTree(p);
+            if (Files.exists(p))
+            {
+                try
+                {
+                    Thread.sleep(100);
+                }
+                catch (final InterruptedException ex)
+                {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
             }
         }
     }

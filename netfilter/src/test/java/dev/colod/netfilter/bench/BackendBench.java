@@ -119,6 +119,10 @@ public final class BackendBench
                     if (out != null)
                     {
                         releaseLatency(names[b], vm, nic, out, received);
+                        if (nic.backend() instanceof XdpBackend x)
+                        {
+                            holdOnly(vm, x, out);
+                        }
                     }
                 }
                 catch (final Exception ex)
@@ -150,6 +154,31 @@ public final class BackendBench
             Files.deleteIfExists(run);
         }
         System.exit(0);
+    }
+
+    /**
+     * XDP's way in alone: 2 s of 1500 B frames into a NIC that holds and never releases (past the limit the
+     * ledger drops them): process CPU per frame the backend took off the RX ring (generator's write, the hold
+     * program, the kernel's copy into the UMEM, colod's drain and the chunk's return).
+     */
+    private static void holdOnly(final TapDevice vm, final XdpBackend x, final VmOutputCommit out) throws Exception
+    {
+        out.seal(2_000_000);
+        final ByteBuffer f = TapBench.frame(1500, 0);
+        final long cpu0 = cpu();
+        final long taken0 = x.framesTaken();
+        final long t0 = System.nanoTime();
+        while (System.nanoTime() - t0 < 2_000_000_000L)
+        {
+            for (int i = 0; i < 64; i++)
+            {
+                vm.fd().write(f, 0, 1500);
+            }
+        }
+        Thread.sleep(20);
+        final long taken = x.framesTaken() - taken0;
+        System.out.printf(Locale.ROOT, "XDP           hold only (1500 B, never released): %9.0f frames/s taken, %6.0f ns " +
+            "process CPU per frame%n", taken / 2.0, (cpu() - cpu0) / (double)Math.max(1, taken));
     }
 
     private static long cpu()
