@@ -10,7 +10,7 @@ out="${1:-$here/../../build/guest}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 # bump when the guest changes, so cached guests are rebuilt
-version=4
+version=5
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$version" ] && [ "${FORCE:-0}" != 1 ]; then
   echo "guest already built in $out"; exit 0
 fi
@@ -95,6 +95,16 @@ cat > "$root/www/cgi-bin/disk" <<'CGI'
 # wrote there, kept in RAM (tmpfs). Answers "N D": the new value N and what the disk held before, D. When RAM and
 # disk belong to the same checkpoint, D is always N - 1.
 [ -b /dev/vda ] || { printf 'Status: 503\r\nContent-Type: text/plain\r\n\r\nno disk\n'; exit 0; }
+# one request at a time: after a failover the resumed guest may still be finishing a request whose client gave
+# up and asked again; two at once would read the disk and RAM between the other's two writes (a lock held by a
+# request that died is broken after 10 s)
+i=0
+while ! mkdir /tmp/dlock 2>/dev/null; do
+  i=$((i + 1))
+  [ $i -gt 500 ] && { rmdir /tmp/dlock; i=0; }
+  usleep 20000
+done
+trap 'rmdir /tmp/dlock' EXIT
 r=$(cat /tmp/dcount 2>/dev/null || echo 0)
 d=$(dd if=/dev/vda bs=4096 count=1 iflag=direct 2>/dev/null | tr -dc '0-9')
 n=$((r + 1))
