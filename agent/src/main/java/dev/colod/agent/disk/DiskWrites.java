@@ -76,27 +76,41 @@ public final class DiskWrites implements AutoCloseable
         }
         final QmpClient q = qemu.qmp();
         final Path sock = qemu.runDir().resolve("nbd.sock");
-        for (final JsonNode e : q.execute("query-block-exports", null, QemuProcess.QMP_TIMEOUT_MS))
+        final DiskWrites d = new DiskWrites(q, spec.name(), sock, spec.disk());
+        try
+        {
+            d.startServer();
+        }
+        catch (final IOException | RuntimeException ex)
+        {
+            d.image.close();
+            throw ex;
+        }
+        return d;
+    }
+
+    /** QEMU's NBD server on our socket, after removing what an earlier agent left (exports, server, bitmaps). */
+    private void startServer() throws IOException
+    {
+        for (final JsonNode e : qmp.execute("query-block-exports", null, QemuProcess.QMP_TIMEOUT_MS))
         {
             if (e.path("id").asText().startsWith(PREFIX))
             {
-                q.execute("block-export-del", Map.of("id", e.path("id").asText(), "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
+                deleteExport(e.path("id").asText());
             }
         }
         try
         {
-            q.execute("nbd-server-stop", null, QemuProcess.QMP_TIMEOUT_MS);
+            qmp.execute("nbd-server-stop", null, QemuProcess.QMP_TIMEOUT_MS);
         }
         catch (final IOException notRunning)
         {
             // the usual case: no server yet
         }
-        Files.deleteIfExists(sock);
-        q.execute("nbd-server-start", Map.of("addr", Map.of("type", "unix", "data", Map.of("path", sock.toString()))),
+        Files.deleteIfExists(socket);
+        qmp.execute("nbd-server-start", Map.of("addr", Map.of("type", "unix", "data", Map.of("path", socket.toString()))),
             QemuProcess.QMP_TIMEOUT_MS);
-        final DiskWrites d = new DiskWrites(q, spec.name(), sock, spec.disk());
-        d.removeOurBitmaps();
-        return d;
+        removeOurBitmaps();
     }
 
     public long diskBytes()
@@ -104,26 +118,42 @@ public final class DiskWrites implements AutoCloseable
         return diskBytes;
     }
 
-    private void removeOurBitmaps() throws IOException
+    /** The dirty bitmaps QEMU has on the disk's node (name, count, ...). */
+    private List<JsonNode> diskBitmaps() throws IOException
     {
+        final List<JsonNode> out = new ArrayList<>();
         for (final JsonNode n : qmp.execute("query-named-block-nodes", Map.of("flat", true), QemuProcess.QMP_TIMEOUT_MS))
         {
-            if (!VmSpec.DISK_NODE.equals(n.path("node-name").asText()))
+            if (VmSpec.DISK_NODE.equals(n.path("node-name").asText()))
             {
-                continue;
+                n.path("dirty-bitmaps").forEach(out::add);
             }
-            for (final JsonNode b : n.path("dirty-bitmaps"))
+        }
+        return out;
+    }
+
+    private void removeOurBitmaps() throws IOException
+    {
+        for (final JsonNode b : diskBitmaps())
+        {
+            final String name = b.path("name").asText();
+            if (name.startsWith(PREFIX))
             {
-                final String name = b.path("name").asText();
-                if (name.startsWith(PREFIX))
-                {
-                    qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", name),
-                        QemuProcess.QMP_TIMEOUT_MS);
-                }
+                removeBitmap(name);
             }
         }
         recording = null;
         frozenLeft = null;
+    }
+
+    private void removeBitmap(final String name) throws IOException
+    {
+        qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", name), QemuProcess.QMP_TIMEOUT_MS);
+    }
+
+    private void deleteExport(final String id) throws IOException
+    {
+        qmp.execute("block-export-del", Map.of("id", id, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
     }
 
     /**
@@ -133,20 +163,13 @@ public final class DiskWrites implements AutoCloseable
     public long writtenSinceCapture() throws IOException
     {
         final String r = recording;
-        if (r == null)
+        if (r != null)
         {
-            return 0;
-        }
-        for (final JsonNode n : qmp.execute("query-named-block-nodes", Map.of("flat", true), QemuProcess.QMP_TIMEOUT_MS))
-        {
-            if (VmSpec.DISK_NODE.equals(n.path("node-name").asText()))
+            for (final JsonNode b : diskBitmaps())
             {
-                for (final JsonNode b : n.path("dirty-bitmaps"))
+                if (r.equals(b.path("name").asText()))
                 {
-                    if (r.equals(b.path("name").asText()))
-                    {
-                        return b.path("count").asLong();
-                    }
+                    return b.path("count").asLong();
                 }
             }
         }
@@ -158,8 +181,7 @@ public final class DiskWrites implements AutoCloseable
     {
         if (recording != null)
         {
-            qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", recording),
-                QemuProcess.QMP_TIMEOUT_MS);
+            removeBitmap(recording);
             recording = null;
         }
         final String next = PREFIX + (++generation);
@@ -227,21 +249,9 @@ public final class DiskWrites implements AutoCloseable
             QemuProcess.QMP_TIMEOUT_MS);
         recording = next;
         frozenLeft = frozen;
-        final Extents dirty = new Extents();
+        addExport(frozen, List.of(frozen));
+        final Extents dirty = extents(frozen, "qemu:dirty-bitmap:" + frozen, flags -> (flags & NbdClient.STATE_DIRTY) != 0);
         copy.clear();
-        qmp.execute("block-export-add", Map.of("type", "nbd", "id", frozen, "node-name", VmSpec.DISK_NODE, "name", frozen,
-            "bitmaps", List.of(frozen)), QemuProcess.QMP_TIMEOUT_MS);
-        try (NbdClient c = NbdClient.connect(socket, frozen, List.of("qemu:dirty-bitmap:" + frozen)))
-        {
-            checkSize(c);
-            c.blockStatus("qemu:dirty-bitmap:" + frozen, 0, diskBytes, e ->
-            {
-                if ((e.flags() & NbdClient.STATE_DIRTY) != 0)
-                {
-                    dirty.add(e.offset(), e.length());
-                }
-            });
-        }
         ensureCopy(dirty.streamBytes());
         for (final long[] x : dirty.list)
         {
@@ -265,8 +275,38 @@ public final class DiskWrites implements AutoCloseable
             return;
         }
         frozenLeft = null;
-        qmp.execute("block-export-del", Map.of("id", f, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
-        qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", f), QemuProcess.QMP_TIMEOUT_MS);
+        deleteExport(f);
+        removeBitmap(f);
+    }
+
+    /** Exports the disk's node, read-only, on QEMU's NBD server as {@code export}, with {@code bitmaps}. */
+    private void addExport(final String export, final List<String> bitmaps) throws IOException
+    {
+        qmp.execute("block-export-add", Map.of("type", "nbd", "id", export, "node-name", VmSpec.DISK_NODE, "name", export,
+            "bitmaps", bitmaps), QemuProcess.QMP_TIMEOUT_MS);
+    }
+
+    /** The extents of meta context {@code context} of {@code export} whose flags {@code wanted} accepts. */
+    private Extents extents(final String export, final String context, final java.util.function.IntPredicate wanted)
+        throws IOException
+    {
+        final Extents out = new Extents();
+        try (NbdClient c = NbdClient.connect(socket, export, List.of(context)))
+        {
+            if (c.size() != diskBytes)
+            {
+                throw new IOException("vm " + vm + ": QEMU's disk is " + c.size() + " bytes, its image file " + diskBytes +
+                    " (resized while running?)");
+            }
+            c.blockStatus(context, 0, diskBytes, e ->
+            {
+                if (wanted.test(e.flags()))
+                {
+                    out.add(e.offset(), e.length());
+                }
+            });
+        }
+        return out;
     }
 
     /** Exactly {@code len} bytes of the image at {@code offset} into {@code dst}. */
@@ -287,15 +327,6 @@ public final class DiskWrites implements AutoCloseable
     /** Extent records copied at a pause. */
     public record Captured(ByteBuffer records, long count)
     {
-    }
-
-    private void checkSize(final NbdClient c) throws IOException
-    {
-        if (c.size() != diskBytes)
-        {
-            throw new IOException("vm " + vm + ": QEMU's disk is " + c.size() + " bytes, its image file " + diskBytes +
-                " (resized while running?)");
-        }
     }
 
     private void ensureCopy(final long need)
@@ -321,23 +352,15 @@ public final class DiskWrites implements AutoCloseable
     {
         restart();
         final String export = PREFIX + "base-" + generation;
-        final Extents data = new Extents();
-        qmp.execute("block-export-add", Map.of("type", "nbd", "id", export, "node-name", VmSpec.DISK_NODE, "name", export),
-            QemuProcess.QMP_TIMEOUT_MS);
-        try (NbdClient c = NbdClient.connect(socket, export, List.of(ALLOCATION)))
+        final Extents data;
+        addExport(export, List.of());
+        try
         {
-            checkSize(c);
-            c.blockStatus(ALLOCATION, 0, diskBytes, e ->
-            {
-                if ((e.flags() & NbdClient.STATE_ZERO) == 0)
-                {
-                    data.add(e.offset(), e.length());
-                }
-            });
+            data = extents(export, ALLOCATION, flags -> (flags & NbdClient.STATE_ZERO) == 0);
         }
         finally
         {
-            qmp.execute("block-export-del", Map.of("id", export, "mode", "hard"), QemuProcess.QMP_TIMEOUT_MS);
+            deleteExport(export);
         }
         return new Base(data);
     }

@@ -7,7 +7,6 @@ import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -378,13 +377,5 @@ public final class NbdClient implements AutoCloseable
         {
             ch.write(b);
         }
-    }
-
-    /** All extents as a list (tests, small disks). */
-    public List<Extent> blockStatus(final String context) throws IOException
-    {
-        final List<Extent> all = new ArrayList<>();
-        blockStatus(context, 0, size, all::add);
-        return all;
     }
 }

@@ -30,7 +30,6 @@ public final class Bpf
     private static final int BPF_MAP_CREATE = 0;
     private static final int BPF_MAP_LOOKUP_ELEM = 1;
     private static final int BPF_MAP_UPDATE_ELEM = 2;
-    private static final int BPF_MAP_DELETE_ELEM = 3;
     private static final int BPF_PROG_LOAD = 5;
     private static final int BPF_LINK_CREATE = 28;
     // map and program types, attach types
@@ -115,17 +114,6 @@ public final class Bpf
         a.setLong(8, Pointer.nativeValue(k));
         a.setLong(16, Pointer.nativeValue(v));
         bpf(BPF_MAP_UPDATE_ELEM, a, "bpf(BPF_MAP_UPDATE_ELEM fd " + mapFd + " key " + key + ")");
-    }
-
-    /** Removes {@code key} from a map of 4-byte keys. */
-    public static void mapDelete(final int mapFd, final int key) throws IOException
-    {
-        final Memory k = new Memory(4);
-        k.setInt(0, key);
-        final Memory a = attr();
-        a.setInt(0, mapFd);
-        a.setLong(8, Pointer.nativeValue(k));
-        bpf(BPF_MAP_DELETE_ELEM, a, "bpf(BPF_MAP_DELETE_ELEM fd " + mapFd + " key " + key + ")");
     }
 
     /** Refused by the verifier (or the loader): the message carries the verifier's log. */
