@@ -110,10 +110,19 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         final boolean replicateDisk) throws IOException
     {
         this.qemu = qemu;
-        this.disk = replicateDisk ? DiskWrites.open(qemu) : null;
         this.ramBytes = qemu.spec().memoryBytes();
         this.ram = new GuestRam(qemu.ramFile(), ramBytes);
         this.written = tracking.open(qemu, ram);
+        try
+        {
+            // after the write tracking, which may refuse (and write-tracking: auto then tries again with compare)
+            this.disk = replicateDisk ? DiskWrites.open(qemu) : null;
+        }
+        catch (final IOException | RuntimeException ex)
+        {
+            written.close();
+            throw ex;
+        }
         this.auditPagesPerCheckpoint = (int)Math.min(auditPagesPerCheckpoint, ram.pages());
         this.pageCrcs = auditPagesPerCheckpoint > 0 ? new int[(int)Math.min(Integer.MAX_VALUE - 8, ram.pages())] : null;
         this.migSocket = qemu.runDir().resolve("checkpoint.sock");

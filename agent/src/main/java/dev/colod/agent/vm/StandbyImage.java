@@ -174,12 +174,9 @@ public final class StandbyImage implements VmStateSink
             final ByteBuffer h = CheckpointFormat.read(staging, 0, BASE_PREFIX);
             if (h.getInt(0) == CheckpointFormat.MAGIC)
             {
-                try (FileChannel ignored = openDisk(h.getLong(32), false, stagingId))
-                {
-                    // checked only
-                }
+                checkDisk(h.getLong(32), stagingId);
             }
-            startDirectBaseIfBase();
+            startDirectBaseIfBase(h);
             if (base == null)
             {
                 checkStagingSpace();
@@ -202,9 +199,8 @@ public final class StandbyImage implements VmStateSink
      * A live base image is not a consistent state, so it needs no atomic commit: its pages go straight into the
      * RAM image as they arrive (no staging copy of all of RAM), after the image is marked not resumable.
      */
-    private void startDirectBaseIfBase() throws IOException
+    private void startDirectBaseIfBase(final ByteBuffer h) throws IOException
     {
-        final ByteBuffer h = CheckpointFormat.read(staging, 0, BASE_PREFIX);
         if (h.getInt(0) != CheckpointFormat.MAGIC || (h.getShort(6) & CheckpointFormat.FLAG_BASE) == 0 || h.getLong(24) != 0)
         {
             return;
@@ -409,6 +405,33 @@ public final class StandbyImage implements VmStateSink
      */
     private FileChannel openDisk(final long bytes, final boolean zeroFirst, final long id) throws IOException
     {
+        if (!checkDisk(bytes, id))
+        {
+            return null;
+        }
+        final FileChannel f = FileChannel.open(disk, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        try
+        {
+            if (zeroFirst)
+            {
+                f.truncate(0);
+                f.write(ByteBuffer.allocate(1), bytes - 1);
+            }
+            return f;
+        }
+        catch (final IOException ex)
+        {
+            f.close();
+            throw ex;
+        }
+    }
+
+    /**
+     * Whether checkpoint {@code id}, whose primary has a disk of {@code bytes} (0: none), has a disk to write here;
+     * refuses, naming the file and what is wrong, a missing image, one of another size, or a disk on one side only.
+     */
+    private boolean checkDisk(final long bytes, final long id) throws IOException
+    {
         if (bytes == 0)
         {
             if (disk != null && diskRequired)
@@ -416,7 +439,7 @@ public final class StandbyImage implements VmStateSink
                 throw new IOException("vm " + vm + ": checkpoint " + id + " carries no disk, but disk image " + disk +
                     " is configured here; the primary does not replicate the disk (disk.replicate: false there?)");
             }
-            return null;
+            return false;
         }
         if (disk == null)
         {
@@ -431,26 +454,13 @@ public final class StandbyImage implements VmStateSink
         {
             throw new IOException("vm " + vm + ": disk image " + disk + " is not a regular file");
         }
-        final FileChannel f = FileChannel.open(disk, StandardOpenOption.READ, StandardOpenOption.WRITE);
-        try
+        final long size = Files.size(disk);
+        if (size != bytes)
         {
-            if (f.size() != bytes)
-            {
-                throw new IOException("vm " + vm + ": disk image " + disk + " is " + f.size() + " bytes, the primary's " +
-                    "disk is " + bytes + " bytes; both hosts need images of the same size");
-            }
-            if (zeroFirst)
-            {
-                f.truncate(0);
-                f.write(ByteBuffer.allocate(1), bytes - 1);
-            }
-            return f;
+            throw new IOException("vm " + vm + ": disk image " + disk + " is " + size + " bytes, the primary's " +
+                "disk is " + bytes + " bytes; both hosts need images of the same size");
         }
-        catch (final IOException ex)
-        {
-            f.close();
-            throw ex;
-        }
+        return true;
     }
 
     @Override
