@@ -10,6 +10,7 @@ import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.agent.vm.WriteTrackingPreload;
 import dev.colod.buffer.EpochLedger;
+import dev.colod.buffer.HeldRecord;
 import dev.colod.buffer.xdp.XdpBackend;
 import dev.colod.buffer.xdp.XdpPlumbing;
 import dev.colod.buffer.TapBackend;
@@ -258,6 +259,17 @@ public final class ProtectedVm implements AutoCloseable
         {
             LOG.warn("vm={} repaired after an unclean stop: {}", vm, fixed);
         }
+        final Path plumbing = runDir.resolve("plumbing");
+        if (Files.isDirectory(plumbing))
+        {
+            try (var held = Files.list(plumbing))
+            {
+                for (final Path f : (Iterable<Path>)held.filter(f -> f.getFileName().toString().startsWith("held-"))::iterator)
+                {
+                    leftByCrashedAgent(vm, f);
+                }
+            }
+        }
     }
 
     private void openPrimary(final ColodConfig config, final ColodConfig.Vm v, final VmSpec spec,
@@ -432,26 +444,68 @@ public final class ProtectedVm implements AutoCloseable
         final IoEventLoop loop, final EpochLedger.Mode initial) throws Exception
     {
         final EpochLedger ledger;
+        final Path heldFile = HeldRecord.fileOf(plumbingDir, n.tap);
+        final long heldByCrashed = leftByCrashedAgent(v.name, heldFile);
+        long droppedMeanwhile = 0;
         if (n.buffer == ColodConfig.Buffer.XDP)
         {
             final XdpPlumbing plumbing = XdpPlumbing.install(n.tap, n.bridge, v.netns, plumbingDir);
             closers.add(plumbing);
-            ledger = EpochLedger.open(n.tap, loop, n.limits(), XdpBackend.on(plumbing), initial);
+            ledger = EpochLedger.open(n.tap, loop, n.limits(), XdpBackend.on(plumbing), initial, HeldRecord.create(heldFile));
         }
         else if (n.buffer == ColodConfig.Buffer.NFQUEUE)
         {
             closers.add(NfqueueRules.install(n.tap, n.queueNum, v.name, v.netns, plumbingDir));
-            ledger = EpochLedger.open(n.tap, loop, n.limits(), NfqueueBackend.on(n.queueNum, n.failOpen, v.netns), initial);
+            ledger = EpochLedger.open(n.tap, loop, n.limits(), NfqueueBackend.on(n.queueNum, n.failOpen, v.netns), initial,
+                HeldRecord.create(heldFile));
         }
         else
         {
             final NicPlumbing plumbing = NicPlumbing.install(n.tap, n.bridge, v.netns, plumbingDir);
             closers.add(plumbing);
-            ledger = EpochLedger.open(n.tap, loop, n.limits(), TapBackend.on(plumbing.guestTap(), plumbing.uplinkTap()),
-                initial);
+            droppedMeanwhile = plumbing.droppedByStaleRedirect();
+            ledger = EpochLedger.open(n.tap, loop, n.limits(), TapBackend.on(plumbing.guestTap(), plumbing.uplinkTap(),
+                plumbing::notRedirected), initial, HeldRecord.create(heldFile));
         }
         closers.add(ledger);
+        if (droppedMeanwhile > 0)
+        {
+            LOG.warn("vm={} nic={}: the kernel dropped {} guest frames at the redirect a crashed agent left (its tap " +
+                "gone or full): they never reached an agent", v.name, n.tap, droppedMeanwhile);
+        }
+        ledger.lostInAgentRestart(heldByCrashed + droppedMeanwhile);
         return ledger;
+    }
+
+    /**
+     * Frames that the agent before this one held for the NIC whose record is {@code heldFile} when it ended without
+     * a clean stop (logged; the record goes): they died with it, never released.
+     */
+    private static long leftByCrashedAgent(final String vm, final Path heldFile)
+    {
+        try
+        {
+            final HeldRecord.Left left = HeldRecord.takeLeft(heldFile).orElse(null);
+            if (left == null)
+            {
+                return 0;
+            }
+            if (left.frames() == 0)
+            {
+                LOG.info("vm={} {}: the agent before this one ended without a clean stop, holding no frames", vm,
+                    heldFile.getFileName());
+                return 0;
+            }
+            LOG.warn("vm={} {}: the agent before this one ended without a clean stop while holding {} frames ({} " +
+                "bytes): dropped with it, never released (they may belong to a checkpoint the secondary never " +
+                "acknowledged)", vm, heldFile.getFileName(), left.frames(), left.bytes());
+            return left.frames();
+        }
+        catch (final IOException ex)
+        {
+            LOG.warn("vm={} {}", vm, ex.getMessage());
+            return 0;
+        }
     }
 
     private void openSecondary(final ColodConfig config, final ColodConfig.Vm v, final VmSpec spec,

@@ -41,13 +41,16 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
     /** Why a guest frame was dropped, as counted in {@link NicStats}. */
     public enum Drop
     {
-        LIMIT_FRAMES, LIMIT_BYTES, OVERSIZE, FENCED, WRITE_ERROR
+        LIMIT_FRAMES, LIMIT_BYTES, OVERSIZE, FENCED, WRITE_ERROR,
+        /** Held by an agent that crashed (never released), or sent by the guest while no agent ran. */
+        AGENT_RESTART
     }
 
     private final String nic;
     private final NicLoop loop;
     private final BufferLimits limits;
     private Backend backend;
+    private HeldRecord record;
 
     private final long[] sealedEpoch = new long[MAX_SEALED];
     private final long[] sealedMark = new long[MAX_SEALED];
@@ -99,10 +102,31 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
     public static EpochLedger open(final String nic, final IoEventLoop eventLoop, final BufferLimits limits,
         final Backend.Factory factory, final Mode initial) throws IOException
     {
+        return open(nic, eventLoop, limits, factory, initial, null);
+    }
+
+    /**
+     * As above, keeping how much is held in {@code record} (null: nowhere), so that an agent that follows a
+     * crash of this one can count what died with it.
+     */
+    public static EpochLedger open(final String nic, final IoEventLoop eventLoop, final BufferLimits limits,
+        final Backend.Factory factory, final Mode initial, final HeldRecord record) throws IOException
+    {
         final EpochLedger ledger = new EpochLedger(nic, new NicLoop(eventLoop, nic), limits);
         ledger.mode = initial;
+        ledger.record = record;
         ledger.backend = factory.open(ledger);
         return ledger;
+    }
+
+    /**
+     * Counts {@code frames} that an earlier agent of this NIC lost when it crashed: those it held (never
+     * released: they may belong to a checkpoint the secondary never acknowledged) and those the guest sent while
+     * no agent ran (the kernel dropped them).
+     */
+    public void lostInAgentRestart(final long frames)
+    {
+        dropped.addAndGet(Drop.AGENT_RESTART.ordinal(), frames);
     }
 
     public String name()
@@ -249,6 +273,15 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         heldFrames -= frames;
         heldBytes -= bytes;
         oldestNanos = oldestHeld();
+        recordHeld();
+    }
+
+    private void recordHeld()
+    {
+        if (record != null)
+        {
+            record.held(heldFrames, heldBytes);
+        }
     }
 
     private void clear()
@@ -260,6 +293,7 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         heldFrames = 0;
         heldBytes = 0;
         oldestNanos = 0;
+        recordHeld();
         highWaterSignalled = false;
         wantsCheckpoint = false;
         publishEpochs();
@@ -295,6 +329,7 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         openBytes += bytes;
         heldFrames = heldFrames + 1;
         heldBytes = heldBytes + bytes;
+        recordHeld();
         if (!highWaterSignalled && (heldFrames * 100 >= (long)limits.maxFrames() * limits.highWaterPercent() ||
             heldBytes * 100 >= limits.maxBytes() * limits.highWaterPercent()))
         {
@@ -364,14 +399,29 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
             NicStats.withOpenEpoch(epochView, held, heldB), releasedFrames, releasedBytes, passedFrames,
             inboundFrames + in.frames(), inboundBytes + in.bytes(), dropped.get(Drop.LIMIT_FRAMES.ordinal()) + k.queueFull(), dropped.get(Drop.LIMIT_BYTES.ordinal()),
             dropped.get(Drop.OVERSIZE.ordinal()), dropped.get(Drop.FENCED.ordinal()),
-            dropped.get(Drop.WRITE_ERROR.ordinal()) + k.failed(), backpressureStalls, earlyCheckpointRequests);
+            dropped.get(Drop.WRITE_ERROR.ordinal()) + k.failed(), dropped.get(Drop.AGENT_RESTART.ordinal()),
+            backpressureStalls, earlyCheckpointRequests);
     }
 
     /** Closes the backend; held frames are not let out (that is {@link #passThrough}'s job). */
     @Override
     public void close()
     {
-        LOG.debug("nic={} closing ({} frames held)", nic, heldFrames);
+        if (heldFrames > 0)
+        {
+            LOG.info("nic={} closing with {} frames ({} bytes) held: not let out", nic, heldFrames, heldBytes);
+        }
         backend.close();
+        if (record != null)
+        {
+            try
+            {
+                record.close();
+            }
+            catch (final IOException ex)
+            {
+                LOG.warn("nic={} could not remove its held-frames record: {}", nic, ex.toString());
+            }
+        }
     }
 }

@@ -22,13 +22,16 @@ import java.util.List;
  * @param droppedOversize    dropped: longer than max-frame-bytes
  * @param droppedFenced      dropped: the VM was taken over by the secondary
  * @param droppedWriteError  dropped: the kernel refused the write on release or pass
+ * @param droppedAgentRestart dropped: held by an earlier agent of this NIC that crashed, or sent by the guest while
+ *                           no agent ran (counted by the agent that followed)
  * @param backpressureStalls times reading the guest stopped at the limit (backpressure policy)
  * @param earlyCheckpointRequests times the high-water mark asked for an early checkpoint
  */
 public record NicStats(String nic, String mode, long heldFrames, long heldBytes, long oldestHeldAgeNs,
                        List<EpochStats> epochs, long releasedFrames, long releasedBytes, long passedFrames,
                        long inboundFrames, long inboundBytes, long droppedLimitFrames, long droppedLimitBytes,
-                       long droppedOversize, long droppedFenced, long droppedWriteError, long backpressureStalls,
+                       long droppedOversize, long droppedFenced, long droppedWriteError, long droppedAgentRestart,
+                       long backpressureStalls,
                        long earlyCheckpointRequests)
 {
     public record EpochStats(long epoch, long frames, long bytes)
@@ -52,6 +55,7 @@ public record NicStats(String nic, String mode, long heldFrames, long heldBytes,
 
     public long droppedTotal()
     {
-        return droppedLimitFrames + droppedLimitBytes + droppedOversize + droppedFenced + droppedWriteError;
+        return droppedLimitFrames + droppedLimitBytes + droppedOversize + droppedFenced + droppedWriteError
+            + droppedAgentRestart;
     }
 }

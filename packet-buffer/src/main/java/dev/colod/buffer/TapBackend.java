@@ -35,11 +35,16 @@ public final class TapBackend implements Backend
     private final EpochBuffer.FrameWriter toUplink;
     private final IoRegistration guestReg;
     private final IoRegistration uplinkReg;
+    private final java.util.function.LongSupplier notDelivered;
+    private volatile long notDeliveredSeen;
+    private volatile long notDeliveredReadNs;
     private boolean guestReadPaused;
 
-    private TapBackend(final EpochLedger ledger, final TapDevice guestTap, final TapDevice uplinkTap) throws IOException
+    private TapBackend(final EpochLedger ledger, final TapDevice guestTap, final TapDevice uplinkTap,
+        final java.util.function.LongSupplier notDelivered) throws IOException
     {
         this.ledger = ledger;
+        this.notDelivered = notDelivered;
         this.name = ledger.name();
         this.guestTap = guestTap;
         this.uplinkTap = uplinkTap;
@@ -67,7 +72,30 @@ public final class TapBackend implements Backend
     /** A backend on the two agent taps; frames pass through (unprotected) until the ledger holds. */
     public static Backend.Factory on(final TapDevice guestTap, final TapDevice uplinkTap)
     {
-        return ledger -> new TapBackend(ledger, guestTap, uplinkTap);
+        return on(guestTap, uplinkTap, () -> 0);
+    }
+
+    /**
+     * As above; {@code notDelivered} says how many guest frames the kernel could not put into {@code guestTap}
+     * (its queue was full: this agent did not read fast enough), read at most once a second for the stats.
+     */
+    public static Backend.Factory on(final TapDevice guestTap, final TapDevice uplinkTap,
+        final java.util.function.LongSupplier notDelivered)
+    {
+        return ledger -> new TapBackend(ledger, guestTap, uplinkTap, notDelivered);
+    }
+
+    /** Guest frames the kernel dropped before this backend could read them: the guest tap's queue was full. */
+    @Override
+    public KernelDrops kernelDrops()
+    {
+        final long now = System.nanoTime();
+        if (now - notDeliveredReadNs > 1_000_000_000L || notDeliveredReadNs == 0)
+        {
+            notDeliveredSeen = notDelivered.getAsLong();
+            notDeliveredReadNs = now;
+        }
+        return new KernelDrops(notDeliveredSeen, 0);
     }
 
     private void onGuestReadable()

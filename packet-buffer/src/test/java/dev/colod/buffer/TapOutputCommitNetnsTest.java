@@ -84,7 +84,8 @@ class TapOutputCommitNetnsTest
             try
             {
                 p = NicPlumbing.install("vmA", null, lab.host, runDir);
-                n = EpochLedger.open("vmA", loop, limits.conclude(), TapBackend.on(p.guestTap(), p.uplinkTap()));
+                n = EpochLedger.open("vmA", loop, limits.conclude(), TapBackend.on(p.guestTap(), p.uplinkTap(),
+                    p::notRedirected));
             }
             catch (final Exception ex)
             {
@@ -419,6 +420,101 @@ class TapOutputCommitNetnsTest
             client.setSoTimeout(3_000);
             send(guest, new byte[]{42}, NetnsLab.CLIENT_IP, 9000);
             assertThat(receive(client)).containsExactly(42);
+        }
+    }
+
+    @Test
+    void guestFramesTheKernelCouldNotQueueForAStalledAgentAreCounted() throws Exception
+    {
+        try (Rig rig = new Rig(true, new BufferLimits()))
+        {
+            rig.output.hold(1);
+            final DatagramSocket guest = rig.udp(rig.lab.guest, NetnsLab.GUEST_IP, 7000);
+            final java.util.concurrent.CountDownLatch stalled = new java.util.concurrent.CountDownLatch(1);
+            final java.util.concurrent.CountDownLatch go = new java.util.concurrent.CountDownLatch(1);
+            rig.nic.loop().post(() ->
+            {
+                stalled.countDown();
+                try
+                {
+                    go.await(); // the agent's loop is stuck: the guest tap's kernel queue fills up
+                }
+                catch (final InterruptedException ex)
+                {
+                    Thread.currentThread().interrupt();
+                }
+            });
+            stalled.await();
+            final int sent = 3000;
+            for (int i = 0; i < sent; i++)
+            {
+                send(guest, new byte[100], NetnsLab.CLIENT_IP, 9000);
+            }
+            go.countDown();
+            await().untilAsserted(() ->
+            {
+                final NicStats s = rig.nic.stats();
+                assertThat(s.heldFrames() + s.droppedLimitFrames()).isEqualTo(sent);
+                assertThat(s.droppedLimitFrames()).as("dropped by the kernel, queue full").isPositive();
+            });
+            guest.close();
+        }
+    }
+
+    @Test
+    void theAgentAfterACrashCountsWhatTheCrashedOneHeldAndWhatTheKernelDroppedMeanwhileAndReleasesNoneOfIt()
+        throws Exception
+    {
+        try (NetnsLab lab = new NetnsLab(true))
+        {
+            final Path held = HeldRecord.fileOf(runDir, "vmA");
+            final MultiThreadIoEventLoopGroup crashing = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
+            final NicPlumbing p = NicPlumbing.install("vmA", null, lab.host, runDir);
+            final EpochLedger first = EpochLedger.open("vmA", (IoEventLoop)crashing.next(), new BufferLimits().conclude(),
+                TapBackend.on(p.guestTap(), p.uplinkTap()), EpochLedger.Mode.HOLD, HeldRecord.create(held));
+            final DatagramSocket guest = lab.in(lab.guest, () -> new DatagramSocket(7000, InetAddress.getByName(NetnsLab.GUEST_IP)));
+            final DatagramSocket client = lab.in(lab.client, () -> new DatagramSocket(9000, InetAddress.getByName(NetnsLab.CLIENT_IP)));
+            client.setSoTimeout(500);
+            for (int i = 0; i < 3; i++)
+            {
+                send(guest, new byte[100], NetnsLab.CLIENT_IP, 9000);
+            }
+            await().until(() -> first.stats().heldFrames() == 3);
+            // the agent dies: the kernel closes its taps (they vanish); its redirect on the VM tap stays
+            first.backend().close();
+            crashing.shutdownGracefully(0, 1, java.util.concurrent.TimeUnit.SECONDS).syncUninterruptibly();
+            for (int i = 0; i < 4; i++)
+            {
+                send(guest, new byte[100], NetnsLab.CLIENT_IP, 9000);
+            }
+
+            // the next agent: the record says 3 held (never released), the kernel's redirect dropped the 4 later ones
+            final HeldRecord.Left left = HeldRecord.takeLeft(held).orElseThrow();
+            assertThat(left).isEqualTo(new HeldRecord.Left(3, 3 * (14 + 20 + 8 + 100)));
+            final NicPlumbing again = NicPlumbing.install("vmA", null, lab.host, runDir);
+            assertThat(again.droppedByStaleRedirect()).isEqualTo(4);
+            final EpochLedger next = EpochLedger.open("vmA", loop, new BufferLimits().conclude(),
+                TapBackend.on(again.guestTap(), again.uplinkTap()), EpochLedger.Mode.HOLD, HeldRecord.create(held));
+            next.lostInAgentRestart(left.frames() + again.droppedByStaleRedirect());
+            assertThat(next.stats().droppedAgentRestart()).isEqualTo(7);
+            next.passThrough("test");
+            try
+            {
+                client.receive(new DatagramPacket(new byte[128], 128));
+                throw new AssertionError("a frame the crashed agent held, or sent while no agent ran, got out");
+            }
+            catch (final java.net.SocketTimeoutException expected)
+            {
+                // none of the 7 exists any more
+            }
+            send(guest, new byte[]{42}, NetnsLab.CLIENT_IP, 9000);
+            client.setSoTimeout(3_000);
+            assertThat(receive(client)).containsExactly(42);
+            next.close();
+            assertThat(held).as("a clean stop leaves no record").doesNotExist();
+            again.close();
+            guest.close();
+            client.close();
         }
     }
 

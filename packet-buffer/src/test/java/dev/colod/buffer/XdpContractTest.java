@@ -44,7 +44,7 @@ class XdpContractTest extends OutputCommitContract
             final MultiThreadIoEventLoopGroup group = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
             final XdpPlumbing p = XdpPlumbing.install("vmA", null, lab.host, runDir);
             final EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(), new BufferLimits().conclude(),
-                XdpBackend.on(p));
+                XdpBackend.on(p), EpochLedger.Mode.PASS_THROUGH, HeldRecord.create(HeldRecord.fileOf(runDir, "vmA")));
             final DatagramSocket guest = lab.in(lab.guest, () -> new DatagramSocket(
                 new InetSocketAddress(InetAddress.getByName(NetnsLab.GUEST_IP), 7000)));
             final DatagramSocket client = lab.in(lab.client, () -> new DatagramSocket(
@@ -71,6 +71,8 @@ class XdpContractTest extends OutputCommitContract
                 // dropped: no program, and the VM tap is on no bridge
             }
             assertThat(new IpRoute(lab.host).ip("-o", "link", "show", "dev", "vmA")).doesNotContain("master");
+            assertThat(HeldRecord.takeLeft(HeldRecord.fileOf(runDir, "vmA"))).as("what died with the agent")
+                .contains(new HeldRecord.Left(1, 14 + 20 + 8 + 64));
 
             assertThat(NicPlumbing.recover(runDir)).contains("deleted stale agent tap " + XdpPlumbing.uplinkName("vmA"))
                 .contains("put vmA back on bridge br0");

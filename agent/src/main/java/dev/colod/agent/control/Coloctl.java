@@ -266,10 +266,10 @@ public final class Coloctl
                         n.path("nic").asText(), n.path("mode").asText(), n.path("heldFrames").asLong(),
                         n.path("heldBytes").asLong(), epochs.toString().trim(), n.path("oldestHeldAgeNs").asLong() / 1_000_000,
                         n.path("releasedFrames").asLong(), n.path("inboundFrames").asLong(),
-                        String.format(Locale.ROOT, "limit-frames=%d limit-bytes=%d oversize=%d fenced=%d write-error=%d",
+                        String.format(Locale.ROOT, "limit-frames=%d limit-bytes=%d oversize=%d fenced=%d write-error=%d agent-restart=%d",
                             n.path("droppedLimitFrames").asLong(), n.path("droppedLimitBytes").asLong(),
                             n.path("droppedOversize").asLong(), n.path("droppedFenced").asLong(),
-                            n.path("droppedWriteError").asLong()));
+                            n.path("droppedWriteError").asLong(), n.path("droppedAgentRestart").asLong()));
                 }
                 if (v.path("nics").isEmpty())
                 {

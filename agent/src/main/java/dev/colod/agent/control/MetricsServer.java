@@ -95,6 +95,7 @@ public final class MetricsServer implements AutoCloseable
                 line(b, "colod_frames_dropped_total", nl + ",reason=\"oversize\"", n.droppedOversize());
                 line(b, "colod_frames_dropped_total", nl + ",reason=\"fenced\"", n.droppedFenced());
                 line(b, "colod_frames_dropped_total", nl + ",reason=\"write-error\"", n.droppedWriteError());
+                line(b, "colod_frames_dropped_total", nl + ",reason=\"agent-restart\"", n.droppedAgentRestart());
             }
         }
         return b.toString();

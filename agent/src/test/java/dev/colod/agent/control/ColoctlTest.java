@@ -47,7 +47,7 @@ class ColoctlTest
         stop.recordValue(900);
         // one 60-byte frame held in sealed epoch 7, as a NIC's ledger reports it
         final NicStats held = new NicStats("vnet0", "hold", 1, 60, 1_000_000,
-            List.of(new NicStats.EpochStats(7, 1, 60), new NicStats.EpochStats(-1, 0, 0)), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+            List.of(new NicStats.EpochStats(7, 1, 60), new NicStats.EpochStats(-1, 0, 0)), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
         socket = dir.resolve("colod.sock");
         server = new ControlServer(socket, List.of(
             VmHandle.primary("web1", pair.primary, () -> List.of(held),

@@ -33,6 +33,11 @@ public final class NicPlumbing implements AutoCloseable
     public static final String COOKIE = "c01dc01d";
     private static final Pattern MTU = Pattern.compile("\\bmtu (\\d+)");
     private static final Pattern MASTER = Pattern.compile("\\bmaster (\\S+)");
+    /** In {@code tc -s filter show}: what one action could not do (mirred: its target was gone or full). */
+    /** In {@code ip -s -j link show}: a device's transmit drops (for a tap: its queue to the reader was full). */
+    private static final Pattern TX_DROPPED = Pattern.compile(
+        "\"tx\":\\{\"bytes\":\\d+,\"packets\":\\d+,\"errors\":\\d+,\"dropped\":(\\d+)");
+    private static final Pattern NOT_DONE = Pattern.compile("\\(dropped (\\d+), overlimits (\\d+)");
 
     private final String vmTap;
     private final String bridge;
@@ -40,10 +45,11 @@ public final class NicPlumbing implements AutoCloseable
     private final Path stateFile;
     private final TapDevice guestTap;
     private final TapDevice uplinkTap;
+    private final long droppedByStaleRedirect;
     private boolean closed;
 
     private NicPlumbing(final String vmTap, final String bridge, final IpRoute net, final Path stateFile,
-        final TapDevice guestTap, final TapDevice uplinkTap)
+        final TapDevice guestTap, final TapDevice uplinkTap, final long droppedByStaleRedirect)
     {
         this.vmTap = vmTap;
         this.bridge = bridge;
@@ -51,6 +57,7 @@ public final class NicPlumbing implements AutoCloseable
         this.stateFile = stateFile;
         this.guestTap = guestTap;
         this.uplinkTap = uplinkTap;
+        this.droppedByStaleRedirect = droppedByStaleRedirect;
     }
 
     /** Agent tap names derived from the VM tap's: at most 15 characters. */
@@ -78,7 +85,7 @@ public final class NicPlumbing implements AutoCloseable
     public static NicPlumbing install(final String vmTap, final String bridge, final String netns, final Path runDir)
         throws IOException
     {
-        final Site site = locate(vmTap, bridge, netns);
+        final Site site = locate(vmTap, bridge, netns, runDir);
         final IpRoute net = site.net();
         final int mtuValue = site.mtu();
         final String br = site.bridge();
@@ -104,13 +111,15 @@ public final class NicPlumbing implements AutoCloseable
             net.ip("link", "set", "dev", g, "mtu", Integer.toString(mtuValue), "up");
             net.ip("link", "set", "dev", vmTap, "nomaster");
             // a crashed agent's redirect (to its vanished tap) may still be there: the VM tap stays off the
-            // bridge meanwhile, so its frames go nowhere until the new redirect is in place
+            // bridge meanwhile, so its frames go nowhere until the new redirect is in place; what the kernel
+            // dropped there is counted before the redirect goes
+            final long stale = notRedirected(net, vmTap);
             net.tcQuiet("qdisc", "del", "dev", vmTap, "ingress");
             net.ip("link", "set", "dev", u, "mtu", Integer.toString(mtuValue), "master", br, "up");
             redirect(net, vmTap, g);
             redirect(net, g, vmTap);
             LOG.info("nic {}: steering {} through {} (held) and {} (bridge {})", vmTap, vmTap, g, u, br);
-            return new NicPlumbing(vmTap, br, net, state, gt, ut);
+            return new NicPlumbing(vmTap, br, net, state, gt, ut, stale);
         }
         catch (final IOException | RuntimeException ex)
         {
@@ -134,22 +143,40 @@ public final class NicPlumbing implements AutoCloseable
     }
 
     /**
-     * The VM tap {@code vmTap} in {@code netns} (null: this process's): its MTU and {@code bridge}, or its current
-     * master when that is null; refused when it has neither.
+     * The VM tap {@code vmTap} in {@code netns} (null: this process's): its MTU and {@code bridge}; when that is
+     * null, its current master, or else the bridge the state file in {@code runDir} recorded (a crashed agent
+     * left the tap off its bridge); refused when it has none of them.
      */
-    public static Site locate(final String vmTap, final String bridge, final String netns) throws IOException
+    public static Site locate(final String vmTap, final String bridge, final String netns, final Path runDir)
+        throws IOException
     {
         final IpRoute net = new IpRoute(netns);
         final String link = net.ip("-o", "link", "show", "dev", vmTap);
         final Matcher mtu = MTU.matcher(link);
         final Matcher master = MASTER.matcher(link);
-        final String br = bridge != null ? bridge : master.find() ? master.group(1) : null;
+        final String br = bridge != null ? bridge : master.find() ? master.group(1) : recordedBridge(runDir, vmTap);
         if (br == null)
         {
             throw new IOException("vm tap " + vmTap + (netns == null ? "" : " in netns " + netns) +
                 " is on no bridge and none is configured: where should its traffic go?");
         }
         return new Site(net, mtu.find() ? Integer.parseInt(mtu.group(1)) : 1500, br);
+    }
+
+    /** The bridge that {@code vmTap}'s state file in {@code runDir} names, null without one. */
+    private static String recordedBridge(final Path runDir, final String vmTap) throws IOException
+    {
+        final Path state = runDir.resolve("plumbing-" + vmTap + ".state");
+        if (!Files.exists(state))
+        {
+            return null;
+        }
+        final Properties p = new Properties();
+        try (Reader r = Files.newBufferedReader(state))
+        {
+            p.load(r);
+        }
+        return p.getProperty("bridge");
     }
 
     /**
@@ -178,6 +205,49 @@ public final class NicPlumbing implements AutoCloseable
         net.tc("qdisc", "add", "dev", from, "ingress");
         net.tc("filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "prio", "1", "u32",
             "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to, "cookie", COOKIE);
+    }
+
+    /**
+     * The guest frames that the redirect on {@code vmTap}'s ingress (if one is there) could not hand to its agent
+     * tap: that tap was gone (its agent crashed) or its queue full. 0 without a redirect.
+     */
+    static long notRedirected(final IpRoute net, final String vmTap)
+    {
+        final String out = net.tcQuiet("-s", "filter", "show", "dev", vmTap, "ingress");
+        long n = 0;
+        if (out != null)
+        {
+            final Matcher m = NOT_DONE.matcher(out);
+            while (m.find())
+            {
+                n += Long.parseLong(m.group(1)) + Long.parseLong(m.group(2));
+            }
+        }
+        return n;
+    }
+
+    /**
+     * Guest frames the kernel dropped on their way to the agent since this plumbing was set up: the guest tap's
+     * queue was full (its transmit drops) or the redirect could not reach it. Runs {@code ip} and {@code tc}.
+     */
+    public long notRedirected()
+    {
+        if (closed)
+        {
+            return 0;
+        }
+        final String link = net.ipQuiet("-s", "-j", "link", "show", "dev", guestTapName(vmTap));
+        final Matcher m = link == null ? null : TX_DROPPED.matcher(link);
+        return notRedirected(net, vmTap) + (m != null && m.find() ? Long.parseLong(m.group(1)) : 0);
+    }
+
+    /**
+     * Guest frames the kernel dropped at the redirect an earlier (crashed) agent left on the VM tap, found when
+     * this plumbing replaced it: they never reached an agent. 0 when there was none.
+     */
+    public long droppedByStaleRedirect()
+    {
+        return droppedByStaleRedirect;
     }
 
     private static void undo(final IpRoute net, final String vmTap, final String bridge)
@@ -263,7 +333,8 @@ public final class NicPlumbing implements AutoCloseable
                     final String filters = net.tcQuiet("filter", "show", "dev", vmTap, "ingress");
                     if (filters != null && !filters.isBlank())
                     {
-                        repaired.add("removed stale tc ingress redirect on " + vmTap);
+                        repaired.add("removed stale tc ingress redirect on " + vmTap + " (it had dropped "
+                            + notRedirected(net, vmTap) + " guest frames: its agent tap gone or full)");
                     }
                     undo(net, vmTap, p.getProperty("bridge"));
                     repaired.add("put " + vmTap + " back on bridge " + p.getProperty("bridge"));

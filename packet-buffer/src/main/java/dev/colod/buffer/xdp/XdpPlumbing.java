@@ -92,7 +92,7 @@ public final class XdpPlumbing implements AutoCloseable
     public static XdpPlumbing install(final String vmTap, final String bridge, final String netns, final Path runDir)
         throws IOException
     {
-        final NicPlumbing.Site site = NicPlumbing.locate(vmTap, bridge, netns);
+        final NicPlumbing.Site site = NicPlumbing.locate(vmTap, bridge, netns, runDir);
         final IpRoute net = site.net();
         final int mtuValue = site.mtu();
         final String br = site.bridge();
