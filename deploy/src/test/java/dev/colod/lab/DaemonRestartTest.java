@@ -60,12 +60,14 @@ class DaemonRestartTest
                     assertThat(ProcessHandle.of(qemuPid).map(ProcessHandle::isAlive).orElse(false)).isTrue();
                     primary = colod(lab.pri, pConf, pLog);
                     restarted(lab, client, pRun, primary, pLog, sRun, secondary, sLog, qemuPid, "after kill -9");
+                    assertThat(crashReports(pLog)).as("what the killed agent held is reported once").isEqualTo(1);
 
                     // 2. SIGTERM and a fresh start: the rolling upgrade
                     primary.destroy();
                     assertThat(primary.waitFor(30, TimeUnit.SECONDS)).as("colod stops on SIGTERM").isTrue();
                     primary = colod(lab.pri, pConf, pLog);
                     restarted(lab, client, pRun, primary, pLog, sRun, secondary, sLog, qemuPid, "after SIGTERM");
+                    assertThat(crashReports(pLog)).as("a clean stop leaves nothing to report").isEqualTo(1);
 
                     // 3. kill -9 of the secondary's colod: the primary re-protects with a new session
                     final long sessions = status(pRun, primary, pLog).path("checkpoints").asLong();
@@ -90,6 +92,13 @@ class DaemonRestartTest
                 DaemonEndToEndTest.stopAll(lab, new Process[]{primary, secondary}, pRun, sRun);
             }
         }
+    }
+
+    /** How often the primary's log reported what an agent that ended without a clean stop held. */
+    private static long crashReports(final Path log) throws Exception
+    {
+        return Files.readString(log).lines().filter(l -> l.contains("the agent before this one ended without a clean stop"))
+            .count();
     }
 
     private static JsonNode status(final Path run, final Process p, final Path log) throws Exception
