@@ -298,7 +298,7 @@ public final class ProtectedVm implements AutoCloseable
         {
             initial = EpochLedger.Mode.HOLD;
         }
-        final QemuProcess q = adopted ? qemu : QemuProcess.start(spec, runDir, ramFile, false, v.netns,
+        final QemuProcess q = adopted ? qemu : QemuProcess.start(spec, runDir, ramFile, QemuProcess.Incoming.NONE, v.netns,
             v.writeTracking == ColodConfig.WriteTracking.COMPARE ? Map.of() : WriteTrackingPreload.environment(runDir, ramFile));
         qemu = q;
         closers.add(() ->

@@ -49,7 +49,7 @@ class DiskWritesTest
         Netns.add(ns);
         final VmSpec spec = new VmSpec("dw", 32, 1, null, null, null, List.of(new VmSpec.Nic("dwt0", "52:54:00:c0:10:09")),
             "tcg", dir, List.of(), img).check();
-        qemu = QemuProcess.start(spec, dir.resolve("run"), dir.resolve("dw.ram"), false, ns);
+        qemu = QemuProcess.start(spec, dir.resolve("run"), dir.resolve("dw.ram"), QemuProcess.Incoming.NONE, ns);
     }
 
     @AfterEach

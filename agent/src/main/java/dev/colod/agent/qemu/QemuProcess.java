@@ -43,18 +43,52 @@ public final class QemuProcess implements AutoCloseable
         return runDir.resolve("qmp.sock");
     }
 
+    /** Whether a QEMU boots its guest or waits for a checkpoint's device state, and in which form that comes. */
+    public enum Incoming
+    {
+        /** Boots the guest. */
+        NONE,
+        /** Waits ({@code -incoming defer}) for a whole migration stream: a configuration section, then devices. */
+        MIGRATION_STREAM,
+        /**
+         * Waits for what {@code xen-save-devices-state} writes: the devices alone, no configuration section
+         * ({@code migration.send-configuration=off}) and no JSON description ({@code suppress-vmdesc}).
+         */
+        DEVICE_STATE;
+
+        /** QEMU's save-file magic ("QEVM") and the section type that opens a configuration section. */
+        private static final int QEVM = 0x5145564d;
+        private static final int CONFIGURATION_SECTION = 0x07;
+
+        /** The form of the device state in {@code file}: a stream with a configuration section, or devices alone. */
+        public static Incoming of(final Path file) throws IOException
+        {
+            final byte[] head = new byte[9];
+            try (java.io.InputStream in = Files.newInputStream(file))
+            {
+                if (in.readNBytes(head, 0, head.length) != head.length
+                    || java.nio.ByteBuffer.wrap(head).getInt(0) != QEVM)
+                {
+                    throw new IOException(file + ": not a QEMU device state (no QEVM header)");
+                }
+            }
+            return head[8] == CONFIGURATION_SECTION ? MIGRATION_STREAM : DEVICE_STATE;
+        }
+    }
+
     /**
-     * Starts QEMU. {@code ramFile}: the shared RAM file to use (created by QEMU if absent). {@code incoming}: start
-     * with {@code -incoming defer} to load a checkpoint instead of booting. {@code netns}: null for the current one.
+     * Starts QEMU. {@code ramFile}: the shared RAM file to use (created by QEMU if absent). {@code incoming}: boot,
+     * or wait ({@code -incoming defer}) to load a checkpoint's device state of that form. {@code netns}: null for
+     * the current one.
      */
-    public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final boolean incoming,
+    public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final Incoming incoming,
         final String netns) throws IOException
     {
         return start(spec, runDir, ramFile, incoming, netns, Map.of());
     }
 
     /** As above, with {@code env} added to QEMU's environment (e.g. the write-tracking preload library). */
-    public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final boolean incoming,
+    public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final Incoming incoming,
         final String netns, final Map<String, String> env) throws IOException
     {
         spec.check();
@@ -73,7 +107,7 @@ public final class QemuProcess implements AutoCloseable
             "-object", "memory-backend-file,id=ram0,size=" + spec.memoryMiB() + "M,mem-path=" + ramFile + ",share=on",
             "-qmp", "unix:" + qmpSocket(runDir) + ",server=on,wait=off",
             "-pidfile", runDir.resolve("qemu.pid").toString(),
-            "-serial", "file:" + runDir.resolve(incoming ? "serial-failover.log" : "serial.log")));
+            "-serial", "file:" + runDir.resolve(incoming != Incoming.NONE ? "serial-failover.log" : "serial.log")));
         if (spec.kernel() != null)
         {
             cmd.addAll(List.of("-kernel", spec.kernel().toString()));
@@ -100,9 +134,13 @@ public final class QemuProcess implements AutoCloseable
                 "-blockdev", "driver=raw,file=" + VmSpec.DISK_NODE + "-file,node-name=" + VmSpec.DISK_NODE,
                 "-device", "virtio-blk-pci,drive=" + VmSpec.DISK_NODE + ",id=" + VmSpec.DISK_NODE + "-dev"));
         }
-        if (incoming)
+        if (incoming != Incoming.NONE)
         {
             cmd.addAll(List.of("-incoming", "defer"));
+        }
+        if (incoming == Incoming.DEVICE_STATE)
+        {
+            cmd.addAll(List.of("-global", "migration.send-configuration=off", "-machine", "suppress-vmdesc=on"));
         }
         cmd.addAll(spec.extraArgs());
         LOG.info("vm={} starting QEMU{}: {}", spec.name(), netns == null ? "" : " in netns " + netns, String.join(" ", cmd));

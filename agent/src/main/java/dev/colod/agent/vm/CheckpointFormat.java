@@ -11,7 +11,7 @@ import java.util.zip.CRC32C;
  * <pre>
  *  off size field
  *   0   4   magic 0x434C434B ("CLCK")
- *   4   2   version 2
+ *   4   2   version 3 (2 is still read: its device state is a whole migration stream)
  *   6   2   flags: bit 0 FULL (every page of RAM follows); bit 1 BASE (a live first synchronisation: every
  *           page, read while the guest ran, no device state; not resumable until a later checkpoint commits)
  *   8   8   RAM size in bytes
@@ -20,7 +20,9 @@ import java.util.zip.CRC32C;
  *  24   8   device-state length D
  *  32   8   disk size S in bytes (0: this checkpoint carries no disk)
  *  40   8   reserved, 0
- *  48   D   QEMU device state (a migration stream with x-ignore-shared: devices only)
+ *  48   D   QEMU device state: version 3, the devices alone as {@code xen-save-devices-state} writes them (no
+ *           configuration section: loaded by a QEMU started with migration.send-configuration=off); version 2, a
+ *           migration stream with x-ignore-shared (configuration section, devices, ROM pages)
  *  48+D 8   page count P
  *  ...  P x (8 page index, 4096 page bytes)
  *  ...  8   disk extent count E (0 when S is 0)
@@ -32,7 +34,9 @@ import java.util.zip.CRC32C;
 public final class CheckpointFormat
 {
     public static final int MAGIC = 0x434C434B;
-    public static final int VERSION = 2;
+    public static final int VERSION = 3;
+    /** The oldest version still read (an older primary's, during a rolling upgrade that began with the secondary). */
+    public static final int OLDEST_READ = 2;
     public static final int FLAG_FULL = 1;
     public static final int FLAG_BASE = 2;
     public static final int PAGE = 4096;
@@ -75,9 +79,11 @@ public final class CheckpointFormat
         {
             throw new IOException(what + ": bad magic 0x" + Integer.toHexString(h.getInt(0)));
         }
-        if (Short.toUnsignedInt(h.getShort(4)) != VERSION)
+        final int version = Short.toUnsignedInt(h.getShort(4));
+        if (version < OLDEST_READ || version > VERSION)
         {
-            throw new IOException(what + ": unsupported version " + Short.toUnsignedInt(h.getShort(4)));
+            throw new IOException(what + ": unsupported version " + version + " (this build reads " + OLDEST_READ +
+                " to " + VERSION + "; upgrade the secondary before the primary)");
         }
         final boolean full = (h.getShort(6) & FLAG_FULL) != 0;
         final boolean base = (h.getShort(6) & FLAG_BASE) != 0;

@@ -6,6 +6,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
 
@@ -26,6 +27,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     private volatile QemuProcess running;
     private volatile boolean trackWrites;
     private volatile java.util.concurrent.Future<QemuProcess> standby;
+    private volatile QemuProcess.Incoming standbyForm;
     public volatile long lastStartMicros;
     public volatile long lastLoadMicros;
 
@@ -65,7 +67,12 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         {
             try
             {
-                final QemuProcess q = QemuProcess.start(spec, runDir, image.ramFile(), true, netns, env(image));
+                // before the first regular checkpoint (a live base) there is no device state yet: expect what
+                // this build's primaries send
+                final QemuProcess.Incoming form = Files.exists(image.deviceStateFile())
+                    ? QemuProcess.Incoming.of(image.deviceStateFile()) : QemuProcess.Incoming.DEVICE_STATE;
+                final QemuProcess q = QemuProcess.start(spec, runDir, image.ramFile(), form, netns, env(image));
+                standbyForm = form;
                 LOG.info("vm={} hot standby: QEMU pid {} waits paused on the committed image", spec.name(), q.pid());
                 return q;
             }
@@ -137,8 +144,17 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     public void activate(final StandbyImage image, final long checkpointId) throws IOException
     {
         final long t0 = System.nanoTime();
-        final QemuProcess pre = standbyQemu();
-        final QemuProcess q = pre != null ? pre : QemuProcess.start(spec, runDir, image.ramFile(), true, netns, env(image));
+        final QemuProcess.Incoming form = QemuProcess.Incoming.of(image.deviceStateFile());
+        QemuProcess pre = standbyQemu();
+        if (pre != null && standbyForm != form)
+        {
+            // the primary changed how it saves device state (an upgrade) after the standby QEMU started
+            LOG.warn("vm={} hot standby waits for {} but checkpoint {} holds {}: starting a fresh QEMU", spec.name(),
+                standbyForm, checkpointId, form);
+            pre.kill();
+            pre = null;
+        }
+        final QemuProcess q = pre != null ? pre : QemuProcess.start(spec, runDir, image.ramFile(), form, netns, env(image));
         final long t1 = System.nanoTime();
         try
         {

@@ -9,19 +9,15 @@ import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.io.OutputStream;
-import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
-import java.nio.channels.ServerSocketChannel;
-import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.zip.CRC32C;
 
 /**
- * The primary's VM as a checkpoint source: pauses QEMU over QMP, takes its device state with a {@code migrate}
- * (x-ignore-shared: devices only) into a unix socket this agent listens on, and asks {@link WrittenPages} which
+ * The primary's VM as a checkpoint source: pauses QEMU over QMP, takes its device state (devices only, {@code
+ * xen-save-devices-state}), and asks {@link WrittenPages} which
  * RAM pages the guest wrote since the last checkpoint (the kernel's write tracking, or a compare with a shadow
  * copy). The first checkpoint of a session carries every page, streamed straight from the RAM file while the
  * VM stays paused; later ones copy only the written pages, so the VM can resume before they are sent.
@@ -41,7 +37,8 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     private final long ramBytes;
     private final GuestRam ram;
     private final WrittenPages written;
-    private final Path migSocket;
+    /** Where QEMU saves its device state at each checkpoint. */
+    private final Path deviceFile;
     /**
      * The audit of write tracking: CRC32C of every page as the secondary has it, and a window of pages re-read at
      * each checkpoint; a page whose bytes changed but was not reported is a miss (counted, logged, and sent).
@@ -62,7 +59,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     /** Per-step time of every checkpoint, microseconds: what the pause is made of. */
     public final org.HdrHistogram.Histogram stopMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
     public final org.HdrHistogram.Histogram deviceMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
-    /** Of the device state: QEMU's part, from the {@code migrate} command to the end of its stream. */
+    /** Of the device state: QEMU's part, the {@code xen-save-devices-state} command. */
     public final org.HdrHistogram.Histogram deviceQemuMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
     /** Finding the written pages (PAGEMAP_SCAN, or the compare). */
     public final org.HdrHistogram.Histogram trackMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
@@ -125,7 +122,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
         this.auditPagesPerCheckpoint = (int)Math.min(auditPagesPerCheckpoint, ram.pages());
         this.pageCrcs = auditPagesPerCheckpoint > 0 ? new int[(int)Math.min(Integer.MAX_VALUE - 8, ram.pages())] : null;
-        this.migSocket = qemu.runDir().resolve("checkpoint.sock");
+        this.deviceFile = qemu.runDir().resolve("device.state");
         this.helper = java.util.concurrent.Executors.newSingleThreadExecutor(r ->
         {
             final Thread t = new Thread(r, "colod-" + qemu.spec().name() + "-pages");
@@ -535,57 +532,28 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         return missed;
     }
 
-    /** Runs {@code migrate} into our unix socket and returns what QEMU wrote: the device state. */
+    /**
+     * QEMU's device state, saved by {@code xen-save-devices-state} into a file of this VM's runtime directory: the
+     * devices alone (no RAM, no configuration section), written on QEMU's main thread in one QMP command. A
+     * {@code migrate} (x-ignore-shared) would carry the same devices but costs a migration thread, dirty logging
+     * switched on and off, the ROM blocks' pages and a {@code query-migrate} (4.6 vs 1.1 ms for the test guest).
+     * {@code live: false}: the VM is paused by us and resumes here, so QEMU must keep its disks active.
+     */
     private ByteBuffer deviceState() throws IOException
     {
-        Files.deleteIfExists(migSocket);
-        try (ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX))
+        Files.deleteIfExists(deviceFile);
+        try
         {
-            server.bind(UnixDomainSocketAddress.of(migSocket));
             final long sentNs = System.nanoTime();
-            qemu.qmp().execute("migrate", Map.of("uri", "unix:" + migSocket), QemuProcess.QMP_TIMEOUT_MS);
-            ByteBuffer buf = ByteBuffer.allocate(1 << 20);
-            try (SocketChannel s = server.accept())
-            {
-                while (true)
-                {
-                    if (!buf.hasRemaining())
-                    {
-                        buf = ByteBuffer.allocate(buf.capacity() * 2).put(buf.flip());
-                    }
-                    if (s.read(buf) < 0)
-                    {
-                        break;
-                    }
-                }
-            }
+            qemu.qmp().execute("xen-save-devices-state", Map.of("filename", deviceFile.toString(), "live", false),
+                QemuProcess.QMP_TIMEOUT_MS);
             deviceQemuMicros.recordValue((System.nanoTime() - sentNs) / 1000);
-            final String status = waitMigration();
-            if (!"completed".equals(status))
-            {
-                throw new IOException("vm " + qemu.spec().name() + ": device-state migration ended " + status);
-            }
-            return buf.flip();
+            return ByteBuffer.wrap(Files.readAllBytes(deviceFile));
         }
         finally
         {
-            Files.deleteIfExists(migSocket);
+            Files.deleteIfExists(deviceFile);
         }
-    }
-
-    private String waitMigration() throws IOException
-    {
-        final long deadline = System.nanoTime() + QemuProcess.QMP_TIMEOUT_MS * 1_000_000L;
-        while (System.nanoTime() - deadline < 0)
-        {
-            final String status = qemu.qmp().execute("query-migrate", null, QemuProcess.QMP_TIMEOUT_MS).path("status").asText();
-            if ("completed".equals(status) || "failed".equals(status) || "cancelled".equals(status))
-            {
-                return status;
-            }
-            Thread.onSpinWait();
-        }
-        return "timed out";
     }
 
     private long awaitCollect(final java.util.concurrent.Future<Long> f) throws IOException

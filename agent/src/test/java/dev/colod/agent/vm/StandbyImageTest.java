@@ -243,6 +243,40 @@ class StandbyImageTest
             .hasMessageContaining("carries no disk");
     }
 
+    /** {@code stream} as a primary of format {@code version} would send it (CRC recomputed). */
+    private static byte[] asVersion(final byte[] stream, final int version)
+    {
+        final ByteBuffer b = ByteBuffer.wrap(stream);
+        b.putShort(4, (short)version);
+        final CRC32C crc = new CRC32C();
+        crc.update(stream, 0, stream.length - 4);
+        b.putInt(stream.length - 4, (int)crc.getValue());
+        return stream;
+    }
+
+    @Test
+    void anOlderPrimarysFormatIsStillCommittedAndANewerOneIsRefusedNamingWhatThisBuildReads() throws Exception
+    {
+        final StandbyImage image = new StandbyImage(dir, "t", NONE);
+        final byte[] b = asVersion(base((byte)5), CheckpointFormat.OLDEST_READ);
+        receive(image, 1, b, b.length);
+        image.commit(1);
+        final byte[] delta = asVersion(stream(0, "dev".getBytes(), new long[]{3}, new byte[]{9}), CheckpointFormat.OLDEST_READ);
+        receive(image, 2, delta, delta.length);
+        image.commit(2);
+        assertThat(image.resumable()).isTrue();
+
+        final byte[] newer = asVersion(stream(0, "dev".getBytes(), new long[]{4}, new byte[]{7}), CheckpointFormat.VERSION + 1);
+        assertThatThrownBy(() ->
+        {
+            receive(image, 3, newer, newer.length);
+            image.commit(3);
+        }).isInstanceOf(IOException.class).hasMessageContaining("unsupported version " + (CheckpointFormat.VERSION + 1))
+            .hasMessageContaining("upgrade the secondary before the primary");
+        assertThat(image.lastCommitted()).isEqualTo(2);
+        assertThat(pageByte(image, 4)).as("untouched by the refused checkpoint").isEqualTo((byte)5);
+    }
+
     @Test
     void anExtentOutsideTheDiskIsRefusedBeforeItIsWritten() throws Exception
     {
