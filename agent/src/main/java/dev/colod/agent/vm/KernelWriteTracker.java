@@ -32,13 +32,49 @@ public final class KernelWriteTracker implements WrittenPages
     private static final int REGION_BYTES = 24;
     private static final int REGIONS = 8192;
 
+    /**
+     * Below this much RAM one walk is about as quick as handing slices to other threads (~0.2 ms for 128 MiB);
+     * above, the walk grows with RAM (~2.2 ms per GiB here) and is shared.
+     */
+    private static final long SLICED_FROM = 64L << 20;
+
     private final String vm;
     private final int pagemap;
     private final long start;
     private final long length;
-    private final Memory arg = new Memory(ARG_BYTES);
-    private final Memory vec = new Memory((long)REGIONS * REGION_BYTES);
+    /** The walk's slices: the first is walked by the caller, the others by {@link #walkers} at the same time. */
+    private final Slice[] slices;
+    private final java.util.concurrent.ExecutorService walkers;
     private long lastTrackNanos;
+
+    /** One slice of the mapping with its own ioctl argument, region vector and (for the later ones) results. */
+    private static final class Slice
+    {
+        final long from;
+        final long end;
+        final Memory arg = new Memory(ARG_BYTES);
+        final Memory vec = new Memory((long)REGIONS * REGION_BYTES);
+        /** Runs found, as (first page, count) pairs, kept until the earlier slices' runs are out. */
+        long[] runs = new long[256];
+        int runCount;
+
+        Slice(final long from, final long end)
+        {
+            this.from = from;
+            this.end = end;
+        }
+
+        void keep(final long firstPage, final long count)
+        {
+            if (2 * runCount + 2 > runs.length)
+            {
+                runs = java.util.Arrays.copyOf(runs, runs.length * 2);
+            }
+            runs[2 * runCount] = firstPage;
+            runs[2 * runCount + 1] = count;
+            runCount++;
+        }
+    }
 
     private KernelWriteTracker(final String vm, final int pagemap, final long start, final long length)
     {
@@ -46,6 +82,20 @@ public final class KernelWriteTracker implements WrittenPages
         this.pagemap = pagemap;
         this.start = start;
         this.length = length;
+        // page tables of a large guest are walked on every core at once (QEMU's own work at the pause is short)
+        final int n = length < SLICED_FROM ? 1 : Math.max(1, Math.min(4, Runtime.getRuntime().availableProcessors()));
+        final long per = (length / GuestRam.PAGE + n - 1) / n * GuestRam.PAGE;
+        slices = new Slice[n];
+        for (int i = 0; i < n; i++)
+        {
+            slices[i] = new Slice(start + i * per, Math.min(start + length, start + (i + 1) * per));
+        }
+        walkers = n == 1 ? null : java.util.concurrent.Executors.newFixedThreadPool(n - 1, r ->
+        {
+            final Thread t = new Thread(r, "colod-" + vm + "-pagemap-scan");
+            t.setDaemon(true);
+            return t;
+        });
     }
 
     /**
@@ -110,19 +160,79 @@ public final class KernelWriteTracker implements WrittenPages
         return scan(out);
     }
 
-    /** One walk over the mapping, in as many calls as the region vector needs; {@code out} null discards. */
+    /**
+     * One walk over the mapping, its slices at the same time, each in as many calls as its region vector needs;
+     * {@code out} (null discards) gets the runs in page order.
+     */
     private long scan(final Regions out) throws IOException
     {
+        final long t0 = System.nanoTime();
+        final java.util.List<java.util.concurrent.Future<Long>> later = new java.util.ArrayList<>(slices.length - 1);
+        for (int i = 1; i < slices.length; i++)
+        {
+            final Slice sl = slices[i];
+            sl.runCount = 0;
+            later.add(walkers.submit(() -> walk(sl, out == null ? null : sl::keep)));
+        }
         long pages = 0;
-        long trackNanos = 0;
-        long from = start;
-        final long end = start + length;
-        while (from < end)
+        IOException failed = null;
+        try
+        {
+            pages = walk(slices[0], out);
+        }
+        catch (final IOException ex)
+        {
+            failed = ex;
+        }
+        for (int i = 1; i < slices.length; i++)
+        {
+            try
+            {
+                pages += later.get(i - 1).get();
+            }
+            catch (final InterruptedException ex)
+            {
+                Thread.currentThread().interrupt();
+                failed = failed != null ? failed : new IOException("vm " + vm + ": interrupted while scanning pagemap", ex);
+            }
+            catch (final java.util.concurrent.ExecutionException ex)
+            {
+                failed = failed != null ? failed : ex.getCause() instanceof IOException io ? io
+                    : new IOException("vm " + vm + ": scanning pagemap failed: " + ex.getCause(), ex.getCause());
+            }
+        }
+        if (failed != null)
+        {
+            throw failed;
+        }
+        if (out != null)
+        {
+            for (int i = 1; i < slices.length; i++)
+            {
+                final Slice sl = slices[i];
+                for (int r = 0; r < sl.runCount; r++)
+                {
+                    out.region(sl.runs[2 * r], sl.runs[2 * r + 1]);
+                }
+            }
+        }
+        lastTrackNanos = System.nanoTime() - t0;
+        return pages;
+    }
+
+    /** Walks one slice; runs go to {@code out} (null: discarded). */
+    private long walk(final Slice sl, final Regions out) throws IOException
+    {
+        long pages = 0;
+        long from = sl.from;
+        final Memory arg = sl.arg;
+        final Memory vec = sl.vec;
+        while (from < sl.end)
         {
             arg.setLong(0, ARG_BYTES);
             arg.setLong(8, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC);
             arg.setLong(16, from);
-            arg.setLong(24, end);
+            arg.setLong(24, sl.end);
             arg.setLong(32, 0); // walk_end, out
             arg.setLong(40, Pointer.nativeValue(vec));
             arg.setLong(48, REGIONS);
@@ -131,9 +241,7 @@ public final class KernelWriteTracker implements WrittenPages
             arg.setLong(72, PAGE_IS_WRITTEN); // category_mask
             arg.setLong(80, 0); // category_anyof_mask
             arg.setLong(88, PAGE_IS_WRITTEN); // return_mask
-            final long t0 = System.nanoTime();
             final int n = LibC.ioctl(pagemap, PAGEMAP_SCAN, arg);
-            trackNanos += System.nanoTime() - t0;
             if (n < 0)
             {
                 throw new IOException("vm " + vm + ": ioctl(PAGEMAP_SCAN) on QEMU's pagemap failed: " + LibC.lastError() +
@@ -157,7 +265,6 @@ public final class KernelWriteTracker implements WrittenPages
             }
             from = walkEnd;
         }
-        lastTrackNanos = trackNanos;
         return pages;
     }
 
@@ -170,6 +277,10 @@ public final class KernelWriteTracker implements WrittenPages
     @Override
     public void close()
     {
+        if (walkers != null)
+        {
+            walkers.shutdownNow();
+        }
         LibC.close(pagemap);
     }
 }
