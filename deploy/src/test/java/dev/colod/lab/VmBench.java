@@ -45,8 +45,14 @@ public final class VmBench
             new Run(1024, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL),
             new Run(4096, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL),
             new Run(4096, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL));
+        // optional arguments: the guest sizes (MiB) to run, e.g. "128 4096"; all by default
+        final List<Integer> only = java.util.Arrays.stream(args).map(Integer::valueOf).toList();
         for (final Run r : runs)
         {
+            if (!only.isEmpty() && !only.contains(r.mib()))
+            {
+                continue;
+            }
             try (TwoHostLab.Lab rig = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, r.mib()))
             {
                 final TwoHostLab.Protection how = TwoHostLab.Protection.of(100).in(r.mode()).tracking(r.tracking());

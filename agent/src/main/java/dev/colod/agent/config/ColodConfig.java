@@ -174,7 +174,7 @@ public final class ColodConfig
         public WriteTracking writeTracking = WriteTracking.KERNEL;
         /** Primary: pages re-read at each checkpoint, in turn, to audit write tracking (0: no audit). */
         @JsonProperty("write-audit-pages")
-        public int writeAuditPages = 4096;
+        public int writeAuditPages = 1024;
         public String kernel;
         public String initrd;
         public String append;

@@ -46,6 +46,8 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     private final int[] pageCrcs;
     private final int auditPagesPerCheckpoint;
     private final CRC32C auditCrc = new CRC32C();
+    /** The audit's own views of RAM's chunks (it runs on the helper thread only). */
+    private ByteBuffer[] auditViews;
     private boolean crcsValid;
     private long auditCursor;
     /** Pages the audit re-read, and pages it found changed without having been reported. */
@@ -511,14 +513,25 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             return 0;
         }
         long missed = 0;
-        final byte[] page = new byte[PAGE];
+        if (auditViews == null)
+        {
+            auditViews = new ByteBuffer[ram.chunkCount()];
+            for (int i = 0; i < auditViews.length; i++)
+            {
+                auditViews[i] = ram.chunk(i);
+            }
+        }
         for (int k = 0; k < auditPagesPerCheckpoint; k++)
         {
             final long p = auditCursor;
             auditCursor = (auditCursor + 1) % ram.pages();
-            ram.copyPage(p, page, 0);
+            // straight from the mapping, no copy: the CRC reads the page where it is
+            final long at = p * PAGE;
+            final ByteBuffer v = auditViews[(int)(at / GuestRam.CHUNK)];
+            final int off = (int)(at % GuestRam.CHUNK);
+            v.limit(off + PAGE).position(off);
             auditCrc.reset();
-            auditCrc.update(page);
+            auditCrc.update(v);
             if ((int)auditCrc.getValue() != pageCrcs[(int)p])
             {
                 missed++;
