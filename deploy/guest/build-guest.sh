@@ -10,7 +10,7 @@ out="${1:-$here/../../build/guest}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 # bump when the guest changes, so cached guests are rebuilt
-version=5
+version=6
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$version" ] && [ "${FORCE:-0}" != 1 ]; then
   echo "guest already built in $out"; exit 0
 fi
@@ -72,10 +72,14 @@ chmod +x "$root/init"
 
 cat > "$root/www/cgi-bin/count" <<'CGI'
 #!/bin/sh
-# the counter lives in /tmp (tmpfs): guest RAM, so only checkpoints carry it to the standby
+# the counter lives in /tmp (tmpfs): guest RAM, so only checkpoints carry it to the standby. Replaced by rename,
+# never rewritten in place: after a failover the resumed guest may run a request whose client gave up next to
+# the client's retry, and "echo > file" (truncate, then write) would let the other read an empty file (an answer
+# of 1 after N: a guest-level race, not a rollback)
 n=$(cat /tmp/counter)
 n=$((n + 1))
-echo "$n" > /tmp/counter
+echo "$n" > /tmp/counter.$$
+mv -f /tmp/counter.$$ /tmp/counter
 printf 'Content-Type: text/plain\r\n\r\n%s\n' "$n"
 CGI
 chmod +x "$root/www/cgi-bin/count"
