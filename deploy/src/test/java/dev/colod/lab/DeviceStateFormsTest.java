@@ -1,0 +1,128 @@
+package dev.colod.lab;
+
+import dev.colod.agent.qemu.QemuProcess;
+import dev.colod.agent.qemu.VmSpec;
+import dev.colod.buffer.net.Netns;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.List;
+import java.util.Map;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/**
+ * Both forms of device state a secondary may hold, with the real test guest and real QEMUs: what this build's
+ * primary saves ({@code xen-save-devices-state}: devices alone, checkpoint format 3) and what a primary of the
+ * build before saved ({@code migrate} with x-ignore-shared: a whole migration stream, format 2, read during a
+ * rolling upgrade). Each is recognised from its bytes and loaded by a QEMU started for its form, which then runs
+ * the guest; loading the devices-alone form into a QEMU started for the other shows why the form matters.
+ */
+class DeviceStateFormsTest
+{
+    private final String ns = "colot-f-" + ProcessHandle.current().pid() % 100000;
+    private Path dir;
+    private VmSpec spec;
+    private QemuProcess qemu;
+
+    @BeforeEach
+    void start() throws Exception
+    {
+        FailoverEndToEndTest.requireLab();
+        dir = Files.createTempDirectory("colot-forms");
+        Netns.add(ns);
+        spec = new VmSpec("forms", 128, 1, FailoverEndToEndTest.GUEST.resolve("vmlinuz"),
+            FailoverEndToEndTest.GUEST.resolve("initrd.img"), "console=ttyS0 quiet",
+            List.of(new VmSpec.Nic("fmt0", "52:54:00:c0:10:0a")), "tcg", dir, List.of(), null).check();
+    }
+
+    @AfterEach
+    void stop()
+    {
+        if (qemu != null)
+        {
+            qemu.kill();
+        }
+        Netns.delete(ns);
+        TwoHostLab.deleteTree(dir);
+    }
+
+    @Test
+    void eachFormIsRecognisedAndLoadedByAQemuStartedForItAndTheGuestRunsOn() throws Exception
+    {
+        final Path ram = dir.resolve("a.ram");
+        qemu = QemuProcess.start(spec, dir.resolve("run-a"), ram, QemuProcess.Incoming.NONE, ns);
+        Thread.sleep(3000); // the guest boots: its devices have state worth saving
+        qemu.qmp().execute("stop", null, QemuProcess.QMP_TIMEOUT_MS);
+        final Path devices = dir.resolve("devices.state");
+        qemu.qmp().execute("xen-save-devices-state", Map.of("filename", devices.toString(), "live", false),
+            QemuProcess.QMP_TIMEOUT_MS);
+        final Path stream = dir.resolve("stream.state");
+        qemu.qmp().execute("migrate", Map.of("uri", "exec:cat > " + stream), QemuProcess.QMP_TIMEOUT_MS);
+        awaitMigration(qemu, "completed");
+        final Path image = dir.resolve("image.ram");
+        Files.copy(ram, image, StandardCopyOption.REPLACE_EXISTING);
+        qemu.kill();
+        qemu = null;
+
+        assertThat(QemuProcess.Incoming.of(devices)).isEqualTo(QemuProcess.Incoming.DEVICE_STATE);
+        assertThat(QemuProcess.Incoming.of(stream)).isEqualTo(QemuProcess.Incoming.MIGRATION_STREAM);
+        assertThat(Files.size(devices)).as("devices alone are much smaller than a stream with the ROM pages")
+            .isLessThan(Files.size(stream));
+
+        for (final Path state : List.of(devices, stream))
+        {
+            final Path copy = dir.resolve("b.ram");
+            Files.copy(image, copy, StandardCopyOption.REPLACE_EXISTING);
+            qemu = QemuProcess.start(spec, dir.resolve("run-b"), copy, QemuProcess.Incoming.of(state), ns);
+            qemu.qmp().execute("migrate-incoming", Map.of("uri", "exec:cat " + state), QemuProcess.QMP_TIMEOUT_MS);
+            awaitMigration(qemu, "completed");
+            qemu.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
+            Thread.sleep(500);
+            assertThat(qemu.qmp().execute("query-status", null, QemuProcess.QMP_TIMEOUT_MS).path("status").asText())
+                .as("the guest runs on from " + state.getFileName()).isEqualTo("running");
+            assertThat(qemu.isAlive()).isTrue();
+            qemu.kill();
+            qemu = null;
+        }
+
+        // control: the devices-alone form in a QEMU started for a whole stream is refused by QEMU
+        final Path copy = dir.resolve("c.ram");
+        Files.copy(image, copy, StandardCopyOption.REPLACE_EXISTING);
+        qemu = QemuProcess.start(spec, dir.resolve("run-c"), copy, QemuProcess.Incoming.MIGRATION_STREAM, ns);
+        final QemuProcess wrong = qemu;
+        assertThatThrownBy(() ->
+        {
+            wrong.qmp().execute("migrate-incoming", Map.of("uri", "exec:cat " + devices), QemuProcess.QMP_TIMEOUT_MS);
+            awaitMigration(wrong, "completed");
+        }).isInstanceOf(IOException.class);
+        assertThat(Files.readString(dir.resolve("run-c").resolve("qemu.out"))).contains("Configuration section missing");
+    }
+
+    /** Waits for the migration status {@code want}; throws on another final status or when QEMU is gone. */
+    private static void awaitMigration(final QemuProcess q, final String want) throws Exception
+    {
+        final long deadline = System.nanoTime() + 10_000_000_000L;
+        while (System.nanoTime() - deadline < 0)
+        {
+            final String status = q.qmp().execute("query-migrate", null, QemuProcess.QMP_TIMEOUT_MS).path("status")
+                .asText();
+            if (want.equals(status))
+            {
+                return;
+            }
+            if ("failed".equals(status) || "cancelled".equals(status))
+            {
+                throw new IOException("migration " + status);
+            }
+            Thread.sleep(10);
+        }
+        throw new IOException("migration did not reach " + want);
+    }
+}
