@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The long profile of the fault matrix (docs/RELIABILITY.md): every fault x both modes, RUNS runs each (default
-# 20; ~40 s a run), on the two-host lab with etcd, TLS and the real test guest, as root. Prints one line per run
+# 20; ~20 s a run, ~2 h in all), on the two-host lab with etcd, TLS and the real test guest, as root. Prints one line per run
 # and writes the table to docs/RELIABILITY-latest.md.
 # Usage: bash deploy/fault-matrix.sh [RUNS] [FAULT,FAULT,...]   (fault names: see FaultMatrix.Fault)
 set -euo pipefail
