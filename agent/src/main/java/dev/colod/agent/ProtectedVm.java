@@ -264,7 +264,7 @@ public final class ProtectedVm implements AutoCloseable
         {
             try (var held = Files.list(plumbing))
             {
-                for (final Path f : (Iterable<Path>)held.filter(f -> f.getFileName().toString().startsWith("held-"))::iterator)
+                for (final Path f : (Iterable<Path>)held.filter(HeldRecord::isRecord)::iterator)
                 {
                     leftByCrashedAgent(vm, f);
                 }

@@ -39,10 +39,18 @@ public final class HeldRecord implements AutoCloseable
         this.map = map;
     }
 
+    private static final String PREFIX = "held-";
+
     /** The record of the NIC {@code vmTap} in {@code dir}. */
     public static Path fileOf(final Path dir, final String vmTap)
     {
-        return dir.resolve("held-" + vmTap);
+        return dir.resolve(PREFIX + vmTap);
+    }
+
+    /** Whether {@code file} is some NIC's record (by its name). */
+    public static boolean isRecord(final Path file)
+    {
+        return file.getFileName().toString().startsWith(PREFIX);
     }
 
     /**

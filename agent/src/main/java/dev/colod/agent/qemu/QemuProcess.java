@@ -265,6 +265,27 @@ public final class QemuProcess implements AutoCloseable
         return qmp;
     }
 
+    /**
+     * Waits (polling {@code query-migrate} every millisecond, at most {@link #QMP_TIMEOUT_MS}) for the migration in
+     * progress to end; returns its final status ({@code completed}, {@code failed}, {@code cancelled}) or the last
+     * one seen when the wait ran out.
+     */
+    public String awaitMigration() throws IOException, InterruptedException
+    {
+        final long deadline = System.nanoTime() + QMP_TIMEOUT_MS * 1_000_000L;
+        String status = "";
+        while (System.nanoTime() - deadline < 0)
+        {
+            status = qmp.execute("query-migrate", null, QMP_TIMEOUT_MS).path("status").asText();
+            if ("completed".equals(status) || "failed".equals(status) || "cancelled".equals(status))
+            {
+                return status;
+            }
+            Thread.sleep(1);
+        }
+        return status;
+    }
+
     public Path ramFile()
     {
         return ramFile;

@@ -160,17 +160,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         {
             q.qmp().execute("migrate-incoming", Map.of("uri", "exec:cat " + image.deviceStateFile()),
                 QemuProcess.QMP_TIMEOUT_MS);
-            final long deadline = System.nanoTime() + QemuProcess.QMP_TIMEOUT_MS * 1_000_000L;
-            String status = "";
-            while (System.nanoTime() - deadline < 0)
-            {
-                status = q.qmp().execute("query-migrate", null, QemuProcess.QMP_TIMEOUT_MS).path("status").asText();
-                if ("completed".equals(status) || "failed".equals(status))
-                {
-                    break;
-                }
-                Thread.sleep(1);
-            }
+            final String status = q.awaitMigration();
             if (!"completed".equals(status))
             {
                 throw new IOException("loading device state of checkpoint " + checkpointId + " ended " + status);

@@ -33,10 +33,10 @@ public final class NicPlumbing implements AutoCloseable
     public static final String COOKIE = "c01dc01d";
     private static final Pattern MTU = Pattern.compile("\\bmtu (\\d+)");
     private static final Pattern MASTER = Pattern.compile("\\bmaster (\\S+)");
-    /** In {@code tc -s filter show}: what one action could not do (mirred: its target was gone or full). */
     /** In {@code ip -s -j link show}: a device's transmit drops (for a tap: its queue to the reader was full). */
     private static final Pattern TX_DROPPED = Pattern.compile(
         "\"tx\":\\{\"bytes\":\\d+,\"packets\":\\d+,\"errors\":\\d+,\"dropped\":(\\d+)");
+    /** In {@code tc -s filter show}: what one action could not do (mirred: its target was gone or full). */
     private static final Pattern NOT_DONE = Pattern.compile("\\(dropped (\\d+), overlimits (\\d+)");
 
     private final String vmTap;
@@ -46,7 +46,8 @@ public final class NicPlumbing implements AutoCloseable
     private final TapDevice guestTap;
     private final TapDevice uplinkTap;
     private final long droppedByStaleRedirect;
-    private boolean closed;
+    /** Read by {@link #notRedirected()} from the threads that ask for statistics. */
+    private volatile boolean closed;
 
     private NicPlumbing(final String vmTap, final String bridge, final IpRoute net, final Path stateFile,
         final TapDevice guestTap, final TapDevice uplinkTap, final long droppedByStaleRedirect)
@@ -166,17 +167,24 @@ public final class NicPlumbing implements AutoCloseable
     /** The bridge that {@code vmTap}'s state file in {@code runDir} names, null without one. */
     private static String recordedBridge(final Path runDir, final String vmTap) throws IOException
     {
-        final Path state = runDir.resolve("plumbing-" + vmTap + ".state");
-        if (!Files.exists(state))
-        {
-            return null;
-        }
+        final Path state = stateFileOf(runDir, vmTap);
+        return Files.exists(state) ? readState(state).getProperty("bridge") : null;
+    }
+
+    /** Where the state file of {@code vmTap} lives in {@code runDir}. */
+    private static Path stateFileOf(final Path runDir, final String vmTap)
+    {
+        return runDir.resolve("plumbing-" + vmTap + ".state");
+    }
+
+    private static Properties readState(final Path state) throws IOException
+    {
         final Properties p = new Properties();
         try (Reader r = Files.newBufferedReader(state))
         {
             p.load(r);
         }
-        return p.getProperty("bridge");
+        return p;
     }
 
     /**
@@ -187,7 +195,7 @@ public final class NicPlumbing implements AutoCloseable
         final java.util.Map<String, String> devices) throws IOException
     {
         Files.createDirectories(runDir);
-        final Path state = runDir.resolve("plumbing-" + vmTap + ".state");
+        final Path state = stateFileOf(runDir, vmTap);
         final Properties p = new Properties();
         p.setProperty("netns", site.net().netns() == null ? "" : site.net().netns());
         p.setProperty("vm-tap", vmTap);
@@ -313,11 +321,7 @@ public final class NicPlumbing implements AutoCloseable
             for (final Path f : (Iterable<Path>)files.filter(x -> x.getFileName().toString().startsWith("plumbing-")
                 && x.getFileName().toString().endsWith(".state"))::iterator)
             {
-                final Properties p = new Properties();
-                try (Reader r = Files.newBufferedReader(f))
-                {
-                    p.load(r);
-                }
+                final Properties p = readState(f);
                 final String ns = p.getProperty("netns", "");
                 final IpRoute net = new IpRoute(ns.isEmpty() ? null : ns);
                 final String vmTap = p.getProperty("vm-tap");
