@@ -205,6 +205,9 @@ public final class ProtectedVm implements AutoCloseable
         final EtcdArbiter e = new EtcdArbiter(new EtcdArbiter.Settings(a.etcd.stream().map(java.net.URI::create).toList(),
             a.prefix, host, a.leaseTtlMs, a.safetyMarginMs, a.requestTimeoutMs, etcdTls), v.name,
             () -> hooks.transport().newArbiterSocket());
+        // a restarted colod carries on with its host's newest hold: it never says HELLO with an older token
+        final Path stateDir = Path.of(config.stateDir);
+        e.knownToken(TokenFile.readHeld(stateDir, v.name)).onHeldToken(t -> TokenFile.writeHeld(stateDir, v.name, t));
         LOG.info("vm={} arbitrated by etcd {} as host {}", v.name, a.etcd, host);
         return e;
     }

@@ -7,11 +7,16 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 
 /**
- * The newest fencing token this host has seen for a VM, kept in {@code <state-dir>/<vm>/token} so that a restarted
- * secondary still refuses a primary whose token is older (docs/PROTOCOL.md, section 8). Written atomically.
+ * Fencing tokens kept in the state directory, written atomically: {@code <state-dir>/<vm>/token}, the newest token this
+ * host has seen (so that a restarted secondary still refuses a primary whose token is older, docs/PROTOCOL.md,
+ * section 8), and {@code <state-dir>/<vm>/held-token}, the newest token this host itself held (so that a restarted
+ * primary never says HELLO with an older one than its own earlier hold).
  */
 public final class TokenFile
 {
+    private static final String SEEN = "token";
+    private static final String HELD = "held-token";
+
     private TokenFile()
     {
     }
@@ -19,7 +24,32 @@ public final class TokenFile
     /** The recorded token, 0 if none (or unreadable: the arbiter stays the first line). */
     public static long read(final Path stateDir, final String vm)
     {
-        final Path f = stateDir.resolve(vm).resolve("token");
+        return read(stateDir, vm, SEEN);
+    }
+
+    public static void write(final Path stateDir, final String vm, final long token)
+    {
+        write(stateDir, vm, SEEN, token);
+    }
+
+    /** The newest token this host held, 0 if none recorded. */
+    public static long readHeld(final Path stateDir, final String vm)
+    {
+        return read(stateDir, vm, HELD);
+    }
+
+    /** Records {@code token} as held here unless a newer one is recorded already. */
+    public static synchronized void writeHeld(final Path stateDir, final String vm, final long token)
+    {
+        if (token > read(stateDir, vm, HELD))
+        {
+            write(stateDir, vm, HELD, token);
+        }
+    }
+
+    private static long read(final Path stateDir, final String vm, final String name)
+    {
+        final Path f = stateDir.resolve(vm).resolve(name);
         try
         {
             return Files.exists(f) ? Long.parseLong(Files.readString(f).trim()) : 0;
@@ -30,13 +60,13 @@ public final class TokenFile
         }
     }
 
-    public static void write(final Path stateDir, final String vm, final long token)
+    private static void write(final Path stateDir, final String vm, final String name, final long token)
     {
-        final Path f = stateDir.resolve(vm).resolve("token");
+        final Path f = stateDir.resolve(vm).resolve(name);
         try
         {
             Files.createDirectories(f.getParent());
-            final Path tmp = f.resolveSibling("token.tmp");
+            final Path tmp = f.resolveSibling(name + ".tmp");
             Files.writeString(tmp, token + "\n");
             Files.move(tmp, f, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         }

@@ -1,6 +1,7 @@
 package dev.colod.core;
 
 import dev.colod.core.protocol.HeartbeatFrame;
+import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.status.ColoCounters;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -137,6 +138,17 @@ final class Heartbeat implements AutoCloseable
         {
             lost(SessionEnd.Cause.PEER_LOST, "no heartbeat from " + peer + " for " + timeoutMs + " ms");
         }
+        catch (final ProtocolException ex)
+        {
+            // a live peer sent a frame the protocol does not allow: the session ends (PROTOCOL.md, section 5), it
+            // is not the loss of the peer; the engine says BYE 1 (error) and a secondary stands by
+            if (!ended.get())
+            {
+                LOG.warn("peer={} heartbeat protocol error: {}", peer, ex.getMessage());
+                end.record(SessionEnd.Cause.PROTOCOL_ERROR, "heartbeat channel: " + ex.getMessage(), ex);
+                onEnd.run();
+            }
+        }
         catch (final IOException ex)
         {
             // the peer's kernel closed or reset the connection: its host is up, its process is gone
@@ -151,16 +163,41 @@ final class Heartbeat implements AutoCloseable
             counters.heartbeatLosses.incrementAndGet();
             LOG.warn("peer={} lost: {}", peer, detail);
             end.record(cause, detail);
+            onEnd.run(); // first: the reaction to a lost peer must not wait for this socket's close
             closeSocket();
-            onEnd.run();
         }
     }
 
     private void closeSocket()
     {
+        abort(socket);
+    }
+
+    /**
+     * Closes {@code s} without waiting for its peer. Closing a TLS socket reads what the peer still sends (JSSE
+     * drains its input, up to SO_TIMEOUT): with a silent peer that is a whole timeout. A 1 ms timeout first
+     * bounds that drain.
+     */
+    static void abort(final Socket s)
+    {
+        if (s == null)
+        {
+            return;
+        }
         try
         {
-            socket.close();
+            if (!s.isClosed())
+            {
+                s.setSoTimeout(1);
+            }
+        }
+        catch (final IOException ignore)
+        {
+            // closing anyway
+        }
+        try
+        {
+            s.close();
         }
         catch (final IOException ignore)
         {

@@ -243,7 +243,21 @@ public final class PrimaryEngine implements AutoCloseable
             {
                 lastError = ex.getMessage();
                 LOG.warn("vm={} secondary {} refused the session: {}", config.vmName(), peer, ex.getMessage());
-                if (ex.status == Welcome.FAILED_OVER || ex.status == Welcome.STALE_TOKEN)
+                if (ex.status == Welcome.STALE_TOKEN && arbiter.arbitrated())
+                {
+                    // not proof of a newer owner: the newer token may be this host's own earlier hold (a restarted
+                    // colod that has not learned it yet). Only the arbiter proves another owner; until it answers,
+                    // output stays held and the VM runs on
+                    counters.staleTokenRefusals.incrementAndGet();
+                    if (!unprotectedOutput("the secondary refused fencing token " + ex.token))
+                    {
+                        fenceHere(lastError);
+                        exitListeners.publish(new ExitEvent("primary", ExitReason.ERROR, lastError, false,
+                            lastCompleted, false, ex));
+                        return;
+                    }
+                }
+                else if (ex.status == Welcome.FAILED_OVER || ex.status == Welcome.STALE_TOKEN)
                 {
                     output.fence(ex.getMessage()); // whatever is held (e.g. since an adoption) never leaves
                     fenceHere(ex.getMessage());
@@ -648,7 +662,7 @@ public final class PrimaryEngine implements AutoCloseable
 
     private void onPeerGone()
     {
-        closeQuietly(control);
+        Heartbeat.abort(control);
         commands.offer(CMD_WAKE);
     }
 
@@ -735,8 +749,9 @@ public final class PrimaryEngine implements AutoCloseable
     {
         s.setSoTimeout((int)config.syncTimeoutMs());
         final int mode = config.mode() == ColoConfig.Mode.STRICT ? Hello.MODE_STRICT : Hello.MODE_SPECULATIVE;
-        new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
-            config.heartbeatTimeoutMs(), arbiter.token(), config.vmName(), new byte[0]).writeTo(s.getOutputStream());
+        final Hello hello = new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
+            config.heartbeatTimeoutMs(), arbiter.token(), config.vmName(), new byte[0]);
+        hello.writeTo(s.getOutputStream());
         final Welcome w = Welcome.readFrom(s.getInputStream());
         s.setSoTimeout(0);
         if (w.status() == Welcome.OK && w.sessionId() == 0)
@@ -748,12 +763,11 @@ public final class PrimaryEngine implements AutoCloseable
         if (w.status() != Welcome.OK)
         {
             closeQuietly(s);
-            throw new RefusedException(w.status(), "secondary " + peer + " refused vm " + config.vmName() + ": " +
+            throw new RefusedException(w.status(), hello.token(), "secondary " + peer + " refused vm " + config.vmName() + ": " +
                 Welcome.statusName(w.status()) + (w.reason().isEmpty() ? "" : " (" + w.reason() + ")"));
         }
         return w;
     }
-
 
     /**
      * Asks the peer at {@code peer}, before this host starts the VM as primary, whether it stands by
@@ -834,11 +848,14 @@ public final class PrimaryEngine implements AutoCloseable
     static final class RefusedException extends IOException
     {
         final int status;
+        /** The token this host's HELLO carried. */
+        final long token;
 
-        RefusedException(final int status, final String message)
+        RefusedException(final int status, final long token, final String message)
         {
             super(message);
             this.status = status;
+            this.token = token;
         }
     }
 }

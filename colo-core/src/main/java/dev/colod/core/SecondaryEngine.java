@@ -18,13 +18,17 @@ import java.io.BufferedOutputStream;
 import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
 import java.net.SocketTimeoutException;
 import java.security.SecureRandom;
+import java.util.Collections;
+import java.util.HashMap;
 import java.util.Iterator;
 import java.util.LinkedHashSet;
+import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -49,6 +53,8 @@ public final class SecondaryEngine implements AutoCloseable
     private static final int CHUNK = 256 * 1024;
     /** Connections whose handshake may be in progress at once; a newer one evicts the oldest. */
     static final int MAX_PENDING_HANDSHAKES = 32;
+    /** Pending handshakes one source address may have; its newest connection evicts its own oldest. */
+    static final int MAX_PENDING_PER_SOURCE = 8;
     /** How often a failover asks the arbiter for the VM's key. */
     private static final long CLAIM_RETRY_MS = 50;
     private static final long CLAIM_REFUSED_RETRY_MS = 1000;
@@ -73,6 +79,10 @@ public final class SecondaryEngine implements AutoCloseable
     private volatile java.util.function.LongConsumer tokenListener = t -> { };
     /** Sockets accepted whose handshake has not completed, oldest first (under itself). */
     private final LinkedHashSet<Socket> pending = new LinkedHashSet<>();
+    /** Connections dropped before their handshake completed: logged as a summary, not one line each. */
+    private final DropLog dropped = new DropLog("dropped {} connection(s) before their handshake completed");
+    /** Connections refused for a malformed HELLO: the first is logged, then a summary. */
+    private final DropLog malformed = new DropLog("refused {} connection(s) for a malformed HELLO");
     private final ExecutorService handshakes = Executors.newCachedThreadPool(r ->
     {
         final Thread t = new Thread(r, "colo-secondary-handshake");
@@ -267,22 +277,14 @@ public final class SecondaryEngine implements AutoCloseable
                 idleBriefly();
                 continue;
             }
-            Socket evicted = null;
+            final Socket evicted;
             synchronized (pending)
             {
-                if (pending.size() >= MAX_PENDING_HANDSHAKES)
-                {
-                    final Iterator<Socket> oldest = pending.iterator();
-                    evicted = oldest.next();
-                    oldest.remove();
-                }
+                evicted = evictFor(s);
                 pending.add(s);
             }
-            if (evicted != null)
-            {
-                counters.abandonedHandshakes.incrementAndGet();
-                PrimaryEngine.closeQuietly(evicted);
-            }
+            // counted (once) and logged by its handshake thread, which sees the socket closed
+            PrimaryEngine.closeQuietly(evicted);
             try
             {
                 handshakes.execute(() -> handshake(s));
@@ -292,6 +294,44 @@ public final class SecondaryEngine implements AutoCloseable
                 PrimaryEngine.closeQuietly(s); // stopping
             }
         }
+    }
+
+    /**
+     * Under {@code pending}: the connection {@code s} displaces, or null. A source address has at most
+     * {@link #MAX_PENDING_PER_SOURCE} pending handshakes (its own oldest goes first); when all
+     * {@link #MAX_PENDING_HANDSHAKES} are taken, the oldest of the source with the most pending goes. So a flood from
+     * other addresses never evicts the real primary, which has one or two handshakes pending at a time.
+     */
+    private Socket evictFor(final Socket s)
+    {
+        final Map<InetAddress, Integer> perSource = new HashMap<>();
+        for (final Socket p : pending)
+        {
+            perSource.merge(p.getInetAddress(), 1, Integer::sum);
+        }
+        InetAddress from = null;
+        if (perSource.getOrDefault(s.getInetAddress(), 0) >= MAX_PENDING_PER_SOURCE)
+        {
+            from = s.getInetAddress();
+        }
+        else if (pending.size() >= MAX_PENDING_HANDSHAKES)
+        {
+            from = Collections.max(perSource.entrySet(), Map.Entry.comparingByValue()).getKey();
+        }
+        if (from == null)
+        {
+            return null;
+        }
+        for (final Iterator<Socket> it = pending.iterator(); it.hasNext(); )
+        {
+            final Socket p = it.next();
+            if (p.getInetAddress().equals(from))
+            {
+                it.remove();
+                return p;
+            }
+        }
+        return null;
     }
 
     private static void idleBriefly()
@@ -349,7 +389,7 @@ public final class SecondaryEngine implements AutoCloseable
             {
                 counters.refusedSessions.incrementAndGet();
                 counters.protocolErrors.incrementAndGet();
-                LOG.warn("vm={} refused connection from {}: {}", config.vmName(), who, pe.getMessage());
+                malformed.record(who, pe.getMessage());
                 refuse(s, "hello.version".equals(pe.field()) ? Welcome.VERSION : Welcome.BAD_HELLO, pe.getMessage());
                 return;
             }
@@ -358,7 +398,7 @@ public final class SecondaryEngine implements AutoCloseable
                 : !wasPending ? "evicted by newer connections or past the handshake deadline of " +
                     config.syncTimeoutMs() + " ms"
                 : String.valueOf(ex.getMessage() == null ? ex.toString() : ex.getMessage());
-            LOG.info("vm={} dropped connection from {} before its handshake completed: {}", config.vmName(), who, why);
+            dropped.record(who, why);
             PrimaryEngine.closeQuietly(s);
         }
     }
@@ -492,7 +532,7 @@ public final class SecondaryEngine implements AutoCloseable
                 return false;
             }
             heartbeat = new Heartbeat(s, peer, "colo-secondary-" + config.vmName(), h.heartbeatIntervalMs(),
-                h.heartbeatTimeoutMs(), sink::lastCommitted, counters, end, () -> PrimaryEngine.closeQuietly(control));
+                h.heartbeatTimeoutMs(), sink::lastCommitted, counters, end, () -> Heartbeat.abort(control));
             return true;
         }
 
@@ -837,6 +877,36 @@ public final class SecondaryEngine implements AutoCloseable
                 hb.close();
             }
             PrimaryEngine.closeQuietly(s.control);
+        }
+    }
+
+    /**
+     * Dropped handshakes are logged once, then at most every {@link #INTERVAL_NS} as a summary (how many, the last
+     * one): a flood of connections must not flood the log too.
+     */
+    private final class DropLog
+    {
+        private static final long INTERVAL_NS = 10_000_000_000L;
+        private final String what;
+        private long windowStartNs = System.nanoTime() - INTERVAL_NS;
+        private long since;
+
+        DropLog(final String what)
+        {
+            this.what = what;
+        }
+
+        synchronized void record(final String who, final String why)
+        {
+            since++;
+            final long now = System.nanoTime();
+            if (now - windowStartNs >= INTERVAL_NS)
+            {
+                LOG.warn("vm={} " + what + " in the last {} s (last: {}: {})", config.vmName(), since,
+                    Math.min(10, (now - windowStartNs) / 1_000_000_000L), who, why);
+                since = 0;
+                windowStartNs = now;
+            }
         }
     }
 }

@@ -142,17 +142,40 @@ class ArbitratedEnginesTest
     }
 
     @Test
-    void aPrimaryWithAnOlderTokenIsRefusedAndFencesItself() throws Exception
+    void aStaleTokenRefusalFencesOnlyWhenTheArbiterShowsAnotherOwner() throws Exception
     {
         final ScriptedArbiter arbiter = new ScriptedArbiter();
         try (EnginePair pair = arbitratedPrimary(ColoConfig.Mode.STRICT, arbiter, 5, 10))
         {
+            // the secondary refuses token 5; the arbiter still says this host holds the key: no fence, output held
+            await().atMost(10, TimeUnit.SECONDS).until(() -> pair.primary.counters().staleTokenRefusals.get() >= 1);
+            arbiter.unprotected = new Arbiter.Verdict(Arbiter.Verdict.Kind.FENCE, 10, "scripted: host b holds the key (token 10)");
             final ExitEvent e = EnginePair.next(pair.primaryExits, "primary");
-            assertThat(e.detail()).contains("stale-token").contains("fencing token 5 is older than 10");
+            assertThat(e.detail()).contains("host b holds the key");
             assertThat(pair.primary.state()).isEqualTo(ProtectionState.FENCED);
             assertThat(pair.output.events).anyMatch(ev -> ev.startsWith("fenced "));
-            assertThat(pair.secondary.counters().staleTokens.get()).isEqualTo(1);
+            assertThat(pair.secondary.counters().staleTokens.get()).isPositive();
             assertThat(pair.primary.counters().checkpointsCompleted.get()).isZero();
+        }
+    }
+
+    @Test
+    void aStaleTokenFromThisHostsOwnEarlierHoldNeverFencesAndANewerHoldProtectsAgain() throws Exception
+    {
+        final ScriptedArbiter arbiter = new ScriptedArbiter();
+        try (EnginePair pair = arbitratedPrimary(ColoConfig.Mode.STRICT, arbiter, 5, 10))
+        {
+            await().atMost(10, TimeUnit.SECONDS).until(() -> pair.primary.counters().staleTokenRefusals.get() >= 2);
+            assertThat(pair.primary.state()).isEqualTo(ProtectionState.UNPROTECTED);
+            assertThat(pair.vm.paused()).as("a refusal the arbiter does not confirm never pauses the VM").isFalse();
+            assertThat(pair.output.events).noneMatch(ev -> ev.startsWith("fenced "));
+
+            // this host takes the key anew (the earlier hold ended): its token is newer, the secondary takes it
+            arbiter.unprotected = ScriptedArbiter.granted(11);
+            pair.awaitCheckpoints(3);
+            assertThat(pair.primary.state()).isEqualTo(ProtectionState.PROTECTED);
+            assertThat(pair.secondary.newestToken()).isEqualTo(11);
+            assertThat(pair.output.events).noneMatch(ev -> ev.startsWith("fenced "));
         }
     }
 }

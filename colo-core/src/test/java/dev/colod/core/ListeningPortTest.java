@@ -33,6 +33,20 @@ import static org.awaitility.Awaitility.await;
 class ListeningPortTest
 {
     private static final int SYNC_TIMEOUT_MS = 60_000;
+    /** Another loopback address: the source of floods, so that they do not share the real primary's address. */
+    private static final InetAddress ELSEWHERE = loopback(2);
+
+    private static InetAddress loopback(final int last)
+    {
+        try
+        {
+            return InetAddress.getByAddress(new byte[]{127, 0, 0, (byte)last});
+        }
+        catch (final IOException ex)
+        {
+            throw new IllegalStateException(ex);
+        }
+    }
 
     private static ColoConfig config()
     {
@@ -137,7 +151,7 @@ class ListeningPortTest
                 {
                     try
                     {
-                        final Socket s = new Socket(at.getAddress(), at.getPort());
+                        final Socket s = new Socket(at.getAddress(), at.getPort(), ELSEWHERE, 0);
                         final byte[] junk = new byte[random.nextInt(80)];
                         random.nextBytes(junk);
                         if (random.nextBoolean() && junk.length > 6)
@@ -184,6 +198,126 @@ class ListeningPortTest
             }
             assertThat(counters.abandonedHandshakes.get() + counters.protocolErrors.get()).isGreaterThan(hello.length + 100);
             assertThat(sink.activatedAt()).as("nothing at the port causes a failover").isEqualTo(-1);
+        }
+    }
+
+    /**
+     * A flood of silent connections from another address never evicts a primary whose handshake is slow (as a TLS
+     * handshake is: the issue's third-party peer lost 2 of 3 attempts to "newest evicts oldest"), and each evicted
+     * connection is counted once.
+     */
+    @Test
+    void aSilentFloodFromElsewhereNeverEvictsASlowHandshakeAndEachEvictionCountsOnce() throws Exception
+    {
+        final MemorySink sink = new MemorySink();
+        final ColoCounters counters = new ColoCounters();
+        try (SecondaryEngine secondary = new SecondaryEngine(config().conclude(),
+            new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), sink, counters, ProtocolTap.NONE, NanoClock.SYSTEM)
+            .start();
+             MemoryVm vm = new MemoryVm(4096, false))
+        {
+            final InetSocketAddress at = secondary.localAddress();
+            final List<Socket> silent = new ArrayList<>();
+            final AtomicBoolean flooding = new AtomicBoolean(true);
+            final AtomicLong sent = new AtomicLong();
+            final Thread flood = new Thread(() ->
+            {
+                final java.util.ArrayDeque<Socket> open = new java.util.ArrayDeque<>();
+                while (flooding.get())
+                {
+                    try
+                    {
+                        open.add(new Socket(at.getAddress(), at.getPort(), ELSEWHERE, 0));
+                        sent.incrementAndGet();
+                        if (open.size() > 200)
+                        {
+                            PrimaryEngine.closeQuietly(open.poll());
+                        }
+                    }
+                    catch (final IOException ignore)
+                    {
+                        // the backlog is full for a moment: go on
+                    }
+                }
+                open.forEach(PrimaryEngine::closeQuietly);
+            }, "silent-flood");
+            flood.start();
+            try
+            {
+                await().atMost(10, TimeUnit.SECONDS).until(() -> sent.get() >= 500);
+                // the primary's handshake takes 300 ms before its HELLO, as a TLS handshake on a loaded host may
+                final PrimaryEngine slow = new PrimaryEngine(config().conclude(), at, vm, new RecordingOutputCommit(),
+                    new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM).transport(new Transport()
+                    {
+                        @Override
+                        public Socket secureClient(final Socket connected) throws IOException
+                        {
+                            try
+                            {
+                                Thread.sleep(300);
+                            }
+                            catch (final InterruptedException ex)
+                            {
+                                Thread.currentThread().interrupt();
+                            }
+                            return connected;
+                        }
+                    }).start();
+                try
+                {
+                    await().atMost(60, TimeUnit.SECONDS).until(() -> slow.counters().checkpointsCompleted.get() >= 3);
+                    assertThat(slow.counters().sessionsStarted.get()).as("the first attempt was not evicted").isEqualTo(1);
+                }
+                finally
+                {
+                    slow.close();
+                }
+            }
+            finally
+            {
+                flooding.set(false);
+                flood.join();
+                silent.forEach(PrimaryEngine::closeQuietly);
+            }
+            assertThat(sent.get()).isGreaterThan(500);
+            assertThat(sink.activatedAt()).isEqualTo(-1);
+        }
+    }
+
+    @Test
+    void anEvictedHandshakeIsCountedOnce() throws Exception
+    {
+        final ColoCounters counters = new ColoCounters();
+        try (SecondaryEngine secondary = new SecondaryEngine(config().conclude(),
+            new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), new MemorySink(), counters, ProtocolTap.NONE,
+            NanoClock.SYSTEM).start();
+             MemoryVm vm = new MemoryVm(4096, false))
+        {
+            final InetSocketAddress at = secondary.localAddress();
+            final List<Socket> silent = new ArrayList<>();
+            try
+            {
+                for (int i = 0; i < SecondaryEngine.MAX_PENDING_PER_SOURCE + 3; i++)
+                {
+                    silent.add(new Socket(at.getAddress(), at.getPort(), ELSEWHERE, 0));
+                }
+                await().atMost(10, TimeUnit.SECONDS).until(() -> counters.abandonedHandshakes.get() >= 3);
+                // a whole session later (every handshake thread has long finished with the evicted three): still 3
+                final PrimaryEngine p = primary(at, vm);
+                try
+                {
+                    await().atMost(30, TimeUnit.SECONDS).until(() -> p.counters().checkpointsCompleted.get() >= 3);
+                }
+                finally
+                {
+                    p.close();
+                }
+                assertThat(counters.abandonedHandshakes.get()).isEqualTo(3);
+            }
+            finally
+            {
+                silent.forEach(PrimaryEngine::closeQuietly);
+            }
         }
     }
 }

@@ -94,6 +94,103 @@ class DaemonRestartTest
         }
     }
 
+    /**
+     * Routine restarts in a loop (issue 18's live bug: a SIGTERM restart fenced the VM when it met the end of its own
+     * earlier hold): the primary's colod SIGTERM-restarted and kill -9-restarted in turn, then the secondary's, each at
+     * a random moment relative to checkpoints and lease renewals. Every time: same QEMU, never fenced, no failover,
+     * protected again, the client's counter only goes up. {@code -Dcolod.restarts=N} restarts per host (default 6).
+     */
+    @Test
+    void routineRestartsInALoopNeverFenceNorFailOver() throws Exception
+    {
+        new FailoverEndToEndTest().usable();
+        final int rounds = Integer.getInteger("colod.restarts", 6);
+        final java.util.Random random = new java.util.Random();
+        Process primary = null;
+        Process secondary = null;
+        try (Lab lab = new Lab(FailoverEndToEndTest.GUEST))
+        {
+            final Path dir = lab.runDir;
+            final Path pRun = dir.resolve("p-run");
+            final Path sRun = dir.resolve("s-run");
+            final Path pConf = dir.resolve("primary.yaml");
+            final Path sConf = dir.resolve("secondary.yaml");
+            final Path pLog = dir.resolve("primary.log");
+            final Path sLog = dir.resolve("secondary.log");
+            Files.writeString(pConf, lab.yaml("primary", pRun, 100, false, false));
+            Files.writeString(sConf, lab.yaml("secondary", sRun, 100, false, false)
+                .replace("    heartbeat-timeout-ms: 1000", "    heartbeat-timeout-ms: 1000\n    peer-restart-grace-ms: 30000"));
+            try
+            {
+                secondary = colod(lab.sec, sConf, sLog);
+                primary = colod(lab.pri, pConf, pLog);
+                awaitProtected(pRun, primary, pLog, 3);
+                final long qemuPid = Long.parseLong(Files.readString(pRun.resolve("e2e/qemu.pid")).trim());
+                try (Client client = new Client(lab.cli))
+                {
+                    while (client.values().size() < 4)
+                    {
+                        Thread.sleep(50);
+                    }
+                    for (int i = 0; i < rounds; i++)
+                    {
+                        Thread.sleep(random.nextInt(2_500)); // somewhere among checkpoints and lease renewals
+                        final boolean term = i % 2 == 0;
+                        if (term)
+                        {
+                            primary.destroy();
+                            assertThat(primary.waitFor(30, TimeUnit.SECONDS)).as("colod stops on SIGTERM").isTrue();
+                        }
+                        else
+                        {
+                            primary.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+                        }
+                        primary = colod(lab.pri, pConf, pLog);
+                        final String when = "after primary restart " + (i + 1) + (term ? " (SIGTERM)" : " (kill -9)");
+                        restarted(lab, client, pRun, primary, pLog, sRun, secondary, sLog, qemuPid, when);
+                        assertThat(Files.readString(pLog)).as("never fenced " + when).doesNotContain("FENCED");
+                    }
+                    for (int i = 0; i < rounds; i++)
+                    {
+                        Thread.sleep(random.nextInt(2_500));
+                        final long checkpoints = status(pRun, primary, pLog).path("checkpoints").asLong();
+                        if (i % 2 == 0)
+                        {
+                            secondary.destroy();
+                            assertThat(secondary.waitFor(30, TimeUnit.SECONDS)).isTrue();
+                        }
+                        else
+                        {
+                            secondary.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+                        }
+                        secondary = colod(lab.sec, sConf, sLog);
+                        awaitStatus(sRun.resolve("colod.sock"), st -> "protected".equals(st.path("state").asText()),
+                            "the restarted secondary protecting", secondary, sLog);
+                        awaitProtected(pRun, primary, pLog, checkpoints + 3);
+                        final long at = System.nanoTime();
+                        final long deadline = at + TimeUnit.SECONDS.toNanos(60);
+                        while (client.countSince(at) < 2)
+                        {
+                            assertThat(System.nanoTime() - deadline).as("client served after secondary restart " + (i + 1))
+                                .isNegative();
+                            Thread.sleep(50);
+                        }
+                        assertThat(ProcessHandle.of(qemuPid).map(ProcessHandle::isAlive).orElse(false)).isTrue();
+                        assertThat(Files.readString(pLog)).doesNotContain("FENCED");
+                        assertThat(Files.readString(sLog)).doesNotContain("FAILED OVER");
+                    }
+                    client.close();
+                    System.out.println("routine restarts (" + rounds + " per host): values " + client.values().size());
+                    FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
+                }
+            }
+            finally
+            {
+                DaemonEndToEndTest.stopAll(lab, new Process[]{primary, secondary}, pRun, sRun);
+            }
+        }
+    }
+
     /** How often the primary's log reported what an agent that ended without a clean stop held. */
     private static long crashReports(final Path log) throws Exception
     {

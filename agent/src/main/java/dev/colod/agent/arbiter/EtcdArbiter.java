@@ -10,6 +10,7 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.net.URI;
 import java.util.List;
+import java.util.function.LongConsumer;
 
 /**
  * The arbiter on etcd (docs/ARCHITECTURE.md, "Arbiter"). Per VM two keys under {@code prefix/vms/<vm>/}:
@@ -73,6 +74,7 @@ public final class EtcdArbiter implements Arbiter
     private volatile String lastProblem = "";
     /** Bumped by every decision that makes a pending "current" write wrong (under this). */
     private long generation;
+    private volatile LongConsumer onHeld = t -> { };
     private long spareLease;
     private long spareGrantedNs;
 
@@ -104,6 +106,31 @@ public final class EtcdArbiter implements Arbiter
     public long token()
     {
         return lastToken;
+    }
+
+    /**
+     * The newest token this host held for the VM before this process (what the colod before it recorded in the
+     * state directory): HELLOs never carry an older one, even before this process learns its own hold.
+     */
+    public EtcdArbiter knownToken(final long token)
+    {
+        learn(token);
+        return this;
+    }
+
+    /** Told each token this host takes or adopts (on the thread that took it): a place to persist it. */
+    public EtcdArbiter onHeldToken(final LongConsumer listener)
+    {
+        onHeld = listener;
+        return this;
+    }
+
+    private void learn(final long token)
+    {
+        if (token > lastToken)
+        {
+            lastToken = token;
+        }
     }
 
     /** The token of the current hold, 0 when this host holds no key. */
@@ -153,6 +180,7 @@ public final class EtcdArbiter implements Arbiter
             }
             if (o.host().equals(settings.host()))
             {
+                learn(o.token()); // this host's own earlier hold: its token is this host's, ending or not
                 return adopt(o, sentNs) ? goUnprotectedAgain(lastAcknowledged)
                     : waitFor("this host's earlier hold (token " + o.token() + ") is ending; asking again");
             }
@@ -233,6 +261,10 @@ public final class EtcdArbiter implements Arbiter
             {
                 revoke(lease);
                 final Owner o = owner(r);
+                if (o != null && o.host().equals(settings.host()))
+                {
+                    learn(o.token());
+                }
                 if (o != null && o.host().equals(settings.host()) && adopt(o, sentNs))
                 {
                     return markCurrent(checkpoint);
@@ -357,7 +389,15 @@ public final class EtcdArbiter implements Arbiter
     {
         leaseId = lease;
         heldToken = token;
-        lastToken = Math.max(lastToken, token);
+        learn(token);
+        try
+        {
+            onHeld.accept(token);
+        }
+        catch (final RuntimeException ex)
+        {
+            LOG.error("vm={} could not record the held token {}: {}", vm, token, ex.toString());
+        }
         validUntilNs = sentNs + (leaseTtlMs - settings.safetyMarginMs()) * 1_000_000L;
         renewer.interrupt(); // renew on the new lease's schedule
     }

@@ -140,6 +140,7 @@ public final class VmHandle
         m.put("arbiter_waits", c.arbiterWaits.get());
         m.put("lease_lapses", c.leaseLapses.get());
         m.put("stale_tokens_refused", c.staleTokens.get());
+        m.put("stale_token_refusals_unconfirmed", c.staleTokenRefusals.get());
         m.put("abandoned_handshakes", c.abandonedHandshakes.get());
         m.put("auth_failures", c.authFailures.get());
         m.put("sessions_refused", c.refusedSessions.get());

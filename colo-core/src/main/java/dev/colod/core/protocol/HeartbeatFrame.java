@@ -51,7 +51,14 @@ public record HeartbeatFrame(int type, int arg, long value)
             throw new ProtocolException("heartbeat.type",
                 "bad heartbeat.type " + Integer.toUnsignedString(type) + ", expected 1 (beat) or 2 (bye)");
         }
-        return new HeartbeatFrame(type, getInt(buf, 4), ((long)getInt(buf, 8) << 32) | (getInt(buf, 12) & 0xffffffffL));
+        final int arg = getInt(buf, 4);
+        final long value = ((long)getInt(buf, 8) << 32) | (getInt(buf, 12) & 0xffffffffL);
+        if (type == BEAT && arg != 0)
+        {
+            throw new ProtocolException("heartbeat.arg",
+                "bad heartbeat.arg " + Integer.toUnsignedString(arg) + " in a beat, expected 0");
+        }
+        return new HeartbeatFrame(type, arg, value);
     }
 
     private static void putInt(final byte[] b, final int off, final int v)

@@ -38,6 +38,8 @@ public final class ColoCounters
     public final AtomicLong leaseLapses = new AtomicLong();
     /** Sessions refused because the peer's fencing token was older than one already seen. */
     public final AtomicLong staleTokens = new AtomicLong();
+    /** Primary: refusals for a stale token that the arbiter did not confirm (this host's own earlier hold): not fenced. */
+    public final AtomicLong staleTokenRefusals = new AtomicLong();
     /** Connections refused by authentication (TLS: no or a bad certificate, the wrong name, plaintext). */
     public final AtomicLong authFailures = new AtomicLong();
     /** Connections closed before their handshake completed (early close, stall past the deadline, eviction, TLS). */
