@@ -417,6 +417,14 @@ public final class SecondaryEngine implements AutoCloseable
             refuse(s, Welcome.AUTH, "hello.auth must be empty: peers authenticate by mutual TLS");
             return;
         }
+        if (hello.channel() != Hello.CHANNEL_HEARTBEAT && hello.sessionId() != 0)
+        {
+            counters.refusedSessions.incrementAndGet();
+            counters.protocolErrors.incrementAndGet();
+            refuse(s, Welcome.BAD_HELLO, "bad hello.session-id " + Long.toHexString(hello.sessionId()) + " on a " +
+                (hello.channel() == Hello.CHANNEL_PROBE ? "probe" : "control") + " channel, expected 0");
+            return;
+        }
         synchronized (sessionLock)
         {
             if (hello.channel() == Hello.CHANNEL_PROBE)
@@ -442,6 +450,14 @@ public final class SecondaryEngine implements AutoCloseable
                 cur.heartbeatAttached.countDown();
                 return;
             }
+            final boolean waitingForKey = failover.isPending() && claiming;
+            if (failover.phase() != FailoverState.Phase.NONE && !waitingForKey)
+            {
+                // the VM runs here: that answer (status 6) is the proof a primary fences on, whatever its token
+                counters.refusedSessions.incrementAndGet();
+                refuse(s, Welcome.FAILED_OVER, "the VM was failed over to this host");
+                return;
+            }
             if (hello.token() < newestToken.get())
             {
                 counters.refusedSessions.incrementAndGet();
@@ -452,7 +468,7 @@ public final class SecondaryEngine implements AutoCloseable
                     ": the VM was taken over since");
                 return;
             }
-            if (failover.isPending() && claiming)
+            if (waitingForKey)
             {
                 // the primary is back while we wait for its lease: it still runs the VM; protect it again
                 claimGeneration++;
@@ -460,12 +476,6 @@ public final class SecondaryEngine implements AutoCloseable
                 failover.reset();
                 LOG.warn("vm={} primary {} is back while the failover waited for the arbiter: failover abandoned",
                     config.vmName(), who);
-            }
-            if (failover.phase() != FailoverState.Phase.NONE)
-            {
-                counters.refusedSessions.incrementAndGet();
-                refuse(s, Welcome.FAILED_OVER, "the VM was failed over to this host");
-                return;
             }
             if (session != null)
             {

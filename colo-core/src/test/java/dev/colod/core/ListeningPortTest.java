@@ -320,4 +320,29 @@ class ListeningPortTest
             }
         }
     }
+
+    /** PROTOCOL.md section 2: the session id is 0 on control and probe channels; anything else is status 5. */
+    @Test
+    void aControlOrProbeHelloWithASessionIdIsRefused() throws Exception
+    {
+        final ColoCounters counters = new ColoCounters();
+        try (SecondaryEngine secondary = new SecondaryEngine(config().conclude(),
+            new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), new MemorySink(), counters, ProtocolTap.NONE,
+            NanoClock.SYSTEM).start())
+        {
+            for (final int channel : new int[]{Hello.CHANNEL_CONTROL, Hello.CHANNEL_PROBE})
+            {
+                try (Socket s = new Socket(secondary.localAddress().getAddress(), secondary.localAddress().getPort()))
+                {
+                    s.setSoTimeout(10_000);
+                    new Hello(channel, Hello.MODE_STRICT, 42, 8L << 20, 50, 500, 0, "vm-test", new byte[0])
+                        .writeTo(s.getOutputStream());
+                    final dev.colod.core.protocol.Welcome w = dev.colod.core.protocol.Welcome.readFrom(s.getInputStream());
+                    assertThat(w.status()).isEqualTo(dev.colod.core.protocol.Welcome.BAD_HELLO);
+                    assertThat(w.reason()).contains("hello.session-id 2a");
+                }
+            }
+            assertThat(counters.refusedSessions.get()).isEqualTo(2);
+        }
+    }
 }

@@ -35,8 +35,9 @@ import java.util.List;
 /**
  * Mutual TLS 1.3 on the replication channels: a {@link Transport} around another one (which still makes the plain
  * sockets, e.g. in a namespace). Both sides present a certificate from the configured CA; each checks that the
- * other's names (subject alternative names, else CN) include the configured peer's. Everything is refused before
- * a byte of the colod protocol is read: no certificate, another CA, expired, the wrong name, plaintext.
+ * other's names (DNS and IP subject alternative names; the CN only without them, RFC 6125) include the configured
+ * peer's. Everything is refused before a byte of the colod protocol is read: no certificate, another CA, expired,
+ * the wrong name, plaintext.
  */
 public final class PeerTls implements Transport
 {
@@ -303,7 +304,10 @@ public final class PeerTls implements Transport
         return b.toString();
     }
 
-    /** Subject alternative names (DNS and IP), then the CN. */
+    /**
+     * The names a certificate is valid for (RFC 6125, 6.4.4): its DNS and IP subject alternative names; the CN only
+     * when it has no name of either kind. A CN that matches beside non-matching alternative names does not count.
+     */
     static List<String> names(final X509Certificate c) throws IOException
     {
         final List<String> out = new ArrayList<>();
@@ -325,6 +329,10 @@ public final class PeerTls implements Transport
         catch (final java.security.cert.CertificateParsingException ex)
         {
             throw new IOException("unreadable subject alternative names: " + ex.getMessage(), ex);
+        }
+        if (!out.isEmpty())
+        {
+            return out;
         }
         final String dn = c.getSubjectX500Principal().getName();
         for (final String part : dn.split(","))
