@@ -10,13 +10,13 @@ out="${1:-$here/../../build/guest}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 # bump when the guest changes, so cached guests are rebuilt
-version=6
+version=7
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$version" ] && [ "${FORCE:-0}" != 1 ]; then
   echo "guest already built in $out"; exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in busybox-static cpio; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in busybox-static cpio gcc libc6-dev; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq; apt-get install -y -qq --no-install-recommends "${need[@]}"; fi
 
 work="$(mktemp -d)"
@@ -64,6 +64,7 @@ ip link set eth0 up
 [ -n "$gw" ] && ip route add default via "$gw"
 echo 0 > /tmp/counter
 httpd -p 80 -h /www
+/bin/udpecho 7 &
 echo "colo-guest: up, ip ${ip:-none}"
 # a guest that keeps writing memory, so checkpoints always have dirty pages
 while true; do sleep 1; done
@@ -136,6 +137,44 @@ t1=$(cs)
 printf 'Content-Type: text/plain\r\n\r\n%s\n' $((t1 - t0))
 CGI
 chmod +x "$root/www/cgi-bin/diskbench"
+cat > "$root/www/cgi-bin/bulk" <<'CGI'
+#!/bin/sh
+# TCP bulk from the guest (benchmarks): QUERY_STRING MiB of zeros (default 64), made on the fly (no tmpfs needed)
+n=${QUERY_STRING:-64}
+printf 'Content-Type: application/octet-stream\r\n\r\n'
+dd if=/dev/zero bs=65536 count=$((n * 16)) 2>/dev/null
+CGI
+chmod +x "$root/www/cgi-bin/bulk"
+cat > "$root/www/cgi-bin/sink" <<'CGI'
+#!/bin/sh
+# TCP bulk into the guest (benchmarks): reads the POST body and answers how many bytes arrived
+n=$(head -c "${CONTENT_LENGTH:-0}" | wc -c)
+printf 'Content-Type: text/plain\r\n\r\n%s\n' "$n"
+CGI
+chmod +x "$root/www/cgi-bin/sink"
+# a UDP echo on port 7 (benchmarks: small UDP request/answer); busybox has none, so a few lines of C, static
+cat > "$work/udpecho.c" <<'C'
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+int main(int argc, char **argv)
+{
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(argc > 1 ? atoi(argv[1]) : 7)};
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) < 0)
+        return 1;
+    for (;;)
+    {
+        char b[2048];
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        ssize_t n = recvfrom(s, b, sizeof b, 0, (struct sockaddr *)&from, &len);
+        if (n >= 0)
+            sendto(s, b, (size_t)n, 0, (struct sockaddr *)&from, len);
+    }
+}
+C
+gcc -static -O2 -o "$root/bin/udpecho" "$work/udpecho.c"
 echo "colo test guest" > "$root/www/index.html"
 
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.img"

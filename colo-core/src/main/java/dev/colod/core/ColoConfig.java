@@ -26,6 +26,9 @@ public final class ColoConfig
     private long connectTimeoutMs = 2_000;
     private long reconnectIntervalMs = 1_000;
     private long peerRestartGraceMs = 10_000;
+    private boolean outputTrigger = true;
+    private int maxPausedPercent = 30;
+    private long minCheckpointGapMs = 0;
     private boolean concluded;
 
     public ColoConfig conclude()
@@ -46,6 +49,10 @@ public final class ColoConfig
         require(reconnectIntervalMs > 0, "reconnect-interval-ms", "must be > 0, was " + reconnectIntervalMs);
         require(peerRestartGraceMs >= 0 && peerRestartGraceMs <= 600_000, "peer-restart-grace-ms",
             "must be 0..600000, was " + peerRestartGraceMs);
+        require(maxPausedPercent >= 1 && maxPausedPercent <= 100, "max-paused-percent",
+            "must be 1..100, was " + maxPausedPercent);
+        require(minCheckpointGapMs >= 0 && minCheckpointGapMs <= 3_600_000, "min-checkpoint-gap-ms",
+            "must be 0..3600000, was " + minCheckpointGapMs);
         concluded = true;
         return this;
     }
@@ -75,6 +82,16 @@ public final class ColoConfig
     public long reconnectIntervalMs() { return reconnectIntervalMs; }
     /** Secondary: how long to wait for a primary whose agent is gone but whose host is up (0: fail over at once). */
     public long peerRestartGraceMs() { return peerRestartGraceMs; }
+    /**
+     * Primary: start a checkpoint as soon as the guest has sent a frame that is held (and none runs), instead of
+     * waiting for {@link #checkpointDelayMs()}, which stays the longest interval (docs/ARCHITECTURE.md, "When a
+     * checkpoint starts").
+     */
+    public boolean outputTrigger() { return outputTrigger; }
+    /** Primary: the share of time the guest may spend paused by output-triggered checkpoints, in the long run. */
+    public int maxPausedPercent() { return maxPausedPercent; }
+    /** Primary: the least time between the end of one checkpoint and an output-triggered start of the next. */
+    public long minCheckpointGapMs() { return minCheckpointGapMs; }
 
     public ColoConfig vmName(final String v) { mutable(); vmName = v; return this; }
     public ColoConfig mode(final Mode v) { mutable(); mode = v; return this; }
@@ -87,4 +104,7 @@ public final class ColoConfig
     public ColoConfig connectTimeoutMs(final long v) { mutable(); connectTimeoutMs = v; return this; }
     public ColoConfig reconnectIntervalMs(final long v) { mutable(); reconnectIntervalMs = v; return this; }
     public ColoConfig peerRestartGraceMs(final long v) { mutable(); peerRestartGraceMs = v; return this; }
+    public ColoConfig outputTrigger(final boolean v) { mutable(); outputTrigger = v; return this; }
+    public ColoConfig maxPausedPercent(final int v) { mutable(); maxPausedPercent = v; return this; }
+    public ColoConfig minCheckpointGapMs(final long v) { mutable(); minCheckpointGapMs = v; return this; }
 }

@@ -86,6 +86,10 @@ public final class PrimaryEngine implements AutoCloseable
     private volatile long lastCompleted;
     private boolean paused;
     private boolean firstOfSession;
+    /** Session thread: the pause budget of output-triggered checkpoints, and when the last one ended. */
+    private PauseBudget budget;
+    private long lastEndNs;
+    private long lastCycleEndNs;
     /** Output lets frames out unacknowledged (unprotected, granted by the arbiter). Session thread only. */
     private boolean passing;
     private long lastArbiterAskNs;
@@ -335,10 +339,15 @@ public final class PrimaryEngine implements AutoCloseable
         passing = false;
         final long firstId = checkpointId;
         long nextDueNs = clock.nanoTime() + config.checkpointDelayMs() * 1_000_000L;
+        budget = new PauseBudget(config.maxPausedPercent(), Math.max(20_000_000L,
+            config.checkpointDelayMs() * 1_000_000L * config.maxPausedPercent() / 100), clock.nanoTime());
+        lastEndNs = clock.nanoTime();
+        lastCycleEndNs = lastEndNs;
         while (true)
         {
-            awaitTrigger(end, nextDueNs);
+            triggered(awaitTrigger(end, nextDueNs));
             doCheckpoint(end, ch, checkpointId, limit);
+            lastEndNs = clock.nanoTime();
             lastCompleted = checkpointId;
             if (checkpointId == firstId)
             {
@@ -456,8 +465,24 @@ public final class PrimaryEngine implements AutoCloseable
     {
         source.resume();
         paused = false;
-        final long pauseMicros = Math.max(0, (clock.nanoTime() - pausedNs) / 1000);
+        final long now = clock.nanoTime();
+        final long pauseNs = Math.max(0, now - pausedNs);
+        final long pauseMicros = pauseNs / 1000;
         counters.pauseMicros.recordValue(pauseMicros);
+        counters.pausedNanos.addAndGet(pauseNs);
+        if (budget != null)
+        {
+            budget.paused(pauseNs, now);
+            final long cycleNs = now - lastCycleEndNs;
+            lastCycleEndNs = now;
+            if (cycleNs > 0)
+            {
+                // moving average over about the last 16 checkpoints
+                final long share = Math.min(10_000, pauseNs * 10_000 / cycleNs);
+                final long old = counters.pausedShareBasisPoints.get();
+                counters.pausedShareBasisPoints.set(old + (share - old) / 16);
+            }
+        }
         if (firstOfSession)
         {
             firstOfSession = false;
@@ -675,9 +700,32 @@ public final class PrimaryEngine implements AutoCloseable
         }
     }
 
-    /** Waits until the next checkpoint is due, output or the VM's state wants one early, or one is requested. */
-    private void awaitTrigger(final SessionEnd end, final long dueNs) throws IOException, InterruptedException
+    /** What started a checkpoint (counted per cause, shown by {@code coloctl status}). */
+    enum Trigger
     {
+        TIMER, OUTPUT, BUFFER, STATE, REQUEST
+    }
+
+    private void triggered(final Trigger t)
+    {
+        (switch (t)
+        {
+            case TIMER -> counters.checkpointsByTimer;
+            case OUTPUT -> counters.checkpointsByOutput;
+            case BUFFER -> counters.checkpointsByBuffer;
+            case STATE -> counters.checkpointsByState;
+            case REQUEST -> counters.checkpointsByRequest;
+        }).incrementAndGet();
+    }
+
+    /**
+     * Waits until the next checkpoint is due, output or the VM's state wants one early, or one is requested. With
+     * the output trigger on, a held frame in the open epoch starts one as soon as the pause budget and the minimum
+     * gap allow (docs/ARCHITECTURE.md, "When a checkpoint starts").
+     */
+    private Trigger awaitTrigger(final SessionEnd end, final long dueNs) throws IOException, InterruptedException
+    {
+        boolean deferred = false;
         while (true)
         {
             checkSessionAlive(end);
@@ -685,25 +733,41 @@ public final class PrimaryEngine implements AutoCloseable
             {
                 counters.checkpointsRequestedEarly.incrementAndGet();
                 commands.clear();
-                return;
+                return Trigger.BUFFER;
             }
             if (source.wantsCheckpoint())
             {
                 counters.checkpointsRequestedByState.incrementAndGet();
                 commands.clear();
-                return;
+                return Trigger.STATE;
             }
-            final long waitNs = dueNs - clock.nanoTime();
+            final long now = clock.nanoTime();
+            long waitNs = dueNs - now;
             if (waitNs <= 0)
             {
                 commands.clear();
-                return;
+                return Trigger.TIMER;
+            }
+            if (config.outputTrigger() && output.holdsOpenOutput())
+            {
+                final long earliest = Math.max(budget.earliestNs(now), lastEndNs + config.minCheckpointGapMs() * 1_000_000L);
+                if (earliest - now <= 0)
+                {
+                    commands.clear();
+                    return Trigger.OUTPUT;
+                }
+                if (!deferred && budget.budgetNs() <= 0)
+                {
+                    deferred = true;
+                    counters.outputTriggerDeferrals.incrementAndGet();
+                }
+                waitNs = Math.min(waitNs, earliest - now);
             }
             final Integer cmd = commands.poll(Math.min(waitNs, OUTPUT_POLL_NS), TimeUnit.NANOSECONDS);
             if (cmd != null && cmd == CMD_CHECKPOINT)
             {
                 commands.clear();
-                return;
+                return Trigger.REQUEST;
             }
         }
     }

@@ -136,6 +136,8 @@ public final class TwoHostLab
         private boolean plaintext;
         /** The output-commit backend of the VM's NIC. */
         private ColodConfig.Buffer buffer = ColodConfig.Buffer.TAP;
+        /** Null: the default (on); else the primary's output-trigger setting. */
+        private Boolean outputTrigger;
         private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
         private LocalEtcd etcd;
 
@@ -360,6 +362,13 @@ public final class TwoHostLab
         }
 
         /** The replication link without TLS ({@code insecure: true}), for benchmarks; before the VM boots. */
+        /** The primary's output trigger on or off (default: colod's default, on). */
+        public Lab outputTrigger(final boolean on)
+        {
+            outputTrigger = on;
+            return this;
+        }
+
         public Lab plaintext()
         {
             plaintext = true;
@@ -413,6 +422,7 @@ public final class TwoHostLab
                 "    mode: " + how.mode().name().toLowerCase(),
                 "    write-tracking: " + how.tracking().name().toLowerCase(),
                 "    checkpoint-delay-ms: " + how.checkpointDelayMs(),
+                outputTrigger == null ? "" : "    output-trigger: " + outputTrigger,
                 "    heartbeat-timeout-ms: 1000",
                 "    memory-mib: " + memoryMiB,
                 "    accel: tcg",

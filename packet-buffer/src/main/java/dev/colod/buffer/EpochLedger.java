@@ -66,6 +66,8 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
 
     private volatile Mode mode = Mode.PASS_THROUGH;
     private volatile boolean wantsCheckpoint;
+    /** The open epoch holds a frame (the output trigger's signal); written on the loop. */
+    private volatile boolean openHeld;
     private volatile long heldFrames;
     private volatile long heldBytes;
     private volatile long oldestNanos;
@@ -189,6 +191,7 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
             openFrames = 0;
             openBytes = 0;
             openFirstNanos = 0;
+            openHeld = false;
             highWaterSignalled = false;
             wantsCheckpoint = false;
             publishEpochs();
@@ -264,6 +267,12 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         return wantsCheckpoint;
     }
 
+    @Override
+    public boolean holdsOpenOutput()
+    {
+        return openHeld;
+    }
+
     private void letGo(final long mark, final long frames, final long bytes)
     {
         final int refused = backend.letGo(mark);
@@ -290,6 +299,7 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         openFrames = 0;
         openBytes = 0;
         openFirstNanos = 0;
+        openHeld = false;
         heldFrames = 0;
         heldBytes = 0;
         oldestNanos = 0;
@@ -320,6 +330,7 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         if (openFrames == 0)
         {
             openFirstNanos = nowNs;
+            openHeld = true;
         }
         if (heldFrames == 0)
         {

@@ -76,6 +76,19 @@ public final class VmOutputCommit implements OutputCommit
         return false;
     }
 
+    @Override
+    public boolean holdsOpenOutput()
+    {
+        for (final EpochLedger n : nics)
+        {
+            if (n.holdsOpenOutput())
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
     public List<NicStats> stats()
     {
         final List<NicStats> out = new ArrayList<>(nics.size());

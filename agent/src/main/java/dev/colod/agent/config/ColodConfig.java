@@ -198,6 +198,15 @@ public final class ColodConfig
         /** Null or 0: the RAM size + 64 MiB. */
         @JsonProperty("max-state-bytes")
         public Long maxStateBytes;
+        /** Primary: a held frame starts a checkpoint at once (within the pause budget); false: only the interval. */
+        @JsonProperty("output-trigger")
+        public Boolean outputTrigger;
+        /** Primary: the long-run share of time output-triggered checkpoints may keep the guest paused. */
+        @JsonProperty("max-paused-percent")
+        public Integer maxPausedPercent;
+        /** Primary: the least time from the end of a checkpoint to an output-triggered start of the next. */
+        @JsonProperty("min-checkpoint-gap-ms")
+        public Long minCheckpointGapMs;
 
         private ColoConfig engine;
 

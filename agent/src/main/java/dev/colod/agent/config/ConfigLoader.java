@@ -304,6 +304,9 @@ public final class ConfigLoader
                 set(v.heartbeatIntervalMs, e::heartbeatIntervalMs);
                 set(v.heartbeatTimeoutMs, e::heartbeatTimeoutMs);
                 set(v.peerRestartGraceMs, e::peerRestartGraceMs);
+                set(v.outputTrigger, e::outputTrigger);
+                set(v.maxPausedPercent, e::maxPausedPercent);
+                set(v.minCheckpointGapMs, e::minCheckpointGapMs);
                 return e.conclude();
             }));
             check(!v.nics.isEmpty(), p + ".nics", "at least one NIC is needed");

@@ -181,6 +181,16 @@ public final class Coloctl
                         e.getValue().path("p50_ms").asDouble(), e.getValue().path("p99_ms").asDouble())));
                     out().println(b);
                 }
+                final JsonNode causes = v.path("checkpoints_by_cause");
+                if (causes.size() > 0)
+                {
+                    final StringBuilder b = new StringBuilder("  checkpoints by cause:");
+                    causes.fields().forEachRemaining(e -> b.append(' ').append(e.getKey()).append(' ')
+                        .append(e.getValue().asLong()));
+                    b.append(String.format(Locale.ROOT, "; guest paused %.1f%% (recent)",
+                        v.path("guest_paused_percent").asDouble()));
+                    out().println(b);
+                }
                 if (v.has("replication"))
                 {
                     out().println("  replication: " + v.path("replication").asText());

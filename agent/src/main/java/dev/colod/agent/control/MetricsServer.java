@@ -52,6 +52,9 @@ public final class MetricsServer implements AutoCloseable
         final StringBuilder b = new StringBuilder();
         help(b, "colod_checkpoints_total", "counter", "checkpoints completed");
         help(b, "colod_checkpoints_failed_total", "counter", "checkpoints that failed (the session ended)");
+        help(b, "colod_checkpoints_started_total", "counter",
+            "checkpoints by what started them (timer, output, buffer, state, request)");
+        help(b, "colod_guest_paused_seconds_total", "counter", "time the guest spent paused by checkpoints");
         help(b, "colod_state_bytes_total", "counter", "checkpoint state bytes shipped or received");
         help(b, "colod_pause_seconds", "summary", "time the VM was paused per checkpoint");
         help(b, "colod_pause_step_seconds", "summary",
@@ -70,6 +73,14 @@ public final class MetricsServer implements AutoCloseable
             final String l = "vm=\"" + h.name() + "\",role=\"" + s.get("role") + "\"";
             line(b, "colod_checkpoints_total", l, s.get("checkpoints"));
             line(b, "colod_checkpoints_failed_total", l, s.get("checkpoints_failed"));
+            if (s.get("checkpoints_by_cause") instanceof Map<?, ?> causes)
+            {
+                causes.forEach((cause, n) -> line(b, "colod_checkpoints_started_total", l + ",cause=\"" + cause + "\"", n));
+            }
+            if (s.get("guest_paused_ms_total") instanceof Long ms)
+            {
+                line(b, "colod_guest_paused_seconds_total", l, ms / 1000.0);
+            }
             line(b, "colod_state_bytes_total", l, s.get("state_bytes"));
             line(b, "colod_pause_seconds", l + ",quantile=\"0.5\"", ((Double)s.get("pause_p50_ms")) / 1000);
             line(b, "colod_pause_seconds", l + ",quantile=\"0.99\"", ((Double)s.get("pause_p99_ms")) / 1000);

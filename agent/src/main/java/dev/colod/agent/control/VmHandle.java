@@ -130,6 +130,16 @@ public final class VmHandle
         m.put("checkpoints_failed", c.checkpointsFailed.get());
         m.put("checkpoints_early_output", c.checkpointsRequestedEarly.get());
         m.put("checkpoints_early_state", c.checkpointsRequestedByState.get());
+        final Map<String, Object> causes = new LinkedHashMap<>();
+        causes.put("timer", c.checkpointsByTimer.get());
+        causes.put("output", c.checkpointsByOutput.get());
+        causes.put("buffer", c.checkpointsByBuffer.get());
+        causes.put("state", c.checkpointsByState.get());
+        causes.put("request", c.checkpointsByRequest.get());
+        m.put("checkpoints_by_cause", causes);
+        m.put("output_trigger_deferrals", c.outputTriggerDeferrals.get());
+        m.put("guest_paused_percent", c.pausedShareBasisPoints.get() / 100.0);
+        m.put("guest_paused_ms_total", c.pausedNanos.get() / 1_000_000);
         m.put("pause_p50_ms", c.pauseMicros.getValueAtPercentile(50) / 1000.0);
         m.put("pause_p99_ms", c.pauseMicros.getValueAtPercentile(99) / 1000.0);
         m.put("state_bytes", c.stateBytes.get());

@@ -64,6 +64,15 @@ public interface OutputCommit
      */
     void fence(String reason);
 
+    /**
+     * True while the open epoch holds at least one frame: a checkpoint now would let it out (the output trigger).
+     * Cheap; polled by the engine.
+     */
+    default boolean holdsOpenOutput()
+    {
+        return false;
+    }
+
     /** True while held output nears its limit (high-water mark) in the open epoch: take a checkpoint early. */
     default boolean wantsCheckpoint()
     {

@@ -36,6 +36,22 @@ public final class ColoCounters
     public final AtomicLong arbiterWaits = new AtomicLong();
     /** Primary: times unprotected output stopped passing because the lease could lapse. */
     public final AtomicLong leaseLapses = new AtomicLong();
+    /** Checkpoints by what started them: the interval ran out (timer). */
+    public final AtomicLong checkpointsByTimer = new AtomicLong();
+    /** ... the guest sent a frame that is held (output trigger). */
+    public final AtomicLong checkpointsByOutput = new AtomicLong();
+    /** ... held output neared its limit (buffer high-water mark). */
+    public final AtomicLong checkpointsByBuffer = new AtomicLong();
+    /** ... the VM's state wanted one (e.g. write tracking near its bound). */
+    public final AtomicLong checkpointsByState = new AtomicLong();
+    /** ... an operator asked ({@code coloctl checkpoint}). */
+    public final AtomicLong checkpointsByRequest = new AtomicLong();
+    /** Output-triggered checkpoints that waited for the pause budget (the guest had been paused its share). */
+    public final AtomicLong outputTriggerDeferrals = new AtomicLong();
+    /** Total time the guest spent paused by checkpoints, ns. */
+    public final AtomicLong pausedNanos = new AtomicLong();
+    /** Share of time paused over the recent checkpoints (moving average), in basis points (1/100 %). */
+    public final AtomicLong pausedShareBasisPoints = new AtomicLong();
     /** Sessions refused because the peer's fencing token was older than one already seen. */
     public final AtomicLong staleTokens = new AtomicLong();
     /** Primary: refusals for a stale token that the arbiter did not confirm (this host's own earlier hold): not fenced. */

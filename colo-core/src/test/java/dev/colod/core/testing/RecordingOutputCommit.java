@@ -13,6 +13,8 @@ public final class RecordingOutputCommit implements OutputCommit
     public final List<Long> committed = Collections.synchronizedList(new ArrayList<>());
     /** What {@link #wantsCheckpoint()} answers until the next seal (as a ledger at its high-water mark does). */
     public volatile boolean wants;
+    /** What {@link #holdsOpenOutput()} answers until the next seal (a frame held in the open epoch). */
+    public volatile boolean openOutput;
 
     @Override
     public void hold(final long firstEpoch)
@@ -24,6 +26,7 @@ public final class RecordingOutputCommit implements OutputCommit
     public void seal(final long checkpointId)
     {
         wants = false;
+        openOutput = false;
         events.add("sealed " + checkpointId);
     }
 
@@ -58,5 +61,11 @@ public final class RecordingOutputCommit implements OutputCommit
     public boolean wantsCheckpoint()
     {
         return wants;
+    }
+
+    @Override
+    public boolean holdsOpenOutput()
+    {
+        return openOutput;
     }
 }

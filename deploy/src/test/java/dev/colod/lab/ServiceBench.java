@@ -1,0 +1,347 @@
+package dev.colod.lab;
+
+import dev.colod.agent.config.ColodConfig;
+import dev.colod.buffer.NetnsLab;
+import dev.colod.buffer.net.Netns;
+import dev.colod.core.ColoConfig;
+import dev.colod.core.status.ColoCounters;
+import org.HdrHistogram.ConcurrentHistogram;
+import org.HdrHistogram.Histogram;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.DatagramPacket;
+import java.net.DatagramSocket;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * What protection costs the guest's clients (docs/BENCHMARKS.md, "Service"): the test guest's services seen from the
+ * client namespace of the two-host lab, each row a fresh lab in one run, the first row the VM's tap plainly on the
+ * bridge (no colod in the path: the baseline every ratio is against). Per row: sequential GET of a static page
+ * (p50/p99 of 60), request rate and p99 at 1, 8 and 32 concurrent clients (6 s each), TCP bulk from the guest (a 64
+ * MiB answer made on the fly, at most 8 s) and into it (a 16 MiB POST, at most 15 s), a small UDP request/answer (p50
+ * of 100, 64 bytes), and for protected rows the share of time the guest was paused under the 32-client load and the
+ * checkpoints by cause. Both "hosts" and the client share this machine's CPUs with the TCG guest. Run as root:
+ * {@code mvn -q install -DskipTests && mvn -q -pl deploy exec:java -Dexec.classpathScope=test
+ * -Dexec.mainClass=dev.colod.lab.ServiceBench -Dcolod.guest.dir=$PWD/build/guest [-Dexec.args="name-filter ..."]}
+ */
+public final class ServiceBench
+{
+    /** One configuration: {@code how} null = the bridge baseline; {@code protect} false = colod passing output. */
+    private record Row(String name, ColodConfig.Buffer buffer, TwoHostLab.Protection how, boolean protect, Boolean trigger)
+    {
+    }
+
+    private record Result(Row row, double seqP50, double seqP99, double[] rate, double[] p99, double downMBs, double upMBs,
+                          double udpP50, long udpLost, double pausedPct, double ckptPerS, String causes, long errors)
+    {
+    }
+
+    private static final String IP = TwoHostLab.GUEST_IP;
+    private static final int[] CLIENTS = {1, 8, 32};
+
+    public static void main(final String[] args) throws Exception
+    {
+        final List<Row> rows = rows();
+        final List<Result> results = new ArrayList<>();
+        System.out.printf(Locale.ROOT, "# Service benchmark (test guest 128 MiB, TCG, 1 vCPU), %s, %d CPUs%n",
+            Runtime.version(), Runtime.getRuntime().availableProcessors());
+        for (final Row r : rows)
+        {
+            if (args.length > 0 && !r.name().equals("bridge") && java.util.Arrays.stream(args).noneMatch(r.name()::contains))
+            {
+                continue;
+            }
+            final Result res = run(r);
+            results.add(res);
+            System.out.println(line(res, results.get(0)));
+        }
+        System.out.println();
+        System.out.println(header());
+        results.forEach(res -> System.out.println(line(res, results.get(0))));
+        System.exit(0);
+    }
+
+    private static List<Row> rows()
+    {
+        final List<Row> rows = new ArrayList<>();
+        rows.add(new Row("bridge", ColodConfig.Buffer.TAP, null, false, null));
+        rows.add(new Row("colod pass-through (tap)", ColodConfig.Buffer.TAP, TwoHostLab.Protection.of(100), false, null));
+        for (final ColodConfig.Buffer b : ColodConfig.Buffer.values())
+        {
+            for (final ColoConfig.Mode m : ColoConfig.Mode.values())
+            {
+                final String mode = m.name().toLowerCase();
+                final String buf = b.name().toLowerCase();
+                if (b == ColodConfig.Buffer.TAP)
+                {
+                    rows.add(new Row(mode + " 100 timer-only (" + buf + ")", b, TwoHostLab.Protection.of(100).in(m), true, false));
+                    rows.add(new Row(mode + " 20 timer-only (" + buf + ")", b, TwoHostLab.Protection.of(20).in(m), true, false));
+                    rows.add(new Row(mode + " 20 (" + buf + ")", b, TwoHostLab.Protection.of(20).in(m), true, true));
+                }
+                rows.add(new Row(mode + " 100 (" + buf + ")", b, TwoHostLab.Protection.of(100).in(m), true, true));
+            }
+        }
+        return rows;
+    }
+
+    private static Result run(final Row r) throws Exception
+    {
+        try (TwoHostLab.Lab lab = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, 128, false))
+        {
+            lab.buffer(r.buffer());
+            if (r.trigger() != null)
+            {
+                lab.outputTrigger(r.trigger());
+            }
+            final TwoHostLab.Protection how = r.how() == null ? TwoHostLab.Protection.of(100).withoutOutputCommit() : r.how();
+            lab.bootPrimary(how);
+            if (r.protect())
+            {
+                lab.protect(how);
+            }
+            final ColoCounters c = r.protect() ? lab.primary().counters() : null;
+            sequential(lab, 10); // warm up: ARP, the guest's page cache, the JIT
+            final Histogram seq = sequential(lab, 60);
+            final double[] rate = new double[CLIENTS.length];
+            final double[] p99 = new double[CLIENTS.length];
+            double pausedPct = 0;
+            double ckptPerS = 0;
+            String causes = "";
+            long errors = 0;
+            for (int i = 0; i < CLIENTS.length; i++)
+            {
+                final long paused0 = c == null ? 0 : c.pausedNanos.get();
+                final long ckpt0 = c == null ? 0 : c.checkpointsCompleted.get();
+                final long[] cause0 = causes(c);
+                final long t0 = System.nanoTime();
+                final Histogram h = new ConcurrentHistogram(60_000_000_000L, 2);
+                final AtomicLong failed = new AtomicLong();
+                concurrent(lab, CLIENTS[i], 6_000, h, failed);
+                final long wall = System.nanoTime() - t0;
+                rate[i] = h.getTotalCount() / (wall / 1e9);
+                p99[i] = h.getValueAtPercentile(99) / 1e6;
+                errors += failed.get();
+                if (c != null && CLIENTS[i] == 32)
+                {
+                    pausedPct = 100.0 * (c.pausedNanos.get() - paused0) / wall;
+                }
+                if (c != null && CLIENTS[i] == 8)
+                {
+                    ckptPerS = (c.checkpointsCompleted.get() - ckpt0) / (wall / 1e9);
+                    final long[] cause1 = causes(c);
+                    causes = String.format(Locale.ROOT, "t%d/o%d/b%d", cause1[0] - cause0[0], cause1[1] - cause0[1],
+                        cause1[2] - cause0[2]);
+                }
+            }
+            final double down = download(lab, 64, 8_000);
+            final double up = upload(lab, 16, 15_000);
+            final long[] udpLost = new long[1];
+            final double udp = udp(lab, 100, udpLost);
+            return new Result(r, seq.getValueAtPercentile(50) / 1e6, seq.getValueAtPercentile(99) / 1e6, rate, p99, down, up,
+                udp, udpLost[0], pausedPct, ckptPerS, causes, errors);
+        }
+    }
+
+    private static long[] causes(final ColoCounters c)
+    {
+        return c == null ? new long[3] : new long[]{c.checkpointsByTimer.get(), c.checkpointsByOutput.get(),
+            c.checkpointsByBuffer.get()};
+    }
+
+    /** {@code n} GETs of the static page one after another; latency from connect to the last byte. */
+    private static Histogram sequential(final TwoHostLab.Lab lab, final int n) throws Exception
+    {
+        return Netns.call(lab.cli, () ->
+        {
+            final Histogram h = new Histogram(60_000_000_000L, 2);
+            for (int i = 0; i < n; i++)
+            {
+                final long t0 = System.nanoTime();
+                TwoHostLab.Http.get(IP, "/index.html", 10_000);
+                h.recordValue(System.nanoTime() - t0);
+            }
+            return h;
+        });
+    }
+
+    /** {@code clients} threads in the client namespace, each GETting the static page in a loop for {@code ms}. */
+    private static void concurrent(final TwoHostLab.Lab lab, final int clients, final long ms, final Histogram h,
+        final AtomicLong failed) throws InterruptedException
+    {
+        final long deadline = System.nanoTime() + ms * 1_000_000L;
+        final List<Thread> threads = new ArrayList<>();
+        for (int i = 0; i < clients; i++)
+        {
+            final Thread t = new Thread(() ->
+            {
+                try
+                {
+                    Netns.enter(lab.cli);
+                }
+                catch (final IOException ex)
+                {
+                    throw new IllegalStateException(ex);
+                }
+                while (System.nanoTime() - deadline < 0)
+                {
+                    final long t0 = System.nanoTime();
+                    try
+                    {
+                        TwoHostLab.Http.get(IP, "/index.html", 10_000);
+                        h.recordValue(System.nanoTime() - t0);
+                    }
+                    catch (final IOException ex)
+                    {
+                        failed.incrementAndGet();
+                    }
+                }
+            }, "client-" + i);
+            t.start();
+            threads.add(t);
+        }
+        for (final Thread t : threads)
+        {
+            t.join();
+        }
+    }
+
+    /** MB/s of a {@code mib} MiB answer from the guest, read for at most {@code ms}. */
+    private static double download(final TwoHostLab.Lab lab, final int mib, final long ms) throws Exception
+    {
+        return Netns.call(lab.cli, () ->
+        {
+            try (Socket s = new Socket())
+            {
+                s.connect(new InetSocketAddress(IP, 80), 10_000);
+                s.setSoTimeout(10_000);
+                s.setReceiveBufferSize(4 << 20);
+                final long t0 = System.nanoTime();
+                s.getOutputStream().write(("GET /cgi-bin/bulk?" + mib + " HTTP/1.0\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
+                final InputStream in = s.getInputStream();
+                final byte[] buf = new byte[1 << 16];
+                long total = 0;
+                final long deadline = t0 + ms * 1_000_000L;
+                int n;
+                while (System.nanoTime() - deadline < 0 && (n = in.read(buf)) > 0)
+                {
+                    total += n;
+                }
+                return total / ((System.nanoTime() - t0) / 1e9) / 1e6;
+            }
+        });
+    }
+
+    /** MB/s of a {@code mib} MiB POST into the guest, sent for at most {@code ms} (bytes the guest took). */
+    private static double upload(final TwoHostLab.Lab lab, final int mib, final long ms) throws Exception
+    {
+        return Netns.call(lab.cli, () ->
+        {
+            try (Socket s = new Socket())
+            {
+                s.connect(new InetSocketAddress(IP, 80), 10_000);
+                s.setSoTimeout(20_000);
+                final long len = (long)mib << 20;
+                final long t0 = System.nanoTime();
+                final OutputStream out = s.getOutputStream();
+                out.write(("POST /cgi-bin/sink HTTP/1.0\r\nContent-Length: " + len + "\r\n\r\n")
+                    .getBytes(StandardCharsets.US_ASCII));
+                final byte[] chunk = new byte[1 << 16];
+                final long deadline = t0 + ms * 1_000_000L;
+                long sent = 0;
+                while (sent < len && System.nanoTime() - deadline < 0)
+                {
+                    out.write(chunk);
+                    sent += chunk.length;
+                }
+                if (sent < len)
+                {
+                    return sent / ((System.nanoTime() - t0) / 1e9) / 1e6; // cut short: what the socket took
+                }
+                out.flush();
+                final String reply = new String(s.getInputStream().readAllBytes(), StandardCharsets.US_ASCII);
+                final long got = Long.parseLong(reply.substring(reply.indexOf("\r\n\r\n") + 4).trim());
+                return got / ((System.nanoTime() - t0) / 1e9) / 1e6;
+            }
+        });
+    }
+
+    /** p50 ms of {@code n} 64-byte UDP request/answers with the guest's echo; lost ones counted in {@code lost[0]}. */
+    private static double udp(final TwoHostLab.Lab lab, final int n, final long[] lost) throws Exception
+    {
+        return Netns.call(lab.cli, () ->
+        {
+            final Histogram h = new Histogram(60_000_000_000L, 2);
+            try (DatagramSocket s = new DatagramSocket())
+            {
+                s.setSoTimeout(2_000);
+                final InetAddress to = InetAddress.getByName(IP);
+                final byte[] out = new byte[64];
+                final byte[] in = new byte[2048];
+                for (int i = 0; i < n; i++)
+                {
+                    out[0] = (byte)i;
+                    final long t0 = System.nanoTime();
+                    s.send(new DatagramPacket(out, out.length, to, 7));
+                    try
+                    {
+                        final DatagramPacket p = new DatagramPacket(in, in.length);
+                        do
+                        {
+                            s.receive(p);
+                        }
+                        while (in[0] != out[0]);
+                        h.recordValue(System.nanoTime() - t0);
+                    }
+                    catch (final SocketTimeoutException ex)
+                    {
+                        lost[0]++;
+                    }
+                }
+            }
+            return h.getTotalCount() == 0 ? -1 : h.getValueAtPercentile(50) / 1e6;
+        });
+    }
+
+    private static String header()
+    {
+        return "| row | GET p50 ms | GET p99 ms | 1 client req/s | 8 clients req/s | 32 clients req/s (p99 ms) | " +
+            "bulk from guest MB/s | bulk into guest MB/s | UDP p50 ms | paused at 32 clients | ckpt/s at 8 (timer/output/buffer) |\n" +
+            "|---|---|---|---|---|---|---|---|---|---|---|";
+    }
+
+    private static String line(final Result r, final Result bridge)
+    {
+        final boolean base = r == bridge;
+        return String.format(Locale.ROOT, "| %s | %.1f%s | %.1f | %.0f%s | %.0f%s | %.0f%s (%.0f) | %.1f%s | %.1f%s | %.2f%s%s | %s | %s |",
+            r.row().name(), r.seqP50(), base ? "" : ratio(r.seqP50(), bridge.seqP50()), r.seqP99(),
+            r.rate()[0], base ? "" : ratio(r.rate()[0], bridge.rate()[0]),
+            r.rate()[1], base ? "" : ratio(r.rate()[1], bridge.rate()[1]),
+            r.rate()[2], base ? "" : ratio(r.rate()[2], bridge.rate()[2]), r.p99()[2],
+            r.downMBs(), base ? "" : ratio(r.downMBs(), bridge.downMBs()),
+            r.upMBs(), base ? "" : ratio(r.upMBs(), bridge.upMBs()),
+            r.udpP50(), base ? "" : ratio(r.udpP50(), bridge.udpP50()), r.udpLost() > 0 ? " (" + r.udpLost() + " lost)" : "",
+            r.row().protect() ? String.format(Locale.ROOT, "%.0f %%", r.pausedPct()) : "-",
+            r.row().protect() ? String.format(Locale.ROOT, "%.1f (%s)", r.ckptPerS(), r.causes()) : "-")
+            + (r.errors() > 0 ? " " + r.errors() + " failed requests" : "");
+    }
+
+    private static String ratio(final double v, final double base)
+    {
+        return String.format(Locale.ROOT, " (%.2fx)", v / base);
+    }
+
+    static
+    {
+        NetnsLab.class.getName(); // same test classpath as the end-to-end test
+    }
+}
