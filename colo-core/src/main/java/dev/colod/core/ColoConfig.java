@@ -29,6 +29,7 @@ public final class ColoConfig
     private boolean outputTrigger = true;
     private int maxPausedPercent = 30;
     private long minCheckpointGapMs = 0;
+    private long outputLingerUs = 0;
     private boolean concluded;
 
     public ColoConfig conclude()
@@ -51,6 +52,8 @@ public final class ColoConfig
             "must be 0..600000, was " + peerRestartGraceMs);
         require(maxPausedPercent >= 1 && maxPausedPercent <= 100, "max-paused-percent",
             "must be 1..100, was " + maxPausedPercent);
+        require(outputLingerUs >= 0 && outputLingerUs <= 1_000_000, "output-linger-us",
+            "must be 0..1000000, was " + outputLingerUs);
         require(minCheckpointGapMs >= 0 && minCheckpointGapMs <= 3_600_000, "min-checkpoint-gap-ms",
             "must be 0..3600000, was " + minCheckpointGapMs);
         concluded = true;
@@ -92,6 +95,8 @@ public final class ColoConfig
     public int maxPausedPercent() { return maxPausedPercent; }
     /** Primary: the least time between the end of one checkpoint and an output-triggered start of the next. */
     public long minCheckpointGapMs() { return minCheckpointGapMs; }
+    /** Primary: how long an output-triggered checkpoint waits after the first held frame for the rest of a burst. */
+    public long outputLingerUs() { return outputLingerUs; }
 
     public ColoConfig vmName(final String v) { mutable(); vmName = v; return this; }
     public ColoConfig mode(final Mode v) { mutable(); mode = v; return this; }
@@ -107,4 +112,5 @@ public final class ColoConfig
     public ColoConfig outputTrigger(final boolean v) { mutable(); outputTrigger = v; return this; }
     public ColoConfig maxPausedPercent(final int v) { mutable(); maxPausedPercent = v; return this; }
     public ColoConfig minCheckpointGapMs(final long v) { mutable(); minCheckpointGapMs = v; return this; }
+    public ColoConfig outputLingerUs(final long v) { mutable(); outputLingerUs = v; return this; }
 }

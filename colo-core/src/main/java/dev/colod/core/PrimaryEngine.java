@@ -46,6 +46,8 @@ public final class PrimaryEngine implements AutoCloseable
     private static final Logger LOG = LoggerFactory.getLogger(PrimaryEngine.class);
     private static final int CMD_CHECKPOINT = 1;
     private static final int CMD_WAKE = 2;
+    /** The open epoch took its first frame (from the output's thread). */
+    private static final int CMD_OUTPUT = 3;
     /** How often the wait between checkpoints looks at {@link OutputCommit#wantsCheckpoint()}. */
     private static final long OUTPUT_POLL_NS = 1_000_000L;
     /** How often unprotected output checks that the lease still covers it (well inside the safety margin). */
@@ -131,6 +133,7 @@ public final class PrimaryEngine implements AutoCloseable
 
     public PrimaryEngine start()
     {
+        output.onOpenOutput(() -> commands.offer(CMD_OUTPUT)); // wakes the wait for a trigger at once
         thread.start();
         return this;
     }
@@ -339,8 +342,9 @@ public final class PrimaryEngine implements AutoCloseable
         passing = false;
         final long firstId = checkpointId;
         long nextDueNs = clock.nanoTime() + config.checkpointDelayMs() * 1_000_000L;
-        budget = new PauseBudget(config.maxPausedPercent(), Math.max(20_000_000L,
-            config.checkpointDelayMs() * 1_000_000L * config.maxPausedPercent() / 100), clock.nanoTime());
+        // the bucket holds up to one interval's worth of pause: a burst (one request's few checkpoints) goes at once
+        budget = new PauseBudget(config.maxPausedPercent(), Math.max(20_000_000L, config.checkpointDelayMs() * 1_000_000L),
+            clock.nanoTime());
         lastEndNs = clock.nanoTime();
         lastCycleEndNs = lastEndNs;
         while (true)
@@ -726,6 +730,7 @@ public final class PrimaryEngine implements AutoCloseable
     private Trigger awaitTrigger(final SessionEnd end, final long dueNs) throws IOException, InterruptedException
     {
         boolean deferred = false;
+        long outputSeenNs = 0;
         while (true)
         {
             checkSessionAlive(end);
@@ -750,7 +755,12 @@ public final class PrimaryEngine implements AutoCloseable
             }
             if (config.outputTrigger() && output.holdsOpenOutput())
             {
-                final long earliest = Math.max(budget.earliestNs(now), lastEndNs + config.minCheckpointGapMs() * 1_000_000L);
+                if (outputSeenNs == 0)
+                {
+                    outputSeenNs = now;
+                }
+                final long earliest = Math.max(Math.max(budget.earliestNs(now),
+                    lastEndNs + config.minCheckpointGapMs() * 1_000_000L), outputSeenNs + config.outputLingerUs() * 1_000L);
                 if (earliest - now <= 0)
                 {
                     commands.clear();

@@ -40,6 +40,7 @@ public final class TwoHostDemo
             lab.bootPrimary(TwoHostLab.Protection.of(200));
             say("guest answers after %.1f s; starting colod: secondary standby, primary checkpoints every 200 ms, " +
                 "output commit on its NIC, the disk's writes shipped with each checkpoint", (System.nanoTime() - t0) / 1e9);
+            final double[] unprotectedMs = latency(lab, 20);
             lab.protect(TwoHostLab.Protection.of(200));
             say("replication: %s; arbiter: %s", lab.host("primary").handle().status().get("replication"),
                 lab.primary().arbiter().describe());
@@ -54,6 +55,7 @@ public final class TwoHostDemo
                     Thread.sleep(500);
                     maxHeld = Math.max(maxHeld, view(lab, client));
                 }
+                final double[] duringMs = latency(lab, 20);
                 final List<Long> before = client.values();
                 say("KILLING THE PRIMARY HOST: off the network (uplink, replication link, etcd link) and its QEMU killed (client has seen %d values, last %s)",
                     before.size(), before.isEmpty() ? "-" : before.get(before.size() - 1));
@@ -83,8 +85,11 @@ public final class TwoHostDemo
                 say("  checkpoints before the kill: %d, pause p50 %.1f ms, p99 %.1f ms, %.1f MiB shipped",
                     pc.checkpointsCompleted.get(), pc.pauseMicros.getValueAtPercentile(50) / 1000.0,
                     pc.pauseMicros.getValueAtPercentile(99) / 1000.0, pc.stateBytes.get() / 1048576.0);
-                say("  output commit: %d frames released in order, up to %d held at once, %d dropped",
-                    nic.releasedFrames(), maxHeld, nic.droppedTotal());
+                say("  output commit: %d frames released in order, up to %d held at once, %d dropped; checkpoints " +
+                    "started by output %d, by the 200 ms timer %d", nic.releasedFrames(), maxHeld, nic.droppedTotal(),
+                    pc.checkpointsByOutput.get(), pc.checkpointsByTimer.get());
+                say("  what the client paid: GET of a static page p50 %.1f ms / max %.1f ms before protection, " +
+                    "p50 %.1f ms / max %.1f ms protected", unprotectedMs[0], unprotectedMs[1], duringMs[0], duringMs[1]);
                 say("  failover: resumed from checkpoint %d, QEMU start %d ms, device-state load + cont %d ms",
                     e == null ? -1 : e.lastCheckpointId(), lab.failover().lastStartMicros / 1000,
                     lab.failover().lastLoadMicros / 1000);
@@ -106,6 +111,23 @@ public final class TwoHostDemo
             Runtime.getRuntime().removeShutdownHook(cleanup);
         }
         return exit;
+    }
+
+    /** p50 and max ms of {@code n} sequential GETs of the guest's static page from the client. */
+    private static double[] latency(final TwoHostLab.Lab lab, final int n) throws Exception
+    {
+        return dev.colod.buffer.net.Netns.call(lab.cli, () ->
+        {
+            final long[] ns = new long[n];
+            for (int i = 0; i < n; i++)
+            {
+                final long t0 = System.nanoTime();
+                TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/index.html", 10_000);
+                ns[i] = System.nanoTime() - t0;
+            }
+            java.util.Arrays.sort(ns);
+            return new double[]{ns[n / 2] / 1e6, ns[n - 1] / 1e6};
+        });
     }
 
     /** One line of status and buffers; returns frames held now. */

@@ -138,6 +138,8 @@ public final class TwoHostLab
         private ColodConfig.Buffer buffer = ColodConfig.Buffer.TAP;
         /** Null: the default (on); else the primary's output-trigger setting. */
         private Boolean outputTrigger;
+        /** More settings of the VM, as YAML lines (e.g. "output-linger-us: 500"). */
+        private final List<String> vmOptions = new ArrayList<>();
         private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
         private LocalEtcd etcd;
 
@@ -362,6 +364,13 @@ public final class TwoHostLab
         }
 
         /** The replication link without TLS ({@code insecure: true}), for benchmarks; before the VM boots. */
+        /** One more setting of the VM in both hosts' colod.yaml, e.g. {@code "output-linger-us: 500"}. */
+        public Lab vmOption(final String yamlLine)
+        {
+            vmOptions.add(yamlLine);
+            return this;
+        }
+
         /** The primary's output trigger on or off (default: colod's default, on). */
         public Lab outputTrigger(final boolean on)
         {
@@ -423,6 +432,7 @@ public final class TwoHostLab
                 "    write-tracking: " + how.tracking().name().toLowerCase(),
                 "    checkpoint-delay-ms: " + how.checkpointDelayMs(),
                 outputTrigger == null ? "" : "    output-trigger: " + outputTrigger,
+                vmOptions.stream().map(o -> "    " + o).collect(java.util.stream.Collectors.joining("\n")),
                 "    heartbeat-timeout-ms: 1000",
                 "    memory-mib: " + memoryMiB,
                 "    accel: tcg",

@@ -30,10 +30,13 @@ class FaultMatrixTest
     @Test
     void aCutReplicationLinkRunsOneCopyWithTheArbiterAndTwoWithout() throws Exception
     {
+        // both sides lose each other in the same heartbeat timeout and race one compare-and-swap in etcd (the
+        // primary with a head start): exactly one copy runs, whichever won
         final Result arbitrated = run(Fault.LINK_CUT_BOTH_WAYS, ColoConfig.Mode.STRICT, true);
         assertThat(arbitrated.violations()).isEmpty();
-        assertThat(arbitrated.runsNow()).isEqualTo("primary");
-        assertThat(arbitrated.failoverMs()).as("the secondary must not fail over: the primary holds the key").isEqualTo(-1);
+        assertThat(arbitrated.runsNow()).isIn("primary", "secondary");
+        assertThat(arbitrated.failoverMs() >= 0).as("failed over exactly when the secondary runs it")
+            .isEqualTo("secondary".equals(arbitrated.runsNow()));
 
         // control: arbiter none, same fault: the secondary fails over while the primary serves on
         final Result control = run(Fault.LINK_CUT_BOTH_WAYS, ColoConfig.Mode.STRICT, false);
@@ -41,7 +44,7 @@ class FaultMatrixTest
     }
 
     @Test
-    void aKilledPrimaryHostFailsOverOnceItsLeaseRanOut() throws Exception
+    void aKilledPrimaryHostFailsOverWithoutWaitingForItsLease() throws Exception
     {
         final Result r = run(Fault.PRIMARY_HOST_KILLED, ColoConfig.Mode.SPECULATIVE, true);
         assertThat(r.violations()).isEmpty();

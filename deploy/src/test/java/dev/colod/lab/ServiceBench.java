@@ -37,12 +37,19 @@ import java.util.concurrent.atomic.AtomicLong;
 public final class ServiceBench
 {
     /** One configuration: {@code how} null = the bridge baseline; {@code protect} false = colod passing output. */
-    private record Row(String name, ColodConfig.Buffer buffer, TwoHostLab.Protection how, boolean protect, Boolean trigger)
+    private record Row(String name, ColodConfig.Buffer buffer, TwoHostLab.Protection how, boolean protect, Boolean trigger,
+                       List<String> options)
     {
+        Row(final String name, final ColodConfig.Buffer buffer, final TwoHostLab.Protection how, final boolean protect,
+            final Boolean trigger)
+        {
+            this(name, buffer, how, protect, trigger, List.of());
+        }
     }
 
     private record Result(Row row, double seqP50, double seqP99, double[] rate, double[] p99, double downMBs, double upMBs,
-                          double udpP50, long udpLost, double pausedPct, double ckptPerS, String causes, long errors)
+                          double udpP50, long udpLost, double pausedPct, double ckptPerS, String causes, long errors,
+                          String parts)
     {
     }
 
@@ -57,7 +64,9 @@ public final class ServiceBench
             Runtime.version(), Runtime.getRuntime().availableProcessors());
         for (final Row r : rows)
         {
-            if (args.length > 0 && !r.name().equals("bridge") && java.util.Arrays.stream(args).noneMatch(r.name()::contains))
+            // filters name rows with '_' for ' ', e.g. "speculative_100_(tap)"; the bridge always runs
+            final String key = r.name().replace(' ', '_');
+            if (args.length > 0 && !r.name().equals("bridge") && java.util.Arrays.stream(args).noneMatch(key::equals))
             {
                 continue;
             }
@@ -89,6 +98,14 @@ public final class ServiceBench
                     rows.add(new Row(mode + " 20 (" + buf + ")", b, TwoHostLab.Protection.of(20).in(m), true, true));
                 }
                 rows.add(new Row(mode + " 100 (" + buf + ")", b, TwoHostLab.Protection.of(100).in(m), true, true));
+                if (b == ColodConfig.Buffer.TAP)
+                {
+                    for (final int linger : new int[]{500, 2000})
+                    {
+                        rows.add(new Row(mode + " 100 linger " + linger + " (" + buf + ")", b,
+                            TwoHostLab.Protection.of(100).in(m), true, true, List.of("output-linger-us: " + linger)));
+                    }
+                }
             }
         }
         return rows;
@@ -103,6 +120,7 @@ public final class ServiceBench
             {
                 lab.outputTrigger(r.trigger());
             }
+            r.options().forEach(lab::vmOption);
             final TwoHostLab.Protection how = r.how() == null ? TwoHostLab.Protection.of(100).withoutOutputCommit() : r.how();
             lab.bootPrimary(how);
             if (r.protect())
@@ -118,8 +136,16 @@ public final class ServiceBench
             double ckptPerS = 0;
             String causes = "";
             long errors = 0;
+            String parts = "";
             for (int i = 0; i < CLIENTS.length; i++)
             {
+                if (c != null && CLIENTS[i] == 8)
+                {
+                    for (final Histogram h : new Histogram[]{c.pauseMicros, c.transferMicros, c.commitMicros, c.checkpointMicros})
+                    {
+                        h.reset();
+                    }
+                }
                 final long paused0 = c == null ? 0 : c.pausedNanos.get();
                 final long ckpt0 = c == null ? 0 : c.checkpointsCompleted.get();
                 final long[] cause0 = causes(c);
@@ -141,6 +167,11 @@ public final class ServiceBench
                     final long[] cause1 = causes(c);
                     causes = String.format(Locale.ROOT, "t%d/o%d/b%d", cause1[0] - cause0[0], cause1[1] - cause0[1],
                         cause1[2] - cause0[2]);
+                    // what one checkpoint costs under that load, p50 ms: the pause, the transfer (send to
+                    // vmstate-received), received to vmstate-loaded, and the whole transaction
+                    parts = String.format(Locale.ROOT, "%.1f / %.1f / %.1f / %.1f", c.pauseMicros.getValueAtPercentile(50) / 1e3,
+                        c.transferMicros.getValueAtPercentile(50) / 1e3, c.commitMicros.getValueAtPercentile(50) / 1e3,
+                        c.checkpointMicros.getValueAtPercentile(50) / 1e3);
                 }
             }
             final double down = download(lab, 64, 8_000);
@@ -148,7 +179,7 @@ public final class ServiceBench
             final long[] udpLost = new long[1];
             final double udp = udp(lab, 100, udpLost);
             return new Result(r, seq.getValueAtPercentile(50) / 1e6, seq.getValueAtPercentile(99) / 1e6, rate, p99, down, up,
-                udp, udpLost[0], pausedPct, ckptPerS, causes, errors);
+                udp, udpLost[0], pausedPct, ckptPerS, causes, errors, parts);
         }
     }
 
@@ -315,14 +346,15 @@ public final class ServiceBench
     private static String header()
     {
         return "| row | GET p50 ms | GET p99 ms | 1 client req/s | 8 clients req/s | 32 clients req/s (p99 ms) | " +
-            "bulk from guest MB/s | bulk into guest MB/s | UDP p50 ms | paused at 32 clients | ckpt/s at 8 (timer/output/buffer) |\n" +
-            "|---|---|---|---|---|---|---|---|---|---|---|";
+            "bulk from guest MB/s | bulk into guest MB/s | UDP p50 ms | paused at 32 clients | ckpt/s at 8 (timer/output/buffer) | " +
+            "at 8: pause / transfer / loaded / whole, p50 ms |\n" +
+            "|---|---|---|---|---|---|---|---|---|---|---|---|";
     }
 
     private static String line(final Result r, final Result bridge)
     {
         final boolean base = r == bridge;
-        return String.format(Locale.ROOT, "| %s | %.1f%s | %.1f | %.0f%s | %.0f%s | %.0f%s (%.0f) | %.1f%s | %.1f%s | %.2f%s%s | %s | %s |",
+        return String.format(Locale.ROOT, "| %s | %.1f%s | %.1f | %.0f%s | %.0f%s | %.0f%s (%.0f) | %.1f%s | %.1f%s | %.2f%s%s | %s | %s | %s |",
             r.row().name(), r.seqP50(), base ? "" : ratio(r.seqP50(), bridge.seqP50()), r.seqP99(),
             r.rate()[0], base ? "" : ratio(r.rate()[0], bridge.rate()[0]),
             r.rate()[1], base ? "" : ratio(r.rate()[1], bridge.rate()[1]),
@@ -331,7 +363,8 @@ public final class ServiceBench
             r.upMBs(), base ? "" : ratio(r.upMBs(), bridge.upMBs()),
             r.udpP50(), base ? "" : ratio(r.udpP50(), bridge.udpP50()), r.udpLost() > 0 ? " (" + r.udpLost() + " lost)" : "",
             r.row().protect() ? String.format(Locale.ROOT, "%.0f %%", r.pausedPct()) : "-",
-            r.row().protect() ? String.format(Locale.ROOT, "%.1f (%s)", r.ckptPerS(), r.causes()) : "-")
+            r.row().protect() ? String.format(Locale.ROOT, "%.1f (%s)", r.ckptPerS(), r.causes()) : "-",
+            r.row().protect() ? r.parts() : "-")
             + (r.errors() > 0 ? " " + r.errors() + " failed requests" : "");
     }
 

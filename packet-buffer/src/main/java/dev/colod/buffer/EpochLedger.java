@@ -68,6 +68,7 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
     private volatile boolean wantsCheckpoint;
     /** The open epoch holds a frame (the output trigger's signal); written on the loop. */
     private volatile boolean openHeld;
+    private volatile Runnable onOpenOutput = () -> { };
     private volatile long heldFrames;
     private volatile long heldBytes;
     private volatile long oldestNanos;
@@ -273,6 +274,12 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         return openHeld;
     }
 
+    @Override
+    public void onOpenOutput(final Runnable wake)
+    {
+        onOpenOutput = wake;
+    }
+
     private void letGo(final long mark, final long frames, final long bytes)
     {
         final int refused = backend.letGo(mark);
@@ -331,6 +338,7 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         {
             openFirstNanos = nowNs;
             openHeld = true;
+            onOpenOutput.run();
         }
         if (heldFrames == 0)
         {

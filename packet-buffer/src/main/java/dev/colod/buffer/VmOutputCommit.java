@@ -77,6 +77,12 @@ public final class VmOutputCommit implements OutputCommit
     }
 
     @Override
+    public void onOpenOutput(final Runnable wake)
+    {
+        nics.forEach(n -> n.onOpenOutput(wake));
+    }
+
+    @Override
     public boolean holdsOpenOutput()
     {
         for (final EpochLedger n : nics)

@@ -16,7 +16,8 @@ import java.util.function.LongConsumer;
  * The arbiter on etcd (docs/ARCHITECTURE.md, "Arbiter"). Per VM two keys under {@code prefix/vms/<vm>/}:
  * <ul>
  * <li>{@code owner} = "{@code <host> <lease id>}", attached to that host's lease: whoever holds it may serve. Its
- * create revision is the fencing token (it only grows: a new holder creates the key anew).</li>
+ * mod revision is the fencing token (it only grows: a new holder creates the key anew, or takes it over from a
+ * protected holder by writing it under its own lease; the holder never rewrites it).</li>
  * <li>{@code standby} = "{@code current|outdated <checkpoint> <host> <token>}", no lease: whether the other host's
  * image may be resumed. The primary writes "outdated" in the same transaction that lets it serve unprotected,
  * and "current" once a new session committed its first checkpoint; a failover claim requires "current" and
@@ -29,6 +30,8 @@ public final class EtcdArbiter implements Arbiter
 {
     private static final Logger LOG = LoggerFactory.getLogger(EtcdArbiter.class);
     private static final long RETRY_MS = 200;
+    /** How long a protected holder's record must stay unchanged before a claim takes the key from it. */
+    static final long TAKEOVER_AFTER_NS = 50_000_000L;
 
     /**
      * @param endpoints        etcd client URLs (http)
@@ -76,6 +79,11 @@ public final class EtcdArbiter implements Arbiter
     private long generation;
     private volatile LongConsumer onHeld = t -> { };
     private long spareLease;
+    /** Under this: the holder token and standby revision a claim last saw, and when it first saw them. */
+    private String takeoverSeen = "";
+    private long takeoverSeenNs;
+    /** Claims that took the key from a holder that was protected, without waiting for its lease. */
+    private volatile long counterTakeovers;
     private long spareGrantedNs;
 
     public EtcdArbiter(final Settings settings, final String vm, final EtcdGateway.SocketFactory sockets)
@@ -133,6 +141,12 @@ public final class EtcdArbiter implements Arbiter
         }
     }
 
+    /** Failover claims that took the key from a protected holder at once (no lease waited out). */
+    public long takeovers()
+    {
+        return counterTakeovers;
+    }
+
     /** The token of the current hold, 0 when this host holds no key. */
     public long heldToken()
     {
@@ -148,7 +162,7 @@ public final class EtcdArbiter implements Arbiter
             final String outdated = "outdated " + lastAcknowledged + " " + settings.host();
             if (mayServeUnprotected())
             {
-                final JsonNode r = txn(compareCreate(ownerKey, heldToken), List.of(put(standbyKey, outdated + " " + heldToken, 0)),
+                final JsonNode r = txn(compareMod(ownerKey, heldToken), List.of(put(standbyKey, outdated + " " + heldToken, 0)),
                     List.of(range(ownerKey)));
                 if (r.path("succeeded").asBoolean())
                 {
@@ -275,7 +289,7 @@ public final class EtcdArbiter implements Arbiter
             }
             hold(lease, r.path("header").path("revision").asLong(), sentNs);
         }
-        final JsonNode r = txn(compareCreate(ownerKey, heldToken),
+        final JsonNode r = txn(compareMod(ownerKey, heldToken),
             List.of(put(standbyKey, "current " + checkpoint + " " + settings.host() + " " + heldToken, 0)), List.of());
         if (r.path("succeeded").asBoolean())
         {
@@ -310,9 +324,33 @@ public final class EtcdArbiter implements Arbiter
                 return new Verdict(Verdict.Kind.REFUSED, sb.token(), "this standby has checkpoint " + committed +
                     " but was recorded current as of " + sb.checkpoint());
             }
+            // the owner as it is now: none (its lease ran out or was given up), or a holder that was protected when
+            // it was lost (the standby is current, so it let out nothing the standby lacks): take the key from it
+            // at once in one compare-and-swap on both records, instead of waiting out its lease. Its own next
+            // step (goUnprotected or markCurrent) compares the owner key's revision and fails: it fences.
+            final Owner holder = owner(etcd.call("/v3/kv/range", rangeBody(ownerKey)));
+            if (holder != null && !holder.host().equals(settings.host()))
+            {
+                // a head start for a live holder that lost only the link: the same loss reaches it within the same
+                // heartbeat timeout, and its goUnprotected (standby outdated) then wins the race. Take over only
+                // when the same holder and the same standby record were already seen TAKEOVER_AFTER_NS ago.
+                final long now = System.nanoTime();
+                final String seen = holder.token() + "/" + sb.modRevision();
+                if (!seen.equals(takeoverSeen))
+                {
+                    takeoverSeen = seen;
+                    takeoverSeenNs = now;
+                }
+                if (now - takeoverSeenNs < TAKEOVER_AFTER_NS)
+                {
+                    return new Verdict(Verdict.Kind.WAIT, holder.token(), "host " + holder.host() + " was protected " +
+                        "when it was lost (standby current as of checkpoint " + sb.checkpoint() + "): taking the key " +
+                        "over unless it answers first");
+                }
+            }
             final long sentNs = System.nanoTime();
             final long lease = spareLease(sentNs);
-            final ArrayNode compare = compareCreate(ownerKey, 0);
+            final ArrayNode compare = holder == null ? compareCreate(ownerKey, 0) : compareMod(ownerKey, holder.token());
             compare.add(EtcdGateway.compareMod(standbyKey, sb.modRevision()));
             final JsonNode r = txn(compare, List.of(put(ownerKey, settings.host() + " " + lease, lease),
                 put(standbyKey, "outdated " + committed + " " + settings.host() + " 0", 0)), List.of(range(ownerKey)));
@@ -321,7 +359,15 @@ public final class EtcdArbiter implements Arbiter
                 spareLease = 0;
                 final long token = r.path("header").path("revision").asLong();
                 hold(lease, token, spareGrantedNs);
-                return granted(token, "took the key for a failover from checkpoint " + committed);
+                if (holder != null)
+                {
+                    counterTakeovers++;
+                    LOG.warn("vm={} took the VM's key over from host {} (token {}): it was protected when it was lost " +
+                        "(standby current as of checkpoint {}), so no lease had to run out", vm, holder.host(),
+                        holder.token(), sb.checkpoint());
+                }
+                return granted(token, (holder == null ? "took the key" : "took the key over from host " + holder.host()) +
+                    " for a failover from checkpoint " + committed);
             }
             final Owner o = owner(r);
             return o == null ? waitFor("the standby record changed; asking again")
@@ -518,6 +564,13 @@ public final class EtcdArbiter implements Arbiter
         return a;
     }
 
+    private static ArrayNode compareMod(final String key, final long modRevision)
+    {
+        final ArrayNode a = EtcdGateway.object().arrayNode();
+        a.add(EtcdGateway.compareMod(key, modRevision));
+        return a;
+    }
+
     private static ObjectNode put(final String key, final String value, final long lease)
     {
         final ObjectNode p = EtcdGateway.object();
@@ -546,20 +599,33 @@ public final class EtcdArbiter implements Arbiter
         return r;
     }
 
-    /** The owner key from a failed transaction's range (null: no key). */
-    private static Owner owner(final JsonNode txn)
+    /** The owner key from a range, or from a failed transaction's range (null: no key). */
+    private static Owner owner(final JsonNode answer)
     {
-        for (final JsonNode resp : txn.path("responses"))
+        if (answer.has("kvs"))
         {
-            final JsonNode kvs = resp.path("response_range").path("kvs");
-            if (kvs.isArray() && kvs.size() > 0)
+            return ownerOf(answer.path("kvs"));
+        }
+        for (final JsonNode resp : answer.path("responses"))
+        {
+            final Owner o = ownerOf(resp.path("response_range").path("kvs"));
+            if (o != null)
             {
-                final JsonNode kv = kvs.get(0);
-                final String[] v = EtcdGateway.unb64(kv.get("value")).split(" ");
-                return new Owner(v[0], v.length > 1 ? parseLong(v[1]) : 0, kv.path("create_revision").asLong());
+                return o;
             }
         }
         return null;
+    }
+
+    private static Owner ownerOf(final JsonNode kvs)
+    {
+        if (!kvs.isArray() || kvs.size() == 0)
+        {
+            return null;
+        }
+        final JsonNode kv = kvs.get(0);
+        final String[] v = EtcdGateway.unb64(kv.get("value")).split(" ");
+        return new Owner(v[0], v.length > 1 ? parseLong(v[1]) : 0, kv.path("mod_revision").asLong());
     }
 
     private static Standby standby(final JsonNode range)

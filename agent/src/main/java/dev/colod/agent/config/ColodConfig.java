@@ -207,6 +207,9 @@ public final class ColodConfig
         /** Primary: the least time from the end of a checkpoint to an output-triggered start of the next. */
         @JsonProperty("min-checkpoint-gap-ms")
         public Long minCheckpointGapMs;
+        /** Primary: wait this long after the first held frame for the rest of a burst before an output checkpoint. */
+        @JsonProperty("output-linger-us")
+        public Long outputLingerUs;
 
         private ColoConfig engine;
 

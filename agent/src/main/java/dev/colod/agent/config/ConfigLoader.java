@@ -307,6 +307,7 @@ public final class ConfigLoader
                 set(v.outputTrigger, e::outputTrigger);
                 set(v.maxPausedPercent, e::maxPausedPercent);
                 set(v.minCheckpointGapMs, e::minCheckpointGapMs);
+                set(v.outputLingerUs, e::outputLingerUs);
                 return e.conclude();
             }));
             check(!v.nics.isEmpty(), p + ".nics", "at least one NIC is needed");

@@ -73,6 +73,14 @@ public interface OutputCommit
         return false;
     }
 
+    /**
+     * Registers what to run (on the output's own thread, quickly, without blocking) when the open epoch takes its
+     * first frame, so that an engine waiting for output need not poll for it. At most one listener.
+     */
+    default void onOpenOutput(final Runnable wake)
+    {
+    }
+
     /** True while held output nears its limit (high-water mark) in the open epoch: take a checkpoint early. */
     default boolean wantsCheckpoint()
     {
