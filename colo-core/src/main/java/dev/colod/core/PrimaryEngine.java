@@ -342,9 +342,10 @@ public final class PrimaryEngine implements AutoCloseable
         passing = false;
         final long firstId = checkpointId;
         long nextDueNs = clock.nanoTime() + config.checkpointDelayMs() * 1_000_000L;
-        // the bucket holds up to one interval's worth of pause: a burst (one request's few checkpoints) goes at once
-        budget = new PauseBudget(config.maxPausedPercent(), Math.max(20_000_000L, config.checkpointDelayMs() * 1_000_000L),
-            clock.nanoTime());
+        // the bucket holds one interval's worth of pause (20 ms..1 s): a burst (one request's few checkpoints) goes
+        // at once after a quiet spell
+        budget = new PauseBudget(config.maxPausedPercent(),
+            Math.min(1_000_000_000L, Math.max(20_000_000L, config.checkpointDelayMs() * 1_000_000L)), clock.nanoTime());
         lastEndNs = clock.nanoTime();
         lastCycleEndNs = lastEndNs;
         while (true)

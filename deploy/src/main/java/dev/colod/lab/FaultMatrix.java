@@ -40,7 +40,10 @@ public final class FaultMatrix
         SECONDARY_CUT_FROM_ETCD("secondary cut from etcd"),
         PRIMARY_CUT_FROM_EVERYTHING("primary cut from everything (uplink, replication, etcd), then back"),
         PRIMARY_FROZEN_3S("primary frozen 3 s (QEMU SIGSTOP, host off every network; in-process colod keeps running)"),
-        ETCD_KILLED("etcd killed");
+        ETCD_KILLED("etcd killed"),
+        ACKS_LOST("replication link cut one way (secondary -> primary dropped: acknowledgements lost)"),
+        SECONDARY_CUT_FROM_EVERYTHING("secondary cut from everything (uplink, replication, etcd), then back"),
+        LINK_CUT_STORE_UNREACHABLE("replication link cut both ways while etcd is unreachable from both hosts");
 
         public final String what;
 
@@ -123,6 +126,39 @@ public final class FaultMatrix
                         lab.cutReplication("primary", both, false);
                         failoverMs = failedOverMs(lab, faultNs);
                         sleep(12_000);
+                    }
+                    case ACKS_LOST ->
+                    {
+                        lab.cutReplication("secondary", false, true);
+                        sleep(8000);
+                        lab.cutReplication("secondary", false, false);
+                        failoverMs = failedOverMs(lab, faultNs);
+                        sleep(12_000);
+                    }
+                    case SECONDARY_CUT_FROM_EVERYTHING ->
+                    {
+                        online[1] = false;
+                        lab.isolate("secondary", true);
+                        sleep(6000);
+                        lab.isolate("secondary", false);
+                        online[1] = true;
+                        failoverMs = failedOverMs(lab, faultNs);
+                        sleep(10_000);
+                    }
+                    case LINK_CUT_STORE_UNREACHABLE ->
+                    {
+                        // nobody can win the key: the primary holds all output, the secondary cannot claim; clients
+                        // wait. Then the store comes back first, the link after it
+                        lab.cutFromEtcd("primary", true);
+                        lab.cutFromEtcd("secondary", true);
+                        lab.cutReplication("primary", true, true);
+                        sleep(6000);
+                        lab.cutFromEtcd("primary", false);
+                        lab.cutFromEtcd("secondary", false);
+                        sleep(3000);
+                        lab.cutReplication("primary", true, false);
+                        failoverMs = failedOverMs(lab, faultNs);
+                        sleep(10_000);
                     }
                     case PRIMARY_CUT_FROM_ETCD, SECONDARY_CUT_FROM_ETCD, ETCD_KILLED ->
                     {
@@ -327,8 +363,8 @@ public final class FaultMatrix
                         failover.add(res.failoverMs());
                     }
                     after.merge(res.runsNow(), 1, Integer::sum);
-                    System.out.printf(Locale.ROOT, "%s %s run %d: %s%s%n", f, m, r + 1, res.ok() ? "ok" : "FAILED ",
-                        res.ok() ? "" : res.violations());
+                    System.out.printf(Locale.ROOT, "%s %s run %d: %s%s (failover %d ms, runs %s)%n", f, m, r + 1,
+                        res.ok() ? "ok" : "FAILED ", res.ok() ? "" : res.violations(), res.failoverMs(), res.runsNow());
                 }
                 java.util.Collections.sort(failover);
                 table.append(String.format(Locale.ROOT, "| %s | %s | %d | %d | %s | %s |%n", f.what,

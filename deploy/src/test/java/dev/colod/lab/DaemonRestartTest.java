@@ -97,7 +97,8 @@ class DaemonRestartTest
     /**
      * Routine restarts in a loop (issue 18's live bug: a SIGTERM restart fenced the VM when it met the end of its own
      * earlier hold): the primary's colod SIGTERM-restarted and kill -9-restarted in turn, then the secondary's, each at
-     * a random moment relative to checkpoints and lease renewals. Every time: same QEMU, never fenced, no failover,
+     * a random moment relative to checkpoints and lease renewals, every third time with etcd restarted meanwhile.
+     * Every time: same QEMU, never fenced, no failover,
      * protected again, the client's counter only goes up. {@code -Dcolod.restarts=N} restarts per host (default 6).
      */
     @Test
@@ -136,6 +137,12 @@ class DaemonRestartTest
                     {
                         Thread.sleep(random.nextInt(2_500)); // somewhere among checkpoints and lease renewals
                         final boolean term = i % 2 == 0;
+                        // every third round etcd restarts while colod does: the new colod starts without the store
+                        final boolean storeToo = i % 3 == 2;
+                        if (storeToo)
+                        {
+                            lab.killEtcd();
+                        }
                         if (term)
                         {
                             primary.destroy();
@@ -146,7 +153,13 @@ class DaemonRestartTest
                             primary.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
                         }
                         primary = colod(lab.pri, pConf, pLog);
-                        final String when = "after primary restart " + (i + 1) + (term ? " (SIGTERM)" : " (kill -9)");
+                        if (storeToo)
+                        {
+                            Thread.sleep(random.nextInt(2_000));
+                            lab.startEtcd();
+                        }
+                        final String when = "after primary restart " + (i + 1) + (term ? " (SIGTERM)" : " (kill -9)") +
+                            (storeToo ? " with etcd restarted meanwhile" : "");
                         restarted(lab, client, pRun, primary, pLog, sRun, secondary, sLog, qemuPid, when);
                         assertThat(Files.readString(pLog)).as("never fenced " + when).doesNotContain("FENCED");
                     }

@@ -280,6 +280,8 @@ class FailoverEndToEndTest
                     rig.failover().lastLoadMicros / 1000, values);
                 assertStrictlyIncreasing(values);
                 assertThat(rig.nic().releasedFrames()).as("frames were held and released").isPositive();
+                assertThat(rig.primary().counters().checkpointsByOutput.get())
+                    .as("the output trigger (the default) started checkpoints").isPositive();
             }
         }
     }

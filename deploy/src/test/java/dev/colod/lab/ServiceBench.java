@@ -85,29 +85,30 @@ public final class ServiceBench
         final List<Row> rows = new ArrayList<>();
         rows.add(new Row("bridge", ColodConfig.Buffer.TAP, null, false, null));
         rows.add(new Row("colod pass-through (tap)", ColodConfig.Buffer.TAP, TwoHostLab.Protection.of(100), false, null));
-        for (final ColodConfig.Buffer b : ColodConfig.Buffer.values())
+        for (final ColoConfig.Mode m : ColoConfig.Mode.values())
         {
-            for (final ColoConfig.Mode m : ColoConfig.Mode.values())
+            final String mode = m.name().toLowerCase();
+            for (final ColodConfig.Buffer b : ColodConfig.Buffer.values())
             {
-                final String mode = m.name().toLowerCase();
-                final String buf = b.name().toLowerCase();
-                if (b == ColodConfig.Buffer.TAP)
-                {
-                    rows.add(new Row(mode + " 100 timer-only (" + buf + ")", b, TwoHostLab.Protection.of(100).in(m), true, false));
-                    rows.add(new Row(mode + " 20 timer-only (" + buf + ")", b, TwoHostLab.Protection.of(20).in(m), true, false));
-                    rows.add(new Row(mode + " 20 (" + buf + ")", b, TwoHostLab.Protection.of(20).in(m), true, true));
-                }
-                rows.add(new Row(mode + " 100 (" + buf + ")", b, TwoHostLab.Protection.of(100).in(m), true, true));
-                if (b == ColodConfig.Buffer.TAP)
-                {
-                    for (final int linger : new int[]{500, 2000})
-                    {
-                        rows.add(new Row(mode + " 100 linger " + linger + " (" + buf + ")", b,
-                            TwoHostLab.Protection.of(100).in(m), true, true, List.of("output-linger-us: " + linger)));
-                    }
-                }
+                rows.add(new Row(mode + " 100 (" + b.name().toLowerCase() + ")", b, TwoHostLab.Protection.of(100).in(m), true,
+                    true));
+            }
+            rows.add(new Row(mode + " 20 (tap)", ColodConfig.Buffer.TAP, TwoHostLab.Protection.of(20).in(m), true, true));
+            // before: checkpoints only at the interval (output-trigger: false)
+            for (final int delay : new int[]{100, 20})
+            {
+                rows.add(new Row(mode + " " + delay + " timer-only (tap)", ColodConfig.Buffer.TAP,
+                    TwoHostLab.Protection.of(delay).in(m), true, false));
             }
         }
+        // the knobs, speculative 100 (tap)
+        for (final int linger : new int[]{250, 500, 1000})
+        {
+            rows.add(new Row("speculative 100 linger " + linger + " (tap)", ColodConfig.Buffer.TAP,
+                TwoHostLab.Protection.of(100).in(ColoConfig.Mode.SPECULATIVE), true, true, List.of("output-linger-us: " + linger)));
+        }
+        rows.add(new Row("speculative 100 paused 50% (tap)", ColodConfig.Buffer.TAP,
+            TwoHostLab.Protection.of(100).in(ColoConfig.Mode.SPECULATIVE), true, true, List.of("max-paused-percent: 50")));
         return rows;
     }
 
