@@ -29,18 +29,13 @@ class DaemonRestartTest
         Process secondary = null;
         try (Lab lab = new Lab(FailoverEndToEndTest.GUEST))
         {
-            final Path dir = lab.runDir;
-            final Path pRun = dir.resolve("p-run");
-            final Path sRun = dir.resolve("s-run");
-            final Path pConf = dir.resolve("primary.yaml");
-            final Path sConf = dir.resolve("secondary.yaml");
-            final Path pLog = dir.resolve("primary.log");
-            final Path sLog = dir.resolve("secondary.log");
-            Files.writeString(pConf, lab.yaml("primary", pRun, 200, false, false));
-            // what this test restarts is colod, which on a loaded two-CPU machine can take longer than the default
-            // grace to come back: give it room, so that the test is about adoption, not about a JVM's start time
-            Files.writeString(sConf, lab.yaml("secondary", sRun, 200, false, false)
-                .replace("    heartbeat-timeout-ms: 1000", "    heartbeat-timeout-ms: 1000\n    peer-restart-grace-ms: 30000"));
+            final Pair f = Pair.configure(lab, 200);
+            final Path pRun = f.pRun();
+            final Path sRun = f.sRun();
+            final Path pConf = f.pConf();
+            final Path sConf = f.sConf();
+            final Path pLog = f.pLog();
+            final Path sLog = f.sLog();
             try
             {
                 secondary = colod(lab.sec, sConf, sLog);
@@ -111,16 +106,13 @@ class DaemonRestartTest
         Process secondary = null;
         try (Lab lab = new Lab(FailoverEndToEndTest.GUEST))
         {
-            final Path dir = lab.runDir;
-            final Path pRun = dir.resolve("p-run");
-            final Path sRun = dir.resolve("s-run");
-            final Path pConf = dir.resolve("primary.yaml");
-            final Path sConf = dir.resolve("secondary.yaml");
-            final Path pLog = dir.resolve("primary.log");
-            final Path sLog = dir.resolve("secondary.log");
-            Files.writeString(pConf, lab.yaml("primary", pRun, 100, false, false));
-            Files.writeString(sConf, lab.yaml("secondary", sRun, 100, false, false)
-                .replace("    heartbeat-timeout-ms: 1000", "    heartbeat-timeout-ms: 1000\n    peer-restart-grace-ms: 30000"));
+            final Pair f = Pair.configure(lab, 100);
+            final Path pRun = f.pRun();
+            final Path sRun = f.sRun();
+            final Path pConf = f.pConf();
+            final Path sConf = f.sConf();
+            final Path pLog = f.pLog();
+            final Path sLog = f.sLog();
             try
             {
                 secondary = colod(lab.sec, sConf, sLog);
@@ -201,6 +193,23 @@ class DaemonRestartTest
             {
                 DaemonEndToEndTest.stopAll(lab, new Process[]{primary, secondary}, pRun, sRun);
             }
+        }
+    }
+
+    /** The two hosts' files; the secondary gives a restarting primary colod 30 s to come back. */
+    private record Pair(Path pRun, Path sRun, Path pConf, Path sConf, Path pLog, Path sLog)
+    {
+        static Pair configure(final Lab lab, final long checkpointDelayMs) throws Exception
+        {
+            final Path dir = lab.runDir;
+            final Pair f = new Pair(dir.resolve("p-run"), dir.resolve("s-run"), dir.resolve("primary.yaml"),
+                dir.resolve("secondary.yaml"), dir.resolve("primary.log"), dir.resolve("secondary.log"));
+            Files.writeString(f.pConf(), lab.yaml("primary", f.pRun(), checkpointDelayMs, false, false));
+            // what these tests restart is colod, which on a loaded two-CPU machine can take longer than the default
+            // grace to come back: give it room, so that the tests are about adoption, not about a JVM's start time
+            Files.writeString(f.sConf(), lab.yaml("secondary", f.sRun(), checkpointDelayMs, false, false)
+                .replace("    heartbeat-timeout-ms: 1000", "    heartbeat-timeout-ms: 1000\n    peer-restart-grace-ms: 30000"));
+            return f;
         }
     }
 

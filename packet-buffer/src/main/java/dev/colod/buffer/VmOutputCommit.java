@@ -66,9 +66,14 @@ public final class VmOutputCommit implements OutputCommit
     @Override
     public boolean wantsCheckpoint()
     {
+        return any(EpochLedger::wantsCheckpoint);
+    }
+
+    private boolean any(final java.util.function.Predicate<EpochLedger> p)
+    {
         for (final EpochLedger n : nics)
         {
-            if (n.wantsCheckpoint())
+            if (p.test(n))
             {
                 return true;
             }
@@ -85,14 +90,7 @@ public final class VmOutputCommit implements OutputCommit
     @Override
     public boolean holdsOpenOutput()
     {
-        for (final EpochLedger n : nics)
-        {
-            if (n.holdsOpenOutput())
-            {
-                return true;
-            }
-        }
-        return false;
+        return any(EpochLedger::holdsOpenOutput);
     }
 
     public List<NicStats> stats()
