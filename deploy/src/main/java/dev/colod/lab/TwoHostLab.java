@@ -445,6 +445,7 @@ public final class TwoHostLab
                 "        mac: 52:54:00:c0:10:01",
                 "        bridge: br0",
                 "        buffer: " + buffer.name().toLowerCase(),
+                buffer == ColodConfig.Buffer.NFQUEUE ? "        queue-num: " + (7000 + ("primary".equals(role) ? 1 : 2)) : "",
                 "");
         }
 

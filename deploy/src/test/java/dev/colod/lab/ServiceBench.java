@@ -107,8 +107,14 @@ public final class ServiceBench
             rows.add(new Row("speculative 100 linger " + linger + " (tap)", ColodConfig.Buffer.TAP,
                 TwoHostLab.Protection.of(100).in(ColoConfig.Mode.SPECULATIVE), true, true, List.of("output-linger-us: " + linger)));
         }
-        rows.add(new Row("speculative 100 paused 50% (tap)", ColodConfig.Buffer.TAP,
-            TwoHostLab.Protection.of(100).in(ColoConfig.Mode.SPECULATIVE), true, true, List.of("max-paused-percent: 50")));
+        for (final ColoConfig.Mode m : ColoConfig.Mode.values())
+        {
+            for (final int paused : new int[]{10, 15, 50})
+            {
+                rows.add(new Row(m.name().toLowerCase() + " 100 paused " + paused + "% (tap)", ColodConfig.Buffer.TAP,
+                    TwoHostLab.Protection.of(100).in(m), true, true, List.of("max-paused-percent: " + paused)));
+            }
+        }
         return rows;
     }
 
