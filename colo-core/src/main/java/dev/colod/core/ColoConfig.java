@@ -27,8 +27,7 @@ public final class ColoConfig
     private long reconnectIntervalMs = 1_000;
     private long peerRestartGraceMs = 10_000;
     private boolean outputTrigger = true;
-    /** 0: by mode (speculative 15, strict 30: docs/BENCHMARKS.md, "Service"). */
-    private int maxPausedPercent = 0;
+    private int maxPausedPercent = 30;
     private long minCheckpointGapMs = 0;
     private long outputLingerUs = 500;
     private boolean concluded;
@@ -51,8 +50,8 @@ public final class ColoConfig
         require(reconnectIntervalMs > 0, "reconnect-interval-ms", "must be > 0, was " + reconnectIntervalMs);
         require(peerRestartGraceMs >= 0 && peerRestartGraceMs <= 600_000, "peer-restart-grace-ms",
             "must be 0..600000, was " + peerRestartGraceMs);
-        require(maxPausedPercent >= 0 && maxPausedPercent <= 100, "max-paused-percent",
-            "must be 1..100 (0: by mode), was " + maxPausedPercent);
+        require(maxPausedPercent >= 1 && maxPausedPercent <= 100, "max-paused-percent",
+            "must be 1..100, was " + maxPausedPercent);
         require(outputLingerUs >= 0 && outputLingerUs <= 1_000_000, "output-linger-us",
             "must be 0..1000000, was " + outputLingerUs);
         require(minCheckpointGapMs >= 0 && minCheckpointGapMs <= 3_600_000, "min-checkpoint-gap-ms",
@@ -93,12 +92,7 @@ public final class ColoConfig
      */
     public boolean outputTrigger() { return outputTrigger; }
     /** Primary: the share of time the guest may spend paused by output-triggered checkpoints, in the long run. */
-    public int maxPausedPercent()
-    {
-        // measured: in speculative mode a 15 % budget batches more under load (more throughput, the same latency at
-        // light load); in strict mode the pause is the whole transaction and a lower budget starves latency
-        return maxPausedPercent != 0 ? maxPausedPercent : mode == Mode.SPECULATIVE ? 15 : 30;
-    }
+    public int maxPausedPercent() { return maxPausedPercent; }
     /** Primary: the least time between the end of one checkpoint and an output-triggered start of the next. */
     public long minCheckpointGapMs() { return minCheckpointGapMs; }
     /** Primary: how long an output-triggered checkpoint waits after the first held frame for the rest of a burst. */

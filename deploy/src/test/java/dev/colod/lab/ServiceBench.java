@@ -183,6 +183,14 @@ public final class ServiceBench
             }
             final double down = download(lab, 64, 8_000);
             final double up = upload(lab, 16, 15_000);
+            if (r.protect())
+            {
+                // every dropped frame is counted: say where the row lost any (they cost TCP retransmits)
+                final dev.colod.buffer.NicStats n = lab.nic();
+                System.out.printf(Locale.ROOT, "# %s: released %d, dropped: limit-frames %d, limit-bytes %d, oversize %d," +
+                    " write-error %d, backpressure stalls %d%n", r.name(), n.releasedFrames(), n.droppedLimitFrames(),
+                    n.droppedLimitBytes(), n.droppedOversize(), n.droppedWriteError(), n.backpressureStalls());
+            }
             final long[] udpLost = new long[1];
             final double udp = udp(lab, 100, udpLost);
             return new Result(r, seq.getValueAtPercentile(50) / 1e6, seq.getValueAtPercentile(99) / 1e6, rate, p99, down, up,
