@@ -62,7 +62,8 @@ public final class TwoHostDemo
                 final long killedAt = System.nanoTime();
                 lab.killPrimary();
                 final ExitEvent e = lab.secondaryExits().poll(60, TimeUnit.SECONDS);
-                say("secondary: %s -> %s, %d ms after the kill (heartbeat timeout, then the old lease ran out: %s)",
+                say("secondary: %s -> %s, %d ms after the kill (heartbeat timeout, then the VM's key taken over from the " +
+                    "protected primary in one etcd transaction: %s)",
                     e == null ? "no event" : e.detail(), lab.secondary().state(), (System.nanoTime() - killedAt) / 1_000_000,
                     lab.secondary().arbiter().describe());
                 final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
@@ -89,7 +90,8 @@ public final class TwoHostDemo
                     "started by output %d, by the 200 ms timer %d", nic.releasedFrames(), maxHeld, nic.droppedTotal(),
                     pc.checkpointsByOutput.get(), pc.checkpointsByTimer.get());
                 say("  what the client paid: GET of a static page p50 %.1f ms / max %.1f ms before protection, " +
-                    "p50 %.1f ms / max %.1f ms protected", unprotectedMs[0], unprotectedMs[1], duringMs[0], duringMs[1]);
+                    "p50 %.1f ms / max %.1f ms protected (strict, disk replicated, the counter client running beside it)",
+                    unprotectedMs[0], unprotectedMs[1], duringMs[0], duringMs[1]);
                 say("  failover: resumed from checkpoint %d, QEMU start %d ms, device-state load + cont %d ms",
                     e == null ? -1 : e.lastCheckpointId(), lab.failover().lastStartMicros / 1000,
                     lab.failover().lastLoadMicros / 1000);
