@@ -258,9 +258,7 @@ public final class PrimaryEngine implements AutoCloseable
                     counters.staleTokenRefusals.incrementAndGet();
                     if (!unprotectedOutput("the secondary refused fencing token " + ex.token))
                     {
-                        fenceHere(lastError);
-                        exitListeners.publish(new ExitEvent("primary", ExitReason.ERROR, lastError, false,
-                            lastCompleted, false, ex));
+                        fencedByArbiter(ex);
                         return;
                     }
                 }
@@ -657,14 +655,19 @@ public final class PrimaryEngine implements AutoCloseable
             }
             if (!passing && clock.nanoTime() - lastArbiterAskNs > ARBITER_RETRY_NS && !unprotectedOutput("unprotected"))
             {
-                fenceHere(lastError);
-                exitListeners.publish(new ExitEvent("primary", ExitReason.ERROR, lastError, false, lastCompleted, false,
-                    null));
+                fencedByArbiter(null);
                 return false;
             }
             idle(LEASE_GUARD_MS);
         }
         return true;
+    }
+
+    /** The arbiter gave the VM to the other host ({@link #unprotectedOutput} said so, output is fenced): stop here. */
+    private void fencedByArbiter(final Throwable cause)
+    {
+        fenceHere(lastError);
+        exitListeners.publish(new ExitEvent("primary", ExitReason.ERROR, lastError, false, lastCompleted, false, cause));
     }
 
     /** The secondary runs the VM now: keep it paused here, for good. */

@@ -194,7 +194,6 @@ public final class EtcdArbiter implements Arbiter
             }
             if (o.host().equals(settings.host()))
             {
-                learn(o.token()); // this host's own earlier hold: its token is this host's, ending or not
                 return adopt(o, sentNs) ? goUnprotectedAgain(lastAcknowledged)
                     : waitFor("this host's earlier hold (token " + o.token() + ") is ending; asking again");
             }
@@ -214,6 +213,7 @@ public final class EtcdArbiter implements Arbiter
     /** The key holds this host's name under a lease of an earlier process: keep that lease if it still lives. */
     private boolean adopt(final Owner o, final long sentNs) throws IOException
     {
+        learn(o.token()); // this host's own earlier hold: its token is this host's, whether its lease lives or not
         final long ttl = keepAlive(o.lease());
         if (ttl <= 0)
         {
@@ -275,10 +275,6 @@ public final class EtcdArbiter implements Arbiter
             {
                 revoke(lease);
                 final Owner o = owner(r);
-                if (o != null && o.host().equals(settings.host()))
-                {
-                    learn(o.token());
-                }
                 if (o != null && o.host().equals(settings.host()) && adopt(o, sentNs))
                 {
                     return markCurrent(checkpoint);
