@@ -1,11 +1,11 @@
 package dev.colod.lab;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import dev.colod.agent.checkpoint.CheckpointFormat;
 import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.disk.NbdClient;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.VmSpec;
-import dev.colod.agent.vm.CheckpointFormat;
 import dev.colod.buffer.net.Netns;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;

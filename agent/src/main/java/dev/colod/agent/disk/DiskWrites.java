@@ -1,10 +1,10 @@
 package dev.colod.agent.disk;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import dev.colod.agent.checkpoint.CheckpointFormat;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.QmpClient;
 import dev.colod.agent.qemu.VmSpec;
-import dev.colod.agent.vm.CheckpointFormat;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -255,7 +255,7 @@ public final class DiskWrites implements AutoCloseable
         ensureCopy(dirty.streamBytes());
         for (final long[] x : dirty.list)
         {
-            copy.putLong(x[0]).putInt((int)x[1]);
+            CheckpointFormat.putExtentHeader(copy, x[0], (int)x[1]);
             readImage(x[0], (int)x[1], copy);
         }
         copy.flip();
@@ -387,7 +387,7 @@ public final class DiskWrites implements AutoCloseable
             for (final long[] x : extents.list)
             {
                 b.clear();
-                b.putLong(x[0]).putInt((int)x[1]);
+                CheckpointFormat.putExtentHeader(b, x[0], (int)x[1]);
                 readImage(x[0], (int)x[1], b);
                 b.flip();
                 sink.accept(b);

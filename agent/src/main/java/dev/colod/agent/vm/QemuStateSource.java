@@ -1,5 +1,7 @@
 package dev.colod.agent.vm;
 
+import dev.colod.agent.checkpoint.CheckpointFormat;
+import dev.colod.agent.checkpoint.CheckpointWriter;
 import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.core.spi.StateCapture;
@@ -30,8 +32,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(QemuStateSource.class);
     private static final int PAGE = CheckpointFormat.PAGE;
-    private static final int RECORD = 8 + PAGE;
-    private static final int STREAM_CHUNK = 64 * RECORD;
+    private static final int RECORD = CheckpointFormat.PAGE_RECORD;
 
     private final QemuProcess qemu;
     private final long ramBytes;
@@ -216,17 +217,10 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         lastTrackMicros = written.lastTrackNanos() / 1000;
         LOG.info("vm={} base image {}: {} MiB read live ({}; tracking restarted in {} us)", qemu.spec().name(),
             checkpointId, ramBytes >> 20, written.method(), (System.nanoTime() - t0) / 1000);
-        final PageReader pages = written instanceof ShadowCompare ? ((ShadowCompare)written)::copyShadowPage
+        final CheckpointWriter.PageSource pages = written instanceof ShadowCompare ? ((ShadowCompare)written)::copyShadowPage
             : ram::copyPage;
         final DiskWrites.Base diskBase = disk == null ? null : disk.base();
-        return stream(CheckpointFormat.FLAG_FULL | CheckpointFormat.FLAG_BASE, ByteBuffer.allocate(0), ram.pages(), null,
-            pages, false, DiskPart.of(disk, null, diskBase));
-    }
-
-    /** Reads page {@code page} into {@code dst} at {@code off}. */
-    interface PageReader
-    {
-        void copyPage(long page, byte[] dst, int off);
+        return stream(true, true, ByteBuffer.allocate(0), ram.pages(), null, pages, false, DiskPart.of(disk, null, diskBase));
     }
 
     @Override
@@ -330,21 +324,20 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             qemu.spec().name(), checkpointId, lastDeviceBytes, lastDeviceMicros, pages, wasFull ? "full" : "written",
             lastTrackMicros, lastCopyMicros);
 
-        return stream(wasFull ? CheckpointFormat.FLAG_FULL : 0, device, pages, wasFull ? null : pagesCopy.asReadOnlyBuffer(),
-            ram::copyPage, wasFull, diskPart);
+        return stream(wasFull, false, device, pages, wasFull ? null : pagesCopy.asReadOnlyBuffer(), ram::copyPage, wasFull,
+            diskPart);
     }
 
     /**
      * A state stream: header, device state, page count, then either the copied records or every page read by
-     * {@code reader} as it is written, then the CRC32C of it all (computed while writing).
+     * {@code reader} as it is written (their audit CRCs taken on the way), then the disk part and the CRC.
      */
-    private StateCapture stream(final int flags, final ByteBuffer device, final long pages, final ByteBuffer copied,
-        final PageReader reader, final boolean needsPausedVm, final DiskPart diskPart)
+    private StateCapture stream(final boolean full, final boolean base, final ByteBuffer device, final long pages,
+        final ByteBuffer copied, final CheckpointWriter.PageSource reader, final boolean needsPausedVm,
+        final DiskPart diskPart)
     {
-        final ByteBuffer header = ByteBuffer.allocate(CheckpointFormat.HEADER + device.remaining() + 8);
-        header.putInt(CheckpointFormat.MAGIC).putShort((short)CheckpointFormat.VERSION).putShort((short)flags)
-            .putLong(ramBytes).putInt(PAGE).putInt(0).putLong(device.remaining()).putLong(diskPart.diskBytes()).putLong(0)
-            .put(device.duplicate()).putLong(pages).flip();
+        final CheckpointFormat.Header header = CheckpointFormat.Header.of(full, base, ramBytes, device.remaining(),
+            diskPart.diskBytes());
         final long size = CheckpointFormat.size(device.remaining(), pages, diskPart.streamBytes());
         return new StateCapture()
         {
@@ -363,41 +356,28 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             @Override
             public void writeTo(final OutputStream out, final Progress progress) throws IOException
             {
-                final CRC32C crc = new CRC32C();
-                final byte[] chunk = new byte[STREAM_CHUNK];
-                long done = send(out, header.duplicate(), chunk, crc, 0, progress);
+                final CheckpointWriter w = new CheckpointWriter(out, size, progress).header(header, device, pages);
                 if (copied != null)
                 {
-                    done = send(out, copied.duplicate(), chunk, crc, done, progress);
+                    w.pageRecords(copied);
                 }
                 else
                 {
-                    final ByteBuffer records = ByteBuffer.wrap(chunk);
                     final CRC32C pc = new CRC32C();
-                    for (long p = 0; p < pages; p++)
+                    w.everyPage((p, dst, off) ->
                     {
-                        if (records.remaining() < RECORD)
-                        {
-                            done = flush(out, chunk, records.position(), crc, done, progress);
-                            records.clear();
-                        }
-                        records.putLong(p);
-                        reader.copyPage(p, chunk, records.position());
+                        reader.copyPage(p, dst, off);
                         if (pageCrcs != null)
                         {
                             pc.reset();
-                            pc.update(chunk, records.position(), PAGE);
+                            pc.update(dst, off, PAGE);
                             pageCrcs[(int)p] = (int)pc.getValue();
                         }
-                        records.position(records.position() + PAGE);
-                    }
-                    done = flush(out, chunk, records.position(), crc, done, progress);
+                    });
                     crcsValid = pageCrcs != null;
                 }
-                done = diskPart.writeTo(out, chunk, crc, done, progress);
-                final int c = (int)crc.getValue();
-                out.write(new byte[]{(byte)(c >>> 24), (byte)(c >>> 16), (byte)(c >>> 8), (byte)c});
-                progress.written(done + 4);
+                diskPart.writeTo(w);
+                w.finish();
             }
 
             @Override
@@ -423,50 +403,18 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             return new DiskPart(disk.diskBytes(), captured.count(), captured.records().remaining(), captured.records(), null);
         }
 
-        long writeTo(final OutputStream out, final byte[] chunk, final CRC32C crc, final long done,
-            final StateCapture.Progress progress) throws IOException
+        void writeTo(final CheckpointWriter w) throws IOException
         {
-            long d = send(out, ByteBuffer.allocate(CheckpointFormat.DISK_HEADER).putLong(count).flip(), chunk, crc, done,
-                progress);
+            w.disk(count);
             if (copied != null)
             {
-                d = send(out, copied.duplicate(), chunk, crc, d, progress);
+                w.extentRecords(copied);
             }
             else if (base != null)
             {
-                final long[] at = {d};
-                base.stream(r -> at[0] = send(out, r, chunk, crc, at[0], progress));
-                d = at[0];
+                base.stream(w::extentRecords);
             }
-            return d;
         }
-
-    }
-
-    private static long send(final OutputStream out, final ByteBuffer b, final byte[] chunk, final CRC32C crc,
-        final long done, final StateCapture.Progress progress) throws IOException
-    {
-        long d = done;
-        while (b.hasRemaining())
-        {
-            final int n = Math.min(chunk.length, b.remaining());
-            b.get(chunk, 0, n);
-            d = flush(out, chunk, n, crc, d, progress);
-        }
-        return d;
-    }
-
-    private static long flush(final OutputStream out, final byte[] chunk, final int n, final CRC32C crc, final long done,
-        final StateCapture.Progress progress) throws IOException
-    {
-        if (n == 0)
-        {
-            return done;
-        }
-        crc.update(chunk, 0, n);
-        out.write(chunk, 0, n);
-        progress.written(done + n);
-        return done + n;
     }
 
     /** Copies a run of written pages into {@link #pagesCopy} as (index, bytes) records, growing it if needed. */

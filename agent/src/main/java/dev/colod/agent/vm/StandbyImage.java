@@ -1,5 +1,7 @@
 package dev.colod.agent.vm;
 
+import dev.colod.agent.checkpoint.CheckpointFormat;
+import dev.colod.agent.checkpoint.CheckpointReader;
 import dev.colod.core.spi.VmStateSink;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -13,7 +15,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
-import java.util.zip.CRC32C;
 
 /**
  * The secondary's committed image of one VM, in a directory (best on tmpfs, e.g. /dev/shm/colod/VM):
@@ -55,8 +56,6 @@ public final class StandbyImage implements VmStateSink
     private final Path dir;
     private final String vm;
     private final Activation activation;
-    /** Header, device-state length 0 and page count: what decides whether a stream is a base image. */
-    private static final int BASE_PREFIX = CheckpointFormat.HEADER + 8;
     private static final long RAM_CHUNK = 1L << 30;
 
     /** The VM's disk image here, or null for a diskless VM. */
@@ -150,7 +149,7 @@ public final class StandbyImage implements VmStateSink
     {
         if (base != null)
         {
-            base.feed(buf, off, len);
+            base.reader.feed(ByteBuffer.wrap(buf, off, len));
             stagedBytes += len;
             return;
         }
@@ -168,16 +167,22 @@ public final class StandbyImage implements VmStateSink
                 " (" + stagingSize + " bytes) at byte " + stagedBytes + ": " + ex.getMessage(), ex);
         }
         stagedBytes += len;
-        if (stagedBytes - len < BASE_PREFIX && stagedBytes >= BASE_PREFIX)
+        if (stagedBytes - len < CheckpointFormat.HEADER && stagedBytes >= CheckpointFormat.HEADER)
         {
-            // the header is here: a disk that does not match is refused before any state moves
-            final ByteBuffer h = CheckpointFormat.read(staging, 0, BASE_PREFIX);
-            if (h.getInt(0) == CheckpointFormat.MAGIC)
+            // the header is here: a bad one, or a disk that does not match, is refused before any state moves
+            final ByteBuffer h = ByteBuffer.allocate(CheckpointFormat.HEADER);
+            while (h.hasRemaining())
             {
-                checkDisk(h.getLong(32), stagingId);
+                staging.read(h, h.position());
             }
-            startDirectBaseIfBase(h);
-            if (base == null)
+            final CheckpointFormat.Header header = CheckpointFormat.Header.decode(h.flip(), stagingSize,
+                "vm " + vm + " checkpoint " + stagingId);
+            checkDisk(header.diskBytes(), stagingId);
+            if (header.base() && header.deviceLength() == 0)
+            {
+                startDirectBase();
+            }
+            else
             {
                 checkStagingSpace();
             }
@@ -199,20 +204,19 @@ public final class StandbyImage implements VmStateSink
      * A live base image is not a consistent state, so it needs no atomic commit: its pages go straight into the
      * RAM image as they arrive (no staging copy of all of RAM), after the image is marked not resumable.
      */
-    private void startDirectBaseIfBase(final ByteBuffer h) throws IOException
+    private void startDirectBase() throws IOException
     {
-        if (h.getInt(0) != CheckpointFormat.MAGIC || (h.getShort(6) & CheckpointFormat.FLAG_BASE) == 0 || h.getLong(24) != 0)
-        {
-            return;
-        }
         markNotResumable();
-        base = new DirectBase(h, stagingId, stagingSize);
-        final ByteBuffer rest = CheckpointFormat.read(staging, BASE_PREFIX, (int)(stagedBytes - BASE_PREFIX));
+        base = new DirectBase(stagingId, stagingSize);
+        final ByteBuffer staged = ByteBuffer.allocate((int)stagedBytes);
+        while (staged.hasRemaining())
+        {
+            staging.read(staged, staged.position());
+        }
         staging.close();
         staging = null;
         Files.deleteIfExists(dir.resolve("staging.ckpt"));
-        base.feedHeader(h);
-        base.feed(rest.array(), 0, rest.remaining());
+        base.reader.feed(staged.flip());
     }
 
     private void markNotResumable() throws IOException
@@ -227,160 +231,41 @@ public final class StandbyImage implements VmStateSink
      * A base image written into the RAM image and the disk image as it arrives (pages, then the disk's extents);
      * its length and CRC are checked at commit.
      */
-    private final class DirectBase
+    private final class DirectBase implements CheckpointReader.Visitor
     {
-        private static final int RECORD = 8 + CheckpointFormat.PAGE;
-        private static final int PAGES = 0;
-        private static final int DISK_HEADER = 1;
-        private static final int EXTENT_HEADER = 2;
-        private static final int EXTENT_DATA = 3;
-        private static final int DONE = 4;
         private final long id;
-        private final long size;
-        private final long ramBytes;
-        private final long pages;
-        private final MappedByteBuffer[] ram;
-        private final CRC32C crc = new CRC32C();
-        private final ByteBuffer tail = ByteBuffer.allocate(4);
-        private ByteBuffer item = ByteBuffer.allocate(RECORD);
-        private int phase;
-        private long at;
-        private long records;
-        private final long diskBytes;
-        private long extents;
-        private long extentsDone;
+        private final CheckpointReader reader;
+        private MappedByteBuffer[] ram;
         private FileChannel diskChannel;
-        private long extentAt;
-        private int extentLeft;
 
-        DirectBase(final ByteBuffer header, final long id, final long size) throws IOException
+        DirectBase(final long id, final long size)
         {
             this.id = id;
-            this.size = size;
-            this.ramBytes = header.getLong(8);
-            this.pages = header.getLong(CheckpointFormat.HEADER);
-            this.diskBytes = header.getLong(32);
-            if (header.getInt(16) != CheckpointFormat.PAGE || ramBytes <= 0 || ramBytes % CheckpointFormat.PAGE != 0 ||
-                pages < 0 || pages > ramBytes / CheckpointFormat.PAGE || CheckpointFormat.size(0, pages, 0) > size)
-            {
-                throw new IOException("vm " + vm + ": base image header does not match its " + size + " bytes");
-            }
-            this.ram = mapRam(ramBytes);
-            this.diskChannel = openDisk(diskBytes, true, id);
-            next(pages > 0 ? PAGES : DISK_HEADER);
+            this.reader = new CheckpointReader(size, "vm " + vm + ": base image " + id, this);
         }
 
-        private void next(final int p)
+        @Override
+        public void header(final CheckpointFormat.Header header, final long pages) throws IOException
         {
-            phase = p;
-            item = ByteBuffer.allocate(p == PAGES ? RECORD : p == DISK_HEADER ? CheckpointFormat.DISK_HEADER
-                : CheckpointFormat.EXTENT_HEADER);
+            ram = mapRam(header.ramBytes());
+            diskChannel = openDisk(header.diskBytes(), true, id);
         }
 
-        void feedHeader(final ByteBuffer h)
+        @Override
+        public void page(final long index, final ByteBuffer src, final int offset)
         {
-            crc.update(h.duplicate().clear());
-            at = BASE_PREFIX;
+            putPage(ram, index, src, offset);
         }
 
-        void feed(final byte[] b, final int off, final int len) throws IOException
+        @Override
+        public void extentData(final long diskOffset, final ByteBuffer piece) throws IOException
         {
-            for (int i = off; i < off + len; )
-            {
-                if (at >= size - 4)
-                {
-                    final int n = Math.min(off + len - i, tail.remaining());
-                    if (n == 0)
-                    {
-                        throw new IOException("vm " + vm + ": more base image bytes than announced (" + size + ")");
-                    }
-                    tail.put(b, i, n);
-                    i += n;
-                    at += n;
-                    continue;
-                }
-                if (phase == DONE)
-                {
-                    throw new IOException("vm " + vm + ": base image " + id + " has bytes after its last disk extent");
-                }
-                final int avail = (int)Math.min(off + len - i, size - 4 - at);
-                if (phase == EXTENT_DATA)
-                {
-                    final int n = Math.min(avail, extentLeft);
-                    crc.update(b, i, n);
-                    final ByteBuffer w = ByteBuffer.wrap(b, i, n);
-                    while (w.hasRemaining())
-                    {
-                        extentAt += diskChannel.write(w, extentAt);
-                    }
-                    extentLeft -= n;
-                    i += n;
-                    at += n;
-                    if (extentLeft == 0)
-                    {
-                        extentsDone++;
-                        next(extentsDone == extents ? DONE : EXTENT_HEADER);
-                    }
-                    continue;
-                }
-                final int n = Math.min(avail, item.remaining());
-                crc.update(b, i, n);
-                item.put(b, i, n);
-                i += n;
-                at += n;
-                if (!item.hasRemaining())
-                {
-                    itemComplete();
-                }
-            }
+            writeFully(diskChannel, piece, diskOffset);
         }
 
-        private void itemComplete() throws IOException
+        void finish() throws IOException
         {
-            if (phase == PAGES)
-            {
-                final long page = item.getLong(0);
-                if (page < 0 || page >= ramBytes / CheckpointFormat.PAGE)
-                {
-                    throw new IOException("vm " + vm + ": base image names page " + page + " outside " + ramBytes +
-                        " bytes of RAM");
-                }
-                putPage(ram, page, item, 8);
-                item.clear();
-                if (++records == pages)
-                {
-                    next(DISK_HEADER);
-                }
-            }
-            else if (phase == DISK_HEADER)
-            {
-                extents = item.getLong(0);
-                if (extents < 0 || extents > 0 && diskBytes <= 0)
-                {
-                    throw new IOException("vm " + vm + ": base image " + id + " has a bad disk section (" + diskBytes +
-                        " bytes, " + extents + " extents)");
-                }
-                next(extents > 0 ? EXTENT_HEADER : DONE);
-            }
-            else
-            {
-                extentAt = item.getLong(0);
-                extentLeft = item.getInt(8);
-                CheckpointFormat.checkExtent(extentAt, extentLeft, diskBytes, "vm " + vm + ": base image " + id +
-                    " disk extent " + extentsDone);
-                phase = EXTENT_DATA;
-            }
-        }
-
-        void finish(final long checkpointId) throws IOException
-        {
-            if (at != size || records != pages || phase != DONE || tail.hasRemaining() || tail.getInt(0) != (int)crc.getValue())
-            {
-                throw new IOException("vm " + vm + ": base image " + checkpointId + " incomplete or corrupt (" + at + " of " +
-                    size + " bytes, " + records + " of " + pages + " pages, " + extentsDone + " of " + extents +
-                    " disk extents, CRC " + (tail.hasRemaining() ? "missing" : (tail.getInt(0) == (int)crc.getValue() ? "ok"
-                    : "mismatch")) + ")");
-            }
+            reader.finish();
             for (final MappedByteBuffer m : ram)
             {
                 m.force();
@@ -392,9 +277,17 @@ public final class StandbyImage implements VmStateSink
         {
             if (diskChannel != null)
             {
-                diskChannel.close(); // not synced: see applyDisk
+                diskChannel.close(); // not synced: see apply
                 diskChannel = null;
             }
+        }
+    }
+
+    private static void writeFully(final FileChannel ch, final ByteBuffer b, final long at) throws IOException
+    {
+        for (long p = at; b.hasRemaining(); )
+        {
+            p += ch.write(b, p);
         }
     }
 
@@ -468,7 +361,7 @@ public final class StandbyImage implements VmStateSink
     {
         if (base != null && checkpointId == stagingId)
         {
-            base.finish(checkpointId);
+            base.finish();
             base = null;
             stagingId = -1;
             final Path idTmp = dir.resolve("committed.tmp");
@@ -526,111 +419,75 @@ public final class StandbyImage implements VmStateSink
     }
 
     /**
-     * Applies pending.ckpt to the image and makes it the committed checkpoint. Idempotent. Streams the checkpoint
-     * and writes pages through 1 GiB mappings of the RAM file, so neither needs to fit one buffer.
+     * Applies pending.ckpt to the image and makes it the committed checkpoint. Idempotent (pages and extents are
+     * absolute). Verifies the whole checkpoint first, then streams it again into 1 GiB mappings of the RAM file,
+     * the disk image and a new device-state file, so none of it needs to fit one buffer. The disk is not fsynced:
+     * it is as durable as the RAM image it goes with (tmpfs). An agent crash keeps both (page cache) and the redo
+     * log finishes the commit; a host crash loses the RAM image, and the next session resynchronises the disk.
      */
     private void apply(final long checkpointId) throws IOException
     {
         final String what = "vm " + vm + " checkpoint " + checkpointId;
-        final boolean base;
+        final CheckpointFormat.Header h;
+        final Path devTmp = dir.resolve("device.state.tmp");
         try (FileChannel p = FileChannel.open(pending(), StandardOpenOption.READ))
         {
-            final CheckpointFormat.Parsed c = CheckpointFormat.verify(p, what);
-            base = c.base();
-            if (!c.full() && !Files.exists(ramFile()))
+            h = CheckpointReader.verify(p, what);
+            if (!h.full() && !Files.exists(ramFile()))
             {
                 throw new IOException("vm " + vm + ": checkpoint " + checkpointId +
                     " is incremental but there is no base image in " + dir);
             }
+            final MappedByteBuffer[] r = mapRam(h.ramBytes());
+            try (FileChannel d = openDisk(h.diskBytes(), h.base(), checkpointId);
+                 FileChannel dev = FileChannel.open(devTmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                     StandardOpenOption.TRUNCATE_EXISTING))
             {
-                final MappedByteBuffer[] r = mapRam(c.ramBytes());
-                final int record = 8 + CheckpointFormat.PAGE;
-                final ByteBuffer buf = ByteBuffer.allocateDirect(256 * record);
-                long at = c.pagesOffset();
-                long left = c.pages();
-                while (left > 0)
+                final long[] devAt = {0};
+                CheckpointReader.read(p, what, new CheckpointReader.Visitor()
                 {
-                    final int n = (int)Math.min(256, left);
-                    buf.clear().limit(n * record);
-                    while (buf.hasRemaining())
+                    @Override
+                    public void device(final ByteBuffer piece) throws IOException
                     {
-                        if (p.read(buf, at + buf.position()) < 0)
-                        {
-                            throw new IOException(what + ": ends inside its pages");
-                        }
+                        final int n = piece.remaining();
+                        writeFully(dev, piece, devAt[0]);
+                        devAt[0] += n;
                     }
-                    buf.flip();
-                    for (int k = 0; k < n; k++)
+
+                    @Override
+                    public void page(final long index, final ByteBuffer src, final int offset)
                     {
-                        final long page = buf.getLong(k * record);
-                        if (page < 0 || page >= c.ramBytes() / CheckpointFormat.PAGE)
-                        {
-                            throw new IOException("vm " + vm + ": checkpoint " + checkpointId + " names page " + page +
-                                " outside " + c.ramBytes() + " bytes of RAM");
-                        }
-                        putPage(r, page, buf, k * record + 8);
+                        putPage(r, index, src, offset);
                     }
-                    at += (long)n * record;
-                    left -= n;
-                }
+
+                    @Override
+                    public void extentData(final long diskOffset, final ByteBuffer piece) throws IOException
+                    {
+                        writeFully(d, piece, diskOffset);
+                    }
+                });
                 for (final MappedByteBuffer m : r)
                 {
                     m.force();
                 }
+                dev.force(false);
             }
-            applyDisk(p, c, checkpointId);
-            if (!c.base())
-            {
-                final Path devTmp = dir.resolve("device.state.tmp");
-                try (FileChannel d = FileChannel.open(devTmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                    StandardOpenOption.TRUNCATE_EXISTING))
-                {
-                    long done = 0;
-                    while (done < c.deviceLength())
-                    {
-                        done += p.transferTo(c.deviceOffset() + done, c.deviceLength() - done, d);
-                    }
-                    d.force(false);
-                }
-                Files.move(devTmp, deviceStateFile(), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            }
-            final Path idTmp = dir.resolve("committed.tmp");
-            Files.writeString(idTmp, checkpointId + (c.base() ? " base" : ""), StandardCharsets.US_ASCII);
-            Files.move(idTmp, dir.resolve("committed"), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         }
+        if (h.base())
+        {
+            Files.deleteIfExists(devTmp);
+        }
+        else
+        {
+            Files.move(devTmp, deviceStateFile(), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        }
+        final Path idTmp = dir.resolve("committed.tmp");
+        Files.writeString(idTmp, checkpointId + (h.base() ? " base" : ""), StandardCharsets.US_ASCII);
+        Files.move(idTmp, dir.resolve("committed"), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         Files.deleteIfExists(pending());
         Files.deleteIfExists(dir.resolve("pending.id"));
         lastCommitted = checkpointId;
-        resumable = !base;
-    }
-
-    /** Writes the checkpoint's disk extents into the disk image (idempotent: extents are absolute). */
-    private void applyDisk(final FileChannel p, final CheckpointFormat.Parsed c, final long checkpointId) throws IOException
-    {
-        try (FileChannel d = openDisk(c.diskBytes(), c.base(), checkpointId))
-        {
-            if (d == null)
-            {
-                return;
-            }
-            long at = c.extentsOffset();
-            for (long e = 0; e < c.extents(); e++)
-            {
-                final ByteBuffer h = CheckpointFormat.read(p, at, CheckpointFormat.EXTENT_HEADER);
-                final long offset = h.getLong(0);
-                final int len = h.getInt(8);
-                long done = 0;
-                d.position(offset);
-                while (done < len)
-                {
-                    done += p.transferTo(at + CheckpointFormat.EXTENT_HEADER + done, len - done, d);
-                }
-                at += CheckpointFormat.EXTENT_HEADER + len;
-            }
-            // not fsynced: the disk image is as durable as the RAM image it goes with (tmpfs). An agent crash
-            // keeps both (page cache) and the redo log finishes the commit; a host crash loses the RAM image, and
-            // the next session resynchronises the disk from scratch anyway
-        }
+        resumable = !h.base();
     }
 
     /** Tells the activation once the primary has been answered; kept out of {@link #apply(long)} so recovery stays side-effect free. */

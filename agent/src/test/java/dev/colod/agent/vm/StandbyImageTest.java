@@ -1,9 +1,13 @@
 package dev.colod.agent.vm;
 
+import dev.colod.agent.checkpoint.CheckpointFormat;
+import dev.colod.agent.checkpoint.CheckpointWriter;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -39,25 +43,33 @@ class StandbyImageTest
         {
             disk += CheckpointFormat.EXTENT_HEADER + e.length;
         }
-        final ByteBuffer b = ByteBuffer.allocate((int)CheckpointFormat.size(device.length, pages.length, disk));
-        b.putInt(CheckpointFormat.MAGIC).putShort((short)CheckpointFormat.VERSION).putShort((short)flags).putLong(RAM)
-            .putInt(PAGE).putInt(0).putLong(device.length).putLong(diskBytes).putLong(0).put(device).putLong(pages.length);
+        final ByteBuffer records = ByteBuffer.allocate(pages.length * CheckpointFormat.PAGE_RECORD);
         for (int i = 0; i < pages.length; i++)
         {
-            b.putLong(pages[i]);
             final byte[] p = new byte[PAGE];
             Arrays.fill(p, fill[i]);
-            b.put(p);
+            records.putLong(pages[i]).put(p);
         }
-        b.putLong(extents.length);
+        final ByteBuffer ext = ByteBuffer.allocate((int)disk);
         for (int i = 0; i < extents.length; i++)
         {
-            b.putLong(offsets[i]).putInt(extents[i].length).put(extents[i]);
+            CheckpointFormat.putExtentHeader(ext, offsets[i], extents[i].length).put(extents[i]);
         }
-        final CRC32C crc = new CRC32C();
-        crc.update(b.array(), 0, b.position());
-        b.putInt((int)crc.getValue());
-        return b.array();
+        final long size = CheckpointFormat.size(device.length, pages.length, disk);
+        final ByteArrayOutputStream out = new ByteArrayOutputStream();
+        try
+        {
+            new CheckpointWriter(out, size, done -> { })
+                .header(CheckpointFormat.Header.of((flags & CheckpointFormat.FLAG_FULL) != 0,
+                    (flags & CheckpointFormat.FLAG_BASE) != 0, RAM, device.length, diskBytes), ByteBuffer.wrap(device),
+                    pages.length)
+                .pageRecords(records.flip()).disk(extents.length).extentRecords(ext.flip()).finish();
+        }
+        catch (final IOException ex)
+        {
+            throw new UncheckedIOException(ex);
+        }
+        return out.toByteArray();
     }
 
     private static byte[] base(final byte fill)
