@@ -41,7 +41,7 @@ import java.util.function.Consumer;
  * {@link #requestCheckpoint()}, {@link #requestFailover()} and {@link #close()}; output asks for an early
  * checkpoint by {@link OutputCommit#wantsCheckpoint()}, which the engine polls while it waits.
  */
-public final class PrimaryEngine implements AutoCloseable
+public final class PrimaryEngine extends EngineBase<PrimaryEngine>
 {
     private static final Logger LOG = LoggerFactory.getLogger(PrimaryEngine.class);
     private static final int CMD_CHECKPOINT = 1;
@@ -62,29 +62,19 @@ public final class PrimaryEngine implements AutoCloseable
         ProtectionState.FENCED, EnumSet.noneOf(ProtectionState.class),
         ProtectionState.STOPPED, EnumSet.noneOf(ProtectionState.class));
 
-    private final ColoConfig config;
     private final InetSocketAddress secondary;
     private final VmStateSource source;
     private final OutputCommit output;
-    private final ColoCounters counters;
-    private final ProtocolTap tap;
-    private final NanoClock clock;
-    private final FailoverState failover = new FailoverState();
     private final LinkedBlockingQueue<Integer> commands = new LinkedBlockingQueue<>();
-    private final ExitListeners exitListeners = new ExitListeners();
     private final AtomicReference<ProtectionState> state = new AtomicReference<>(ProtectionState.CONNECTING);
-    private final Watchdog watchdog;
     private final Thread thread;
     private final String peer;
 
-    private volatile Transport transport = Transport.DEFAULT;
-    private volatile Arbiter arbiter = Arbiter.NONE;
     private volatile boolean closing;
     private volatile boolean killed;
     private volatile SessionEnd session;
     private volatile Socket control;
     private volatile Heartbeat heartbeat;
-    private volatile String lastError = "";
     private volatile long lastCompleted;
     private boolean paused;
     private boolean firstOfSession;
@@ -100,75 +90,42 @@ public final class PrimaryEngine implements AutoCloseable
     public PrimaryEngine(final ColoConfig config, final InetSocketAddress secondary, final VmStateSource source,
         final OutputCommit output, final ColoCounters counters, final ProtocolTap tap, final NanoClock clock)
     {
-        this.config = config;
+        super(Role.PRIMARY, config, counters, tap, clock);
         this.secondary = secondary;
         this.source = source;
         this.output = output;
-        this.counters = counters;
-        this.tap = tap;
-        this.clock = clock;
         this.peer = secondary.getHostString() + ":" + secondary.getPort();
-        this.watchdog = new Watchdog("colo-primary-" + config.vmName() + "-watchdog", clock);
         this.thread = new Thread(this::run, "colo-primary-" + config.vmName());
     }
 
-    /** Where sockets come from (before {@link #start()}). */
-    public PrimaryEngine transport(final Transport t)
+    @Override
+    public Role role()
     {
-        transport = t;
-        return this;
-    }
-
-    /** Who decides whether this host may serve unprotected (before {@link #start()}); default {@link Arbiter#NONE}. */
-    public PrimaryEngine arbiter(final Arbiter a)
-    {
-        arbiter = a;
-        return this;
-    }
-
-    public Arbiter arbiter()
-    {
-        return arbiter;
+        return Role.PRIMARY;
     }
 
     public PrimaryEngine start()
     {
         output.onOpenOutput(() -> commands.offer(CMD_OUTPUT)); // wakes the wait for a trigger at once
+        watchdog.start();
         thread.start();
         return this;
     }
 
-    public void addExitListener(final Consumer<ExitEvent> listener)
-    {
-        exitListeners.add(listener);
-    }
-
+    @Override
     public ProtectionState state()
     {
         return state.get();
     }
 
-    public FailoverState failoverState()
-    {
-        return failover;
-    }
-
-    public ColoCounters counters()
-    {
-        return counters;
-    }
-
+    @Override
     public String peer()
     {
         return peer;
     }
 
-    public String lastError()
-    {
-        return lastError;
-    }
-
     /** Ask for a checkpoint now instead of at the next period (an operator's {@code coloctl checkpoint}). */
+    @Override
     public void requestCheckpoint()
     {
         counters.checkpointsRequestedEarly.incrementAndGet();
@@ -179,6 +136,7 @@ public final class PrimaryEngine implements AutoCloseable
      * Stop protecting (QEMU's "lost heartbeat" on the primary): the session ends with reason REQUEST after
      * the current step, the VM keeps running here, unprotected, and the engine does not reconnect.
      */
+    @Override
     public void requestFailover()
     {
         if (failover.require(ExitReason.REQUEST))
@@ -370,10 +328,7 @@ public final class PrimaryEngine implements AutoCloseable
         final long startNs = clock.nanoTime();
         ch.checkpointId(id);
 
-        watchdog.arm("sending checkpoint-request", config.syncTimeoutMs());
-        ch.put(ColoCommand.CHECKPOINT_REQUEST);
-        watchdog.arm("waiting for checkpoint-reply", config.syncTimeoutMs());
-        ch.expect(ColoCommand.CHECKPOINT_REPLY);
+        request(ch, "");
 
         watchdog.arm("pausing the VM", config.syncTimeoutMs());
         source.pause();
@@ -387,35 +342,20 @@ public final class PrimaryEngine implements AutoCloseable
         long sendNs;
         try (StateCapture capture = source.capture(id))
         {
-            final long size = capture.sizeBytes();
-            if (size < 0 || size > limit)
-            {
-                throw new IOException("checkpoint " + id + " state of " + size + " bytes exceeds the session limit of " +
-                    limit + " bytes (max-state-bytes)");
-            }
+            checkSize(capture, "checkpoint " + id + " state", limit);
             if (config.mode() == ColoConfig.Mode.SPECULATIVE && !capture.needsPausedVm())
             {
                 resume(pausedNs);
             }
-
-            watchdog.arm("sending vmstate", config.transferTimeoutMs());
             sendNs = clock.nanoTime();
-            ch.put(ColoCommand.VMSTATE_SEND);
-            ch.putStateSize(size);
-            capture.writeTo(ch.out(), done -> ch.tap().stateProgress(done, size, id));
-            ch.out().flush();
-            counters.stateBytes.addAndGet(size);
+            send(ch, id, capture, "vmstate");
         }
 
-        watchdog.arm("waiting for vmstate-received", config.transferTimeoutMs());
-        ch.expect(ColoCommand.VMSTATE_RECEIVED);
+        await(ColoCommand.VMSTATE_RECEIVED, ch, "");
         final long receivedNs = clock.nanoTime();
         output.release(id);
         counters.transferMicros.recordValue(Math.max(0, (receivedNs - sendNs) / 1000));
-
-        watchdog.arm("waiting for vmstate-loaded", config.transferTimeoutMs());
-        ch.expect(ColoCommand.VMSTATE_LOADED);
-        watchdog.disarm();
+        await(ColoCommand.VMSTATE_LOADED, ch, "");
         counters.commitMicros.recordValue(Math.max(0, (clock.nanoTime() - receivedNs) / 1000));
         if (paused)
         {
@@ -438,30 +378,58 @@ public final class PrimaryEngine implements AutoCloseable
     {
         final long startNs = clock.nanoTime();
         ch.checkpointId(id);
-        final long size = base.sizeBytes();
-        if (size < 0 || size > limit)
-        {
-            throw new IOException("base image " + id + " of " + size + " bytes exceeds the session limit of " + limit +
-                " bytes (max-state-bytes)");
-        }
-        watchdog.arm("sending checkpoint-request (base)", config.syncTimeoutMs());
-        ch.put(ColoCommand.CHECKPOINT_REQUEST);
-        watchdog.arm("waiting for checkpoint-reply (base)", config.syncTimeoutMs());
-        ch.expect(ColoCommand.CHECKPOINT_REPLY);
-        watchdog.arm("sending the base image", config.transferTimeoutMs());
-        ch.put(ColoCommand.VMSTATE_SEND);
-        ch.putStateSize(size);
-        base.writeTo(ch.out(), done -> ch.tap().stateProgress(done, size, id));
-        ch.out().flush();
-        counters.stateBytes.addAndGet(size);
-        watchdog.arm("waiting for vmstate-received (base)", config.transferTimeoutMs());
-        ch.expect(ColoCommand.VMSTATE_RECEIVED);
-        watchdog.arm("waiting for vmstate-loaded (base)", config.transferTimeoutMs());
-        ch.expect(ColoCommand.VMSTATE_LOADED);
-        watchdog.disarm();
+        final long size = checkSize(base, "base image " + id, limit);
+        request(ch, " (base)");
+        send(ch, id, base, "the base image");
+        await(ColoCommand.VMSTATE_RECEIVED, ch, " (base)");
+        await(ColoCommand.VMSTATE_LOADED, ch, " (base)");
         counters.baseSyncMicros.recordValue(Math.max(0, (clock.nanoTime() - startNs) / 1000));
         LOG.info("vm={} base image {} ({} MiB) synchronised live in {} ms", config.vmName(), id, size >> 20,
             (clock.nanoTime() - startNs) / 1_000_000);
+    }
+
+    /** The transaction's first two messages: checkpoint-request, then the secondary's checkpoint-reply. */
+    private void request(final ColoChannel ch, final String which) throws IOException
+    {
+        watchdog.arm("sending checkpoint-request" + which, config.syncTimeoutMs());
+        ch.put(ColoCommand.CHECKPOINT_REQUEST);
+        await(ColoCommand.CHECKPOINT_REPLY, ch, which);
+    }
+
+    /** Waits for the secondary's {@code reply} within the step's deadline; disarmed after the last, vmstate-loaded. */
+    private void await(final ColoCommand reply, final ColoChannel ch, final String which) throws IOException
+    {
+        watchdog.arm("waiting for " + reply.wireName() + which, reply == ColoCommand.CHECKPOINT_REPLY
+            ? config.syncTimeoutMs() : config.transferTimeoutMs());
+        ch.expect(reply);
+        if (reply == ColoCommand.VMSTATE_LOADED)
+        {
+            watchdog.disarm();
+        }
+    }
+
+    /** A state's size, refused (naming {@code what}) above the session's limit. */
+    private static long checkSize(final StateCapture state, final String what, final long limit) throws IOException
+    {
+        final long size = state.sizeBytes();
+        if (size < 0 || size > limit)
+        {
+            throw new IOException(what + " of " + size + " bytes exceeds the session limit of " + limit +
+                " bytes (max-state-bytes)");
+        }
+        return size;
+    }
+
+    /** vmstate-send, vmstate-size and the state's bytes. */
+    private void send(final ColoChannel ch, final long id, final StateCapture state, final String what) throws IOException
+    {
+        final long size = state.sizeBytes();
+        watchdog.arm("sending " + what, config.transferTimeoutMs());
+        ch.put(ColoCommand.VMSTATE_SEND);
+        ch.putStateSize(size);
+        state.writeTo(ch.out(), done -> ch.tap().stateProgress(done, size, id));
+        ch.out().flush();
+        counters.stateBytes.addAndGet(size);
     }
 
     private void resume(final long pausedNs) throws IOException
@@ -550,7 +518,7 @@ public final class PrimaryEngine implements AutoCloseable
             hb.bye(o.cause() == SessionEnd.Cause.VM_LOST ? HeartbeatFrame.BYE_VM_LOST
                 : o.reason() == ExitReason.REQUEST && !fence ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
         }
-        closeQuietly(control);
+        Closeables.closeQuietly(control);
         heartbeat = null;
         control = null;
         lastError = o.detail();
@@ -807,40 +775,60 @@ public final class PrimaryEngine implements AutoCloseable
     }
     private Socket connect(final int channel, final long sessionId) throws IOException
     {
-        final Socket s = transport.newSocket();
         try
         {
-            s.setTcpNoDelay(true);
-            s.connect(secondary, (int)config.connectTimeoutMs());
-            s.setSoTimeout((int)config.syncTimeoutMs());
-            return transport.secureClient(s);
+            return open(config, secondary, transport);
         }
         catch (final IOException ex)
         {
-            closeQuietly(s);
             throw new IOException("connect to secondary " + peer + " (" + (channel == 0 ? "control" : "heartbeat") +
                 " channel) failed: " + ex.getMessage(), ex);
         }
     }
 
+    /** A connection to the secondary's port, secured by the transport, with the sync timeout for the handshake. */
+    private static Socket open(final ColoConfig config, final InetSocketAddress to, final Transport transport)
+        throws IOException
+    {
+        final Socket s = transport.newSocket();
+        try
+        {
+            s.setTcpNoDelay(true);
+            s.connect(to, (int)config.connectTimeoutMs());
+            s.setSoTimeout((int)config.syncTimeoutMs());
+            return transport.secureClient(s);
+        }
+        catch (final IOException ex)
+        {
+            Closeables.closeQuietly(s);
+            throw ex;
+        }
+    }
+
+    /** This host's HELLO for {@code channel}. */
+    private static Hello hello(final ColoConfig config, final int channel, final long sessionId, final long token)
+    {
+        final int mode = config.mode() == ColoConfig.Mode.STRICT ? Hello.MODE_STRICT : Hello.MODE_SPECULATIVE;
+        return new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
+            config.heartbeatTimeoutMs(), token, config.vmName(), new byte[0]);
+    }
+
     private Welcome handshake(final Socket s, final int channel, final long sessionId) throws IOException
     {
         s.setSoTimeout((int)config.syncTimeoutMs());
-        final int mode = config.mode() == ColoConfig.Mode.STRICT ? Hello.MODE_STRICT : Hello.MODE_SPECULATIVE;
-        final Hello hello = new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
-            config.heartbeatTimeoutMs(), arbiter.token(), config.vmName(), new byte[0]);
+        final Hello hello = hello(config, channel, sessionId, arbiter.token());
         hello.writeTo(s.getOutputStream());
         final Welcome w = Welcome.readFrom(s.getInputStream());
         s.setSoTimeout(0);
         if (w.status() == Welcome.OK && w.sessionId() == 0)
         {
-            closeQuietly(s);
+            Closeables.closeQuietly(s);
             throw new ProtocolException("welcome.session-id", "bad welcome.session-id 0 for an accepted " +
                 (channel == Hello.CHANNEL_CONTROL ? "control" : "heartbeat") + " channel from secondary " + peer);
         }
         if (w.status() != Welcome.OK)
         {
-            closeQuietly(s);
+            Closeables.closeQuietly(s);
             throw new RefusedException(w.status(), hello.token(), "secondary " + peer + " refused vm " + config.vmName() + ": " +
                 Welcome.statusName(w.status()) + (w.reason().isEmpty() ? "" : " (" + w.reason() + ")"));
         }
@@ -855,31 +843,10 @@ public final class PrimaryEngine implements AutoCloseable
     public static int probe(final ColoConfig config, final InetSocketAddress peer, final Transport transport)
         throws IOException
     {
-        try (Socket plain = transport.newSocket())
+        try (Socket s = open(config, peer, transport))
         {
-            plain.setTcpNoDelay(true);
-            plain.connect(peer, (int)config.connectTimeoutMs());
-            plain.setSoTimeout((int)config.syncTimeoutMs());
-            final Socket s = transport.secureClient(plain);
-            final int mode = config.mode() == ColoConfig.Mode.STRICT ? Hello.MODE_STRICT : Hello.MODE_SPECULATIVE;
-            new Hello(Hello.CHANNEL_PROBE, mode, 0, config.maxStateBytes(), config.heartbeatIntervalMs(),
-                config.heartbeatTimeoutMs(), 0, config.vmName(), new byte[0]).writeTo(s.getOutputStream());
+            hello(config, Hello.CHANNEL_PROBE, 0, 0).writeTo(s.getOutputStream());
             return Welcome.readFrom(s.getInputStream()).status();
-        }
-    }
-
-    static void closeQuietly(final AutoCloseable c)
-    {
-        if (c != null)
-        {
-            try
-            {
-                c.close();
-            }
-            catch (final Exception ignore)
-            {
-                // nothing more to do with it
-            }
         }
     }
 
@@ -894,7 +861,7 @@ public final class PrimaryEngine implements AutoCloseable
             s.record(SessionEnd.Cause.STOPPING, "agent stopping");
         }
         commands.offer(CMD_WAKE);
-        closeQuietly(control);
+        Closeables.closeQuietly(control);
         try
         {
             thread.join(10_000);
@@ -920,7 +887,7 @@ public final class PrimaryEngine implements AutoCloseable
         {
             hb.close();
         }
-        closeQuietly(control);
+        Closeables.closeQuietly(control);
     }
 
     static final class RefusedException extends IOException

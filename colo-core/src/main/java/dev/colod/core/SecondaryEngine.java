@@ -47,7 +47,7 @@ import java.util.function.Consumer;
  * Threads: an acceptor (handshakes, one session at a time) and a session thread per session. Failover runs
  * on the session thread after its exit path, so a commit in progress always finishes first.
  */
-public final class SecondaryEngine implements AutoCloseable
+public final class SecondaryEngine extends EngineBase<SecondaryEngine>
 {
     private static final Logger LOG = LoggerFactory.getLogger(SecondaryEngine.class);
     private static final int CHUNK = 256 * 1024;
@@ -59,21 +59,12 @@ public final class SecondaryEngine implements AutoCloseable
     private static final long CLAIM_RETRY_MS = 50;
     private static final long CLAIM_REFUSED_RETRY_MS = 1000;
 
-    private final ColoConfig config;
     private final InetSocketAddress bindAddress;
     private final VmStateSink sink;
-    private final ColoCounters counters;
-    private final ProtocolTap tap;
-    private final NanoClock clock;
-    private final FailoverState failover = new FailoverState();
-    private final ExitListeners exitListeners = new ExitListeners();
     private final SecureRandom random = new SecureRandom();
     private final Object sessionLock = new Object();
-    private final Watchdog watchdog;
     private ServerSocket server;
     private Thread acceptor;
-    private volatile Transport transport = Transport.DEFAULT;
-    private volatile Arbiter arbiter = Arbiter.NONE;
     /** The newest fencing token seen (in a HELLO or won in a claim): an older primary is refused. */
     private final AtomicLong newestToken = new AtomicLong();
     private volatile java.util.function.LongConsumer tokenListener = t -> { };
@@ -101,7 +92,6 @@ public final class SecondaryEngine implements AutoCloseable
     private volatile boolean stopped;
     private volatile ProtectionState state = ProtectionState.CONNECTING;
     private volatile Session session;
-    private volatile String lastError = "";
     private volatile String peer = "";
     /** Changes whenever a wait for the primary's agent starts or a new session ends it (under sessionLock). */
     private long graceToken;
@@ -109,27 +99,9 @@ public final class SecondaryEngine implements AutoCloseable
     public SecondaryEngine(final ColoConfig config, final InetSocketAddress bindAddress, final VmStateSink sink,
         final ColoCounters counters, final ProtocolTap tap, final NanoClock clock)
     {
-        this.config = config;
+        super(Role.SECONDARY, config, counters, tap, clock);
         this.bindAddress = bindAddress;
         this.sink = sink;
-        this.counters = counters;
-        this.tap = tap;
-        this.clock = clock;
-        this.watchdog = new Watchdog("colo-secondary-" + config.vmName() + "-watchdog", clock);
-    }
-
-    /** Where the listening socket comes from (before {@link #start()}). */
-    public SecondaryEngine transport(final Transport t)
-    {
-        transport = t;
-        return this;
-    }
-
-    /** Who decides whether this host may take the VM over (before {@link #start()}); default {@link Arbiter#NONE}. */
-    public SecondaryEngine arbiter(final Arbiter a)
-    {
-        arbiter = a;
-        return this;
     }
 
     /** The newest fencing token this host knows of (e.g. from its role file), before {@link #start()}. */
@@ -137,11 +109,6 @@ public final class SecondaryEngine implements AutoCloseable
     {
         newestToken.accumulateAndGet(token, Math::max);
         return this;
-    }
-
-    public Arbiter arbiter()
-    {
-        return arbiter;
     }
 
     /** Told (on the thread that saw it) each newer token: a place to persist it, e.g. in the state directory. */
@@ -181,6 +148,7 @@ public final class SecondaryEngine implements AutoCloseable
         }
         acceptor = new Thread(this::acceptLoop, "colo-secondary-" + config.vmName() + "-accept");
         acceptor.setDaemon(true);
+        watchdog.start();
         acceptor.start();
         LOG.info("vm={} standing by on {} (last committed checkpoint {})", config.vmName(),
             server.getLocalSocketAddress(), sink.lastCommitted());
@@ -192,40 +160,36 @@ public final class SecondaryEngine implements AutoCloseable
         return (InetSocketAddress)server.getLocalSocketAddress();
     }
 
-    public void addExitListener(final Consumer<ExitEvent> listener)
+    @Override
+    public Role role()
     {
-        exitListeners.add(listener);
+        return Role.SECONDARY;
     }
 
+    /** Checkpoints are taken on the primary. */
+    @Override
+    public void requestCheckpoint()
+    {
+        throw new IllegalStateException("vm " + config.vmName() + " is the secondary here: checkpoints are taken on the primary");
+    }
+
+    @Override
     public ProtectionState state()
     {
         return state;
     }
 
-    public FailoverState failoverState()
-    {
-        return failover;
-    }
-
-    public ColoCounters counters()
-    {
-        return counters;
-    }
-
+    @Override
     public String peer()
     {
         return peer;
-    }
-
-    public String lastError()
-    {
-        return lastError;
     }
 
     /**
      * Operator's failover: resume the VM here from the last committed checkpoint, now. The primary, if it is
      * still alive, is told (BYE failover) so it fences itself.
      */
+    @Override
     public void requestFailover()
     {
         if (!failover.require(ExitReason.REQUEST))
@@ -284,14 +248,14 @@ public final class SecondaryEngine implements AutoCloseable
                 pending.add(s);
             }
             // counted (once) and logged by its handshake thread, which sees the socket closed
-            PrimaryEngine.closeQuietly(evicted);
+            Closeables.closeQuietly(evicted);
             try
             {
                 handshakes.execute(() -> handshake(s));
             }
             catch (final RuntimeException ex)
             {
-                PrimaryEngine.closeQuietly(s); // stopping
+                Closeables.closeQuietly(s); // stopping
             }
         }
     }
@@ -349,7 +313,7 @@ public final class SecondaryEngine implements AutoCloseable
     private void handshake(final Socket accepted)
     {
         final String who = accepted.getInetAddress().getHostAddress() + ":" + accepted.getPort();
-        final ScheduledFuture<?> deadline = deadlines.schedule(() -> PrimaryEngine.closeQuietly(accepted),
+        final ScheduledFuture<?> deadline = deadlines.schedule(() -> Closeables.closeQuietly(accepted),
             config.syncTimeoutMs(), TimeUnit.MILLISECONDS);
         Socket s = accepted;
         try
@@ -382,7 +346,7 @@ public final class SecondaryEngine implements AutoCloseable
                 counters.refusedSessions.incrementAndGet();
                 counters.authFailures.incrementAndGet();
                 LOG.warn("vm={} {}", config.vmName(), ae.getMessage());
-                PrimaryEngine.closeQuietly(s);
+                Closeables.closeQuietly(s);
                 return;
             }
             if (ex instanceof ProtocolException pe)
@@ -399,7 +363,7 @@ public final class SecondaryEngine implements AutoCloseable
                     config.syncTimeoutMs() + " ms"
                 : String.valueOf(ex.getMessage() == null ? ex.toString() : ex.getMessage());
             dropped.record(who, why);
-            PrimaryEngine.closeQuietly(s);
+            Closeables.closeQuietly(s);
         }
     }
 
@@ -433,7 +397,7 @@ public final class SecondaryEngine implements AutoCloseable
                 final boolean runsHere = failover.phase() != FailoverState.Phase.NONE;
                 new Welcome(runsHere ? Welcome.FAILED_OVER : Welcome.OK, 0, 0, sink.lastCommitted(), newestToken.get(),
                     runsHere ? "the VM was failed over to this host" : "").writeTo(s.getOutputStream());
-                PrimaryEngine.closeQuietly(s);
+                Closeables.closeQuietly(s);
                 return;
             }
             if (hello.channel() == Hello.CHANNEL_HEARTBEAT)
@@ -511,7 +475,7 @@ public final class SecondaryEngine implements AutoCloseable
         {
             // the peer is gone; nothing to tell
         }
-        PrimaryEngine.closeQuietly(s);
+        Closeables.closeQuietly(s);
     }
 
     /** One protection session: owns the control socket and, once attached, the heartbeat. */
@@ -550,7 +514,7 @@ public final class SecondaryEngine implements AutoCloseable
         void end(final SessionEnd.Cause cause, final String detail)
         {
             end.record(cause, detail);
-            PrimaryEngine.closeQuietly(control);
+            Closeables.closeQuietly(control);
         }
 
         void run()
@@ -663,7 +627,7 @@ public final class SecondaryEngine implements AutoCloseable
                 hb.bye(o.cause() == SessionEnd.Cause.REQUESTED ? HeartbeatFrame.BYE_FAILOVER
                     : o.cause() == SessionEnd.Cause.STOPPING ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
             }
-            PrimaryEngine.closeQuietly(control);
+            Closeables.closeQuietly(control);
             counters.sessionsEnded.incrementAndGet();
             lastError = o.detail();
             synchronized (sessionLock)
@@ -846,12 +810,12 @@ public final class SecondaryEngine implements AutoCloseable
     public void close()
     {
         stopped = true;
-        PrimaryEngine.closeQuietly(server);
+        Closeables.closeQuietly(server);
         handshakes.shutdownNow();
         deadlines.shutdownNow();
         synchronized (pending)
         {
-            pending.forEach(PrimaryEngine::closeQuietly);
+            pending.forEach(Closeables::closeQuietly);
             pending.clear();
         }
         final Session s;
@@ -874,7 +838,7 @@ public final class SecondaryEngine implements AutoCloseable
     void kill()
     {
         stopped = true;
-        PrimaryEngine.closeQuietly(server);
+        Closeables.closeQuietly(server);
         handshakes.shutdownNow();
         deadlines.shutdownNow();
         final Session s = session;
@@ -886,7 +850,7 @@ public final class SecondaryEngine implements AutoCloseable
             {
                 hb.close();
             }
-            PrimaryEngine.closeQuietly(s.control);
+            Closeables.closeQuietly(s.control);
         }
     }
 

@@ -34,7 +34,12 @@ final class Watchdog implements AutoCloseable
         this.clock = clock;
         this.thread = new Thread(this::run, name);
         this.thread.setDaemon(true);
-        this.thread.start();
+    }
+
+    /** Starts watching (the engine's {@code start()}); a watchdog never started needs no close. */
+    void start()
+    {
+        thread.start();
     }
 
     /** Watch {@code connection} of the session ending in {@code end} from now on; disarmed. */

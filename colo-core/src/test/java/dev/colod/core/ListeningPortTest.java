@@ -179,7 +179,7 @@ class ListeningPortTest
                         // the secondary closed it first: fine
                     }
                 }
-                open.forEach(PrimaryEngine::closeQuietly);
+                open.forEach(Closeables::closeQuietly);
             }, "flood");
             flood.start();
             try
@@ -199,7 +199,7 @@ class ListeningPortTest
             {
                 flooding.set(false);
                 flood.join();
-                stalled.forEach(PrimaryEngine::closeQuietly);
+                stalled.forEach(Closeables::closeQuietly);
             }
             assertThat(counters.abandonedHandshakes.get() + counters.protocolErrors.get()).isGreaterThan(hello.length + 100);
             assertThat(sink.activatedAt()).as("nothing at the port causes a failover").isEqualTo(-1);
@@ -234,7 +234,7 @@ class ListeningPortTest
                         sent.incrementAndGet();
                         if (open.size() > 200)
                         {
-                            PrimaryEngine.closeQuietly(open.poll());
+                            Closeables.closeQuietly(open.poll());
                         }
                     }
                     catch (final IOException ignore)
@@ -242,7 +242,7 @@ class ListeningPortTest
                         // the backlog is full for a moment: go on
                     }
                 }
-                open.forEach(PrimaryEngine::closeQuietly);
+                open.forEach(Closeables::closeQuietly);
             }, "silent-flood");
             flood.start();
             try
@@ -286,7 +286,7 @@ class ListeningPortTest
             {
                 flooding.set(false);
                 flood.join();
-                silent.forEach(PrimaryEngine::closeQuietly);
+                silent.forEach(Closeables::closeQuietly);
             }
             assertThat(sent.get()).isGreaterThan(500);
             assertThat(sink.activatedAt()).isEqualTo(-1);
@@ -323,7 +323,7 @@ class ListeningPortTest
             }
             finally
             {
-                silent.forEach(PrimaryEngine::closeQuietly);
+                silent.forEach(Closeables::closeQuietly);
             }
         }
     }

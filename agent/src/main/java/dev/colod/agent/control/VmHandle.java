@@ -1,6 +1,7 @@
 package dev.colod.agent.control;
 
 import dev.colod.buffer.NicStats;
+import dev.colod.core.Engine;
 import dev.colod.core.PrimaryEngine;
 import dev.colod.core.SecondaryEngine;
 import dev.colod.core.status.ColoCounters;
@@ -17,7 +18,7 @@ import java.util.function.Supplier;
 public final class VmHandle
 {
     /** What the handle shows now; replaced whole when this host's role for the VM changes (a failover). */
-    private record View(PrimaryEngine primary, SecondaryEngine secondary, Supplier<List<NicStats>> buffers,
+    private record View(Engine engine, Supplier<List<NicStats>> buffers,
                         Supplier<Map<String, Object>> details, Map<String, org.HdrHistogram.Histogram> pauseSteps,
                         Runnable reprotect)
     {
@@ -49,7 +50,7 @@ public final class VmHandle
     public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
         final Supplier<Map<String, Object>> details, final Map<String, org.HdrHistogram.Histogram> pauseSteps)
     {
-        return new VmHandle(name, new View(e, null, buffers, details, pauseSteps, null));
+        return new VmHandle(name, new View(e, buffers, details, pauseSteps, null));
     }
 
     /**
@@ -60,7 +61,7 @@ public final class VmHandle
         final Supplier<Map<String, Object>> details, final Map<String, org.HdrHistogram.Histogram> pauseSteps,
         final Runnable reprotect)
     {
-        view = new View(e, null, buffers, details, pauseSteps, reprotect);
+        view = new View(e, buffers, details, pauseSteps, reprotect);
     }
 
     /** Runs the pending manual re-protection, if any. */
@@ -72,7 +73,7 @@ public final class VmHandle
             throw new IllegalStateException("vm " + name + " is not waiting for a manual re-protection here");
         }
         v.reprotect().run();
-        view = new View(v.primary(), v.secondary(), v.buffers(), v.details(), v.pauseSteps(), null);
+        view = new View(v.engine(), v.buffers(), v.details(), v.pauseSteps(), null);
     }
 
     /** Each step of a checkpoint: its histogram in microseconds (stop, device, tracking, copy, transfer, commit, resume). */
@@ -89,7 +90,7 @@ public final class VmHandle
     /** A secondary with its own status fields (e.g. role history). */
     public static VmHandle secondary(final String name, final SecondaryEngine e, final Supplier<Map<String, Object>> details)
     {
-        return new VmHandle(name, new View(null, e, List::of, details, Map.of(), null));
+        return new VmHandle(name, new View(e, List::of, details, Map.of(), null));
     }
 
     public String name()
@@ -97,18 +98,12 @@ public final class VmHandle
         return name;
     }
 
-    private static ColoCounters counters(final View v)
-    {
-        return v.primary() != null ? v.primary().counters() : v.secondary().counters();
-    }
-
     /** The fields of {@code coloctl status}, documented in docs/OPERATIONS.md. */
     public synchronized Map<String, Object> status()
     {
         final View v = view;
-        final PrimaryEngine primary = v.primary();
-        final SecondaryEngine secondary = v.secondary();
-        final ColoCounters c = counters(v);
+        final Engine engine = v.engine();
+        final ColoCounters c = engine.counters();
         final long now = System.nanoTime();
         final long count = c.checkpointsCompleted.get();
         if (now - lastCountNanos > 500_000_000L)
@@ -120,9 +115,9 @@ public final class VmHandle
         final long last = c.lastCheckpointNanos.get();
         final Map<String, Object> m = new LinkedHashMap<>();
         m.put("vm", name);
-        m.put("role", primary != null ? "primary" : "secondary");
-        m.put("state", (primary != null ? primary.state() : secondary.state()).name().toLowerCase().replace('_', '-'));
-        m.put("peer", primary != null ? primary.peer() : secondary.peer());
+        m.put("role", engine.role().label());
+        m.put("state", engine.state().name().toLowerCase().replace('_', '-'));
+        m.put("peer", engine.peer());
         m.put("last_checkpoint_id", c.lastCheckpointId.get());
         m.put("last_checkpoint_age_ms", last == 0 ? -1 : (now - last) / 1_000_000);
         m.put("checkpoints", count);
@@ -159,7 +154,7 @@ public final class VmHandle
         v.pauseSteps().forEach((step, h) -> steps.put(step, Map.of("p50_ms", h.getValueAtPercentile(50) / 1000.0,
             "p99_ms", h.getValueAtPercentile(99) / 1000.0)));
         m.put("pause_steps", steps);
-        m.put("last_error", primary != null ? primary.lastError() : secondary.lastError());
+        m.put("last_error", engine.lastError());
         return m;
     }
 
@@ -170,24 +165,11 @@ public final class VmHandle
 
     public void checkpoint()
     {
-        final PrimaryEngine primary = view.primary();
-        if (primary == null)
-        {
-            throw new IllegalStateException("vm " + name + " is the secondary here: checkpoints are taken on the primary");
-        }
-        primary.requestCheckpoint();
+        view.engine().requestCheckpoint();
     }
 
     public void failover()
     {
-        final View v = view;
-        if (v.primary() != null)
-        {
-            v.primary().requestFailover();
-        }
-        else
-        {
-            v.secondary().requestFailover();
-        }
+        view.engine().requestFailover();
     }
 }
