@@ -1,36 +1,34 @@
 package dev.colod.agent;
 
+import dev.colod.agent.arbiter.EtcdArbiter;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.control.VmHandle;
+import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.qemu.Leftovers;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.VmSpec;
+import dev.colod.agent.tls.PeerTls;
 import dev.colod.agent.vm.QemuFailover;
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.agent.vm.WriteTrackingPreload;
+import dev.colod.buffer.BackendProvider;
 import dev.colod.buffer.EpochLedger;
+import dev.colod.buffer.FrameLedger;
 import dev.colod.buffer.HeldRecord;
-import dev.colod.buffer.xdp.XdpBackend;
-import dev.colod.buffer.xdp.XdpPlumbing;
-import dev.colod.buffer.TapBackend;
 import dev.colod.buffer.VmOutputCommit;
-import dev.colod.buffer.net.NicPlumbing;
 import dev.colod.core.NanoClock;
 import dev.colod.core.PrimaryEngine;
+import dev.colod.core.ProtectionState;
 import dev.colod.core.SecondaryEngine;
 import dev.colod.core.Transport;
-import dev.colod.core.spi.Arbiter;
-import dev.colod.agent.arbiter.EtcdArbiter;
-import dev.colod.agent.tls.PeerTls;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
+import dev.colod.core.spi.Arbiter;
 import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.VmStateSink;
 import dev.colod.core.spi.VmStateSource;
 import dev.colod.core.status.ColoCounters;
-import dev.colod.netfilter.NfqueueBackend;
-import dev.colod.netfilter.NfqueueRules;
 import io.netty.channel.EventLoopGroup;
 import io.netty.channel.IoEventLoop;
 import org.slf4j.Logger;
@@ -107,7 +105,7 @@ public final class ProtectedVm implements AutoCloseable
             vm.fenced = Path.of(config.stateDir).resolve(v.name).resolve("fenced");
             final VmSpec spec = new VmSpec(v.name, v.memoryMib, v.vcpus, v.kernel == null ? null : Path.of(v.kernel),
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
-                v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac, n.buffer == ColodConfig.Buffer.XDP)).toList(), v.accel.name().toLowerCase(),
+                v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac, n.backend().needsPlainFrames())).toList(), v.accel.name().toLowerCase(),
                 Path.of(config.ramDir), v.extraArgs, v.disk == null ? null : Path.of(v.disk.image)).check();
             final InetSocketAddress peer = address(v.peer);
             // with listen set, roles follow the VM: the role recorded here wins over the configured one
@@ -254,13 +252,12 @@ public final class ProtectedVm implements AutoCloseable
             LOG.warn("vm={} left by an earlier run: {}", vm, left);
         }
         Leftovers.removeStale(runDir);
-        for (final String fixed : NicPlumbing.recover(runDir.resolve("plumbing")))
+        for (final BackendProvider backend : BackendProvider.all())
         {
-            LOG.warn("vm={} repaired after an unclean stop: {}", vm, fixed);
-        }
-        for (final String fixed : NfqueueRules.recover(runDir.resolve("plumbing")))
-        {
-            LOG.warn("vm={} repaired after an unclean stop: {}", vm, fixed);
+            for (final String fixed : backend.recover(runDir.resolve("plumbing")))
+            {
+                LOG.warn("vm={} repaired after an unclean stop ({} backend): {}", vm, backend.name(), fixed);
+            }
         }
         final Path plumbing = runDir.resolve("plumbing");
         if (Files.isDirectory(plumbing))
@@ -280,7 +277,7 @@ public final class ProtectedVm implements AutoCloseable
     {
         final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
         final boolean adopted = qemu != null;
-        EpochLedger.Mode initial = adopted ? EpochLedger.Mode.HOLD : EpochLedger.Mode.PASS_THROUGH;
+        FrameLedger.Mode initial = adopted ? FrameLedger.Mode.HOLD : FrameLedger.Mode.PASS_THROUGH;
         if (arbiter.arbitrated() && !adopted)
         {
             // a fresh start serves only with the VM's key; another holder means the VM runs there: no second copy
@@ -294,12 +291,12 @@ public final class ProtectedVm implements AutoCloseable
             {
                 LOG.error("vm={} starts with its output held: the arbiter does not grant it yet ({})", v.name,
                     verdict.detail());
-                initial = EpochLedger.Mode.HOLD;
+                initial = FrameLedger.Mode.HOLD;
             }
         }
         else if (arbiter.arbitrated())
         {
-            initial = EpochLedger.Mode.HOLD;
+            initial = FrameLedger.Mode.HOLD;
         }
         final QemuProcess q = adopted ? qemu : QemuProcess.start(spec, runDir, ramFile, QemuProcess.Incoming.NONE, v.netns,
             v.writeTracking == ColodConfig.WriteTracking.COMPARE ? Map.of() : WriteTrackingPreload.environment(runDir, ramFile));
@@ -318,7 +315,7 @@ public final class ProtectedVm implements AutoCloseable
 
     /** Output commit on {@code q}'s NICs, its checkpoint source and the primary engine toward {@code peer} (not started). */
     private void protectRunning(final ColodConfig.Vm v, final QemuProcess q, final InetSocketAddress peer,
-        final Path runDir, final EventLoopGroup loops, final Hooks hooks, final EpochLedger.Mode initial) throws Exception
+        final Path runDir, final EventLoopGroup loops, final Hooks hooks, final FrameLedger.Mode initial) throws Exception
     {
         final List<EpochLedger> nics = new ArrayList<>();
         if (hooks.outputCommit())
@@ -444,32 +441,22 @@ public final class ProtectedVm implements AutoCloseable
     }
 
     private EpochLedger openNic(final ColodConfig.Vm v, final ColodConfig.Nic n, final Path plumbingDir,
-        final IoEventLoop loop, final EpochLedger.Mode initial) throws Exception
+        final IoEventLoop loop, final FrameLedger.Mode initial) throws Exception
     {
-        final EpochLedger ledger;
         final Path heldFile = HeldRecord.fileOf(plumbingDir, n.tap);
         final long heldByCrashed = leftByCrashedAgent(v.name, heldFile);
-        long droppedMeanwhile = 0;
-        if (n.buffer == ColodConfig.Buffer.XDP)
+        final BackendProvider backend = n.backend();
+        final List<String> missing = backend.missing();
+        if (!missing.isEmpty())
         {
-            final XdpPlumbing plumbing = XdpPlumbing.install(n.tap, n.bridge, v.netns, plumbingDir);
-            closers.add(plumbing);
-            ledger = EpochLedger.open(n.tap, loop, n.limits(), XdpBackend.on(plumbing), initial, HeldRecord.create(heldFile));
+            throw new IOException("vm " + v.name + " nic " + n.tap + ": buffer: " + backend.name() +
+                " needs what this host lacks: " + String.join(", ", missing));
         }
-        else if (n.buffer == ColodConfig.Buffer.NFQUEUE)
-        {
-            closers.add(NfqueueRules.install(n.tap, n.queueNum, v.name, v.netns, plumbingDir));
-            ledger = EpochLedger.open(n.tap, loop, n.limits(), NfqueueBackend.on(n.queueNum, n.failOpen, v.netns), initial,
-                HeldRecord.create(heldFile));
-        }
-        else
-        {
-            final NicPlumbing plumbing = NicPlumbing.install(n.tap, n.bridge, v.netns, plumbingDir);
-            closers.add(plumbing);
-            droppedMeanwhile = plumbing.droppedByStaleRedirect();
-            ledger = EpochLedger.open(n.tap, loop, n.limits(), TapBackend.on(plumbing.guestTap(), plumbing.uplinkTap(),
-                plumbing::notRedirected), initial, HeldRecord.create(heldFile));
-        }
+        final BackendProvider.Installed installed = backend.install(n.spec(v), plumbingDir);
+        closers.add(installed.plumbing());
+        final long droppedMeanwhile = installed.droppedMeanwhile();
+        final EpochLedger ledger = EpochLedger.open(n.tap, loop, n.limits(), installed.backend(), initial,
+            HeldRecord.create(heldFile));
         closers.add(ledger);
         if (droppedMeanwhile > 0)
         {
@@ -573,7 +560,7 @@ public final class ProtectedVm implements AutoCloseable
             role.write(Path.of(config.stateDir), v.name);
             final QemuProcess q = failover.running();
             qemu = q;
-            protectRunning(v, q, address(v.peer), runDir, loops, hooks, EpochLedger.Mode.PASS_THROUGH);
+            protectRunning(v, q, address(v.peer), runDir, loops, hooks, FrameLedger.Mode.PASS_THROUGH);
             final PrimaryEngine engine = primary;
             closers.add(engine);
             final boolean manual = v.reprotect == ColodConfig.Reprotect.MANUAL;

@@ -1,6 +1,7 @@
 package dev.colod.core;
 
 import dev.colod.core.protocol.HeartbeatFrame;
+import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.status.ColoCounters;
 
 import java.util.concurrent.CountDownLatch;

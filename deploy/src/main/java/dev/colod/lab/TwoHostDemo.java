@@ -3,6 +3,7 @@ package dev.colod.lab;
 import dev.colod.buffer.NicStats;
 import dev.colod.core.ExitEvent;
 import dev.colod.core.status.ColoCounters;
+import dev.colod.os.Netns;
 
 import java.nio.file.Path;
 import java.util.List;
@@ -118,7 +119,7 @@ public final class TwoHostDemo
     /** p50 and max ms of {@code n} sequential GETs of the guest's static page from the client. */
     private static double[] latency(final TwoHostLab.Lab lab, final int n) throws Exception
     {
-        return dev.colod.buffer.net.Netns.call(lab.cli, () ->
+        return dev.colod.os.Netns.call(lab.cli, () ->
         {
             final long[] ns = new long[n];
             for (int i = 0; i < n; i++)

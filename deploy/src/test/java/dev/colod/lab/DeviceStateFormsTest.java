@@ -2,7 +2,7 @@ package dev.colod.lab;
 
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.VmSpec;
-import dev.colod.buffer.net.Netns;
+import dev.colod.os.Netns;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;

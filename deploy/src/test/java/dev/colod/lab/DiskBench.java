@@ -1,9 +1,9 @@
 package dev.colod.lab;
 
 import dev.colod.agent.disk.DiskWrites;
-import dev.colod.buffer.net.Netns;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.status.ColoCounters;
+import dev.colod.os.Netns;
 import org.HdrHistogram.Histogram;
 
 import java.util.Locale;

@@ -6,7 +6,7 @@ import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.disk.NbdClient;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.VmSpec;
-import dev.colod.buffer.net.Netns;
+import dev.colod.os.Netns;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;

@@ -1,7 +1,7 @@
 package dev.colod.lab;
 
-import dev.colod.lab.TwoHostLab.Client;
-import dev.colod.lab.TwoHostLab.Lab;
+import dev.colod.agent.arbiter.LocalEtcd;
+import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.buffer.NetnsLab;
 import dev.colod.buffer.Prerequisites;
@@ -11,6 +11,8 @@ import dev.colod.core.ProtectionState;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.core.spi.VmStateSink;
 import dev.colod.core.spi.VmStateSource;
+import dev.colod.lab.TwoHostLab.Client;
+import dev.colod.lab.TwoHostLab.Lab;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;

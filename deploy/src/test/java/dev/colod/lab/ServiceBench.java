@@ -2,9 +2,10 @@ package dev.colod.lab;
 
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.buffer.NetnsLab;
-import dev.colod.buffer.net.Netns;
+import dev.colod.buffer.NicStats;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.status.ColoCounters;
+import dev.colod.os.Netns;
 import org.HdrHistogram.ConcurrentHistogram;
 import org.HdrHistogram.Histogram;
 

@@ -3,9 +3,9 @@ package dev.colod.lab;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.buffer.NetnsLab;
-import dev.colod.buffer.net.Netns;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.status.ColoCounters;
+import dev.colod.os.Netns;
 import org.HdrHistogram.Histogram;
 
 import java.nio.ByteBuffer;

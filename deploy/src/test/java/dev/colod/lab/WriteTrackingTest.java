@@ -2,10 +2,10 @@ package dev.colod.lab;
 
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.WrittenPages;
-import dev.colod.buffer.net.Netns;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.lab.TwoHostLab.Client;
 import dev.colod.lab.TwoHostLab.Lab;
+import dev.colod.os.Netns;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 

@@ -2,7 +2,9 @@ package dev.colod.netfilter;
 
 import dev.colod.buffer.Backend;
 import dev.colod.buffer.EpochLedger;
-import dev.colod.buffer.net.Netns;
+import dev.colod.buffer.FrameLedger;
+import dev.colod.os.Netlink;
+import dev.colod.os.Netns;
 import io.netty.channel.IoRegistration;
 import io.netty.channel.unix.FileDescriptor;
 import org.slf4j.Logger;
@@ -28,7 +30,7 @@ public final class NfqueueBackend implements Backend
 {
     private static final Logger LOG = LoggerFactory.getLogger(NfqueueBackend.class);
 
-    private final EpochLedger ledger;
+    private final FrameLedger ledger;
     private final String name;
     private final int queue;
     private final String netns;
@@ -43,7 +45,7 @@ public final class NfqueueBackend implements Backend
     private volatile KernelDrops kernelCache = KernelDrops.NONE;
     private volatile long kernelCacheNanos;
 
-    private NfqueueBackend(final EpochLedger ledger, final int queue, final String netns, final int fd)
+    private NfqueueBackend(final FrameLedger ledger, final int queue, final String netns, final int fd)
     {
         this.ledger = ledger;
         this.name = ledger.name();
@@ -63,7 +65,7 @@ public final class NfqueueBackend implements Backend
         return ledger -> open(ledger, queue, failOpen, netns);
     }
 
-    private static NfqueueBackend open(final EpochLedger ledger, final int queue, final boolean failOpen,
+    private static NfqueueBackend open(final FrameLedger ledger, final int queue, final boolean failOpen,
         final String netns) throws IOException
     {
         io.netty.channel.epoll.Epoll.ensureAvailability();
@@ -245,7 +247,7 @@ public final class NfqueueBackend implements Backend
                 break;
             default:
                 verdictBatch(NfqueueCodec.NF_DROP, id);
-                ledger.dropped(EpochLedger.Drop.FENCED);
+                ledger.dropped(FrameLedger.Drop.FENCED);
         }
     }
 

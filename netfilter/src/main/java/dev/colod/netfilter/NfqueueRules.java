@@ -1,6 +1,6 @@
 package dev.colod.netfilter;
 
-import dev.colod.buffer.net.IpRoute;
+import dev.colod.os.IpRoute;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

@@ -1,10 +1,11 @@
 package dev.colod.netfilter;
 
-import dev.colod.buffer.NetnsLab;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.EpochLedger;
+import dev.colod.buffer.NetnsLab;
 import dev.colod.buffer.NicStats;
-import dev.colod.buffer.net.IpRoute;
+import dev.colod.buffer.tap.TapDevice;
+import dev.colod.os.IpRoute;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.EpollIoHandler;

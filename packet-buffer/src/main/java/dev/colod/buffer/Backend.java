@@ -8,16 +8,16 @@ import java.io.IOException;
  * {@link EpochLedger} keeps everything else (modes, epochs, counters, limits' high-water mark, the handover
  * onto the NIC's loop) and calls these methods on that loop only.
  * <p>
- * A backend reports every guest frame to its ledger as it arrives: {@link EpochLedger#mode()} says whether to
- * hold it ({@link EpochLedger#held}), pass it ({@link EpochLedger#passed}) or drop it
- * ({@link EpochLedger#dropped}). Positions ("marks") are the backend's own, increasing with each held frame.
+ * A backend reports every guest frame to its ledger as it arrives, through the narrow {@link FrameLedger}:
+ * {@link FrameLedger#mode()} says whether to hold it ({@link FrameLedger#held}), pass it
+ * ({@link FrameLedger#passed}) or drop it ({@link FrameLedger#dropped}). Positions ("marks") are the backend's own, increasing with each held frame.
  */
 public interface Backend extends AutoCloseable
 {
     /** Opens a backend that reports to {@code ledger}. */
     interface Factory
     {
-        Backend open(EpochLedger ledger) throws IOException;
+        Backend open(FrameLedger ledger) throws IOException;
     }
 
     /** Kernel-side drops the backend can only read, not see happen (e.g. a full kernel queue). */

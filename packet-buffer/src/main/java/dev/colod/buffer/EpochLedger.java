@@ -21,30 +21,11 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * the loop; anyone may read {@link #stats()}, {@link #mode()} and {@link #wantsCheckpoint()}: counters are
  * written on the loop only and published through volatile fields, epochs as an immutable list.
  */
-public final class EpochLedger implements OutputCommit, AutoCloseable
+public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(EpochLedger.class);
     /** One checkpoint at a time keeps this at 1 or 2; more means releases stopped coming. */
     private static final int MAX_SEALED = 1024;
-
-    public enum Mode
-    {
-        PASS_THROUGH, HOLD, FENCED;
-
-        /** As {@code coloctl buffers} shows it. */
-        public String label()
-        {
-            return name().toLowerCase().replace('_', '-');
-        }
-    }
-
-    /** Why a guest frame was dropped, as counted in {@link NicStats}. */
-    public enum Drop
-    {
-        LIMIT_FRAMES, LIMIT_BYTES, OVERSIZE, FENCED, WRITE_ERROR,
-        /** Held by an agent that crashed (never released), or sent by the guest while no agent ran. */
-        AGENT_RESTART
-    }
 
     private final String nic;
     private final NicLoop loop;
@@ -132,22 +113,26 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
         dropped.addAndGet(Drop.AGENT_RESTART.ordinal(), frames);
     }
 
+    @Override
     public String name()
     {
         return nic;
     }
 
     /** The NIC's loop, for the backend's descriptors. */
+    @Override
     public NicLoop loop()
     {
         return loop;
     }
 
+    @Override
     public BufferLimits limits()
     {
         return limits;
     }
 
+    @Override
     public Mode mode()
     {
         return mode;
@@ -332,6 +317,7 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
     // ---- from the backend, on the loop ----
 
     /** A guest frame of {@code bytes} (0 if unknown) is held in the open epoch. */
+    @Override
     public void held(final int bytes, final long nowNs)
     {
         if (openFrames == 0)
@@ -359,18 +345,21 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
     }
 
     /** A guest frame passed unheld (unprotected). */
+    @Override
     public void passed()
     {
         passedFrames++;
     }
 
     /** A guest frame was dropped for {@code why}. */
+    @Override
     public void dropped(final Drop why)
     {
         dropped.incrementAndGet(why.ordinal());
     }
 
     /** A frame of {@code bytes} went to the guest (inbound is never held). */
+    @Override
     public void inbound(final int bytes)
     {
         inboundFrames++;
@@ -378,6 +367,7 @@ public final class EpochLedger implements OutputCommit, AutoCloseable
     }
 
     /** Reading the guest stopped at the limit (backpressure policy). */
+    @Override
     public void stalled()
     {
         backpressureStalls++;

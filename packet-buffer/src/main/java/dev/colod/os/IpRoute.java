@@ -1,4 +1,4 @@
-package dev.colod.buffer.net;
+package dev.colod.os;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;

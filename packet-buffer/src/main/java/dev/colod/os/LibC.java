@@ -1,4 +1,4 @@
-package dev.colod.buffer.tap;
+package dev.colod.os;
 
 import com.sun.jna.Native;
 import com.sun.jna.Platform;

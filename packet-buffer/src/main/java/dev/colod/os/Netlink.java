@@ -1,13 +1,13 @@
-package dev.colod.netfilter;
+package dev.colod.os;
 
 import com.sun.jna.Native;
 import com.sun.jna.Platform;
-import dev.colod.buffer.tap.LibC;
+import dev.colod.os.LibC;
 
 import java.io.IOException;
 
 /** The few socket calls a netlink socket needs, bound by JNA direct mapping; I/O goes through Netty's FileDescriptor. */
-final class Netlink
+public final class Netlink
 {
     static
     {
@@ -15,28 +15,28 @@ final class Netlink
     }
 
     // linux/socket.h, linux/netlink.h
-    static final int AF_NETLINK = 16;
-    static final int SOCK_RAW = 3;
-    static final int SOCK_NONBLOCK = 0x800;
-    static final int SOCK_CLOEXEC = 0x80000;
-    static final int NETLINK_NETFILTER = 12;
-    static final int SOL_NETLINK = 270;
-    static final int NETLINK_NO_ENOBUFS = 5;
+    public static final int AF_NETLINK = 16;
+    public static final int SOCK_RAW = 3;
+    public static final int SOCK_NONBLOCK = 0x800;
+    public static final int SOCK_CLOEXEC = 0x80000;
+    public static final int NETLINK_NETFILTER = 12;
+    public static final int SOL_NETLINK = 270;
+    public static final int NETLINK_NO_ENOBUFS = 5;
 
     private Netlink()
     {
     }
 
-    static native int socket(int domain, int type, int protocol);
+    public static native int socket(int domain, int type, int protocol);
 
-    static native int bind(int fd, byte[] addr, int len);
+    public static native int bind(int fd, byte[] addr, int len);
 
-    static native int setsockopt(int fd, int level, int name, int[] value, int len);
+    public static native int setsockopt(int fd, int level, int name, int[] value, int len);
 
-    static native int close(int fd);
+    public static native int close(int fd);
 
     /** A bound, non-blocking NETLINK_NETFILTER socket. */
-    static int open() throws IOException
+    public static int open() throws IOException
     {
         final int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_NETFILTER);
         if (fd < 0)

@@ -1,6 +1,6 @@
-package dev.colod.buffer.net;
+package dev.colod.os;
 
-import dev.colod.buffer.tap.LibC;
+import dev.colod.os.LibC;
 
 import java.io.IOException;
 import java.util.List;

@@ -40,7 +40,7 @@ class EpochLedgerTest
         final List<Long> out = new ArrayList<>();
         final List<Long> dropped = new ArrayList<>();
         long next;
-        EpochLedger ledger;
+        FrameLedger ledger;
 
         /** The guest sends one frame of {@code bytes} (on the loop, as a backend does). */
         void send(final int bytes)
@@ -59,7 +59,7 @@ class EpochLedgerTest
                         break;
                     default:
                         next++;
-                        ledger.dropped(EpochLedger.Drop.FENCED);
+                        ledger.dropped(FrameLedger.Drop.FENCED);
                 }
             });
         }

@@ -1,8 +1,8 @@
 package dev.colod.buffer;
 
-import dev.colod.buffer.net.IpRoute;
-import dev.colod.buffer.net.Netns;
 import dev.colod.buffer.tap.TapDevice;
+import dev.colod.os.IpRoute;
+import dev.colod.os.Netns;
 
 import java.io.IOException;
 import java.util.ArrayList;

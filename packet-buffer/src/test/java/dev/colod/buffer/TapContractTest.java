@@ -1,6 +1,7 @@
 package dev.colod.buffer;
 
-import dev.colod.buffer.net.NicPlumbing;
+import dev.colod.buffer.tap.TapBackend;
+import dev.colod.buffer.tap.TapPlumbing;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.EpollIoHandler;
@@ -14,7 +15,7 @@ class TapContractTest extends OutputCommitContract
     protected Installed install(final NetnsLab lab, final BufferLimits limits) throws Exception
     {
         final MultiThreadIoEventLoopGroup group = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
-        final NicPlumbing p = NicPlumbing.install("vmA", null, lab.host, runDir);
+        final TapPlumbing p = TapPlumbing.install("vmA", null, lab.host, runDir);
         final EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(), limits,
             TapBackend.on(p.guestTap(), p.uplinkTap()));
         return installed(nic, p, () -> group.shutdownGracefully(0, 1, TimeUnit.SECONDS));

@@ -1,7 +1,10 @@
 package dev.colod.buffer;
 
-import dev.colod.buffer.net.IpRoute;
-import dev.colod.buffer.net.NicPlumbing;
+import dev.colod.buffer.net.PlumbingState;
+import dev.colod.buffer.tap.TapBackend;
+import dev.colod.buffer.tap.TapDevice;
+import dev.colod.buffer.tap.TapPlumbing;
+import dev.colod.os.IpRoute;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.EpollIoHandler;
@@ -72,18 +75,18 @@ class TapOutputCommitNetnsTest
     private final class Rig implements AutoCloseable
     {
         final NetnsLab lab;
-        final NicPlumbing plumbing;
+        final TapPlumbing plumbing;
         final EpochLedger nic;
         final VmOutputCommit output;
 
         Rig(final boolean staticNeighbours, final BufferLimits limits) throws Exception
         {
             lab = new NetnsLab(staticNeighbours);
-            NicPlumbing p = null;
+            TapPlumbing p = null;
             EpochLedger n = null;
             try
             {
-                p = NicPlumbing.install("vmA", null, lab.host, runDir);
+                p = TapPlumbing.install("vmA", null, lab.host, runDir);
                 n = EpochLedger.open("vmA", loop, limits.conclude(), TapBackend.on(p.guestTap(), p.uplinkTap(),
                     p::notRedirected));
             }
@@ -389,7 +392,7 @@ class TapOutputCommitNetnsTest
         {
             final IpRoute h = new IpRoute(lab.host);
             final String linksBefore = links(h);
-            final NicPlumbing p = NicPlumbing.install("vmA", null, lab.host, runDir);
+            final TapPlumbing p = TapPlumbing.install("vmA", null, lab.host, runDir);
             assertThat(h.ip("-o", "link", "show", "dev", "vmA")).doesNotContain("master br0");
             assertThat(h.tc("filter", "show", "dev", "vmA", "ingress")).contains("mirred");
             p.close();
@@ -404,12 +407,12 @@ class TapOutputCommitNetnsTest
         {
             final IpRoute h = new IpRoute(lab.host);
             final String linksBefore = links(h);
-            final NicPlumbing p = NicPlumbing.install("vmA", null, lab.host, runDir);
+            final TapPlumbing p = TapPlumbing.install("vmA", null, lab.host, runDir);
             // the agent "dies": its tap descriptors close, nothing else is undone
             p.guestTap().close();
             p.uplinkTap().close();
             assertThat(h.tc("filter", "show", "dev", "vmA", "ingress")).contains("mirred");
-            final List<String> repaired = NicPlumbing.recover(runDir);
+            final List<String> repaired = PlumbingState.recover(runDir);
             assertThat(repaired).anyMatch(s -> s.contains("stale tc ingress redirect on vmA"))
                 .anyMatch(s -> s.contains("vmA back on bridge br0"));
             assertHostAsFound(h, linksBefore);
@@ -469,9 +472,9 @@ class TapOutputCommitNetnsTest
         {
             final Path held = HeldRecord.fileOf(runDir, "vmA");
             final MultiThreadIoEventLoopGroup crashing = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
-            final NicPlumbing p = NicPlumbing.install("vmA", null, lab.host, runDir);
+            final TapPlumbing p = TapPlumbing.install("vmA", null, lab.host, runDir);
             final EpochLedger first = EpochLedger.open("vmA", (IoEventLoop)crashing.next(), new BufferLimits().conclude(),
-                TapBackend.on(p.guestTap(), p.uplinkTap()), EpochLedger.Mode.HOLD, HeldRecord.create(held));
+                TapBackend.on(p.guestTap(), p.uplinkTap()), FrameLedger.Mode.HOLD, HeldRecord.create(held));
             final DatagramSocket guest = lab.in(lab.guest, () -> new DatagramSocket(7000, InetAddress.getByName(NetnsLab.GUEST_IP)));
             final DatagramSocket client = lab.in(lab.client, () -> new DatagramSocket(9000, InetAddress.getByName(NetnsLab.CLIENT_IP)));
             client.setSoTimeout(500);
@@ -491,10 +494,10 @@ class TapOutputCommitNetnsTest
             // the next agent: the record says 3 held (never released), the kernel's redirect dropped the 4 later ones
             final HeldRecord.Left left = HeldRecord.takeLeft(held).orElseThrow();
             assertThat(left).isEqualTo(new HeldRecord.Left(3, 3 * (14 + 20 + 8 + 100)));
-            final NicPlumbing again = NicPlumbing.install("vmA", null, lab.host, runDir);
+            final TapPlumbing again = TapPlumbing.install("vmA", null, lab.host, runDir);
             assertThat(again.droppedByStaleRedirect()).isEqualTo(4);
             final EpochLedger next = EpochLedger.open("vmA", loop, new BufferLimits().conclude(),
-                TapBackend.on(again.guestTap(), again.uplinkTap()), EpochLedger.Mode.HOLD, HeldRecord.create(held));
+                TapBackend.on(again.guestTap(), again.uplinkTap()), FrameLedger.Mode.HOLD, HeldRecord.create(held));
             next.lostInAgentRestart(left.frames() + again.droppedByStaleRedirect());
             assertThat(next.stats().droppedAgentRestart()).isEqualTo(7);
             next.passThrough("test");

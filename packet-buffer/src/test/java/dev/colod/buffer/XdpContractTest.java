@@ -1,13 +1,14 @@
 package dev.colod.buffer;
 
+import dev.colod.buffer.net.PlumbingState;
 import dev.colod.buffer.xdp.XdpBackend;
 import dev.colod.buffer.xdp.XdpPlumbing;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.EpollIoHandler;
 
-import dev.colod.buffer.net.IpRoute;
-import dev.colod.buffer.net.NicPlumbing;
+import dev.colod.buffer.tap.TapPlumbing;
+import dev.colod.os.IpRoute;
 import org.junit.jupiter.api.Test;
 
 import java.net.DatagramPacket;
@@ -29,7 +30,7 @@ class XdpContractTest extends OutputCommitContract
         // the lab's "VM tap" is a veth: its peer (the guest's NIC) takes XDP-redirected frames only with NAPI on
         // (GRO), and, like a QEMU NIC without vnet_hdr, the guest computes its checksums (no tx offload); a real
         // VM's tap (tun) takes redirected frames as it is
-        new dev.colod.buffer.net.IpRoute(lab.guest).ethtool("-K", "vmB", "gro", "on", "tx", "off");
+        new dev.colod.os.IpRoute(lab.guest).ethtool("-K", "vmB", "gro", "on", "tx", "off");
         final XdpPlumbing p = XdpPlumbing.install("vmA", null, lab.host, runDir);
         final EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(), limits, XdpBackend.on(p));
         return installed(nic, p, () -> group.shutdownGracefully(0, 1, TimeUnit.SECONDS));
@@ -44,7 +45,7 @@ class XdpContractTest extends OutputCommitContract
             final MultiThreadIoEventLoopGroup group = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
             final XdpPlumbing p = XdpPlumbing.install("vmA", null, lab.host, runDir);
             final EpochLedger nic = EpochLedger.open("vmA", (IoEventLoop)group.next(), new BufferLimits().conclude(),
-                XdpBackend.on(p), EpochLedger.Mode.PASS_THROUGH, HeldRecord.create(HeldRecord.fileOf(runDir, "vmA")));
+                XdpBackend.on(p), FrameLedger.Mode.PASS_THROUGH, HeldRecord.create(HeldRecord.fileOf(runDir, "vmA")));
             final DatagramSocket guest = lab.in(lab.guest, () -> new DatagramSocket(
                 new InetSocketAddress(InetAddress.getByName(NetnsLab.GUEST_IP), 7000)));
             final DatagramSocket client = lab.in(lab.client, () -> new DatagramSocket(
@@ -74,7 +75,7 @@ class XdpContractTest extends OutputCommitContract
             assertThat(HeldRecord.takeLeft(HeldRecord.fileOf(runDir, "vmA"))).as("what died with the agent")
                 .contains(new HeldRecord.Left(1, 14 + 20 + 8 + 64));
 
-            assertThat(NicPlumbing.recover(runDir)).contains("deleted stale agent tap " + XdpPlumbing.uplinkName("vmA"))
+            assertThat(PlumbingState.recover(runDir)).contains("deleted stale agent tap " + XdpPlumbing.uplinkName("vmA"))
                 .contains("put vmA back on bridge br0");
             assertThat(new IpRoute(lab.host).ip("-o", "link", "show", "dev", "vmA")).contains("master br0");
             guest.send(new DatagramPacket(new byte[64], 64, InetAddress.getByName(NetnsLab.CLIENT_IP), 9000));

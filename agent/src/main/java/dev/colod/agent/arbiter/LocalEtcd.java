@@ -1,5 +1,6 @@
 package dev.colod.agent.arbiter;
 
+import dev.colod.os.Netns;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.net.Socket;
@@ -106,7 +107,7 @@ public final class LocalEtcd implements AutoCloseable
     private boolean answers(final String netns)
     {
         final EtcdGateway g = new EtcdGateway(List.of(clientUrls.get(0)), 1000,
-            () -> netns == null ? new Socket() : dev.colod.buffer.net.Netns.call(netns, LocalEtcd::boundSocket), tls);
+            () -> netns == null ? new Socket() : dev.colod.os.Netns.call(netns, LocalEtcd::boundSocket), tls);
         try
         {
             g.call("/v3/maintenance/status", EtcdGateway.object());

@@ -1,6 +1,7 @@
 package dev.colod.agent.config;
 
 import com.fasterxml.jackson.annotation.JsonProperty;
+import dev.colod.buffer.BackendProvider;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.core.ColoConfig;
 
@@ -264,6 +265,18 @@ public final class ColodConfig
         public BufferLimits.Policy policy;
 
         private BufferLimits limits;
+
+        /** The output-commit backend {@code buffer} names, found by that name among the providers. */
+        public BackendProvider backend()
+        {
+            return BackendProvider.named(buffer.name().toLowerCase());
+        }
+
+        /** The NIC as its backend needs it. */
+        public BackendProvider.NicSpec spec(final Vm vm)
+        {
+            return new BackendProvider.NicSpec(vm.name, tap, bridge, vm.netns, queueNum, failOpen);
+        }
 
         /** The NIC's concluded limits, made by {@link ConfigLoader}. */
         public BufferLimits limits()

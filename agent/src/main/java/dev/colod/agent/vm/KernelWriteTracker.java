@@ -2,7 +2,7 @@ package dev.colod.agent.vm;
 
 import com.sun.jna.Memory;
 import com.sun.jna.Pointer;
-import dev.colod.buffer.tap.LibC;
+import dev.colod.os.LibC;
 
 import java.io.IOException;
 import java.nio.file.Files;

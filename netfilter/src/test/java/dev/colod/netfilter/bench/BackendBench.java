@@ -3,15 +3,15 @@ package dev.colod.netfilter.bench;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.VmOutputCommit;
-import dev.colod.buffer.TapBackend;
+import dev.colod.buffer.bench.TapBench;
+import dev.colod.buffer.tap.TapBackend;
+import dev.colod.buffer.tap.TapDevice;
+import dev.colod.buffer.tap.TapPlumbing;
 import dev.colod.buffer.xdp.XdpBackend;
 import dev.colod.buffer.xdp.XdpPlumbing;
-import dev.colod.buffer.bench.TapBench;
-import dev.colod.buffer.net.IpRoute;
-import dev.colod.buffer.net.NicPlumbing;
-import dev.colod.buffer.tap.TapDevice;
 import dev.colod.netfilter.NfqueueBackend;
 import dev.colod.netfilter.NfqueueRules;
+import dev.colod.os.IpRoute;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.EpollIoHandler;
@@ -76,7 +76,7 @@ public final class BackendBench
                 },
                 () ->
                 {
-                    final NicPlumbing p = NicPlumbing.install("bvm0", "br0", NS, run);
+                    final TapPlumbing p = TapPlumbing.install("bvm0", "br0", NS, run);
                     return new Object[]{p, EpochLedger.open("bvm0", loop,
                         new BufferLimits().maxFrames(65_536).maxBytes(256L << 20).conclude(),
                         TapBackend.on(p.guestTap(), p.uplinkTap()))};

@@ -1,5 +1,6 @@
-package dev.colod.buffer;
+package dev.colod.buffer.tap;
 
+import dev.colod.buffer.BufferLimits;
 import java.nio.ByteBuffer;
 
 /**

@@ -1,5 +1,8 @@
-package dev.colod.buffer;
+package dev.colod.buffer.tap;
 
+import dev.colod.buffer.Backend;
+import dev.colod.buffer.BufferLimits;
+import dev.colod.buffer.FrameLedger;
 import dev.colod.buffer.tap.TapDevice;
 import io.netty.channel.IoRegistration;
 import io.netty.channel.epoll.EpollIoOps;
@@ -25,7 +28,7 @@ public final class TapBackend implements Backend
     private static final Logger LOG = LoggerFactory.getLogger(TapBackend.class);
     private static final int READ_BUDGET = 256;
 
-    private final EpochLedger ledger;
+    private final FrameLedger ledger;
     private final String name;
     private final TapDevice guestTap;
     private final TapDevice uplinkTap;
@@ -40,7 +43,7 @@ public final class TapBackend implements Backend
     private volatile long notDeliveredReadNs;
     private boolean guestReadPaused;
 
-    private TapBackend(final EpochLedger ledger, final TapDevice guestTap, final TapDevice uplinkTap,
+    private TapBackend(final FrameLedger ledger, final TapDevice guestTap, final TapDevice uplinkTap,
         final java.util.function.LongSupplier notDelivered) throws IOException
     {
         this.ledger = ledger;
@@ -102,8 +105,8 @@ public final class TapBackend implements Backend
     {
         for (int n = 0; n < READ_BUDGET; n++)
         {
-            final EpochLedger.Mode m = ledger.mode();
-            if (m != EpochLedger.Mode.HOLD)
+            final FrameLedger.Mode m = ledger.mode();
+            if (m != FrameLedger.Mode.HOLD)
             {
                 // unprotected or fenced: nothing is held, so the start of the arena is free as a scratch window
                 final ByteBuffer a = buffer.arena();
@@ -112,9 +115,9 @@ public final class TapBackend implements Backend
                 {
                     return;
                 }
-                if (m == EpochLedger.Mode.FENCED)
+                if (m == FrameLedger.Mode.FENCED)
                 {
-                    ledger.dropped(EpochLedger.Drop.FENCED);
+                    ledger.dropped(FrameLedger.Drop.FENCED);
                 }
                 else if (write(uplinkTap.fd(), a, 0, len))
                 {
@@ -122,7 +125,7 @@ public final class TapBackend implements Backend
                 }
                 else
                 {
-                    ledger.dropped(EpochLedger.Drop.WRITE_ERROR);
+                    ledger.dropped(FrameLedger.Drop.WRITE_ERROR);
                 }
                 continue;
             }
@@ -144,7 +147,7 @@ public final class TapBackend implements Backend
                 {
                     return;
                 }
-                ledger.dropped(frameLimit ? EpochLedger.Drop.LIMIT_FRAMES : EpochLedger.Drop.LIMIT_BYTES);
+                ledger.dropped(frameLimit ? FrameLedger.Drop.LIMIT_FRAMES : FrameLedger.Drop.LIMIT_BYTES);
                 continue;
             }
             final int len = read(guestTap.fd(), buffer.arena(), at, at + buffer.window());
@@ -154,7 +157,7 @@ public final class TapBackend implements Backend
             }
             if (len >= buffer.window())
             {
-                ledger.dropped(EpochLedger.Drop.OVERSIZE);
+                ledger.dropped(FrameLedger.Drop.OVERSIZE);
             }
             else if (buffer.append(at, len))
             {
@@ -162,7 +165,7 @@ public final class TapBackend implements Backend
             }
             else
             {
-                ledger.dropped(EpochLedger.Drop.LIMIT_BYTES);
+                ledger.dropped(FrameLedger.Drop.LIMIT_BYTES);
             }
         }
     }
@@ -182,7 +185,7 @@ public final class TapBackend implements Backend
             }
             else
             {
-                ledger.dropped(EpochLedger.Drop.WRITE_ERROR);
+                ledger.dropped(FrameLedger.Drop.WRITE_ERROR);
             }
         }
     }

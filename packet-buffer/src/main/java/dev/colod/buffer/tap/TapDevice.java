@@ -1,5 +1,6 @@
 package dev.colod.buffer.tap;
 
+import dev.colod.os.LibC;
 import io.netty.channel.epoll.Epoll;
 import io.netty.channel.unix.FileDescriptor;
 

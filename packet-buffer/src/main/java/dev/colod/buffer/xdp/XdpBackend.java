@@ -3,6 +3,7 @@ package dev.colod.buffer.xdp;
 import dev.colod.buffer.Backend;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.EpochLedger;
+import dev.colod.buffer.FrameLedger;
 import io.netty.channel.IoRegistration;
 import io.netty.channel.unix.FileDescriptor;
 import org.slf4j.Logger;
@@ -29,7 +30,7 @@ public final class XdpBackend implements Backend
     static final int RING = 2048;
     private static final long STUCK_NS = 100_000_000L;
 
-    private final EpochLedger ledger;
+    private final FrameLedger ledger;
     private final String name;
     private final XdpPlumbing plumbing;
     private final BufferLimits.Policy policy;
@@ -57,7 +58,7 @@ public final class XdpBackend implements Backend
     private final XskSocket.FrameSink onFrame = this::frame;
     private final java.util.function.LongConsumer recycle = this::recycle;
 
-    private XdpBackend(final EpochLedger ledger, final XdpPlumbing plumbing) throws IOException
+    private XdpBackend(final FrameLedger ledger, final XdpPlumbing plumbing) throws IOException
     {
         this.ledger = ledger;
         this.name = ledger.name();
@@ -153,7 +154,7 @@ public final class XdpBackend implements Backend
     {
         wakeups++;
         take();
-        if (ledger.mode() == EpochLedger.Mode.HOLD && polling == false && !closed)
+        if (ledger.mode() == FrameLedger.Mode.HOLD && polling == false && !closed)
         {
             polling = true;
             reg.submit(io.netty.channel.epoll.EpollIoOps.EPOLLERR); // EPOLLIN off (EPOLLERR: see TapBackend)
@@ -168,7 +169,7 @@ public final class XdpBackend implements Backend
             return;
         }
         take();
-        if (ledger.mode() == EpochLedger.Mode.HOLD)
+        if (ledger.mode() == FrameLedger.Mode.HOLD)
         {
             ledger.loop().schedule(pollWhileHolding, HOLD_POLL_NS);
             return;
@@ -189,7 +190,7 @@ public final class XdpBackend implements Backend
         while (true)
         {
             int max = Integer.MAX_VALUE;
-            if (policy == BufferLimits.Policy.BACKPRESSURE && ledger.mode() == EpochLedger.Mode.HOLD)
+            if (policy == BufferLimits.Policy.BACKPRESSURE && ledger.mode() == FrameLedger.Mode.HOLD)
             {
                 max = maxFrames - (int)(heldTail - heldHead);
                 if (max <= 0)
@@ -218,12 +219,12 @@ public final class XdpBackend implements Backend
                 if (heldTail - heldHead >= maxFrames)
                 {
                     recycle(addr);
-                    ledger.dropped(EpochLedger.Drop.LIMIT_FRAMES);
+                    ledger.dropped(FrameLedger.Drop.LIMIT_FRAMES);
                 }
                 else if (heldBytes + len > maxBytes)
                 {
                     recycle(addr);
-                    ledger.dropped(EpochLedger.Drop.LIMIT_BYTES);
+                    ledger.dropped(FrameLedger.Drop.LIMIT_BYTES);
                 }
                 else
                 {
@@ -243,12 +244,12 @@ public final class XdpBackend implements Backend
                 else
                 {
                     recycle(addr);
-                    ledger.dropped(EpochLedger.Drop.WRITE_ERROR);
+                    ledger.dropped(FrameLedger.Drop.WRITE_ERROR);
                 }
                 break;
             default:
                 recycle(addr);
-                ledger.dropped(EpochLedger.Drop.FENCED);
+                ledger.dropped(FrameLedger.Drop.FENCED);
         }
     }
 

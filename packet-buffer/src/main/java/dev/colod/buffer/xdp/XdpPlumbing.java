@@ -1,8 +1,9 @@
 package dev.colod.buffer.xdp;
 
-import dev.colod.buffer.net.IpRoute;
-import dev.colod.buffer.net.Netns;
-import dev.colod.buffer.net.NicPlumbing;
+import dev.colod.buffer.net.PlumbingState;
+import dev.colod.buffer.tap.TapPlumbing;
+import dev.colod.os.IpRoute;
+import dev.colod.os.Netns;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -19,7 +20,7 @@ import java.nio.file.Path;
  * </pre>
  * The VM's tap leaves the bridge and {@code xb} takes its place. Both programs are attached through BPF links
  * this process owns: if it dies they detach, and the VM's tap, on no bridge, lets nothing out. What was changed
- * is written first to a state file that {@link dev.colod.buffer.net.NicPlumbing#recover} understands (it deletes
+ * is written first to a state file that {@link dev.colod.buffer.net.TapPlumbing#recover} understands (it deletes
  * the veth pair and puts the VM's tap back on its bridge), like the TAP backend's.
  */
 public final class XdpPlumbing implements AutoCloseable
@@ -71,12 +72,12 @@ public final class XdpPlumbing implements AutoCloseable
 
     public static String uplinkName(final String vmTap)
     {
-        return NicPlumbing.deviceName("xu-", vmTap);
+        return PlumbingState.deviceName("xu-", vmTap);
     }
 
     public static String bridgePortName(final String vmTap)
     {
-        return NicPlumbing.deviceName("xb-", vmTap);
+        return PlumbingState.deviceName("xb-", vmTap);
     }
 
     /** The interface index of {@code dev} in {@code net}'s namespace. */
@@ -92,7 +93,7 @@ public final class XdpPlumbing implements AutoCloseable
     public static XdpPlumbing install(final String vmTap, final String bridge, final String netns, final Path runDir)
         throws IOException
     {
-        final NicPlumbing.Site site = NicPlumbing.locate(vmTap, bridge, netns, runDir);
+        final PlumbingState.Site site = PlumbingState.locate(vmTap, bridge, netns, runDir);
         final IpRoute net = site.net();
         final int mtuValue = site.mtu();
         final String br = site.bridge();
@@ -104,7 +105,7 @@ public final class XdpPlumbing implements AutoCloseable
         final String u = uplinkName(vmTap);
         final String b = bridgePortName(vmTap);
         // deleting one end of the veth deletes both
-        final Path state = NicPlumbing.writeState(runDir, site, vmTap, java.util.Map.of("uplink-tap", u, "backend", "xdp"));
+        final Path state = PlumbingState.writeState(runDir, site, vmTap, java.util.Map.of("uplink-tap", u, "backend", "xdp"));
         final int[] fds = {-1, -1, -1, -1, -1, -1, -1, -1};
         try
         {

@@ -5,7 +5,7 @@ import com.sun.jna.Native;
 import com.sun.jna.NativeLong;
 import com.sun.jna.Platform;
 import com.sun.jna.Pointer;
-import dev.colod.buffer.tap.LibC;
+import dev.colod.os.LibC;
 
 import java.io.IOException;
 import java.lang.invoke.MethodHandles;

@@ -2,11 +2,11 @@ package dev.colod.buffer.bench;
 
 import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.EpochLedger;
-import dev.colod.buffer.TapBackend;
 import dev.colod.buffer.VmOutputCommit;
-import dev.colod.buffer.net.IpRoute;
-import dev.colod.buffer.net.NicPlumbing;
+import dev.colod.buffer.tap.TapBackend;
 import dev.colod.buffer.tap.TapDevice;
+import dev.colod.buffer.tap.TapPlumbing;
+import dev.colod.os.IpRoute;
 import io.netty.channel.IoEvent;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.IoRegistration;
@@ -67,7 +67,7 @@ public final class TapBench
                     bridge[i] = blast(vm, sizes[i], seconds, received, null);
                 }
                 final java.nio.file.Path run = java.nio.file.Files.createTempDirectory("colob");
-                try (NicPlumbing p = NicPlumbing.install("bvm0", "br0", NS, run))
+                try (TapPlumbing p = TapPlumbing.install("bvm0", "br0", NS, run))
                 {
                     final IoEventLoop loop = (IoEventLoop)agentGroup.next();
                     final EpochLedger nic = EpochLedger.open("bvm0", loop,

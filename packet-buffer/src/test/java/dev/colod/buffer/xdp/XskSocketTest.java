@@ -1,9 +1,9 @@
 package dev.colod.buffer.xdp;
 
 import dev.colod.buffer.NetnsLab;
-import dev.colod.buffer.net.IpRoute;
-import dev.colod.buffer.net.Netns;
 import dev.colod.buffer.tap.TapDevice;
+import dev.colod.os.IpRoute;
+import dev.colod.os.Netns;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
