@@ -62,7 +62,6 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     private final InetSocketAddress bindAddress;
     private final VmStateSink sink;
     private final SecureRandom random = new SecureRandom();
-    private final Object sessionLock = new Object();
     private ServerSocket server;
     private Thread acceptor;
     /** The newest fencing token seen (in a HELLO or won in a claim): an older primary is refused. */
@@ -86,15 +85,13 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
         t.setDaemon(true);
         return t;
     });
-    /** A failover waiting for the arbiter (under sessionLock); a primary that comes back cancels it. */
-    private boolean claiming;
-    private long claimGeneration;
-    private volatile boolean stopped;
-    private volatile ProtectionState state = ProtectionState.CONNECTING;
-    private volatile Session session;
+    /** State, session, failover, claim and grace: decided in one place, fed by the threads below. */
+    private final StandbyDecisions<Session> decisions = new StandbyDecisions<>(failover);
+    /** The threads that may run a session's end, a grace period or a failover; close() waits for them. */
+    private volatile Thread sessionThread;
+    private volatile Thread graceThread;
+    private volatile Thread failoverThread;
     private volatile String peer = "";
-    /** Changes whenever a wait for the primary's agent starts or a new session ends it (under sessionLock). */
-    private long graceToken;
 
     public SecondaryEngine(final ColoConfig config, final InetSocketAddress bindAddress, final VmStateSink sink,
         final ColoCounters counters, final ProtocolTap tap, final NanoClock clock)
@@ -176,7 +173,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     @Override
     public ProtectionState state()
     {
-        return state;
+        return decisions.state();
     }
 
     @Override
@@ -192,23 +189,30 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     @Override
     public void requestFailover()
     {
-        if (!failover.require(ExitReason.REQUEST))
+        switch (decisions.operatorFailover())
         {
-            return;
-        }
-        synchronized (sessionLock)
-        {
-            final Session s = session;
-            if (s != null)
+            case END_SESSION ->
             {
-                s.end(SessionEnd.Cause.REQUESTED, "failover requested by operator");
-                return; // the session thread fails over on its way out
+                final Session s = decisions.session();
+                if (s != null)
+                {
+                    s.end(SessionEnd.Cause.REQUESTED, "failover requested by operator");
+                }
+                // the session thread fails over on its way out (also when it ended just now)
+            }
+            case CLAIM ->
+            {
+                final Thread t = new Thread(() -> claimAndFailOver("failover requested by operator", false),
+                    "colo-secondary-" + config.vmName() + "-failover");
+                t.setDaemon(true);
+                failoverThread = t;
+                t.start();
+            }
+            case NONE ->
+            {
+                // already required or done, or stopping
             }
         }
-        final Thread t = new Thread(() -> claimAndFailOver("failover requested by operator", false),
-            "colo-secondary-" + config.vmName() + "-failover");
-        t.setDaemon(true);
-        t.start();
     }
 
     /**
@@ -220,7 +224,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
      */
     private void acceptLoop()
     {
-        while (!stopped)
+        while (!decisions.stopped())
         {
             final Socket s;
             try
@@ -229,9 +233,9 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             }
             catch (final IOException ex)
             {
-                if (stopped || server.isClosed())
+                if (decisions.stopped() || server.isClosed())
                 {
-                    if (!stopped)
+                    if (!decisions.stopped())
                     {
                         LOG.error("vm={} listening socket closed: {}", config.vmName(), ex.toString());
                     }
@@ -389,80 +393,92 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                 (hello.channel() == Hello.CHANNEL_PROBE ? "probe" : "control") + " channel, expected 0");
             return;
         }
-        synchronized (sessionLock)
+        if (hello.channel() == Hello.CHANNEL_PROBE)
         {
-            if (hello.channel() == Hello.CHANNEL_PROBE)
+            // a host that ran this VM before asks who runs it now: answer, open no session
+            final boolean runsHere = decisions.runsHere();
+            new Welcome(runsHere ? Welcome.FAILED_OVER : Welcome.OK, 0, 0, sink.lastCommitted(), newestToken.get(),
+                runsHere ? "the VM was failed over to this host" : "").writeTo(s.getOutputStream());
+            Closeables.closeQuietly(s);
+            return;
+        }
+        if (hello.channel() == Hello.CHANNEL_HEARTBEAT)
+        {
+            final Session cur = decisions.session();
+            if (cur == null || cur.id != hello.sessionId() || !cur.attachHeartbeat(s, hello))
             {
-                // a host that ran this VM before asks who runs it now: answer, open no session
-                final boolean runsHere = failover.phase() != FailoverState.Phase.NONE;
-                new Welcome(runsHere ? Welcome.FAILED_OVER : Welcome.OK, 0, 0, sink.lastCommitted(), newestToken.get(),
-                    runsHere ? "the VM was failed over to this host" : "").writeTo(s.getOutputStream());
-                Closeables.closeQuietly(s);
+                counters.refusedSessions.incrementAndGet();
+                refuse(s, Welcome.BAD_HELLO, "no session " + Long.toHexString(hello.sessionId()) + " awaits a heartbeat");
                 return;
             }
-            if (hello.channel() == Hello.CHANNEL_HEARTBEAT)
-            {
-                final Session cur = session;
-                if (cur == null || cur.id != hello.sessionId() || !cur.attachHeartbeat(s, hello))
-                {
-                    counters.refusedSessions.incrementAndGet();
-                    refuse(s, Welcome.BAD_HELLO, "no session " + Long.toHexString(hello.sessionId()) + " awaits a heartbeat");
-                    return;
-                }
-                new Welcome(Welcome.OK, cur.id, cur.limit, sink.lastCommitted(), newestToken.get(), "")
-                    .writeTo(s.getOutputStream());
-                cur.heartbeatAttached.countDown();
-                return;
-            }
-            final boolean waitingForKey = failover.isPending() && claiming;
-            if (failover.phase() != FailoverState.Phase.NONE && !waitingForKey)
+            new Welcome(Welcome.OK, cur.id, cur.limit, sink.lastCommitted(), newestToken.get(), "")
+                .writeTo(s.getOutputStream());
+            cur.heartbeatAttached.countDown();
+            return;
+        }
+        final long newest = newestToken.get();
+        final StandbyDecisions.Admission<Session> a = decisions.admit(hello.token(), newest, () ->
+            new Session(newSessionId(), s, who, Math.min(config.maxStateBytes(), hello.maxStateBytes()), hello));
+        if (a.claimAbandoned())
+        {
+            LOG.warn("vm={} primary {} is back while the failover waited for the arbiter: failover abandoned",
+                config.vmName(), who);
+        }
+        switch (a.answer())
+        {
+            case FAILED_OVER ->
             {
                 // the VM runs here: that answer (status 6) is the proof a primary fences on, whatever its token
                 counters.refusedSessions.incrementAndGet();
                 refuse(s, Welcome.FAILED_OVER, "the VM was failed over to this host");
-                return;
             }
-            if (hello.token() < newestToken.get())
+            case STALE_TOKEN ->
             {
                 counters.refusedSessions.incrementAndGet();
                 counters.staleTokens.incrementAndGet();
                 LOG.error("vm={} refused primary {}: its fencing token {} is older than {}: another host took the VM " +
-                    "over since", config.vmName(), who, hello.token(), newestToken.get());
-                refuse(s, Welcome.STALE_TOKEN, "fencing token " + hello.token() + " is older than " + newestToken.get() +
+                    "over since", config.vmName(), who, hello.token(), newest);
+                refuse(s, Welcome.STALE_TOKEN, "fencing token " + hello.token() + " is older than " + newest +
                     ": the VM was taken over since");
-                return;
             }
-            if (waitingForKey)
-            {
-                // the primary is back while we wait for its lease: it still runs the VM; protect it again
-                claimGeneration++;
-                claiming = false;
-                failover.reset();
-                LOG.warn("vm={} primary {} is back while the failover waited for the arbiter: failover abandoned",
-                    config.vmName(), who);
-            }
-            if (session != null)
+            case BUSY ->
             {
                 counters.refusedSessions.incrementAndGet();
-                refuse(s, Welcome.BUSY, "a session with " + session.peer + " is active");
-                return;
+                final Session cur = decisions.session();
+                refuse(s, Welcome.BUSY, cur == null ? "the secondary is stopping" : "a session with " + cur.peer + " is active");
             }
-            long id;
-            do
+            case ACCEPT ->
             {
-                id = random.nextLong();
+                final Session ns = a.session();
+                sawToken(hello.token());
+                try
+                {
+                    new Welcome(Welcome.OK, ns.id, ns.limit, sink.lastCommitted(), newestToken.get(), "")
+                        .writeTo(s.getOutputStream());
+                }
+                catch (final IOException ex)
+                {
+                    decisions.abandoned(ns);
+                    throw ex;
+                }
+                peer = who;
+                final Thread t = new Thread(ns::run, "colo-secondary-" + config.vmName() + "-session");
+                t.setDaemon(true);
+                sessionThread = t;
+                t.start();
             }
-            while (id == 0);
-            final Session ns = new Session(id, s, who, Math.min(config.maxStateBytes(), hello.maxStateBytes()), hello);
-            session = ns;
-            graceToken++; // a primary is back: no failover for the agent that was gone
-            sawToken(hello.token());
-            new Welcome(Welcome.OK, id, ns.limit, sink.lastCommitted(), newestToken.get(), "").writeTo(s.getOutputStream());
-            peer = who;
-            final Thread t = new Thread(ns::run, "colo-secondary-" + config.vmName() + "-session");
-            t.setDaemon(true);
-            t.start();
         }
+    }
+
+    private long newSessionId()
+    {
+        long id;
+        do
+        {
+            id = random.nextLong();
+        }
+        while (id == 0);
+        return id;
     }
 
     private void refuse(final Socket s, final int status, final String why)
@@ -499,7 +515,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             this.hello = hello;
         }
 
-        boolean attachHeartbeat(final Socket s, final Hello h)
+        synchronized boolean attachHeartbeat(final Socket s, final Hello h)
         {
             if (heartbeat != null)
             {
@@ -536,7 +552,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                     new BufferedOutputStream(control.getOutputStream(), 64), peer, tap);
                 ch.checkpointId(checkpointId);
                 ch.put(ColoCommand.CHECKPOINT_READY);
-                state = ProtectionState.PROTECTED;
+                decisions.protecting(this);
                 counters.sessionsStarted.incrementAndGet();
                 LOG.info("vm={} protecting for primary {} (session {}, {} mode, limit {} bytes)", config.vmName(), peer,
                     Long.toHexString(id), hello.mode() == Hello.MODE_STRICT ? "strict" : "speculative", limit);
@@ -630,27 +646,17 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             Closeables.closeQuietly(control);
             counters.sessionsEnded.incrementAndGet();
             lastError = o.detail();
-            synchronized (sessionLock)
-            {
-                session = null;
-            }
-
-            if (o.next() == SessionEnd.Next.FAIL_OVER && o.reason() == ExitReason.ERROR ||
-                o.next() == SessionEnd.Next.AWAIT_PEER && config.peerRestartGraceMs() == 0)
-            {
-                failover.require(ExitReason.ERROR);
-            }
-            if (failover.isPending())
+            final StandbyDecisions.Ended next = decisions.ended(this, o, config.peerRestartGraceMs());
+            if (next.next() == StandbyDecisions.Next.CLAIM)
             {
                 claimAndFailOver(o.detail(), o.peerLost());
                 return;
             }
-            if (o.next() == SessionEnd.Next.AWAIT_PEER && !stopped)
+            if (next.next() == StandbyDecisions.Next.GRACE)
             {
-                awaitPeer(o.detail());
+                awaitPeer(o.detail(), next.graceToken());
                 return;
             }
-            state = stopped ? ProtectionState.STOPPED : ProtectionState.CONNECTING;
             LOG.warn("vm={} session ended: {}; standing by with checkpoint {}", config.vmName(), o.detail(),
                 sink.lastCommitted());
             exitListeners.publish(new ExitEvent("secondary", o.reason(), o.detail(), false, sink.lastCommitted(), false, ex));
@@ -661,14 +667,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
      * The primary's agent is gone but its host is up: give it {@code peer-restart-grace-ms} to come back (a
      * restart or upgrade of colod under a running VM) before failing over. A new session cancels the wait.
      */
-    private void awaitPeer(final String detail)
+    private void awaitPeer(final String detail, final long token)
     {
-        final long token;
-        synchronized (sessionLock)
-        {
-            token = ++graceToken;
-        }
-        state = ProtectionState.CONNECTING;
         LOG.warn("vm={} {}; failing over in {} ms unless it comes back", config.vmName(), detail,
             config.peerRestartGraceMs());
         exitListeners.publish(new ExitEvent("secondary", ExitReason.ERROR, detail + "; awaiting the primary's agent", false,
@@ -683,16 +683,14 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             {
                 return;
             }
-            synchronized (sessionLock)
+            if (!decisions.graceExpired(token))
             {
-                if (graceToken != token || session != null || stopped || !failover.require(ExitReason.ERROR))
-                {
-                    return; // it came back, or something else decided
-                }
+                return; // it came back, or something else decided
             }
             claimAndFailOver(detail + "; it did not come back within " + config.peerRestartGraceMs() + " ms", true);
         }, "colo-secondary-" + config.vmName() + "-grace");
         t.setDaemon(true);
+        graceThread = t;
         t.start();
     }
 
@@ -704,35 +702,22 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     {
         if (arbiter.arbitrated())
         {
-            final long generation;
-            synchronized (sessionLock)
-            {
-                claiming = true;
-                generation = claimGeneration;
-            }
-            state = ProtectionState.FAILING_OVER;
+            final long generation = decisions.claimStarted();
             LOG.warn("vm={} {}: asking the arbiter for the VM before resuming it", config.vmName(), why);
             Arbiter.Verdict.Kind last = null;
             while (true)
             {
-                synchronized (sessionLock)
+                if (!decisions.claimWanted(generation))
                 {
-                    if (generation != claimGeneration || stopped)
-                    {
-                        return;
-                    }
+                    return;
                 }
                 final Arbiter.Verdict v = arbiter.claimForFailover(sink.lastCommitted());
                 if (v.kind() == Arbiter.Verdict.Kind.GRANTED)
                 {
-                    synchronized (sessionLock)
+                    if (!decisions.claimGranted(generation))
                     {
-                        if (generation != claimGeneration || stopped)
-                        {
-                            arbiter.resign("failover abandoned: the primary came back");
-                            return;
-                        }
-                        claiming = false;
+                        arbiter.resign("failover abandoned: the primary came back");
+                        return;
                     }
                     sawToken(v.token());
                     LOG.warn("vm={} the arbiter grants this host the VM (token {})", config.vmName(), v.token());
@@ -768,16 +753,14 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     private void doFailover(final String why, final boolean peerLost)
     {
         final ExitReason reason = failover.reason();
-        if (!failover.transition(FailoverState.Phase.REQUIRE, FailoverState.Phase.ACTIVE))
+        if (!decisions.resuming())
         {
             return;
         }
-        state = ProtectionState.FAILING_OVER;
         final long committed = sink.lastCommitted();
         if (!sink.resumable())
         {
-            failover.reset();
-            state = ProtectionState.CONNECTING;
+            decisions.resumeFailed();
             final String detail = why + (committed == 0 ? "; no checkpoint was ever committed, so there is nothing to resume"
                 : "; the standby image is still being synchronised (no consistent checkpoint yet), so there is nothing to resume");
             LOG.error("vm={} CANNOT FAIL OVER: {}", config.vmName(), detail);
@@ -788,16 +771,14 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
         try
         {
             sink.activate(committed);
-            failover.transition(FailoverState.Phase.ACTIVE, FailoverState.Phase.COMPLETED);
+            decisions.resumed();
             counters.failovers.incrementAndGet();
-            state = ProtectionState.FAILED_OVER;
             LOG.warn("vm={} FAILED OVER: the VM runs here from checkpoint {}", config.vmName(), committed);
             exitListeners.publish(new ExitEvent("secondary", reason, why, peerLost, committed, true, null));
         }
         catch (final Exception ex)
         {
-            failover.reset();
-            state = ProtectionState.CONNECTING;
+            decisions.resumeFailed();
             final String detail = why + "; resuming checkpoint " + committed + " failed: " + ex.getMessage();
             lastError = detail;
             LOG.error("vm={} FAILOVER FAILED: {}", config.vmName(), detail, ex);
@@ -806,10 +787,14 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     }
 
 
+    /**
+     * Stops the engine: no new session, the active one ends (STOPPING), a grace period or a claim in progress is
+     * called off, and their threads are waited for. A VM that runs here since a failover stays FAILED_OVER.
+     */
     @Override
     public void close()
     {
-        stopped = true;
+        final Session s = decisions.stop();
         Closeables.closeQuietly(server);
         handshakes.shutdownNow();
         deadlines.shutdownNow();
@@ -818,30 +803,47 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             pending.forEach(Closeables::closeQuietly);
             pending.clear();
         }
-        final Session s;
-        synchronized (sessionLock)
-        {
-            s = session;
-        }
         if (s != null)
         {
             s.end(SessionEnd.Cause.STOPPING, "agent stopping");
         }
-        watchdog.close();
-        if (state != ProtectionState.FAILED_OVER)
+        for (final Thread t : new Thread[]{graceThread, failoverThread})
         {
-            state = ProtectionState.STOPPED;
+            if (t != null)
+            {
+                t.interrupt(); // a sleeping grace period or claim retry; both see the stop and return
+            }
+        }
+        for (final Thread t : new Thread[]{sessionThread, graceThread, failoverThread})
+        {
+            join(t);
+        }
+        watchdog.close();
+    }
+
+    private static void join(final Thread t)
+    {
+        if (t == null || t == Thread.currentThread())
+        {
+            return;
+        }
+        try
+        {
+            t.join(10_000);
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
         }
     }
 
     /** Abrupt end for tests: as if the process died (no goodbye, no failover). */
     void kill()
     {
-        stopped = true;
+        final Session s = decisions.stop();
         Closeables.closeQuietly(server);
         handshakes.shutdownNow();
         deadlines.shutdownNow();
-        final Session s = session;
         if (s != null)
         {
             s.end.record(SessionEnd.Cause.STOPPING, "killed");
