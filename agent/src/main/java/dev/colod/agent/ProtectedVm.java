@@ -3,6 +3,7 @@ package dev.colod.agent;
 import dev.colod.agent.arbiter.EtcdArbiter;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.control.VmHandle;
+import dev.colod.agent.control.VmStatus;
 import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.qemu.Leftovers;
 import dev.colod.agent.qemu.QemuProcess;
@@ -31,17 +32,25 @@ import dev.colod.core.spi.VmStateSource;
 import dev.colod.core.status.ColoCounters;
 import io.netty.channel.EventLoopGroup;
 import io.netty.channel.IoEventLoop;
+import org.HdrHistogram.Histogram;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
-import java.nio.file.Files;
+import java.io.UncheckedIOException;
 import java.net.InetSocketAddress;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
+import java.util.function.Supplier;
 import java.util.function.UnaryOperator;
 
 /**
@@ -69,13 +78,23 @@ public final class ProtectedVm implements AutoCloseable
 
     private final String name;
     private final Closers closers = new Closers(ex -> LOG.warn("stopping: {}", ex.toString()));
-    private QemuProcess qemu;
-    private QemuStateSource stateSource;
-    private VmOutputCommit output;
-    private PrimaryEngine primary;
-    private QemuFailover failover;
-    private SecondaryEngine secondary;
-    private VmHandle handle;
+    /** The one thread that switches this host's role at run time (secondary -> primary after a failover). */
+    private final ExecutorService roleSwitch;
+    // what open() found and built the VM from; set once there, read by every step after
+    private ColodConfig config;
+    private ColodConfig.Vm v;
+    private VmSpec spec;
+    private Path runDir;
+    private EventLoopGroup loops;
+    private Hooks hooks;
+    // what runs: set by open() or, after a failover, on the role-switch thread; read by any thread
+    private volatile QemuProcess qemu;
+    private volatile QemuStateSource stateSource;
+    private volatile VmOutputCommit output;
+    private volatile PrimaryEngine primary;
+    private volatile QemuFailover failover;
+    private volatile SecondaryEngine secondary;
+    private volatile VmHandle handle;
     private volatile RoleFile role;
     private Path fenced;
     private Arbiter arbiter = Arbiter.NONE;
@@ -84,6 +103,12 @@ public final class ProtectedVm implements AutoCloseable
     private ProtectedVm(final String name)
     {
         this.name = name;
+        this.roleSwitch = Executors.newSingleThreadExecutor(r ->
+        {
+            final Thread t = new Thread(r, "colod-" + name + "-reprotect");
+            t.setDaemon(true);
+            return t;
+        });
     }
 
     /** Builds the VM's side on this host (starting QEMU on the primary); the engine waits for {@link #protect()}. */
@@ -107,45 +132,64 @@ public final class ProtectedVm implements AutoCloseable
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
                 v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac, n.backend().needsPlainFrames())).toList(), v.accel.name().toLowerCase(),
                 Path.of(config.ramDir), v.extraArgs, v.disk == null ? null : Path.of(v.disk.image)).check();
+            vm.config = config;
+            vm.v = v;
+            vm.spec = spec;
+            vm.runDir = runDir;
+            vm.loops = loops;
+            vm.hooks = hooks;
             final InetSocketAddress peer = address(v.peer);
             // with listen set, roles follow the VM: the role recorded here wins over the configured one
             final Path stateDir = Path.of(config.stateDir);
-            final RoleFile recorded = v.listen == null ? null : RoleFile.read(stateDir, v.name);
-            ColodConfig.Role role = recorded != null ? recorded.role() : v.role;
-            RoleFile now = recorded != null ? recorded : new RoleFile(role, java.time.Instant.now(), 0);
-            if (role == ColodConfig.Role.PRIMARY)
+            final boolean follow = v.listen != null;
+            final RoleFile recorded = follow ? RoleFile.read(stateDir, v.name) : null;
+            final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
+            final boolean startsPrimary = (recorded != null ? recorded.role() : v.role) == ColodConfig.Role.PRIMARY;
+            final boolean fencedHere = startsPrimary && Files.exists(vm.fenced);
+            if (startsPrimary && !fencedHere)
             {
-                final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
-                if (v.listen != null && Files.exists(vm.fenced))
+                vm.qemu = QemuProcess.adopt(spec, runDir, ramFile).orElse(null);
+            }
+            final RoleDecision.Outcome outcome;
+            try
+            {
+                outcome = RoleDecision.decide(new RoleDecision.Facts(v.role, recorded == null ? null : recorded.role(),
+                    follow, fencedHere, vm.qemu != null, () -> peerRunsIt(v, peer, hooks)));
+            }
+            catch (final UncheckedIOException ex)
+            {
+                throw ex.getCause();
+            }
+            switch (outcome)
+            {
+                case REFUSE_FENCED -> refuseIfFenced(v.name, vm.fenced);
+                case SECONDARY_AFTER_FENCE ->
                 {
                     // the other host runs the VM since it took it over: this host stands by for it now
                     LOG.warn("vm={} was fenced here ({}): becoming its secondary", v.name,
                         Files.readString(vm.fenced).trim());
                     QemuProcess.adopt(spec, runDir, ramFile, false).ifPresent(QemuProcess::close); // the fenced copy, never resumed
                     Files.delete(vm.fenced);
-                    role = ColodConfig.Role.SECONDARY;
                 }
-                else
+                case SECONDARY_PEER_RUNS_IT -> LOG.warn("vm={} ran here before, its QEMU is gone, and {} runs it since a " +
+                    "failover: becoming its secondary", v.name, v.peer);
+                case PRIMARY, SECONDARY ->
                 {
-                    refuseIfFenced(v.name, vm.fenced);
-                    vm.qemu = QemuProcess.adopt(spec, runDir, ramFile).orElse(null);
-                    if (vm.qemu == null && recorded != null && whoRunsIt(v, peer, hooks) == Welcome.FAILED_OVER)
-                    {
-                        LOG.warn("vm={} ran here before, its QEMU is gone, and {} runs it since a failover: becoming " +
-                            "its secondary", v.name, v.peer);
-                        role = ColodConfig.Role.SECONDARY;
-                    }
-                }
-                if (role == ColodConfig.Role.SECONDARY)
-                {
-                    now = now.as(role, now.failovers() + 1);
+                    // as found
                 }
             }
-            if (v.listen != null)
+            final ColodConfig.Role role = outcome == RoleDecision.Outcome.PRIMARY ? ColodConfig.Role.PRIMARY
+                : ColodConfig.Role.SECONDARY;
+            RoleFile now = recorded != null ? recorded : new RoleFile(role, Instant.now(), 0);
+            if (outcome.afterFailover())
+            {
+                now = now.as(role, now.failovers() + 1);
+            }
+            if (follow)
             {
                 now.write(stateDir, v.name);
             }
-            vm.role = v.listen != null ? now : null; // without listen, roles are fixed and nothing is recorded
+            vm.role = follow ? now : null; // without listen, roles are fixed and nothing is recorded
             if (vm.qemu == null)
             {
                 recoverLeftovers(v.name, runDir);
@@ -153,11 +197,11 @@ public final class ProtectedVm implements AutoCloseable
             // adopted: the crashed agent's plumbing stays until replaced, so the VM's output never goes out unheld
             if (role == ColodConfig.Role.PRIMARY)
             {
-                vm.openPrimary(config, v, spec, peer, runDir, loops, hooks);
+                vm.openPrimary(peer);
             }
             else
             {
-                vm.openSecondary(config, v, spec, v.listen != null ? address(v.listen) : peer, runDir, loops, hooks);
+                vm.openSecondary(v.listen != null ? address(v.listen) : peer);
             }
             return vm;
         }
@@ -220,15 +264,16 @@ public final class ProtectedVm implements AutoCloseable
      * The VM ran here before and its QEMU is gone: ask the peer whether it runs it now. Refuses to go on when the
      * peer cannot be asked: starting the VM here could make a second copy.
      */
-    private static int whoRunsIt(final ColodConfig.Vm v, final InetSocketAddress peer, final Hooks hooks) throws IOException
+    /** Whether the peer runs the VM since a failover; unanswered: refused (no second copy), as unchecked. */
+    private static boolean peerRunsIt(final ColodConfig.Vm v, final InetSocketAddress peer, final Hooks hooks)
     {
         try
         {
-            return PrimaryEngine.probe(v.engine(), peer, hooks.transport());
+            return PrimaryEngine.probe(v.engine(), peer, hooks.transport()) == Welcome.FAILED_OVER;
         }
         catch (final IOException ex)
         {
-            throw new IOException("vm " + v.name + " ran here as primary before and its QEMU is gone, and its peer " +
+            throw new UncheckedIOException("vm " + v.name + " ran here as primary before and its QEMU is gone, and its peer " +
                 v.peer + " cannot be asked whether it runs the VM now (" + ex.getMessage() + "): not starting a second " +
                 "copy; start colod again once the peer answers", ex);
         }
@@ -272,8 +317,7 @@ public final class ProtectedVm implements AutoCloseable
         }
     }
 
-    private void openPrimary(final ColodConfig config, final ColodConfig.Vm v, final VmSpec spec,
-        final InetSocketAddress peer, final Path runDir, final EventLoopGroup loops, final Hooks hooks) throws Exception
+    private void openPrimary(final InetSocketAddress peer) throws Exception
     {
         final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
         final boolean adopted = qemu != null;
@@ -309,20 +353,20 @@ public final class ProtectedVm implements AutoCloseable
             }
         });
         // adopted, or not granted: nothing leaves unheld until the engine (and the arbiter) say so
-        protectRunning(v, q, peer, runDir, loops, hooks, initial);
-        handle = VmHandle.primary(v.name, primary, output::stats, primaryDetails(v.disk != null), pauseSteps());
+        protectRunning(q, peer, initial);
+        handle = VmHandle.primary(v.name, primary, output::stats, primaryDetails(), pauseSteps());
     }
 
     /** Output commit on {@code q}'s NICs, its checkpoint source and the primary engine toward {@code peer} (not started). */
-    private void protectRunning(final ColodConfig.Vm v, final QemuProcess q, final InetSocketAddress peer,
-        final Path runDir, final EventLoopGroup loops, final Hooks hooks, final FrameLedger.Mode initial) throws Exception
+    private void protectRunning(final QemuProcess q, final InetSocketAddress peer, final FrameLedger.Mode initial)
+        throws Exception
     {
         final List<EpochLedger> nics = new ArrayList<>();
         if (hooks.outputCommit())
         {
             for (final ColodConfig.Nic n : v.nics)
             {
-                nics.add(openNic(v, n, runDir.resolve("plumbing"), (IoEventLoop)loops.next(), initial));
+                nics.add(openNic(n, runDir.resolve("plumbing"), (IoEventLoop)loops.next(), initial));
             }
         }
         output = new VmOutputCommit(v.name, nics);
@@ -334,12 +378,12 @@ public final class ProtectedVm implements AutoCloseable
         primary = engine;
         engine.addExitListener(e ->
         {
-            if (engine.state() == dev.colod.core.ProtectionState.FENCED)
+            if (engine.state() == ProtectionState.FENCED)
             {
                 try
                 {
                     Files.createDirectories(fenced.getParent());
-                    Files.writeString(fenced, java.time.Instant.now() + ": " + e.detail() + "\n");
+                    Files.writeString(fenced, Instant.now() + ": " + e.detail() + "\n");
                 }
                 catch (final IOException ex)
                 {
@@ -349,65 +393,24 @@ public final class ProtectedVm implements AutoCloseable
         });
     }
 
-    private Map<String, org.HdrHistogram.Histogram> pauseSteps()
+    private Supplier<Map<String, Histogram>> pauseSteps()
     {
-        final Map<String, org.HdrHistogram.Histogram> steps = new java.util.LinkedHashMap<>();
-        steps.put("stop", stateSource.stopMicros);
-        steps.put("device", stateSource.deviceMicros);
-        steps.put("tracking", stateSource.trackMicros);
-        steps.put("copy", stateSource.copyMicros);
-        if (stateSource.disk() != null)
-        {
-            steps.put("disk", stateSource.disk().diskMicros);
-        }
-        steps.put("transfer", primary.counters().transferMicros);
-        steps.put("commit", primary.counters().commitMicros);
-        steps.put("resume", stateSource.resumeMicros);
-        return steps;
+        return VmStatus.pauseSteps(stateSource, primary.counters());
     }
 
-    private java.util.function.Supplier<Map<String, Object>> primaryDetails(final boolean hasDisk)
+    private Supplier<Map<String, Object>> primaryDetails()
     {
-        final QemuStateSource src = stateSource;
-        final PrimaryEngine engine = primary;
-        return () ->
-        {
-            final Map<String, Object> m = new java.util.LinkedHashMap<>(roleDetails());
-            m.put("write_tracking", src.writeTracking());
-            m.put("write_audited_pages", src.auditedPages.get());
-            m.put("write_audit_misses", src.auditMisses.get());
-            m.put("disk", diskStatus(src.disk(), hasDisk));
-            m.put("protection_start_pause_ms", engine.counters().protectionStartPauseMicros.get() / 1000.0);
-            return m;
-        };
-    }
-
-    /** What the primary does with the VM's disk, and what the last checkpoint carried of it. */
-    private static String diskStatus(final dev.colod.agent.disk.DiskWrites d, final boolean hasDisk)
-    {
-        if (d == null)
-        {
-            return !hasDisk ? "none" : "NOT REPLICATED (disk.replicate: false): a failover resumes an older disk";
-        }
-        return "replicated, dirty bitmap granularity " + dev.colod.agent.disk.DiskWrites.GRANULARITY + " B; last checkpoint " +
-            d.lastDiskBytes + " B in " + d.lastDiskMicros + " us";
+        return VmStatus.primary(stateSource, primary.counters(), v.disk != null, this::roleDetails);
     }
 
     /** Since when this host has its role, and the failovers it has seen (with roles that follow the VM). */
     private Map<String, Object> roleDetails()
     {
         final RoleFile r = role;
-        final Map<String, Object> m = new java.util.LinkedHashMap<>();
-        m.put("arbiter", arbiter.describe());
-        m.put("fencing_token", arbiter.token());
-        m.put("replication", replication);
-        if (r != null)
-        {
-            final long engineFailovers = secondary == null ? 0 : secondary.counters().failovers.get();
-            m.put("role_since", r.since().toString());
-            m.put("failovers", Math.max(r.failovers(), engineFailovers));
-        }
-        return m;
+        final SecondaryEngine s = secondary;
+        final long engineFailovers = s == null ? 0 : s.counters().failovers.get();
+        return VmStatus.role(arbiter, replication, r == null ? null : r.since(),
+            r == null ? 0 : Math.max(r.failovers(), engineFailovers));
     }
 
     /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */
@@ -440,8 +443,8 @@ public final class ProtectedVm implements AutoCloseable
         }
     }
 
-    private EpochLedger openNic(final ColodConfig.Vm v, final ColodConfig.Nic n, final Path plumbingDir,
-        final IoEventLoop loop, final FrameLedger.Mode initial) throws Exception
+    private EpochLedger openNic(final ColodConfig.Nic n, final Path plumbingDir, final IoEventLoop loop,
+        final FrameLedger.Mode initial) throws Exception
     {
         final Path heldFile = HeldRecord.fileOf(plumbingDir, n.tap);
         final long heldByCrashed = leftByCrashedAgent(v.name, heldFile);
@@ -498,8 +501,7 @@ public final class ProtectedVm implements AutoCloseable
         }
     }
 
-    private void openSecondary(final ColodConfig config, final ColodConfig.Vm v, final VmSpec spec,
-        final InetSocketAddress listen, final Path runDir, final EventLoopGroup loops, final Hooks hooks) throws Exception
+    private void openSecondary(final InetSocketAddress listen) throws Exception
     {
         final QemuFailover f = new QemuFailover(spec, runDir, v.netns, v.standby == ColodConfig.Standby.HOT)
             .trackWrites(v.listen != null && v.writeTracking != ColodConfig.WriteTracking.COMPARE);
@@ -522,13 +524,7 @@ public final class ProtectedVm implements AutoCloseable
             ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport()).arbiter(arbiter)
             .knownToken(TokenFile.read(Path.of(config.stateDir), v.name))
             .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t));
-        handle = VmHandle.secondary(v.name, secondary, () ->
-        {
-            final Map<String, Object> m = new java.util.LinkedHashMap<>(roleDetails());
-            m.put("write_tracking", "-");
-            m.put("disk", image.diskImage() == null ? "none" : "applied at commit to " + image.diskImage());
-            return m;
-        });
+        handle = VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImage()));
         if (v.listen != null)
         {
             // roles follow the VM: after a failover this host is the primary and protects the VM again
@@ -536,10 +532,14 @@ public final class ProtectedVm implements AutoCloseable
             {
                 if (e.failedOver())
                 {
-                    final Thread t = new Thread(() -> becomePrimary(config, v, runDir, loops, hooks),
-                        "colod-" + v.name + "-reprotect");
-                    t.setDaemon(true);
-                    t.start();
+                    try
+                    {
+                        roleSwitch.execute(this::becomePrimary);
+                    }
+                    catch (final RejectedExecutionException stopping)
+                    {
+                        LOG.warn("vm={} failed over here while colod stops: not protecting it again now", v.name);
+                    }
                 }
             });
         }
@@ -551,8 +551,7 @@ public final class ProtectedVm implements AutoCloseable
      * connects to the other host, where colod becomes the secondary when it comes back; with reprotect: manual,
      * only on {@code coloctl reprotect}.
      */
-    private void becomePrimary(final ColodConfig config, final ColodConfig.Vm v, final Path runDir,
-        final EventLoopGroup loops, final Hooks hooks)
+    private void becomePrimary()
     {
         try
         {
@@ -560,11 +559,11 @@ public final class ProtectedVm implements AutoCloseable
             role.write(Path.of(config.stateDir), v.name);
             final QemuProcess q = failover.running();
             qemu = q;
-            protectRunning(v, q, address(v.peer), runDir, loops, hooks, FrameLedger.Mode.PASS_THROUGH);
+            protectRunning(q, address(v.peer), FrameLedger.Mode.PASS_THROUGH);
             final PrimaryEngine engine = primary;
             closers.add(engine);
             final boolean manual = v.reprotect == ColodConfig.Reprotect.MANUAL;
-            handle.becamePrimary(engine, output::stats, primaryDetails(v.disk != null), pauseSteps(), manual ? engine::start : null);
+            handle.becamePrimary(engine, output::stats, primaryDetails(), pauseSteps(), manual ? engine::start : null);
             if (manual)
             {
                 LOG.warn("vm={} runs here as primary now, unprotected; `coloctl reprotect {}` protects it again", v.name,
@@ -645,9 +644,22 @@ public final class ProtectedVm implements AutoCloseable
         return failover;
     }
 
+    /** Stops the role switch first (a failover's re-protection in progress completes), then undoes everything. */
     @Override
     public void close()
     {
+        roleSwitch.shutdown();
+        try
+        {
+            if (!roleSwitch.awaitTermination(30, TimeUnit.SECONDS))
+            {
+                LOG.warn("vm={} the role switch did not finish within 30 s; stopping anyway", name);
+            }
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+        }
         closers.close();
     }
 }

@@ -348,7 +348,7 @@ class FailoverEndToEndTest
             rig.protect(how);
             final long ramPages = (4096L << 20) / 4096;
             assertThat(rig.primary().counters().baseSyncMicros.getTotalCount()).as("one live base image").isEqualTo(1);
-            assertThat(rig.stateSource().dirtyPages.getMaxValue())
+            assertThat(rig.stateSource().timings().dirtyPages().getMaxValue())
                 .as("no paused checkpoint carried all of RAM: the first one only what was written during the base")
                 .isLessThan(ramPages / 8);
             try (Client client = new Client(rig.cli))
@@ -356,7 +356,7 @@ class FailoverEndToEndTest
                 killPrimaryAfter(rig, client, 4);
                 System.out.printf("4 GiB: base synchronised live in %d ms, largest paused checkpoint %d pages of %d, " +
                         "pause p50 %.1f ms p99 %.1f ms; values %s%n",
-                    rig.primary().counters().baseSyncMicros.getMaxValue() / 1000, rig.stateSource().dirtyPages.getMaxValue(),
+                    rig.primary().counters().baseSyncMicros.getMaxValue() / 1000, rig.stateSource().timings().dirtyPages().getMaxValue(),
                     ramPages, rig.primary().counters().pauseMicros.getValueAtPercentile(50) / 1000.0,
                     rig.primary().counters().pauseMicros.getValueAtPercentile(99) / 1000.0, client.values());
                 assertStrictlyIncreasing(client.values());

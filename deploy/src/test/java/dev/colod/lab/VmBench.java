@@ -72,31 +72,44 @@ public final class VmBench
         final double copyGBs) throws InterruptedException
     {
         final ColoCounters c = rig.primary().counters();
-        for (final Histogram h : new Histogram[]{s.stopMicros, s.deviceMicros, s.deviceQemuMicros, s.trackMicros,
-            s.copyMicros, s.resumeMicros, s.dirtyPages, c.pauseMicros})
-        {
-            h.reset();
-        }
+        c.pauseMicros.reset();
+        final QemuStateSource.Timings before = s.timings();
         final long c0 = c.checkpointsCompleted.get();
         while (c.checkpointsCompleted.get() < c0 + 30)
         {
             Thread.sleep(10);
         }
+        final QemuStateSource.Timings t = since(s.timings(), before);
         final double pause = c.pauseMicros.getValueAtPercentile(50) / 1000.0;
-        final double stop = s.stopMicros.getValueAtPercentile(50) / 1000.0;
-        final double dev = s.deviceMicros.getValueAtPercentile(50) / 1000.0;
-        final double track = s.trackMicros.getValueAtPercentile(50) / 1000.0;
-        final double copy = s.copyMicros.getValueAtPercentile(50) / 1000.0;
-        final double resume = s.resumeMicros.getValueAtPercentile(50) / 1000.0;
-        final long pages = s.dirtyPages.getValueAtPercentile(50);
+        final double stop = t.stop().getValueAtPercentile(50) / 1000.0;
+        final double dev = t.device().getValueAtPercentile(50) / 1000.0;
+        final double track = t.tracking().getValueAtPercentile(50) / 1000.0;
+        final double copy = t.copy().getValueAtPercentile(50) / 1000.0;
+        final double resume = t.resume().getValueAtPercentile(50) / 1000.0;
+        final long pages = t.dirtyPages().getValueAtPercentile(50);
         // the least a pause can be: stop + device state + the written pages at memcpy speed + resume
         final double floor = stop + dev + pages * 4096.0 / (copyGBs * 1e9) * 1e3 + resume;
         // device state and tracking + copy run side by side
         final double rest = Math.max(0, pause - stop - Math.max(dev, track + copy) - resume);
         System.out.printf(Locale.ROOT, "| %d MiB | %s | %s | %s | %.1f ms | %.1f | %.1f (%.1f) | %.2f | %.2f (%d) | %.1f | %.1f |" +
                 " %.1f | %.2fx | %.1f ms | %.1f s |%n", r.mib(), r.mode().name().toLowerCase(), s.writeTracking(), load, pause,
-            stop, dev, s.deviceQemuMicros.getValueAtPercentile(50) / 1000.0, track, copy, pages, resume, rest, floor,
+            stop, dev, t.deviceQemu().getValueAtPercentile(50) / 1000.0, track, copy, pages, resume, rest, floor,
             pause / floor, c.protectionStartPauseMicros.get() / 1000.0, c.baseSyncMicros.getMaxValue() / 1e6);
+    }
+
+    /** What was recorded between two snapshots. */
+    private static QemuStateSource.Timings since(final QemuStateSource.Timings after, final QemuStateSource.Timings before)
+    {
+        return new QemuStateSource.Timings(minus(after.stop(), before.stop()), minus(after.device(), before.device()),
+            minus(after.deviceQemu(), before.deviceQemu()), minus(after.tracking(), before.tracking()),
+            minus(after.copy(), before.copy()), minus(after.resume(), before.resume()),
+            minus(after.dirtyPages(), before.dirtyPages()));
+    }
+
+    private static Histogram minus(final Histogram after, final Histogram before)
+    {
+        after.subtract(before);
+        return after;
     }
 
     /** Plain copy of {@code mib} MiB between two direct buffers: the memory-bandwidth baseline. */

@@ -107,7 +107,7 @@ class WriteTrackingTest
                 assertThat(client.values()).as("the guest served while being checkpointed").isNotEmpty();
             }
             source.close();
-            return new Audit(ROUNDS, reportedTotal, changedTotal, missed, source.auditMisses.get(), source.auditedPages.get());
+            return new Audit(ROUNDS, reportedTotal, changedTotal, missed, source.auditMisses(), source.auditedPages());
         }
     }
 

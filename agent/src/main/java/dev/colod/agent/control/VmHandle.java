@@ -5,10 +5,12 @@ import dev.colod.core.Engine;
 import dev.colod.core.PrimaryEngine;
 import dev.colod.core.SecondaryEngine;
 import dev.colod.core.status.ColoCounters;
+import org.HdrHistogram.Histogram;
 
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.function.Supplier;
 
 /**
@@ -19,7 +21,7 @@ public final class VmHandle
 {
     /** What the handle shows now; replaced whole when this host's role for the VM changes (a failover). */
     private record View(Engine engine, Supplier<List<NicStats>> buffers,
-                        Supplier<Map<String, Object>> details, Map<String, org.HdrHistogram.Histogram> pauseSteps,
+                        Supplier<Map<String, Object>> details, Supplier<Map<String, Histogram>> pauseSteps,
                         Runnable reprotect)
     {
     }
@@ -43,12 +45,12 @@ public final class VmHandle
     public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
         final Supplier<Map<String, Object>> details)
     {
-        return primary(name, e, buffers, details, Map.of());
+        return primary(name, e, buffers, details, Map::of);
     }
 
     /** As above, with the histograms (microseconds) of each step of a checkpoint, in order. */
     public static VmHandle primary(final String name, final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
-        final Supplier<Map<String, Object>> details, final Map<String, org.HdrHistogram.Histogram> pauseSteps)
+        final Supplier<Map<String, Object>> details, final Supplier<Map<String, Histogram>> pauseSteps)
     {
         return new VmHandle(name, new View(e, buffers, details, pauseSteps, null));
     }
@@ -58,7 +60,7 @@ public final class VmHandle
      * starts protection on {@code coloctl reprotect} (reprotect: manual).
      */
     public void becamePrimary(final PrimaryEngine e, final Supplier<List<NicStats>> buffers,
-        final Supplier<Map<String, Object>> details, final Map<String, org.HdrHistogram.Histogram> pauseSteps,
+        final Supplier<Map<String, Object>> details, final Supplier<Map<String, Histogram>> pauseSteps,
         final Runnable reprotect)
     {
         view = new View(e, buffers, details, pauseSteps, reprotect);
@@ -77,9 +79,9 @@ public final class VmHandle
     }
 
     /** Each step of a checkpoint: its histogram in microseconds (stop, device, tracking, copy, transfer, commit, resume). */
-    public Map<String, org.HdrHistogram.Histogram> pauseSteps()
+    public Map<String, Histogram> pauseSteps()
     {
-        return view.pauseSteps();
+        return view.pauseSteps().get();
     }
 
     public static VmHandle secondary(final String name, final SecondaryEngine e)
@@ -90,7 +92,7 @@ public final class VmHandle
     /** A secondary with its own status fields (e.g. role history). */
     public static VmHandle secondary(final String name, final SecondaryEngine e, final Supplier<Map<String, Object>> details)
     {
-        return new VmHandle(name, new View(e, List::of, details, Map.of(), null));
+        return new VmHandle(name, new View(e, List::of, details, Map::of, null));
     }
 
     public String name()
@@ -149,9 +151,9 @@ public final class VmHandle
         m.put("abandoned_handshakes", c.abandonedHandshakes.get());
         m.put("auth_failures", c.authFailures.get());
         m.put("sessions_refused", c.refusedSessions.get());
-        new java.util.TreeMap<>(v.details().get()).forEach(m::put);
+        new TreeMap<>(v.details().get()).forEach(m::put);
         final Map<String, Object> steps = new LinkedHashMap<>();
-        v.pauseSteps().forEach((step, h) -> steps.put(step, Map.of("p50_ms", h.getValueAtPercentile(50) / 1000.0,
+        v.pauseSteps().get().forEach((step, h) -> steps.put(step, Map.of("p50_ms", h.getValueAtPercentile(50) / 1000.0,
             "p99_ms", h.getValueAtPercentile(99) / 1000.0)));
         m.put("pause_steps", steps);
         m.put("last_error", engine.lastError());

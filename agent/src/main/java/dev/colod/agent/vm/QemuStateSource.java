@@ -6,6 +6,8 @@ import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.core.spi.VmStateSource;
+import org.HdrHistogram.ConcurrentHistogram;
+import org.HdrHistogram.Histogram;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -15,6 +17,9 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.zip.CRC32C;
 
 /**
@@ -52,33 +57,61 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     private boolean crcsValid;
     private long auditCursor;
     /** Pages the audit re-read, and pages it found changed without having been reported. */
-    public final java.util.concurrent.atomic.AtomicLong auditedPages = new java.util.concurrent.atomic.AtomicLong();
-    public final java.util.concurrent.atomic.AtomicLong auditMisses = new java.util.concurrent.atomic.AtomicLong();
+    private final AtomicLong auditedPages = new AtomicLong();
+    private final AtomicLong auditMisses = new AtomicLong();
     /** Finds and copies written pages while QEMU saves its device state. */
-    private final java.util.concurrent.ExecutorService helper;
+    private final ExecutorService helper;
     private ByteBuffer pagesCopy = ByteBuffer.allocateDirect(1 << 20);
     private boolean full = true;
 
     /** Per-step time of every checkpoint, microseconds: what the pause is made of. */
-    public final org.HdrHistogram.Histogram stopMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
-    public final org.HdrHistogram.Histogram deviceMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    private final Histogram stopMicros = new ConcurrentHistogram(60_000_000L, 2);
+    private final Histogram deviceMicros = new ConcurrentHistogram(60_000_000L, 2);
     /** Of the device state: QEMU's part, the {@code xen-save-devices-state} command. */
-    public final org.HdrHistogram.Histogram deviceQemuMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    private final Histogram deviceQemuMicros = new ConcurrentHistogram(60_000_000L, 2);
     /** Finding the written pages (PAGEMAP_SCAN, or the compare). */
-    public final org.HdrHistogram.Histogram trackMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    private final Histogram trackMicros = new ConcurrentHistogram(60_000_000L, 2);
     /** Copying the written pages out of guest RAM. */
-    public final org.HdrHistogram.Histogram copyMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
-    public final org.HdrHistogram.Histogram resumeMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
-    public final org.HdrHistogram.Histogram dirtyPages = new org.HdrHistogram.ConcurrentHistogram(1L << 40, 2);
+    private final Histogram copyMicros = new ConcurrentHistogram(60_000_000L, 2);
+    private final Histogram resumeMicros = new ConcurrentHistogram(60_000_000L, 2);
+    private final Histogram dirtyPages = new ConcurrentHistogram(1L << 40, 2);
 
-    /** Per-checkpoint timing, microseconds, of the last capture. */
-    public volatile long lastStopMicros;
-    public volatile long lastDeviceMicros;
-    public volatile long lastTrackMicros;
-    public volatile long lastCopyMicros;
-    public volatile long lastResumeMicros;
-    public volatile long lastDirtyPages;
-    public volatile long lastDeviceBytes;
+    /** Timing, microseconds, of the last capture (for its log line). */
+    private volatile long lastStopMicros;
+    private volatile long lastDeviceMicros;
+    private volatile long lastTrackMicros;
+    private volatile long lastCopyMicros;
+    private volatile long lastResumeMicros;
+    private volatile long lastDirtyPages;
+    private volatile long lastDeviceBytes;
+
+    /**
+     * What the checkpoints so far cost, step by step: copies of the histograms (microseconds; written pages per
+     * checkpoint), so a reader never sees one change under it.
+     */
+    public record Timings(Histogram stop, Histogram device, Histogram deviceQemu, Histogram tracking, Histogram copy,
+                          Histogram resume, Histogram dirtyPages)
+    {
+    }
+
+    /** A snapshot of the per-step timings. */
+    public Timings timings()
+    {
+        return new Timings(stopMicros.copy(), deviceMicros.copy(), deviceQemuMicros.copy(), trackMicros.copy(),
+            copyMicros.copy(), resumeMicros.copy(), dirtyPages.copy());
+    }
+
+    /** Pages the write-tracking audit re-read so far. */
+    public long auditedPages()
+    {
+        return auditedPages.get();
+    }
+
+    /** Pages the audit found changed without having been reported (each was sent then). */
+    public long auditMisses()
+    {
+        return auditMisses.get();
+    }
 
     /** The guest's disk writes, or null (no disk, or its replication is off). */
     private final DiskWrites disk;
@@ -268,7 +301,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         {
             diskPart = wasFull ? DiskPart.of(disk, null, disk.base()) : DiskPart.of(disk, disk.capturePaused(), null);
         }
-        final java.util.concurrent.Future<Long> collected = wasFull ? null : helper.submit(() ->
+        final Future<Long> collected = wasFull ? null : helper.submit(() ->
         {
             final long c0 = System.nanoTime();
             pagesCopy.clear();
@@ -517,7 +550,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
     }
 
-    private long awaitCollect(final java.util.concurrent.Future<Long> f) throws IOException
+    private long awaitCollect(final Future<Long> f) throws IOException
     {
         try
         {

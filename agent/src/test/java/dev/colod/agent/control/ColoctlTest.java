@@ -51,7 +51,7 @@ class ColoctlTest
         socket = dir.resolve("colod.sock");
         server = new ControlServer(socket, List.of(
             VmHandle.primary("web1", pair.primary, () -> List.of(held),
-                () -> Map.of("write_tracking", "kernel", "write_audit_misses", 0L), Map.of("stop", stop)),
+                () -> Map.of("write_tracking", "kernel", "write_audit_misses", 0L), () -> Map.of("stop", stop)),
             VmHandle.secondary("web2", pair.secondary)));
     }
 

@@ -48,7 +48,7 @@ class ControlPortsFuzzTest
         pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT).checkpointDelayMs(50), 4096,
             ProtocolTap.NONE, ProtocolTap.NONE);
         final List<VmHandle> handles = List.of(VmHandle.primary("web1", pair.primary, List::of,
-            () -> Map.of("write_tracking", "kernel"), Map.of()));
+            () -> Map.of("write_tracking", "kernel"), Map::of));
         socket = dir.resolve("colod.sock");
         control = new ControlServer(socket, handles);
         metrics = new MetricsServer(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), handles);
