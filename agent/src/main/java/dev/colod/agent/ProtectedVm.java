@@ -1,6 +1,7 @@
 package dev.colod.agent;
 
 import dev.colod.agent.arbiter.EtcdArbiter;
+import dev.colod.agent.arbiter.EtcdGateway;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.control.VmHandle;
 import dev.colod.agent.control.VmStatus;
@@ -38,7 +39,10 @@ import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.URI;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Instant;
@@ -52,6 +56,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 import java.util.function.Supplier;
 import java.util.function.UnaryOperator;
+import javax.net.ssl.SSLContext;
 
 /**
  * One VM of colod.yaml on this host, wired once for everyone: the daemon, the demo and the end-to-end tests.
@@ -66,14 +71,15 @@ public final class ProtectedVm implements AutoCloseable
     private static final Logger LOG = LoggerFactory.getLogger(ProtectedVm.class);
 
     /**
-     * What a lab may change around the daemon's wiring: where sockets come from (a network namespace), a
-     * wrapper of the VM state source or sink (to observe checkpoints), and output commit off (a control run
-     * that shows what output commit prevents). The daemon uses {@link #DAEMON}.
+     * What a lab may change around the daemon's wiring: where the replication link's sockets and the arbiter
+     * client's sockets come from (a network namespace), a wrapper of the VM state source or sink (to observe
+     * checkpoints), and output commit off (a control run that shows what output commit prevents). The daemon
+     * uses {@link #DAEMON}.
      */
-    public record Hooks(Transport transport, UnaryOperator<VmStateSource> source,
+    public record Hooks(Transport transport, EtcdGateway.SocketFactory arbiterSockets, UnaryOperator<VmStateSource> source,
                         Function<StandbyImage, VmStateSink> sink, boolean outputCommit)
     {
-        public static final Hooks DAEMON = new Hooks(Transport.DEFAULT, s -> s, i -> i, true);
+        public static final Hooks DAEMON = new Hooks(Transport.DEFAULT, Socket::new, s -> s, i -> i, true);
     }
 
     private final String name;
@@ -227,7 +233,7 @@ public final class ProtectedVm implements AutoCloseable
             Path.of(config.tls.key), peerName);
         LOG.info("vm={} replication over mutual TLS 1.3 (CA {}, this host {}, peer must be {})", v.name, config.tls.ca,
             config.tls.cert, peerName);
-        return new Hooks(tls, hooks.source(), hooks.sink(), hooks.outputCommit());
+        return new Hooks(tls, hooks.arbiterSockets(), hooks.source(), hooks.sink(), hooks.outputCommit());
     }
 
     /** The VM's arbiter from the config: etcd, or none (warned about at every start). */
@@ -241,12 +247,12 @@ public final class ProtectedVm implements AutoCloseable
                 "outside a lab", v.name);
             return Arbiter.NONE;
         }
-        final String host = config.hostName.isEmpty() ? java.net.InetAddress.getLocalHost().getHostName() : config.hostName;
-        final javax.net.ssl.SSLContext etcdTls = a.ca == null ? null : PeerTls.context("TLS", Path.of(a.ca),
+        final String host = config.hostName.isEmpty() ? InetAddress.getLocalHost().getHostName() : config.hostName;
+        final SSLContext etcdTls = a.ca == null ? null : PeerTls.context("TLS", Path.of(a.ca),
             a.cert == null ? null : Path.of(a.cert), a.key == null ? null : Path.of(a.key));
-        final EtcdArbiter e = new EtcdArbiter(new EtcdArbiter.Settings(a.etcd.stream().map(java.net.URI::create).toList(),
+        final EtcdArbiter e = new EtcdArbiter(new EtcdArbiter.Settings(a.etcd.stream().map(URI::create).toList(),
             a.prefix, host, a.leaseTtlMs, a.safetyMarginMs, a.requestTimeoutMs, etcdTls), v.name,
-            () -> hooks.transport().newArbiterSocket());
+            hooks.arbiterSockets());
         // a restarted colod carries on with its host's newest hold: it never says HELLO with an older token
         final Path stateDir = Path.of(config.stateDir);
         e.knownToken(TokenFile.readHeld(stateDir, v.name)).onHeldToken(t -> TokenFile.writeHeld(stateDir, v.name, t));

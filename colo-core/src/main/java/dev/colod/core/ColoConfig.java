@@ -1,5 +1,7 @@
 package dev.colod.core;
 
+import java.nio.charset.StandardCharsets;
+
 /**
  * Configuration of one protected VM's checkpoint engine. Defaults sit next to each field (and nowhere else: the
  * agent's YAML sets only what the file names); {@link #conclude()} validates everything once and throws
@@ -9,7 +11,7 @@ public final class ColoConfig
 {
     public enum Mode
     {
-        /** The seed's behaviour: the primary resumes after {@code vmstate-loaded}. */
+        /** The protocol's own order (PROTOCOL.md section 4): the primary resumes after {@code vmstate-loaded}. */
         STRICT,
         /** Remus-style: the primary resumes as soon as the state is captured; output is still held. */
         SPECULATIVE
@@ -35,7 +37,7 @@ public final class ColoConfig
     public ColoConfig conclude()
     {
         require(vmName != null && !vmName.isEmpty() &&
-            vmName.getBytes(java.nio.charset.StandardCharsets.UTF_8).length <= 255,
+            vmName.getBytes(StandardCharsets.UTF_8).length <= 255,
             "vm-name", "must be 1..255 bytes of UTF-8, was " + vmName);
         require(mode != null, "mode", "must be strict or speculative");
         require(checkpointDelayMs >= 0 && checkpointDelayMs <= 3_600_000, "checkpoint-delay-ms",

@@ -14,4 +14,17 @@ package dev.colod.core;
 public record ExitEvent(String role, ExitReason reason, String detail, boolean peerLost, long lastCheckpointId,
                         boolean failedOver, Throwable cause)
 {
+    /** A session of {@code role} ended (or protection stopped); nothing was failed over. */
+    public static ExitEvent ended(final Engine.Role role, final ExitReason reason, final String detail,
+        final boolean peerLost, final long lastCheckpointId, final Throwable cause)
+    {
+        return new ExitEvent(role.label(), reason, detail, peerLost, lastCheckpointId, false, cause);
+    }
+
+    /** The secondary resumed the VM from checkpoint {@code committed}: it runs there now. */
+    public static ExitEvent failedOver(final ExitReason reason, final String detail, final boolean peerLost,
+        final long committed)
+    {
+        return new ExitEvent(Engine.Role.SECONDARY.label(), reason, detail, peerLost, committed, true, null);
+    }
 }

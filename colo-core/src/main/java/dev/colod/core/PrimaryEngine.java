@@ -21,10 +21,10 @@ import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
-import java.util.concurrent.LinkedBlockingQueue;
 import java.util.EnumSet;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Consumer;
@@ -224,8 +224,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
                 {
                     output.fence(ex.getMessage()); // whatever is held (e.g. since an adoption) never leaves
                     fenceHere(ex.getMessage());
-                    exitListeners.publish(new ExitEvent("primary", ExitReason.ERROR, ex.getMessage(), false,
-                        lastCompleted, false, ex));
+                    exitListeners.publish(ExitEvent.ended(Role.PRIMARY, ExitReason.ERROR, ex.getMessage(), false,
+                        lastCompleted, ex));
                     return;
                 }
             }
@@ -320,7 +320,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     }
 
     /**
-     * One checkpoint, step after step in the order of the seed's sync diagram. Any failure throws to the
+     * One checkpoint, step after step in the order of the protocol's transaction (PROTOCOL.md section 4). Any failure throws to the
      * single exit path in {@link #endSession}.
      */
     private void doCheckpoint(final SessionEnd end, final ColoChannel ch, final long id, final long limit) throws Exception
@@ -371,7 +371,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     }
 
     /**
-     * The base transaction of a live first synchronisation: the seed's seven messages without a pause and without
+     * The base transaction of a live first synchronisation: the transaction's seven messages without a pause and without
      * an epoch (the secondary stages and commits it as a base it cannot resume from on its own).
      */
     private void syncBase(final ColoChannel ch, final long id, final long limit, final StateCapture base) throws Exception
@@ -527,7 +527,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         {
             lastError = fenceWhy;
             fenceHere(fenceWhy);
-            exitListeners.publish(new ExitEvent("primary", o.reason(), fenceWhy, false, lastCompleted, false, null));
+            exitListeners.publish(ExitEvent.ended(Role.PRIMARY, o.reason(), fenceWhy, false, lastCompleted, null));
             return new SessionEnd.Outcome(o.cause(), o.reason(), fenceWhy, o.peerLost(), SessionEnd.Next.FENCE, o.error());
         }
         if (o.next() == SessionEnd.Next.RECONNECT && !wasProtected)
@@ -545,7 +545,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             LOG.error("vm={} UNPROTECTED: {}; the VM keeps running here without a standby", config.vmName(), o.detail(),
                 o.cause() == SessionEnd.Cause.FAILED ? ex : null);
         }
-        exitListeners.publish(new ExitEvent("primary", o.reason(), o.detail(), o.peerLost(), lastCompleted, false, ex));
+        exitListeners.publish(ExitEvent.ended(Role.PRIMARY, o.reason(), o.detail(), o.peerLost(), lastCompleted, ex));
         return o;
     }
 
@@ -635,7 +635,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     private void fencedByArbiter(final Throwable cause)
     {
         fenceHere(lastError);
-        exitListeners.publish(new ExitEvent("primary", ExitReason.ERROR, lastError, false, lastCompleted, false, cause));
+        exitListeners.publish(ExitEvent.ended(Role.PRIMARY, ExitReason.ERROR, lastError, false, lastCompleted, cause));
     }
 
     /** The secondary runs the VM now: keep it paused here, for good. */

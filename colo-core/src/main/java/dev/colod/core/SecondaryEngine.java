@@ -34,9 +34,10 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
-import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
+import java.util.function.LongConsumer;
 
 /**
  * The secondary side for one VM: listens for its primary, receives checkpoints into the sink's staging area,
@@ -66,7 +67,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     private Thread acceptor;
     /** The newest fencing token seen (in a HELLO or won in a claim): an older primary is refused. */
     private final AtomicLong newestToken = new AtomicLong();
-    private volatile java.util.function.LongConsumer tokenListener = t -> { };
+    private volatile LongConsumer tokenListener = t -> { };
     /** Sockets accepted whose handshake has not completed, oldest first (under itself). */
     private final LinkedHashSet<Socket> pending = new LinkedHashSet<>();
     /** Connections dropped before their handshake completed: logged as a summary, not one line each. */
@@ -109,7 +110,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     }
 
     /** Told (on the thread that saw it) each newer token: a place to persist it, e.g. in the state directory. */
-    public SecondaryEngine onNewerToken(final java.util.function.LongConsumer listener)
+    public SecondaryEngine onNewerToken(final LongConsumer listener)
     {
         tokenListener = listener;
         return this;
@@ -659,7 +660,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             }
             LOG.warn("vm={} session ended: {}; standing by with checkpoint {}", config.vmName(), o.detail(),
                 sink.lastCommitted());
-            exitListeners.publish(new ExitEvent("secondary", o.reason(), o.detail(), false, sink.lastCommitted(), false, ex));
+            exitListeners.publish(ExitEvent.ended(Role.SECONDARY, o.reason(), o.detail(), false, sink.lastCommitted(), ex));
         }
     }
 
@@ -671,8 +672,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     {
         LOG.warn("vm={} {}; failing over in {} ms unless it comes back", config.vmName(), detail,
             config.peerRestartGraceMs());
-        exitListeners.publish(new ExitEvent("secondary", ExitReason.ERROR, detail + "; awaiting the primary's agent", false,
-            sink.lastCommitted(), false, null));
+        exitListeners.publish(ExitEvent.ended(Role.SECONDARY, ExitReason.ERROR, detail + "; awaiting the primary's agent", false,
+            sink.lastCommitted(), null));
         final Thread t = new Thread(() ->
         {
             try
@@ -764,7 +765,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             final String detail = why + (committed == 0 ? "; no checkpoint was ever committed, so there is nothing to resume"
                 : "; the standby image is still being synchronised (no consistent checkpoint yet), so there is nothing to resume");
             LOG.error("vm={} CANNOT FAIL OVER: {}", config.vmName(), detail);
-            exitListeners.publish(new ExitEvent("secondary", reason, detail, peerLost, 0, false, null));
+            exitListeners.publish(ExitEvent.ended(Role.SECONDARY, reason, detail, peerLost, 0, null));
             return;
         }
         LOG.warn("vm={} FAILING OVER: {}; resuming from checkpoint {}", config.vmName(), why, committed);
@@ -774,7 +775,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             decisions.resumed();
             counters.failovers.incrementAndGet();
             LOG.warn("vm={} FAILED OVER: the VM runs here from checkpoint {}", config.vmName(), committed);
-            exitListeners.publish(new ExitEvent("secondary", reason, why, peerLost, committed, true, null));
+            exitListeners.publish(ExitEvent.failedOver(reason, why, peerLost, committed));
         }
         catch (final Exception ex)
         {
@@ -782,7 +783,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             final String detail = why + "; resuming checkpoint " + committed + " failed: " + ex.getMessage();
             lastError = detail;
             LOG.error("vm={} FAILOVER FAILED: {}", config.vmName(), detail, ex);
-            exitListeners.publish(new ExitEvent("secondary", ExitReason.ERROR, detail, peerLost, committed, false, ex));
+            exitListeners.publish(ExitEvent.ended(Role.SECONDARY, ExitReason.ERROR, detail, peerLost, committed, ex));
         }
     }
 

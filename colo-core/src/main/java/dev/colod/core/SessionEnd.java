@@ -117,7 +117,7 @@ final class SessionEnd
      */
     Recorded fail(final Throwable ex, final long verdictMs)
     {
-        if (ex instanceof dev.colod.core.protocol.ProtocolException)
+        if (ex instanceof ProtocolException)
         {
             record(Cause.PROTOCOL_ERROR, ex.getMessage(), ex);
         }

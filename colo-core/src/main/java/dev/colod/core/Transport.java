@@ -41,10 +41,4 @@ public interface Transport
     {
         return accepted;
     }
-
-    /** An unconnected socket for the arbiter's client (the lease store may live on another network). */
-    default Socket newArbiterSocket() throws IOException
-    {
-        return new Socket();
-    }
 }

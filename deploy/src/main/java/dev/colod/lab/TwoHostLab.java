@@ -2,6 +2,7 @@ package dev.colod.lab;
 
 import dev.colod.agent.Closers;
 import dev.colod.agent.ProtectedVm;
+import dev.colod.agent.arbiter.EtcdGateway;
 import dev.colod.agent.arbiter.LocalEtcd;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.config.ConfigLoader;
@@ -474,6 +475,13 @@ public final class TwoHostLab
             return "primary".equals(role) ? "198.19.0.1" : "198.19.0.2";
         }
 
+        /** The arbiter client's sockets of {@code role}'s host: made in its namespace, bound to its address. */
+        private EtcdGateway.SocketFactory arbiterSockets(final String role)
+        {
+            final String ns = ns(role);
+            return () -> Netns.call(ns, LocalEtcd::boundSocket);
+        }
+
         /** Sockets of the host that starts as {@code role}, made inside its namespace, from its own address. */
         private Transport transport(final String role)
         {
@@ -490,12 +498,6 @@ public final class TwoHostLab
                         so.bind(new InetSocketAddress(ip, 0));
                         return so;
                     });
-                }
-
-                @Override
-                public Socket newArbiterSocket() throws IOException
-                {
-                    return Netns.call(ns, LocalEtcd::boundSocket);
                 }
 
                 @Override
@@ -518,7 +520,7 @@ public final class TwoHostLab
             outputCommit = how.outputCommit();
             closers.add(() -> deleteSettled(ramDir("primary"))); // after the VM is gone: closers run in reverse
             primary = open(config("primary", how, false),
-                new ProtectedVm.Hooks(transport("primary"), how.source(), i -> i, how.outputCommit()));
+                new ProtectedVm.Hooks(transport("primary"), arbiterSockets("primary"), how.source(), i -> i, how.outputCommit()));
             closers.add(primary);
             final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
             while (Netns.call(cli, () -> Http.count(GUEST_IP, 1000)) < 0)
@@ -553,7 +555,7 @@ public final class TwoHostLab
         {
             closers.add(() -> deleteSettled(ramDir("secondary")));
             secondary = open(config("secondary", how, how.hotStandby()),
-                new ProtectedVm.Hooks(transport("secondary"), s -> s, how.sink(), true));
+                new ProtectedVm.Hooks(transport("secondary"), arbiterSockets("secondary"), s -> s, how.sink(), true));
             closers.add(secondary);
             secondary.secondary().addExitListener(secondaryExits::add);
             secondary.protect();
@@ -626,7 +628,7 @@ public final class TwoHostLab
         private ProtectedVm start(final String role, final Protection how) throws Exception
         {
             final ProtectedVm back = open(config(role, how, how.hotStandby()),
-                new ProtectedVm.Hooks(transport(role), s2 -> s2, i -> i, how.outputCommit()));
+                new ProtectedVm.Hooks(transport(role), arbiterSockets(role), s2 -> s2, i -> i, how.outputCommit()));
             closers.add(back);
             if ("primary".equals(role))
             {

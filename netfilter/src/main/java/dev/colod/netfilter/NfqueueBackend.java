@@ -1,7 +1,6 @@
 package dev.colod.netfilter;
 
 import dev.colod.buffer.Backend;
-import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.FrameLedger;
 import dev.colod.os.Netlink;
 import dev.colod.os.Netns;

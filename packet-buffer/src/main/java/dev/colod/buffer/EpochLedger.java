@@ -403,13 +403,22 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
         final long oldest = oldestNanos;
         final Backend.KernelDrops k = backend.kernelDrops();
         final Backend.KernelInbound in = backend.kernelInbound();
-        return new NicStats(nic, mode.label(), held, heldB,
-            held == 0 || oldest == 0 ? 0 : Math.max(0, System.nanoTime() - oldest),
-            NicStats.withOpenEpoch(epochView, held, heldB), releasedFrames, releasedBytes, passedFrames,
-            inboundFrames + in.frames(), inboundBytes + in.bytes(), dropped.get(Drop.LIMIT_FRAMES.ordinal()) + k.queueFull(), dropped.get(Drop.LIMIT_BYTES.ordinal()),
-            dropped.get(Drop.OVERSIZE.ordinal()), dropped.get(Drop.FENCED.ordinal()),
-            dropped.get(Drop.WRITE_ERROR.ordinal()) + k.failed(), dropped.get(Drop.AGENT_RESTART.ordinal()),
-            backpressureStalls, earlyCheckpointRequests);
+        final NicStats.Builder b = NicStats.of(nic, mode.label())
+            .held(held, heldB, held == 0 || oldest == 0 ? 0 : Math.max(0, System.nanoTime() - oldest))
+            .epochs(NicStats.withOpenEpoch(epochView, held, heldB))
+            .released(releasedFrames, releasedBytes)
+            .passed(passedFrames)
+            .inbound(inboundFrames + in.frames(), inboundBytes + in.bytes())
+            .backpressureStalls(backpressureStalls)
+            .earlyCheckpointRequests(earlyCheckpointRequests);
+        for (final Drop why : Drop.values())
+        {
+            b.dropped(why, dropped.get(why.ordinal()));
+        }
+        // what only the kernel saw: a full queue counts as the frame limit, a failed send as a write error
+        b.dropped(Drop.LIMIT_FRAMES, dropped.get(Drop.LIMIT_FRAMES.ordinal()) + k.queueFull());
+        b.dropped(Drop.WRITE_ERROR, dropped.get(Drop.WRITE_ERROR.ordinal()) + k.failed());
+        return b.build();
     }
 
     /** Closes the backend; held frames are not let out (that is {@link #passThrough}'s job). */

@@ -2,6 +2,7 @@ package dev.colod.buffer;
 
 import java.io.IOException;
 import java.io.RandomAccessFile;
+import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.MappedByteBuffer;
 import java.nio.channels.FileChannel;
@@ -65,7 +66,7 @@ public final class HeldRecord implements AutoCloseable
         }
         final byte[] b = Files.readAllBytes(file);
         Files.delete(file);
-        final java.nio.ByteBuffer bb = java.nio.ByteBuffer.wrap(b).order(ByteOrder.nativeOrder());
+        final ByteBuffer bb = ByteBuffer.wrap(b).order(ByteOrder.nativeOrder());
         if (b.length != SIZE || bb.getLong(0) != MAGIC)
         {
             throw new IOException(file + ": not a held-frames record (" + b.length + " bytes); deleted");

@@ -1,5 +1,6 @@
 package dev.colod.buffer;
 
+import java.util.ArrayList;
 import java.util.List;
 
 /**
@@ -48,9 +49,101 @@ public record NicStats(String nic, String mode, long heldFrames, long heldBytes,
             frames += e.frames();
             bytes += e.bytes();
         }
-        final java.util.ArrayList<EpochStats> all = new java.util.ArrayList<>(sealed);
+        final List<EpochStats> all = new ArrayList<>(sealed);
         all.add(new EpochStats(-1, Math.max(0, heldFrames - frames), Math.max(0, heldBytes - bytes)));
         return all;
+    }
+
+    /** A NIC's stats by name: what is not set is 0 (or no epochs). */
+    public static Builder of(final String nic, final String mode)
+    {
+        return new Builder(nic, mode);
+    }
+
+    /** Builds {@link NicStats} field by named field instead of nineteen positions. */
+    public static final class Builder
+    {
+        private final String nic;
+        private final String mode;
+        private long heldFrames;
+        private long heldBytes;
+        private long oldestHeldAgeNs;
+        private List<EpochStats> epochs = List.of();
+        private long releasedFrames;
+        private long releasedBytes;
+        private long passedFrames;
+        private long inboundFrames;
+        private long inboundBytes;
+        private final long[] dropped = new long[FrameLedger.Drop.values().length];
+        private long backpressureStalls;
+        private long earlyCheckpointRequests;
+
+        private Builder(final String nic, final String mode)
+        {
+            this.nic = nic;
+            this.mode = mode;
+        }
+
+        public Builder held(final long frames, final long bytes, final long oldestAgeNs)
+        {
+            heldFrames = frames;
+            heldBytes = bytes;
+            oldestHeldAgeNs = oldestAgeNs;
+            return this;
+        }
+
+        public Builder epochs(final List<EpochStats> e)
+        {
+            epochs = e;
+            return this;
+        }
+
+        public Builder released(final long frames, final long bytes)
+        {
+            releasedFrames = frames;
+            releasedBytes = bytes;
+            return this;
+        }
+
+        public Builder passed(final long frames)
+        {
+            passedFrames = frames;
+            return this;
+        }
+
+        public Builder inbound(final long frames, final long bytes)
+        {
+            inboundFrames = frames;
+            inboundBytes = bytes;
+            return this;
+        }
+
+        public Builder dropped(final FrameLedger.Drop why, final long frames)
+        {
+            dropped[why.ordinal()] = frames;
+            return this;
+        }
+
+        public Builder backpressureStalls(final long n)
+        {
+            backpressureStalls = n;
+            return this;
+        }
+
+        public Builder earlyCheckpointRequests(final long n)
+        {
+            earlyCheckpointRequests = n;
+            return this;
+        }
+
+        public NicStats build()
+        {
+            return new NicStats(nic, mode, heldFrames, heldBytes, oldestHeldAgeNs, epochs, releasedFrames, releasedBytes,
+                passedFrames, inboundFrames, inboundBytes, dropped[FrameLedger.Drop.LIMIT_FRAMES.ordinal()],
+                dropped[FrameLedger.Drop.LIMIT_BYTES.ordinal()], dropped[FrameLedger.Drop.OVERSIZE.ordinal()],
+                dropped[FrameLedger.Drop.FENCED.ordinal()], dropped[FrameLedger.Drop.WRITE_ERROR.ordinal()],
+                dropped[FrameLedger.Drop.AGENT_RESTART.ordinal()], backpressureStalls, earlyCheckpointRequests);
+        }
     }
 
     public long droppedTotal()

@@ -6,6 +6,7 @@ import org.slf4j.LoggerFactory;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Predicate;
 
 /**
  * Output commit of one VM: what the primary engine says, applied to the epoch ledger of each of its NICs
@@ -69,7 +70,7 @@ public final class VmOutputCommit implements OutputCommit
         return any(EpochLedger::wantsCheckpoint);
     }
 
-    private boolean any(final java.util.function.Predicate<EpochLedger> p)
+    private boolean any(final Predicate<EpochLedger> p)
     {
         for (final EpochLedger n : nics)
         {

@@ -4,6 +4,11 @@ import dev.colod.os.LibC;
 
 import java.io.IOException;
 import java.util.List;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.FutureTask;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 /** Named network namespaces ({@code ip netns}): create, delete, set a sysctl inside, move a thread into one. */
 public final class Netns
@@ -58,9 +63,9 @@ public final class Netns
     }
 
     /** Runs {@code task} on a fresh thread inside {@code ns} and returns its result (sockets it makes stay there). */
-    public static <T> T call(final String ns, final java.util.concurrent.Callable<T> task) throws IOException
+    public static <T> T call(final String ns, final Callable<T> task) throws IOException
     {
-        final java.util.concurrent.FutureTask<T> f = new java.util.concurrent.FutureTask<>(() ->
+        final FutureTask<T> f = new FutureTask<>(() ->
         {
             enter(ns);
             return task.call();
@@ -70,9 +75,9 @@ public final class Netns
         t.start();
         try
         {
-            return f.get(30, java.util.concurrent.TimeUnit.SECONDS);
+            return f.get(30, TimeUnit.SECONDS);
         }
-        catch (final java.util.concurrent.ExecutionException ex)
+        catch (final ExecutionException ex)
         {
             if (ex.getCause() instanceof IOException io)
             {
@@ -80,7 +85,7 @@ public final class Netns
             }
             throw new IOException("in netns " + ns + ": " + ex.getCause(), ex.getCause());
         }
-        catch (final InterruptedException | java.util.concurrent.TimeoutException ex)
+        catch (final InterruptedException | TimeoutException ex)
         {
             throw new IOException("in netns " + ns + ": " + ex, ex);
         }

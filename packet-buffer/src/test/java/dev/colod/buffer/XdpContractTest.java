@@ -1,14 +1,13 @@
 package dev.colod.buffer;
 
 import dev.colod.buffer.net.PlumbingState;
+import dev.colod.buffer.tap.TapPlumbing;
 import dev.colod.buffer.xdp.XdpBackend;
 import dev.colod.buffer.xdp.XdpPlumbing;
+import dev.colod.os.IpRoute;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.EpollIoHandler;
-
-import dev.colod.buffer.tap.TapPlumbing;
-import dev.colod.os.IpRoute;
 import org.junit.jupiter.api.Test;
 
 import java.net.DatagramPacket;

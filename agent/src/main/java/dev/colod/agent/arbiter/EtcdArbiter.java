@@ -11,6 +11,7 @@ import java.io.IOException;
 import java.net.URI;
 import java.util.List;
 import java.util.function.LongConsumer;
+import javax.net.ssl.SSLContext;
 
 /**
  * The arbiter on etcd (docs/ARCHITECTURE.md, "Arbiter"). Per VM two keys under {@code prefix/vms/<vm>/}:
@@ -43,7 +44,7 @@ public final class EtcdArbiter implements Arbiter
      * @param tls              for https endpoints: trusts the etcd CA, presents the client certificate (null: http)
      */
     public record Settings(List<URI> endpoints, String prefix, String host, long leaseTtlMs, long safetyMarginMs,
-                           int requestTimeoutMs, javax.net.ssl.SSLContext tls)
+                           int requestTimeoutMs, SSLContext tls)
     {
         /** Plain http endpoints. */
         public Settings(final List<URI> endpoints, final String prefix, final String host, final long leaseTtlMs,

@@ -12,9 +12,13 @@ import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
 import java.util.Base64;
 import java.util.List;
 import java.util.Locale;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.SSLSocket;
 
 /**
  * etcd's v3 JSON gateway (grpc-gateway, {@code POST /v3/...}) over plain HTTP/1.1, one short connection per
@@ -35,12 +39,12 @@ public final class EtcdGateway
     private final List<URI> endpoints;
     private final int timeoutMs;
     private final SocketFactory sockets;
-    private final javax.net.ssl.SSLContext tls;
+    private final SSLContext tls;
     private volatile int preferred;
 
     /** {@code tls}: for https endpoints (null: http only). */
     EtcdGateway(final List<URI> endpoints, final int timeoutMs, final SocketFactory sockets,
-        final javax.net.ssl.SSLContext tls)
+        final SSLContext tls)
     {
         this.endpoints = List.copyOf(endpoints);
         this.timeoutMs = timeoutMs;
@@ -140,9 +144,9 @@ public final class EtcdGateway
         {
             throw new IOException("https endpoint but no arbiter CA configured");
         }
-        final javax.net.ssl.SSLSocket s = (javax.net.ssl.SSLSocket)tls.getSocketFactory().createSocket(plain, e.getHost(),
+        final SSLSocket s = (SSLSocket)tls.getSocketFactory().createSocket(plain, e.getHost(),
             e.getPort(), true);
-        final javax.net.ssl.SSLParameters p = s.getSSLParameters();
+        final SSLParameters p = s.getSSLParameters();
         p.setEndpointIdentificationAlgorithm("HTTPS");
         s.setSSLParameters(p);
         s.setUseClientMode(true);
@@ -182,7 +186,7 @@ public final class EtcdGateway
             final String l = h.toLowerCase(Locale.ROOT);
             chunked |= l.startsWith("transfer-encoding:") && l.contains("chunked");
         }
-        byte[] body = java.util.Arrays.copyOfRange(raw, split + 4, raw.length);
+        byte[] body = Arrays.copyOfRange(raw, split + 4, raw.length);
         if (chunked)
         {
             body = dechunk(body);

@@ -11,11 +11,10 @@ import com.fasterxml.jackson.databind.exc.InvalidFormatException;
 import com.fasterxml.jackson.databind.exc.MismatchedInputException;
 import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
-import dev.colod.core.spi.Arbiter;
-
 import dev.colod.buffer.BufferLimits;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.InvalidSettingException;
+import dev.colod.core.spi.Arbiter;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -24,8 +23,12 @@ import java.util.ArrayDeque;
 import java.util.Deque;
 import java.util.HashMap;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeSet;
+import java.util.function.Consumer;
+import java.util.function.Supplier;
 import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 
@@ -86,7 +89,7 @@ public final class ConfigLoader
         }
         catch (final UnrecognizedPropertyException ex)
         {
-            final Set<String> known = ex.getKnownPropertyIds().stream().map(Object::toString).collect(Collectors.toCollection(java.util.TreeSet::new));
+            final Set<String> known = ex.getKnownPropertyIds().stream().map(Object::toString).collect(Collectors.toCollection(TreeSet::new));
             final String owner = where(ex);
             final JsonLocation keyAt = locations.get(("the top level".equals(owner) ? "" : owner + ".") + ex.getPropertyName());
             throw at(keyAt != null ? keyAt : ex.getLocation(), "unknown key '" + ex.getPropertyName() + "' in " + owner + " (known keys: " +
@@ -397,7 +400,7 @@ public final class ConfigLoader
             "must start with '/' and not end with one, was '" + a.prefix + "'");
     }
 
-    private static <T> void set(final T value, final java.util.function.Consumer<T> setter)
+    private static <T> void set(final T value, final Consumer<T> setter)
     {
         if (value != null)
         {
@@ -406,7 +409,7 @@ public final class ConfigLoader
     }
 
     /** Runs a component's own {@code conclude()}; a refused field is reported at its line under {@code parent}. */
-    private <T> T conclude(final String parent, final java.util.function.Supplier<T> concluded) throws ConfigException
+    private <T> T conclude(final String parent, final Supplier<T> concluded) throws ConfigException
     {
         try
         {
@@ -524,7 +527,7 @@ public final class ConfigLoader
         {
             return "a string";
         }
-        if (java.util.List.class.isAssignableFrom(t))
+        if (List.class.isAssignableFrom(t))
         {
             return "a list";
         }

@@ -5,11 +5,12 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.colod.agent.config.ConfigException;
 import dev.colod.agent.config.ConfigLoader;
 import picocli.AutoComplete;
-import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
+import picocli.CommandLine;
 
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.net.StandardProtocolFamily;
@@ -17,7 +18,9 @@ import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
@@ -71,7 +74,7 @@ public final class Coloctl
             {
                 c.write(out);
             }
-            final java.io.ByteArrayOutputStream buf = new java.io.ByteArrayOutputStream();
+            final ByteArrayOutputStream buf = new ByteArrayOutputStream();
             final ByteBuffer in = ByteBuffer.allocate(65_536);
             while (c.read(in.clear()) > 0)
             {
@@ -359,9 +362,9 @@ public final class Coloctl
         @Override
         public Integer call() throws Exception
         {
-            final java.time.Duration validity = java.time.Duration.ofDays(days);
+            final Duration validity = Duration.ofDays(days);
             final dev.colod.agent.tls.Certs.Issued ca;
-            if (java.nio.file.Files.exists(dir.resolve("ca.pem")))
+            if (Files.exists(dir.resolve("ca.pem")))
             {
                 spec.commandLine().getErr().println(dir.resolve("ca.pem") + " exists: not overwriting a CA");
                 return REFUSED;

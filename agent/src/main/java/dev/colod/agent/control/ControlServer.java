@@ -18,9 +18,17 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
+import java.util.Iterator;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * colod's control socket: a unix socket, mode 0600 (root only), one JSON request line in, one JSON response
@@ -43,16 +51,16 @@ public final class ControlServer implements AutoCloseable
     private final ServerSocketChannel server;
     private final Thread thread;
     private volatile boolean running = true;
-    private final java.util.LinkedHashSet<SocketChannel> pending = new java.util.LinkedHashSet<>();
-    private final java.util.concurrent.atomic.AtomicLong abandoned = new java.util.concurrent.atomic.AtomicLong();
-    private final java.util.concurrent.ExecutorService workers = java.util.concurrent.Executors.newCachedThreadPool(r ->
+    private final LinkedHashSet<SocketChannel> pending = new LinkedHashSet<>();
+    private final AtomicLong abandoned = new AtomicLong();
+    private final ExecutorService workers = Executors.newCachedThreadPool(r ->
     {
         final Thread t = new Thread(r, "colod-control-client");
         t.setDaemon(true);
         return t;
     });
-    private final java.util.concurrent.ScheduledExecutorService deadlines =
-        java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r ->
+    private final ScheduledExecutorService deadlines =
+        Executors.newSingleThreadScheduledExecutor(r ->
         {
             final Thread t = new Thread(r, "colod-control-deadline");
             t.setDaemon(true);
@@ -105,7 +113,7 @@ public final class ControlServer implements AutoCloseable
             {
                 if (pending.size() >= MAX_PENDING)
                 {
-                    final java.util.Iterator<SocketChannel> oldest = pending.iterator();
+                    final Iterator<SocketChannel> oldest = pending.iterator();
                     evicted = oldest.next();
                     oldest.remove();
                 }
@@ -129,8 +137,8 @@ public final class ControlServer implements AutoCloseable
 
     private void serveOne(final SocketChannel c)
     {
-        final java.util.concurrent.ScheduledFuture<?> deadline = deadlines.schedule(() -> closeQuietly(c),
-            REQUEST_DEADLINE_MS, java.util.concurrent.TimeUnit.MILLISECONDS);
+        final ScheduledFuture<?> deadline = deadlines.schedule(() -> closeQuietly(c),
+            REQUEST_DEADLINE_MS, TimeUnit.MILLISECONDS);
         try (c)
         {
             final ByteBuffer in = ByteBuffer.allocate(MAX_REQUEST);

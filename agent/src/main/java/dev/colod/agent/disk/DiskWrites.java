@@ -5,16 +5,21 @@ import dev.colod.agent.checkpoint.CheckpointFormat;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.QmpClient;
 import dev.colod.agent.qemu.VmSpec;
+import org.HdrHistogram.ConcurrentHistogram;
+import org.HdrHistogram.Histogram;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.function.IntPredicate;
 
 /**
  * What the primary's guest wrote to its disk, found by QEMU's own block layer: a dirty bitmap on the disk's
@@ -40,7 +45,7 @@ public final class DiskWrites implements AutoCloseable
     private final Path socket;
     private final long diskBytes;
     /** The raw image: with the VM paused QEMU has drained and flushed the guest's writes into it, so it reads as the disk. */
-    private final java.nio.channels.FileChannel image;
+    private final FileChannel image;
     /** The frozen bitmap and export of the last capture, removed after the VM resumed (out of the pause). */
     private String frozenLeft;
     private long generation;
@@ -48,9 +53,9 @@ public final class DiskWrites implements AutoCloseable
     private ByteBuffer copy = ByteBuffer.allocateDirect(1 << 20);
 
     /** Per-checkpoint cost, microseconds: rotating the bitmap, finding and reading the written extents. */
-    public final org.HdrHistogram.Histogram diskMicros = new org.HdrHistogram.ConcurrentHistogram(60_000_000L, 2);
+    public final Histogram diskMicros = new ConcurrentHistogram(60_000_000L, 2);
     /** Bytes of disk writes per checkpoint. */
-    public final org.HdrHistogram.Histogram diskBytesPerCheckpoint = new org.HdrHistogram.ConcurrentHistogram(1L << 40, 2);
+    public final Histogram diskBytesPerCheckpoint = new ConcurrentHistogram(1L << 40, 2);
     public volatile long lastDiskMicros;
     public volatile long lastDiskBytes;
 
@@ -59,7 +64,7 @@ public final class DiskWrites implements AutoCloseable
         this.qmp = qmp;
         this.vm = vm;
         this.socket = socket;
-        this.image = java.nio.channels.FileChannel.open(image, java.nio.file.StandardOpenOption.READ);
+        this.image = FileChannel.open(image, StandardOpenOption.READ);
         this.diskBytes = this.image.size();
     }
 
@@ -287,7 +292,7 @@ public final class DiskWrites implements AutoCloseable
     }
 
     /** The extents of meta context {@code context} of {@code export} whose flags {@code wanted} accepts. */
-    private Extents extents(final String export, final String context, final java.util.function.IntPredicate wanted)
+    private Extents extents(final String export, final String context, final IntPredicate wanted)
         throws IOException
     {
         final Extents out = new Extents();

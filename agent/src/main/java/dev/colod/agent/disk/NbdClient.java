@@ -10,6 +10,7 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Consumer;
 
 /**
  * The smallest NBD client colod needs, to ask QEMU's own NBD server which blocks a dirty bitmap marks or which
@@ -139,7 +140,7 @@ public final class NbdClient implements AutoCloseable
      * neighbours share flags, passed to {@code out} in order. Asks as often as the server answers short.
      */
     public void blockStatus(final String context, final long offset, final long length,
-        final java.util.function.Consumer<Extent> out) throws IOException
+        final Consumer<Extent> out) throws IOException
     {
         final Integer id = contexts.get(context);
         if (id == null)

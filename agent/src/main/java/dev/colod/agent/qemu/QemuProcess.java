@@ -4,12 +4,17 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.io.InputStream;
+import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 /**
  * One QEMU process for a {@link VmSpec}: RAM as a shared memory-backend file, QMP socket, pidfile and serial
@@ -64,10 +69,10 @@ public final class QemuProcess implements AutoCloseable
         public static Incoming of(final Path file) throws IOException
         {
             final byte[] head = new byte[9];
-            try (java.io.InputStream in = Files.newInputStream(file))
+            try (InputStream in = Files.newInputStream(file))
             {
                 if (in.readNBytes(head, 0, head.length) != head.length
-                    || java.nio.ByteBuffer.wrap(head).getInt(0) != QEVM)
+                    || ByteBuffer.wrap(head).getInt(0) != QEVM)
                 {
                     throw new IOException(file + ": not a QEMU device state (no QEVM header)");
                 }
@@ -180,25 +185,25 @@ public final class QemuProcess implements AutoCloseable
      * mid-checkpoint). Returns empty if no QEMU of this VM runs; throws, naming the difference, if one runs that
      * does not match (it is left alone).
      */
-    public static java.util.Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile)
+    public static Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile)
         throws IOException
     {
         return adopt(spec, runDir, ramFile, true);
     }
 
     /** As above; {@code resumeIfPaused} false leaves a paused guest paused (a fenced copy that is only to be stopped). */
-    public static java.util.Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile,
+    public static Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile,
         final boolean resumeIfPaused) throws IOException
     {
         final Path pidFile = runDir.resolve("qemu.pid");
         if (!Files.exists(pidFile))
         {
-            return java.util.Optional.empty();
+            return Optional.empty();
         }
-        final java.util.Optional<ProcessHandle> live = Leftovers.liveQemu(pidFile);
+        final Optional<ProcessHandle> live = Leftovers.liveQemu(pidFile);
         if (live.isEmpty())
         {
-            return java.util.Optional.empty();
+            return Optional.empty();
         }
         final ProcessHandle h = live.get();
         final String cmdline;
@@ -251,7 +256,7 @@ public final class QemuProcess implements AutoCloseable
             qmp.close();
             throw ex;
         }
-        return java.util.Optional.of(new QemuProcess(spec, runDir, ramFile, h, qmp, true));
+        return Optional.of(new QemuProcess(spec, runDir, ramFile, h, qmp, true));
     }
 
     /** True if this QEMU was started by an earlier colod and adopted. */
@@ -347,7 +352,7 @@ public final class QemuProcess implements AutoCloseable
             Thread.currentThread().interrupt();
             return !process.isAlive();
         }
-        catch (final java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException ex)
+        catch (final ExecutionException | TimeoutException ex)
         {
             return !process.isAlive();
         }

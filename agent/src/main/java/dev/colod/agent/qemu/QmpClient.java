@@ -8,10 +8,12 @@ import org.slf4j.LoggerFactory;
 
 import java.io.BufferedReader;
 import java.io.IOException;
+import java.io.InputStream;
 import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -63,14 +65,14 @@ public final class QmpClient implements AutoCloseable
             @Override
             public void write(final byte[] b, final int off, final int len) throws IOException
             {
-                final java.nio.ByteBuffer buf = java.nio.ByteBuffer.wrap(b, off, len);
+                final ByteBuffer buf = ByteBuffer.wrap(b, off, len);
                 while (buf.hasRemaining())
                 {
                     channel.write(buf);
                 }
             }
         };
-        this.in = new BufferedReader(new InputStreamReader(new java.io.InputStream()
+        this.in = new BufferedReader(new InputStreamReader(new InputStream()
         {
             @Override
             public int read() throws IOException
@@ -82,7 +84,7 @@ public final class QmpClient implements AutoCloseable
             @Override
             public int read(final byte[] b, final int off, final int len) throws IOException
             {
-                return channel.read(java.nio.ByteBuffer.wrap(b, off, len));
+                return channel.read(ByteBuffer.wrap(b, off, len));
             }
         }, StandardCharsets.UTF_8));
         this.reader = new Thread(this::readLoop, "qmp-" + vm);

@@ -7,30 +7,39 @@ import org.bouncycastle.openssl.PEMKeyPair;
 import org.bouncycastle.openssl.PEMParser;
 import org.bouncycastle.openssl.jcajce.JcaPEMKeyConverter;
 
-import javax.net.ssl.KeyManagerFactory;
-import javax.net.ssl.SSLContext;
-import javax.net.ssl.SSLException;
-import javax.net.ssl.SSLPeerUnverifiedException;
-import javax.net.ssl.SSLSocket;
-import javax.net.ssl.SSLSocketFactory;
-import javax.net.ssl.TrustManagerFactory;
 import java.io.ByteArrayInputStream;
+import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.Reader;
 import java.net.ServerSocket;
 import java.net.Socket;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.security.GeneralSecurityException;
+import java.security.InvalidKeyException;
 import java.security.KeyStore;
 import java.security.PrivateKey;
+import java.security.Signature;
 import java.security.cert.Certificate;
+import java.security.cert.CertificateException;
 import java.security.cert.CertificateFactory;
+import java.security.cert.CertificateParsingException;
 import java.security.cert.X509Certificate;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
+import javax.net.ssl.KeyManager;
+import javax.net.ssl.KeyManagerFactory;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLException;
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.SSLPeerUnverifiedException;
+import javax.net.ssl.SSLSocket;
+import javax.net.ssl.SSLSocketFactory;
+import javax.net.ssl.TrustManagerFactory;
 
 /**
  * Mutual TLS 1.3 on the replication channels: a {@link Transport} around another one (which still makes the plain
@@ -85,7 +94,7 @@ public final class PeerTls implements Transport
             {
                 trust.setCertificateEntry("ca-" + i, anchors.get(i));
             }
-            javax.net.ssl.KeyManager[] keyManagers = null;
+            KeyManager[] keyManagers = null;
             if (cert != null)
             {
                 final List<X509Certificate> chain = certificates(cert);
@@ -118,19 +127,19 @@ public final class PeerTls implements Transport
     private static boolean belongs(final PrivateKey key, final X509Certificate cert) throws GeneralSecurityException
     {
         final String alg = "EC".equals(key.getAlgorithm()) ? "SHA256withECDSA" : "SHA256with" + key.getAlgorithm();
-        final java.security.Signature sign = java.security.Signature.getInstance(alg);
-        final byte[] probe = "colod".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+        final Signature sign = Signature.getInstance(alg);
+        final byte[] probe = "colod".getBytes(StandardCharsets.US_ASCII);
         try
         {
             sign.initSign(key);
             sign.update(probe);
             final byte[] sig = sign.sign();
-            final java.security.Signature verify = java.security.Signature.getInstance(alg);
+            final Signature verify = Signature.getInstance(alg);
             verify.initVerify(cert.getPublicKey());
             verify.update(probe);
             return verify.verify(sig);
         }
-        catch (final java.security.InvalidKeyException ex)
+        catch (final InvalidKeyException ex)
         {
             return false;
         }
@@ -144,7 +153,7 @@ public final class PeerTls implements Transport
         {
             all = CertificateFactory.getInstance("X.509").generateCertificates(new ByteArrayInputStream(bytes));
         }
-        catch (final java.security.cert.CertificateException ex)
+        catch (final CertificateException ex)
         {
             throw new IOException(file + ": not a PEM certificate file: " + ex.getMessage(), ex);
         }
@@ -177,7 +186,7 @@ public final class PeerTls implements Transport
             throw new IOException(file + ": no unencrypted private key in it (found " +
                 (o == null ? "nothing" : o.getClass().getSimpleName()) + ")");
         }
-        catch (final java.nio.file.NoSuchFileException ex)
+        catch (final NoSuchFileException ex)
         {
             throw new IOException(file + ": no such file", ex);
         }
@@ -189,7 +198,7 @@ public final class PeerTls implements Transport
         {
             return Files.readAllBytes(file);
         }
-        catch (final java.nio.file.NoSuchFileException ex)
+        catch (final NoSuchFileException ex)
         {
             throw new IOException(file + ": no such file", ex);
         }
@@ -214,12 +223,6 @@ public final class PeerTls implements Transport
     }
 
     @Override
-    public Socket newArbiterSocket() throws IOException
-    {
-        return plain.newArbiterSocket();
-    }
-
-    @Override
     public Socket secureClient(final Socket connected) throws IOException
     {
         final SSLSocket s = (SSLSocket)factory.createSocket(connected, connected.getInetAddress().getHostAddress(),
@@ -238,7 +241,7 @@ public final class PeerTls implements Transport
         final int first = in.read();
         if (first < 0)
         {
-            throw new java.io.EOFException("closed before the TLS handshake");
+            throw new EOFException("closed before the TLS handshake");
         }
         if (first != TLS_HANDSHAKE)
         {
@@ -251,7 +254,7 @@ public final class PeerTls implements Transport
         s.setNeedClientAuth(true);
         s.setEnabledProtocols(PROTOCOLS);
         s.setEnabledCipherSuites(SUITES);
-        final javax.net.ssl.SSLParameters p = s.getSSLParameters();
+        final SSLParameters p = s.getSSLParameters();
         p.setUseCipherSuitesOrder(true);
         s.setSSLParameters(p);
         handshake(s, accepted);
@@ -326,7 +329,7 @@ public final class PeerTls implements Transport
                 }
             }
         }
-        catch (final java.security.cert.CertificateParsingException ex)
+        catch (final CertificateParsingException ex)
         {
             throw new IOException("unreadable subject alternative names: " + ex.getMessage(), ex);
         }

@@ -1,6 +1,7 @@
 package dev.colod.agent.vm;
 
 import dev.colod.agent.checkpoint.CheckpointFormat;
+
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.MappedByteBuffer;

@@ -7,6 +7,13 @@ import dev.colod.os.LibC;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 
 /**
  * Written pages from the kernel: QEMU's guest-RAM mapping is registered (inside QEMU, by the LD_PRELOAD library
@@ -44,7 +51,7 @@ public final class KernelWriteTracker implements WrittenPages
     private final long length;
     /** The walk's slices: the first is walked by the caller, the others by {@link #walkers} at the same time. */
     private final Slice[] slices;
-    private final java.util.concurrent.ExecutorService walkers;
+    private final ExecutorService walkers;
     private long lastTrackNanos;
 
     /** One slice of the mapping with its own ioctl argument, region vector and (for the later ones) results. */
@@ -68,7 +75,7 @@ public final class KernelWriteTracker implements WrittenPages
         {
             if (2 * runCount + 2 > runs.length)
             {
-                runs = java.util.Arrays.copyOf(runs, runs.length * 2);
+                runs = Arrays.copyOf(runs, runs.length * 2);
             }
             runs[2 * runCount] = firstPage;
             runs[2 * runCount + 1] = count;
@@ -90,7 +97,7 @@ public final class KernelWriteTracker implements WrittenPages
         {
             slices[i] = new Slice(start + i * per, Math.min(start + length, start + (i + 1) * per));
         }
-        walkers = n == 1 ? null : java.util.concurrent.Executors.newFixedThreadPool(n - 1, r ->
+        walkers = n == 1 ? null : Executors.newFixedThreadPool(n - 1, r ->
         {
             final Thread t = new Thread(r, "colod-" + vm + "-pagemap-scan");
             t.setDaemon(true);
@@ -167,7 +174,7 @@ public final class KernelWriteTracker implements WrittenPages
     private long scan(final Regions out) throws IOException
     {
         final long t0 = System.nanoTime();
-        final java.util.List<java.util.concurrent.Future<Long>> later = new java.util.ArrayList<>(slices.length - 1);
+        final List<Future<Long>> later = new ArrayList<>(slices.length - 1);
         for (int i = 1; i < slices.length; i++)
         {
             final Slice sl = slices[i];
@@ -195,7 +202,7 @@ public final class KernelWriteTracker implements WrittenPages
                 Thread.currentThread().interrupt();
                 failed = failed != null ? failed : new IOException("vm " + vm + ": interrupted while scanning pagemap", ex);
             }
-            catch (final java.util.concurrent.ExecutionException ex)
+            catch (final ExecutionException ex)
             {
                 failed = failed != null ? failed : ex.getCause() instanceof IOException io ? io
                     : new IOException("vm " + vm + ": scanning pagemap failed: " + ex.getCause(), ex.getCause());

@@ -9,6 +9,12 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 /**
  * Failover: start QEMU on the committed image (its RAM file, shared), load the committed device state with
@@ -23,10 +29,10 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     private final Path runDir;
     private final String netns;
     private final boolean hot;
-    private final java.util.concurrent.ExecutorService starter;
+    private final ExecutorService starter;
     private volatile QemuProcess running;
     private volatile boolean trackWrites;
-    private volatile java.util.concurrent.Future<QemuProcess> standby;
+    private volatile Future<QemuProcess> standby;
     private volatile QemuProcess.Incoming standbyForm;
     public volatile long lastStartMicros;
     public volatile long lastLoadMicros;
@@ -43,7 +49,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         this.runDir = runDir;
         this.netns = netns;
         this.hot = hot;
-        this.starter = java.util.concurrent.Executors.newSingleThreadExecutor(r ->
+        this.starter = Executors.newSingleThreadExecutor(r ->
         {
             final Thread t = new Thread(r, "colod-" + spec.name() + "-hot-standby");
             t.setDaemon(true);
@@ -87,14 +93,14 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     /** The pre-started standby QEMU if it is up (waiting for a start in progress), else null. */
     private QemuProcess standbyQemu()
     {
-        final java.util.concurrent.Future<QemuProcess> f = standby;
+        final Future<QemuProcess> f = standby;
         if (f == null)
         {
             return null;
         }
         try
         {
-            final QemuProcess q = f.get(QemuProcess.QMP_TIMEOUT_MS, java.util.concurrent.TimeUnit.MILLISECONDS);
+            final QemuProcess q = f.get(QemuProcess.QMP_TIMEOUT_MS, TimeUnit.MILLISECONDS);
             return q != null && q.isAlive() ? q : null;
         }
         catch (final InterruptedException ex)
@@ -102,7 +108,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
             Thread.currentThread().interrupt();
             return null;
         }
-        catch (final java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException ex)
+        catch (final ExecutionException | TimeoutException ex)
         {
             LOG.error("vm={} hot standby not ready: {}", spec.name(), ex.toString());
             return null;

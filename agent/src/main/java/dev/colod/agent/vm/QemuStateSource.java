@@ -17,9 +17,12 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.UnaryOperator;
 import java.util.zip.CRC32C;
 
 /**
@@ -125,16 +128,16 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         this(qemu, tracking, 0);
     }
 
+    /**
+     * A source whose written pages come from {@code tracking}; {@code auditPagesPerCheckpoint} pages (0: none)
+     * are re-read at each checkpoint, in turn, to check that tracking reported every change.
+     */
     public QemuStateSource(final QemuProcess qemu, final Tracking tracking, final int auditPagesPerCheckpoint)
         throws IOException
     {
         this(qemu, tracking, auditPagesPerCheckpoint, false);
     }
 
-    /**
-     * A source whose written pages come from {@code tracking}; {@code auditPagesPerCheckpoint} pages (0: none)
-     * are re-read at each checkpoint, in turn, to check that tracking reported every change.
-     */
     /**
      * As above; {@code replicateDisk}: the VM's disk (it must have one) goes with each checkpoint, its writes found
      * by {@link DiskWrites}.
@@ -159,7 +162,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         this.auditPagesPerCheckpoint = (int)Math.min(auditPagesPerCheckpoint, ram.pages());
         this.pageCrcs = auditPagesPerCheckpoint > 0 ? new int[(int)Math.min(Integer.MAX_VALUE - 8, ram.pages())] : null;
         this.deviceFile = qemu.runDir().resolve("device.state");
-        this.helper = java.util.concurrent.Executors.newSingleThreadExecutor(r ->
+        this.helper = Executors.newSingleThreadExecutor(r ->
         {
             final Thread t = new Thread(r, "colod-" + qemu.spec().name() + "-pages");
             t.setDaemon(true);
@@ -178,7 +181,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         WrittenPages open(QemuProcess qemu, GuestRam ram) throws IOException;
 
         /** This tracking, each region it reports passed through {@code filter} first (for tests that audit it). */
-        default Tracking filtered(final java.util.function.UnaryOperator<WrittenPages.Regions> filter)
+        default Tracking filtered(final UnaryOperator<WrittenPages.Regions> filter)
         {
             final Tracking inner = this;
             return (q, ram) ->
@@ -344,7 +347,9 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
         else
         {
-            pages = awaitCollect(collected);
+            awaitCollect(collected);
+            // what was copied, whatever a tracker reported: the header must announce exactly the records that follow
+            pages = pagesCopy.remaining() / RECORD;
         }
         lastTrackMicros = written.lastTrackNanos() / 1000;
         full = false;
@@ -561,7 +566,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             Thread.currentThread().interrupt();
             throw new IOException("vm " + qemu.spec().name() + ": interrupted while finding written pages", ex);
         }
-        catch (final java.util.concurrent.ExecutionException ex)
+        catch (final ExecutionException ex)
         {
             final Throwable c = ex.getCause();
             throw c instanceof IOException ? (IOException)c

@@ -46,8 +46,8 @@ class ColoctlTest
         pair.awaitCheckpoints(3);
         stop.recordValue(900);
         // one 60-byte frame held in sealed epoch 7, as a NIC's ledger reports it
-        final NicStats held = new NicStats("vnet0", "hold", 1, 60, 1_000_000,
-            List.of(new NicStats.EpochStats(7, 1, 60), new NicStats.EpochStats(-1, 0, 0)), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        final NicStats held = NicStats.of("vnet0", "hold").held(1, 60, 1_000_000)
+            .epochs(List.of(new NicStats.EpochStats(7, 1, 60), new NicStats.EpochStats(-1, 0, 0))).build();
         socket = dir.resolve("colod.sock");
         server = new ControlServer(socket, List.of(
             VmHandle.primary("web1", pair.primary, () -> List.of(held),

@@ -38,7 +38,7 @@ public enum ColoCommand
 
     /**
      * Decode a be32 id read from the wire. The value is treated as unsigned, so a "negative" int is simply a
-     * large id and is refused like any other value outside 0..6 (the concern raised in the seed's review).
+     * large id and is refused like any other value outside 0..6: no sign trick turns garbage into a command.
      */
     public static ColoCommand fromWire(final int raw) throws ProtocolException
     {

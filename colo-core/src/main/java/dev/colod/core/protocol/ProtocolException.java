@@ -30,7 +30,7 @@ public final class ProtocolException extends IOException
 
     public static ProtocolException unexpected(final ColoCommand received, final ColoCommand expected)
     {
-        // received first, expected second: the seed's own message had them swapped
+        // received first, expected second, as the message reads
         return new ProtocolException("command",
             "unexpected command " + received + ", expected " + expected);
     }

@@ -6,6 +6,7 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
 
 /**
  * The secondary's answer to a {@link Hello} (docs/PROTOCOL.md, "WELCOME").
@@ -53,7 +54,7 @@ public record Welcome(int status, long sessionId, long maxStateBytes, long lastC
         byte[] why = (reason == null ? "" : reason).getBytes(StandardCharsets.UTF_8);
         if (why.length > MAX_REASON_BYTES)
         {
-            why = java.util.Arrays.copyOf(why, MAX_REASON_BYTES);
+            why = Arrays.copyOf(why, MAX_REASON_BYTES);
         }
         final DataOutputStream out = new DataOutputStream(os);
         out.writeInt(Hello.MAGIC);

@@ -1,6 +1,7 @@
 package dev.colod.buffer.tap;
 
 import dev.colod.buffer.BufferLimits;
+
 import java.nio.ByteBuffer;
 
 /**

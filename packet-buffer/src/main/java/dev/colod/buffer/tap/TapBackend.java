@@ -12,6 +12,7 @@ import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.util.function.LongSupplier;
 
 /**
  * Output commit on two agent-owned TAP devices: frames held in this process.
@@ -38,13 +39,13 @@ public final class TapBackend implements Backend
     private final EpochBuffer.FrameWriter toUplink;
     private final IoRegistration guestReg;
     private final IoRegistration uplinkReg;
-    private final java.util.function.LongSupplier notDelivered;
+    private final LongSupplier notDelivered;
     private volatile long notDeliveredSeen;
     private volatile long notDeliveredReadNs;
     private boolean guestReadPaused;
 
     private TapBackend(final FrameLedger ledger, final TapDevice guestTap, final TapDevice uplinkTap,
-        final java.util.function.LongSupplier notDelivered) throws IOException
+        final LongSupplier notDelivered) throws IOException
     {
         this.ledger = ledger;
         this.notDelivered = notDelivered;
@@ -83,7 +84,7 @@ public final class TapBackend implements Backend
      * (its queue was full: this agent did not read fast enough), read at most once a second for the stats.
      */
     public static Backend.Factory on(final TapDevice guestTap, final TapDevice uplinkTap,
-        final java.util.function.LongSupplier notDelivered)
+        final LongSupplier notDelivered)
     {
         return ledger -> new TapBackend(ledger, guestTap, uplinkTap, notDelivered);
     }

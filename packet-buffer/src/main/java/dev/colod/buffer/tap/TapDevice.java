@@ -4,6 +4,7 @@ import dev.colod.os.LibC;
 import io.netty.channel.epoll.Epoll;
 import io.netty.channel.unix.FileDescriptor;
 
+import java.io.File;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 
@@ -86,7 +87,7 @@ public final class TapDevice implements AutoCloseable
         {
             return "Netty epoll is not available: " + Epoll.unavailabilityCause();
         }
-        if (!new java.io.File("/dev/net/tun").exists())
+        if (!new File("/dev/net/tun").exists())
         {
             return "/dev/net/tun does not exist (tun module not loaded?)";
         }

@@ -2,7 +2,6 @@ package dev.colod.buffer.xdp;
 
 import dev.colod.buffer.Backend;
 import dev.colod.buffer.BufferLimits;
-import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.FrameLedger;
 import io.netty.channel.IoRegistration;
 import io.netty.channel.unix.FileDescriptor;
@@ -10,6 +9,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.util.function.LongConsumer;
 
 /**
  * Output commit in AF_XDP rings ({@code buffer: xdp}): the guest's frames are redirected by {@link XdpPlumbing}'s
@@ -56,7 +56,7 @@ public final class XdpBackend implements Backend
     private boolean closed;
     private final IoRegistration reg;
     private final XskSocket.FrameSink onFrame = this::frame;
-    private final java.util.function.LongConsumer recycle = this::recycle;
+    private final LongConsumer recycle = this::recycle;
 
     private XdpBackend(final FrameLedger ledger, final XdpPlumbing plumbing) throws IOException
     {

@@ -10,6 +10,8 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Map;
+import java.util.concurrent.Callable;
 
 /**
  * Puts the XDP data path on one VM NIC (docs/ARCHITECTURE.md, "Data path (XDP backend)"):
@@ -105,7 +107,7 @@ public final class XdpPlumbing implements AutoCloseable
         final String u = uplinkName(vmTap);
         final String b = bridgePortName(vmTap);
         // deleting one end of the veth deletes both
-        final Path state = PlumbingState.writeState(runDir, site, vmTap, java.util.Map.of("uplink-tap", u, "backend", "xdp"));
+        final Path state = PlumbingState.writeState(runDir, site, vmTap, Map.of("uplink-tap", u, "backend", "xdp"));
         final int[] fds = {-1, -1, -1, -1, -1, -1, -1, -1};
         try
         {
@@ -181,7 +183,7 @@ public final class XdpPlumbing implements AutoCloseable
     }
 
     /** Runs {@code task} in {@code netns} (null: right here, in this process's namespace). */
-    static <T> T in(final String netns, final java.util.concurrent.Callable<T> task) throws IOException
+    static <T> T in(final String netns, final Callable<T> task) throws IOException
     {
         if (netns != null)
         {

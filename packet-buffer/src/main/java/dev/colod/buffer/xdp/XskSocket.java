@@ -12,6 +12,7 @@ import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.util.function.LongConsumer;
 
 /**
  * An AF_XDP socket (uapi/linux/if_xdp.h) bound to one queue of one interface, with its rings mapped into this
@@ -387,7 +388,7 @@ public final class XskSocket implements AutoCloseable
     }
 
     /** Sent frames whose chunks are free again: calls {@code out} with each address; returns how many. */
-    public int completed(final java.util.function.LongConsumer out)
+    public int completed(final LongConsumer out)
     {
         final int n = completion.producer() - completionConsumer;
         for (int i = 0; i < n; i++)

@@ -1,6 +1,7 @@
 package dev.colod.agent.arbiter;
 
 import dev.colod.os.Netns;
+
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.net.Socket;
@@ -10,6 +11,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import javax.net.ssl.SSLContext;
 
 /**
  * A one-member etcd (Debian's {@code etcd-server}) for the lab, the demo and tests: started on the given client
@@ -22,9 +24,9 @@ public final class LocalEtcd implements AutoCloseable
 
     private final Process process;
     private final List<URI> clientUrls;
-    private final javax.net.ssl.SSLContext tls;
+    private final SSLContext tls;
 
-    private LocalEtcd(final Process process, final List<URI> clientUrls, final javax.net.ssl.SSLContext tls)
+    private LocalEtcd(final Process process, final List<URI> clientUrls, final SSLContext tls)
     {
         this.process = process;
         this.clientUrls = clientUrls;
@@ -35,7 +37,7 @@ public final class LocalEtcd implements AutoCloseable
      * TLS files for a local etcd: it serves https with {@code cert}/{@code key} and requires client certificates
      * from {@code ca}; {@code client} is the context a client uses (its own certificate from the same CA).
      */
-    public record Tls(Path ca, Path cert, Path key, javax.net.ssl.SSLContext client)
+    public record Tls(Path ca, Path cert, Path key, SSLContext client)
     {
     }
 
@@ -107,7 +109,7 @@ public final class LocalEtcd implements AutoCloseable
     private boolean answers(final String netns)
     {
         final EtcdGateway g = new EtcdGateway(List.of(clientUrls.get(0)), 1000,
-            () -> netns == null ? new Socket() : dev.colod.os.Netns.call(netns, LocalEtcd::boundSocket), tls);
+            () -> netns == null ? new Socket() : Netns.call(netns, LocalEtcd::boundSocket), tls);
         try
         {
             g.call("/v3/maintenance/status", EtcdGateway.object());
