@@ -96,6 +96,17 @@ public final class QemuProcess implements AutoCloseable
     public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final Incoming incoming,
         final String netns, final Map<String, String> env) throws IOException
     {
+        return start(spec, runDir, ramFile, incoming, netns, env, true);
+    }
+
+    /**
+     * As above; {@code sharedRam} false maps {@code ramFile} privately ({@code share=off}): the guest's writes go to
+     * pages of this process only and the file never changes (the running copy of hybrid mode), while pages the
+     * guest did not write show the file as it is now.
+     */
+    public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final Incoming incoming,
+        final String netns, final Map<String, String> env, final boolean sharedRam) throws IOException
+    {
         spec.check();
         Files.createDirectories(runDir);
         Files.createDirectories(ramFile.getParent());
@@ -109,7 +120,8 @@ public final class QemuProcess implements AutoCloseable
         cmd.addAll(List.of("-name", spec.name(), "-accel", spec.accel(), "-nodefaults", "-display", "none",
             "-machine", "pc,memory-backend=ram0", "-smp", Integer.toString(spec.vcpus()),
             "-m", spec.memoryMiB() + "M",
-            "-object", "memory-backend-file,id=ram0,size=" + spec.memoryMiB() + "M,mem-path=" + ramFile + ",share=on",
+            "-object", "memory-backend-file,id=ram0,size=" + spec.memoryMiB() + "M,mem-path=" + ramFile +
+                (sharedRam ? ",share=on" : ",share=off"),
             "-qmp", "unix:" + qmpSocket(runDir) + ",server=on,wait=off",
             "-pidfile", runDir.resolve("qemu.pid").toString(),
             "-serial", "file:" + runDir.resolve(incoming != Incoming.NONE ? "serial-failover.log" : "serial.log")));

@@ -227,28 +227,27 @@ public final class StandbyImage implements VmStateSink
         resumable = false;
     }
 
-    /**
-     * A base image written into the RAM image and the disk image as it arrives (pages, then the disk's extents);
-     * its length and CRC are checked at commit.
-     */
-    private final class DirectBase implements CheckpointReader.Visitor
+    /** Writes what a checkpoint carries where it belongs: pages into the RAM image, extents into the disk, device state into a file. */
+    private static class Applier implements CheckpointReader.Visitor
     {
-        private final long id;
-        private final CheckpointReader reader;
-        private MappedByteBuffer[] ram;
-        private FileChannel diskChannel;
+        MappedByteBuffer[] ram;
+        FileChannel disk;
+        private final FileChannel device;
+        private long deviceAt;
 
-        DirectBase(final long id, final long size)
+        Applier(final MappedByteBuffer[] ram, final FileChannel disk, final FileChannel device)
         {
-            this.id = id;
-            this.reader = new CheckpointReader(size, "vm " + vm + ": base image " + id, this);
+            this.ram = ram;
+            this.disk = disk;
+            this.device = device;
         }
 
         @Override
-        public void header(final CheckpointFormat.Header header, final long pages) throws IOException
+        public void device(final ByteBuffer piece) throws IOException
         {
-            ram = mapRam(header.ramBytes());
-            diskChannel = openDisk(header.diskBytes(), true, id);
+            final int n = piece.remaining();
+            writeFully(device, piece, deviceAt);
+            deviceAt += n;
         }
 
         @Override
@@ -260,7 +259,31 @@ public final class StandbyImage implements VmStateSink
         @Override
         public void extentData(final long diskOffset, final ByteBuffer piece) throws IOException
         {
-            writeFully(diskChannel, piece, diskOffset);
+            writeFully(disk, piece, diskOffset);
+        }
+    }
+
+    /**
+     * A base image written into the RAM image and the disk image as it arrives (pages, then the disk's extents);
+     * its length and CRC are checked at commit. It has no device state.
+     */
+    private final class DirectBase extends Applier
+    {
+        private final long id;
+        private final CheckpointReader reader;
+
+        DirectBase(final long id, final long size)
+        {
+            super(null, null, null);
+            this.id = id;
+            this.reader = new CheckpointReader(size, "vm " + vm + ": base image " + id, this);
+        }
+
+        @Override
+        public void header(final CheckpointFormat.Header header, final long pages) throws IOException
+        {
+            ram = mapRam(header.ramBytes());
+            disk = openDisk(header.diskBytes(), true, id);
         }
 
         void finish() throws IOException
@@ -275,10 +298,10 @@ public final class StandbyImage implements VmStateSink
 
         void close() throws IOException
         {
-            if (diskChannel != null)
+            if (disk != null)
             {
-                diskChannel.close(); // not synced: see apply
-                diskChannel = null;
+                disk.close(); // not synced: see apply
+                disk = null;
             }
         }
     }
@@ -443,29 +466,7 @@ public final class StandbyImage implements VmStateSink
                  FileChannel dev = FileChannel.open(devTmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                      StandardOpenOption.TRUNCATE_EXISTING))
             {
-                final long[] devAt = {0};
-                CheckpointReader.read(p, what, new CheckpointReader.Visitor()
-                {
-                    @Override
-                    public void device(final ByteBuffer piece) throws IOException
-                    {
-                        final int n = piece.remaining();
-                        writeFully(dev, piece, devAt[0]);
-                        devAt[0] += n;
-                    }
-
-                    @Override
-                    public void page(final long index, final ByteBuffer src, final int offset)
-                    {
-                        putPage(r, index, src, offset);
-                    }
-
-                    @Override
-                    public void extentData(final long diskOffset, final ByteBuffer piece) throws IOException
-                    {
-                        writeFully(d, piece, diskOffset);
-                    }
-                });
+                CheckpointReader.read(p, what, new Applier(r, d, dev));
                 for (final MappedByteBuffer m : r)
                 {
                     m.force();

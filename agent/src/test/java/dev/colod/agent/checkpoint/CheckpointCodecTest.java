@@ -11,7 +11,6 @@ import org.junit.jupiter.api.Test;
 
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -32,37 +31,8 @@ class CheckpointCodecTest
     {
         byte[] encode()
         {
-            final ByteBuffer records = ByteBuffer.allocate(pages.length * CheckpointFormat.PAGE_RECORD);
-            for (int i = 0; i < pages.length; i++)
-            {
-                records.putLong(pages[i]).put(pageBytes[i]);
-            }
-            long disk = 0;
-            for (final byte[] e : extents)
-            {
-                disk += CheckpointFormat.EXTENT_HEADER + e.length;
-            }
-            final ByteBuffer ext = ByteBuffer.allocate((int)disk);
-            for (int i = 0; i < extents.length; i++)
-            {
-                CheckpointFormat.putExtentHeader(ext, offsets[i], extents[i].length).put(extents[i]);
-            }
-            final long size = CheckpointFormat.size(device.length, pages.length, disk);
-            final ByteArrayOutputStream out = new ByteArrayOutputStream();
-            try
-            {
-                final long written = new CheckpointWriter(out, size, done -> { })
-                    .header(CheckpointFormat.Header.of(full, base, ramPages * CheckpointFormat.PAGE, device.length, diskBytes),
-                        ByteBuffer.wrap(device), pages.length)
-                    .pageRecords(records.flip()).disk(extents.length).extentRecords(ext.flip()).finish();
-                assertThat(written).isEqualTo(size);
-            }
-            catch (final IOException ex)
-            {
-                throw new UncheckedIOException(ex);
-            }
-            assertThat(out.size()).isEqualTo(size);
-            return out.toByteArray();
+            return TestCheckpoints.encode(full, base, ramPages * CheckpointFormat.PAGE, device, pages, pageBytes, diskBytes,
+                offsets, extents);
         }
     }
 

@@ -1,13 +1,11 @@
 package dev.colod.agent.vm;
 
 import dev.colod.agent.checkpoint.CheckpointFormat;
-import dev.colod.agent.checkpoint.CheckpointWriter;
+import dev.colod.agent.checkpoint.TestCheckpoints;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -38,38 +36,13 @@ class StandbyImageTest
     private static byte[] stream(final int flags, final byte[] device, final long[] pages, final byte[] fill,
         final long diskBytes, final long[] offsets, final byte[][] extents)
     {
-        long disk = 0;
-        for (final byte[] e : extents)
-        {
-            disk += CheckpointFormat.EXTENT_HEADER + e.length;
-        }
-        final ByteBuffer records = ByteBuffer.allocate(pages.length * CheckpointFormat.PAGE_RECORD);
+        final byte[][] bytes = new byte[pages.length][PAGE];
         for (int i = 0; i < pages.length; i++)
         {
-            final byte[] p = new byte[PAGE];
-            Arrays.fill(p, fill[i]);
-            records.putLong(pages[i]).put(p);
+            Arrays.fill(bytes[i], fill[i]);
         }
-        final ByteBuffer ext = ByteBuffer.allocate((int)disk);
-        for (int i = 0; i < extents.length; i++)
-        {
-            CheckpointFormat.putExtentHeader(ext, offsets[i], extents[i].length).put(extents[i]);
-        }
-        final long size = CheckpointFormat.size(device.length, pages.length, disk);
-        final ByteArrayOutputStream out = new ByteArrayOutputStream();
-        try
-        {
-            new CheckpointWriter(out, size, done -> { })
-                .header(CheckpointFormat.Header.of((flags & CheckpointFormat.FLAG_FULL) != 0,
-                    (flags & CheckpointFormat.FLAG_BASE) != 0, RAM, device.length, diskBytes), ByteBuffer.wrap(device),
-                    pages.length)
-                .pageRecords(records.flip()).disk(extents.length).extentRecords(ext.flip()).finish();
-        }
-        catch (final IOException ex)
-        {
-            throw new UncheckedIOException(ex);
-        }
-        return out.toByteArray();
+        return TestCheckpoints.encode((flags & CheckpointFormat.FLAG_FULL) != 0, (flags & CheckpointFormat.FLAG_BASE) != 0,
+            RAM, device, pages, bytes, diskBytes, offsets, extents);
     }
 
     private static byte[] base(final byte fill)

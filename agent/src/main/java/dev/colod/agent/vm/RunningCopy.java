@@ -1,0 +1,218 @@
+package dev.colod.agent.vm;
+
+import dev.colod.agent.qemu.QemuProcess;
+import dev.colod.agent.qemu.VmSpec;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CancellationException;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+/**
+ * The secondary's running copy of the VM in hybrid mode (docs/ARCHITECTURE.md, "Hybrid mode"): a QEMU whose RAM
+ * is a private mapping ({@code share=off}) of the committed RAM image, so the image never sees what the copy's
+ * guest writes. QEMU 7.2 takes a device state only once ({@code xen-load-devices-state} aborts it), so every
+ * checkpoint gets a fresh copy: the next one waits, started and paused ({@code -incoming defer}), on the image;
+ * at {@link #commit} it takes the checkpoint's device state and the one before is killed, its writes with it.
+ * The copies' NICs use taps of their own ({@link #tapOf}), never the VM's: nothing the copy sends reaches a
+ * network. Diskless VMs only for now (a disk needs a throwaway overlay per copy).
+ * <p>
+ * Threads: the caller's (the session's) for {@link #commit}, {@link #pause} and {@link #resume}; one starter
+ * thread of its own for pre-starting the next copy, outside the pause.
+ */
+public final class RunningCopy implements AutoCloseable
+{
+    private static final Logger LOG = LoggerFactory.getLogger(RunningCopy.class);
+    private static final long START_TIMEOUT_MS = 60_000;
+
+    private final VmSpec spec;
+    private final Path runDir;
+    private final String netns;
+    private final Path imageRam;
+    private final Path deviceState;
+    private final ExecutorService starter;
+    private Future<QemuProcess> next;
+    private QemuProcess running;
+    private long generation;
+    private volatile long lastLoadMicros;
+
+    /**
+     * A running copy of {@code spec} on the image whose RAM file is {@code imageRam} and whose committed device
+     * state is {@code deviceState}; each copy gets a directory under {@code runDir}.
+     */
+    public RunningCopy(final VmSpec spec, final Path runDir, final String netns, final Path imageRam,
+        final Path deviceState)
+    {
+        if (spec.disk() != null)
+        {
+            throw new IllegalArgumentException("vm " + spec.name() + ": a running copy of a VM with a disk needs a " +
+                "throwaway overlay per copy, not built yet");
+        }
+        this.spec = spec;
+        this.runDir = runDir;
+        this.netns = netns;
+        this.imageRam = imageRam;
+        this.deviceState = deviceState;
+        this.starter = Executors.newSingleThreadExecutor(r ->
+        {
+            final Thread t = new Thread(r, "colod-" + spec.name() + "-copy-starter");
+            t.setDaemon(true);
+            return t;
+        });
+    }
+
+    /** The tap of a copy's NIC: the VM's tap name with the copy's parity, at most 15 characters. */
+    public static String tapOf(final String vmTap, final long generation)
+    {
+        final String suffix = generation % 2 == 0 ? "-a" : "-b";
+        return (vmTap.length() + 2 <= 15 ? vmTap : vmTap.substring(0, 13)) + suffix;
+    }
+
+    /** Starts the next copy in the background (paused, waiting for a device state), unless one is on its way. */
+    public synchronized void prepare()
+    {
+        if (next == null)
+        {
+            final long g = ++generation;
+            next = starter.submit(() -> start(g));
+        }
+    }
+
+    private QemuProcess start(final long g) throws IOException
+    {
+        final List<VmSpec.Nic> nics = new ArrayList<>();
+        for (final VmSpec.Nic n : spec.nics())
+        {
+            nics.add(new VmSpec.Nic(tapOf(n.tap(), g), n.mac(), n.plainFrames()));
+        }
+        // -S: after the device state is loaded the copy stays paused until the protocol resumes it
+        final List<String> args = new ArrayList<>(spec.extraArgs());
+        args.add("-S");
+        final VmSpec copy = new VmSpec(spec.name(), spec.memoryMiB(), spec.vcpus(), spec.kernel(), spec.initrd(),
+            spec.append(), nics, spec.accel(), spec.ramDir(), args, null);
+        return QemuProcess.start(copy, runDir.resolve("copy-" + (g % 2 == 0 ? "a" : "b")), imageRam,
+            QemuProcess.Incoming.DEVICE_STATE, netns, Map.of(), false);
+    }
+
+    /**
+     * The image holds checkpoint {@code checkpointId} now (RAM and device state committed): the prepared copy takes
+     * its device state and waits, paused, for {@link #resume}; the copy before it is killed. Returns the load's
+     * microseconds.
+     */
+    public synchronized long commit(final long checkpointId) throws IOException
+    {
+        prepare();
+        final QemuProcess q;
+        try
+        {
+            q = next.get(START_TIMEOUT_MS, TimeUnit.MILLISECONDS);
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+            throw new IOException("vm " + spec.name() + ": interrupted waiting for the next running copy", ex);
+        }
+        catch (final ExecutionException | TimeoutException ex)
+        {
+            next = null;
+            throw new IOException("vm " + spec.name() + ": the next running copy did not start: " +
+                (ex.getCause() == null ? ex : ex.getCause()).getMessage(), ex);
+        }
+        next = null;
+        final QemuProcess old = running;
+        running = null;
+        if (old != null)
+        {
+            old.kill(); // its writes go with it; the image never had them
+        }
+        final long t0 = System.nanoTime();
+        try
+        {
+            q.qmp().execute("migrate-incoming", Map.of("uri", "exec:cat " + deviceState), QemuProcess.QMP_TIMEOUT_MS);
+            final String status = q.awaitMigration();
+            if (!"completed".equals(status))
+            {
+                throw new IOException("loading the device state of checkpoint " + checkpointId + " ended " + status);
+            }
+        }
+        catch (final IOException | InterruptedException ex)
+        {
+            q.kill();
+            throw new IOException("vm " + spec.name() + ": the running copy could not take checkpoint " + checkpointId +
+                ": " + ex.getMessage(), ex);
+        }
+        lastLoadMicros = (System.nanoTime() - t0) / 1000;
+        running = q;
+        LOG.debug("vm={} running copy {} holds checkpoint {} (loaded in {} us)", spec.name(), q.pid(), checkpointId,
+            lastLoadMicros);
+        prepare();
+        return lastLoadMicros;
+    }
+
+    /** Pauses the running copy (at {@code checkpoint-request}). */
+    public synchronized void pause() throws IOException
+    {
+        if (running != null)
+        {
+            running.qmp().execute("stop", null, QemuProcess.QMP_TIMEOUT_MS);
+        }
+    }
+
+    /** Resumes the running copy (after {@code vmstate-loaded}). */
+    public synchronized void resume() throws IOException
+    {
+        if (running != null)
+        {
+            running.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
+        }
+    }
+
+    /** The copy that holds the last committed checkpoint, or null before the first commit. */
+    public synchronized QemuProcess running()
+    {
+        return running;
+    }
+
+    /** How long the last commit's device-state load took, microseconds. */
+    public long lastLoadMicros()
+    {
+        return lastLoadMicros;
+    }
+
+    @Override
+    public synchronized void close()
+    {
+        starter.shutdown(); // a start in progress completes, so its QEMU is known and killed below
+        if (running != null)
+        {
+            running.kill();
+            running = null;
+        }
+        if (next != null)
+        {
+            try
+            {
+                next.get(START_TIMEOUT_MS, TimeUnit.MILLISECONDS).kill();
+            }
+            catch (final InterruptedException ex)
+            {
+                Thread.currentThread().interrupt();
+            }
+            catch (final ExecutionException | TimeoutException | CancellationException ex)
+            {
+                // it never started, or is not worth waiting for
+            }
+            next = null;
+        }
+    }
+}
