@@ -12,6 +12,7 @@ import dev.colod.agent.qemu.VmSpec;
 import dev.colod.agent.tls.PeerTls;
 import dev.colod.agent.vm.QemuFailover;
 import dev.colod.agent.vm.QemuStateSource;
+import dev.colod.agent.vm.RunningCopy;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.agent.vm.WriteTrackingPreload;
 import dev.colod.buffer.BackendProvider;
@@ -19,6 +20,7 @@ import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.FrameLedger;
 import dev.colod.buffer.HeldRecord;
 import dev.colod.buffer.VmOutputCommit;
+import dev.colod.core.ColoConfig;
 import dev.colod.core.NanoClock;
 import dev.colod.core.PrimaryEngine;
 import dev.colod.core.ProtectionState;
@@ -128,6 +130,12 @@ public final class ProtectedVm implements AutoCloseable
             if (hooks.transport() instanceof PeerTls t)
             {
                 vm.replication = "mutual TLS 1.3, peer " + t.peerName();
+            }
+            if (v.engine().mode() == ColoConfig.Mode.HYBRID)
+            {
+                LOG.warn("vm={} mode: hybrid is not complete: the secondary runs a copy of the VM, but inbound frames " +
+                    "and the comparison of outputs are not built yet, so every frame still waits for a checkpoint, as " +
+                    "in speculative mode", v.name);
             }
             vm.arbiter = arbiter(config, v, hooks);
             vm.closers.add(vm.arbiter); // closed last: engines stop first
@@ -522,6 +530,11 @@ public final class ProtectedVm implements AutoCloseable
         });
         closers.add(f);
         final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, f);
+        if (v.engine().mode().secondaryRuns())
+        {
+            f.runningCopy(new RunningCopy(spec, runDir.resolve("copies"), v.netns, image.ramFile(),
+                image.deviceStateFile()));
+        }
         if (v.disk != null)
         {
             image.disk(Path.of(v.disk.image), v.disk.replicate);
@@ -530,7 +543,8 @@ public final class ProtectedVm implements AutoCloseable
             ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport()).arbiter(arbiter)
             .knownToken(TokenFile.read(Path.of(config.stateDir), v.name))
             .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t));
-        handle = VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImage()));
+        handle = VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImage(),
+            f.runningCopy(), secondary.counters()));
         if (v.listen != null)
         {
             // roles follow the VM: after a failover this host is the primary and protects the VM again

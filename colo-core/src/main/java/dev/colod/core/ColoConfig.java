@@ -1,6 +1,8 @@
 package dev.colod.core;
 
 import java.nio.charset.StandardCharsets;
+import java.util.EnumSet;
+import java.util.Set;
 
 /**
  * Configuration of one protected VM's checkpoint engine. Defaults sit next to each field (and nowhere else: the
@@ -14,7 +16,29 @@ public final class ColoConfig
         /** The protocol's own order (PROTOCOL.md section 4): the primary resumes after {@code vmstate-loaded}. */
         STRICT,
         /** Remus-style: the primary resumes as soon as the state is captured; output is still held. */
-        SPECULATIVE
+        SPECULATIVE,
+        /**
+         * COarse-grained LOck-stepping (PROTOCOL.md section 10): the secondary runs a copy of the VM, suspended at
+         * each checkpoint-request and resumed after vmstate-loaded. Built so far: the running copy; its inbound
+         * frames and the comparison of outputs are not, so every frame still waits for a checkpoint, as in
+         * speculative mode, whose pause this mode has.
+         */
+        HYBRID;
+
+        /** Whether the primary resumes as soon as the state is captured (before the secondary has it). */
+        public boolean resumesEarly()
+        {
+            return this != STRICT;
+        }
+
+        /** The modes in which the secondary's VM does not run between checkpoints (benchmarks and disk tests). */
+        public static final Set<Mode> PERIODIC = EnumSet.of(STRICT, SPECULATIVE);
+
+        /** Whether the secondary runs a copy of the VM between checkpoints. */
+        public boolean secondaryRuns()
+        {
+            return this == HYBRID;
+        }
     }
 
     private String vmName = "vm";

@@ -343,7 +343,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         try (StateCapture capture = source.capture(id))
         {
             checkSize(capture, "checkpoint " + id + " state", limit);
-            if (config.mode() == ColoConfig.Mode.SPECULATIVE && !capture.needsPausedVm())
+            if (config.mode().resumesEarly() && !capture.needsPausedVm())
             {
                 resume(pausedNs);
             }
@@ -808,7 +808,12 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     /** This host's HELLO for {@code channel}. */
     private static Hello hello(final ColoConfig config, final int channel, final long sessionId, final long token)
     {
-        final int mode = config.mode() == ColoConfig.Mode.STRICT ? Hello.MODE_STRICT : Hello.MODE_SPECULATIVE;
+        final int mode = switch (config.mode())
+        {
+            case STRICT -> Hello.MODE_STRICT;
+            case SPECULATIVE -> Hello.MODE_SPECULATIVE;
+            case HYBRID -> Hello.MODE_HYBRID;
+        };
         return new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
             config.heartbeatTimeoutMs(), token, config.vmName(), new byte[0]);
     }

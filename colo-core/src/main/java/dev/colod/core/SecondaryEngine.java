@@ -504,6 +504,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
         final long limit;
         final Hello hello;
         final CountDownLatch heartbeatAttached = new CountDownLatch(1);
+        /** The primary asked for hybrid mode: this side runs a copy of the VM between checkpoints. */
+        final boolean hybrid;
         final SessionEnd end = new SessionEnd();
         volatile Heartbeat heartbeat;
 
@@ -514,6 +516,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             this.peer = peer;
             this.limit = limit;
             this.hello = hello;
+            this.hybrid = hello.mode() == Hello.MODE_HYBRID;
         }
 
         synchronized boolean attachHeartbeat(final Socket s, final Hello h)
@@ -525,6 +528,34 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             heartbeat = new Heartbeat(s, peer, "colo-secondary-" + config.vmName(), h.heartbeatIntervalMs(),
                 h.heartbeatTimeoutMs(), sink::lastCommitted, counters, end, () -> Heartbeat.abort(control));
             return true;
+        }
+
+        /**
+         * Hybrid mode: the running copy stops at checkpoint-request ({@code suspend}) and runs again from the
+         * committed checkpoint after vmstate-loaded. Not needed for the standby image to be right, so a failure is
+         * logged and counted, never the end of the session.
+         */
+        private void runningCopy(final boolean suspend, final long checkpointId)
+        {
+            try
+            {
+                if (suspend)
+                {
+                    sink.suspendRunning(checkpointId);
+                    counters.runningCopySuspends.incrementAndGet();
+                }
+                else
+                {
+                    sink.resumeRunning(checkpointId);
+                    counters.runningCopyResumes.incrementAndGet();
+                }
+            }
+            catch (final IOException | RuntimeException ex)
+            {
+                counters.runningCopyErrors.incrementAndGet();
+                LOG.warn("vm={} the running copy could not be {} at checkpoint {}: {}", config.vmName(),
+                    suspend ? "suspended" : "resumed", checkpointId, ex.getMessage());
+            }
         }
 
         /** Ends the session from another thread: records why (unless a cause is already recorded) and cuts it. */
@@ -556,7 +587,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                 decisions.protecting(this);
                 counters.sessionsStarted.incrementAndGet();
                 LOG.info("vm={} protecting for primary {} (session {}, {} mode, limit {} bytes)", config.vmName(), peer,
-                    Long.toHexString(id), hello.mode() == Hello.MODE_STRICT ? "strict" : "speculative", limit);
+                    Long.toHexString(id), hybrid ? "hybrid" : hello.mode() == Hello.MODE_STRICT ? "strict" : "speculative",
+                    limit);
                 final byte[] chunk = new byte[CHUNK];
 
                 while (true)
@@ -569,6 +601,10 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                         throw ProtocolException.unexpected(first, ColoCommand.CHECKPOINT_REQUEST);
                     }
                     final long startNs = clock.nanoTime();
+                    if (hybrid)
+                    {
+                        runningCopy(true, checkpointId);
+                    }
                     watchdog.arm("sending checkpoint-reply", config.syncTimeoutMs());
                     ch.put(ColoCommand.CHECKPOINT_REPLY);
                     // the primary pauses and captures between reply and send: that may take a while
@@ -616,6 +652,10 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                     ch.put(ColoCommand.VMSTATE_LOADED);
                     watchdog.disarm();
                     sink.loaded(checkpointId);
+                    if (hybrid)
+                    {
+                        runningCopy(false, checkpointId);
+                    }
                     counters.checkpointMicros.recordValue(Math.max(0, (clock.nanoTime() - startNs) / 1000));
                     checkpointId++;
                 }

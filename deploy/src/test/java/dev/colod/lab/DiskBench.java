@@ -31,7 +31,7 @@ public final class DiskBench
             "unprotected | protected | added per write | paused per write | disk step p50 / p99 | disk bytes per " +
             "checkpoint p50 / max | transfer / commit p50 |");
         System.out.println("|---|---|---|---|---|---|---|---|---|---|---|---|");
-        for (final ColoConfig.Mode mode : ColoConfig.Mode.values())
+        for (final ColoConfig.Mode mode : ColoConfig.Mode.PERIODIC)
         for (final boolean tls : new boolean[]{true, false})
         {
             try (TwoHostLab.Lab rig = tls ? new TwoHostLab.Lab(FailoverEndToEndTest.GUEST).withDisk(1024)

@@ -53,7 +53,7 @@ class DiskReplicationTest
     }
 
     @ParameterizedTest
-    @EnumSource(ColoConfig.Mode.class)
+    @EnumSource(value = ColoConfig.Mode.class, names = {"STRICT", "SPECULATIVE"}) // hybrid does not take a disk yet
     void afterAFailoverAtARandomMomentTheGuestSeesTheDiskOfItsCheckpoint(final ColoConfig.Mode mode) throws Exception
     {
         try (Lab rig = new Lab(GUEST).withDisk(DISK_MIB))

@@ -11,6 +11,7 @@ import dev.colod.core.ProtectionState;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.core.spi.VmStateSink;
 import dev.colod.core.spi.VmStateSource;
+import dev.colod.core.status.ColoCounters;
 import dev.colod.lab.TwoHostLab.Client;
 import dev.colod.lab.TwoHostLab.Lab;
 import org.junit.jupiter.api.BeforeEach;
@@ -198,6 +199,18 @@ class FailoverEndToEndTest
                 }
 
                 @Override
+                public void suspendRunning(final long id) throws IOException
+                {
+                    inner.suspendRunning(id);
+                }
+
+                @Override
+                public void resumeRunning(final long id) throws IOException
+                {
+                    inner.resumeRunning(id);
+                }
+
+                @Override
                 public void activate(final long id) throws Exception
                 {
                     inner.activate(id);
@@ -265,6 +278,23 @@ class FailoverEndToEndTest
                 while (client.values().size() < 5)
                 {
                     Thread.sleep(20);
+                }
+                if (mode.secondaryRuns())
+                {
+                    // hybrid: the secondary's copy of the VM runs between checkpoints, suspended and resumed by them
+                    final ColoCounters sc = rig.secondary().counters();
+                    final long resumed = sc.runningCopyResumes.get();
+                    final long deadline2 = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+                    while (sc.runningCopyResumes.get() < resumed + 3)
+                    {
+                        assertThat(System.nanoTime() - deadline2).as("the running copy follows the checkpoints").isNegative();
+                        Thread.sleep(20);
+                    }
+                    assertThat(sc.runningCopyErrors.get()).as("running copy errors").isZero();
+                    assertThat(rig.failover().runningCopy().running().isAlive()).isTrue();
+                    System.out.printf("%s: running copy pid %d, %d suspends, %d resumes, last load %.1f ms%n", mode,
+                        rig.failover().runningCopy().running().pid(), sc.runningCopySuspends.get(),
+                        sc.runningCopyResumes.get(), rig.failover().runningCopy().lastLoadMicros() / 1000.0);
                 }
                 final long seed = System.nanoTime();
                 System.out.printf("%s: kill after a random delay (seed %d)%n", mode, seed);

@@ -86,7 +86,7 @@ public final class ServiceBench
         final List<Row> rows = new ArrayList<>();
         rows.add(new Row("bridge", ColodConfig.Buffer.TAP, null, false, null));
         rows.add(new Row("colod pass-through (tap)", ColodConfig.Buffer.TAP, TwoHostLab.Protection.of(100), false, null));
-        for (final ColoConfig.Mode m : ColoConfig.Mode.values())
+        for (final ColoConfig.Mode m : ColoConfig.Mode.PERIODIC)
         {
             final String mode = m.name().toLowerCase();
             for (final ColodConfig.Buffer b : ColodConfig.Buffer.values())
@@ -108,7 +108,7 @@ public final class ServiceBench
             rows.add(new Row("speculative 100 linger " + linger + " (tap)", ColodConfig.Buffer.TAP,
                 TwoHostLab.Protection.of(100).in(ColoConfig.Mode.SPECULATIVE), true, true, List.of("output-linger-us: " + linger)));
         }
-        for (final ColoConfig.Mode m : ColoConfig.Mode.values())
+        for (final ColoConfig.Mode m : ColoConfig.Mode.PERIODIC)
         {
             for (final int paused : new int[]{10, 15, 50})
             {

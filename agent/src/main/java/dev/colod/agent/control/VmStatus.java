@@ -1,7 +1,9 @@
 package dev.colod.agent.control;
 
 import dev.colod.agent.disk.DiskWrites;
+import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.vm.QemuStateSource;
+import dev.colod.agent.vm.RunningCopy;
 import dev.colod.core.spi.Arbiter;
 import dev.colod.core.status.ColoCounters;
 import org.HdrHistogram.Histogram;
@@ -54,14 +56,24 @@ public final class VmStatus
         };
     }
 
-    /** The secondary's fields: role, and where a checkpoint's disk extents go. */
-    public static Supplier<Map<String, Object>> secondary(final Supplier<Map<String, Object>> role, final Path diskImage)
+    /** The secondary's fields: role, where a checkpoint's disk extents go, and (hybrid mode) the running copy. */
+    public static Supplier<Map<String, Object>> secondary(final Supplier<Map<String, Object>> role, final Path diskImage,
+        final RunningCopy copy, final ColoCounters counters)
     {
         return () ->
         {
             final Map<String, Object> m = new LinkedHashMap<>(role.get());
             m.put("write_tracking", "-");
             m.put("disk", diskImage == null ? "none" : "applied at commit to " + diskImage);
+            if (copy != null)
+            {
+                final QemuProcess q = copy.running();
+                m.put("running_copy", q == null ? "none yet (waits for the first committed checkpoint)"
+                    : "QEMU pid " + q.pid() + ", last checkpoint loaded in " + copy.lastLoadMicros() / 1000.0 + " ms");
+                m.put("running_copy_suspends", counters.runningCopySuspends.get());
+                m.put("running_copy_resumes", counters.runningCopyResumes.get());
+                m.put("running_copy_errors", counters.runningCopyErrors.get());
+            }
             return m;
         };
     }

@@ -34,6 +34,8 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     private volatile boolean trackWrites;
     private volatile Future<QemuProcess> standby;
     private volatile QemuProcess.Incoming standbyForm;
+    /** Hybrid mode: the copy of the VM that runs here between checkpoints, or null. */
+    private volatile RunningCopy copy;
     public volatile long lastStartMicros;
     public volatile long lastLoadMicros;
 
@@ -62,9 +64,49 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         this(spec, runDir, netns, false);
     }
 
+    /** Hybrid mode: a copy of the VM runs here between checkpoints, following the committed image. */
+    public QemuFailover runningCopy(final RunningCopy c)
+    {
+        copy = c;
+        return this;
+    }
+
+    /** Hybrid mode: the running copy, else null. */
+    public RunningCopy runningCopy()
+    {
+        return copy;
+    }
+
+    @Override
+    public void suspendRunning(final StandbyImage image, final long checkpointId) throws IOException
+    {
+        final RunningCopy c = copy;
+        if (c != null)
+        {
+            c.pause();
+        }
+    }
+
+    /** The copy runs from the checkpoint just committed; a live base is no state to run, so it waits for the next. */
+    @Override
+    public void resumeRunning(final StandbyImage image, final long checkpointId) throws IOException
+    {
+        final RunningCopy c = copy;
+        if (c != null && image.resumable())
+        {
+            c.commit(checkpointId);
+            c.resume();
+        }
+    }
+
     @Override
     public void loaded(final StandbyImage image, final long checkpointId)
     {
+        final RunningCopy c = copy;
+        if (c != null)
+        {
+            c.prepare(); // the next copy starts now, in the background, so the resume after this is only a load
+        }
         if (!hot || running != null || standby != null)
         {
             return;
@@ -132,6 +174,11 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     @Override
     public void close()
     {
+        final RunningCopy c = copy;
+        if (c != null)
+        {
+            c.close();
+        }
         starter.shutdown();
         final QemuProcess s = standbyQemu();
         if (s != null && running != s)
@@ -149,6 +196,13 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     @Override
     public void activate(final StandbyImage image, final long checkpointId) throws IOException
     {
+        final RunningCopy c = copy;
+        if (c != null)
+        {
+            // nothing compared its output yet: the committed image, not the copy, is what clients saw
+            copy = null;
+            c.close();
+        }
         final long t0 = System.nanoTime();
         final QemuProcess.Incoming form = QemuProcess.Incoming.of(image.deviceStateFile());
         QemuProcess pre = standbyQemu();

@@ -51,6 +51,16 @@ public final class StandbyImage implements VmStateSink
         default void loaded(final StandbyImage image, final long checkpointId)
         {
         }
+
+        /** Hybrid mode: stop the running copy of the VM (checkpoint-request arrived). */
+        default void suspendRunning(final StandbyImage image, final long checkpointId) throws IOException
+        {
+        }
+
+        /** Hybrid mode: run the copy from the committed checkpoint {@code checkpointId} (vmstate-loaded was sent). */
+        default void resumeRunning(final StandbyImage image, final long checkpointId) throws IOException
+        {
+        }
     }
 
     private final Path dir;
@@ -496,6 +506,18 @@ public final class StandbyImage implements VmStateSink
     public void loaded(final long checkpointId)
     {
         activation.loaded(this, checkpointId);
+    }
+
+    @Override
+    public void suspendRunning(final long checkpointId) throws IOException
+    {
+        activation.suspendRunning(this, checkpointId);
+    }
+
+    @Override
+    public void resumeRunning(final long checkpointId) throws IOException
+    {
+        activation.resumeRunning(this, checkpointId);
     }
 
     @Override

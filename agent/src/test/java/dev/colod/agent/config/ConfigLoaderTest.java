@@ -126,8 +126,8 @@ class ConfigLoaderTest
     void aChoiceOutsideItsListNamesTheChoices()
     {
         final ConfigException mode = error(GOOD.replace("    checkpoint-delay-ms: 100", "    mode: sloppy"));
-        assertThat(mode.getMessage()).isEqualTo("colod.yaml:8:5: invalid vms[0].mode: must be strict or speculative, " +
-            "was 'sloppy'");
+        assertThat(mode.getMessage()).isEqualTo("colod.yaml:8:5: invalid vms[0].mode: must be strict, speculative or " +
+            "hybrid, was 'sloppy'");
         final ConfigException stop = error("on-stop: halt\n" + GOOD);
         assertThat(stop.getMessage()).isEqualTo("colod.yaml:1:1: invalid on-stop: must be leave-running or stop, was 'halt'");
     }

@@ -38,6 +38,8 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
     public static final int CHANNEL_PROBE = 2;
     public static final int MODE_STRICT = 0;
     public static final int MODE_SPECULATIVE = 1;
+    /** Hybrid: the secondary runs a copy of the VM, suspended at checkpoint-request, resumed after vmstate-loaded. */
+    public static final int MODE_HYBRID = 2;
     public static final int MAX_NAME_BYTES = 255;
     public static final int MAX_AUTH_BYTES = 4096;
 
@@ -83,9 +85,9 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
             throw new ProtocolException("hello.channel", "bad hello.channel " + channel + ", expected 0, 1 or 2");
         }
         final int mode = in.readUnsignedByte();
-        if (mode != MODE_STRICT && mode != MODE_SPECULATIVE)
+        if (mode != MODE_STRICT && mode != MODE_SPECULATIVE && mode != MODE_HYBRID)
         {
-            throw new ProtocolException("hello.mode", "bad hello.mode " + mode + ", expected 0 or 1");
+            throw new ProtocolException("hello.mode", "bad hello.mode " + mode + ", expected 0, 1 or 2");
         }
         final long sessionId = in.readLong();
         final long maxState = in.readLong();

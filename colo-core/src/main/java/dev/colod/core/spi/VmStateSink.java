@@ -37,6 +37,22 @@ public interface VmStateSink
      * Whether the committed image is a consistent state the VM can resume from. False before any checkpoint and
      * while a live first synchronisation is only partly completed (a base image without its paused checkpoint).
      */
+    /**
+     * Hybrid mode: {@code checkpoint-request} for {@code checkpointId} arrived; the running copy of the VM stops
+     * before the reply (PROTOCOL.md section 10). A failure is logged and counted; it does not end the session.
+     */
+    default void suspendRunning(final long checkpointId) throws IOException
+    {
+    }
+
+    /**
+     * Hybrid mode: {@code vmstate-loaded} was sent for {@code checkpointId}; the running copy resumes from the
+     * committed checkpoint. A failure is logged and counted; it does not end the session.
+     */
+    default void resumeRunning(final long checkpointId) throws IOException
+    {
+    }
+
     default boolean resumable()
     {
         return lastCommitted() > 0;

@@ -60,6 +60,10 @@ public final class ColoCounters
     public final AtomicLong authFailures = new AtomicLong();
     /** Connections closed before their handshake completed (early close, stall past the deadline, eviction, TLS). */
     public final AtomicLong abandonedHandshakes = new AtomicLong();
+    /** Hybrid mode, secondary: times the running copy was suspended and resumed, and times that failed. */
+    public final AtomicLong runningCopySuspends = new AtomicLong();
+    public final AtomicLong runningCopyResumes = new AtomicLong();
+    public final AtomicLong runningCopyErrors = new AtomicLong();
     /** Time the VM spent paused per checkpoint, microseconds. */
     public final Histogram pauseMicros = new ConcurrentHistogram(60_000_000L, 2);
     /** Whole transaction time per checkpoint (request to loaded), microseconds. */
