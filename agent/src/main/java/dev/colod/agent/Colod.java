@@ -89,6 +89,8 @@ public final class Colod implements AutoCloseable
 
     void start() throws Exception
     {
+        // before anything is touched: a second colod on this runtime dir would fight the first over the VMs
+        closers.add(InstanceLock.acquire(Path.of(config.runtimeDir)));
         for (final ColodConfig.Vm v : config.vms)
         {
             final ProtectedVm vm = ProtectedVm.open(config, v, loop, ProtectedVm.Hooks.DAEMON);

@@ -2,8 +2,10 @@ package dev.colod.agent.control;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.config.ConfigException;
 import dev.colod.agent.config.ConfigLoader;
+import dev.colod.agent.config.HostCheck;
 import picocli.AutoComplete;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -44,6 +46,8 @@ public final class Coloctl
     public static final int REFUSED = 1;
     public static final int UNREACHABLE = 3;
     public static final int BAD_CONFIG = 4;
+    /** {@code config check --host}: the file is valid, but this host lacks what it needs. */
+    public static final int HOST_LACKS = 5;
     private static final ObjectMapper JSON = new ObjectMapper();
 
     @Option(names = "--socket", description = "control socket (default: ${DEFAULT-VALUE})", defaultValue = "/run/colod/colod.sock",
@@ -312,11 +316,15 @@ public final class Coloctl
     @Command(name = "config", description = "Configuration tools.", subcommands = Config.Check.class)
     static final class Config
     {
-        @Command(name = "check", description = "Validate a colod.yaml without starting anything.")
+        @Command(name = "check", description = "Validate a colod.yaml without starting anything; with --host, also " +
+            "check that this host has what it needs (commands, files, namespaces, bridges, backends, directories, etcd).")
         static final class Check implements Callable<Integer>
         {
             @Parameters(paramLabel = "FILE")
             Path file;
+
+            @Option(names = "--host", description = "Also check this host against the file (exit 5 when it lacks something).")
+            boolean host;
 
             @CommandLine.Spec
             CommandLine.Model.CommandSpec spec;
@@ -326,8 +334,19 @@ public final class Coloctl
             {
                 try
                 {
-                    final int n = ConfigLoader.load(file).vms.size();
-                    spec.commandLine().getOut().println(file + ": OK (" + n + " vm" + (n == 1 ? "" : "s") + ")");
+                    final ColodConfig c = ConfigLoader.load(file);
+                    final int n = c.vms.size();
+                    if (host)
+                    {
+                        final List<String> problems = HostCheck.problems(c);
+                        if (!problems.isEmpty())
+                        {
+                            problems.forEach(line -> spec.commandLine().getErr().println(file + ": this host: " + line));
+                            return HOST_LACKS;
+                        }
+                    }
+                    spec.commandLine().getOut().println(file + ": OK (" + n + " vm" + (n == 1 ? "" : "s") +
+                        (host ? "; this host has what it needs" : "") + ")");
                     return 0;
                 }
                 catch (final ConfigException ex)

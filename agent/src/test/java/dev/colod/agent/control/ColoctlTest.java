@@ -168,6 +168,21 @@ class ColoctlTest
     }
 
     @Test
+    void configCheckHostNamesWhatThisHostLacksAndExitsFive() throws Exception
+    {
+        final Path kernel = Files.writeString(dir.resolve("vmlinuz"), "k");
+        final Path yaml = dir.resolve("host.yaml");
+        Files.writeString(yaml, String.join("\n", "runtime-dir: " + dir.resolve("run"), "ram-dir: " + dir.resolve("ram"),
+            "state-dir: " + dir.resolve("state"), "vms:", "  - name: web1", "    role: primary", "    peer: 198.19.0.2:7600",
+            "    memory-mib: 128", "    accel: tcg", "    kernel: " + kernel, "    nics:", "      - tap: vt0",
+            "        mac: 52:54:00:12:34:56", "        bridge: br-colot-none", "arbiter: none", "insecure: true", ""));
+        assertThat(coloctl("config", "check", yaml.toString()).code()).as("the file itself is valid").isZero();
+        final Run r = coloctl("config", "check", "--host", yaml.toString());
+        assertThat(r.code()).as(r.err()).isEqualTo(Coloctl.HOST_LACKS);
+        assertThat(r.err()).contains(yaml + ": this host: vms[0].nics[0].bridge: br-colot-none does not exist");
+    }
+
+    @Test
     void metricsEndpointServesPrometheusTextOnLoopback() throws Exception
     {
         try (MetricsServer m = new MetricsServer(new java.net.InetSocketAddress("127.0.0.1", 0), List.of(

@@ -1,0 +1,156 @@
+package dev.colod.agent.config;
+
+import dev.colod.buffer.BackendProvider;
+import dev.colod.os.HostTools;
+import dev.colod.os.IpRoute;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.URI;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * What this host must have for a valid configuration to run ({@code coloctl config check --host}): commands,
+ * device files, the files the YAML names, network namespaces, bridges, each backend's tools, directories colod
+ * writes, and the arbiter's endpoints. Every problem is one line naming the key it comes from and what is
+ * missing; nothing is changed.
+ */
+public final class HostCheck
+{
+    private static final int CONNECT_TIMEOUT_MS = 1000;
+
+    private HostCheck()
+    {
+    }
+
+    /** Every problem of this host for {@code c}, one line each; empty when it has everything. */
+    public static List<String> problems(final ColodConfig c)
+    {
+        final List<String> p = new ArrayList<>();
+        for (final String m : HostTools.missing(List.of("qemu-system-x86_64:qemu-system-x86", "ip:iproute2"), List.of()))
+        {
+            p.add("this host: " + m);
+        }
+        directory(p, "runtime-dir", c.runtimeDir);
+        directory(p, "ram-dir", c.ramDir);
+        directory(p, "state-dir", c.stateDir);
+        if (!c.insecure && c.tls != null)
+        {
+            readable(p, "tls.ca", c.tls.ca);
+            readable(p, "tls.cert", c.tls.cert);
+            readable(p, "tls.key", c.tls.key);
+        }
+        if (c.arbiter != null && !c.arbiter.none())
+        {
+            readable(p, "arbiter.ca", c.arbiter.ca);
+            readable(p, "arbiter.cert", c.arbiter.cert);
+            readable(p, "arbiter.key", c.arbiter.key);
+            final List<String> down = new ArrayList<>();
+            for (final String e : c.arbiter.etcd)
+            {
+                final String why = unreachable(e);
+                if (why != null)
+                {
+                    down.add(e + " (" + why + ")");
+                }
+            }
+            if (!c.arbiter.etcd.isEmpty() && down.size() == c.arbiter.etcd.size())
+            {
+                p.add("arbiter.etcd: no endpoint answers: " + String.join(", ", down));
+            }
+        }
+        for (int i = 0; i < c.vms.size(); i++)
+        {
+            vm(p, "vms[" + i + "]", c.vms.get(i));
+        }
+        return p;
+    }
+
+    private static void vm(final List<String> p, final String at, final ColodConfig.Vm v)
+    {
+        if (v.accel == ColodConfig.Accel.KVM && !Files.exists(Path.of("/dev/kvm")))
+        {
+            p.add(at + ".accel: kvm, but /dev/kvm does not exist on this host (no KVM module, or a VM without nesting)");
+        }
+        readable(p, at + ".kernel", v.kernel);
+        readable(p, at + ".initrd", v.initrd);
+        if (v.disk != null && v.disk.image != null && !Files.isRegularFile(Path.of(v.disk.image)))
+        {
+            p.add(at + ".disk.image: " + v.disk.image + " is not a regular file here");
+        }
+        if (v.netns != null && !Files.exists(Path.of("/run/netns", v.netns)))
+        {
+            p.add(at + ".netns: network namespace " + v.netns + " does not exist (ip netns add " + v.netns + ")");
+            return; // its bridges cannot be looked for
+        }
+        for (int n = 0; n < v.nics.size(); n++)
+        {
+            final ColodConfig.Nic nic = v.nics.get(n);
+            final String q = at + ".nics[" + n + "]";
+            if (nic.bridge != null && new IpRoute(v.netns).ipQuiet("-o", "link", "show", "dev", nic.bridge) == null)
+            {
+                p.add(q + ".bridge: " + nic.bridge + " does not exist" + (v.netns == null ? "" : " in netns " + v.netns));
+            }
+            final BackendProvider backend;
+            try
+            {
+                backend = nic.backend();
+            }
+            catch (final IllegalArgumentException ex)
+            {
+                p.add(q + ".buffer: " + ex.getMessage());
+                continue;
+            }
+            for (final String m : backend.missing())
+            {
+                p.add(q + ".buffer: " + backend.name() + " needs " + m);
+            }
+        }
+    }
+
+    private static void readable(final List<String> p, final String key, final String file)
+    {
+        if (file != null && !Files.isReadable(Path.of(file)))
+        {
+            p.add(key + ": " + file + (Files.exists(Path.of(file)) ? " is not readable" : " does not exist"));
+        }
+    }
+
+    /** A directory colod creates and writes: it, or its nearest existing parent, must be writable. */
+    private static void directory(final List<String> p, final String key, final String dir)
+    {
+        Path d = Path.of(dir).toAbsolutePath();
+        while (d != null && !Files.exists(d))
+        {
+            d = d.getParent();
+        }
+        if (d == null || !Files.isDirectory(d) || !Files.isWritable(d))
+        {
+            p.add(key + ": " + dir + " cannot be created or written here" + (d == null ? "" : " (" + d + " is not a " +
+                "writable directory)"));
+        }
+    }
+
+    /** Why nothing accepts a TCP connection at {@code url}'s host and port, or null when something does. */
+    private static String unreachable(final String url)
+    {
+        try
+        {
+            final URI u = URI.create(url);
+            final int port = u.getPort() > 0 ? u.getPort() : "https".equals(u.getScheme()) ? 443 : 80;
+            try (Socket s = new Socket())
+            {
+                s.connect(new InetSocketAddress(u.getHost(), port), CONNECT_TIMEOUT_MS);
+                return null;
+            }
+        }
+        catch (final IOException | IllegalArgumentException ex)
+        {
+            return ex.getMessage() == null ? ex.toString() : ex.getMessage();
+        }
+    }
+}
