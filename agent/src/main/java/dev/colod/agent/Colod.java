@@ -1,5 +1,6 @@
 package dev.colod.agent;
 
+import dev.colod.agent.control.Coloctl;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.config.ConfigException;
 import dev.colod.agent.config.ConfigLoader;
@@ -27,6 +28,11 @@ import java.util.concurrent.TimeUnit;
 public final class Colod implements AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(Colod.class);
+    private static final String USAGE = String.join("\n",
+        "usage: colod --config /etc/colod/colod.yaml   run every VM of the file in its role on this host",
+        "       colod --version | --help",
+        "Inspect and command it with coloctl (coloctl --help); check a file first: coloctl config check --host FILE.",
+        "Exit codes: 0 clean stop, 1 start-up failed, 2 usage, 4 invalid configuration.");
 
     private final ColodConfig config;
     private final Closers closers = new Closers(ex -> LOG.warn("stopping: {}", ex.toString()));
@@ -40,9 +46,19 @@ public final class Colod implements AutoCloseable
 
     public static void main(final String[] args) throws Exception
     {
+        if (args.length == 1 && ("--version".equals(args[0]) || "-V".equals(args[0])))
+        {
+            System.out.println("colod " + Coloctl.version());
+            return;
+        }
+        if (args.length == 1 && ("--help".equals(args[0]) || "-h".equals(args[0])))
+        {
+            System.out.println(USAGE);
+            return;
+        }
         if (args.length != 2 || !"--config".equals(args[0]))
         {
-            System.err.println("usage: colod --config /etc/colod/colod.yaml");
+            System.err.println(USAGE);
             System.exit(2);
         }
         final ColodConfig cfg;
@@ -99,11 +115,31 @@ public final class Colod implements AutoCloseable
             handles.add(vm.handle());
         }
         closers.add(new ControlServer(Path.of(config.runtimeDir).resolve("colod.sock"), handles));
+        LOG.info("colod {} started: {} VM(s): {}; arbiter {}; replication {}; control {}{}", Coloctl.version(),
+            config.vms.size(), summary(), config.arbiter == null || config.arbiter.none() ? "none (UNARBITRATED)"
+                : "etcd " + config.arbiter.etcd, config.insecure ? "plaintext (insecure)" : "mutual TLS 1.3",
+            Path.of(config.runtimeDir).resolve("colod.sock"),
+            config.metricsListen.isEmpty() ? "" : "; metrics http://" + config.metricsListen + "/metrics");
         if (!config.metricsListen.isEmpty())
         {
             final String[] hp = config.metricsListen.split(":");
             closers.add(new MetricsServer(new InetSocketAddress(hp[0], Integer.parseInt(hp[1])), handles));
         }
+    }
+
+    /** One entry per VM: name, role now, peer, mode, each NIC's backend. */
+    private String summary()
+    {
+        final List<String> vms = new ArrayList<>();
+        for (int i = 0; i < config.vms.size(); i++)
+        {
+            final ColodConfig.Vm v = config.vms.get(i);
+            final VmHandle h = handles.get(i);
+            vms.add(v.name + " " + h.status().get("role") + " (peer " + v.peer + ", mode " +
+                v.engine().mode().name().toLowerCase() + ", nics " + v.nics.stream().map(n -> n.tap + ":" +
+                n.buffer.name().toLowerCase()).toList() + ")");
+        }
+        return String.join(", ", vms);
     }
 
     @Override

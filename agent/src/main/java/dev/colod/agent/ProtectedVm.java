@@ -5,7 +5,6 @@ import dev.colod.agent.arbiter.EtcdGateway;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.control.VmHandle;
 import dev.colod.agent.control.VmStatus;
-import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.qemu.Leftovers;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.VmSpec;

@@ -1,6 +1,5 @@
 package dev.colod.core;
 
-import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.testing.EnginePair;
 
 import java.util.Locale;

@@ -2,9 +2,7 @@ package dev.colod.core;
 
 import dev.colod.core.protocol.Hello;
 import dev.colod.core.protocol.ProtocolTap;
-import dev.colod.core.protocol.Welcome;
 import dev.colod.core.status.ColoCounters;
-import dev.colod.core.testing.EnginePair;
 import dev.colod.core.testing.MemorySink;
 import dev.colod.core.testing.MemoryVm;
 import dev.colod.core.testing.RecordingOutputCommit;

@@ -2,7 +2,6 @@ package dev.colod.core;
 
 import dev.colod.core.protocol.HeartbeatFrame;
 import dev.colod.core.protocol.Hello;
-import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
 import dev.colod.core.status.ColoCounters;
 import dev.colod.core.testing.MemorySink;

@@ -3,7 +3,6 @@ package dev.colod.lab;
 import dev.colod.buffer.NicStats;
 import dev.colod.core.ExitEvent;
 import dev.colod.core.status.ColoCounters;
-import dev.colod.os.Netns;
 
 import java.nio.file.Path;
 import java.util.List;

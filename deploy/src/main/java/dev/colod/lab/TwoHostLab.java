@@ -7,7 +7,6 @@ import dev.colod.agent.arbiter.LocalEtcd;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.config.ConfigLoader;
 import dev.colod.agent.qemu.QemuProcess;
-import dev.colod.agent.tls.Certs;
 import dev.colod.agent.vm.QemuFailover;
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.StandbyImage;

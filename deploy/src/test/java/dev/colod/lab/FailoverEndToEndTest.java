@@ -1,7 +1,5 @@
 package dev.colod.lab;
 
-import dev.colod.agent.arbiter.LocalEtcd;
-import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.buffer.NetnsLab;
 import dev.colod.buffer.Prerequisites;

@@ -2,7 +2,6 @@ package dev.colod.lab;
 
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.buffer.NetnsLab;
-import dev.colod.buffer.NicStats;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.status.ColoCounters;
 import dev.colod.os.Netns;

@@ -1,7 +1,6 @@
 package dev.colod.lab;
 
 import dev.colod.agent.vm.QemuStateSource;
-import dev.colod.agent.vm.WrittenPages;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.lab.TwoHostLab.Client;
 import dev.colod.lab.TwoHostLab.Lab;

@@ -4,7 +4,6 @@ import dev.colod.buffer.BufferLimits;
 import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.NetnsLab;
 import dev.colod.buffer.NicStats;
-import dev.colod.buffer.tap.TapDevice;
 import dev.colod.os.IpRoute;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.MultiThreadIoEventLoopGroup;

@@ -2,7 +2,6 @@ package dev.colod.buffer;
 
 import dev.colod.buffer.net.PlumbingState;
 import dev.colod.buffer.tap.TapBackend;
-import dev.colod.buffer.tap.TapDevice;
 import dev.colod.buffer.tap.TapPlumbing;
 import dev.colod.os.IpRoute;
 import io.netty.channel.IoEventLoop;

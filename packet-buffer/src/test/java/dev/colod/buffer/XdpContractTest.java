@@ -1,7 +1,6 @@
 package dev.colod.buffer;
 
 import dev.colod.buffer.net.PlumbingState;
-import dev.colod.buffer.tap.TapPlumbing;
 import dev.colod.buffer.xdp.XdpBackend;
 import dev.colod.buffer.xdp.XdpPlumbing;
 import dev.colod.os.IpRoute;

@@ -14,7 +14,6 @@ import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.InvalidSettingException;
-import dev.colod.core.spi.Arbiter;
 
 import java.io.IOException;
 import java.nio.file.Files;

@@ -30,15 +30,16 @@ import java.util.concurrent.Callable;
 /**
  * coloctl: inspect and command colod over its control socket.
  * Exit codes: 0 done; 1 colod refused the request (e.g. unknown VM); 2 usage error; 3 colod not reachable;
- * 4 configuration file invalid.
+ * 4 configuration file invalid; 5 this host lacks what a valid configuration needs.
  */
-@Command(name = "coloctl", mixinStandardHelpOptions = true, version = "coloctl 0.1.0",
+@Command(name = "coloctl", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class,
     description = "Inspect and command colod, the COLO checkpointing agent.",
     footer = {"", "Examples:", "  coloctl status", "  coloctl buffers web1 --watch", "  coloctl buffers -o json",
         "  coloctl checkpoint web1", "  coloctl failover web1", "  coloctl config check /etc/colod/colod.yaml",
         "  coloctl certs --dir /etc/colod/tls 198.19.0.1 198.19.0.2",
         "  source <(coloctl completion)", "",
-        "Exit codes: 0 ok, 1 colod refused, 2 usage, 3 colod not reachable, 4 invalid configuration"},
+        "Exit codes: 0 ok, 1 colod refused, 2 usage, 3 colod not reachable, 4 invalid configuration, 5 this host lacks " +
+            "what the configuration needs (config check --host)"},
     subcommands = {Coloctl.Status.class, Coloctl.Buffers.class, Coloctl.Checkpoint.class, Coloctl.Failover.class,
         Coloctl.Reprotect.class, Coloctl.Config.class, Coloctl.Certs.class, Coloctl.Completion.class})
 public final class Coloctl
@@ -49,6 +50,23 @@ public final class Coloctl
     /** {@code config check --host}: the file is valid, but this host lacks what it needs. */
     public static final int HOST_LACKS = 5;
     private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** The version of this build (the jar's Implementation-Version), for {@code --version} of every command. */
+    public static final class Version implements CommandLine.IVersionProvider
+    {
+        @Override
+        public String[] getVersion()
+        {
+            return new String[]{"coloctl " + version()};
+        }
+    }
+
+    /** This build's version: the jar manifest's Implementation-Version, or "development" when run from classes. */
+    public static String version()
+    {
+        final String v = Coloctl.class.getPackage().getImplementationVersion();
+        return v == null ? "development" : v;
+    }
 
     @Option(names = "--socket", description = "control socket (default: ${DEFAULT-VALUE})", defaultValue = "/run/colod/colod.sock",
         scope = CommandLine.ScopeType.INHERIT)
@@ -155,7 +173,7 @@ public final class Coloctl
         }
     }
 
-    @Command(name = "status", description = "Each VM: role, state, peer, last checkpoint age, checkpoints/s, pause p50/p99.")
+    @Command(name = "status", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Each VM: role, state, peer, last checkpoint age, checkpoints/s, pause p50/p99.")
     static final class Status extends Sub
     {
         @Option(names = {"-o", "--output"}, description = "table or json", defaultValue = "table")
@@ -216,7 +234,7 @@ public final class Coloctl
         }
     }
 
-    @Command(name = "buffers", description = "Per VM and NIC: frames and bytes held now, per epoch, oldest age, released, dropped.")
+    @Command(name = "buffers", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Per VM and NIC: frames and bytes held now, per epoch, oldest age, released, dropped.")
     static final class Buffers extends Sub
     {
         @Parameters(arity = "0..1", paramLabel = "VM", description = "only this VM")
@@ -296,27 +314,27 @@ public final class Coloctl
         }
     }
 
-    @Command(name = "checkpoint", description = "Take a checkpoint of VM now (on its primary).")
+    @Command(name = "checkpoint", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Take a checkpoint of VM now (on its primary).")
     static final class Checkpoint extends VmCommand
     {
     }
 
-    @Command(name = "failover", description = "On the secondary: resume VM here from the last committed checkpoint. "
+    @Command(name = "failover", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "On the secondary: resume VM here from the last committed checkpoint. "
         + "On the primary: stop protecting VM (it keeps running here).")
     static final class Failover extends VmCommand
     {
     }
 
-    @Command(name = "reprotect", description = "After a failover with reprotect: manual, protect VM again (this host "
+    @Command(name = "reprotect", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "After a failover with reprotect: manual, protect VM again (this host "
         + "is its primary now; the other host's colod must be running).")
     static final class Reprotect extends VmCommand
     {
     }
 
-    @Command(name = "config", description = "Configuration tools.", subcommands = Config.Check.class)
+    @Command(name = "config", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Configuration tools.", subcommands = Config.Check.class)
     static final class Config
     {
-        @Command(name = "check", description = "Validate a colod.yaml without starting anything; with --host, also " +
+        @Command(name = "check", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Validate a colod.yaml without starting anything; with --host, also " +
             "check that this host has what it needs (commands, files, namespaces, bridges, backends, directories, etcd).")
         static final class Check implements Callable<Integer>
         {
@@ -358,7 +376,7 @@ public final class Coloctl
         }
     }
 
-    @Command(name = "certs", description = "Make a lab CA and host certificates for mutual TLS (PEM): DIR/ca.pem, " +
+    @Command(name = "certs", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Make a lab CA and host certificates for mutual TLS (PEM): DIR/ca.pem, " +
         "DIR/ca.key and DIR/NAME.pem, DIR/NAME.key per host. NAME is what the peer configures (its replication address " +
         "or DNS name). For production use your own CA.")
     static final class Certs implements Callable<Integer>
@@ -401,7 +419,7 @@ public final class Coloctl
         }
     }
 
-    @Command(name = "completion", description = "Print a bash/zsh completion script: source <(coloctl completion)")
+    @Command(name = "completion", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Print a bash/zsh completion script: source <(coloctl completion)")
     static final class Completion implements Callable<Integer>
     {
         @CommandLine.Spec

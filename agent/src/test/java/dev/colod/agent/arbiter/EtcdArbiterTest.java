@@ -1,7 +1,5 @@
 package dev.colod.agent.arbiter;
 
-import dev.colod.agent.tls.Certs;
-import dev.colod.agent.tls.PeerTls;
 import dev.colod.buffer.Prerequisites;
 import dev.colod.core.spi.Arbiter.Verdict;
 import org.junit.jupiter.api.AfterEach;

@@ -168,6 +168,20 @@ class ColoctlTest
     }
 
     @Test
+    void everySubcommandAnswersHelpAndVersion() throws Exception
+    {
+        for (final String sub : new String[]{"status", "buffers", "checkpoint", "failover", "reprotect", "config", "certs",
+            "completion"})
+        {
+            final Run help = coloctl(sub, "--help");
+            assertThat(help.code()).as(sub + " --help: " + help.err()).isZero();
+            assertThat(help.out()).contains("Usage: coloctl " + sub);
+        }
+        assertThat(coloctl("config", "check", "--help").out()).contains("--host");
+        assertThat(coloctl("--version").out()).startsWith("coloctl ");
+    }
+
+    @Test
     void configCheckHostNamesWhatThisHostLacksAndExitsFive() throws Exception
     {
         final Path kernel = Files.writeString(dir.resolve("vmlinuz"), "k");

@@ -1,7 +1,6 @@
 package dev.colod.buffer.xdp;
 
 import dev.colod.buffer.net.PlumbingState;
-import dev.colod.buffer.tap.TapPlumbing;
 import dev.colod.os.IpRoute;
 import dev.colod.os.Netns;
 import org.slf4j.Logger;
