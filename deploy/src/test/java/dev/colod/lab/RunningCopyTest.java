@@ -179,7 +179,12 @@ class RunningCopyTest
         assertThat(other.awaitMigration()).isEqualTo("completed");
         final long committed = crc(image);
         other.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
-        Thread.sleep(1500);
+        // a running Linux guest writes its RAM all the time (timers, jiffies): wait for it, however slowly TCG runs
+        final long deadline = System.nanoTime() + 60_000_000_000L;
+        while (crc(image) == committed && System.nanoTime() < deadline)
+        {
+            Thread.sleep(200);
+        }
         assertThat(crc(image)).as("a shared mapping writes the guest's changes into the image").isNotEqualTo(committed);
     }
 }
