@@ -2,6 +2,8 @@ package dev.colod.lab;
 
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.VmSpec;
+import dev.colod.agent.vm.QemuFailover;
+import dev.colod.agent.vm.StandbyImage;
 import dev.colod.os.Netns;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -103,6 +105,32 @@ class DeviceStateFormsTest
             awaitMigration(wrong);
         }).isInstanceOf(IOException.class);
         assertThat(Files.readString(dir.resolve("run-c").resolve("qemu.out"))).contains("Configuration section missing");
+    }
+
+    @Test
+    void aFailoverThatQemuRefusesSaysQemusOwnReason() throws Exception
+    {
+        final Path ram = dir.resolve("a.ram");
+        qemu = QemuProcess.start(spec, dir.resolve("run-a"), ram, QemuProcess.Incoming.NONE, ns);
+        Thread.sleep(3000);
+        qemu.qmp().execute("stop", null, QemuProcess.QMP_TIMEOUT_MS);
+        final Path image = dir.resolve("image");
+        Files.createDirectories(image);
+        final Path devices = image.resolve("device.state");
+        qemu.qmp().execute("xen-save-devices-state", Map.of("filename", devices.toString(), "live", false),
+            QemuProcess.QMP_TIMEOUT_MS);
+        Files.copy(ram, image.resolve("ram"), StandardCopyOption.REPLACE_EXISTING);
+        qemu.kill();
+        qemu = null;
+        // the device state cut in half, as a disk full or a bug would leave it: QEMU refuses it, and says why
+        final byte[] whole = Files.readAllBytes(devices);
+        Files.write(devices, java.util.Arrays.copyOf(whole, whole.length / 2));
+        final QemuFailover f = new QemuFailover(spec, dir.resolve("run-f"), ns);
+        final StandbyImage standby = new StandbyImage(image, "forms", f);
+        assertThatThrownBy(() -> f.activate(standby, 1)).isInstanceOf(IOException.class)
+            .hasMessageContaining("resuming checkpoint 1 failed")
+            .hasMessageContaining("; QEMU said: qemu-system-x86_64:");
+        f.close();
     }
 
     /** Waits for the migration to end; throws unless it completed. */

@@ -4,6 +4,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.io.InputStream;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
@@ -175,17 +176,7 @@ public final class QemuProcess implements AutoCloseable
         catch (final IOException ex)
         {
             p.destroyForcibly();
-            String out = "";
-            try
-            {
-                out = Files.readString(runDir.resolve("qemu.out")).trim();
-            }
-            catch (final IOException ignore)
-            {
-                // nothing more to say
-            }
-            throw new IOException("QEMU for vm " + spec.name() + " did not come up: " + ex.getMessage() +
-                (out.isEmpty() ? "" : "; QEMU said: " + out), ex);
+            throw new IOException("QEMU for vm " + spec.name() + " did not come up: " + ex.getMessage() + said(runDir), ex);
         }
         return new QemuProcess(spec, runDir, ramFile, p.toHandle(), qmp, false);
     }
@@ -269,6 +260,25 @@ public final class QemuProcess implements AutoCloseable
             throw ex;
         }
         return Optional.of(new QemuProcess(spec, runDir, ramFile, h, qmp, true));
+    }
+
+    /**
+     * What QEMU wrote to its output ({@code qemu.out} in {@code runDir}), its last lines, as "; QEMU said: ..."
+     * to append to an error (QEMU's own reason, e.g. {@code Unknown savevm section}); empty when it said nothing.
+     */
+    public static String said(final Path runDir)
+    {
+        try
+        {
+            final List<String> lines = Files.readAllLines(runDir.resolve("qemu.out")).stream()
+                .filter(l -> !l.isBlank()).toList();
+            return lines.isEmpty() ? "" : "; QEMU said: " +
+                String.join(" | ", lines.subList(Math.max(0, lines.size() - 5), lines.size())).trim();
+        }
+        catch (final IOException | UncheckedIOException ex)
+        {
+            return "";
+        }
     }
 
     /** True if this QEMU was started by an earlier colod and adopted. */

@@ -233,7 +233,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         {
             q.kill();
             throw new IOException("vm " + spec.name() + ": resuming checkpoint " + checkpointId + " failed: " +
-                ex.getMessage(), ex);
+                ex.getMessage() + QemuProcess.said(q.runDir()), ex);
         }
         lastStartMicros = (t1 - t0) / 1000;
         lastLoadMicros = (System.nanoTime() - t1) / 1000;

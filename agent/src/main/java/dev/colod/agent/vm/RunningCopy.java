@@ -149,7 +149,7 @@ public final class RunningCopy implements AutoCloseable
         {
             q.kill();
             throw new IOException("vm " + spec.name() + ": the running copy could not take checkpoint " + checkpointId +
-                ": " + ex.getMessage(), ex);
+                ": " + ex.getMessage() + QemuProcess.said(q.runDir()), ex);
         }
         lastLoadMicros = (System.nanoTime() - t0) / 1000;
         running = q;
