@@ -107,26 +107,8 @@ class FailoverEndToEndTest
 
         VmStateSource source(final VmStateSource inner, final Path ram)
         {
-            return new VmStateSource()
+            return new VmStateSource.Forwarding(inner)
             {
-                @Override
-                public void beginSession(final long id) throws IOException
-                {
-                    inner.beginSession(id);
-                }
-
-                @Override
-                public StateCapture liveBase(final long id) throws IOException
-                {
-                    return inner.liveBase(id);
-                }
-
-                @Override
-                public void pause() throws IOException
-                {
-                    inner.pause();
-                }
-
                 @Override
                 public StateCapture capture(final long id) throws IOException
                 {
@@ -137,81 +119,21 @@ class FailoverEndToEndTest
                     }
                     return c;
                 }
-
-                @Override
-                public void resume() throws IOException
-                {
-                    inner.resume();
-                }
             };
         }
 
-        VmStateSink sink(final StandbyImage inner)
+        VmStateSink sink(final StandbyImage image)
         {
-            return new VmStateSink()
+            return new VmStateSink.Forwarding(image)
             {
-                @Override
-                public long lastCommitted()
-                {
-                    return inner.lastCommitted();
-                }
-
-                @Override
-                public void stage(final long id, final long size) throws IOException
-                {
-                    inner.stage(id, size);
-                }
-
-                @Override
-                public void stageWrite(final byte[] b, final int off, final int len) throws IOException
-                {
-                    inner.stageWrite(b, off, len);
-                }
-
                 @Override
                 public void commit(final long id) throws IOException
                 {
                     inner.commit(id);
                     if (id >= from && id <= to)
                     {
-                        secondary.put(id, pageCrcs(standbyFile.apply(inner)));
+                        secondary.put(id, pageCrcs(standbyFile.apply(image)));
                     }
-                }
-
-                @Override
-                public void discard(final long id)
-                {
-                    inner.discard(id);
-                }
-
-                @Override
-                public boolean resumable()
-                {
-                    return inner.resumable();
-                }
-
-                @Override
-                public void loaded(final long id)
-                {
-                    inner.loaded(id);
-                }
-
-                @Override
-                public void suspendRunning(final long id) throws IOException
-                {
-                    inner.suspendRunning(id);
-                }
-
-                @Override
-                public void resumeRunning(final long id) throws IOException
-                {
-                    inner.resumeRunning(id);
-                }
-
-                @Override
-                public void activate(final long id) throws Exception
-                {
-                    inner.activate(id);
                 }
             };
         }

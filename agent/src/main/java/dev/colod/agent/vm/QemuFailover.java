@@ -77,6 +77,17 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         return copy;
     }
 
+    /** Ends the running copy (hybrid mode), if there is one; it does not come back. */
+    private void closeCopy()
+    {
+        final RunningCopy c = copy;
+        copy = null;
+        if (c != null)
+        {
+            c.close();
+        }
+    }
+
     @Override
     public void suspendRunning(final StandbyImage image, final long checkpointId) throws IOException
     {
@@ -174,11 +185,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     @Override
     public void close()
     {
-        final RunningCopy c = copy;
-        if (c != null)
-        {
-            c.close();
-        }
+        closeCopy();
         starter.shutdown();
         final QemuProcess s = standbyQemu();
         if (s != null && running != s)
@@ -196,13 +203,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     @Override
     public void activate(final StandbyImage image, final long checkpointId) throws IOException
     {
-        final RunningCopy c = copy;
-        if (c != null)
-        {
-            // nothing compared its output yet: the committed image, not the copy, is what clients saw
-            copy = null;
-            c.close();
-        }
+        closeCopy(); // nothing compared its output yet: the committed image, not the copy, is what clients saw
         final long t0 = System.nanoTime();
         final QemuProcess.Incoming form = QemuProcess.Incoming.of(image.deviceStateFile());
         QemuProcess pre = standbyQemu();

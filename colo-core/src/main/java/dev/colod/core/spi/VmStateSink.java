@@ -60,4 +60,78 @@ public interface VmStateSink
 
     /** Failover: resume the VM from the committed checkpoint {@code checkpointId}. */
     void activate(long checkpointId) throws Exception;
+
+    /**
+     * A sink that hands everything to {@code inner}: a wrapper (one that observes commits, say) extends it and
+     * overrides only what it adds to, so a method added to this interface later is forwarded too.
+     */
+    abstract class Forwarding implements VmStateSink
+    {
+        protected final VmStateSink inner;
+
+        protected Forwarding(final VmStateSink inner)
+        {
+            this.inner = inner;
+        }
+
+        @Override
+        public long lastCommitted()
+        {
+            return inner.lastCommitted();
+        }
+
+        @Override
+        public void stage(final long checkpointId, final long sizeBytes) throws IOException
+        {
+            inner.stage(checkpointId, sizeBytes);
+        }
+
+        @Override
+        public void stageWrite(final byte[] buf, final int off, final int len) throws IOException
+        {
+            inner.stageWrite(buf, off, len);
+        }
+
+        @Override
+        public void commit(final long checkpointId) throws IOException
+        {
+            inner.commit(checkpointId);
+        }
+
+        @Override
+        public void discard(final long checkpointId)
+        {
+            inner.discard(checkpointId);
+        }
+
+        @Override
+        public void loaded(final long checkpointId)
+        {
+            inner.loaded(checkpointId);
+        }
+
+        @Override
+        public void suspendRunning(final long checkpointId) throws IOException
+        {
+            inner.suspendRunning(checkpointId);
+        }
+
+        @Override
+        public void resumeRunning(final long checkpointId) throws IOException
+        {
+            inner.resumeRunning(checkpointId);
+        }
+
+        @Override
+        public boolean resumable()
+        {
+            return inner.resumable();
+        }
+
+        @Override
+        public void activate(final long checkpointId) throws Exception
+        {
+            inner.activate(checkpointId);
+        }
+    }
 }

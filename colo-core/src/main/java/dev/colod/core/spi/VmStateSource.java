@@ -53,4 +53,60 @@ public interface VmStateSource
     {
         return null;
     }
+
+    /**
+     * A source that hands everything to {@code inner}: a wrapper (one that observes captures, say) extends it and
+     * overrides only what it adds to, so a method added to this interface later is forwarded too.
+     */
+    abstract class Forwarding implements VmStateSource
+    {
+        protected final VmStateSource inner;
+
+        protected Forwarding(final VmStateSource inner)
+        {
+            this.inner = inner;
+        }
+
+        @Override
+        public void beginSession(final long firstCheckpointId) throws IOException
+        {
+            inner.beginSession(firstCheckpointId);
+        }
+
+        @Override
+        public StateCapture liveBase(final long checkpointId) throws IOException
+        {
+            return inner.liveBase(checkpointId);
+        }
+
+        @Override
+        public void pause() throws IOException
+        {
+            inner.pause();
+        }
+
+        @Override
+        public StateCapture capture(final long checkpointId) throws IOException
+        {
+            return inner.capture(checkpointId);
+        }
+
+        @Override
+        public void resume() throws IOException
+        {
+            inner.resume();
+        }
+
+        @Override
+        public boolean wantsCheckpoint()
+        {
+            return inner.wantsCheckpoint();
+        }
+
+        @Override
+        public String lostCause()
+        {
+            return inner.lostCause();
+        }
+    }
 }
