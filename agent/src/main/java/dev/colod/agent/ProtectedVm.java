@@ -19,6 +19,9 @@ import dev.colod.buffer.EpochLedger;
 import dev.colod.buffer.FrameLedger;
 import dev.colod.buffer.HeldRecord;
 import dev.colod.buffer.VmOutputCommit;
+import dev.colod.buffer.hybrid.Comparer;
+import dev.colod.buffer.hybrid.CopyMirror;
+import dev.colod.buffer.hybrid.PrimaryMirror;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.NanoClock;
 import dev.colod.core.PrimaryEngine;
@@ -28,6 +31,7 @@ import dev.colod.core.Transport;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
 import dev.colod.core.spi.Arbiter;
+import dev.colod.core.spi.FrameMirror;
 import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.VmStateSink;
 import dev.colod.core.spi.VmStateSource;
@@ -98,6 +102,9 @@ public final class ProtectedVm implements AutoCloseable
     private volatile QemuProcess qemu;
     private volatile QemuStateSource stateSource;
     private volatile VmOutputCommit output;
+    /** Hybrid mode: this host's side of the frames channel as primary or as secondary; null otherwise. */
+    private volatile PrimaryMirror primaryMirror;
+    private volatile CopyMirror copyMirror;
     private volatile PrimaryEngine primary;
     private volatile QemuFailover failover;
     private volatile SecondaryEngine secondary;
@@ -132,9 +139,10 @@ public final class ProtectedVm implements AutoCloseable
             }
             if (v.engine().mode() == ColoConfig.Mode.HYBRID)
             {
-                LOG.warn("vm={} mode: hybrid is not complete: the secondary runs a copy of the VM, but inbound frames " +
-                    "and the comparison of outputs are not built yet, so every frame still waits for a checkpoint, as " +
-                    "in speculative mode", v.name);
+                LOG.warn("vm={} mode: hybrid is not complete: the secondary's copy of the VM runs and gets every " +
+                    "inbound frame, and its output is compared with the primary's, but a matched frame still waits " +
+                    "for its checkpoint (release by comparison needs a failover that continues the running copy, not " +
+                    "built yet); checkpoints come from mismatches, the compare timeout and the interval", v.name);
             }
             vm.arbiter = arbiter(config, v, hooks);
             vm.closers.add(vm.arbiter); // closed last: engines stop first
@@ -383,11 +391,26 @@ public final class ProtectedVm implements AutoCloseable
             }
         }
         output = new VmOutputCommit(v.name, nics);
+        PrimaryMirror mirror = null;
+        if (v.engine().mode() == ColoConfig.Mode.HYBRID && !nics.isEmpty())
+        {
+            mirror = new PrimaryMirror(v.name, nics.size(), i -> nics.get(i).mirrorSide());
+            for (int i = 0; i < nics.size(); i++)
+            {
+                // matched frames are counted, not let out early: a failover does not continue the running copy yet
+                nics.get(i).compareWith(i, mirror, v.engine().compareTimeoutMs() * 1_000_000L, false);
+            }
+        }
+        primaryMirror = mirror;
         stateSource = stateSource(v, q);
         closers.add(stateSource);
         final PrimaryEngine engine = new PrimaryEngine(v.engine(), peer, hooks.source().apply(stateSource),
             hooks.outputCommit() ? output : OutputCommit.NONE, new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM)
             .transport(hooks.transport()).arbiter(arbiter);
+        if (mirror != null)
+        {
+            engine.frames(mirror);
+        }
         primary = engine;
         engine.addExitListener(e ->
         {
@@ -413,7 +436,20 @@ public final class ProtectedVm implements AutoCloseable
 
     private Supplier<Map<String, Object>> primaryDetails()
     {
-        return VmStatus.primary(stateSource, primary.counters(), v.disk != null, this::roleDetails);
+        final Supplier<Map<String, Object>> base = VmStatus.primary(stateSource, primary.counters(), v.disk != null,
+            this::roleDetails);
+        return () ->
+        {
+            final Map<String, Object> m = base.get();
+            final PrimaryMirror pm = primaryMirror;
+            if (pm != null)
+            {
+                final List<Comparer.Stats> per = new ArrayList<>();
+                output.ledgers().forEach(l -> per.add(l.comparison()));
+                m.put("comparison", VmStatus.comparison(pm.stats(), per));
+            }
+            return m;
+        };
     }
 
     /** Since when this host has its role, and the failovers it has seen (with roles that follow the VM). */
@@ -529,10 +565,12 @@ public final class ProtectedVm implements AutoCloseable
         });
         closers.add(f);
         final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, f);
-        if (v.engine().mode().secondaryRuns())
+        final CopyMirror mirror = v.engine().mode().secondaryRuns() ? new CopyMirror(v.name) : null;
+        copyMirror = mirror;
+        if (mirror != null)
         {
             f.runningCopy(new RunningCopy(spec, runDir.resolve("copies"), v.netns, image.ramFile(),
-                image.deviceStateFile()));
+                image.deviceStateFile(), mirror));
         }
         if (v.disk != null)
         {
@@ -541,9 +579,10 @@ public final class ProtectedVm implements AutoCloseable
         secondary = new SecondaryEngine(v.engine(), listen, hooks.sink().apply(image), new ColoCounters(),
             ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport()).arbiter(arbiter)
             .knownToken(TokenFile.read(Path.of(config.stateDir), v.name))
-            .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t));
+            .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t))
+            .frames(mirror == null ? FrameMirror.NONE : mirror);
         handle = VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImage(),
-            f.runningCopy(), secondary.counters()));
+            f.runningCopy(), mirror, secondary.counters()));
         if (v.listen != null)
         {
             // roles follow the VM: after a failover this host is the primary and protects the VM again

@@ -56,6 +56,7 @@ public final class ColoConfig
     private int maxPausedPercent = 30;
     private long minCheckpointGapMs = 0;
     private long outputLingerUs = 500;
+    private long compareTimeoutMs = 100;
     private boolean concluded;
 
     public ColoConfig conclude()
@@ -78,6 +79,8 @@ public final class ColoConfig
             "must be 0..600000, was " + peerRestartGraceMs);
         require(maxPausedPercent >= 1 && maxPausedPercent <= 100, "max-paused-percent",
             "must be 1..100, was " + maxPausedPercent);
+        require(compareTimeoutMs >= 1 && compareTimeoutMs <= 60_000, "compare-timeout-ms",
+            "must be 1..60000, was " + compareTimeoutMs);
         require(outputLingerUs >= 0 && outputLingerUs <= 1_000_000, "output-linger-us",
             "must be 0..1000000, was " + outputLingerUs);
         require(minCheckpointGapMs >= 0 && minCheckpointGapMs <= 3_600_000, "min-checkpoint-gap-ms",
@@ -123,6 +126,8 @@ public final class ColoConfig
     public long minCheckpointGapMs() { return minCheckpointGapMs; }
     /** Primary: how long an output-triggered checkpoint waits after the first held frame for the rest of a burst. */
     public long outputLingerUs() { return outputLingerUs; }
+    /** Hybrid mode, primary: how long a held frame may wait for the secondary's matching one before a checkpoint. */
+    public long compareTimeoutMs() { return compareTimeoutMs; }
 
     public ColoConfig vmName(final String v) { mutable(); vmName = v; return this; }
     public ColoConfig mode(final Mode v) { mutable(); mode = v; return this; }
@@ -139,4 +144,5 @@ public final class ColoConfig
     public ColoConfig maxPausedPercent(final int v) { mutable(); maxPausedPercent = v; return this; }
     public ColoConfig minCheckpointGapMs(final long v) { mutable(); minCheckpointGapMs = v; return this; }
     public ColoConfig outputLingerUs(final long v) { mutable(); outputLingerUs = v; return this; }
+    public ColoConfig compareTimeoutMs(final long v) { mutable(); compareTimeoutMs = v; return this; }
 }

@@ -2,6 +2,7 @@ package dev.colod.core;
 
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.spi.Arbiter;
+import dev.colod.core.spi.FrameMirror;
 import dev.colod.core.status.ColoCounters;
 
 import java.util.function.Consumer;
@@ -22,6 +23,7 @@ abstract class EngineBase<E extends EngineBase<E>> implements Engine
     protected final Watchdog watchdog;
     protected volatile Transport transport = Transport.DEFAULT;
     protected volatile Arbiter arbiter = Arbiter.NONE;
+    protected volatile FrameMirror frames = FrameMirror.NONE;
     protected volatile String lastError = "";
 
     EngineBase(final Role role, final ColoConfig config, final ColoCounters counters, final ProtocolTap tap,
@@ -51,6 +53,13 @@ abstract class EngineBase<E extends EngineBase<E>> implements Engine
     public E arbiter(final Arbiter a)
     {
         arbiter = a;
+        return self();
+    }
+
+    /** Hybrid mode: this host's side of the frames channel (before {@code start()}); default none. */
+    public E frames(final FrameMirror f)
+    {
+        frames = f;
         return self();
     }
 

@@ -266,6 +266,13 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             this::onPeerGone);
         heartbeat = hb;
         hb.start();
+        if (config.mode() == ColoConfig.Mode.HYBRID)
+        {
+            // hybrid: inbound frames go to the secondary's running copy, its digests come back for comparison
+            final Socket fs = connect(Hello.CHANNEL_FRAMES, w.sessionId());
+            handshake(fs, Hello.CHANNEL_FRAMES, w.sessionId());
+            frames.attach(fs, peer);
+        }
 
         final OutputStream cout = new BufferedOutputStream(c.getOutputStream(), 1 << 16);
         final ColoChannel ch = new ColoChannel(cin, cout, peer, tap);
@@ -519,6 +526,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
                 : o.reason() == ExitReason.REQUEST && !fence ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
         }
         Closeables.closeQuietly(control);
+        frames.detach();
         heartbeat = null;
         control = null;
         lastError = o.detail();
@@ -679,7 +687,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     /** What started a checkpoint (counted per cause, shown by {@code coloctl status}). */
     enum Trigger
     {
-        TIMER, OUTPUT, BUFFER, STATE, REQUEST
+        TIMER, OUTPUT, BUFFER, STATE, REQUEST, MISMATCH, COMPARE_TIMEOUT
     }
 
     private void triggered(final Trigger t)
@@ -691,6 +699,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             case BUFFER -> counters.checkpointsByBuffer;
             case STATE -> counters.checkpointsByState;
             case REQUEST -> counters.checkpointsByRequest;
+            case MISMATCH -> counters.checkpointsByMismatch;
+            case COMPARE_TIMEOUT -> counters.checkpointsByCompareTimeout;
         }).incrementAndGet();
     }
 
@@ -712,6 +722,12 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
                 commands.clear();
                 return Trigger.BUFFER;
             }
+            final String compared = output.comparisonWants();
+            if (compared != null)
+            {
+                commands.clear();
+                return "compare-timeout".equals(compared) ? Trigger.COMPARE_TIMEOUT : Trigger.MISMATCH;
+            }
             if (source.wantsCheckpoint())
             {
                 counters.checkpointsRequestedByState.incrementAndGet();
@@ -725,7 +741,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
                 commands.clear();
                 return Trigger.TIMER;
             }
-            if (config.outputTrigger() && output.holdsOpenOutput())
+            // hybrid mode: held output waits for comparison, which asks for a checkpoint when it must
+            if (config.outputTrigger() && config.mode() != ColoConfig.Mode.HYBRID && output.holdsOpenOutput())
             {
                 if (outputSeenNs == 0)
                 {
@@ -781,7 +798,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         }
         catch (final IOException ex)
         {
-            throw new IOException("connect to secondary " + peer + " (" + (channel == 0 ? "control" : "heartbeat") +
+            throw new IOException("connect to secondary " + peer + " (" + Hello.channelName(channel) +
                 " channel) failed: " + ex.getMessage(), ex);
         }
     }
@@ -829,7 +846,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         {
             Closeables.closeQuietly(s);
             throw new ProtocolException("welcome.session-id", "bad welcome.session-id 0 for an accepted " +
-                (channel == Hello.CHANNEL_CONTROL ? "control" : "heartbeat") + " channel from secondary " + peer);
+                Hello.channelName(channel) + " channel from secondary " + peer);
         }
         if (w.status() != Welcome.OK)
         {

@@ -386,7 +386,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             refuse(s, Welcome.AUTH, "hello.auth must be empty: peers authenticate by mutual TLS");
             return;
         }
-        if (hello.channel() != Hello.CHANNEL_HEARTBEAT && hello.sessionId() != 0)
+        if (hello.channel() != Hello.CHANNEL_HEARTBEAT && hello.channel() != Hello.CHANNEL_FRAMES && hello.sessionId() != 0)
         {
             counters.refusedSessions.incrementAndGet();
             counters.protocolErrors.incrementAndGet();
@@ -415,6 +415,30 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             new Welcome(Welcome.OK, cur.id, cur.limit, sink.lastCommitted(), newestToken.get(), "")
                 .writeTo(s.getOutputStream());
             cur.heartbeatAttached.countDown();
+            return;
+        }
+        if (hello.channel() == Hello.CHANNEL_FRAMES)
+        {
+            final Session cur = decisions.session();
+            if (cur == null || cur.id != hello.sessionId() || !cur.hybrid || cur.framesAttached.getCount() == 0)
+            {
+                counters.refusedSessions.incrementAndGet();
+                refuse(s, Welcome.BAD_HELLO, "no hybrid session " + Long.toHexString(hello.sessionId()) +
+                    " awaits a frames channel");
+                return;
+            }
+            new Welcome(Welcome.OK, cur.id, cur.limit, sink.lastCommitted(), newestToken.get(), "")
+                .writeTo(s.getOutputStream());
+            try
+            {
+                frames.attach(s, who);
+            }
+            catch (final IOException ex)
+            {
+                Closeables.closeQuietly(s);
+                throw ex;
+            }
+            cur.framesAttached.countDown();
             return;
         }
         final long newest = newestToken.get();
@@ -504,6 +528,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
         final long limit;
         final Hello hello;
         final CountDownLatch heartbeatAttached = new CountDownLatch(1);
+        /** Hybrid mode: the frames channel was handed to the mirror. */
+        final CountDownLatch framesAttached = new CountDownLatch(1);
         /** The primary asked for hybrid mode: this side runs a copy of the VM between checkpoints. */
         final boolean hybrid;
         final SessionEnd end = new SessionEnd();
@@ -579,6 +605,11 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                         config.syncTimeoutMs() + " ms");
                 }
                 heartbeat.start();
+                if (hybrid && !framesAttached.await(config.syncTimeoutMs(), TimeUnit.MILLISECONDS))
+                {
+                    throw new IOException("primary " + peer + " did not open its frames channel within " +
+                        config.syncTimeoutMs() + " ms");
+                }
                 final InputStream in = control.getInputStream();
                 final ColoChannel ch = new ColoChannel(in,
                     new BufferedOutputStream(control.getOutputStream(), 64), peer, tap);
@@ -685,6 +716,10 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                     : o.cause() == SessionEnd.Cause.STOPPING ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
             }
             Closeables.closeQuietly(control);
+            if (hybrid)
+            {
+                frames.detach();
+            }
             counters.sessionsEnded.incrementAndGet();
             lastError = o.detail();
             final StandbyDecisions.Ended next = decisions.ended(this, o, config.peerRestartGraceMs());

@@ -2,6 +2,7 @@ package dev.colod.lab;
 
 import dev.colod.agent.Closers;
 import dev.colod.agent.ProtectedVm;
+import dev.colod.buffer.hybrid.Comparer;
 import dev.colod.agent.arbiter.EtcdGateway;
 import dev.colod.agent.arbiter.LocalEtcd;
 import dev.colod.agent.config.ColodConfig;
@@ -690,6 +691,12 @@ public final class TwoHostLab
                 throw new IllegalStateException("a control run has no output commit");
             }
             return primary.output().stats().get(0);
+        }
+
+        /** Hybrid mode: what comparison did on the primary's first NIC. */
+        public Comparer.Stats comparison()
+        {
+            return primary.output().ledgers().get(0).comparison();
         }
 
         /** The secondary's exit events (failover or not), in order. */

@@ -148,7 +148,7 @@ class RunningCopyTest
             assertThat(pagesDiffering(dump(c, "copy.dump"), dump(primary, "primary.dump")))
                 .as("pages of checkpoint %d where the copy differs from the primary", n).isZero();
             final long committed = crc(image);
-            copy.resume();
+            copy.resume(n);
             primary.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
             Thread.sleep(1500); // both guests run and write their RAM
             assertThat(crc(image)).as("the image after the copy of checkpoint %d ran", n).isEqualTo(committed);

@@ -1,11 +1,15 @@
 package dev.colod.buffer;
 
+import dev.colod.buffer.hybrid.Comparer;
+import dev.colod.buffer.hybrid.InboundSink;
+import dev.colod.buffer.hybrid.PrimaryMirror;
 import dev.colod.core.spi.OutputCommit;
 import io.netty.channel.IoEventLoop;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicLongArray;
@@ -64,6 +68,12 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
     private volatile long lastReleaseFrames;
     private final AtomicLongArray dropped = new AtomicLongArray(Drop.values().length);
     private volatile List<NicStats.EpochStats> epochView = List.of();
+    /** Hybrid mode: the comparison of this NIC's output and where inbound frames are copied (loop only); null otherwise. */
+    private Comparer comparer;
+    private InboundSink inboundSink;
+    private int nicIndex;
+    private volatile Comparer.Cause comparisonWants;
+    private volatile Comparer comparerView;
 
     private EpochLedger(final String nic, final NicLoop loop, final BufferLimits limits)
     {
@@ -180,7 +190,13 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
             openHeld = false;
             highWaterSignalled = false;
             wantsCheckpoint = false;
+            comparisonWants = null;
             publishEpochs();
+            if (comparer != null)
+            {
+                comparer.sealed(epoch);
+                inboundSink.era(nicIndex, epoch);
+            }
         });
     }
 
@@ -209,6 +225,10 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
                 lastReleaseFrames = frames;
             }
             publishEpochs();
+            if (comparer != null)
+            {
+                comparer.released();
+            }
         });
     }
 
@@ -298,7 +318,12 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
         recordHeld();
         highWaterSignalled = false;
         wantsCheckpoint = false;
+        comparisonWants = null;
         publishEpochs();
+        if (comparer != null)
+        {
+            comparer.detached();
+        }
     }
 
     private long oldestHeld()
@@ -314,7 +339,125 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
         return openFrames > 0 ? openFirstNanos : 0;
     }
 
+    // ---- hybrid mode ----
+
+    /**
+     * Hybrid mode: compare this NIC's output with the secondary's ({@code releaseMatched}: let matched frames out
+     * before their checkpoint) and copy what arrives for the guest to {@code sink} as NIC {@code index}.
+     */
+    public void compareWith(final int index, final InboundSink sink, final long timeoutNs, final boolean releaseMatched)
+    {
+        loop.call(() ->
+        {
+            nicIndex = index;
+            inboundSink = sink;
+            comparer = new Comparer(new Comparer.Ledger()
+            {
+                @Override
+                public boolean canReleaseOpen()
+                {
+                    return sealedCount == 0 && mode == Mode.HOLD;
+                }
+
+                @Override
+                public void releaseOpen(final long mark, final long frames, final long bytes)
+                {
+                    letGo(mark, frames, bytes);
+                    openFrames -= frames;
+                    openBytes -= bytes;
+                    if (openFrames == 0)
+                    {
+                        openHeld = false;
+                    }
+                    publishEpochs();
+                }
+
+                @Override
+                public void wantCheckpoint(final Comparer.Cause cause)
+                {
+                    comparisonWants = cause;
+                    onOpenOutput.run();
+                }
+
+                @Override
+                public void schedule(final Runnable r, final long delayNs)
+                {
+                    loop.schedule(r, delayNs);
+                }
+            }, timeoutNs, releaseMatched);
+            comparerView = comparer;
+        });
+    }
+
+    /** Where the frames channel hands this NIC's digests: onto the loop, in order. */
+    public PrimaryMirror.NicSide mirrorSide()
+    {
+        return new PrimaryMirror.NicSide()
+        {
+            @Override
+            public void secondaryEra(final long era, final long nowNs)
+            {
+                loop.post(() ->
+                {
+                    if (comparer != null)
+                    {
+                        comparer.secondaryEra(era, nowNs);
+                    }
+                });
+            }
+
+            @Override
+            public void digest(final long era, final byte[] body, final long nowNs)
+            {
+                loop.post(() ->
+                {
+                    if (comparer != null)
+                    {
+                        comparer.digest(era, body, nowNs);
+                    }
+                });
+            }
+        };
+    }
+
+    /** Why comparison asks for a checkpoint now (cleared when one seals the open epoch), or null. */
+    @Override
+    public String comparisonWants()
+    {
+        final Comparer.Cause c = comparisonWants;
+        return c == null ? null : c.label();
+    }
+
+    /** What comparison did on this NIC; {@link Comparer.Stats#NONE} outside hybrid mode. */
+    public Comparer.Stats comparison()
+    {
+        final Comparer c = comparerView;
+        return c == null ? Comparer.Stats.NONE : c.stats();
+    }
+
     // ---- from the backend, on the loop ----
+
+    /** As {@link #held(int, long)}, with the frame ({@code len} bytes at {@code at} of {@code buf}) for comparison. */
+    @Override
+    public void heldFrame(final ByteBuffer buf, final int at, final int len, final long endMark, final long nowNs)
+    {
+        held(len, nowNs);
+        if (comparer != null)
+        {
+            comparer.primary(buf, at, len, endMark, nowNs);
+        }
+    }
+
+    /** As {@link #inbound(int)}, with the frame, copied to the secondary in hybrid mode. */
+    @Override
+    public void inboundFrame(final ByteBuffer buf, final int off, final int len)
+    {
+        inbound(len);
+        if (inboundSink != null)
+        {
+            inboundSink.inbound(nicIndex, buf, off, len);
+        }
+    }
 
     /** A guest frame of {@code bytes} (0 if unknown) is held in the open epoch. */
     @Override

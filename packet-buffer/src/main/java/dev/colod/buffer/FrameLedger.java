@@ -1,5 +1,7 @@
 package dev.colod.buffer;
 
+import java.nio.ByteBuffer;
+
 /**
  * What a {@link Backend} sees of its NIC's ledger: where it runs, its limits, whether to hold, pass or drop a
  * guest frame now, and where to count what it did. Called on the NIC's loop only ({@link #loop()}). The ledger
@@ -48,6 +50,21 @@ public interface FrameLedger
 
     /** A frame of {@code bytes} went to the guest (inbound is never held). */
     void inbound(int bytes);
+
+    /**
+     * As {@link #held(int, long)} for a backend that has the frame's bytes ({@code len} at {@code at} of {@code buf};
+     * {@code endMark} is the backend's mark right after it): hybrid mode compares them.
+     */
+    default void heldFrame(final ByteBuffer buf, final int at, final int len, final long endMark, final long nowNs)
+    {
+        held(len, nowNs);
+    }
+
+    /** As {@link #inbound(int)} for a backend that has the frame's bytes: hybrid mode copies them to the secondary. */
+    default void inboundFrame(final ByteBuffer buf, final int off, final int len)
+    {
+        inbound(len);
+    }
 
     /** Reading the guest stopped at the limit (backpressure policy). */
     void stalled();

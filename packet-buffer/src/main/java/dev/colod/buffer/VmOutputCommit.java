@@ -83,6 +83,26 @@ public final class VmOutputCommit implements OutputCommit
     }
 
     @Override
+    public String comparisonWants()
+    {
+        for (final EpochLedger n : nics)
+        {
+            final String c = n.comparisonWants();
+            if (c != null)
+            {
+                return c;
+            }
+        }
+        return null;
+    }
+
+    /** The NICs' ledgers, in the VM's NIC order. */
+    public List<EpochLedger> ledgers()
+    {
+        return nics;
+    }
+
+    @Override
     public void onOpenOutput(final Runnable wake)
     {
         nics.forEach(n -> n.onOpenOutput(wake));

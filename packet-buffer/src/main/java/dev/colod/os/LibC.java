@@ -36,6 +36,12 @@ public final class LibC
 
     public static native int setns(int fd, int nstype);
 
+    /** poll(2) over {@code nfds} {@code struct pollfd} (int fd, short events, short revents: 8 bytes each). */
+    public static native int poll(com.sun.jna.Pointer fds, long nfds, int timeoutMs);
+
+    // poll.h
+    public static final short POLLIN = 0x1;
+
     public static native String strerror(int errnum);
 
     /** "EPERM (Operation not permitted)"-style text for the errno of the last native call on this thread. */

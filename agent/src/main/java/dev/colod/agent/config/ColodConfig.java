@@ -211,6 +211,9 @@ public final class ColodConfig
         /** Primary: wait this long after the first held frame for the rest of a burst before an output checkpoint. */
         @JsonProperty("output-linger-us")
         public Long outputLingerUs;
+        /** Hybrid mode: how long a held frame may wait for the secondary's matching frame before a checkpoint. */
+        @JsonProperty("compare-timeout-ms")
+        public Long compareTimeoutMs;
 
         private ColoConfig engine;
 

@@ -311,6 +311,7 @@ public final class ConfigLoader
                 set(v.maxPausedPercent, e::maxPausedPercent);
                 set(v.minCheckpointGapMs, e::minCheckpointGapMs);
                 set(v.outputLingerUs, e::outputLingerUs);
+                set(v.compareTimeoutMs, e::compareTimeoutMs);
                 return e.conclude();
             }));
             check(v.mode != ColoConfig.Mode.HYBRID || v.disk == null, p + ".mode", "hybrid does not replicate a disk " +
@@ -325,6 +326,9 @@ public final class ConfigLoader
                 require(nic.mac, q, "mac");
                 check(MAC.matcher(nic.mac).matches(), q + ".mac", "must be a MAC like 52:54:00:12:34:56, was '" + nic.mac + "'");
                 require(nic.bridge, q, "bridge");
+                check(v.mode != ColoConfig.Mode.HYBRID || nic.buffer == ColodConfig.Buffer.TAP, q + ".buffer",
+                    "hybrid mode compares the frames the TAP backend reads: use buffer: tap, was " +
+                    nic.buffer.name().toLowerCase());
                 if (nic.buffer == ColodConfig.Buffer.NFQUEUE)
                 {
                     check(nic.queueNum >= 0 && nic.queueNum <= 65_535, q + ".queue-num",

@@ -133,6 +133,8 @@ public final class VmHandle
         causes.put("buffer", c.checkpointsByBuffer.get());
         causes.put("state", c.checkpointsByState.get());
         causes.put("request", c.checkpointsByRequest.get());
+        causes.put("mismatch", c.checkpointsByMismatch.get());
+        causes.put("compare-timeout", c.checkpointsByCompareTimeout.get());
         m.put("checkpoints_by_cause", causes);
         m.put("output_trigger_deferrals", c.outputTriggerDeferrals.get());
         m.put("guest_paused_percent", c.pausedShareBasisPoints.get() / 100.0);

@@ -1,5 +1,9 @@
 package dev.colod.agent.control;
 
+import dev.colod.buffer.hybrid.Comparer;
+import dev.colod.buffer.hybrid.CopyMirror;
+import dev.colod.buffer.hybrid.PrimaryMirror;
+
 import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.vm.QemuStateSource;
@@ -11,6 +15,7 @@ import org.HdrHistogram.Histogram;
 import java.nio.file.Path;
 import java.time.Instant;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.function.Supplier;
 
@@ -58,7 +63,7 @@ public final class VmStatus
 
     /** The secondary's fields: role, where a checkpoint's disk extents go, and (hybrid mode) the running copy. */
     public static Supplier<Map<String, Object>> secondary(final Supplier<Map<String, Object>> role, final Path diskImage,
-        final RunningCopy copy, final ColoCounters counters)
+        final RunningCopy copy, final CopyMirror mirror, final ColoCounters counters)
     {
         return () ->
         {
@@ -74,8 +79,72 @@ public final class VmStatus
                 m.put("running_copy_resumes", counters.runningCopyResumes.get());
                 m.put("running_copy_errors", counters.runningCopyErrors.get());
             }
+            if (mirror != null)
+            {
+                m.put("copy_frames", copyFrames(mirror.stats()));
+            }
             return m;
         };
+    }
+
+    /**
+     * Hybrid mode, primary: the frames channel and, summed over the NICs, what comparison did (frames compared,
+     * matched, let out by comparison, checkpoints it asked for by cause, digests received and of an older era).
+     */
+    public static Map<String, Object> comparison(final PrimaryMirror.Stats channel, final List<Comparer.Stats> nics)
+    {
+        long compared = 0;
+        long matched = 0;
+        long released = 0;
+        long digests = 0;
+        long stale = 0;
+        long mismatches = 0;
+        long timeouts = 0;
+        long ahead = 0;
+        String last = "";
+        for (final Comparer.Stats n : nics)
+        {
+            last = n.lastCause().isEmpty() ? last : n.lastCause();
+            compared += n.compared();
+            matched += n.matched();
+            released += n.releasedByComparison();
+            digests += n.digests();
+            stale += n.staleDigests();
+            mismatches += n.mismatches();
+            timeouts += n.timeouts();
+            ahead += n.secondaryAhead();
+        }
+        final Map<String, Object> m = new LinkedHashMap<>();
+        m.put("frames_channel", channel.open() ? "open" : "closed");
+        m.put("inbound_copied", channel.inboundCopied());
+        m.put("inbound_copy_dropped", channel.inboundDropped());
+        m.put("frames_compared", compared);
+        m.put("frames_matched", matched);
+        m.put("matched_percent", compared == 0 ? 0.0 : Math.round(matched * 1000.0 / compared) / 10.0);
+        m.put("released_by_comparison", released);
+        m.put("mismatches", mismatches);
+        m.put("compare_timeouts", timeouts);
+        m.put("secondary_ahead", ahead);
+        m.put("last_checkpoint_cause", last);
+        m.put("digests_received", digests);
+        m.put("digests_stale", stale);
+        return m;
+    }
+
+    /** Hybrid mode, secondary: what the frames channel did for the running copy. */
+    public static Map<String, Object> copyFrames(final CopyMirror.Stats s)
+    {
+        final Map<String, Object> m = new LinkedHashMap<>();
+        m.put("frames_channel", s.open() ? "open" : "closed");
+        m.put("inbound_injected", s.injected());
+        m.put("inbound_stale", s.inboundStale());
+        m.put("inbound_dropped", s.inboundOverflow());
+        m.put("copy_frames_captured", s.captured());
+        m.put("copy_announcements_skipped", s.announcements());
+        m.put("digests_sent", s.digestsSent());
+        m.put("tcp_connections_rewritten", s.connectionsRewritten());
+        m.put("tcp_acks_rewritten", s.acksRewritten());
+        return m;
     }
 
     /** What the primary does with the VM's disk, and what the last checkpoint carried of it. */

@@ -106,7 +106,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         if (c != null && image.resumable())
         {
             c.commit(checkpointId);
-            c.resume();
+            c.resume(checkpointId);
         }
     }
 

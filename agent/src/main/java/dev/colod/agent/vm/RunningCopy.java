@@ -2,6 +2,9 @@ package dev.colod.agent.vm;
 
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.VmSpec;
+import dev.colod.buffer.hybrid.CopyMirror;
+import dev.colod.buffer.hybrid.CopyTap;
+import dev.colod.core.Closeables;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -25,7 +28,9 @@ import java.util.concurrent.TimeoutException;
  * checkpoint gets a fresh copy: the next one waits, started and paused ({@code -incoming defer}), on the image;
  * at {@link #commit} it takes the checkpoint's device state and the one before is killed, its writes with it.
  * The copies' NICs use taps of their own ({@link #tapOf}), never the VM's: nothing the copy sends reaches a
- * network. Diskless VMs only for now (a disk needs a throwaway overlay per copy).
+ * network. With a {@link CopyMirror} each copy tap is wired to an agent tap ({@link CopyTap}, one per tap name,
+ * kept while copies come and go) through which the mirror injects the primary's inbound frames and reads what the
+ * copy's guest sends. Diskless VMs only for now (a disk needs a throwaway overlay per copy).
  * <p>
  * Threads: the caller's (the session's) for {@link #commit}, {@link #pause} and {@link #resume}; one starter
  * thread of its own for pre-starting the next copy, outside the pause.
@@ -41,9 +46,14 @@ public final class RunningCopy implements AutoCloseable
     private final Path imageRam;
     private final Path deviceState;
     private final ExecutorService starter;
+    private final CopyMirror mirror;
+    /** Agent taps by copy parity (0: "-a", 1: "-b"), one per NIC; opened on first use. Guarded by itself. */
+    private final List<List<CopyTap>> agentTaps = new ArrayList<>(List.of(new ArrayList<>(), new ArrayList<>()));
     private Future<QemuProcess> next;
     private QemuProcess running;
+    private long runningGeneration;
     private long generation;
+    private long nextGeneration;
     private volatile long lastLoadMicros;
 
     /**
@@ -52,6 +62,13 @@ public final class RunningCopy implements AutoCloseable
      */
     public RunningCopy(final VmSpec spec, final Path runDir, final String netns, final Path imageRam,
         final Path deviceState)
+    {
+        this(spec, runDir, netns, imageRam, deviceState, null);
+    }
+
+    /** As above; {@code mirror} (null: none) gets each copy's frames. */
+    public RunningCopy(final VmSpec spec, final Path runDir, final String netns, final Path imageRam,
+        final Path deviceState, final CopyMirror mirror)
     {
         if (spec.disk() != null)
         {
@@ -63,6 +80,7 @@ public final class RunningCopy implements AutoCloseable
         this.netns = netns;
         this.imageRam = imageRam;
         this.deviceState = deviceState;
+        this.mirror = mirror;
         this.starter = Executors.newSingleThreadExecutor(r ->
         {
             final Thread t = new Thread(r, "colod-" + spec.name() + "-copy-starter");
@@ -84,6 +102,7 @@ public final class RunningCopy implements AutoCloseable
         if (next == null)
         {
             final long g = ++generation;
+            nextGeneration = g;
             next = starter.submit(() -> start(g));
         }
     }
@@ -100,8 +119,39 @@ public final class RunningCopy implements AutoCloseable
         args.add("-S");
         final VmSpec copy = new VmSpec(spec.name(), spec.memoryMiB(), spec.vcpus(), spec.kernel(), spec.initrd(),
             spec.append(), nics, spec.accel(), spec.ramDir(), args, null);
-        return QemuProcess.start(copy, runDir.resolve("copy-" + (g % 2 == 0 ? "a" : "b")), imageRam,
+        final QemuProcess q = QemuProcess.start(copy, runDir.resolve("copy-" + (g % 2 == 0 ? "a" : "b")), imageRam,
             QemuProcess.Incoming.DEVICE_STATE, netns, Map.of(), false);
+        if (mirror != null)
+        {
+            try
+            {
+                final List<CopyTap> taps = agentTaps(g);
+                for (int i = 0; i < nics.size(); i++)
+                {
+                    taps.get(i).wire(nics.get(i).tap());
+                }
+            }
+            catch (final IOException | RuntimeException ex)
+            {
+                q.kill();
+                throw ex;
+            }
+        }
+        return q;
+    }
+
+    /** The agent taps of the copies of parity {@code g % 2}, one per NIC, opened the first time. */
+    private List<CopyTap> agentTaps(final long g) throws IOException
+    {
+        synchronized (agentTaps)
+        {
+            final List<CopyTap> taps = agentTaps.get((int)(g % 2));
+            while (taps.size() < spec.nics().size())
+            {
+                taps.add(CopyTap.open(tapOf(spec.nics().get(taps.size()).tap(), g), netns));
+            }
+            return List.copyOf(taps);
+        }
     }
 
     /**
@@ -129,6 +179,7 @@ public final class RunningCopy implements AutoCloseable
                 (ex.getCause() == null ? ex : ex.getCause()).getMessage(), ex);
         }
         next = null;
+        final long g = nextGeneration;
         final QemuProcess old = running;
         running = null;
         if (old != null)
@@ -153,6 +204,7 @@ public final class RunningCopy implements AutoCloseable
         }
         lastLoadMicros = (System.nanoTime() - t0) / 1000;
         running = q;
+        runningGeneration = g;
         LOG.debug("vm={} running copy {} holds checkpoint {} (loaded in {} us)", spec.name(), q.pid(), checkpointId,
             lastLoadMicros);
         prepare();
@@ -162,17 +214,25 @@ public final class RunningCopy implements AutoCloseable
     /** Pauses the running copy (at {@code checkpoint-request}). */
     public synchronized void pause() throws IOException
     {
+        if (mirror != null)
+        {
+            mirror.suspending();
+        }
         if (running != null)
         {
             running.qmp().execute("stop", null, QemuProcess.QMP_TIMEOUT_MS);
         }
     }
 
-    /** Resumes the running copy (after {@code vmstate-loaded}). */
-    public synchronized void resume() throws IOException
+    /** Resumes the running copy (after {@code vmstate-loaded}), which holds checkpoint {@code checkpointId}. */
+    public synchronized void resume(final long checkpointId) throws IOException
     {
         if (running != null)
         {
+            if (mirror != null)
+            {
+                mirror.resuming(checkpointId, agentTaps(runningGeneration));
+            }
             running.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
         }
     }
@@ -192,6 +252,10 @@ public final class RunningCopy implements AutoCloseable
     @Override
     public synchronized void close()
     {
+        if (mirror != null)
+        {
+            mirror.stopped(); // no tap is read after this
+        }
         starter.shutdown(); // a start in progress completes, so its QEMU is known and killed below
         if (running != null)
         {
@@ -213,6 +277,11 @@ public final class RunningCopy implements AutoCloseable
                 // it never started, or is not worth waiting for
             }
             next = null;
+        }
+        synchronized (agentTaps)
+        {
+            agentTaps.forEach(l -> l.forEach(Closeables::closeQuietly));
+            agentTaps.forEach(List::clear);
         }
     }
 }

@@ -133,6 +133,19 @@ class ConfigLoaderTest
     }
 
     @Test
+    void hybridModeNeedsTheTapBackendAndAComparableTimeout()
+    {
+        final ConfigException xdp = error(GOOD.replace("    checkpoint-delay-ms: 100", "    mode: hybrid")
+            .replace("        bridge: br0", "        bridge: br0\n        buffer: xdp"));
+        assertThat(xdp.getMessage()).startsWith("colod.yaml:").contains("invalid vms[0].nics[0].buffer: hybrid mode " +
+            "compares the frames the TAP backend reads: use buffer: tap, was xdp");
+        final ConfigException timeout = error(GOOD.replace("    checkpoint-delay-ms: 100",
+            "    mode: hybrid\n    compare-timeout-ms: 0"));
+        assertThat(timeout.getMessage()).isEqualTo("colod.yaml:9:5: invalid vms[0].compare-timeout-ms: must be " +
+            "1..60000, was 0");
+    }
+
+    @Test
     void theExampleFileIsValid() throws Exception
     {
         final ColodConfig c = ConfigLoader.load(Path.of("../deploy/colod.example.yaml"));

@@ -13,9 +13,10 @@ import java.nio.charset.StandardCharsets;
  *  off size field
  *   0   4   magic 0x434F4C44 ("COLD")
  *   4   2   version (2)
- *   6   1   channel: 0 control, 1 heartbeat, 2 probe (asks only whether this peer stands by or runs the VM)
+ *   6   1   channel: 0 control, 1 heartbeat, 2 probe (asks only whether this peer stands by or runs the VM),
+ *           3 frames (hybrid mode)
  *   7   1   mode: 0 strict, 1 speculative
- *   8   8   session id: 0 on a control channel, the WELCOME's id on a heartbeat channel
+ *   8   8   session id: 0 on a control channel, the WELCOME's id on a heartbeat or frames channel
  *  16   8   maximum checkpoint state bytes the primary will send
  *  24   4   heartbeat interval ms
  *  28   4   heartbeat timeout ms
@@ -36,6 +37,8 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
     public static final int CHANNEL_CONTROL = 0;
     public static final int CHANNEL_HEARTBEAT = 1;
     public static final int CHANNEL_PROBE = 2;
+    /** Hybrid mode's frames channel (PROTOCOL.md section 10). */
+    public static final int CHANNEL_FRAMES = 3;
     public static final int MODE_STRICT = 0;
     public static final int MODE_SPECULATIVE = 1;
     /** Hybrid: the secondary runs a copy of the VM, suspended at checkpoint-request, resumed after vmstate-loaded. */
@@ -80,7 +83,8 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
                 "unsupported hello.version " + version + ", this side speaks " + VERSION);
         }
         final int channel = in.readUnsignedByte();
-        if (channel != CHANNEL_CONTROL && channel != CHANNEL_HEARTBEAT && channel != CHANNEL_PROBE)
+        if (channel != CHANNEL_CONTROL && channel != CHANNEL_HEARTBEAT && channel != CHANNEL_PROBE &&
+            channel != CHANNEL_FRAMES)
         {
             throw new ProtocolException("hello.channel", "bad hello.channel " + channel + ", expected 0, 1 or 2");
         }
@@ -125,5 +129,18 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
         in.readFully(auth);
         return new Hello(channel, mode, sessionId, maxState, hbInterval, hbTimeout, token,
             new String(name, StandardCharsets.UTF_8), auth);
+    }
+
+    /** The name of channel {@code channel} in messages. */
+    public static String channelName(final int channel)
+    {
+        return switch (channel)
+        {
+            case CHANNEL_CONTROL -> "control";
+            case CHANNEL_HEARTBEAT -> "heartbeat";
+            case CHANNEL_PROBE -> "probe";
+            case CHANNEL_FRAMES -> "frames";
+            default -> "channel " + channel;
+        };
     }
 }

@@ -81,6 +81,16 @@ public interface OutputCommit
     {
     }
 
+    /**
+     * Hybrid mode: why comparing the guests' output asks for a checkpoint now ("mismatch", "compare-timeout",
+     * "secondary-ahead"), or null. Cleared by the next {@link #seal}; the {@link #onOpenOutput} listener is woken
+     * when it is set.
+     */
+    default String comparisonWants()
+    {
+        return null;
+    }
+
     /** True while held output nears its limit (high-water mark) in the open epoch: take a checkpoint early. */
     default boolean wantsCheckpoint()
     {

@@ -14,6 +14,10 @@ public final class ColoCounters
     public final AtomicLong checkpointsCompleted = new AtomicLong();
     public final AtomicLong checkpointsFailed = new AtomicLong();
     public final AtomicLong checkpointsRequestedEarly = new AtomicLong();
+    /** Hybrid mode: checkpoints because the guests' output differed (mismatch, or the secondary far ahead). */
+    public final AtomicLong checkpointsByMismatch = new AtomicLong();
+    /** Hybrid mode: checkpoints because a primary frame found no match within the compare timeout. */
+    public final AtomicLong checkpointsByCompareTimeout = new AtomicLong();
     /** Checkpoints taken early because the VM's state asked (e.g. its disk writes reached their limit). */
     public final AtomicLong checkpointsRequestedByState = new AtomicLong();
     public final AtomicLong stateBytes = new AtomicLong();

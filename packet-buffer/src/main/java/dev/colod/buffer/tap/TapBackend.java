@@ -162,7 +162,7 @@ public final class TapBackend implements Backend
             }
             else if (buffer.append(at, len))
             {
-                ledger.held(len, System.nanoTime());
+                ledger.heldFrame(buffer.arena(), at, len, buffer.tail(), System.nanoTime());
             }
             else
             {
@@ -182,7 +182,7 @@ public final class TapBackend implements Backend
             }
             if (write(guestTap.fd(), inbound, 0, len))
             {
-                ledger.inbound(len);
+                ledger.inboundFrame(inbound, 0, len);
             }
             else
             {

@@ -1,0 +1,303 @@
+package dev.colod.buffer.hybrid;
+
+import java.nio.ByteBuffer;
+import java.util.ArrayDeque;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * Hybrid mode's comparison of one NIC, on the primary (docs/ARCHITECTURE.md, "Hybrid mode"). Every frame the
+ * primary's guest sends in the open epoch is digested and matched, per flow and in order, against the digests of
+ * what the secondary's guest sent since it resumed from the same checkpoint (the same era). A matched frame may
+ * leave without waiting for a checkpoint, in the NIC's order (an unmatched frame before it holds it back). A
+ * digest that differs from the frame at the same place of its flow, or a frame left unmatched for longer than
+ * the timeout after both sides run the same era, asks for a checkpoint; from then on nothing more is compared
+ * until it seals the open epoch.
+ * <p>
+ * Single-threaded: everything runs on the NIC's loop.
+ */
+public final class Comparer
+{
+    /** What the comparer needs of its NIC's ledger. */
+    public interface Ledger
+    {
+        /** True if the open epoch's frames may leave now (no sealed epoch waits before them). */
+        boolean canReleaseOpen();
+
+        /** Lets the open epoch's frames up to {@code mark} out ({@code frames}, {@code bytes}). */
+        void releaseOpen(long mark, long frames, long bytes);
+
+        /** Asks the engine for a checkpoint now. */
+        void wantCheckpoint(Cause cause);
+
+        /** Runs {@code r} on the loop after {@code delayNs}. */
+        void schedule(Runnable r, long delayNs);
+    }
+
+    public enum Cause
+    {
+        MISMATCH, COMPARE_TIMEOUT, SECONDARY_AHEAD;
+
+        public String label()
+        {
+            return name().toLowerCase().replace('_', '-');
+        }
+    }
+
+    /** Digests of the secondary's frames kept at most while waiting for the primary's (all flows). */
+    static final int MAX_WAITING_DIGESTS = 8192;
+
+    private static final class Pending
+    {
+        final long endMark;
+        final int bytes;
+        final long heldNs;
+        final long flow;
+        final byte[] digest;
+        final String what;
+        boolean matched;
+
+        Pending(final long endMark, final int bytes, final long heldNs, final long flow, final byte[] digest,
+            final String what)
+        {
+            this.what = what;
+            this.endMark = endMark;
+            this.bytes = bytes;
+            this.heldNs = heldNs;
+            this.flow = flow;
+            this.digest = digest;
+        }
+    }
+
+    private final Ledger ledger;
+    private final long timeoutNs;
+    private final boolean releaseMatched;
+    private final FrameDigest digester = new FrameDigest();
+    private byte[] frame = new byte[2048];
+
+    /** The open epoch's frames, oldest first, until they leave or are sealed. */
+    private final ArrayDeque<Pending> open = new ArrayDeque<>();
+    private final Map<Long, ArrayDeque<Pending>> waitingPrimary = new HashMap<>();
+    private final Map<Long, ArrayDeque<byte[]>> waitingSecondary = new HashMap<>();
+    private int waitingDigests;
+    private long era = -1;
+    private long secondaryEra = -1;
+    /** When both sides began to run the same era; 0 while they do not. */
+    private long alignedNs;
+    private boolean broken;
+    private boolean timerArmed;
+
+    /** Why comparison last asked for a checkpoint, for status and logs. */
+    private volatile String lastCause = "";
+    private volatile long compared;
+    private volatile long matched;
+    private volatile long releasedByComparison;
+    private volatile long digests;
+    private volatile long staleDigests;
+    private final long[] checkpointsAsked = new long[Cause.values().length];
+    private volatile long[] checkpointsAskedView = new long[Cause.values().length];
+
+    /**
+     * {@code releaseMatched}: let matched frames out before their checkpoint. Only sound when a failover continues
+     * the secondary's running copy (the state that produced the same frames); otherwise matches are counted only.
+     */
+    public Comparer(final Ledger ledger, final long timeoutNs, final boolean releaseMatched)
+    {
+        this.ledger = ledger;
+        this.timeoutNs = timeoutNs;
+        this.releaseMatched = releaseMatched;
+    }
+
+    /** A frame of the primary's guest was held in the open epoch ({@code len} bytes at {@code at} of {@code buf}). */
+    public void primary(final ByteBuffer buf, final int at, final int len, final long endMark, final long nowNs)
+    {
+        if (era < 0)
+        {
+            return; // no checkpoint sealed yet in this session: nothing to compare against
+        }
+        if (frame.length < len)
+        {
+            frame = new byte[len];
+        }
+        buf.get(at, frame, 0, len);
+        final Pending p = new Pending(endMark, len, nowNs, FrameDigest.flow(frame, 0, len),
+            digester.digest(frame, 0, len), FrameDigest.describe(frame, 0, len));
+        open.addLast(p);
+        compared++;
+        if (broken)
+        {
+            return;
+        }
+        final ArrayDeque<byte[]> theirs = waitingSecondary.get(p.flow);
+        if (theirs != null && !theirs.isEmpty())
+        {
+            waitingDigests--;
+            decide(p, theirs.pollFirst());
+            return;
+        }
+        waitingPrimary.computeIfAbsent(p.flow, k -> new ArrayDeque<>()).addLast(p);
+        armTimer(nowNs);
+    }
+
+    /** A digest of the secondary's output of era {@code theirEra}: 8 bytes of flow, then the digest, in {@code body}. */
+    public void digest(final long theirEra, final byte[] body, final long nowNs)
+    {
+        digests++;
+        if (theirEra != era || broken || era < 0)
+        {
+            staleDigests++;
+            return;
+        }
+        long flow = 0;
+        for (int i = 0; i < 8; i++)
+        {
+            flow = flow << 8 | body[i] & 0xFF;
+        }
+        final ArrayDeque<Pending> ours = waitingPrimary.get(flow);
+        final byte[] d = Arrays.copyOfRange(body, 8, 8 + FrameDigest.DIGEST_BYTES);
+        if (ours != null && !ours.isEmpty())
+        {
+            decide(ours.pollFirst(), d);
+            return;
+        }
+        if (waitingDigests >= MAX_WAITING_DIGESTS)
+        {
+            lastCause = MAX_WAITING_DIGESTS + " of the secondary's frames found no counterpart";
+            ask(Cause.SECONDARY_AHEAD);
+            return;
+        }
+        waitingSecondary.computeIfAbsent(flow, k -> new ArrayDeque<>()).addLast(d);
+        waitingDigests++;
+    }
+
+    /** The secondary's copy resumed from checkpoint {@code theirEra}. */
+    public void secondaryEra(final long theirEra, final long nowNs)
+    {
+        secondaryEra = theirEra;
+        alignedNs = theirEra == era ? nowNs : 0;
+        armTimer(nowNs);
+    }
+
+    /** The VM paused for checkpoint {@code epoch}: what is open is sealed into it; comparison restarts from it. */
+    public void sealed(final long epoch)
+    {
+        open.clear();
+        waitingPrimary.clear();
+        waitingSecondary.clear();
+        waitingDigests = 0;
+        broken = false;
+        era = epoch;
+        alignedNs = secondaryEra == era ? System.nanoTime() : 0;
+    }
+
+    /** A sealed epoch left: matched open frames that waited behind it may follow. */
+    public void released()
+    {
+        releasePrefix();
+    }
+
+    /** The session ended: nothing is compared until the next {@link #sealed}. */
+    public void detached()
+    {
+        sealed(-1);
+        secondaryEra = -1;
+    }
+
+    private void decide(final Pending p, final byte[] theirs)
+    {
+        if (!Arrays.equals(p.digest, theirs))
+        {
+            lastCause = "mismatch: " + p.what;
+            ask(Cause.MISMATCH);
+            return;
+        }
+        p.matched = true;
+        matched++;
+        releasePrefix();
+    }
+
+    private void releasePrefix()
+    {
+        if (!releaseMatched || !ledger.canReleaseOpen())
+        {
+            return;
+        }
+        long frames = 0;
+        long bytes = 0;
+        long mark = -1;
+        while (!open.isEmpty() && open.peekFirst().matched)
+        {
+            final Pending p = open.pollFirst();
+            frames++;
+            bytes += p.bytes;
+            mark = p.endMark;
+        }
+        if (frames > 0)
+        {
+            ledger.releaseOpen(mark, frames, bytes);
+            releasedByComparison += frames;
+        }
+    }
+
+    private void ask(final Cause cause)
+    {
+        if (broken)
+        {
+            return;
+        }
+        broken = true;
+        waitingPrimary.clear();
+        waitingSecondary.clear();
+        waitingDigests = 0;
+        checkpointsAsked[cause.ordinal()]++;
+        checkpointsAskedView = checkpointsAsked.clone();
+        ledger.wantCheckpoint(cause);
+    }
+
+    private void armTimer(final long nowNs)
+    {
+        if (timerArmed || alignedNs == 0 || waitingPrimary.isEmpty())
+        {
+            return;
+        }
+        timerArmed = true;
+        ledger.schedule(this::onTimer, Math.max(timeoutNs / 4, 100_000L));
+    }
+
+    private void onTimer()
+    {
+        timerArmed = false;
+        if (broken || alignedNs == 0)
+        {
+            return;
+        }
+        final long now = System.nanoTime();
+        for (final ArrayDeque<Pending> q : waitingPrimary.values())
+        {
+            final Pending p = q.peekFirst();
+            if (p != null && now - Math.max(p.heldNs, alignedNs) >= timeoutNs)
+            {
+                lastCause = "no match within " + timeoutNs / 1_000_000 + " ms: " + p.what;
+                ask(Cause.COMPARE_TIMEOUT);
+                return;
+            }
+        }
+        armTimer(now);
+    }
+
+    /** Counters, readable from any thread. */
+    public Stats stats()
+    {
+        final long[] asked = checkpointsAskedView;
+        return new Stats(compared, matched, releasedByComparison, digests, staleDigests, asked[Cause.MISMATCH.ordinal()],
+            asked[Cause.COMPARE_TIMEOUT.ordinal()], asked[Cause.SECONDARY_AHEAD.ordinal()], lastCause);
+    }
+
+    /** What comparison did on one NIC. */
+    public record Stats(long compared, long matched, long releasedByComparison, long digests, long staleDigests,
+        long mismatches, long timeouts, long secondaryAhead, String lastCause)
+    {
+        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "");
+    }
+}
