@@ -10,7 +10,7 @@ out="${1:-$here/../../build/guest}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 # bump when the guest changes, so cached guests are rebuilt
-version=7
+version=8
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$version" ] && [ "${FORCE:-0}" != 1 ]; then
   echo "guest already built in $out"; exit 0
 fi
@@ -145,6 +145,13 @@ printf 'Content-Type: application/octet-stream\r\n\r\n'
 dd if=/dev/zero bs=65536 count=$((n * 16)) 2>/dev/null
 CGI
 chmod +x "$root/www/cgi-bin/bulk"
+cat > "$root/www/cgi-bin/random" <<'CGI'
+#!/bin/sh
+# an answer that differs between two copies of the guest run from the same state (hybrid mode's mismatch test):
+# the clock in nanoseconds and bytes of /dev/urandom
+printf 'Content-Type: text/plain\r\n\r\n%s %s\n' "$(date +%s%N)" "$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+CGI
+chmod +x "$root/www/cgi-bin/random"
 cat > "$root/www/cgi-bin/sink" <<'CGI'
 #!/bin/sh
 # TCP bulk into the guest (benchmarks): reads the POST body and answers how many bytes arrived

@@ -22,6 +22,7 @@ import dev.colod.buffer.VmOutputCommit;
 import dev.colod.buffer.hybrid.Comparer;
 import dev.colod.buffer.hybrid.CopyMirror;
 import dev.colod.buffer.hybrid.PrimaryMirror;
+import dev.colod.buffer.hybrid.TcpRewriter;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.NanoClock;
 import dev.colod.core.PrimaryEngine;
@@ -139,10 +140,9 @@ public final class ProtectedVm implements AutoCloseable
             }
             if (v.engine().mode() == ColoConfig.Mode.HYBRID)
             {
-                LOG.warn("vm={} mode: hybrid is not complete: the secondary's copy of the VM runs and gets every " +
-                    "inbound frame, and its output is compared with the primary's, but a matched frame still waits " +
-                    "for its checkpoint (release by comparison needs a failover that continues the running copy, not " +
-                    "built yet); checkpoints come from mismatches, the compare timeout and the interval", v.name);
+                LOG.info("vm={} mode: hybrid: the secondary runs a copy of the VM with the same input; a frame leaves " +
+                    "as soon as the copy sent the same, and a checkpoint follows a mismatch, the compare timeout ({} ms) " +
+                    "or the interval ({} ms)", v.name, v.engine().compareTimeoutMs(), v.engine().checkpointDelayMs());
             }
             vm.arbiter = arbiter(config, v, hooks);
             vm.closers.add(vm.arbiter); // closed last: engines stop first
@@ -383,11 +383,22 @@ public final class ProtectedVm implements AutoCloseable
         throws Exception
     {
         final List<EpochLedger> nics = new ArrayList<>();
+        // after a hybrid failover the running copy is the VM: its NICs are on its own taps, and connections opened
+        // since the last checkpoint still need their sequence numbers shifted on the way through
+        final QemuFailover f = failover;
+        final List<String> taps = f != null && f.running() == q ? f.runningTaps() : null;
+        final TcpRewriter rewriter = taps != null ? f.rewriter() : null;
         if (hooks.outputCommit())
         {
-            for (final ColodConfig.Nic n : v.nics)
+            for (int i = 0; i < v.nics.size(); i++)
             {
-                nics.add(openNic(n, runDir.resolve("plumbing"), (IoEventLoop)loops.next(), initial));
+                final ColodConfig.Nic n = taps == null ? v.nics.get(i) : v.nics.get(i).onTap(taps.get(i));
+                final EpochLedger ledger = openNic(n, runDir.resolve("plumbing"), (IoEventLoop)loops.next(), initial);
+                if (rewriter != null)
+                {
+                    ledger.rewriteWith(rewriter);
+                }
+                nics.add(ledger);
             }
         }
         output = new VmOutputCommit(v.name, nics);
@@ -397,8 +408,8 @@ public final class ProtectedVm implements AutoCloseable
             mirror = new PrimaryMirror(v.name, nics.size(), i -> nics.get(i).mirrorSide());
             for (int i = 0; i < nics.size(); i++)
             {
-                // matched frames are counted, not let out early: a failover does not continue the running copy yet
-                nics.get(i).compareWith(i, mirror, v.engine().compareTimeoutMs() * 1_000_000L, false);
+                // a matched frame leaves at once: a failover continues the running copy that sent it too
+                nics.get(i).compareWith(i, mirror, v.engine().compareTimeoutMs() * 1_000_000L, true);
             }
         }
         primaryMirror = mirror;
@@ -553,6 +564,7 @@ public final class ProtectedVm implements AutoCloseable
     private void openSecondary(final InetSocketAddress listen) throws Exception
     {
         final QemuFailover f = new QemuFailover(spec, runDir, v.netns, v.standby == ColodConfig.Standby.HOT)
+            .bridges(v.nics.stream().map(n -> n.bridge).toList())
             .trackWrites(v.listen != null && v.writeTracking != ColodConfig.WriteTracking.COMPARE);
         failover = f;
         closers.add(() ->

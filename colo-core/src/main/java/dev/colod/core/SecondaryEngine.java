@@ -9,6 +9,7 @@ import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
 import dev.colod.core.spi.Arbiter;
+import dev.colod.core.spi.FrameMirror;
 import dev.colod.core.spi.VmStateSink;
 import dev.colod.core.status.ColoCounters;
 import org.slf4j.Logger;
@@ -605,7 +606,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                         config.syncTimeoutMs() + " ms");
                 }
                 heartbeat.start();
-                if (hybrid && !framesAttached.await(config.syncTimeoutMs(), TimeUnit.MILLISECONDS))
+                if (hybrid && frames != FrameMirror.NONE && !framesAttached.await(config.syncTimeoutMs(), TimeUnit.MILLISECONDS))
                 {
                     throw new IOException("primary " + peer + " did not open its frames channel within " +
                         config.syncTimeoutMs() + " ms");

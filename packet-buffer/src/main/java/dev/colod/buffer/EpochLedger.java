@@ -3,6 +3,7 @@ package dev.colod.buffer;
 import dev.colod.buffer.hybrid.Comparer;
 import dev.colod.buffer.hybrid.InboundSink;
 import dev.colod.buffer.hybrid.PrimaryMirror;
+import dev.colod.buffer.hybrid.TcpRewriter;
 import dev.colod.core.spi.OutputCommit;
 import io.netty.channel.IoEventLoop;
 import org.slf4j.Logger;
@@ -74,6 +75,9 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
     private int nicIndex;
     private volatile Comparer.Cause comparisonWants;
     private volatile Comparer comparerView;
+    /** After a hybrid failover: the running copy's sequence rewriter (loop only); null otherwise. */
+    private TcpRewriter rewriter;
+    private byte[] scratch = new byte[2048];
 
     private EpochLedger(final String nic, final NicLoop loop, final BufferLimits limits)
     {
@@ -433,6 +437,48 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
     {
         final Comparer c = comparerView;
         return c == null ? Comparer.Stats.NONE : c.stats();
+    }
+
+    /**
+     * After a hybrid failover to the running copy: shift sequence numbers of connections opened since the last
+     * checkpoint (docs/ARCHITECTURE.md, "Hybrid mode", failover), both ways, for as long as this NIC lives.
+     */
+    public void rewriteWith(final TcpRewriter r)
+    {
+        loop.call(() -> rewriter = r);
+    }
+
+    @Override
+    public void rewriteOutbound(final ByteBuffer buf, final int at, final int len)
+    {
+        final TcpRewriter r = rewriter;
+        if (r != null)
+        {
+            rewrite(buf, at, len, true, r);
+        }
+    }
+
+    @Override
+    public void rewriteInbound(final ByteBuffer buf, final int at, final int len)
+    {
+        final TcpRewriter r = rewriter;
+        if (r != null)
+        {
+            rewrite(buf, at, len, false, r);
+        }
+    }
+
+    private void rewrite(final ByteBuffer buf, final int at, final int len, final boolean out, final TcpRewriter r)
+    {
+        if (scratch.length < len)
+        {
+            scratch = new byte[len];
+        }
+        buf.get(at, scratch, 0, len);
+        if (out ? r.relayOutbound(scratch, 0, len) : r.inbound(scratch, 0, len))
+        {
+            buf.put(at, scratch, 0, len);
+        }
     }
 
     // ---- from the backend, on the loop ----

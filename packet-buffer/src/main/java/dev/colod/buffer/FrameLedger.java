@@ -60,6 +60,19 @@ public interface FrameLedger
         held(len, nowNs);
     }
 
+    /**
+     * A frame the guest sent ({@code len} bytes at {@code at} of {@code buf}), before it is held or passed: rewritten
+     * in place if this NIC rewrites (after a hybrid failover). Backends that have the bytes call it.
+     */
+    default void rewriteOutbound(final ByteBuffer buf, final int at, final int len)
+    {
+    }
+
+    /** A frame for the guest, before it is written to it: rewritten in place if this NIC rewrites. */
+    default void rewriteInbound(final ByteBuffer buf, final int at, final int len)
+    {
+    }
+
     /** As {@link #inbound(int)} for a backend that has the frame's bytes: hybrid mode copies them to the secondary. */
     default void inboundFrame(final ByteBuffer buf, final int off, final int len)
     {

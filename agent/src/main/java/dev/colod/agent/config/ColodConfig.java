@@ -275,6 +275,24 @@ public final class ColodConfig
             return BackendProvider.named(buffer.name().toLowerCase());
         }
 
+        /** This NIC on another tap (a hybrid failover's running copy), everything else the same. */
+        public Nic onTap(final String otherTap)
+        {
+            final Nic n = new Nic();
+            n.tap = otherTap;
+            n.mac = mac;
+            n.bridge = bridge;
+            n.buffer = buffer;
+            n.queueNum = queueNum;
+            n.failOpen = failOpen;
+            n.maxFrames = maxFrames;
+            n.maxBytes = maxBytes;
+            n.highWaterPercent = highWaterPercent;
+            n.policy = policy;
+            n.limits = limits;
+            return n;
+        }
+
         /** The NIC as its backend needs it. */
         public BackendProvider.NicSpec spec(final Vm vm)
         {

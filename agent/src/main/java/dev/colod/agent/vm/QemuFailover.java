@@ -2,12 +2,15 @@ package dev.colod.agent.vm;
 
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.VmSpec;
+import dev.colod.buffer.hybrid.TcpRewriter;
+import dev.colod.os.IpRoute;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
@@ -36,6 +39,9 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     private volatile QemuProcess.Incoming standbyForm;
     /** Hybrid mode: the copy of the VM that runs here between checkpoints, or null. */
     private volatile RunningCopy copy;
+    private volatile List<String> runningTaps;
+    private volatile List<String> bridges = List.of();
+    private volatile TcpRewriter rewriter;
     public volatile long lastStartMicros;
     public volatile long lastLoadMicros;
 
@@ -194,16 +200,86 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         }
     }
 
+    /**
+     * Hybrid mode: the running copy becomes the VM. It holds the last committed checkpoint and ran on from it with the
+     * same input as the primary; every frame a client saw was either covered by that checkpoint or sent by this copy
+     * too (matched), so its state, not the image's, is what clients saw (docs/ARCHITECTURE.md, "Hybrid mode").
+     */
+    private void continueCopy(final RunningCopy.TakenOver t, final long checkpointId) throws IOException
+    {
+        final long t0 = System.nanoTime();
+        final QemuProcess q = t.qemu();
+        closeCopy(); // the next copy and the agent taps; the running one was handed over
+        final QemuProcess pre = standbyQemu();
+        if (pre != null)
+        {
+            pre.kill();
+        }
+        try
+        {
+            // its taps leave the agent (whose taps are gone) for the VM's bridges; output commit, if this host protects
+            // the VM again, steers them through new agent taps right after
+            final IpRoute net = new IpRoute(netns);
+            for (int i = 0; i < t.taps().size() && i < bridges.size(); i++)
+            {
+                net.tcQuiet("qdisc", "del", "dev", t.taps().get(i), "ingress");
+                net.ip("link", "set", "dev", t.taps().get(i), "master", bridges.get(i), "up");
+            }
+            q.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS); // paused if a checkpoint was under way
+            q.qmp().execute("announce-self", Map.of("initial", 50, "max", 550, "rounds", 5, "step", 100),
+                QemuProcess.QMP_TIMEOUT_MS);
+        }
+        catch (final IOException ex)
+        {
+            q.kill();
+            throw new IOException("vm " + spec.name() + ": the running copy could not take over from checkpoint " +
+                checkpointId + ": " + ex.getMessage() + QemuProcess.said(q.runDir()), ex);
+        }
+        lastStartMicros = 0;
+        lastLoadMicros = (System.nanoTime() - t0) / 1000;
+        runningTaps = t.taps();
+        rewriter = t.rewriter();
+        running = q;
+        LOG.warn("vm={} the running copy (QEMU pid {}, taps {}) runs the VM: it holds checkpoint {} and ran on from it " +
+            "with the primary's input; took {} ms", spec.name(), q.pid(), t.taps(), checkpointId, lastLoadMicros / 1000);
+    }
+
     /** The QEMU that runs the VM after failover, or null. */
     public QemuProcess running()
     {
         return running;
     }
 
+    /** The bridge of each NIC: where a running copy's tap goes when it takes over. */
+    public QemuFailover bridges(final List<String> b)
+    {
+        bridges = List.copyOf(b);
+        return this;
+    }
+
+    /** The taps of the VM's NICs after failover: the running copy's if it took over, else null (the configured ones). */
+    public List<String> runningTaps()
+    {
+        return runningTaps;
+    }
+
+    /** Hybrid mode after the running copy took over: its sequence rewriter, still needed in the data path; else null. */
+    public TcpRewriter rewriter()
+    {
+        return rewriter;
+    }
+
     @Override
     public void activate(final StandbyImage image, final long checkpointId) throws IOException
     {
-        closeCopy(); // nothing compared its output yet: the committed image, not the copy, is what clients saw
+        final RunningCopy c = copy;
+        final RunningCopy.TakenOver t = c == null ? null : c.takeOver(checkpointId);
+        if (t != null)
+        {
+            continueCopy(t, checkpointId);
+            return;
+        }
+        closeCopy();
         final long t0 = System.nanoTime();
         final QemuProcess.Incoming form = QemuProcess.Incoming.of(image.deviceStateFile());
         QemuProcess pre = standbyQemu();

@@ -52,6 +52,8 @@ public final class RunningCopy implements AutoCloseable
     private Future<QemuProcess> next;
     private QemuProcess running;
     private long runningGeneration;
+    /** The checkpoint the running copy was loaded from; -1 before the first. */
+    private long runningCheckpoint = -1;
     private long generation;
     private long nextGeneration;
     private volatile long lastLoadMicros;
@@ -205,6 +207,7 @@ public final class RunningCopy implements AutoCloseable
         lastLoadMicros = (System.nanoTime() - t0) / 1000;
         running = q;
         runningGeneration = g;
+        runningCheckpoint = checkpointId;
         LOG.debug("vm={} running copy {} holds checkpoint {} (loaded in {} us)", spec.name(), q.pid(), checkpointId,
             lastLoadMicros);
         prepare();
@@ -237,10 +240,49 @@ public final class RunningCopy implements AutoCloseable
         }
     }
 
+    /** What a failover takes over: the copy's QEMU, its NICs' taps, and its sequence rewriter (null: none). */
+    public record TakenOver(QemuProcess qemu, List<String> taps, dev.colod.buffer.hybrid.TcpRewriter rewriter)
+    {
+    }
+
+    /**
+     * Failover: hands the running copy over to run the VM, if it was loaded from checkpoint {@code committed} (the
+     * last one committed) and is alive; else null (the committed image must be resumed instead: the copy is gone,
+     * or behind the image, whose newer checkpoint clients may have seen). The frames channel stops reading its
+     * taps; everything else of this object is left for {@link #close} (the next copy, the agent taps).
+     */
+    public synchronized TakenOver takeOver(final long committed)
+    {
+        final QemuProcess q = running;
+        if (q == null || !q.isAlive() || runningCheckpoint != committed)
+        {
+            LOG.warn("vm={} the running copy {} checkpoint {} (committed: {}): it cannot take over", spec.name(),
+                q == null ? "does not exist, last" : q.isAlive() ? "holds" : "died, held", runningCheckpoint, committed);
+            return null;
+        }
+        if (mirror != null)
+        {
+            mirror.stopped();
+        }
+        running = null;
+        final List<String> taps = new ArrayList<>();
+        for (final VmSpec.Nic n : spec.nics())
+        {
+            taps.add(tapOf(n.tap(), runningGeneration));
+        }
+        return new TakenOver(q, taps, mirror == null ? null : mirror.rewriter());
+    }
+
     /** The copy that holds the last committed checkpoint, or null before the first commit. */
     public synchronized QemuProcess running()
     {
         return running;
+    }
+
+    /** The checkpoint the running copy holds (it ran on from there), or -1. */
+    public synchronized long runningCheckpoint()
+    {
+        return runningCheckpoint;
     }
 
     /** How long the last commit's device-state load took, microseconds. */

@@ -210,6 +210,12 @@ public final class CopyMirror implements FrameMirror
         inboundOverflow++;
     }
 
+    /** The sequence rewriter: after a failover to the running copy it goes on rewriting in the data path. */
+    public TcpRewriter rewriter()
+    {
+        return rewriter;
+    }
+
     public Stats stats()
     {
         return new Stats(session != null, injected, inboundStale, inboundOverflow, captured, announcements,

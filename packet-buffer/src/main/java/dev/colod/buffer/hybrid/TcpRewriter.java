@@ -43,6 +43,7 @@ public final class TcpRewriter
     private final Map<Long, Conn> conns = new HashMap<>();
     private long learned;
     private long rewrittenInbound;
+    private long relayed;
 
     /** Forgets every connection: both guests hold the same state again. */
     public synchronized void reset()
@@ -87,6 +88,35 @@ public final class TcpRewriter
         {
             putBe32(f, ip.l4 + 4, seq + c.offset);
         }
+    }
+
+    /**
+     * After a failover to the running copy, on its way out: shifts the sequence number (and recomputes the checksum) of a
+     * connection with a known offset, so its client, which knows the primary's numbers, keeps its connection. New
+     * connections are not tracked any more. True if the frame changed.
+     */
+    public synchronized boolean relayOutbound(final byte[] f, final int off, final int len)
+    {
+        final FrameDigest.Ip ip = FrameDigest.Ip.of(f, off, len);
+        if (ip == null || ip.proto != PROTO_TCP || ip.l4 + 20 > ip.end || conns.isEmpty())
+        {
+            return false;
+        }
+        final Conn c = conns.get(key(f, ip, true));
+        if (c == null || !c.known || c.offset == 0)
+        {
+            return false;
+        }
+        putBe32(f, ip.l4 + 4, be32(f, ip.l4 + 4) + c.offset);
+        tcpChecksum(f, ip);
+        relayed++;
+        return true;
+    }
+
+    /** Frames shifted on their way out after a failover. */
+    public synchronized long relayed()
+    {
+        return relayed;
     }
 
     /**

@@ -116,6 +116,7 @@ public final class TapBackend implements Backend
                 {
                     return;
                 }
+                ledger.rewriteOutbound(a, 0, len);
                 if (m == FrameLedger.Mode.FENCED)
                 {
                     ledger.dropped(FrameLedger.Drop.FENCED);
@@ -159,8 +160,10 @@ public final class TapBackend implements Backend
             if (len >= buffer.window())
             {
                 ledger.dropped(FrameLedger.Drop.OVERSIZE);
+                continue;
             }
-            else if (buffer.append(at, len))
+            ledger.rewriteOutbound(buffer.arena(), at, len);
+            if (buffer.append(at, len))
             {
                 ledger.heldFrame(buffer.arena(), at, len, buffer.tail(), System.nanoTime());
             }
@@ -180,6 +183,7 @@ public final class TapBackend implements Backend
             {
                 return;
             }
+            ledger.rewriteInbound(inbound, 0, len);
             if (write(guestTap.fd(), inbound, 0, len))
             {
                 ledger.inboundFrame(inbound, 0, len);
