@@ -147,9 +147,13 @@ CGI
 chmod +x "$root/www/cgi-bin/bulk"
 cat > "$root/www/cgi-bin/random" <<'CGI'
 #!/bin/sh
-# an answer that differs between two copies of the guest run from the same state (hybrid mode's mismatch test):
-# the clock in nanoseconds and bytes of /dev/urandom
-printf 'Content-Type: text/plain\r\n\r\n%s %s\n' "$(date +%s%N)" "$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# a second counter (guest RAM) whose answer also carries what differs between two copies of the guest run from the
+# same state (hybrid mode's mismatch test): the clock in nanoseconds and bytes of /dev/urandom
+n=$(cat /tmp/rcounter 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > /tmp/rcounter.$$
+mv -f /tmp/rcounter.$$ /tmp/rcounter
+printf 'Content-Type: text/plain\r\n\r\n%s %s %s\n' "$n" "$(date +%s%N)" "$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 CGI
 chmod +x "$root/www/cgi-bin/random"
 cat > "$root/www/cgi-bin/sink" <<'CGI'

@@ -305,7 +305,9 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
 
         passing = false;
         final long firstId = checkpointId;
-        long nextDueNs = clock.nanoTime() + config.checkpointDelayMs() * 1_000_000L;
+        // hybrid: the secondary's copy runs from the first checkpoint on, so take it at once, not an interval later
+        long nextDueNs = clock.nanoTime() +
+            (config.mode() == ColoConfig.Mode.HYBRID ? 0 : config.checkpointDelayMs() * 1_000_000L);
         // the bucket holds one interval's worth of pause (20 ms..1 s): a burst (one request's few checkpoints) goes
         // at once after a quiet spell
         budget = new PauseBudget(config.maxPausedPercent(),

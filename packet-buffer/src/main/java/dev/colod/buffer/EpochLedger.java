@@ -421,6 +421,18 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
                     }
                 });
             }
+
+            @Override
+            public void tcp(final long era, final byte[] body, final int length, final long nowNs)
+            {
+                loop.post(() ->
+                {
+                    if (comparer != null)
+                    {
+                        comparer.tcp(era, body, length, nowNs);
+                    }
+                });
+            }
         };
     }
 

@@ -41,6 +41,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     private volatile RunningCopy copy;
     private volatile List<String> runningTaps;
     private volatile List<String> bridges = List.of();
+    private volatile boolean continueCopy = true;
     private volatile TcpRewriter rewriter;
     public volatile long lastStartMicros;
     public volatile long lastLoadMicros;
@@ -250,6 +251,16 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         return running;
     }
 
+    /**
+     * Hybrid mode: whether a failover continues the running copy (true, the only sound choice once frames left by
+     * comparison) or resumes the committed image; false only for control runs that show why.
+     */
+    public QemuFailover continueRunningCopy(final boolean on)
+    {
+        continueCopy = on;
+        return this;
+    }
+
     /** The bridge of each NIC: where a running copy's tap goes when it takes over. */
     public QemuFailover bridges(final List<String> b)
     {
@@ -273,7 +284,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     public void activate(final StandbyImage image, final long checkpointId) throws IOException
     {
         final RunningCopy c = copy;
-        final RunningCopy.TakenOver t = c == null ? null : c.takeOver(checkpointId);
+        final RunningCopy.TakenOver t = c == null || !continueCopy ? null : c.takeOver(checkpointId);
         if (t != null)
         {
             continueCopy(t, checkpointId);

@@ -8,8 +8,11 @@ import java.util.Map;
 
 /**
  * Hybrid mode's comparison of one NIC, on the primary (docs/ARCHITECTURE.md, "Hybrid mode"). Every frame the
- * primary's guest sends in the open epoch is digested and matched, per flow and in order, against the digests of
- * what the secondary's guest sent since it resumed from the same checkpoint (the same era). A matched frame may
+ * primary's guest sends in the open epoch is checked against what the secondary's guest sent since it resumed from
+ * the same checkpoint (the same era): a TCP segment against the copy's byte stream of that connection
+ * ({@link TcpFlow}: the same bytes at the same sequence numbers, the same SYN, FIN and RST, and the copy has
+ * acknowledged at least as much), so the two guests may cut their streams into different segments; any other frame
+ * by its digest, per flow and in order. A matched frame may
  * leave without waiting for a checkpoint, in the NIC's order (an unmatched frame before it holds it back). A
  * digest that differs from the frame at the same place of its flow, or a frame left unmatched for longer than
  * the timeout after both sides run the same era, asks for a checkpoint; from then on nothing more is compared
@@ -48,7 +51,7 @@ public final class Comparer
     /** Digests of the secondary's frames kept at most while waiting for the primary's (all flows). */
     static final int MAX_WAITING_DIGESTS = 8192;
 
-    private static final class Pending
+    static final class Pending
     {
         final long endMark;
         final int bytes;
@@ -56,12 +59,15 @@ public final class Comparer
         final long flow;
         final byte[] digest;
         final String what;
+        /** TCP segments: what is compared instead of the digest (null otherwise). */
+        final Segment tcp;
         boolean matched;
 
         Pending(final long endMark, final int bytes, final long heldNs, final long flow, final byte[] digest,
-            final String what)
+            final String what, final Segment tcp)
         {
             this.what = what;
+            this.tcp = tcp;
             this.endMark = endMark;
             this.bytes = bytes;
             this.heldNs = heldNs;
@@ -80,6 +86,9 @@ public final class Comparer
     private final ArrayDeque<Pending> open = new ArrayDeque<>();
     private final Map<Long, ArrayDeque<Pending>> waitingPrimary = new HashMap<>();
     private final Map<Long, ArrayDeque<byte[]>> waitingSecondary = new HashMap<>();
+    /** TCP connections: what the copy sent, and the primary's segments waiting for it, by flow. */
+    private final Map<Long, TcpFlow> tcpFlows = new HashMap<>();
+    private final java.util.Set<Long> waitingTcp = new java.util.HashSet<>();
     private int waitingDigests;
     private long era = -1;
     private long secondaryEra = -1;
@@ -121,12 +130,25 @@ public final class Comparer
             frame = new byte[len];
         }
         buf.get(at, frame, 0, len);
+        final Segment seg = Segment.of(frame, 0, len);
         final Pending p = new Pending(endMark, len, nowNs, FrameDigest.flow(frame, 0, len),
-            digester.digest(frame, 0, len), FrameDigest.describe(frame, 0, len));
+            seg == null ? digester.digest(frame, 0, len) : null, FrameDigest.describe(frame, 0, len), seg);
         open.addLast(p);
         compared++;
         if (broken)
         {
+            return;
+        }
+        if (seg != null)
+        {
+            final TcpFlow f = tcpFlows.computeIfAbsent(p.flow, k -> new TcpFlow());
+            f.waiting.addLast(p);
+            settle(f);
+            if (!p.matched && !broken)
+            {
+                waitingTcp.add(p.flow);
+                armTimer(nowNs);
+            }
             return;
         }
         final ArrayDeque<byte[]> theirs = waitingSecondary.get(p.flow);
@@ -149,11 +171,7 @@ public final class Comparer
             staleDigests++;
             return;
         }
-        long flow = 0;
-        for (int i = 0; i < 8; i++)
-        {
-            flow = flow << 8 | body[i] & 0xFF;
-        }
+        final long flow = be64(body, 0);
         final ArrayDeque<Pending> ours = waitingPrimary.get(flow);
         final byte[] d = Arrays.copyOfRange(body, 8, 8 + FrameDigest.DIGEST_BYTES);
         if (ours != null && !ours.isEmpty())
@@ -171,6 +189,53 @@ public final class Comparer
         waitingDigests++;
     }
 
+    /**
+     * A TCP segment of the secondary's output of era {@code theirEra} (after sequence rewriting): 8 bytes of flow,
+     * be32 seq, be32 ack, flags, payload, in {@code body[0, length)}.
+     */
+    public void tcp(final long theirEra, final byte[] body, final int length, final long nowNs)
+    {
+        digests++;
+        if (theirEra != era || broken || era < 0)
+        {
+            staleDigests++;
+            return;
+        }
+        final long flow = be64(body, 0);
+        final TcpFlow f = tcpFlows.computeIfAbsent(flow, k -> new TcpFlow());
+        if (!f.copy(body, length))
+        {
+            lastCause = "the secondary's TCP output of one connection passed " + TcpFlow.MAX_STREAM + " bytes unverified";
+            ask(Cause.SECONDARY_AHEAD);
+            return;
+        }
+        settle(f);
+    }
+
+    /** Decides the waiting primary segments of {@code f} in order, as far as what the copy sent allows. */
+    private void settle(final TcpFlow f)
+    {
+        while (!f.waiting.isEmpty() && !broken)
+        {
+            final Pending p = f.waiting.peekFirst();
+            final TcpFlow.Verdict v = f.check(p.tcp);
+            if (v == TcpFlow.Verdict.WAIT)
+            {
+                return;
+            }
+            f.waiting.pollFirst();
+            if (v == TcpFlow.Verdict.DIFFERS)
+            {
+                lastCause = "mismatch: " + p.what;
+                ask(Cause.MISMATCH);
+                return;
+            }
+            p.matched = true;
+            matched++;
+        }
+        releasePrefix();
+    }
+
     /** The secondary's copy resumed from checkpoint {@code theirEra}. */
     public void secondaryEra(final long theirEra, final long nowNs)
     {
@@ -183,6 +248,8 @@ public final class Comparer
     public void sealed(final long epoch)
     {
         open.clear();
+        tcpFlows.clear();
+        waitingTcp.clear();
         waitingPrimary.clear();
         waitingSecondary.clear();
         waitingDigests = 0;
@@ -247,6 +314,8 @@ public final class Comparer
             return;
         }
         broken = true;
+        tcpFlows.clear();
+        waitingTcp.clear();
         waitingPrimary.clear();
         waitingSecondary.clear();
         waitingDigests = 0;
@@ -257,7 +326,7 @@ public final class Comparer
 
     private void armTimer(final long nowNs)
     {
-        if (timerArmed || alignedNs == 0 || waitingPrimary.isEmpty())
+        if (timerArmed || alignedNs == 0 || waitingPrimary.isEmpty() && waitingTcp.isEmpty())
         {
             return;
         }
@@ -275,15 +344,46 @@ public final class Comparer
         final long now = System.nanoTime();
         for (final ArrayDeque<Pending> q : waitingPrimary.values())
         {
-            final Pending p = q.peekFirst();
-            if (p != null && now - Math.max(p.heldNs, alignedNs) >= timeoutNs)
+            if (timedOut(q.peekFirst(), now))
             {
-                lastCause = "no match within " + timeoutNs / 1_000_000 + " ms: " + p.what;
-                ask(Cause.COMPARE_TIMEOUT);
+                return;
+            }
+        }
+        final java.util.Iterator<Long> it = waitingTcp.iterator();
+        while (it.hasNext())
+        {
+            final TcpFlow f = tcpFlows.get(it.next());
+            if (f == null || f.waiting.isEmpty())
+            {
+                it.remove();
+            }
+            else if (timedOut(f.waiting.peekFirst(), now))
+            {
                 return;
             }
         }
         armTimer(now);
+    }
+
+    private boolean timedOut(final Pending p, final long now)
+    {
+        if (p != null && now - Math.max(p.heldNs, alignedNs) >= timeoutNs)
+        {
+            lastCause = "no match within " + timeoutNs / 1_000_000 + " ms: " + p.what;
+            ask(Cause.COMPARE_TIMEOUT);
+            return true;
+        }
+        return false;
+    }
+
+    static long be64(final byte[] b, final int at)
+    {
+        long v = 0;
+        for (int i = 0; i < 8; i++)
+        {
+            v = v << 8 | b[at + i] & 0xFF;
+        }
+        return v;
     }
 
     /** Counters, readable from any thread. */

@@ -314,7 +314,7 @@ public final class CopyMirror implements FrameMirror
             final FrameDigest digester = new FrameDigest();
             final ByteBuffer buf = ByteBuffer.allocateDirect(FRAME_MAX);
             final byte[] frame = new byte[FRAME_MAX];
-            final byte[] rec = new byte[FramesCodec.DIGEST_LENGTH];
+            final byte[] rec = new byte[FramesCodec.TCP_HEADER + FRAME_MAX];
             Memory fds = new Memory(8);
             while (!closed)
             {
@@ -375,8 +375,21 @@ public final class CopyMirror implements FrameMirror
                         {
                             rec[i] = (byte)(flow >>> (56 - 8 * i));
                         }
-                        digester.digest(frame, 0, len, rec, 8);
-                        any |= send(nic, rec, gen);
+                        final Segment seg = Segment.of(frame, 0, len);
+                        if (seg != null)
+                        {
+                            FrameDigest.putBe32(rec, 8, seg.seq());
+                            FrameDigest.putBe32(rec, 12, seg.ack());
+                            rec[16] = (byte)seg.flags();
+                            final int n = seg.payload().length;
+                            System.arraycopy(seg.payload(), 0, rec, FramesCodec.TCP_HEADER, n);
+                            any |= send(FramesCodec.TCP, nic, rec, FramesCodec.TCP_HEADER + n, gen);
+                        }
+                        else
+                        {
+                            digester.digest(frame, 0, len, rec, 8);
+                            any |= send(FramesCodec.DIGEST, nic, rec, FramesCodec.DIGEST_LENGTH, gen);
+                        }
                     }
                 }
                 if (any)
@@ -396,8 +409,8 @@ public final class CopyMirror implements FrameMirror
             }
         }
 
-        /** Sends one digest unless its copy was replaced since it was read (it belongs to an era that ended). */
-        private boolean send(final int nic, final byte[] rec, final long gen)
+        /** Sends one record of what the copy sent unless its copy was replaced since it was read (it belongs to an era that ended). */
+        private boolean send(final int kind, final int nic, final byte[] rec, final int length, final long gen)
         {
             synchronized (CopyMirror.this)
             {
@@ -409,7 +422,7 @@ public final class CopyMirror implements FrameMirror
                 {
                     try
                     {
-                        FramesCodec.write(out, FramesCodec.DIGEST, nic, rec, 0, rec.length);
+                        FramesCodec.write(out, kind, nic, rec, 0, length);
                         digestsSent++;
                         return true;
                     }

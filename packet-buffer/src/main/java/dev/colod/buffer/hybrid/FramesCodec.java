@@ -20,6 +20,12 @@ public final class FramesCodec
      * from that checkpoint.
      */
     public static final int ERA = 3;
+    /**
+     * Secondary to primary: L >= 17, be64 flow, be32 seq (after rewriting), be32 ack, be8 TCP flags, then the payload:
+     * a TCP segment the secondary's guest sent on {@code nic}, compared by sequence number.
+     */
+    public static final int TCP = 4;
+    public static final int TCP_HEADER = 17;
     public static final int ALL_NICS = 255;
     public static final int DIGEST_LENGTH = 8 + FrameDigest.DIGEST_BYTES;
 
@@ -57,7 +63,7 @@ public final class FramesCodec
         r.kind = kind;
         r.nic = in.readUnsignedByte();
         r.length = in.readUnsignedShort();
-        if (kind != INBOUND && kind != DIGEST && kind != ERA)
+        if (kind != INBOUND && kind != DIGEST && kind != ERA && kind != TCP)
         {
             throw new IOException("frames channel from " + peer + ": unknown record kind " + kind);
         }
@@ -65,6 +71,11 @@ public final class FramesCodec
         {
             throw new IOException("frames channel from " + peer + ": record kind " + kind + " has length " + r.length +
                 ", expected " + (kind == ERA ? 8 : DIGEST_LENGTH));
+        }
+        if (kind == TCP && r.length < TCP_HEADER)
+        {
+            throw new IOException("frames channel from " + peer + ": record kind 4 has length " + r.length +
+                ", expected at least " + TCP_HEADER);
         }
         if (r.body.length < r.length)
         {

@@ -12,7 +12,7 @@ import java.io.DataOutputStream;
 import java.io.IOException;
 import java.net.Socket;
 import java.nio.ByteBuffer;
-import java.util.List;
+import java.util.Arrays;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -38,6 +38,8 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
         void secondaryEra(long era, long nowNs);
 
         void digest(long era, byte[] body, long nowNs);
+
+        void tcp(long era, byte[] body, int length, long nowNs);
     }
 
     private final String vm;
@@ -208,15 +210,23 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
                             nics.apply(n).secondaryEra(era, now);
                         }
                     }
-                    else if (r.kind == FramesCodec.DIGEST)
+                    else if (r.kind == FramesCodec.DIGEST || r.kind == FramesCodec.TCP)
                     {
                         if (r.nic >= nicCount)
                         {
-                            throw new IOException("frames channel from " + peer + ": digest for NIC " + r.nic +
+                            throw new IOException("frames channel from " + peer + ": output of NIC " + r.nic +
                                 " of a VM with " + nicCount);
                         }
                         digestsReceived++;
-                        nics.apply(r.nic).digest(theirEra, java.util.Arrays.copyOf(r.body, r.length), now);
+                        final byte[] body = Arrays.copyOf(r.body, r.length);
+                        if (r.kind == FramesCodec.TCP)
+                        {
+                            nics.apply(r.nic).tcp(theirEra, body, body.length, now);
+                        }
+                        else
+                        {
+                            nics.apply(r.nic).digest(theirEra, body, now);
+                        }
                     }
                     else
                     {

@@ -1,0 +1,165 @@
+package dev.colod.buffer.hybrid;
+
+import java.util.ArrayDeque;
+import java.util.Arrays;
+
+/**
+ * One TCP connection as the primary compares it (docs/ARCHITECTURE.md, "Comparing TCP"): the byte stream the
+ * secondary's copy sent (by sequence number, after rewriting), its SYNs, FIN, RST and highest acknowledgement, and
+ * the primary's segments waiting for them. A primary segment matches when the copy sent the same bytes at the
+ * same sequence numbers, a SYN, FIN or RST where it has one, and acknowledged at least as much: then the copy's
+ * state holds everything the segment tells the client, however the two guests cut their streams into segments.
+ */
+final class TcpFlow
+{
+    /** Bytes of one connection kept at most beyond what the primary has verified. */
+    static final int MAX_STREAM = 4 << 20;
+    /** Bytes kept below the verified point, for the primary's retransmissions. */
+    private static final int KEEP_BEHIND = 64 << 10;
+
+    enum Verdict
+    {
+        MATCH, WAIT, DIFFERS
+    }
+
+    final ArrayDeque<Comparer.Pending> waiting = new ArrayDeque<>();
+    private int copySyns;
+    private int primarySyns;
+    private boolean ackKnown;
+    private int maxAck;
+    private boolean rst;
+    private boolean finKnown;
+    private int finSeq;
+    private boolean started;
+    /** Sequence number of {@code data[0]}. */
+    private int base;
+    private byte[] data = new byte[4096];
+    private int len;
+    private boolean verifiedAny;
+    private int verified;
+
+    /**
+     * What the copy sent: a record body (8 bytes of flow, be32 seq, be32 ack, flags, payload) of {@code length}
+     * bytes. False if the connection's unverified bytes passed {@link #MAX_STREAM}.
+     */
+    boolean copy(final byte[] body, final int length)
+    {
+        final int seq = FrameDigest.be32(body, 8);
+        final int ack = FrameDigest.be32(body, 12);
+        final int flags = body[16] & 0xFF;
+        final int n = length - 17;
+        if ((flags & Segment.SYN) != 0)
+        {
+            copySyns++;
+        }
+        if ((flags & Segment.RST) != 0)
+        {
+            rst = true;
+        }
+        if ((flags & Segment.ACK) != 0 && (!ackKnown || ack - maxAck > 0))
+        {
+            maxAck = ack;
+            ackKnown = true;
+        }
+        if ((flags & Segment.FIN) != 0)
+        {
+            finKnown = true;
+            finSeq = seq + n;
+        }
+        if (n <= 0)
+        {
+            return true;
+        }
+        if (!started || seq - (base + len) > 0)
+        {
+            // the first bytes, or a gap (a frame of the copy's this side never saw): start over from here; primary
+            // segments before it cannot be verified and wait for the timeout
+            started = true;
+            base = seq;
+            len = 0;
+        }
+        final int skip = base + len - seq; // bytes already here (a retransmission by the copy)
+        if (skip >= n)
+        {
+            return true;
+        }
+        trim();
+        if (len + n - skip > data.length)
+        {
+            if (len + n - skip > MAX_STREAM)
+            {
+                return false;
+            }
+            data = Arrays.copyOf(data, Math.max(data.length * 2, len + n - skip));
+        }
+        System.arraycopy(body, 17 + skip, data, len, n - skip);
+        len += n - skip;
+        return true;
+    }
+
+    /** Whether the primary's segment {@code p} matches what the copy sent, must wait for more, or differs. */
+    Verdict check(final Segment p)
+    {
+        final int n = p.payload().length;
+        boolean wait = false;
+        if (n > 0)
+        {
+            final int off = p.seq() - base;
+            if (!started || off < 0)
+            {
+                wait = true;
+            }
+            else
+            {
+                final int have = Math.max(0, Math.min(n, len - off));
+                if (!Arrays.equals(data, off, off + have, p.payload(), 0, have))
+                {
+                    return Verdict.DIFFERS;
+                }
+                wait = have < n;
+            }
+        }
+        if (p.has(Segment.FIN))
+        {
+            if (finKnown && finSeq != p.seq() + n)
+            {
+                return Verdict.DIFFERS;
+            }
+            wait |= !finKnown;
+        }
+        wait |= p.has(Segment.SYN) && copySyns <= primarySyns;
+        wait |= p.has(Segment.RST) && !rst;
+        wait |= p.has(Segment.ACK) && (!ackKnown || p.ack() - maxAck > 0);
+        if (wait)
+        {
+            return Verdict.WAIT;
+        }
+        if (p.has(Segment.SYN))
+        {
+            primarySyns++;
+        }
+        final int end = p.seq() + n;
+        if (!verifiedAny || end - verified > 0)
+        {
+            verified = end;
+            verifiedAny = true;
+        }
+        return Verdict.MATCH;
+    }
+
+    /** Forgets bytes far below what the primary has verified. */
+    private void trim()
+    {
+        if (!verifiedAny)
+        {
+            return;
+        }
+        final int drop = verified - KEEP_BEHIND - base;
+        if (drop > 0 && drop <= len)
+        {
+            System.arraycopy(data, drop, data, 0, len - drop);
+            len -= drop;
+            base += drop;
+        }
+    }
+}
