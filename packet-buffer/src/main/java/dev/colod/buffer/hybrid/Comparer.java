@@ -221,7 +221,7 @@ public final class Comparer
             final TcpFlow.Verdict v = f.check(p.tcp);
             if (v == TcpFlow.Verdict.WAIT)
             {
-                return;
+                break;
             }
             f.waiting.pollFirst();
             if (v == TcpFlow.Verdict.DIFFERS)

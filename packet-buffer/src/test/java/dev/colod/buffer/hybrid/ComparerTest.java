@@ -55,7 +55,12 @@ class ComparerTest
 
     private static byte[] frame(final int port, final String payload)
     {
-        return tcp(GUEST, CLIENT, 80, port, 1, 2, PA, 500, 1, 5, null, payload.getBytes());
+        return frame(port, 1, payload);
+    }
+
+    private static byte[] frame(final int port, final int seq, final String payload)
+    {
+        return tcp(GUEST, CLIENT, 80, port, seq, 2, PA, 500, 1, 5, null, payload.getBytes());
     }
 
     private void primary(final Comparer c, final byte[] f)
@@ -63,16 +68,53 @@ class ComparerTest
         c.primary(ByteBuffer.wrap(f), 0, f.length, ++mark, System.nanoTime());
     }
 
-    private byte[] digestRecord(final byte[] f)
+    /** The record the secondary sends for its copy's frame {@code f}: a digest (non-TCP) or the segment (TCP). */
+    private byte[] record(final byte[] f)
     {
-        final byte[] rec = new byte[FramesCodec.DIGEST_LENGTH];
         final long flow = FrameDigest.flow(f, 0, f.length);
+        final Segment seg = Segment.of(f, 0, f.length);
+        final byte[] rec = new byte[seg == null ? FramesCodec.DIGEST_LENGTH : FramesCodec.TCP_HEADER + seg.payload().length];
         for (int i = 0; i < 8; i++)
         {
             rec[i] = (byte)(flow >>> (56 - 8 * i));
         }
-        digester.digest(f, 0, f.length, rec, 8);
+        if (seg == null)
+        {
+            digester.digest(f, 0, f.length, rec, 8);
+        }
+        else
+        {
+            FrameDigest.putBe32(rec, 8, seg.seq());
+            FrameDigest.putBe32(rec, 12, seg.ack());
+            rec[16] = (byte)seg.flags();
+            System.arraycopy(seg.payload(), 0, rec, FramesCodec.TCP_HEADER, seg.payload().length);
+        }
         return rec;
+    }
+
+    /** Hands the copy's frame {@code f} of era {@code era} to {@code c} as the frames channel would. */
+    private void copySent(final Comparer c, final long era, final byte[] f)
+    {
+        final byte[] rec = record(f);
+        if (Segment.of(f, 0, f.length) == null)
+        {
+            c.digest(era, rec, System.nanoTime());
+        }
+        else
+        {
+            c.tcp(era, rec, rec.length, System.nanoTime());
+        }
+    }
+
+    private static byte[] udp(final int port, final String payload)
+    {
+        final byte[] p = payload.getBytes();
+        final java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(14 + 28 + p.length);
+        b.put(new byte[12]).putShort((short)0x0800);
+        b.put((byte)0x45).put((byte)0).putShort((short)(28 + p.length)).putShort((short)1).putShort((short)0)
+            .put((byte)64).put((byte)17).putShort((short)0).putInt(GUEST).putInt(CLIENT);
+        b.putShort((short)53).putShort((short)port).putShort((short)(8 + p.length)).putShort((short)0).put(p);
+        return b.array();
     }
 
     @Test
@@ -81,19 +123,19 @@ class ComparerTest
         final Comparer c = new Comparer(ledger, 50_000_000L, true);
         c.sealed(7);
         c.secondaryEra(7, System.nanoTime());
-        final byte[] a1 = frame(40000, "a1");
-        final byte[] b1 = frame(40001, "b1");
-        final byte[] a2 = frame(40000, "a2");
+        final byte[] a1 = frame(40000, 1, "a1");
+        final byte[] b1 = frame(40001, 1, "b1");
+        final byte[] a2 = frame(40000, 3, "a2");
         primary(c, a1);
         primary(c, b1);
         primary(c, a2);
-        c.digest(7, digestRecord(b1), System.nanoTime()); // b1 matches, but a1 before it is not matched yet
+        copySent(c, 7, b1); // b1 matches, but a1 before it is not matched yet
         assertThat(ledger.releases).isEmpty();
-        c.digest(7, digestRecord(a1), System.nanoTime());
+        copySent(c, 7, a1);
         assertThat(ledger.releases).hasSize(1);
         assertThat(ledger.releases.get(0)[0]).as("mark after b1").isEqualTo(2);
         assertThat(ledger.releases.get(0)[1]).isEqualTo(2);
-        c.digest(7, digestRecord(a2), System.nanoTime());
+        copySent(c, 7, a2);
         assertThat(ledger.releases.get(1)[0]).isEqualTo(3);
         assertThat(c.stats().matched()).isEqualTo(3);
         assertThat(c.stats().releasedByComparison()).isEqualTo(3);
@@ -107,7 +149,7 @@ class ComparerTest
         c.sealed(1);
         c.secondaryEra(1, System.nanoTime());
         final byte[] f = frame(40000, "x");
-        c.digest(1, digestRecord(f), System.nanoTime());
+        copySent(c, 1, f);
         primary(c, f);
         assertThat(ledger.releases).hasSize(1);
     }
@@ -119,18 +161,75 @@ class ComparerTest
         c.sealed(3);
         c.secondaryEra(3, System.nanoTime());
         primary(c, frame(40000, "value 41"));
-        c.digest(3, digestRecord(frame(40000, "value 42")), System.nanoTime());
+        copySent(c, 3, frame(40000, "value 42"));
         assertThat(ledger.asked).containsExactly(Comparer.Cause.MISMATCH);
         assertThat(c.stats().lastCause()).startsWith("mismatch: tcp 198.18.10.10:80 > 198.18.10.100:40000");
         final byte[] later = frame(40001, "y");
         primary(c, later);
-        c.digest(3, digestRecord(later), System.nanoTime());
+        copySent(c, 3, later);
         assertThat(ledger.releases).as("nothing leaves after a mismatch until the checkpoint").isEmpty();
         c.sealed(4);
         c.secondaryEra(4, System.nanoTime());
         primary(c, later);
-        c.digest(4, digestRecord(later), System.nanoTime());
+        copySent(c, 4, later);
         assertThat(ledger.releases).hasSize(1);
+    }
+
+    @Test
+    void tcpMatchesByByteStreamHoweverTheCopyCutsItIntoSegments()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        // the primary sends "Content: 42\n" and its FIN in one segment, the copy in three
+        primary(c, tcp(GUEST, CLIENT, 80, 40000, 100, 7, PA | 0x01, 500, 1, 5, null, "Content: 42\n".getBytes()));
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 100, 7, PA, 900, 9, 6, null, "Content".getBytes()));
+        assertThat(ledger.releases).isEmpty();
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 107, 7, PA, 900, 9, 6, null, ": 42\n".getBytes()));
+        assertThat(ledger.releases).as("the bytes are there, the FIN is not yet").isEmpty();
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 112, 7, 0x11, 900, 9, 6, null, new byte[0]));
+        assertThat(ledger.releases).hasSize(1);
+        assertThat(ledger.asked).isEmpty();
+    }
+
+    @Test
+    void aTcpSegmentWaitsUntilTheCopyAcknowledgedAsMuch()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        primary(c, tcp(GUEST, CLIENT, 80, 40000, 100, 500, 0x10, 500, 1, 5, null, new byte[0]));
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 100, 400, 0x10, 500, 1, 5, null, new byte[0]));
+        assertThat(ledger.releases).as("the copy has not received bytes 400..500 yet").isEmpty();
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 100, 500, 0x10, 500, 1, 5, null, new byte[0]));
+        assertThat(ledger.releases).hasSize(1);
+    }
+
+    @Test
+    void tcpBytesThatDifferAtTheSamePlaceAreAMismatch()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 100, 7, PA, 500, 1, 5, null, "value 4".getBytes()));
+        primary(c, tcp(GUEST, CLIENT, 80, 40000, 100, 7, PA, 500, 1, 5, null, "value 41".getBytes()));
+        assertThat(ledger.asked).as("not waiting for the 8th byte: the 7th already differs").isEmpty();
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 107, 7, PA, 500, 1, 5, null, "2".getBytes()));
+        assertThat(ledger.asked).containsExactly(Comparer.Cause.MISMATCH);
+    }
+
+    @Test
+    void otherFramesMatchByDigestInOrderPerFlow()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        primary(c, udp(5000, "answer 1"));
+        copySent(c, 1, udp(5000, "answer 1"));
+        assertThat(ledger.releases).hasSize(1);
+        primary(c, udp(5000, "answer 2"));
+        copySent(c, 1, udp(5000, "answer 3"));
+        assertThat(ledger.asked).containsExactly(Comparer.Cause.MISMATCH);
     }
 
     @Test
@@ -141,7 +240,7 @@ class ComparerTest
         c.secondaryEra(4, System.nanoTime()); // the secondary still runs the copy of checkpoint 4
         final byte[] f = frame(40000, "same bytes");
         primary(c, f);
-        c.digest(4, digestRecord(f), System.nanoTime());
+        copySent(c, 4, f);
         assertThat(ledger.releases).isEmpty();
         assertThat(c.stats().staleDigests()).isEqualTo(1);
     }
@@ -167,7 +266,7 @@ class ComparerTest
         c.secondaryEra(1, System.nanoTime());
         final byte[] f = frame(40000, "x");
         primary(c, f);
-        c.digest(1, digestRecord(f), System.nanoTime());
+        copySent(c, 1, f);
         assertThat(c.stats().matched()).isEqualTo(1);
         assertThat(ledger.releases).isEmpty();
     }
@@ -181,7 +280,7 @@ class ComparerTest
         ledger.sealedWaiting = true;
         final byte[] f = frame(40000, "x");
         primary(c, f);
-        c.digest(1, digestRecord(f), System.nanoTime());
+        copySent(c, 1, f);
         assertThat(ledger.releases).isEmpty();
         ledger.sealedWaiting = false;
         c.released();

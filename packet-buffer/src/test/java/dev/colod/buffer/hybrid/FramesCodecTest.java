@@ -44,6 +44,8 @@ class FramesCodecTest
             .hasMessage("frames channel from 198.18.0.1:7600: unknown record kind 7");
         assertThatThrownBy(() -> FramesCodec.read(stream(FramesCodec.DIGEST, 0, 0, 12), r, "p"))
             .hasMessage("frames channel from p: record kind 2 has length 12, expected 40");
+        assertThatThrownBy(() -> FramesCodec.read(stream(FramesCodec.TCP, 0, 0, 16), r, "p"))
+            .hasMessage("frames channel from p: record kind 4 has length 16, expected at least 17");
         assertThatThrownBy(() -> FramesCodec.read(stream(FramesCodec.INBOUND, 0, 0, 5, 1, 2), r, "p"))
             .isInstanceOf(EOFException.class);
     }
