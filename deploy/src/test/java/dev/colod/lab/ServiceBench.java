@@ -101,6 +101,12 @@ public final class ServiceBench
                     TwoHostLab.Protection.of(delay).in(m), true, false));
             }
         }
+        // hybrid mode: the secondary's copy runs, frames leave when it sent the same; checkpoints on mismatch, the
+        // compare timeout (default 100 ms) or the interval
+        rows.add(new Row("hybrid 1000 (tap)", ColodConfig.Buffer.TAP, TwoHostLab.Protection.of(1000).in(ColoConfig.Mode.HYBRID),
+            true, null));
+        rows.add(new Row("hybrid 1000 timeout 500 (tap)", ColodConfig.Buffer.TAP,
+            TwoHostLab.Protection.of(1000).in(ColoConfig.Mode.HYBRID), true, null, List.of("compare-timeout-ms: 500")));
         // the knobs, speculative 100 (tap)
         for (final int linger : new int[]{250, 500, 1000})
         {
@@ -173,7 +179,8 @@ public final class ServiceBench
                     ckptPerS = (c.checkpointsCompleted.get() - ckpt0) / (wall / 1e9);
                     final long[] cause1 = causes(c);
                     causes = String.format(Locale.ROOT, "t%d/o%d/b%d", cause1[0] - cause0[0], cause1[1] - cause0[1],
-                        cause1[2] - cause0[2]);
+                        cause1[2] - cause0[2]) + (cause1[3] + cause1[4] - cause0[3] - cause0[4] == 0 ? ""
+                        : String.format(Locale.ROOT, "/m%d/c%d", cause1[3] - cause0[3], cause1[4] - cause0[4]));
                     // what one checkpoint costs under that load, p50 ms: the pause, the transfer (send to
                     // vmstate-received), received to vmstate-loaded, and the whole transaction
                     parts = String.format(Locale.ROOT, "%.1f / %.1f / %.1f / %.1f", c.pauseMicros.getValueAtPercentile(50) / 1e3,
@@ -193,6 +200,16 @@ public final class ServiceBench
             }
             final long[] udpLost = new long[1];
             final double udp = udp(lab, 100, udpLost);
+            if (r.how() != null && r.how().mode() == ColoConfig.Mode.HYBRID)
+            {
+                // what left by comparison (the rest by checkpoint) over the whole row
+                final dev.colod.buffer.hybrid.Comparer.Stats cmp = lab.comparison();
+                final dev.colod.buffer.NicStats n = lab.nic();
+                System.out.printf(Locale.ROOT, "# %s: frames released %d, by comparison %d (%.1f %%); compared %d, matched" +
+                    " %d; checkpoints asked by mismatch %d, compare timeout %d; last: %s%n", r.name(), n.releasedFrames(),
+                    cmp.releasedByComparison(), 100.0 * cmp.releasedByComparison() / Math.max(1, n.releasedFrames()),
+                    cmp.compared(), cmp.matched(), cmp.mismatches(), cmp.timeouts(), cmp.lastCause());
+            }
             return new Result(r, seq.getValueAtPercentile(50) / 1e6, seq.getValueAtPercentile(99) / 1e6, rate, p99, down, up,
                 udp, udpLost[0], pausedPct, ckptPerS, causes, errors, parts);
         }
@@ -200,8 +217,8 @@ public final class ServiceBench
 
     private static long[] causes(final ColoCounters c)
     {
-        return c == null ? new long[3] : new long[]{c.checkpointsByTimer.get(), c.checkpointsByOutput.get(),
-            c.checkpointsByBuffer.get()};
+        return c == null ? new long[5] : new long[]{c.checkpointsByTimer.get(), c.checkpointsByOutput.get(),
+            c.checkpointsByBuffer.get(), c.checkpointsByMismatch.get(), c.checkpointsByCompareTimeout.get()};
     }
 
     /** {@code n} GETs of the static page one after another; latency from connect to the last byte. */
@@ -361,7 +378,7 @@ public final class ServiceBench
     private static String header()
     {
         return "| row | GET p50 ms | GET p99 ms | 1 client req/s | 8 clients req/s | 32 clients req/s (p99 ms) | " +
-            "bulk from guest MB/s | bulk into guest MB/s | UDP p50 ms | paused at 32 clients | ckpt/s at 8 (timer/output/buffer) | " +
+            "bulk from guest MB/s | bulk into guest MB/s | UDP p50 ms | paused at 32 clients | ckpt/s at 8 (timer/output/buffer[/mismatch/compare-timeout]) | " +
             "at 8: pause / transfer / loaded / whole, p50 ms |\n" +
             "|---|---|---|---|---|---|---|---|---|---|---|---|";
     }

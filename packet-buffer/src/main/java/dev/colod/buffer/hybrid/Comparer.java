@@ -226,14 +226,29 @@ public final class Comparer
             f.waiting.pollFirst();
             if (v == TcpFlow.Verdict.DIFFERS)
             {
-                lastCause = "mismatch: " + p.what;
-                ask(Cause.MISMATCH);
+                mismatchAt(p);
                 return;
             }
             p.matched = true;
             matched++;
         }
         releasePrefix();
+    }
+
+    private void mismatchAt(final Pending p)
+    {
+        lastCause = "mismatch: " + p.what;
+        ask(Cause.MISMATCH);
+    }
+
+    /** Forgets everything waiting to be compared. */
+    private void forgetWaiting()
+    {
+        tcpFlows.clear();
+        waitingTcp.clear();
+        waitingPrimary.clear();
+        waitingSecondary.clear();
+        waitingDigests = 0;
     }
 
     /** The secondary's copy resumed from checkpoint {@code theirEra}. */
@@ -248,11 +263,7 @@ public final class Comparer
     public void sealed(final long epoch)
     {
         open.clear();
-        tcpFlows.clear();
-        waitingTcp.clear();
-        waitingPrimary.clear();
-        waitingSecondary.clear();
-        waitingDigests = 0;
+        forgetWaiting();
         broken = false;
         era = epoch;
         alignedNs = secondaryEra == era ? System.nanoTime() : 0;
@@ -275,8 +286,7 @@ public final class Comparer
     {
         if (!Arrays.equals(p.digest, theirs))
         {
-            lastCause = "mismatch: " + p.what;
-            ask(Cause.MISMATCH);
+            mismatchAt(p);
             return;
         }
         p.matched = true;
@@ -314,11 +324,7 @@ public final class Comparer
             return;
         }
         broken = true;
-        tcpFlows.clear();
-        waitingTcp.clear();
-        waitingPrimary.clear();
-        waitingSecondary.clear();
-        waitingDigests = 0;
+        forgetWaiting();
         checkpointsAsked[cause.ordinal()]++;
         checkpointsAskedView = checkpointsAsked.clone();
         ledger.wantCheckpoint(cause);

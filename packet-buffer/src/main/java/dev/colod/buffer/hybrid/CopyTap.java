@@ -76,8 +76,8 @@ public final class CopyTap implements AutoCloseable
             net.ip("link", "set", "dev", tap, "addrgenmode", "none");
             net.ip("link", "set", "dev", tap, "up");
             net.tcQuiet("qdisc", "del", "dev", name, "ingress");
-            redirect(net, tap, name);
-            redirect(net, name, tap);
+            PlumbingState.redirect(net, tap, name);
+            PlumbingState.redirect(net, name, tap);
             copyTap = tap;
         }
         catch (final IOException | RuntimeException ex)
@@ -85,13 +85,6 @@ public final class CopyTap implements AutoCloseable
             throw new IOException("wiring the running copy's tap " + tap + " to " + name + " failed: " +
                 ex.getMessage(), ex);
         }
-    }
-
-    private static void redirect(final IpRoute net, final String from, final String to) throws IOException
-    {
-        net.tc("qdisc", "add", "dev", from, "ingress");
-        net.tc("filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "prio", "1", "u32",
-            "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to, "cookie", PlumbingState.COOKIE);
     }
 
     /** The copy tap last wired, or null. */

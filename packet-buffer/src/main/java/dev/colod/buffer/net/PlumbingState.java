@@ -43,6 +43,14 @@ public final class PlumbingState
         return s.length() <= 15 ? s : s.substring(0, 15);
     }
 
+    /** Steers everything that enters {@code from} to leave by {@code to} (tc ingress, u32 match-all, mirred redirect). */
+    public static void redirect(final IpRoute net, final String from, final String to) throws IOException
+    {
+        net.tc("qdisc", "add", "dev", from, "ingress");
+        net.tc("filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "prio", "1", "u32",
+            "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to, "cookie", COOKIE);
+    }
+
     /** Where a VM tap is: its namespace, its MTU, and the bridge its traffic goes to. */
     public record Site(IpRoute net, int mtu, String bridge)
     {

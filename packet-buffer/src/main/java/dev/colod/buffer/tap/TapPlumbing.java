@@ -101,8 +101,8 @@ public final class TapPlumbing implements AutoCloseable
             final long stale = PlumbingState.notRedirected(net, vmTap);
             net.tcQuiet("qdisc", "del", "dev", vmTap, "ingress");
             net.ip("link", "set", "dev", u, "mtu", Integer.toString(mtuValue), "master", br, "up");
-            redirect(net, vmTap, g);
-            redirect(net, g, vmTap);
+            PlumbingState.redirect(net, vmTap, g);
+            PlumbingState.redirect(net, g, vmTap);
             LOG.info("nic {}: steering {} through {} (held) and {} (bridge {})", vmTap, vmTap, g, u, br);
             return new TapPlumbing(vmTap, br, net, state, gt, ut, stale);
         }
@@ -120,13 +120,6 @@ public final class TapPlumbing implements AutoCloseable
             Files.deleteIfExists(state);
             throw new IOException("setting up output commit on " + vmTap + " failed: " + ex.getMessage(), ex);
         }
-    }
-
-    private static void redirect(final IpRoute net, final String from, final String to) throws IOException
-    {
-        net.tc("qdisc", "add", "dev", from, "ingress");
-        net.tc("filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "prio", "1", "u32",
-            "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to, "cookie", PlumbingState.COOKIE);
     }
 
     /**

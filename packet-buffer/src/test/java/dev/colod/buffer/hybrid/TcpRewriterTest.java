@@ -79,4 +79,19 @@ class TcpRewriterTest
         final byte[] after = toGuest(C + 1, P + 1, ACK, "");
         assertThat(rewriter.inbound(after, 0, after.length)).isFalse();
     }
+
+    @Test
+    void afterAFailoverTheCopysSegmentsLeaveInThePrimarysNumbersWithValidChecksums()
+    {
+        rewriter.outbound(fromGuest(S, C + 1, SYN_ACK, ""), 0, 66);
+        final byte[] ack = toGuest(C + 1, P + 1, ACK, "");
+        rewriter.inbound(ack, 0, ack.length);
+        final byte[] out = fromGuest(S + 1, C + 1, PA, "HTTP/1.0 200 OK\r\n");
+        assertThat(rewriter.relayOutbound(out, 0, out.length)).isTrue();
+        assertThat(FrameDigest.be32(out, 34 + 4)).isEqualTo(P + 1);
+        assertThat(TestFrames.tcpChecksumValid(out)).isTrue();
+        final byte[] other = tcp(GUEST, CLIENT, 80, 40001, S, C, PA, 500, 1, 10, null, "x".getBytes());
+        assertThat(rewriter.relayOutbound(other, 0, other.length)).as("a connection it never tracked").isFalse();
+        assertThat(rewriter.relayed()).isEqualTo(1);
+    }
 }
