@@ -8,7 +8,6 @@ import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
 import dev.colod.core.spi.Arbiter;
-import dev.colod.core.spi.FrameMirror;
 import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.core.spi.VmStateSource;
@@ -267,7 +266,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             this::onPeerGone);
         heartbeat = hb;
         hb.start();
-        if (config.mode() == ColoConfig.Mode.HYBRID && frames != FrameMirror.NONE)
+        if (config.mode() == ColoConfig.Mode.HYBRID)
         {
             // hybrid: inbound frames go to the secondary's running copy, its digests come back for comparison
             final Socket fs = connect(Hello.CHANNEL_FRAMES, w.sessionId());

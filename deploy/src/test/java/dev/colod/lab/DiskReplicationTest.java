@@ -29,7 +29,7 @@ import static org.assertj.core.api.Assertions.assertThat;
  */
 class DiskReplicationTest
 {
-    private static final int DISK_MIB = 64;
+    static final int DISK_MIB = 64;
 
     @BeforeEach
     void usable()
@@ -53,7 +53,7 @@ class DiskReplicationTest
     }
 
     @ParameterizedTest
-    @EnumSource(value = ColoConfig.Mode.class, names = {"STRICT", "SPECULATIVE"}) // hybrid does not take a disk yet
+    @EnumSource(value = ColoConfig.Mode.class, names = {"STRICT", "SPECULATIVE"}) // hybrid: HybridEndToEndTest
     void afterAFailoverAtARandomMomentTheGuestSeesTheDiskOfItsCheckpoint(final ColoConfig.Mode mode) throws Exception
     {
         try (Lab rig = new Lab(GUEST).withDisk(DISK_MIB))

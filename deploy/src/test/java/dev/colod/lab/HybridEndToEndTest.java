@@ -160,4 +160,27 @@ class HybridEndToEndTest
             }
         }
     }
+
+    @Test
+    void aVmWithADiskContinuesOnItsCommittedDiskWithWhatTheCopyWroteAfterAFailover() throws Exception
+    {
+        try (Lab rig = hybridLab().withDisk(DiskReplicationTest.DISK_MIB))
+        {
+            protect(rig);
+            try (Client client = new Client(rig.cli, "/cgi-bin/disk"))
+            {
+                awaitAnswersSinceLastCheckpoint(rig, client, 4);
+                final Comparer.Stats c = rig.comparison();
+                kill(rig, client);
+                final List<Client.Reading> readings = client.readings();
+                System.out.printf("hybrid with a disk: comparison %s; answers %s%n", c,
+                    readings.stream().map(Client.Reading::body).toList());
+                assertThat(c.releasedByComparison()).as("frames let out by comparison").isPositive();
+                assertThat(rig.failover().runningTaps()).as("the running copy took over").isNotNull();
+                assertStrictlyIncreasing(client.values());
+                assertThat(DiskReplicationTest.mismatches(readings)).as("answers whose disk value is not the previous " +
+                    "value").isEmpty();
+            }
+        }
+    }
 }

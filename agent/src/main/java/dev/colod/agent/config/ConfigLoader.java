@@ -314,8 +314,6 @@ public final class ConfigLoader
                 set(v.compareTimeoutMs, e::compareTimeoutMs);
                 return e.conclude();
             }));
-            check(v.mode != ColoConfig.Mode.HYBRID || v.disk == null, p + ".mode", "hybrid does not replicate a disk " +
-                "yet (the secondary's running copy needs a throwaway overlay): use strict or speculative for a VM with a disk");
             check(!v.nics.isEmpty(), p + ".nics", "at least one NIC is needed");
             for (int n = 0; n < v.nics.size(); n++)
             {

@@ -82,6 +82,14 @@ public final class HostCheck
         {
             p.add(at + ".disk.image: " + v.disk.image + " is not a regular file here");
         }
+        if (v.disk != null && v.mode == dev.colod.core.ColoConfig.Mode.HYBRID)
+        {
+            // the secondary's running copy writes to a qcow2 overlay per copy, made with qemu-img
+            for (final String m : HostTools.missing(List.of("qemu-img:qemu-utils"), List.of()))
+            {
+                p.add(at + ".mode: hybrid with a disk: " + m);
+            }
+        }
         if (v.netns != null && !Files.exists(Path.of("/run/netns", v.netns)))
         {
             p.add(at + ".netns: network namespace " + v.netns + " does not exist (ip netns add " + v.netns + ")");

@@ -108,6 +108,21 @@ public final class QemuProcess implements AutoCloseable
     public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final Incoming incoming,
         final String netns, final Map<String, String> env, final boolean sharedRam) throws IOException
     {
+        return start(spec, runDir, ramFile, incoming, netns, env, sharedRam, null);
+    }
+
+    /** The top block node of a disk with an overlay ({@code colod-top}); its backing is {@link VmSpec#DISK_NODE}. */
+    public static final String OVERLAY_NODE = "colod-top";
+
+    /**
+     * As above; with {@code diskOverlay} (null: none) the guest's disk is that qcow2 file, whose backing is the VM's
+     * disk (node {@link VmSpec#DISK_NODE}): the guest's writes go to the overlay only (the running copy of hybrid
+     * mode). Image locking is off for both: the committed image is written by colod at each commit.
+     */
+    public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final Incoming incoming,
+        final String netns, final Map<String, String> env, final boolean sharedRam, final Path diskOverlay)
+        throws IOException
+    {
         spec.check();
         Files.createDirectories(runDir);
         Files.createDirectories(ramFile.getParent());
@@ -146,7 +161,19 @@ public final class QemuProcess implements AutoCloseable
                 "-device", "virtio-net-pci,netdev=net" + i + ",mac=" + n.mac() + ",romfile="));
             i++;
         }
-        if (spec.disk() != null)
+        if (spec.disk() != null && diskOverlay != null)
+        {
+            // the backing node is opened read-write (only a takeover's block-commit writes it; a read-only node cannot
+            // be committed into in QEMU 7.2), the overlay takes every guest write
+            cmd.addAll(List.of("-blockdev", "driver=file,filename=" + spec.disk() + ",node-name=" + VmSpec.DISK_NODE +
+                    "-file,locking=off",
+                "-blockdev", "driver=raw,file=" + VmSpec.DISK_NODE + "-file,node-name=" + VmSpec.DISK_NODE,
+                "-blockdev", "driver=file,filename=" + diskOverlay + ",node-name=" + OVERLAY_NODE + "-file,locking=off",
+                "-blockdev", "driver=qcow2,file=" + OVERLAY_NODE + "-file,backing=" + VmSpec.DISK_NODE + ",node-name=" +
+                    OVERLAY_NODE,
+                "-device", "virtio-blk-pci,drive=" + OVERLAY_NODE + ",id=" + VmSpec.DISK_NODE + "-dev"));
+        }
+        else if (spec.disk() != null)
         {
             cmd.addAll(List.of("-blockdev", "driver=file,filename=" + spec.disk() + ",node-name=" + VmSpec.DISK_NODE + "-file",
                 "-blockdev", "driver=raw,file=" + VmSpec.DISK_NODE + "-file,node-name=" + VmSpec.DISK_NODE,

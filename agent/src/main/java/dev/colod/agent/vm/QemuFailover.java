@@ -226,6 +226,10 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
                 net.tcQuiet("qdisc", "del", "dev", t.taps().get(i), "ingress");
                 net.ip("link", "set", "dev", t.taps().get(i), "master", bridges.get(i), "up");
             }
+            if (spec.disk() != null)
+            {
+                commitOverlay(q, checkpointId);
+            }
             q.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS); // paused if a checkpoint was under way
             q.qmp().execute("announce-self", Map.of("initial", 50, "max", 550, "rounds", 5, "step", 100),
                 QemuProcess.QMP_TIMEOUT_MS);
@@ -243,6 +247,61 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         running = q;
         LOG.warn("vm={} the running copy (QEMU pid {}, taps {}) runs the VM: it holds checkpoint {} and ran on from it " +
             "with the primary's input; took {} ms", spec.name(), q.pid(), t.taps(), checkpointId, lastLoadMicros / 1000);
+    }
+
+    /**
+     * The copy's disk is an overlay on the committed image: merge what it wrote into the image and make the image its
+     * disk again (an active {@code block-commit}, then {@code job-complete}), so that the VM runs on the VM's own
+     * disk and node {@link VmSpec#DISK_NODE}, as after any other failover (disk replication starts from it).
+     */
+    private void commitOverlay(final QemuProcess q, final long checkpointId) throws IOException
+    {
+        final String job = "colod-takeover";
+        q.qmp().execute("block-commit", Map.of("job-id", job, "device", QemuProcess.OVERLAY_NODE),
+            QemuProcess.QMP_TIMEOUT_MS);
+        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        boolean completing = false;
+        while (true)
+        {
+            String status = null;
+            for (final com.fasterxml.jackson.databind.JsonNode j :
+                q.qmp().execute("query-block-jobs", null, QemuProcess.QMP_TIMEOUT_MS))
+            {
+                if (job.equals(j.path("device").asText()) || job.equals(j.path("id").asText()))
+                {
+                    status = j.path("status").asText();
+                }
+            }
+            if (status == null)
+            {
+                if (!completing)
+                {
+                    throw new IOException("the commit of the running copy's disk overlay ended before it was ready");
+                }
+                break; // completed and dismissed: the image is the disk
+            }
+            if ("ready".equals(status) && !completing)
+            {
+                q.qmp().execute("job-complete", Map.of("id", job), QemuProcess.QMP_TIMEOUT_MS);
+                completing = true;
+            }
+            if (System.nanoTime() - deadline > 0)
+            {
+                throw new IOException("the commit of the running copy's disk overlay did not finish within 60 s (" +
+                    status + ")");
+            }
+            try
+            {
+                Thread.sleep(5);
+            }
+            catch (final InterruptedException ex)
+            {
+                Thread.currentThread().interrupt();
+                throw new IOException("interrupted committing the running copy's disk overlay", ex);
+            }
+        }
+        LOG.info("vm={} the running copy's disk writes since checkpoint {} are in {} now", spec.name(), checkpointId,
+            spec.disk());
     }
 
     /** The QEMU that runs the VM after failover, or null. */

@@ -9,6 +9,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -30,7 +31,7 @@ import java.util.concurrent.TimeoutException;
  * The copies' NICs use taps of their own ({@link #tapOf}), never the VM's: nothing the copy sends reaches a
  * network. With a {@link CopyMirror} each copy tap is wired to an agent tap ({@link CopyTap}, one per tap name,
  * kept while copies come and go) through which the mirror injects the primary's inbound frames and reads what the
- * copy's guest sends. Diskless VMs only for now (a disk needs a throwaway overlay per copy).
+ * copy's guest sends. A VM's disk is a throwaway qcow2 overlay per copy on the committed image ({@link #overlay}).
  * <p>
  * Threads: the caller's (the session's) for {@link #commit}, {@link #pause} and {@link #resume}; one starter
  * thread of its own for pre-starting the next copy, outside the pause.
@@ -72,11 +73,6 @@ public final class RunningCopy implements AutoCloseable
     public RunningCopy(final VmSpec spec, final Path runDir, final String netns, final Path imageRam,
         final Path deviceState, final CopyMirror mirror)
     {
-        if (spec.disk() != null)
-        {
-            throw new IllegalArgumentException("vm " + spec.name() + ": a running copy of a VM with a disk needs a " +
-                "throwaway overlay per copy, not built yet");
-        }
         this.spec = spec;
         this.runDir = runDir;
         this.netns = netns;
@@ -120,9 +116,11 @@ public final class RunningCopy implements AutoCloseable
         final List<String> args = new ArrayList<>(spec.extraArgs());
         args.add("-S");
         final VmSpec copy = new VmSpec(spec.name(), spec.memoryMiB(), spec.vcpus(), spec.kernel(), spec.initrd(),
-            spec.append(), nics, spec.accel(), spec.ramDir(), args, null);
-        final QemuProcess q = QemuProcess.start(copy, runDir.resolve("copy-" + (g % 2 == 0 ? "a" : "b")), imageRam,
-            QemuProcess.Incoming.DEVICE_STATE, netns, Map.of(), false);
+            spec.append(), nics, spec.accel(), spec.ramDir(), args, spec.disk());
+        final Path dir = runDir.resolve("copy-" + (g % 2 == 0 ? "a" : "b"));
+        final Path overlay = spec.disk() == null ? null : overlay(dir);
+        final QemuProcess q = QemuProcess.start(copy, dir, imageRam, QemuProcess.Incoming.DEVICE_STATE, netns, Map.of(),
+            false, overlay);
         if (mirror != null)
         {
             try
@@ -140,6 +138,37 @@ public final class RunningCopy implements AutoCloseable
             }
         }
         return q;
+    }
+
+    /**
+     * A new, empty qcow2 overlay in {@code dir} on the VM's committed disk: the copy's writes go there and die with
+     * it; what it reads and did not write comes from the committed image as it is at the time of the read.
+     */
+    private Path overlay(final Path dir) throws IOException
+    {
+        Files.createDirectories(dir);
+        final Path overlay = dir.resolve("disk.qcow2");
+        Files.deleteIfExists(overlay);
+        // -u: the backing file is not opened (the size is given), so nothing waits for another opener's lock
+        final Process p = new ProcessBuilder("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b",
+            spec.disk().toString(), overlay.toString(), Long.toString(Files.size(spec.disk())))
+            .redirectErrorStream(true).start();
+        try
+        {
+            final String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+            if (p.waitFor() != 0)
+            {
+                throw new IOException("qemu-img create of the running copy's disk overlay " + overlay + " failed: " +
+                    out.strip());
+            }
+        }
+        catch (final InterruptedException ex)
+        {
+            Thread.currentThread().interrupt();
+            p.destroyForcibly();
+            throw new IOException("interrupted creating " + overlay, ex);
+        }
+        return overlay;
     }
 
     /** The agent taps of the copies of parity {@code g % 2}, one per NIC, opened the first time. */

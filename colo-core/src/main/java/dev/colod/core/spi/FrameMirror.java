@@ -12,8 +12,9 @@ import java.net.Socket;
 public interface FrameMirror
 {
     /**
-     * No frames channel: periodic modes, and engines tested without a VM. A primary with it opens none; a secondary
-     * with it waits for none and closes one that is opened anyway.
+     * No frames side: periodic modes, a primary without output commit, engines tested without a VM. It closes the
+     * channel it is given (the peer's side then stops comparing or injecting); a secondary with it does not wait for
+     * one.
      */
     FrameMirror NONE = new FrameMirror()
     {
