@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test guest of docs/ARCHITECTURE.md ("a real test guest"): the Debian cloud kernel and a busybox
-# initramfs whose init brings up eth0 and serves an HTTP counter kept in guest RAM (tmpfs).
+# initramfs whose init brings up eth0 and serves an HTTP counter kept in guest RAM (tmpfs); and the same guest as
+# an installed system that boots from its own disk (boot-disk.img: an MBR partition table, a FAT partition with
+# the kernel, the initramfs and the syslinux bootloader; built without mounting anything).
 #   usage: build-guest.sh [OUT_DIR]     (default: build/guest under the repository)
 # Everything comes from Debian's package archive. The result is cached: an existing OUT_DIR/vmlinuz and
 # OUT_DIR/initrd.img are kept unless FORCE=1.
@@ -10,13 +12,13 @@ out="${1:-$here/../../build/guest}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 # bump when the guest changes, so cached guests are rebuilt
-version=8
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$version" ] && [ "${FORCE:-0}" != 1 ]; then
+version=9
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/boot-disk.img" ] && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$version" ] && [ "${FORCE:-0}" != 1 ]; then
   echo "guest already built in $out"; exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in busybox-static cpio gcc libc6-dev; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in busybox-static cpio gcc libc6-dev syslinux syslinux-common mtools dosfstools fdisk; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq; apt-get install -y -qq --no-install-recommends "${need[@]}"; fi
 
 work="$(mktemp -d)"
@@ -189,6 +191,29 @@ gcc -static -O2 -o "$root/bin/udpecho" "$work/udpecho.c"
 echo "colo test guest" > "$root/www/index.html"
 
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.img"
+# the disk-booted guest: 64 MiB, partition 1 (FAT16, bootable) from sector 2048; the kernel command line is in
+# syslinux.cfg (the address the lab gives the guest), so colod starts it with no kernel, initrd or append
+disk="$work/boot-disk.img"
+part="$work/part.img"
+truncate -s 64M "$disk"
+echo 'start=2048, type=e, bootable' | sfdisk -q "$disk"
+truncate -s $(( (64 - 1) * 1024 * 1024 )) "$part"
+mkfs.vfat -n COLOBOOT "$part" >/dev/null
+cat > "$work/syslinux.cfg" <<'CFG'
+DEFAULT colod
+PROMPT 0
+TIMEOUT 0
+LABEL colod
+  KERNEL /vmlinuz
+  APPEND initrd=/initrd.img console=ttyS0 quiet colo.ip=198.18.0.10/24
+CFG
+mcopy -i "$part" "$out/vmlinuz" ::/vmlinuz
+mcopy -i "$part" "$out/initrd.img" ::/initrd.img
+mcopy -i "$part" "$work/syslinux.cfg" ::/syslinux.cfg
+syslinux --install "$part"
+dd if="$part" of="$disk" bs=1M seek=1 conv=notrunc status=none
+dd if=/usr/lib/syslinux/mbr/mbr.bin of="$disk" bs=440 count=1 conv=notrunc status=none
+mv "$disk" "$out/boot-disk.img"
 echo "$kpkg" > "$out/KERNEL"
 echo "$version" > "$out/VERSION"
-echo "guest built in $out: $(du -h "$out/vmlinuz" | cut -f1) kernel, $(du -h "$out/initrd.img" | cut -f1) initramfs"
+echo "guest built in $out: $(du -h "$out/vmlinuz" | cut -f1) kernel, $(du -h "$out/initrd.img" | cut -f1) initramfs, boot-disk.img"

@@ -142,6 +142,7 @@ public final class TwoHostLab
         private Boolean outputTrigger;
         /** More settings of the VM, as YAML lines (e.g. "output-linger-us: 500"). */
         private final List<String> vmOptions = new ArrayList<>();
+        private boolean diskBoot;
         private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
         private LocalEtcd etcd;
 
@@ -345,6 +346,21 @@ public final class TwoHostLab
          * Gives the guest a disk of {@code mib} MiB: an empty (sparse) raw image on each host, before the VM boots.
          * The guest sees it as /dev/vda.
          */
+        /**
+         * The guest boots from its own disk (the test guest's {@code boot-disk.img}: partition table, filesystem,
+         * syslinux), no kernel, initrd or append in the configuration; the disk is replicated like any other.
+         */
+        public Lab bootFromDisk() throws IOException
+        {
+            diskBoot = true;
+            diskMiB = 64;
+            for (final String role : List.of("primary", "secondary"))
+            {
+                Files.copy(guest.resolve("boot-disk.img"), diskImage(role), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            }
+            return this;
+        }
+
         public Lab withDisk(final int mib) throws IOException
         {
             diskMiB = mib;
@@ -438,9 +454,9 @@ public final class TwoHostLab
                 "    heartbeat-timeout-ms: 1000",
                 "    memory-mib: " + memoryMiB,
                 "    accel: tcg",
-                "    kernel: " + guest.resolve("vmlinuz"),
-                "    initrd: " + guest.resolve("initrd.img"),
-                "    append: \"console=ttyS0 quiet colo.ip=" + GUEST_IP + "/24\"",
+                diskBoot ? "" : "    kernel: " + guest.resolve("vmlinuz"),
+                diskBoot ? "" : "    initrd: " + guest.resolve("initrd.img"),
+                diskBoot ? "" : "    append: \"console=ttyS0 quiet colo.ip=" + GUEST_IP + "/24\"",
                 diskMiB == 0 ? "" : "    disk:\n      image: " + diskImage(role) + "\n      replicate: " + how.replicateDisk(),
                 "    nics:",
                 "      - tap: vt0",

@@ -24,8 +24,12 @@ import java.util.Locale;
  */
 public final class VmBench
 {
-    private record Run(int mib, ColoConfig.Mode mode, ColodConfig.WriteTracking tracking)
+    private record Run(int mib, ColoConfig.Mode mode, ColodConfig.WriteTracking tracking, int vcpus)
     {
+        Run(final int mib, final ColoConfig.Mode mode, final ColodConfig.WriteTracking tracking)
+        {
+            this(mib, mode, tracking, 1);
+        }
     }
 
     public static void main(final String[] args) throws Exception
@@ -40,12 +44,15 @@ public final class VmBench
             new Run(128, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.COMPARE),
             new Run(128, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL),
             new Run(128, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL),
+            new Run(128, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL, 2),
+            new Run(128, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL, 2),
+            new Run(128, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL, 4),
             new Run(1024, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.COMPARE),
             new Run(1024, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL),
             new Run(1024, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL),
             new Run(4096, ColoConfig.Mode.STRICT, ColodConfig.WriteTracking.KERNEL),
             new Run(4096, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL));
-        // optional arguments: the guest sizes (MiB) to run, e.g. "128 4096"; all by default
+        // optional arguments: the guest sizes (MiB) to run, e.g. "128 4096"; all by default (the vCPU rows are 128 MiB)
         final List<Integer> only = java.util.Arrays.stream(args).map(Integer::valueOf).toList();
         for (final Run r : runs)
         {
@@ -55,6 +62,10 @@ public final class VmBench
             }
             try (TwoHostLab.Lab rig = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, r.mib()))
             {
+                if (r.vcpus() > 1)
+                {
+                    rig.vmOption("vcpus: " + r.vcpus());
+                }
                 final TwoHostLab.Protection how = TwoHostLab.Protection.of(100).in(r.mode()).tracking(r.tracking());
                 rig.bootPrimary(how);
                 rig.protect(how);
@@ -91,8 +102,8 @@ public final class VmBench
         final double floor = stop + dev + pages * 4096.0 / (copyGBs * 1e9) * 1e3 + resume;
         // device state and tracking + copy run side by side
         final double rest = Math.max(0, pause - stop - Math.max(dev, track + copy) - resume);
-        System.out.printf(Locale.ROOT, "| %d MiB | %s | %s | %s | %.1f ms | %.1f | %.1f (%.1f) | %.2f | %.2f (%d) | %.1f | %.1f |" +
-                " %.1f | %.2fx | %.1f ms | %.1f s |%n", r.mib(), r.mode().name().toLowerCase(), s.writeTracking(), load, pause,
+        System.out.printf(Locale.ROOT, "| %d MiB%s | %s | %s | %s | %.1f ms | %.1f | %.1f (%.1f) | %.2f | %.2f (%d) | %.1f | %.1f |" +
+                " %.1f | %.2fx | %.1f ms | %.1f s |%n", r.mib(), r.vcpus() > 1 ? ", " + r.vcpus() + " vCPUs" : "", r.mode().name().toLowerCase(), s.writeTracking(), load, pause,
             stop, dev, t.deviceQemu().getValueAtPercentile(50) / 1000.0, track, copy, pages, resume, rest, floor,
             pause / floor, c.protectionStartPauseMicros.get() / 1000.0, c.baseSyncMicros.getMaxValue() / 1e6);
     }

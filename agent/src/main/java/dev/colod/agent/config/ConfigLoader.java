@@ -293,10 +293,18 @@ public final class ConfigLoader
             check(v.vcpus >= 1 && v.vcpus <= 256, p + ".vcpus", "must be 1..256, was " + v.vcpus);
             check(v.writeAuditPages >= 0 && v.writeAuditPages <= 1 << 20, p + ".write-audit-pages",
                 "must be 0 (no audit)..1048576, was " + v.writeAuditPages);
-            if (v.role == ColodConfig.Role.PRIMARY || v.kernel != null)
+            // without kernel: QEMU boots the disk (its bootloader); with neither there is nothing to boot
+            if (v.disk == null && (v.role == ColodConfig.Role.PRIMARY || v.kernel != null))
             {
-                require(v.kernel, p, "kernel");
+                if (v.kernel == null)
+                {
+                    throw at(locations.get(p), "missing field " + p + ".kernel (or a disk: to boot from)");
+                }
             }
+            check(v.kernel != null || v.initrd == null, p + ".initrd", "needs kernel (a VM that boots from its disk " +
+                "takes its initramfs from there)");
+            check(v.kernel != null || v.append == null, p + ".append", "needs kernel (a VM that boots from its disk " +
+                "takes its command line from its bootloader)");
             v.engine(conclude(p, () ->
             {
                 final ColoConfig e = new ColoConfig().vmName(v.name)

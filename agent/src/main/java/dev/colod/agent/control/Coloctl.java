@@ -216,6 +216,27 @@ public final class Coloctl
                         v.path("guest_paused_percent").asDouble()));
                     out().println(b);
                 }
+                final JsonNode cmp = v.path("comparison");
+                if (cmp.size() > 0)
+                {
+                    out().printf(Locale.ROOT, "  hybrid: %d of %d frames matched (%.1f%%), %d out by comparison; " +
+                        "checkpoints asked: mismatch %d, timeout %d; frames channel %s%n", cmp.path("frames_matched").asLong(),
+                        cmp.path("frames_compared").asLong(), cmp.path("matched_percent").asDouble(),
+                        cmp.path("released_by_comparison").asLong(), cmp.path("mismatches").asLong(),
+                        cmp.path("compare_timeouts").asLong(), cmp.path("frames_channel").asText());
+                    if (!cmp.path("last_checkpoint_cause").asText().isEmpty())
+                    {
+                        out().println("  hybrid, last checkpoint cause: " + cmp.path("last_checkpoint_cause").asText());
+                    }
+                }
+                final JsonNode copy = v.path("copy_frames");
+                if (copy.size() > 0)
+                {
+                    out().printf(Locale.ROOT, "  running copy: %s; inbound injected %d, stale %d, dropped %d; output sent %d; " +
+                        "frames channel %s%n", v.path("running_copy").asText(), copy.path("inbound_injected").asLong(),
+                        copy.path("inbound_stale").asLong(), copy.path("inbound_dropped").asLong(),
+                        copy.path("digests_sent").asLong(), copy.path("frames_channel").asText());
+                }
                 if (v.has("replication"))
                 {
                     out().println("  replication: " + v.path("replication").asText());

@@ -67,6 +67,12 @@ public final class MetricsServer implements AutoCloseable
         help(b, "colod_bytes_held", "gauge", "guest bytes held now");
         help(b, "colod_frames_released_total", "counter", "guest frames released after vmstate-received");
         help(b, "colod_frames_dropped_total", "counter", "guest frames dropped, by reason");
+        help(b, "colod_hybrid_frames_total", "counter",
+            "hybrid mode, primary: guest frames compared, matched by the running copy's, and let out by comparison");
+        help(b, "colod_hybrid_comparison_checkpoints_total", "counter",
+            "hybrid mode, primary: checkpoints comparison asked for, by cause (mismatch, compare-timeout, secondary-ahead)");
+        help(b, "colod_hybrid_copy_frames_total", "counter",
+            "hybrid mode, secondary: inbound frames injected into the running copy, stale, dropped; copy output sent");
         for (final VmHandle h : vms)
         {
             final Map<String, Object> s = h.status();
@@ -95,6 +101,24 @@ public final class MetricsServer implements AutoCloseable
             line(b, "colod_heartbeat_losses_total", l, s.get("heartbeat_losses"));
             line(b, "colod_protocol_errors_total", l, s.get("protocol_errors"));
             line(b, "colod_protected", l, "protected".equals(s.get("state")) ? 1 : 0);
+            if (s.get("comparison") instanceof Map<?, ?> c)
+            {
+                line(b, "colod_hybrid_frames_total", l + ",what=\"compared\"", c.get("frames_compared"));
+                line(b, "colod_hybrid_frames_total", l + ",what=\"matched\"", c.get("frames_matched"));
+                line(b, "colod_hybrid_frames_total", l + ",what=\"released-by-comparison\"", c.get("released_by_comparison"));
+                line(b, "colod_hybrid_comparison_checkpoints_total", l + ",cause=\"mismatch\"", c.get("mismatches"));
+                line(b, "colod_hybrid_comparison_checkpoints_total", l + ",cause=\"compare-timeout\"",
+                    c.get("compare_timeouts"));
+                line(b, "colod_hybrid_comparison_checkpoints_total", l + ",cause=\"secondary-ahead\"",
+                    c.get("secondary_ahead"));
+            }
+            if (s.get("copy_frames") instanceof Map<?, ?> f)
+            {
+                line(b, "colod_hybrid_copy_frames_total", l + ",what=\"injected\"", f.get("inbound_injected"));
+                line(b, "colod_hybrid_copy_frames_total", l + ",what=\"stale\"", f.get("inbound_stale"));
+                line(b, "colod_hybrid_copy_frames_total", l + ",what=\"dropped\"", f.get("inbound_dropped"));
+                line(b, "colod_hybrid_copy_frames_total", l + ",what=\"sent\"", f.get("digests_sent"));
+            }
             for (final NicStats n : h.buffers())
             {
                 final String nl = "vm=\"" + h.name() + "\",nic=\"" + n.nic() + "\"";

@@ -111,6 +111,12 @@ public final class QemuProcess implements AutoCloseable
         return start(spec, runDir, ramFile, incoming, netns, env, sharedRam, null);
     }
 
+    /** A VM without a kernel boots its disk (SeaBIOS, then the disk's bootloader). */
+    private static String bootIndex(final VmSpec spec)
+    {
+        return spec.kernel() == null ? ",bootindex=1" : "";
+    }
+
     /** The top block node of a disk with an overlay ({@code colod-top}); its backing is {@link VmSpec#DISK_NODE}. */
     public static final String OVERLAY_NODE = "colod-top";
 
@@ -171,13 +177,13 @@ public final class QemuProcess implements AutoCloseable
                 "-blockdev", "driver=file,filename=" + diskOverlay + ",node-name=" + OVERLAY_NODE + "-file,locking=off",
                 "-blockdev", "driver=qcow2,file=" + OVERLAY_NODE + "-file,backing=" + VmSpec.DISK_NODE + ",node-name=" +
                     OVERLAY_NODE,
-                "-device", "virtio-blk-pci,drive=" + OVERLAY_NODE + ",id=" + VmSpec.DISK_NODE + "-dev"));
+                "-device", "virtio-blk-pci,drive=" + OVERLAY_NODE + ",id=" + VmSpec.DISK_NODE + "-dev" + bootIndex(spec)));
         }
         else if (spec.disk() != null)
         {
             cmd.addAll(List.of("-blockdev", "driver=file,filename=" + spec.disk() + ",node-name=" + VmSpec.DISK_NODE + "-file",
                 "-blockdev", "driver=raw,file=" + VmSpec.DISK_NODE + "-file,node-name=" + VmSpec.DISK_NODE,
-                "-device", "virtio-blk-pci,drive=" + VmSpec.DISK_NODE + ",id=" + VmSpec.DISK_NODE + "-dev"));
+                "-device", "virtio-blk-pci,drive=" + VmSpec.DISK_NODE + ",id=" + VmSpec.DISK_NODE + "-dev" + bootIndex(spec)));
         }
         if (incoming != Incoming.NONE)
         {

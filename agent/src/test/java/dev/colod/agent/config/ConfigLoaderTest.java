@@ -133,6 +133,20 @@ class ConfigLoaderTest
     }
 
     @Test
+    void aVmBootsItsKernelOrItsDiskAndNothingHalfOfBoth(@org.junit.jupiter.api.io.TempDir final Path dir) throws Exception
+    {
+        final ConfigException none = error(GOOD.replace("    kernel: /boot/vmlinuz\n", ""));
+        assertThat(none.getMessage()).contains("missing field vms[0].kernel (or a disk: to boot from)");
+        final Path disk = dir.resolve("boot.img");
+        java.nio.file.Files.write(disk, new byte[1 << 20]);
+        final String fromDisk = GOOD.replace("    kernel: /boot/vmlinuz\n", "    disk:\n      image: " + disk + "\n");
+        assertThat(ConfigLoader.parse("colod.yaml", fromDisk).vms.get(0).kernel).as("boots from its disk").isNull();
+        final ConfigException initrd = error(fromDisk.replace("    disk:", "    initrd: /boot/initrd.img\n    disk:"));
+        assertThat(initrd.getMessage()).contains("invalid vms[0].initrd: needs kernel (a VM that boots from its disk " +
+            "takes its initramfs from there)");
+    }
+
+    @Test
     void hybridModeNeedsTheTapBackendAndAComparableTimeout()
     {
         final ConfigException xdp = error(GOOD.replace("    checkpoint-delay-ms: 100", "    mode: hybrid")

@@ -1,0 +1,61 @@
+package dev.colod.lab;
+
+import dev.colod.core.ColoConfig;
+import dev.colod.lab.TwoHostLab.Client;
+import dev.colod.lab.TwoHostLab.Lab;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import java.util.Random;
+
+import static dev.colod.lab.FailoverEndToEndTest.GUEST;
+import static dev.colod.lab.FailoverEndToEndTest.assertStrictlyIncreasing;
+import static dev.colod.lab.FailoverEndToEndTest.awaitAnswers;
+import static dev.colod.lab.FailoverEndToEndTest.awaitFailover;
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * A VM as operators have them (issue 22): it boots from its own disk (an MBR partition table, a FAT filesystem and
+ * the syslinux bootloader, built from Debian packages by the test setup: no kernel, initrd or append in colod.yaml)
+ * and has two vCPUs. Its disk is replicated with each checkpoint; a random-moment kill of the primary host in each
+ * mode leaves the client's counter strictly increasing, as with the direct-boot test guest.
+ */
+class DiskBootTest
+{
+    @BeforeAll
+    static void lab()
+    {
+        FailoverEndToEndTest.requireLab();
+    }
+
+    @ParameterizedTest
+    @EnumSource(ColoConfig.Mode.class)
+    void aDiskBootedTwoVcpuGuestSurvivesARandomMomentKill(final ColoConfig.Mode mode) throws Exception
+    {
+        try (Lab rig = new Lab(GUEST).bootFromDisk().vmOption("vcpus: 2").vmOption("compare-timeout-ms: 2000"))
+        {
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200).in(mode);
+            rig.bootPrimary(how);
+            rig.protect(how);
+            assertThat(rig.qemu().spec().kernel()).as("no kernel: the guest booted from its disk").isNull();
+            assertThat(rig.qemu().spec().vcpus()).isEqualTo(2);
+            try (Client client = new Client(rig.cli))
+            {
+                while (client.values().size() < 5)
+                {
+                    Thread.sleep(20);
+                }
+                final long seed = System.nanoTime();
+                Thread.sleep(new Random(seed).nextInt(2_000));
+                final long killedAt = System.nanoTime();
+                rig.killPrimary();
+                awaitFailover(rig);
+                awaitAnswers(client, killedAt);
+                client.close();
+                System.out.printf("disk-booted, 2 vCPUs, %s (kill seed %d): values %s%n", mode, seed, client.values());
+                assertStrictlyIncreasing(client.values());
+            }
+        }
+    }
+}
