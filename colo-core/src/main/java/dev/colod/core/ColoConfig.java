@@ -57,6 +57,7 @@ public final class ColoConfig
     private long minCheckpointGapMs = 0;
     private long outputLingerUs = 500;
     private long compareTimeoutMs = 100;
+    private String vmShape = "";
     private boolean concluded;
 
     public ColoConfig conclude()
@@ -128,6 +129,8 @@ public final class ColoConfig
     public long outputLingerUs() { return outputLingerUs; }
     /** Hybrid mode, primary: how long a held frame may wait for the secondary's matching one before a checkpoint. */
     public long compareTimeoutMs() { return compareTimeoutMs; }
+    /** What must be the same about the VM on both hosts ({@link dev.colod.core.protocol.VmShape}); empty: not compared. */
+    public String vmShape() { return vmShape; }
 
     public ColoConfig vmName(final String v) { mutable(); vmName = v; return this; }
     public ColoConfig mode(final Mode v) { mutable(); mode = v; return this; }
@@ -145,4 +148,5 @@ public final class ColoConfig
     public ColoConfig minCheckpointGapMs(final long v) { mutable(); minCheckpointGapMs = v; return this; }
     public ColoConfig outputLingerUs(final long v) { mutable(); outputLingerUs = v; return this; }
     public ColoConfig compareTimeoutMs(final long v) { mutable(); compareTimeoutMs = v; return this; }
+    public ColoConfig vmShape(final String v) { mutable(); vmShape = v; return this; }
 }

@@ -834,7 +834,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             case HYBRID -> Hello.MODE_HYBRID;
         };
         return new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
-            config.heartbeatTimeoutMs(), token, config.vmName(), new byte[0]);
+            config.heartbeatTimeoutMs(), token, config.vmName(), channel == Hello.CHANNEL_CONTROL
+                ? config.vmShape().getBytes(java.nio.charset.StandardCharsets.UTF_8) : new byte[0]);
     }
 
     private Welcome handshake(final Socket s, final int channel, final long sessionId) throws IOException

@@ -7,6 +7,7 @@ import dev.colod.core.protocol.HeartbeatFrame;
 import dev.colod.core.protocol.Hello;
 import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.protocol.ProtocolTap;
+import dev.colod.core.protocol.VmShape;
 import dev.colod.core.protocol.Welcome;
 import dev.colod.core.spi.Arbiter;
 import dev.colod.core.spi.FrameMirror;
@@ -29,6 +30,7 @@ import java.util.Collections;
 import java.util.HashMap;
 import java.util.Iterator;
 import java.util.LinkedHashSet;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
@@ -381,11 +383,20 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             refuse(s, Welcome.UNKNOWN_VM, "this secondary stands by for vm " + config.vmName() + ", not " + hello.vmName());
             return;
         }
-        if (hello.auth().length != 0)
+        if (hello.channel() == Hello.CHANNEL_CONTROL && hello.shape().length > 0 && !config.vmShape().isEmpty())
         {
-            counters.refusedSessions.incrementAndGet();
-            refuse(s, Welcome.AUTH, "hello.auth must be empty: peers authenticate by mutual TLS");
-            return;
+            final List<String> differ = VmShape.differences(config.vmShape(),
+                new String(hello.shape(), java.nio.charset.StandardCharsets.UTF_8));
+            if (!differ.isEmpty())
+            {
+                counters.refusedSessions.incrementAndGet();
+                final String why = "vm " + config.vmName() + " differs between the hosts (a checkpoint of one would " +
+                    "not run on the other): " + String.join("; ", differ);
+                LOG.error("vm={} refused primary {}: {}", config.vmName(), who, why);
+                lastError = why;
+                refuse(s, Welcome.SHAPE, why);
+                return;
+            }
         }
         if (hello.channel() != Hello.CHANNEL_HEARTBEAT && hello.channel() != Hello.CHANNEL_FRAMES && hello.sessionId() != 0)
         {

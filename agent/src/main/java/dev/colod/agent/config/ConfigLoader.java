@@ -14,6 +14,7 @@ import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.InvalidSettingException;
+import dev.colod.core.protocol.VmShape;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -22,6 +23,7 @@ import java.util.ArrayDeque;
 import java.util.Deque;
 import java.util.HashMap;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -231,6 +233,18 @@ public final class ConfigLoader
     }
 
     /** The disk's size in bytes (0 without one), after checking its image is an absolute path to a regular file. */
+    /** What the other host's colod compares before it accepts a session for this VM. */
+    static String shape(final ColodConfig.Vm v, final long diskBytes)
+    {
+        final Map<String, String> m = new LinkedHashMap<>();
+        m.put("accel", v.accel.name().toLowerCase());
+        m.put("memory-mib", Integer.toString(v.memoryMib));
+        m.put("vcpus", Integer.toString(v.vcpus));
+        m.put("nics", v.nics.stream().map(n -> n.mac == null ? "?" : n.mac.toLowerCase()).collect(Collectors.joining(",")));
+        m.put("disk-bytes", Long.toString(diskBytes));
+        return VmShape.of(m);
+    }
+
     private long validateDisk(final ColodConfig.Vm v, final String p) throws ConfigException
     {
         if (v.disk == null)
@@ -320,6 +334,7 @@ public final class ConfigLoader
                 set(v.minCheckpointGapMs, e::minCheckpointGapMs);
                 set(v.outputLingerUs, e::outputLingerUs);
                 set(v.compareTimeoutMs, e::compareTimeoutMs);
+                e.vmShape(shape(v, diskBytes));
                 return e.conclude();
             }));
             check(!v.nics.isEmpty(), p + ".nics", "at least one NIC is needed");

@@ -147,6 +147,13 @@ class ConfigLoaderTest
     }
 
     @Test
+    void theVmsShapeIsWhatTheOtherHostCompares() throws Exception
+    {
+        assertThat(ConfigLoader.parse("colod.yaml", GOOD).vms.get(0).engine().vmShape())
+            .isEqualTo("accel=kvm memory-mib=128 vcpus=1 nics=52:54:00:12:34:56 disk-bytes=0");
+    }
+
+    @Test
     void hybridModeNeedsTheTapBackendAndAComparableTimeout()
     {
         final ConfigException xdp = error(GOOD.replace("    checkpoint-delay-ms: 100", "    mode: hybrid")

@@ -15,20 +15,20 @@ import java.nio.charset.StandardCharsets;
  *   4   2   version (2)
  *   6   1   channel: 0 control, 1 heartbeat, 2 probe (asks only whether this peer stands by or runs the VM),
  *           3 frames (hybrid mode)
- *   7   1   mode: 0 strict, 1 speculative
+ *   7   1   mode: 0 strict, 1 speculative, 2 hybrid
  *   8   8   session id: 0 on a control channel, the WELCOME's id on a heartbeat or frames channel
  *  16   8   maximum checkpoint state bytes the primary will send
  *  24   4   heartbeat interval ms
  *  28   4   heartbeat timeout ms
  *  32   8   fencing token: the arbiter revision under which the primary last held the VM's key (0: unarbitrated)
  *  40   2   vm name length L, 1..255
- *  42   2   auth length A, 0 (reserved; peers authenticate by mutual TLS)
+ *  42   2   shape length A, 0..4096 (0: not compared)
  *  44   L   vm name, UTF-8
- *  44+L A   auth bytes
+ *  44+L A   the VM's shape ({@link VmShape}), UTF-8: on a control channel; empty on the others
  * </pre>
  */
 public record Hello(int channel, int mode, long sessionId, long maxStateBytes, int heartbeatIntervalMs,
-                    int heartbeatTimeoutMs, long token, String vmName, byte[] auth)
+                    int heartbeatTimeoutMs, long token, String vmName, byte[] shape)
 {
     public static final int MAGIC = 0x434F4C44;
     public static final int VERSION = 2;
@@ -44,7 +44,7 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
     /** Hybrid: the secondary runs a copy of the VM, suspended at checkpoint-request, resumed after vmstate-loaded. */
     public static final int MODE_HYBRID = 2;
     public static final int MAX_NAME_BYTES = 255;
-    public static final int MAX_AUTH_BYTES = 4096;
+    public static final int MAX_SHAPE_BYTES = 4096;
 
     public void writeTo(final OutputStream os) throws IOException
     {
@@ -60,9 +60,9 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
         out.writeInt(heartbeatTimeoutMs);
         out.writeLong(token);
         out.writeShort(name.length);
-        out.writeShort(auth.length);
+        out.writeShort(shape.length);
         out.write(name);
-        out.write(auth);
+        out.write(shape);
         out.flush();
     }
 
@@ -86,7 +86,7 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
         if (channel != CHANNEL_CONTROL && channel != CHANNEL_HEARTBEAT && channel != CHANNEL_PROBE &&
             channel != CHANNEL_FRAMES)
         {
-            throw new ProtocolException("hello.channel", "bad hello.channel " + channel + ", expected 0, 1 or 2");
+            throw new ProtocolException("hello.channel", "bad hello.channel " + channel + ", expected 0..3");
         }
         final int mode = in.readUnsignedByte();
         if (mode != MODE_STRICT && mode != MODE_SPECULATIVE && mode != MODE_HYBRID)
@@ -118,17 +118,17 @@ public record Hello(int channel, int mode, long sessionId, long maxStateBytes, i
         {
             throw new ProtocolException("hello.vm-name", "bad hello.vm-name length " + nameLen + ", expected 1..255");
         }
-        final int authLen = in.readUnsignedShort();
-        if (authLen > MAX_AUTH_BYTES)
+        final int shapeLen = in.readUnsignedShort();
+        if (shapeLen > MAX_SHAPE_BYTES)
         {
-            throw new ProtocolException("hello.auth", "bad hello.auth length " + authLen + ", expected 0..4096");
+            throw new ProtocolException("hello.shape", "bad hello.shape length " + shapeLen + ", expected 0..4096");
         }
         final byte[] name = new byte[nameLen];
         in.readFully(name);
-        final byte[] auth = new byte[authLen];
-        in.readFully(auth);
+        final byte[] shape = new byte[shapeLen];
+        in.readFully(shape);
         return new Hello(channel, mode, sessionId, maxState, hbInterval, hbTimeout, token,
-            new String(name, StandardCharsets.UTF_8), auth);
+            new String(name, StandardCharsets.UTF_8), shape);
     }
 
     /** The name of channel {@code channel} in messages. */

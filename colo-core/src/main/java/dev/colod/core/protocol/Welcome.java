@@ -35,8 +35,10 @@ public record Welcome(int status, long sessionId, long maxStateBytes, long lastC
     public static final int BAD_HELLO = 5;
     public static final int FAILED_OVER = 6;
     public static final int STALE_TOKEN = 7;
+    /** The VM differs between the hosts (HELLO shape): a checkpoint of one would not run on the other. */
+    public static final int SHAPE = 8;
     private static final String[] NAMES = {"ok", "version", "unknown-vm", "busy", "auth", "bad-hello", "failed-over",
-        "stale-token"};
+        "stale-token", "shape"};
     public static final int MAX_REASON_BYTES = 1024;
 
     public static Welcome refuse(final int status, final long token, final String reason)

@@ -60,7 +60,7 @@ class DecoderFuzzTest
         {
             final Hello h = Hello.readFrom(new ByteArrayInputStream(wire));
             assertThat(h.vmName().getBytes(java.nio.charset.StandardCharsets.UTF_8).length).isBetween(1, 255);
-            assertThat(h.auth().length).isLessThanOrEqualTo(Hello.MAX_AUTH_BYTES);
+            assertThat(h.shape().length).isLessThanOrEqualTo(Hello.MAX_SHAPE_BYTES);
         }
         catch (final ProtocolException ex)
         {
