@@ -39,7 +39,7 @@ import java.util.concurrent.Callable;
         "  coloctl certs --dir /etc/colod/tls 198.19.0.1 198.19.0.2",
         "  source <(coloctl completion)", "",
         "Exit codes: 0 ok, 1 colod refused, 2 usage, 3 colod not reachable, 4 invalid configuration, 5 this host lacks " +
-            "what the configuration needs (config check --host)"},
+            "what the configuration needs (config check --host), 6 requested but not done within --wait's --timeout"},
     subcommands = {Coloctl.Status.class, Coloctl.Buffers.class, Coloctl.Checkpoint.class, Coloctl.Failover.class,
         Coloctl.Reprotect.class, Coloctl.Config.class, Coloctl.Certs.class, Coloctl.Completion.class})
 public final class Coloctl
@@ -49,6 +49,8 @@ public final class Coloctl
     public static final int BAD_CONFIG = 4;
     /** {@code config check --host}: the file is valid, but this host lacks what it needs. */
     public static final int HOST_LACKS = 5;
+    /** {@code checkpoint}, {@code failover}, {@code reprotect} with {@code --wait}: accepted, but not done in time. */
+    public static final int NOT_DONE = 6;
     private static final ObjectMapper JSON = new ObjectMapper();
 
     /** The version of this build (the jar's Implementation-Version), for {@code --version} of every command. */
@@ -140,6 +142,11 @@ public final class Coloctl
             return spec.commandLine().getOut();
         }
 
+        PrintWriter err()
+        {
+            return spec.commandLine().getErr();
+        }
+
         @Override
         public Integer call()
         {
@@ -164,12 +171,63 @@ public final class Coloctl
         @Parameters(paramLabel = "VM")
         String vm;
 
+        @Option(names = "--wait", description = "wait until it is done: exit 0 when it is, 6 with the state and last " +
+            "error when not within --timeout")
+        boolean await;
+
+        @Option(names = "--timeout", defaultValue = "60", paramLabel = "SECONDS", description = "how long --wait waits (default 60)")
+        int waitSeconds;
+
         @Override
         int run()
         {
+            final JsonNode before = await ? vmStatus() : null;
             out().println(parent.call("{\"command\":\"" + spec.name() + "\",\"vm\":" + JSON.valueToTree(vm) + "}")
                 .path("message").asText());
-            return 0;
+            if (!await)
+            {
+                return 0;
+            }
+            final long deadline = System.nanoTime() + waitSeconds * 1_000_000_000L;
+            JsonNode now = before;
+            while (System.nanoTime() - deadline < 0)
+            {
+                now = vmStatus();
+                if (done(before, now))
+                {
+                    out().println(spec.name() + " done: vm " + vm + " is " + now.path("role").asText() + ", " +
+                        now.path("state").asText());
+                    return 0;
+                }
+                try
+                {
+                    Thread.sleep(100);
+                }
+                catch (final InterruptedException ex)
+                {
+                    Thread.currentThread().interrupt();
+                    break;
+                }
+            }
+            err().println(spec.name() + " not done within " + waitSeconds + " s: vm " + vm + " is " +
+                now.path("role").asText() + ", " + now.path("state").asText() +
+                (now.path("last_error").asText().isEmpty() ? "" : "; last error: " + now.path("last_error").asText()));
+            return NOT_DONE;
+        }
+
+        /** Whether what was asked has happened, from the VM's status before and now. */
+        abstract boolean done(JsonNode before, JsonNode now);
+
+        private JsonNode vmStatus()
+        {
+            for (final JsonNode v : parent.call("{\"command\":\"status\"}").path("vms"))
+            {
+                if (vm.equals(v.path("vm").asText()))
+                {
+                    return v;
+                }
+            }
+            throw new ExitException(REFUSED, "no vm '" + vm + "' in colod's status");
         }
     }
 
@@ -338,18 +396,35 @@ public final class Coloctl
     @Command(name = "checkpoint", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Take a checkpoint of VM now (on its primary).")
     static final class Checkpoint extends VmCommand
     {
+        @Override
+        boolean done(final JsonNode before, final JsonNode now)
+        {
+            return now.path("checkpoints").asLong() > before.path("checkpoints").asLong();
+        }
     }
 
     @Command(name = "failover", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "On the secondary: resume VM here from the last committed checkpoint. "
         + "On the primary: stop protecting VM (it keeps running here).")
     static final class Failover extends VmCommand
     {
+        @Override
+        boolean done(final JsonNode before, final JsonNode now)
+        {
+            // on the secondary: the VM runs here; on the primary: protection stopped
+            return "secondary".equals(before.path("role").asText()) ? "failed-over".equals(now.path("state").asText()) ||
+                "primary".equals(now.path("role").asText()) : !"protected".equals(now.path("state").asText());
+        }
     }
 
     @Command(name = "reprotect", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "After a failover with reprotect: manual, protect VM again (this host "
         + "is its primary now; the other host's colod must be running).")
     static final class Reprotect extends VmCommand
     {
+        @Override
+        boolean done(final JsonNode before, final JsonNode now)
+        {
+            return "protected".equals(now.path("state").asText());
+        }
     }
 
     @Command(name = "config", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Configuration tools.", subcommands = Config.Check.class)

@@ -137,6 +137,22 @@ class ColoctlTest
     }
 
     @Test
+    void waitReportsTheResultAndExitsSixWhenItDoesNotHappen()
+    {
+        final Run ck = coloctl("checkpoint", "--wait", "web1");
+        assertThat(ck.code()).as(ck.err()).isZero();
+        assertThat(ck.out()).contains("checkpoint done: vm web1 is primary, protected");
+
+        // on the primary, failover stops protection
+        final Run stopPrimary = coloctl("failover", "--wait", "--timeout", "30", "web1");
+        assertThat(stopPrimary.code()).as(stopPrimary.err()).isZero();
+        // accepted, but an unprotected primary takes no checkpoint: the script learns it
+        final Run none = coloctl("checkpoint", "web1", "--wait", "--timeout=1");
+        assertThat(none.code()).as(none.out() + none.err()).isEqualTo(Coloctl.NOT_DONE);
+        assertThat(none.err()).contains("checkpoint not done within 1 s: vm web1 is primary, ");
+    }
+
+    @Test
     void errorsHaveExitCodesScriptsCanRelyOn()
     {
         final Run unknown = coloctl("checkpoint", "nope");
