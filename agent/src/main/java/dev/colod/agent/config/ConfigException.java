@@ -13,6 +13,28 @@ public final class ConfigException extends Exception
         this.column = column;
     }
 
+    private ConfigException(final String message, final int line, final int column)
+    {
+        super(message);
+        this.line = line;
+        this.column = column;
+    }
+
+    /** Several problems as one: the first's position; the message has one {@code file:line:column: ...} line each. */
+    public static ConfigException all(final java.util.List<ConfigException> problems)
+    {
+        if (problems.size() == 1)
+        {
+            return problems.get(0);
+        }
+        final StringBuilder b = new StringBuilder();
+        for (final ConfigException p : problems)
+        {
+            b.append(b.length() == 0 ? "" : "\n").append(p.getMessage());
+        }
+        return new ConfigException(b.toString(), problems.get(0).line, problems.get(0).column);
+    }
+
     public int line()
     {
         return line;

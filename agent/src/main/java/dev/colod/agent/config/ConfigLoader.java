@@ -20,6 +20,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.Deque;
 import java.util.HashMap;
 import java.util.HashSet;
@@ -48,6 +49,8 @@ public final class ConfigLoader
     private final String file;
     private final String text;
     private final Map<String, JsonLocation> locations = new HashMap<>();
+    /** Every problem found by {@link #validate}, reported together. */
+    private final List<ConfigException> errors = new ArrayList<>();
 
     private ConfigLoader(final String file, final String text)
     {
@@ -234,14 +237,13 @@ public final class ConfigLoader
 
     /** The disk's size in bytes (0 without one), after checking its image is an absolute path to a regular file. */
     /** What the other host's colod compares before it accepts a session for this VM. */
-    static String shape(final ColodConfig.Vm v, final long diskBytes)
+    static String shape(final ColodConfig.Vm v)
     {
         final Map<String, String> m = new LinkedHashMap<>();
         m.put("accel", v.accel.name().toLowerCase());
         m.put("memory-mib", Integer.toString(v.memoryMib));
         m.put("vcpus", Integer.toString(v.vcpus));
         m.put("nics", v.nics.stream().map(n -> n.mac == null ? "?" : n.mac.toLowerCase()).collect(Collectors.joining(",")));
-        m.put("disk-bytes", Long.toString(diskBytes));
         return VmShape.of(m);
     }
 
@@ -254,11 +256,17 @@ public final class ConfigLoader
         require(v.disk.image, p + ".disk", "image");
         check(v.disk.earlyCheckpointMib >= 0 && v.disk.earlyCheckpointMib <= 1 << 20, p + ".disk.early-checkpoint-mib",
             "must be 0 (never early)..1048576, was " + v.disk.earlyCheckpointMib);
-        check(v.disk.image.startsWith("/"), p + ".disk.image", "must be an absolute path, was '" + v.disk.image + "'");
+        if (!check(v.disk.image.startsWith("/"), p + ".disk.image", "must be an absolute path, was '" + v.disk.image + "'"))
+        {
+            return 0;
+        }
         final Path img = Path.of(v.disk.image);
-        check(Files.exists(img), p + ".disk.image", v.disk.image + " does not exist (create it, e.g. with truncate -s 10G)");
-        check(Files.isRegularFile(img), p + ".disk.image", v.disk.image +
-            " is not a regular file (raw image files only; block devices are not supported yet)");
+        if (!check(Files.exists(img), p + ".disk.image", v.disk.image + " does not exist (create it, e.g. with truncate " +
+            "-s 10G)") || !check(Files.isRegularFile(img), p + ".disk.image", v.disk.image +
+            " is not a regular file (raw image files only; block devices are not supported yet)"))
+        {
+            return 0;
+        }
         try
         {
             final long size = Files.size(img);
@@ -273,7 +281,63 @@ public final class ConfigLoader
         }
     }
 
+    /**
+     * Every problem of the file, in file order, in one exception (an operator fixes them all in one go); a missing
+     * field or a value an earlier problem left unusable ends only the part it is in (one VM, the TLS block, ...).
+     */
     private void validate(final ColodConfig c) throws ConfigException
+    {
+        part(() -> validateTop(c));
+        part(() -> validateArbiter(c));
+        part(() -> validateTls(c));
+        final Set<String> names = new HashSet<>();
+        for (int i = 0; i < c.vms.size(); i++)
+        {
+            final int vi = i;
+            part(() -> validateVm(c.vms.get(vi), "vms[" + vi + "]", names));
+        }
+        if (!errors.isEmpty())
+        {
+            errors.sort(java.util.Comparator.comparingInt(ConfigException::line).thenComparingInt(ConfigException::column));
+            throw ConfigException.all(errors);
+        }
+    }
+
+    /** One part of the validation. */
+    private interface Part
+    {
+        void run() throws ConfigException;
+    }
+
+    /** Thrown by {@link #require} after recording the missing field: the rest of its part cannot be checked. */
+    private static final class Missing extends RuntimeException
+    {
+        Missing()
+        {
+            super(null, null, false, false);
+        }
+    }
+
+    private void part(final Part part) throws ConfigException
+    {
+        try
+        {
+            part.run();
+        }
+        catch (final Missing ex)
+        {
+            // recorded; the rest of this part depends on the missing value
+        }
+        catch (final NullPointerException ex)
+        {
+            if (errors.isEmpty())
+            {
+                throw ex; // not a consequence of a recorded problem: a bug, not a configuration error
+            }
+        }
+    }
+
+    private void validateTop(final ColodConfig c) throws ConfigException
     {
         check(c.runtimeDir != null && c.runtimeDir.startsWith("/"), "runtime-dir", "must be an absolute path");
         check(c.metricsListen != null && (c.metricsListen.isEmpty() || HOST_PORT.matcher(c.metricsListen).matches()),
@@ -281,90 +345,86 @@ public final class ConfigLoader
         check(c.ramDir != null && c.ramDir.startsWith("/"), "ram-dir", "must be an absolute path");
         check(c.stateDir != null && c.stateDir.startsWith("/"), "state-dir", "must be an absolute path");
         check(!c.vms.isEmpty(), "vms", "at least one VM is needed");
-        validateArbiter(c);
-        validateTls(c);
-        final Set<String> names = new HashSet<>();
-        for (int i = 0; i < c.vms.size(); i++)
+    }
+
+    private void validateVm(final ColodConfig.Vm v, final String p, final Set<String> names) throws ConfigException
+    {
+        require(v.name, p, "name");
+        check(NAME.matcher(v.name).matches(), p + ".name", "must match " + NAME.pattern() + ", was '" + v.name + "'");
+        check(names.add(v.name), p + ".name", "VM '" + v.name + "' is configured twice");
+        require(v.role, p, "role");
+        require(v.peer, p, "peer");
+        check(HOST_PORT.matcher(v.peer).matches(), p + ".peer", "must be host:port, was '" + v.peer + "'");
+        check(v.listen == null || HOST_PORT.matcher(v.listen).matches(), p + ".listen",
+            "must be host:port (this host's replication address), was '" + v.listen + "'");
+        check(v.listen == null || !v.listen.equals(v.peer), p + ".listen",
+            "must differ from peer (with listen set, peer is the other host's address), was '" + v.listen + "'");
+        check(v.memoryMib >= 16 && v.memoryMib <= 1 << 20, p + ".memory-mib",
+            "must be 16..1048576 (1 TiB), was " + v.memoryMib);
+        final long ramBytes = (long)v.memoryMib << 20;
+        final long diskBytes = validateDisk(v, p);
+        check(v.maxStateBytes == null || v.maxStateBytes == 0 || v.maxStateBytes >= ramBytes, p + ".max-state-bytes",
+            "must be 0 (RAM + disk size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);
+        check(v.vcpus >= 1 && v.vcpus <= 256, p + ".vcpus", "must be 1..256, was " + v.vcpus);
+        check(v.writeAuditPages >= 0 && v.writeAuditPages <= 1 << 20, p + ".write-audit-pages",
+            "must be 0 (no audit)..1048576, was " + v.writeAuditPages);
+        // without kernel: QEMU boots the disk (its bootloader); with neither there is nothing to boot
+        if (v.disk == null && (v.role == ColodConfig.Role.PRIMARY || v.kernel != null))
         {
-            final ColodConfig.Vm v = c.vms.get(i);
-            final String p = "vms[" + i + "]";
-            require(v.name, p, "name");
-            check(NAME.matcher(v.name).matches(), p + ".name", "must match " + NAME.pattern() + ", was '" + v.name + "'");
-            check(names.add(v.name), p + ".name", "VM '" + v.name + "' is configured twice");
-            require(v.role, p, "role");
-            require(v.peer, p, "peer");
-            check(HOST_PORT.matcher(v.peer).matches(), p + ".peer", "must be host:port, was '" + v.peer + "'");
-            check(v.listen == null || HOST_PORT.matcher(v.listen).matches(), p + ".listen",
-                "must be host:port (this host's replication address), was '" + v.listen + "'");
-            check(v.listen == null || !v.listen.equals(v.peer), p + ".listen",
-                "must differ from peer (with listen set, peer is the other host's address), was '" + v.listen + "'");
-            check(v.memoryMib >= 16 && v.memoryMib <= 1 << 20, p + ".memory-mib",
-                "must be 16..1048576 (1 TiB), was " + v.memoryMib);
-            final long ramBytes = (long)v.memoryMib << 20;
-            final long diskBytes = validateDisk(v, p);
-            check(v.maxStateBytes == null || v.maxStateBytes == 0 || v.maxStateBytes >= ramBytes, p + ".max-state-bytes",
-                "must be 0 (RAM + disk size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);
-            check(v.vcpus >= 1 && v.vcpus <= 256, p + ".vcpus", "must be 1..256, was " + v.vcpus);
-            check(v.writeAuditPages >= 0 && v.writeAuditPages <= 1 << 20, p + ".write-audit-pages",
-                "must be 0 (no audit)..1048576, was " + v.writeAuditPages);
-            // without kernel: QEMU boots the disk (its bootloader); with neither there is nothing to boot
-            if (v.disk == null && (v.role == ColodConfig.Role.PRIMARY || v.kernel != null))
+            if (v.kernel == null)
             {
-                if (v.kernel == null)
-                {
-                    throw at(locations.get(p), "missing field " + p + ".kernel (or a disk: to boot from)");
-                }
+                errors.add(at(locations.get(p), "missing field " + p + ".kernel (or a disk: to boot from)"));
             }
-            check(v.kernel != null || v.initrd == null, p + ".initrd", "needs kernel (a VM that boots from its disk " +
-                "takes its initramfs from there)");
-            check(v.kernel != null || v.append == null, p + ".append", "needs kernel (a VM that boots from its disk " +
-                "takes its command line from its bootloader)");
-            v.engine(conclude(p, () ->
+        }
+        check(v.kernel != null || v.initrd == null, p + ".initrd", "needs kernel (a VM that boots from its disk " +
+            "takes its initramfs from there)");
+        check(v.kernel != null || v.append == null, p + ".append", "needs kernel (a VM that boots from its disk " +
+            "takes its command line from its bootloader)");
+        v.engine(conclude(p, () ->
+        {
+            final ColoConfig e = new ColoConfig().vmName(v.name)
+                .maxStateBytes(v.maxStateBytes == null || v.maxStateBytes == 0 ? ramBytes + diskBytes + (64L << 20)
+                    : v.maxStateBytes);
+            set(v.mode, e::mode);
+            set(v.checkpointDelayMs, e::checkpointDelayMs);
+            set(v.heartbeatIntervalMs, e::heartbeatIntervalMs);
+            set(v.heartbeatTimeoutMs, e::heartbeatTimeoutMs);
+            set(v.peerRestartGraceMs, e::peerRestartGraceMs);
+            set(v.outputTrigger, e::outputTrigger);
+            set(v.maxPausedPercent, e::maxPausedPercent);
+            set(v.minCheckpointGapMs, e::minCheckpointGapMs);
+            set(v.outputLingerUs, e::outputLingerUs);
+            set(v.compareTimeoutMs, e::compareTimeoutMs);
+            e.vmShape(shape(v));
+            return e.conclude();
+        }));
+        check(!v.nics.isEmpty(), p + ".nics", "at least one NIC is needed");
+        for (int n = 0; n < v.nics.size(); n++)
+        {
+            final ColodConfig.Nic nic = v.nics.get(n);
+            final String q = p + ".nics[" + n + "]";
+            require(nic.tap, q, "tap");
+            check(nic.tap.length() <= 12, q + ".tap", "must be 1..12 characters (agent taps add 3), was '" + nic.tap + "'");
+            require(nic.mac, q, "mac");
+            check(MAC.matcher(nic.mac).matches(), q + ".mac", "must be a MAC like 52:54:00:12:34:56, was '" + nic.mac + "'");
+            require(nic.bridge, q, "bridge");
+            check(v.mode != ColoConfig.Mode.HYBRID || nic.buffer == ColodConfig.Buffer.TAP, q + ".buffer",
+                "hybrid mode compares the frames the TAP backend reads: use buffer: tap, was " +
+                nic.buffer.name().toLowerCase());
+            if (nic.buffer == ColodConfig.Buffer.NFQUEUE)
             {
-                final ColoConfig e = new ColoConfig().vmName(v.name)
-                    .maxStateBytes(v.maxStateBytes == null || v.maxStateBytes == 0 ? ramBytes + diskBytes + (64L << 20)
-                        : v.maxStateBytes);
-                set(v.mode, e::mode);
-                set(v.checkpointDelayMs, e::checkpointDelayMs);
-                set(v.heartbeatIntervalMs, e::heartbeatIntervalMs);
-                set(v.heartbeatTimeoutMs, e::heartbeatTimeoutMs);
-                set(v.peerRestartGraceMs, e::peerRestartGraceMs);
-                set(v.outputTrigger, e::outputTrigger);
-                set(v.maxPausedPercent, e::maxPausedPercent);
-                set(v.minCheckpointGapMs, e::minCheckpointGapMs);
-                set(v.outputLingerUs, e::outputLingerUs);
-                set(v.compareTimeoutMs, e::compareTimeoutMs);
-                e.vmShape(shape(v, diskBytes));
-                return e.conclude();
+                check(nic.queueNum >= 0 && nic.queueNum <= 65_535, q + ".queue-num",
+                    "must be 0..65535 (and unique on this host) with buffer: nfqueue, was " + nic.queueNum);
+            }
+            nic.limits(conclude(q, () ->
+            {
+                final BufferLimits l = new BufferLimits();
+                set(nic.maxFrames, l::maxFrames);
+                set(nic.maxBytes, l::maxBytes);
+                set(nic.highWaterPercent, l::highWaterPercent);
+                set(nic.policy, l::policy);
+                return l.conclude();
             }));
-            check(!v.nics.isEmpty(), p + ".nics", "at least one NIC is needed");
-            for (int n = 0; n < v.nics.size(); n++)
-            {
-                final ColodConfig.Nic nic = v.nics.get(n);
-                final String q = p + ".nics[" + n + "]";
-                require(nic.tap, q, "tap");
-                check(nic.tap.length() <= 12, q + ".tap", "must be 1..12 characters (agent taps add 3), was '" + nic.tap + "'");
-                require(nic.mac, q, "mac");
-                check(MAC.matcher(nic.mac).matches(), q + ".mac", "must be a MAC like 52:54:00:12:34:56, was '" + nic.mac + "'");
-                require(nic.bridge, q, "bridge");
-                check(v.mode != ColoConfig.Mode.HYBRID || nic.buffer == ColodConfig.Buffer.TAP, q + ".buffer",
-                    "hybrid mode compares the frames the TAP backend reads: use buffer: tap, was " +
-                    nic.buffer.name().toLowerCase());
-                if (nic.buffer == ColodConfig.Buffer.NFQUEUE)
-                {
-                    check(nic.queueNum >= 0 && nic.queueNum <= 65_535, q + ".queue-num",
-                        "must be 0..65535 (and unique on this host) with buffer: nfqueue, was " + nic.queueNum);
-                }
-                nic.limits(conclude(q, () ->
-                {
-                    final BufferLimits l = new BufferLimits();
-                    set(nic.maxFrames, l::maxFrames);
-                    set(nic.maxBytes, l::maxBytes);
-                    set(nic.highWaterPercent, l::highWaterPercent);
-                    set(nic.policy, l::policy);
-                    return l.conclude();
-                }));
-            }
         }
     }
 
@@ -374,8 +434,8 @@ public final class ConfigLoader
         {
             if (!c.insecure)
             {
-                throw at(locations.get("tls"), "missing field tls: give the PEM files (tls: {ca: ..., cert: ..., key: ...}; " +
-                    "`coloctl certs` makes a lab CA) or set 'insecure: true' for plaintext replication (labs only)");
+                errors.add(at(locations.get("tls"), "missing field tls: give the PEM files (tls: {ca: ..., cert: ..., " +
+                    "key: ...}; `coloctl certs` makes a lab CA) or set 'insecure: true' for plaintext replication (labs only)"));
             }
             return;
         }
@@ -391,8 +451,9 @@ public final class ConfigLoader
     {
         if (c.arbiter == null)
         {
-            throw at(locations.get("arbiter"), "missing field arbiter: give the etcd endpoints (arbiter: {etcd: " +
-                "[http://host:2379]}) or 'arbiter: none' for a lab (a partition then runs two copies of each VM)");
+            errors.add(at(locations.get("arbiter"), "missing field arbiter: give the etcd endpoints (arbiter: {etcd: " +
+                "[http://host:2379]}) or 'arbiter: none' for a lab (a partition then runs two copies of each VM)"));
+            return;
         }
         final ColodConfig.Arbiter a = c.arbiter;
         check(c.hostName != null && (c.hostName.isEmpty() || NAME.matcher(c.hostName).matches()), "host-name",
@@ -444,7 +505,7 @@ public final class ConfigLoader
         catch (final InvalidSettingException ex)
         {
             check(false, parent + "." + ex.field(), ex.reason());
-            throw ex; // not reached: check(false, ...) throws
+            return null; // recorded: the file is refused, so nothing uses the missing value
         }
     }
 
@@ -464,16 +525,19 @@ public final class ConfigLoader
         return b.toString();
     }
 
-    private void require(final Object value, final String parent, final String field) throws ConfigException
+    /** Records a missing field and ends the part it is in (what follows would use the value). */
+    private void require(final Object value, final String parent, final String field)
     {
         if (value == null)
         {
             final JsonLocation l = locations.get(parent);
-            throw at(l, "missing field " + parent + "." + field);
+            errors.add(at(l, "missing field " + parent + "." + field));
+            throw new Missing();
         }
     }
 
-    private void check(final boolean ok, final String path, final String why) throws ConfigException
+    /** Records {@code why} at {@code path}'s line unless {@code ok}; returns {@code ok}. */
+    private boolean check(final boolean ok, final String path, final String why)
     {
         if (!ok)
         {
@@ -484,8 +548,9 @@ public final class ConfigLoader
                 p = p.substring(0, p.lastIndexOf('.'));
                 l = locations.get(p);
             }
-            throw at(l, "invalid " + path + ": " + why);
+            errors.add(at(l, "invalid " + path + ": " + why));
         }
+        return ok;
     }
 
     /** The text of the value at {@code l}, to quote it back. */

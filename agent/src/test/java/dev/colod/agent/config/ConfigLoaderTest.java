@@ -147,10 +147,26 @@ class ConfigLoaderTest
     }
 
     @Test
+    void everyProblemOfTheFileComesInOneRunInFileOrder()
+    {
+        final ConfigException ex = error(GOOD.replace("runtime-dir: /run/colod", "runtime-dir: run/colod")
+            .replace("checkpoint-delay-ms: 100", "checkpoint-delay-ms: -5")
+            .replace("52:54:00:12:34:56", "52:54:00:12:34")
+            .replace("insecure: true", "insecure: false"));
+        assertThat(ex.getMessage().split("\n")).containsExactly(
+            "colod.yaml:1:1: invalid runtime-dir: must be an absolute path",
+            "colod.yaml:1:1: missing field tls: give the PEM files (tls: {ca: ..., cert: ..., key: ...}; `coloctl certs` " +
+                "makes a lab CA) or set 'insecure: true' for plaintext replication (labs only)",
+            "colod.yaml:8:5: invalid vms[0].checkpoint-delay-ms: must be 0..3600000, was -5",
+            "colod.yaml:11:9: invalid vms[0].nics[0].mac: must be a MAC like 52:54:00:12:34:56, was '52:54:00:12:34'");
+        assertThat(ex.line()).isEqualTo(1);
+    }
+
+    @Test
     void theVmsShapeIsWhatTheOtherHostCompares() throws Exception
     {
         assertThat(ConfigLoader.parse("colod.yaml", GOOD).vms.get(0).engine().vmShape())
-            .isEqualTo("accel=kvm memory-mib=128 vcpus=1 nics=52:54:00:12:34:56 disk-bytes=0");
+            .isEqualTo("accel=kvm memory-mib=128 vcpus=1 nics=52:54:00:12:34:56");
     }
 
     @Test

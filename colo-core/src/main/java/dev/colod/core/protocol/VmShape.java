@@ -8,7 +8,8 @@ import java.util.Map;
 /**
  * What must be the same about a VM on both hosts for a checkpoint of one to run on the other (QEMU refuses a
  * device state from a different machine, and a failover then finds out at the worst moment): accelerator, RAM,
- * vCPUs, its NICs' MACs in order, its disk's size. (How it boots is not: a checkpoint carries the booted guest.) Carried in the control HELLO as {@code key=value}
+ * vCPUs, its NICs' MACs in order. (How it boots is not: a checkpoint carries the booted guest; nor the disk's size, which
+ * the secondary checks when the disk's base arrives, naming the file, and which an operator may fix while colod runs.) Carried in the control HELLO as {@code key=value}
  * pairs separated by spaces (docs/PROTOCOL.md, "HELLO"); compared by the secondary before it accepts a session.
  */
 public final class VmShape
