@@ -69,6 +69,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     private final AtomicReference<ProtectionState> state = new AtomicReference<>(ProtectionState.CONNECTING);
     private final Thread thread;
     private final String peer;
+    /** Why protection cannot start, said once and then once a minute with a count, not at every reconnect. */
+    private final RepeatedWarning notProtecting;
 
     private volatile boolean closing;
     private volatile boolean killed;
@@ -95,6 +97,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         this.source = source;
         this.output = output;
         this.peer = secondary.getHostString() + ":" + secondary.getPort();
+        this.notProtecting = new RepeatedWarning(clock, m -> LOG.warn("vm={} {}", config.vmName(), m));
         this.thread = new Thread(this::run, "colo-primary-" + config.vmName());
     }
 
@@ -207,7 +210,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             catch (final RefusedException ex)
             {
                 lastError = ex.getMessage();
-                LOG.warn("vm={} secondary {} refused the session: {}", config.vmName(), peer, ex.getMessage());
+                notProtecting.warn("secondary " + peer + " refused the session: " + ex.getMessage());
                 if (ex.status == Welcome.STALE_TOKEN && arbiter.arbitrated())
                 {
                     // not proof of a newer owner: the newer token may be this host's own earlier hold (a restarted
@@ -299,6 +302,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         output.hold(checkpointId);
         firstOfSession = true;
         enter(ProtectionState.PROTECTED);
+        notProtecting.clear();
         LOG.info("vm={} protected by {} (session {}, mode {}, first checkpoint {})", config.vmName(), peer,
             Long.toHexString(w.sessionId()), config.mode(), checkpointId);
 
@@ -542,7 +546,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         }
         if (o.next() == SessionEnd.Next.RECONNECT && !wasProtected)
         {
-            LOG.warn("vm={} cannot protect: {}", config.vmName(), o.detail());
+            notProtecting.warn("cannot protect: " + o.detail());
             return o;
         }
         enter(ProtectionState.UNPROTECTED);
