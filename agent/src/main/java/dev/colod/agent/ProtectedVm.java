@@ -103,9 +103,8 @@ public final class ProtectedVm implements AutoCloseable
     private volatile QemuProcess qemu;
     private volatile QemuStateSource stateSource;
     private volatile VmOutputCommit output;
-    /** Hybrid mode: this host's side of the frames channel as primary or as secondary; null otherwise. */
+    /** Hybrid mode: this host's side of the frames channel as primary (for status); null otherwise. */
     private volatile PrimaryMirror primaryMirror;
-    private volatile CopyMirror copyMirror;
     private volatile PrimaryEngine primary;
     private volatile QemuFailover failover;
     private volatile SecondaryEngine secondary;
@@ -578,7 +577,6 @@ public final class ProtectedVm implements AutoCloseable
         closers.add(f);
         final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, f);
         final CopyMirror mirror = v.engine().mode().secondaryRuns() ? new CopyMirror(v.name) : null;
-        copyMirror = mirror;
         if (mirror != null)
         {
             f.runningCopy(new RunningCopy(spec, runDir.resolve("copies"), v.netns, image.ramFile(),

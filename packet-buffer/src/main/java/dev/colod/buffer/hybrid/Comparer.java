@@ -51,6 +51,12 @@ public final class Comparer
     /** Digests of the secondary's frames kept at most while waiting for the primary's (all flows). */
     static final int MAX_WAITING_DIGESTS = 8192;
 
+    /**
+     * Bytes of a frame kept to describe it if it ever causes a checkpoint: Ethernet, the longest IPv4 header and the
+     * fixed TCP header (everything {@link FrameDigest#describe} reads), so no text is made for frames that match.
+     */
+    private static final int HEAD_BYTES = FrameDigest.ETH_HEADER + 60 + 20;
+
     static final class Pending
     {
         final long endMark;
@@ -58,21 +64,28 @@ public final class Comparer
         final long heldNs;
         final long flow;
         final byte[] digest;
-        final String what;
+        /** The frame's first {@link #HEAD_BYTES}, for {@link #what()}. */
+        private final byte[] head;
         /** TCP segments: what is compared instead of the digest (null otherwise). */
         final Segment tcp;
         boolean matched;
 
         Pending(final long endMark, final int bytes, final long heldNs, final long flow, final byte[] digest,
-            final String what, final Segment tcp)
+            final byte[] head, final Segment tcp)
         {
-            this.what = what;
+            this.head = head;
             this.tcp = tcp;
             this.endMark = endMark;
             this.bytes = bytes;
             this.heldNs = heldNs;
             this.flow = flow;
             this.digest = digest;
+        }
+
+        /** The frame described for logs and status (only when it causes a checkpoint). */
+        String what()
+        {
+            return FrameDigest.describe(head, 0, bytes);
         }
     }
 
@@ -132,7 +145,7 @@ public final class Comparer
         buf.get(at, frame, 0, len);
         final Segment seg = Segment.of(frame, 0, len);
         final Pending p = new Pending(endMark, len, nowNs, FrameDigest.flow(frame, 0, len),
-            seg == null ? digester.digest(frame, 0, len) : null, FrameDigest.describe(frame, 0, len), seg);
+            seg == null ? digester.digest(frame, 0, len) : null, Arrays.copyOf(frame, Math.min(len, HEAD_BYTES)), seg);
         open.addLast(p);
         compared++;
         if (broken)
@@ -237,7 +250,7 @@ public final class Comparer
 
     private void mismatchAt(final Pending p)
     {
-        lastCause = "mismatch: " + p.what;
+        lastCause = "mismatch: " + p.what();
         ask(Cause.MISMATCH);
     }
 
@@ -375,7 +388,7 @@ public final class Comparer
     {
         if (p != null && now - Math.max(p.heldNs, alignedNs) >= timeoutNs)
         {
-            lastCause = "no match within " + timeoutNs / 1_000_000 + " ms: " + p.what;
+            lastCause = "no match within " + timeoutNs / 1_000_000 + " ms: " + p.what();
             ask(Cause.COMPARE_TIMEOUT);
             return true;
         }

@@ -306,7 +306,11 @@ public final class FrameDigest
         return (h ^ (v & 0xFF)) * FNV_PRIME;
     }
 
-    /** A short description of a frame for logs and status: protocol, addresses, ports, TCP flags, length. */
+    /**
+     * A short description of a frame for logs and status: protocol, addresses, ports, TCP flags, length. It reads
+     * only the headers (Ethernet, IP, the fixed TCP header), so {@code f} may hold just those of a {@code len}-byte
+     * frame.
+     */
     public static String describe(final byte[] f, final int off, final int len)
     {
         if (len < ETH_HEADER)

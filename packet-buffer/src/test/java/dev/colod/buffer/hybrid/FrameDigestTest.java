@@ -64,6 +64,8 @@ class FrameDigestTest
             .isNotEqualTo(FrameDigest.flow(c, 0, c.length));
         assertThat(FrameDigest.describe(a, 0, a.length))
             .isEqualTo("tcp 198.18.10.10:80 > 198.18.10.100:40000 [PA] seq 1 payload 17, 83 bytes");
+        assertThat(FrameDigest.describe(Arrays.copyOf(a, 54), 0, a.length)).as("from its headers alone")
+            .isEqualTo(FrameDigest.describe(a, 0, a.length));
     }
 
     @Test
