@@ -151,7 +151,7 @@ public final class ProtectedVm implements AutoCloseable
             final VmSpec spec = new VmSpec(v.name, v.memoryMib, v.vcpus, v.kernel == null ? null : Path.of(v.kernel),
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
                 v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac, n.backend().needsPlainFrames())).toList(), v.accel.name().toLowerCase(),
-                Path.of(config.ramDir), v.extraArgs, v.disk == null ? null : Path.of(v.disk.image)).check();
+                Path.of(config.ramDir), v.extraArgs, disks(v)).check();
             vm.config = config;
             vm.v = v;
             vm.spec = spec;
@@ -446,7 +446,7 @@ public final class ProtectedVm implements AutoCloseable
 
     private Supplier<Map<String, Object>> primaryDetails()
     {
-        final Supplier<Map<String, Object>> base = VmStatus.primary(stateSource, primary.counters(), v.disk != null,
+        final Supplier<Map<String, Object>> base = VmStatus.primary(stateSource, primary.counters(), !v.disks.isEmpty(),
             this::roleDetails);
         return () ->
         {
@@ -476,12 +476,22 @@ public final class ProtectedVm implements AutoCloseable
     private static QemuStateSource stateSource(final ColodConfig.Vm v, final QemuProcess q) throws IOException
     {
         final QemuStateSource s = trackedSource(v, q);
-        return v.disk == null ? s : s.earlyCheckpointDiskBytes((long)v.disk.earlyCheckpointMib << 20);
+        // the pause copies what all disks wrote: the smallest threshold of any disk bounds the total
+        final long early = v.disks.stream().mapToLong(d -> (long)d.earlyCheckpointMib << 20).filter(b -> b > 0).min()
+            .orElse(0);
+        return v.disks.isEmpty() ? s : s.earlyCheckpointDiskBytes(early);
+    }
+
+    /** The VM's disks as QEMU runs them. */
+    private static List<VmSpec.Disk> disks(final ColodConfig.Vm v)
+    {
+        return v.disks.stream().map(d -> new VmSpec.Disk(Path.of(d.image), VmSpec.DiskFormat.valueOf(d.format.name())))
+            .toList();
     }
 
     private static QemuStateSource trackedSource(final ColodConfig.Vm v, final QemuProcess q) throws IOException
     {
-        final boolean disk = v.disk != null && v.disk.replicate;
+        final boolean disk = !v.disks.isEmpty() && v.disks.get(0).replicate;
         switch (v.writeTracking)
         {
             case COMPARE:
@@ -582,16 +592,17 @@ public final class ProtectedVm implements AutoCloseable
             f.runningCopy(new RunningCopy(spec, runDir.resolve("copies"), v.netns, image.ramFile(),
                 image.deviceStateFile(), mirror));
         }
-        if (v.disk != null)
+        if (!v.disks.isEmpty())
         {
-            image.disk(Path.of(v.disk.image), v.disk.replicate);
+            image.disks(disks(v), v.disks.get(0).replicate);
+            closers.add(image::releaseDisks);
         }
         secondary = new SecondaryEngine(v.engine(), listen, hooks.sink().apply(image), new ColoCounters(),
             ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport()).arbiter(arbiter)
             .knownToken(TokenFile.read(Path.of(config.stateDir), v.name))
             .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t))
             .frames(mirror == null ? FrameMirror.NONE : mirror);
-        handle = VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImage(),
+        handle = VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImages(),
             f.runningCopy(), mirror, secondary.counters()));
         if (v.listen != null)
         {

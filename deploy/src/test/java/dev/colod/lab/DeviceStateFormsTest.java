@@ -41,7 +41,7 @@ class DeviceStateFormsTest
         Netns.add(ns);
         spec = new VmSpec("forms", 128, 1, FailoverEndToEndTest.GUEST.resolve("vmlinuz"),
             FailoverEndToEndTest.GUEST.resolve("initrd.img"), "console=ttyS0 quiet",
-            List.of(new VmSpec.Nic("fmt0", "52:54:00:c0:10:0a")), "tcg", dir, List.of(), null).check();
+            List.of(new VmSpec.Nic("fmt0", "52:54:00:c0:10:0a")), "tcg", dir, List.of(), List.of()).check();
     }
 
     @AfterEach

@@ -1,6 +1,6 @@
 package dev.colod.lab;
 
-import dev.colod.agent.disk.DiskWrites;
+import dev.colod.agent.disk.DiskSet;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.status.ColoCounters;
 import dev.colod.os.Netns;
@@ -44,7 +44,7 @@ public final class DiskBench
                 final double[] syncOff = best(rig, "sync", ROUNDS, null);
                 rig.protect(how);
                 final ColoCounters c = rig.primary().counters();
-                final DiskWrites d = rig.stateSource().disk();
+                final DiskSet d = rig.stateSource().disk();
                 d.diskMicros.reset();
                 d.diskBytesPerCheckpoint.reset();
                 c.transferMicros.reset();

@@ -95,7 +95,7 @@ class DiskReplicationTest
     {
         try (Lab rig = new Lab(GUEST).withDisk(DISK_MIB))
         {
-            final FailoverEndToEndTest.Hashes hashes = new FailoverEndToEndTest.Hashes(4, 14, StandbyImage::diskImage);
+            final FailoverEndToEndTest.Hashes hashes = new FailoverEndToEndTest.Hashes(4, 14, i -> i.diskImages().get(0));
             final TwoHostLab.Protection how = TwoHostLab.Protection.of(200).in(ColoConfig.Mode.SPECULATIVE)
                 .observed(s -> hashes.source(s, rig.diskImage("primary")), hashes::sink);
             rig.bootPrimary(how);

@@ -46,7 +46,7 @@ class RunningCopyTest
         Netns.add(ns);
         spec = new VmSpec("copy", MIB, 1, FailoverEndToEndTest.GUEST.resolve("vmlinuz"),
             FailoverEndToEndTest.GUEST.resolve("initrd.img"), "console=ttyS0 quiet",
-            List.of(new VmSpec.Nic("rc0", "52:54:00:c0:10:0b")), "tcg", dir, List.of(), null).check();
+            List.of(new VmSpec.Nic("rc0", "52:54:00:c0:10:0b")), "tcg", dir, List.of(), List.of()).check();
         Files.createDirectories(dir.resolve("image"));
     }
 
@@ -172,7 +172,7 @@ class RunningCopyTest
         primary.kill();
         primary = null;
         final VmSpec shared = new VmSpec("copy", MIB, 1, spec.kernel(), spec.initrd(), spec.append(),
-            List.of(new VmSpec.Nic("rc1", "52:54:00:c0:10:0b")), "tcg", dir, List.of(), null);
+            List.of(new VmSpec.Nic("rc1", "52:54:00:c0:10:0b")), "tcg", dir, List.of(), List.of());
         other = QemuProcess.start(shared, dir.resolve("run-shared"), image, QemuProcess.Incoming.DEVICE_STATE, ns,
             Map.of(), true);
         other.qmp().execute("migrate-incoming", Map.of("uri", "exec:cat " + device), QemuProcess.QMP_TIMEOUT_MS);

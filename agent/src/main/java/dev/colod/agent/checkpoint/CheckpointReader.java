@@ -51,15 +51,15 @@ public final class CheckpointReader
         {
         }
 
-        /** A piece of an extent's bytes, to be written at {@code diskOffset} of the disk. */
-        default void extentData(long diskOffset, ByteBuffer piece) throws IOException
+        /** A piece of an extent's bytes, to be written at byte {@code offset} of disk {@code disk}. */
+        default void extentData(int disk, long offset, ByteBuffer piece) throws IOException
         {
         }
     }
 
     private enum Part
     {
-        HEADER, DEVICE, PAGE_COUNT, PAGE, DISK_COUNT, EXTENT_HEADER, EXTENT_DATA, CRC, DONE
+        HEADER, DISK_TABLE, DEVICE, PAGE_COUNT, PAGE, DISK_COUNT, EXTENT_HEADER, EXTENT_DATA, CRC, DONE
     }
 
     private final long size;
@@ -148,7 +148,7 @@ public final class CheckpointReader
                 }
                 else
                 {
-                    visitor.extentData(extentAt, piece);
+                    visitor.extentData(CheckpointFormat.diskOf(extentAt), CheckpointFormat.offsetOf(extentAt), piece);
                     extentAt += n;
                 }
                 b.position(b.position() + n);
@@ -203,7 +203,7 @@ public final class CheckpointReader
     {
         return switch (part)
         {
-            case HEADER -> "header";
+            case HEADER, DISK_TABLE -> "header";
             case DEVICE -> "device state";
             case PAGE_COUNT -> "page count";
             case PAGE -> "pages, " + pagesDone + " of " + pages;
@@ -219,8 +219,15 @@ public final class CheckpointReader
     {
         switch (part)
         {
-            case HEADER ->
+            case HEADER, DISK_TABLE ->
             {
+                final int table = part == Part.HEADER ? CheckpointFormat.Header.tableBytes(src.duplicate().flip(), what) : 0;
+                if (table > 0)
+                {
+                    item.limit(HEADER + table); // the fixed header stays in the item: decoded with its table
+                    part = Part.DISK_TABLE;
+                    return;
+                }
                 header = CheckpointFormat.Header.decode(src.flip(), size, what);
                 if (header.deviceLength() > 0)
                 {
@@ -258,9 +265,9 @@ public final class CheckpointReader
             case DISK_COUNT ->
             {
                 extents = src.getLong(0);
-                if (extents < 0 || extents > 0 && header.diskBytes() == 0 || extents > (size - CRC - at) / (EXTENT_HEADER + 1))
+                if (extents < 0 || extents > 0 && header.disks() == 0 || extents > (size - CRC - at) / (EXTENT_HEADER + 1))
                 {
-                    throw new IOException(what + ": bad disk size " + header.diskBytes() + " / extent count " + extents);
+                    throw new IOException(what + ": bad disk count " + header.disks() + " / extent count " + extents);
                 }
                 visitor.extents(extents);
                 nextExtentOrCrc();
@@ -270,7 +277,7 @@ public final class CheckpointReader
                 extentAt = src.getLong(0);
                 final int length = src.getInt(8);
                 final String which = what + ": disk extent " + extentsDone + " of " + extents;
-                CheckpointFormat.checkExtent(extentAt, length, header.diskBytes(), which);
+                CheckpointFormat.checkExtent(extentAt, length, header, which);
                 if (at + length > size - CRC)
                 {
                     throw new IOException(which + " ends beyond its " + size + " bytes");

@@ -8,7 +8,6 @@ import java.nio.ByteBuffer;
 import java.util.zip.CRC32C;
 
 import static dev.colod.agent.checkpoint.CheckpointFormat.COUNT;
-import static dev.colod.agent.checkpoint.CheckpointFormat.HEADER;
 import static dev.colod.agent.checkpoint.CheckpointFormat.PAGE;
 import static dev.colod.agent.checkpoint.CheckpointFormat.PAGE_RECORD;
 
@@ -53,7 +52,7 @@ public final class CheckpointWriter
     {
         check(done == 0 && device.remaining() == header.deviceLength() && pages >= 0 && pages <= header.ramPages(),
             "header");
-        final ByteBuffer b = ByteBuffer.allocate(HEADER + device.remaining() + COUNT);
+        final ByteBuffer b = ByteBuffer.allocate(header.length() + device.remaining() + COUNT);
         header.encode(b).put(device.duplicate()).putLong(pages).flip();
         send(b);
         pagesLeft = pages;

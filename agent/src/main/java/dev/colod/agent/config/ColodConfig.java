@@ -182,8 +182,10 @@ public final class ColodConfig
         @JsonProperty("extra-args")
         public List<String> extraArgs = new ArrayList<>();
         public List<Nic> nics = new ArrayList<>();
-        /** The guest's disk, replicated with each checkpoint; null: a diskless VM. */
+        /** The guest's disk, replicated with each checkpoint; null: a diskless VM. Shorthand for one entry of disks. */
         public Disk disk;
+        /** The guest's disks in order (the first is the one a VM without kernel boots), each replicated with each checkpoint. */
+        public List<Disk> disks = new ArrayList<>();
 
         // the engine's settings: null = ColoConfig's default
         public ColoConfig.Mode mode;
@@ -231,8 +233,10 @@ public final class ColodConfig
 
     public static final class Disk
     {
-        /** A raw image file, the same size on both hosts. */
+        /** An image file, of the same size (as the guest sees it) on both hosts. */
         public String image;
+        /** raw (default) or qcow2 (its backing file, if any, must have the same content on both hosts). */
+        public DiskFormat format = DiskFormat.RAW;
         /**
          * Primary: ship the disk's writes with each checkpoint (default). False only for labs and control runs: the
          * standby's disk then falls behind, and a failover resumes RAM over an older disk.
@@ -244,6 +248,11 @@ public final class ColodConfig
          */
         @JsonProperty("early-checkpoint-mib")
         public int earlyCheckpointMib = 16;
+    }
+
+    public enum DiskFormat
+    {
+        RAW, QCOW2
     }
 
     public static final class Nic

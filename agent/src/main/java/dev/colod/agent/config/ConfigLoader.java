@@ -11,6 +11,8 @@ import com.fasterxml.jackson.databind.exc.InvalidFormatException;
 import com.fasterxml.jackson.databind.exc.MismatchedInputException;
 import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import dev.colod.agent.disk.ImageFiles;
+import dev.colod.agent.qemu.VmSpec;
 import dev.colod.buffer.BufferLimits;
 import dev.colod.core.ColoConfig;
 import dev.colod.core.InvalidSettingException;
@@ -235,7 +237,6 @@ public final class ConfigLoader
         return b.toString();
     }
 
-    /** The disk's size in bytes (0 without one), after checking its image is an absolute path to a regular file. */
     /** What the other host's colod compares before it accepts a session for this VM. */
     static String shape(final ColodConfig.Vm v)
     {
@@ -244,39 +245,113 @@ public final class ConfigLoader
         m.put("memory-mib", Integer.toString(v.memoryMib));
         m.put("vcpus", Integer.toString(v.vcpus));
         m.put("nics", v.nics.stream().map(n -> n.mac == null ? "?" : n.mac.toLowerCase()).collect(Collectors.joining(",")));
+        if (!v.disks.isEmpty())
+        {
+            // sizes are checked when a checkpoint's disk table arrives; a backing file's content only here
+            m.put("disks", v.disks.stream().map(d -> d == null ? "?" : d.format.name().toLowerCase() + ":" + backing(d))
+                .collect(Collectors.joining(",")));
+        }
         return VmShape.of(m);
     }
 
-    private long validateDisk(final ColodConfig.Vm v, final String p) throws ConfigException
+    /** A qcow2 disk's backing chain digest ({@link ImageFiles#backingDigest}), or none; "?" when it cannot be read. */
+    private static String backing(final ColodConfig.Disk d)
     {
-        if (v.disk == null)
+        try
+        {
+            return d.image == null ? "?" : ImageFiles.backingDigest(Path.of(d.image), VmSpec.DiskFormat.valueOf(d.format.name()));
+        }
+        catch (final IOException | RuntimeException ex)
+        {
+            return "?";
+        }
+    }
+
+    /**
+     * The disks' total size in bytes (0 without one), after checking each: {@code disk:} is shorthand for one entry of
+     * {@code disks:} (both at once is refused), an image is an absolute path to a regular file in its format, and
+     * every disk is replicated or none.
+     */
+    private long validateDisks(final ColodConfig.Vm v, final String p) throws ConfigException
+    {
+        String at = p + ".disks";
+        if (v.disk != null)
+        {
+            if (!check(v.disks.isEmpty() || v.disks.size() == 1 && v.disks.get(0) == v.disk, p + ".disk",
+                "give disk: (one disk) or disks: (a list), not both"))
+            {
+                return 0;
+            }
+            v.disks.clear();
+            v.disks.add(v.disk);
+            at = p + ".disk";
+        }
+        check(v.disks.size() <= VmSpec.MAX_DISKS, at, "at most " + VmSpec.MAX_DISKS + " disks, was " + v.disks.size());
+        long total = 0;
+        for (int i = 0; i < v.disks.size(); i++)
+        {
+            final String q = v.disk != null ? at : at + "[" + i + "]";
+            final ColodConfig.Disk d = v.disks.get(i);
+            if (d == null)
+            {
+                errors.add(at(locations.get(q), q + ": an empty entry (give image:)"));
+                continue;
+            }
+            total += validateDisk(d, q);
+            check(d.replicate == v.disks.get(0).replicate, q + ".replicate",
+                "must be the same for every disk of a VM (a failover resumes all of them together)");
+            check(v.mode != ColoConfig.Mode.HYBRID || d.format == ColodConfig.DiskFormat.RAW, q + ".format",
+                "hybrid mode runs its copy on a qcow2 overlay of the committed image, which a qcow2 image under " +
+                "writes cannot back safely yet: use format: raw, or mode: periodic or speculative");
+        }
+        return total;
+    }
+
+    /** One disk's guest-visible size in bytes (0 when it cannot be read), after checking its image. */
+    private long validateDisk(final ColodConfig.Disk d, final String q) throws ConfigException
+    {
+        require(d.image, q, "image");
+        check(d.earlyCheckpointMib >= 0 && d.earlyCheckpointMib <= 1 << 20, q + ".early-checkpoint-mib",
+            "must be 0 (never early)..1048576, was " + d.earlyCheckpointMib);
+        if (!check(d.image.startsWith("/"), q + ".image", "must be an absolute path, was '" + d.image + "'"))
         {
             return 0;
         }
-        require(v.disk.image, p + ".disk", "image");
-        check(v.disk.earlyCheckpointMib >= 0 && v.disk.earlyCheckpointMib <= 1 << 20, p + ".disk.early-checkpoint-mib",
-            "must be 0 (never early)..1048576, was " + v.disk.earlyCheckpointMib);
-        if (!check(v.disk.image.startsWith("/"), p + ".disk.image", "must be an absolute path, was '" + v.disk.image + "'"))
-        {
-            return 0;
-        }
-        final Path img = Path.of(v.disk.image);
-        if (!check(Files.exists(img), p + ".disk.image", v.disk.image + " does not exist (create it, e.g. with truncate " +
-            "-s 10G)") || !check(Files.isRegularFile(img), p + ".disk.image", v.disk.image +
-            " is not a regular file (raw image files only; block devices are not supported yet)"))
+        final Path img = Path.of(d.image);
+        final String create = d.format == ColodConfig.DiskFormat.QCOW2 ? "qemu-img create -f qcow2 " + d.image + " 10G"
+            : "truncate -s 10G " + d.image;
+        if (!check(Files.exists(img), q + ".image", d.image + " does not exist (create it, e.g. with " + create + ")") ||
+            !check(Files.isRegularFile(img), q + ".image", d.image +
+            " is not a regular file (image files only; block devices are not supported yet)"))
         {
             return 0;
         }
         try
         {
-            final long size = Files.size(img);
-            check(size > 0 && size % 512 == 0, p + ".disk.image", v.disk.image + " is " + size +
-                " bytes; a disk image is a positive multiple of 512 bytes");
+            final boolean qcow2 = ImageFiles.isQcow2(img);
+            if (d.format == ColodConfig.DiskFormat.RAW)
+            {
+                // QEMU would boot a raw disk that holds a qcow2 image as what it is: the guest sees qcow2 metadata
+                check(!qcow2, q + ".format", d.image + " is a qcow2 image; say format: qcow2");
+            }
+            else if (!check(qcow2, q + ".format", d.image + " is not a qcow2 image (no qcow2 header); say format: raw"))
+            {
+                return 0;
+            }
+            final long size = ImageFiles.virtualSize(img, VmSpec.DiskFormat.valueOf(d.format.name()));
+            check(size > 0 && size % 512 == 0, q + ".image", d.image + " is " + size +
+                " bytes (as the guest sees it); a disk is a positive multiple of 512 bytes");
+            if (qcow2)
+            {
+                final Path backing = ImageFiles.backingFile(img);
+                check(backing == null || Files.isRegularFile(backing), q + ".image", d.image + " names backing file " +
+                    backing + ", which does not exist here");
+            }
             return size;
         }
         catch (final IOException ex)
         {
-            check(false, p + ".disk.image", "cannot read the size of " + v.disk.image + ": " + ex.getMessage());
+            check(false, q + ".image", "cannot read " + d.image + ": " + ex.getMessage());
             return 0;
         }
     }
@@ -362,14 +437,14 @@ public final class ConfigLoader
         check(v.memoryMib >= 16 && v.memoryMib <= 1 << 20, p + ".memory-mib",
             "must be 16..1048576 (1 TiB), was " + v.memoryMib);
         final long ramBytes = (long)v.memoryMib << 20;
-        final long diskBytes = validateDisk(v, p);
+        final long diskBytes = validateDisks(v, p);
         check(v.maxStateBytes == null || v.maxStateBytes == 0 || v.maxStateBytes >= ramBytes, p + ".max-state-bytes",
             "must be 0 (RAM + disk size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);
         check(v.vcpus >= 1 && v.vcpus <= 256, p + ".vcpus", "must be 1..256, was " + v.vcpus);
         check(v.writeAuditPages >= 0 && v.writeAuditPages <= 1 << 20, p + ".write-audit-pages",
             "must be 0 (no audit)..1048576, was " + v.writeAuditPages);
         // without kernel: QEMU boots the disk (its bootloader); with neither there is nothing to boot
-        if (v.disk == null && (v.role == ColodConfig.Role.PRIMARY || v.kernel != null))
+        if (v.disks.isEmpty() && (v.role == ColodConfig.Role.PRIMARY || v.kernel != null))
         {
             if (v.kernel == null)
             {

@@ -78,11 +78,23 @@ public final class HostCheck
         }
         readable(p, at + ".kernel", v.kernel);
         readable(p, at + ".initrd", v.initrd);
-        if (v.disk != null && v.disk.image != null && !Files.isRegularFile(Path.of(v.disk.image)))
+        for (int i = 0; i < v.disks.size(); i++)
         {
-            p.add(at + ".disk.image: " + v.disk.image + " is not a regular file here");
+            final ColodConfig.Disk d = v.disks.get(i);
+            if (d != null && d.image != null && !Files.isRegularFile(Path.of(d.image)))
+            {
+                p.add(at + ".disks[" + i + "].image: " + d.image + " is not a regular file here");
+            }
+            if (d != null && d.format == ColodConfig.DiskFormat.QCOW2)
+            {
+                // the standby applies a qcow2 disk's extents through qemu-nbd, and a base recreates it with qemu-img
+                for (final String m : HostTools.missing(List.of("qemu-nbd:qemu-utils", "qemu-img:qemu-utils"), List.of()))
+                {
+                    p.add(at + ".disks[" + i + "].format: qcow2: " + m);
+                }
+            }
         }
-        if (v.disk != null && v.mode == dev.colod.core.ColoConfig.Mode.HYBRID)
+        if (!v.disks.isEmpty() && v.mode == dev.colod.core.ColoConfig.Mode.HYBRID)
         {
             // the secondary's running copy writes to a qcow2 overlay per copy, made with qemu-img
             for (final String m : HostTools.missing(List.of("qemu-img:qemu-utils"), List.of()))

@@ -4,6 +4,7 @@ import dev.colod.buffer.hybrid.Comparer;
 import dev.colod.buffer.hybrid.CopyMirror;
 import dev.colod.buffer.hybrid.PrimaryMirror;
 
+import dev.colod.agent.disk.DiskSet;
 import dev.colod.agent.disk.DiskWrites;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.vm.QemuStateSource;
@@ -62,14 +63,15 @@ public final class VmStatus
     }
 
     /** The secondary's fields: role, where a checkpoint's disk extents go, and (hybrid mode) the running copy. */
-    public static Supplier<Map<String, Object>> secondary(final Supplier<Map<String, Object>> role, final Path diskImage,
+    public static Supplier<Map<String, Object>> secondary(final Supplier<Map<String, Object>> role, final List<Path> diskImages,
         final RunningCopy copy, final CopyMirror mirror, final ColoCounters counters)
     {
         return () ->
         {
             final Map<String, Object> m = new LinkedHashMap<>(role.get());
             m.put("write_tracking", "-");
-            m.put("disk", diskImage == null ? "none" : "applied at commit to " + diskImage);
+            m.put("disk", diskImages.isEmpty() ? "none" : "applied at commit to " +
+                diskImages.stream().map(Path::toString).collect(java.util.stream.Collectors.joining(", ")));
             if (copy != null)
             {
                 final QemuProcess q = copy.running();
@@ -148,14 +150,15 @@ public final class VmStatus
     }
 
     /** What the primary does with the VM's disk, and what the last checkpoint carried of it. */
-    static String disk(final DiskWrites d, final boolean hasDisk)
+    static String disk(final DiskSet d, final boolean hasDisk)
     {
         if (d == null)
         {
             return !hasDisk ? "none" : "NOT REPLICATED (disk.replicate: false): a failover resumes an older disk";
         }
-        return "replicated, dirty bitmap granularity " + DiskWrites.GRANULARITY + " B; last checkpoint " +
-            d.lastDiskBytes + " B in " + d.lastDiskMicros + " us";
+        final int n = d.disks().size();
+        return (n == 1 ? "" : n + " disks ") + "replicated, dirty bitmap granularity " + DiskWrites.GRANULARITY +
+            " B; last checkpoint " + d.lastDiskBytes + " B in " + d.lastDiskMicros + " us";
     }
 
     /** Each step of a checkpoint, its histogram in microseconds, in order (a snapshot per call). */

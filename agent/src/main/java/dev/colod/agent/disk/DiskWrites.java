@@ -5,8 +5,6 @@ import dev.colod.agent.checkpoint.CheckpointFormat;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.QmpClient;
 import dev.colod.agent.qemu.VmSpec;
-import org.HdrHistogram.ConcurrentHistogram;
-import org.HdrHistogram.Histogram;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -22,100 +20,80 @@ import java.util.Map;
 import java.util.function.IntPredicate;
 
 /**
- * What the primary's guest wrote to its disk, found by QEMU's own block layer: a dirty bitmap on the disk's
+ * What the primary's guest wrote to one of its disks, found by QEMU's own block layer: a dirty bitmap on the disk's
  * node records every completed write, and at each checkpoint (VM paused, so QEMU has drained the guest's
  * requests) one QMP {@code transaction} starts the next bitmap and freezes the current one; the frozen one is
  * exported read-only over QEMU's NBD server on a unix socket, its dirty extents are asked with
- * {@code NBD_CMD_BLOCK_STATUS} ({@code qemu:dirty-bitmap:NAME}), and their bytes are read from the raw image file
- * while the VM is still paused (QEMU's {@code stop} drained and flushed the guest's requests, so the file is the
- * disk; a pread from the page cache is several times faster than NBD_CMD_READ). So a checkpoint carries exactly the writes completed before its pause, and writes after it land
+ * {@code NBD_CMD_BLOCK_STATUS} ({@code qemu:dirty-bitmap:NAME}), and their bytes are read while the VM is still
+ * paused: from a raw image file directly (QEMU's {@code stop} drained and flushed the guest's requests, so the file
+ * is the disk; a pread from the page cache is several times faster than NBD_CMD_READ), from a qcow2 image through
+ * QEMU's block layer ({@code NBD_CMD_READ} on a read-only export of the disk's node, since its file offsets are not
+ * the disk's). Each extent is addressed by the disk's index and its offset ({@link CheckpointFormat#address}). So a checkpoint carries exactly the writes completed before its pause, and writes after it land
  * in the next bitmap. Granularity {@value #GRANULARITY} bytes. The guest's own I/O never passes through colod.
  * <p>
- * Single-threaded: the checkpoint engine's session thread.
+ * Single-threaded: the checkpoint engine's session thread. Made by {@link DiskSet}, which owns the NBD server.
  */
 public final class DiskWrites implements AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(DiskWrites.class);
     public static final int GRANULARITY = 4096;
-    private static final String PREFIX = "colod-";
+    static final String PREFIX = "colod-";
     private static final String ALLOCATION = "base:allocation";
+    private static final String DEPTH = "qemu:allocation-depth";
 
     private final QmpClient qmp;
     private final String vm;
     private final Path socket;
+    private final int index;
+    private final String node;
+    /** Names of this disk's bitmaps and exports: {@value #PREFIX}, or {@value #PREFIX}dN- for disk N > 0. */
+    private final String prefix;
+    private final VmSpec.DiskFormat format;
     private final long diskBytes;
-    /** The raw image: with the VM paused QEMU has drained and flushed the guest's writes into it, so it reads as the disk. */
+    /** A raw image: with the VM paused QEMU has drained and flushed the guest's writes into it, so it reads as the disk. */
     private final FileChannel image;
+    /** A qcow2 disk: its node read through QEMU's NBD server (a read-only export for the life of this object). */
+    private NbdClient reader;
     /** The frozen bitmap and export of the last capture, removed after the VM resumed (out of the pause). */
     private String frozenLeft;
     private long generation;
     private String recording;
-    private ByteBuffer copy = ByteBuffer.allocateDirect(1 << 20);
-
-    /** Per-checkpoint cost, microseconds: rotating the bitmap, finding and reading the written extents. */
-    public final Histogram diskMicros = new ConcurrentHistogram(60_000_000L, 2);
-    /** Bytes of disk writes per checkpoint. */
-    public final Histogram diskBytesPerCheckpoint = new ConcurrentHistogram(1L << 40, 2);
-    public volatile long lastDiskMicros;
-    public volatile long lastDiskBytes;
-
-    private DiskWrites(final QmpClient qmp, final String vm, final Path socket, final Path image) throws IOException
-    {
-        this.qmp = qmp;
-        this.vm = vm;
-        this.socket = socket;
-        this.image = FileChannel.open(image, StandardOpenOption.READ);
-        this.diskBytes = this.image.size();
-    }
 
     /**
-     * Starts QEMU's NBD server on a unix socket in the VM's runtime directory, after removing what an earlier
-     * agent may have left in an adopted QEMU (its exports, bitmaps and server).
+     * Disk {@code index} of {@code qemu}'s VM, on the NBD server at {@code socket} (started by {@link DiskSet}); removes
+     * the bitmaps an earlier agent left on its node.
      */
-    public static DiskWrites open(final QemuProcess qemu) throws IOException
+    DiskWrites(final QemuProcess qemu, final Path socket, final int index) throws IOException
     {
-        final VmSpec spec = qemu.spec();
-        if (spec.disk() == null)
+        final VmSpec.Disk disk = qemu.spec().disks().get(index);
+        this.qmp = qemu.qmp();
+        this.vm = qemu.spec().name();
+        this.socket = socket;
+        this.index = index;
+        this.node = VmSpec.diskNode(index);
+        this.prefix = index == 0 ? PREFIX : PREFIX + "d" + index + "-";
+        this.format = disk.format();
+        if (format == VmSpec.DiskFormat.RAW)
         {
-            throw new IllegalArgumentException("vm " + spec.name() + " has no disk");
+            this.image = FileChannel.open(disk.image(), StandardOpenOption.READ);
+            this.diskBytes = image.size();
         }
-        final QmpClient q = qemu.qmp();
-        final Path sock = qemu.runDir().resolve("nbd.sock");
-        final DiskWrites d = new DiskWrites(q, spec.name(), sock, spec.disk());
-        try
+        else
         {
-            d.startServer();
+            this.image = null;
+            final String export = prefix + "read";
+            qmp.execute("block-export-add", Map.of("type", "nbd", "id", export, "node-name", node, "name", export),
+                QemuProcess.QMP_TIMEOUT_MS);
+            this.reader = NbdClient.connect(socket, export, List.of());
+            this.diskBytes = reader.size();
         }
-        catch (final IOException | RuntimeException ex)
-        {
-            d.image.close();
-            throw ex;
-        }
-        return d;
+        removeOurBitmaps();
     }
 
-    /** QEMU's NBD server on our socket, after removing what an earlier agent left (exports, server, bitmaps). */
-    private void startServer() throws IOException
+    /** Disk {@code index}'s place in the VM's {@code disks:}. */
+    public int index()
     {
-        for (final JsonNode e : qmp.execute("query-block-exports", null, QemuProcess.QMP_TIMEOUT_MS))
-        {
-            if (e.path("id").asText().startsWith(PREFIX))
-            {
-                deleteExport(e.path("id").asText());
-            }
-        }
-        try
-        {
-            qmp.execute("nbd-server-stop", null, QemuProcess.QMP_TIMEOUT_MS);
-        }
-        catch (final IOException notRunning)
-        {
-            // the usual case: no server yet
-        }
-        Files.deleteIfExists(socket);
-        qmp.execute("nbd-server-start", Map.of("addr", Map.of("type", "unix", "data", Map.of("path", socket.toString()))),
-            QemuProcess.QMP_TIMEOUT_MS);
-        removeOurBitmaps();
+        return index;
     }
 
     public long diskBytes()
@@ -129,7 +107,7 @@ public final class DiskWrites implements AutoCloseable
         final List<JsonNode> out = new ArrayList<>();
         for (final JsonNode n : qmp.execute("query-named-block-nodes", Map.of("flat", true), QemuProcess.QMP_TIMEOUT_MS))
         {
-            if (VmSpec.DISK_NODE.equals(n.path("node-name").asText()))
+            if (node.equals(n.path("node-name").asText()))
             {
                 n.path("dirty-bitmaps").forEach(out::add);
             }
@@ -144,7 +122,7 @@ public final class DiskWrites implements AutoCloseable
             final String name = b.path("name").asText();
             if (name.startsWith(PREFIX))
             {
-                removeBitmap(name);
+                removeBitmap(name); // bitmaps are per node: every colod bitmap on this disk's node is ours
             }
         }
         recording = null;
@@ -153,7 +131,7 @@ public final class DiskWrites implements AutoCloseable
 
     private void removeBitmap(final String name) throws IOException
     {
-        qmp.execute("block-dirty-bitmap-remove", Map.of("node", VmSpec.DISK_NODE, "name", name), QemuProcess.QMP_TIMEOUT_MS);
+        qmp.execute("block-dirty-bitmap-remove", Map.of("node", node, "name", name), QemuProcess.QMP_TIMEOUT_MS);
     }
 
     private void deleteExport(final String id) throws IOException
@@ -165,7 +143,7 @@ public final class DiskWrites implements AutoCloseable
      * Bytes the recording bitmap marks now (whole granules), asked from QEMU ({@code query-named-block-nodes}). The
      * VM may be running. Costs one QMP round trip.
      */
-    public long writtenSinceCapture() throws IOException
+    long writtenSinceCapture() throws IOException
     {
         final String r = recording;
         if (r != null)
@@ -182,24 +160,24 @@ public final class DiskWrites implements AutoCloseable
     }
 
     /** Tracking starts over with a fresh bitmap: every write from here on is in the next capture. */
-    public void restart() throws IOException
+    void restart() throws IOException
     {
         if (recording != null)
         {
             removeBitmap(recording);
             recording = null;
         }
-        final String next = PREFIX + (++generation);
+        final String next = prefix + (++generation);
         qmp.execute("block-dirty-bitmap-add", bitmap(next), QemuProcess.QMP_TIMEOUT_MS);
         recording = next;
     }
 
-    private static Map<String, Object> bitmap(final String name)
+    private Map<String, Object> bitmap(final String name)
     {
-        return Map.of("node", VmSpec.DISK_NODE, "name", name, "granularity", GRANULARITY);
+        return Map.of("node", node, "name", name, "granularity", GRANULARITY);
     }
 
-    /** Extents as (offset, length) pairs of at most {@link CheckpointFormat#MAX_EXTENT} bytes, and their total size. */
+    /** Extents of one disk as (offset, length) pairs of at most {@link CheckpointFormat#MAX_EXTENT} bytes, and their total size. */
     public static final class Extents
     {
         private final List<long[]> list = new ArrayList<>();
@@ -234,45 +212,61 @@ public final class DiskWrites implements AutoCloseable
 
     /**
      * With the VM paused: freezes the recording bitmap and starts the next in one transaction, asks QEMU's NBD
-     * server which extents the frozen one marks, and copies them from the image as (offset, length, bytes) records.
-     * The returned buffer stays valid until the next call (speculative mode resumes the VM before it is sent).
-     * The frozen bitmap and its export are removed by {@link #afterResume()}, out of the pause.
+     * server which extents the frozen one marks, and appends them to {@code out} as (address, length, bytes)
+     * records, growing it as needed (the returned buffer, positioned after them). Returns the extent count through
+     * {@code count}. The frozen bitmap and its export are removed by {@link #afterResume()}, out of the pause.
      */
-    public Captured capturePaused() throws IOException
+    ByteBuffer capturePaused(final ByteBuffer out, final long[] count) throws IOException
     {
-        final long t0 = System.nanoTime();
         if (recording == null)
         {
-            throw new IllegalStateException("vm " + vm + ": disk tracking was not started");
+            throw new IllegalStateException("vm " + vm + ": tracking of disk " + index + " was not started");
         }
         afterResume(); // normally done already
         final String frozen = recording;
-        final String next = PREFIX + (++generation);
+        final String next = prefix + (++generation);
         qmp.execute("transaction", Map.of("actions", List.of(
             Map.of("type", "block-dirty-bitmap-add", "data", bitmap(next)),
-            Map.of("type", "block-dirty-bitmap-disable", "data", Map.of("node", VmSpec.DISK_NODE, "name", frozen)))),
+            Map.of("type", "block-dirty-bitmap-disable", "data", Map.of("node", node, "name", frozen)))),
             QemuProcess.QMP_TIMEOUT_MS);
         recording = next;
         frozenLeft = frozen;
-        addExport(frozen, List.of(frozen));
+        addExport(frozen, List.of(frozen), false);
         final Extents dirty = extents(frozen, "qemu:dirty-bitmap:" + frozen, flags -> (flags & NbdClient.STATE_DIRTY) != 0);
-        copy.clear();
-        ensureCopy(dirty.streamBytes());
+        final ByteBuffer b = ensure(out, dirty.streamBytes());
         for (final long[] x : dirty.list)
         {
-            CheckpointFormat.putExtentHeader(copy, x[0], (int)x[1]);
-            readImage(x[0], (int)x[1], copy);
+            CheckpointFormat.putExtentHeader(b, index, x[0], (int)x[1]);
+            readDisk(x[0], (int)x[1], b);
         }
-        copy.flip();
-        lastDiskBytes = dirty.dataBytes();
-        lastDiskMicros = (System.nanoTime() - t0) / 1000;
-        diskMicros.recordValue(lastDiskMicros);
-        diskBytesPerCheckpoint.recordValue(lastDiskBytes);
-        return new Captured(copy.asReadOnlyBuffer(), dirty.count());
+        count[0] += dirty.count();
+        lastBytes = dirty.dataBytes();
+        return b;
+    }
+
+    /** Bytes of data this disk's last capture carried. */
+    long lastBytes;
+
+    /** {@code out}, or a larger copy of it (its records kept) with room for {@code more} bytes. */
+    private ByteBuffer ensure(final ByteBuffer out, final long more)
+    {
+        final long need = out.position() + more;
+        if (out.capacity() >= need)
+        {
+            return out;
+        }
+        if (need > Integer.MAX_VALUE - 8)
+        {
+            throw new IllegalStateException("vm " + vm + ": more than 2 GiB written to disk in one checkpoint; " +
+                "checkpoint more often");
+        }
+        final ByteBuffer bigger = ByteBuffer.allocateDirect((int)Math.max(need, Math.min(Integer.MAX_VALUE - 8L,
+            out.capacity() * 2L)));
+        return bigger.put(out.flip());
     }
 
     /** Removes the last capture's frozen bitmap and its export; called once the VM runs again. */
-    public void afterResume() throws IOException
+    void afterResume() throws IOException
     {
         final String f = frozenLeft;
         if (f == null)
@@ -284,11 +278,14 @@ public final class DiskWrites implements AutoCloseable
         removeBitmap(f);
     }
 
-    /** Exports the disk's node, read-only, on QEMU's NBD server as {@code export}, with {@code bitmaps}. */
-    private void addExport(final String export, final List<String> bitmaps) throws IOException
+    /**
+     * Exports the disk's node, read-only, on QEMU's NBD server as {@code export}, with {@code bitmaps} and, with
+     * {@code depth}, the {@value #DEPTH} context (which layer of a qcow2 chain holds each extent).
+     */
+    private void addExport(final String export, final List<String> bitmaps, final boolean depth) throws IOException
     {
-        qmp.execute("block-export-add", Map.of("type", "nbd", "id", export, "node-name", VmSpec.DISK_NODE, "name", export,
-            "bitmaps", bitmaps), QemuProcess.QMP_TIMEOUT_MS);
+        qmp.execute("block-export-add", Map.of("type", "nbd", "id", export, "node-name", node, "name", export,
+            "bitmaps", bitmaps, "allocation-depth", depth), QemuProcess.QMP_TIMEOUT_MS);
     }
 
     /** The extents of meta context {@code context} of {@code export} whose flags {@code wanted} accepts. */
@@ -300,8 +297,8 @@ public final class DiskWrites implements AutoCloseable
         {
             if (c.size() != diskBytes)
             {
-                throw new IOException("vm " + vm + ": QEMU's disk is " + c.size() + " bytes, its image file " + diskBytes +
-                    " (resized while running?)");
+                throw new IOException("vm " + vm + ": QEMU's disk " + index + " is " + c.size() + " bytes, it was " +
+                    diskBytes + " (resized while running?)");
             }
             c.blockStatus(context, 0, diskBytes, e ->
             {
@@ -314,54 +311,47 @@ public final class DiskWrites implements AutoCloseable
         return out;
     }
 
-    /** Exactly {@code len} bytes of the image at {@code offset} into {@code dst}. */
-    private void readImage(final long offset, final int len, final ByteBuffer dst) throws IOException
+    /** Exactly {@code len} bytes of the disk at {@code offset} into {@code dst}: from a raw file, or through QEMU. */
+    private void readDisk(final long offset, final int len, final ByteBuffer dst) throws IOException
     {
+        if (image == null)
+        {
+            reader.read(offset, len, dst);
+            return;
+        }
         final int end = dst.position() + len;
         final ByteBuffer slice = dst.duplicate().limit(end);
         while (slice.hasRemaining())
         {
             if (image.read(slice, offset + slice.position() - (end - len)) < 0)
             {
-                throw new IOException("vm " + vm + ": disk image ends before " + (offset + len) + " (resized while running?)");
+                throw new IOException("vm " + vm + ": disk image " + index + " ends before " + (offset + len) +
+                    " (resized while running?)");
             }
         }
         dst.position(end);
     }
 
-    /** Extent records copied at a pause. */
-    public record Captured(ByteBuffer records, long count)
-    {
-    }
-
-    private void ensureCopy(final long need)
-    {
-        if (copy.capacity() < need)
-        {
-            if (need > Integer.MAX_VALUE - 8)
-            {
-                throw new IllegalStateException("vm " + vm + ": more than 2 GiB written to disk in one checkpoint; " +
-                    "checkpoint more often");
-            }
-            copy = ByteBuffer.allocateDirect((int)Math.max(need, Math.min(Integer.MAX_VALUE - 8L, copy.capacity() * 2L)));
-        }
-    }
-
     /**
      * The whole disk for a first synchronisation: tracking restarts first (so every write from here on is in the
-     * next checkpoint), then the allocated extents are listed ({@code base:allocation}); their bytes are read when
-     * streamed (while the guest runs for a live base: what changes meanwhile is in the bitmap). Unallocated ranges
-     * read as zeros on both sides.
+     * next checkpoint), then the extents to send are listed; their bytes are read when streamed (while the guest
+     * runs for a live base: what changes meanwhile is in the bitmap). A raw disk sends its allocated extents
+     * ({@code base:allocation}; the rest reads as zeros on both sides). A qcow2 disk sends what its top image holds
+     * ({@value #DEPTH} 1); the rest is its backing file's, the same on both hosts (checked at session start), or
+     * unallocated in the whole chain (zeros on both sides), since the standby starts a base from an empty image on
+     * the same backing file.
      */
-    public Base base() throws IOException
+    Base base() throws IOException
     {
         restart();
-        final String export = PREFIX + "base-" + generation;
+        final String export = prefix + "base-" + generation;
         final Extents data;
-        addExport(export, List.of());
+        final boolean qcow2 = format == VmSpec.DiskFormat.QCOW2;
+        addExport(export, List.of(), qcow2);
         try
         {
-            data = extents(export, ALLOCATION, flags -> (flags & NbdClient.STATE_ZERO) == 0);
+            data = qcow2 ? extents(export, DEPTH, depth -> depth == 1)
+                : extents(export, ALLOCATION, flags -> (flags & NbdClient.STATE_ZERO) == 0);
         }
         finally
         {
@@ -370,7 +360,7 @@ public final class DiskWrites implements AutoCloseable
         return new Base(data);
     }
 
-    /** The allocated extents of the whole disk, read as they are streamed. */
+    /** The extents of the whole disk a base sends, read as they are streamed. */
     public final class Base
     {
         private final Extents extents;
@@ -392,8 +382,8 @@ public final class DiskWrites implements AutoCloseable
             for (final long[] x : extents.list)
             {
                 b.clear();
-                CheckpointFormat.putExtentHeader(b, x[0], (int)x[1]);
-                readImage(x[0], (int)x[1], b);
+                CheckpointFormat.putExtentHeader(b, index, x[0], (int)x[1]);
+                readDisk(x[0], (int)x[1], b);
                 b.flip();
                 sink.accept(b);
             }
@@ -406,7 +396,7 @@ public final class DiskWrites implements AutoCloseable
         void accept(ByteBuffer record) throws IOException;
     }
 
-    /** Stops the NBD server and removes this agent's bitmaps; the guest's disk is untouched. */
+    /** Removes this agent's bitmaps and exports of the disk; the guest's disk is untouched. */
     @Override
     public void close()
     {
@@ -414,19 +404,26 @@ public final class DiskWrites implements AutoCloseable
         {
             afterResume();
             removeOurBitmaps();
-            qmp.execute("nbd-server-stop", null, QemuProcess.QMP_TIMEOUT_MS);
         }
         catch (final IOException ex)
         {
-            LOG.debug("vm={} disk tracking cleanup: {}", vm, ex.toString());
+            LOG.debug("vm={} disk {} tracking cleanup: {}", vm, index, ex.toString());
         }
         try
         {
-            image.close();
+            if (image != null)
+            {
+                image.close();
+            }
+            if (reader != null)
+            {
+                reader.close();
+                deleteExport(prefix + "read");
+            }
         }
         catch (final IOException ex)
         {
-            LOG.debug("vm={} closing {}: {}", vm, "the disk image", ex.toString());
+            LOG.debug("vm={} closing disk {}: {}", vm, index, ex.toString());
         }
     }
 }

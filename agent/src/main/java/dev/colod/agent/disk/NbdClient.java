@@ -14,7 +14,7 @@ import java.util.function.Consumer;
 
 /**
  * The smallest NBD client colod needs, to ask QEMU's own NBD server which blocks a dirty bitmap marks or which
- * are allocated (the NBD protocol, "fixed newstyle" negotiation, structured replies and
+ * are allocated, and to read and write a disk through QEMU's block layer (a qcow2 image) (the NBD protocol, "fixed newstyle" negotiation, structured replies and
  * {@code NBD_CMD_BLOCK_STATUS} with meta contexts such as {@code qemu:dirty-bitmap:NAME} and
  * {@code base:allocation}). One request at a time on a unix socket; not thread-safe. Big-endian throughout.
  * Every malformed answer is an {@link IOException} that names the export and what was wrong.
@@ -34,7 +34,13 @@ public final class NbdClient implements AutoCloseable
     private static final int REP_ACK = 1;
     private static final int REP_INFO = 3;
     private static final int REP_META_CONTEXT = 4;
+    private static final int CMD_READ = 0;
+    private static final int CMD_WRITE = 1;
     private static final int CMD_DISC = 2;
+    private static final int CMD_FLUSH = 3;
+    private static final int SIMPLE_REPLY_MAGIC = 0x67446698;
+    private static final int CHUNK_OFFSET_DATA = 1;
+    private static final int CHUNK_OFFSET_HOLE = 2;
     private static final int CMD_BLOCK_STATUS = 7;
     private static final int REPLY_FLAG_DONE = 1;
     private static final int CHUNK_NONE = 0;
@@ -213,6 +219,121 @@ public final class NbdClient implements AutoCloseable
         if (pending != null)
         {
             out.accept(pending);
+        }
+    }
+
+    /**
+     * Reads exactly {@code length} bytes at {@code offset} into {@code dst} at its position (advanced), as structured
+     * reply chunks (data and holes, in any order) that must cover the range exactly once.
+     */
+    public void read(final long offset, final int length, final ByteBuffer dst) throws IOException
+    {
+        if (length <= 0 || length > MAX_REQUEST || offset < 0 || offset > size - length)
+        {
+            throw new IllegalArgumentException(export + ": read [" + offset + ", +" + length + ") of a " + size + "-byte export");
+        }
+        final int base = dst.position();
+        final long c = request(CMD_READ, offset, length);
+        long covered = 0;
+        boolean done = false;
+        while (!done)
+        {
+            final ByteBuffer h = readFully(ch, 20, export);
+            final int type = checkChunk(h, c);
+            done = (h.getShort(4) & REPLY_FLAG_DONE) != 0;
+            final int len = h.getInt(16);
+            if (type == CHUNK_OFFSET_DATA)
+            {
+                final long at = readFully(ch, 8, export).getLong(0) - offset;
+                final int n = len - 8;
+                if (len < 8 || at < 0 || at + n > length)
+                {
+                    throw new IOException(export + ": read reply data [" + (offset + at) + ", +" + n + ") outside the request");
+                }
+                readInto(ch, dst.duplicate().position(base + (int)at).limit(base + (int)at + n), export);
+                covered += n;
+                continue;
+            }
+            final ByteBuffer p = readFully(ch, len, export);
+            if ((type & CHUNK_ERROR_BIT) != 0)
+            {
+                throw chunkError(p, "read of [" + offset + ", +" + length + ")");
+            }
+            if (type == CHUNK_OFFSET_HOLE)
+            {
+                final long at = p.getLong(0) - offset;
+                final int n = p.getInt(8);
+                if (len != 12 || at < 0 || at + n > length)
+                {
+                    throw new IOException(export + ": read reply hole outside the request");
+                }
+                for (int k = 0; k < n; k++)
+                {
+                    dst.put(base + (int)at + k, (byte)0);
+                }
+                covered += n;
+            }
+            else if (type != CHUNK_NONE)
+            {
+                throw new IOException(export + ": unexpected reply chunk type " + type + " to a read");
+            }
+        }
+        if (covered != length)
+        {
+            throw new IOException(export + ": read of [" + offset + ", +" + length + ") answered " + covered + " bytes");
+        }
+        dst.position(base + length);
+    }
+
+    /** Writes {@code src}'s remaining bytes (consumed) at {@code offset} and waits for the server's answer. */
+    public void write(final long offset, final ByteBuffer src) throws IOException
+    {
+        final int n = src.remaining();
+        if (n <= 0 || n > MAX_REQUEST || offset < 0 || offset > size - n)
+        {
+            throw new IllegalArgumentException(export + ": write [" + offset + ", +" + n + ") of a " + size + "-byte export");
+        }
+        final long c = request(CMD_WRITE, offset, n);
+        writeFully(ch, src);
+        expectDone(c, "write of [" + offset + ", +" + n + ")");
+    }
+
+    /** Asks the server to make every write it answered durable (for qcow2: its metadata too) and waits. */
+    public void flush() throws IOException
+    {
+        expectDone(request(CMD_FLUSH, 0, 0), "flush");
+    }
+
+    /** The answer to a command without data: a simple reply, or a structured one ending in DONE; an error throws. */
+    private void expectDone(final long c, final String what) throws IOException
+    {
+        final ByteBuffer first = readFully(ch, 16, export);
+        if (first.getInt(0) == SIMPLE_REPLY_MAGIC)
+        {
+            if (first.getLong(8) != c)
+            {
+                throw new IOException(export + ": reply to cookie " + first.getLong(8) + ", expected " + c);
+            }
+            if (first.getInt(4) != 0)
+            {
+                throw new IOException(export + ": " + what + " failed, error " + first.getInt(4));
+            }
+            return;
+        }
+        ByteBuffer h = ByteBuffer.allocate(20).put(first).put(readFully(ch, 4, export)).flip();
+        while (true)
+        {
+            final int type = checkChunk(h, c);
+            final ByteBuffer p = readFully(ch, h.getInt(16), export);
+            if ((type & CHUNK_ERROR_BIT) != 0)
+            {
+                throw chunkError(p, what);
+            }
+            if ((h.getShort(4) & REPLY_FLAG_DONE) != 0)
+            {
+                return;
+            }
+            h = readFully(ch, 20, export);
         }
     }
 

@@ -117,16 +117,45 @@ public final class QemuProcess implements AutoCloseable
         return spec.kernel() == null ? ",bootindex=1" : "";
     }
 
-    /** The top block node of a disk with an overlay ({@code colod-top}); its backing is {@link VmSpec#DISK_NODE}. */
-    public static final String OVERLAY_NODE = "colod-top";
+    /** The top block node of disk {@code index} with an overlay ({@code colod-top}, ...); its backing is {@link VmSpec#diskNode}. */
+    public static String overlayNode(final int index)
+    {
+        return index == 0 ? "colod-top" : "colod-top" + index;
+    }
 
     /**
-     * As above; with {@code diskOverlay} (null: none) the guest's disk is that qcow2 file, whose backing is the VM's
-     * disk (node {@link VmSpec#DISK_NODE}): the guest's writes go to the overlay only (the running copy of hybrid
-     * mode). Image locking is off for both: the committed image is written by colod at each commit.
+     * QEMU arguments for disk {@code d} of {@code spec}: its image in its format as node {@link VmSpec#diskNode}, on a
+     * virtio-blk device; with {@code overlay} (null: none) the guest's disk is that qcow2 file, whose backing is the
+     * image node: the guest's writes go to the overlay only (the running copy of hybrid mode), and image locking is
+     * off for both (the committed image is written by colod at each commit; the backing node is opened read-write
+     * because only a takeover's block-commit writes it, and a read-only node cannot be committed into in QEMU 7.2).
+     */
+    private static List<String> diskArgs(final VmSpec spec, final int d, final Path overlay)
+    {
+        final VmSpec.Disk disk = spec.disks().get(d);
+        final String node = VmSpec.diskNode(d);
+        final String boot = d == 0 ? bootIndex(spec) : "";
+        final List<String> a = new ArrayList<>(List.of(
+            "-blockdev", "driver=file,filename=" + disk.image() + ",node-name=" + node + "-file" + (overlay == null ? "" : ",locking=off"),
+            "-blockdev", "driver=" + disk.format().driver() + ",file=" + node + "-file,node-name=" + node));
+        if (overlay == null)
+        {
+            a.addAll(List.of("-device", "virtio-blk-pci,drive=" + node + ",id=" + node + "-dev" + boot));
+            return a;
+        }
+        final String top = overlayNode(d);
+        a.addAll(List.of("-blockdev", "driver=file,filename=" + overlay + ",node-name=" + top + "-file,locking=off",
+            "-blockdev", "driver=qcow2,file=" + top + "-file,backing=" + node + ",node-name=" + top,
+            "-device", "virtio-blk-pci,drive=" + top + ",id=" + node + "-dev" + boot));
+        return a;
+    }
+
+    /**
+     * As above; with {@code diskOverlays} (null: none) each disk's guest writes go to that qcow2 overlay of it
+     * ({@link #diskArgs}).
      */
     public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final Incoming incoming,
-        final String netns, final Map<String, String> env, final boolean sharedRam, final Path diskOverlay)
+        final String netns, final Map<String, String> env, final boolean sharedRam, final List<Path> diskOverlays)
         throws IOException
     {
         spec.check();
@@ -167,23 +196,9 @@ public final class QemuProcess implements AutoCloseable
                 "-device", "virtio-net-pci,netdev=net" + i + ",mac=" + n.mac() + ",romfile="));
             i++;
         }
-        if (spec.disk() != null && diskOverlay != null)
+        for (int d = 0; d < spec.disks().size(); d++)
         {
-            // the backing node is opened read-write (only a takeover's block-commit writes it; a read-only node cannot
-            // be committed into in QEMU 7.2), the overlay takes every guest write
-            cmd.addAll(List.of("-blockdev", "driver=file,filename=" + spec.disk() + ",node-name=" + VmSpec.DISK_NODE +
-                    "-file,locking=off",
-                "-blockdev", "driver=raw,file=" + VmSpec.DISK_NODE + "-file,node-name=" + VmSpec.DISK_NODE,
-                "-blockdev", "driver=file,filename=" + diskOverlay + ",node-name=" + OVERLAY_NODE + "-file,locking=off",
-                "-blockdev", "driver=qcow2,file=" + OVERLAY_NODE + "-file,backing=" + VmSpec.DISK_NODE + ",node-name=" +
-                    OVERLAY_NODE,
-                "-device", "virtio-blk-pci,drive=" + OVERLAY_NODE + ",id=" + VmSpec.DISK_NODE + "-dev" + bootIndex(spec)));
-        }
-        else if (spec.disk() != null)
-        {
-            cmd.addAll(List.of("-blockdev", "driver=file,filename=" + spec.disk() + ",node-name=" + VmSpec.DISK_NODE + "-file",
-                "-blockdev", "driver=raw,file=" + VmSpec.DISK_NODE + "-file,node-name=" + VmSpec.DISK_NODE,
-                "-device", "virtio-blk-pci,drive=" + VmSpec.DISK_NODE + ",id=" + VmSpec.DISK_NODE + "-dev" + bootIndex(spec)));
+            cmd.addAll(diskArgs(spec, d, diskOverlays == null ? null : diskOverlays.get(d)));
         }
         if (incoming != Incoming.NONE)
         {
@@ -262,9 +277,9 @@ public final class QemuProcess implements AutoCloseable
                 expected.add("ifname=" + n.tap() + ",script=no,downscript=no,vnet_hdr=off"); // buffer: xdp needs it
             }
         }
-        if (spec.disk() != null)
+        for (int d = 0; d < spec.disks().size(); d++)
         {
-            expected.add("filename=" + spec.disk() + ",node-name=" + VmSpec.DISK_NODE + "-file");
+            expected.add("filename=" + spec.disks().get(d).image() + ",node-name=" + VmSpec.diskNode(d) + "-file");
         }
         for (final String e : expected)
         {

@@ -19,13 +19,46 @@ import java.util.regex.Pattern;
  * @param accel     {@code kvm} (production) or {@code tcg}
  * @param ramDir    where the RAM file lives: a tmpfs such as /dev/shm
  * @param extraArgs more QEMU arguments, checked for things that break checkpointing
- * @param disk      the guest's disk: a raw image file, attached as virtio-blk (node {@value #DISK_NODE}), or null
+ * @param disks     the guest's disks in order (empty: none), each an image file attached as virtio-blk (node
+ *                  {@link #diskNode}); the first is the one a VM without a kernel boots
  */
 public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path initrd, String append, List<Nic> nics,
-                     String accel, Path ramDir, List<String> extraArgs, Path disk)
+                     String accel, Path ramDir, List<String> extraArgs, List<Disk> disks)
 {
-    /** The block node of the guest's disk (raw format over the image file): its dirty bitmaps are the replication's. */
+    /** The block node of the guest's first disk (its format over the image file): its dirty bitmaps are the replication's. */
     public static final String DISK_NODE = "colod-disk";
+
+    /** A VM with one raw disk {@code disk} (null: none). */
+    public VmSpec(final String name, final int memoryMiB, final int vcpus, final Path kernel, final Path initrd,
+        final String append, final List<Nic> nics, final String accel, final Path ramDir, final List<String> extraArgs,
+        final Path disk)
+    {
+        this(name, memoryMiB, vcpus, kernel, initrd, append, nics, accel, ramDir, extraArgs,
+            disk == null ? List.of() : List.of(new Disk(disk, DiskFormat.RAW)));
+    }
+
+    /** The block node of disk {@code index}: {@value #DISK_NODE}, {@value #DISK_NODE}1, ... */
+    public static String diskNode(final int index)
+    {
+        return index == 0 ? DISK_NODE : DISK_NODE + index;
+    }
+
+    /** How a disk image file is laid out. */
+    public enum DiskFormat
+    {
+        RAW, QCOW2;
+
+        /** QEMU's block driver name. */
+        public String driver()
+        {
+            return name().toLowerCase();
+        }
+    }
+
+    /** A disk: its image file and format. */
+    public record Disk(Path image, DiskFormat format)
+    {
+    }
 
     /**
      * @param tap         the host tap's name
@@ -41,6 +74,8 @@ public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path in
         }
     }
 
+    /** As many as a checkpoint can carry. */
+    public static final int MAX_DISKS = 16;
     private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
     private static final Pattern MAC = Pattern.compile("(?i)[0-9a-f]{2}(:[0-9a-f]{2}){5}");
     /** Arguments whose devices or memory cannot be checkpointed this way, with the reason. */
@@ -52,9 +87,9 @@ public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path in
         {"ivshmem", "ivshmem memory is outside the checkpointed RAM"},
         {"-snapshot", "-snapshot disks are not replicated"},
         {"usb-host", "a USB pass-through device cannot be migrated"},
-        {"-drive", "disks other than the one in disk: are not replicated"},
-        {"-blockdev", "disks other than the one in disk: are not replicated"},
-        {"-hda", "disks other than the one in disk: are not replicated"},
+        {"-drive", "disks other than those in disks: are not replicated"},
+        {"-blockdev", "disks other than those in disks: are not replicated"},
+        {"-hda", "disks other than those in disks: are not replicated"},
         {"-cdrom", "a CD-ROM is not replicated"},
     };
 
@@ -74,8 +109,10 @@ public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path in
             require(n.mac() != null && MAC.matcher(n.mac()).matches(), "nics.mac",
                 "must be a MAC like 52:54:00:12:34:56, was " + n.mac());
         }
-        if (disk != null)
+        require(disks != null && disks.size() <= MAX_DISKS, "disks", "at most " + MAX_DISKS + " disks");
+        for (final Disk d : disks)
         {
+            final Path disk = d.image();
             require(Files.exists(disk), "disk", disk + " does not exist");
             require(Files.isRegularFile(disk), "disk", disk + " is not a regular file (block devices are not supported yet)");
             require(Files.isReadable(disk) && Files.isWritable(disk), "disk", disk + " is not readable and writable");

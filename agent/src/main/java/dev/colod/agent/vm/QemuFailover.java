@@ -226,9 +226,9 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
                 net.tcQuiet("qdisc", "del", "dev", t.taps().get(i), "ingress");
                 net.ip("link", "set", "dev", t.taps().get(i), "master", bridges.get(i), "up");
             }
-            if (spec.disk() != null)
+            for (int d = 0; d < spec.disks().size(); d++)
             {
-                commitOverlay(q, checkpointId);
+                commitOverlay(q, d, checkpointId);
             }
             q.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS); // paused if a checkpoint was under way
             q.qmp().execute("announce-self", Map.of("initial", 50, "max", 550, "rounds", 5, "step", 100),
@@ -250,14 +250,14 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     }
 
     /**
-     * The copy's disk is an overlay on the committed image: merge what it wrote into the image and make the image its
-     * disk again (an active {@code block-commit}, then {@code job-complete}), so that the VM runs on the VM's own
-     * disk and node {@link VmSpec#DISK_NODE}, as after any other failover (disk replication starts from it).
+     * The copy's disk {@code d} is an overlay on the committed image: merge what it wrote into the image and make the
+     * image its disk again (an active {@code block-commit}, then {@code job-complete}), so that the VM runs on the
+     * VM's own disk and node {@link VmSpec#diskNode}, as after any other failover (disk replication starts from it).
      */
-    private void commitOverlay(final QemuProcess q, final long checkpointId) throws IOException
+    private void commitOverlay(final QemuProcess q, final int d, final long checkpointId) throws IOException
     {
-        final String job = "colod-takeover";
-        q.qmp().execute("block-commit", Map.of("job-id", job, "device", QemuProcess.OVERLAY_NODE),
+        final String job = "colod-takeover" + d;
+        q.qmp().execute("block-commit", Map.of("job-id", job, "device", QemuProcess.overlayNode(d)),
             QemuProcess.QMP_TIMEOUT_MS);
         final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         boolean completing = false;
@@ -301,7 +301,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
             }
         }
         LOG.info("vm={} the running copy's disk writes since checkpoint {} are in {} now", spec.name(), checkpointId,
-            spec.disk());
+            spec.disks().get(d).image());
     }
 
     /** The QEMU that runs the VM after failover, or null. */

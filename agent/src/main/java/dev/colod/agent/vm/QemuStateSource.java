@@ -2,7 +2,7 @@ package dev.colod.agent.vm;
 
 import dev.colod.agent.checkpoint.CheckpointFormat;
 import dev.colod.agent.checkpoint.CheckpointWriter;
-import dev.colod.agent.disk.DiskWrites;
+import dev.colod.agent.disk.DiskSet;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.core.spi.StateCapture;
 import dev.colod.core.spi.VmStateSource;
@@ -117,7 +117,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     }
 
     /** The guest's disk writes, or null (no disk, or its replication is off). */
-    private final DiskWrites disk;
+    private final DiskSet disk;
     private static final long DISK_POLL_MS = 20;
     private long earlyCheckpointDiskBytes = 16L << 20;
     private long lastDiskPollNs;
@@ -139,8 +139,8 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     }
 
     /**
-     * As above; {@code replicateDisk}: the VM's disk (it must have one) goes with each checkpoint, its writes found
-     * by {@link DiskWrites}.
+     * As above; {@code replicateDisk}: the VM's disks (it must have one) go with each checkpoint, their writes found
+     * by {@link DiskSet}.
      */
     public QemuStateSource(final QemuProcess qemu, final Tracking tracking, final int auditPagesPerCheckpoint,
         final boolean replicateDisk) throws IOException
@@ -152,7 +152,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         try
         {
             // after the write tracking, which may refuse (and write-tracking: auto then tries again with compare)
-            this.disk = replicateDisk ? DiskWrites.open(qemu) : null;
+            this.disk = replicateDisk ? DiskSet.open(qemu) : null;
         }
         catch (final IOException | RuntimeException ex)
         {
@@ -255,7 +255,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             checkpointId, ramBytes >> 20, written.method(), (System.nanoTime() - t0) / 1000);
         final CheckpointWriter.PageSource pages = written instanceof ShadowCompare ? ((ShadowCompare)written)::copyShadowPage
             : ram::copyPage;
-        final DiskWrites.Base diskBase = disk == null ? null : disk.base();
+        final DiskSet.Base diskBase = disk == null ? null : disk.base();
         return stream(true, true, ByteBuffer.allocate(0), ram.pages(), null, pages, false, DiskPart.of(disk, null, diskBase));
     }
 
@@ -375,8 +375,9 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         final DiskPart diskPart)
     {
         final CheckpointFormat.Header header = CheckpointFormat.Header.of(full, base, ramBytes, device.remaining(),
-            diskPart.diskBytes());
-        final long size = CheckpointFormat.size(device.remaining(), pages, diskPart.streamBytes());
+            diskPart.diskSizes());
+        final long size = CheckpointFormat.size(device.remaining(), pages, diskPart.diskSizes().length,
+            diskPart.streamBytes());
         return new StateCapture()
         {
             @Override
@@ -426,19 +427,19 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     }
 
     /** The disk section of one checkpoint: copied extents (a pause), a whole disk read as it goes (a base), or none. */
-    private record DiskPart(long diskBytes, long count, long streamBytes, ByteBuffer copied, DiskWrites.Base base)
+    private record DiskPart(long[] diskSizes, long count, long streamBytes, ByteBuffer copied, DiskSet.Base base)
     {
-        static DiskPart of(final DiskWrites disk, final DiskWrites.Captured captured, final DiskWrites.Base base)
+        static DiskPart of(final DiskSet disk, final DiskSet.Captured captured, final DiskSet.Base base)
         {
             if (disk == null)
             {
-                return new DiskPart(0, 0, 0, null, null);
+                return new DiskPart(new long[0], 0, 0, null, null);
             }
             if (base != null)
             {
-                return new DiskPart(disk.diskBytes(), base.extents().count(), base.extents().streamBytes(), null, base);
+                return new DiskPart(disk.sizes(), base.count(), base.streamBytes(), null, base);
             }
-            return new DiskPart(disk.diskBytes(), captured.count(), captured.records().remaining(), captured.records(), null);
+            return new DiskPart(disk.sizes(), captured.count(), captured.records().remaining(), captured.records(), null);
         }
 
         void writeTo(final CheckpointWriter w) throws IOException
@@ -609,8 +610,8 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         return this;
     }
 
-    /** The disk's write tracking, or null without disk replication. */
-    public DiskWrites disk()
+    /** The disks' write tracking, or null without disk replication. */
+    public DiskSet disk()
     {
         return disk;
     }

@@ -31,7 +31,7 @@ import java.util.concurrent.TimeoutException;
  * The copies' NICs use taps of their own ({@link #tapOf}), never the VM's: nothing the copy sends reaches a
  * network. With a {@link CopyMirror} each copy tap is wired to an agent tap ({@link CopyTap}, one per tap name,
  * kept while copies come and go) through which the mirror injects the primary's inbound frames and reads what the
- * copy's guest sends. A VM's disk is a throwaway qcow2 overlay per copy on the committed image ({@link #overlay}).
+ * copy's guest sends. Each disk of the VM is a throwaway qcow2 overlay per copy on its committed image ({@link #overlay}).
  * <p>
  * Threads: the caller's (the session's) for {@link #commit}, {@link #pause} and {@link #resume}; one starter
  * thread of its own for pre-starting the next copy, outside the pause.
@@ -116,11 +116,15 @@ public final class RunningCopy implements AutoCloseable
         final List<String> args = new ArrayList<>(spec.extraArgs());
         args.add("-S");
         final VmSpec copy = new VmSpec(spec.name(), spec.memoryMiB(), spec.vcpus(), spec.kernel(), spec.initrd(),
-            spec.append(), nics, spec.accel(), spec.ramDir(), args, spec.disk());
+            spec.append(), nics, spec.accel(), spec.ramDir(), args, spec.disks());
         final Path dir = runDir.resolve("copy-" + (g % 2 == 0 ? "a" : "b"));
-        final Path overlay = spec.disk() == null ? null : overlay(dir);
+        final List<Path> overlays = new ArrayList<>();
+        for (int d = 0; d < spec.disks().size(); d++)
+        {
+            overlays.add(overlay(dir, d));
+        }
         final QemuProcess q = QemuProcess.start(copy, dir, imageRam, QemuProcess.Incoming.DEVICE_STATE, netns, Map.of(),
-            false, overlay);
+            false, overlays);
         if (mirror != null)
         {
             try
@@ -141,17 +145,19 @@ public final class RunningCopy implements AutoCloseable
     }
 
     /**
-     * A new, empty qcow2 overlay in {@code dir} on the VM's committed disk: the copy's writes go there and die with
-     * it; what it reads and did not write comes from the committed image as it is at the time of the read.
+     * A new, empty qcow2 overlay in {@code dir} on the VM's committed disk {@code d} (raw: hybrid mode refuses qcow2
+     * disks): the copy's writes go there and die with it; what it reads and did not write comes from the committed
+     * image as it is at the time of the read.
      */
-    private Path overlay(final Path dir) throws IOException
+    private Path overlay(final Path dir, final int d) throws IOException
     {
         Files.createDirectories(dir);
-        final Path overlay = dir.resolve("disk.qcow2");
+        final Path overlay = dir.resolve(d == 0 ? "disk.qcow2" : "disk" + d + ".qcow2");
         Files.deleteIfExists(overlay);
+        final Path image = spec.disks().get(d).image();
         // -u: the backing file is not opened (the size is given), so nothing waits for another opener's lock
         final Process p = new ProcessBuilder("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b",
-            spec.disk().toString(), overlay.toString(), Long.toString(Files.size(spec.disk())))
+            image.toString(), overlay.toString(), Long.toString(Files.size(image)))
             .redirectErrorStream(true).start();
         try
         {

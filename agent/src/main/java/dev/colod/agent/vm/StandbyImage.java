@@ -2,6 +2,8 @@ package dev.colod.agent.vm;
 
 import dev.colod.agent.checkpoint.CheckpointFormat;
 import dev.colod.agent.checkpoint.CheckpointReader;
+import dev.colod.agent.disk.StandbyDisk;
+import dev.colod.agent.qemu.VmSpec;
 import dev.colod.core.spi.VmStateSink;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -15,6 +17,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.List;
 
 /**
  * The secondary's committed image of one VM, in a directory (best on tmpfs, e.g. /dev/shm/colod/VM):
@@ -25,10 +29,10 @@ import java.nio.file.StandardOpenOption;
  *   staging.ckpt   a checkpoint being received
  *   pending.ckpt   a wholly received, verified checkpoint being applied (redo log)
  * </pre>
- * and, for a VM with a disk, the disk image file named in its configuration (raw). A checkpoint's disk extents
- * are written into it only when the checkpoint is applied, after its RAM pages and before {@code committed}
- * changes (not fsynced: it is as durable as the RAM image on tmpfs it goes with). A base image makes the disk all zeros first and
- * then writes every extent the primary has allocated.
+ * and, for a VM with disks, the disk image files named in its configuration (raw or qcow2, {@link StandbyDisk}). A
+ * checkpoint's disk extents are written into them only when the checkpoint is applied, after its RAM pages and
+ * before {@code committed} changes (not fsynced: as durable as the RAM image on tmpfs they go with). A base image
+ * starts each disk from an empty image first and then writes every extent the primary's disk holds itself.
  * Commit is crash-safe by redo: the staged checkpoint is verified (CRC32C) and renamed to pending.ckpt
  * (atomic), then its pages are written into ram, device.state and committed are replaced by rename, and
  * pending.ckpt is removed. If the agent dies in between, opening the image applies pending.ckpt again (pages
@@ -68,8 +72,8 @@ public final class StandbyImage implements VmStateSink
     private final Activation activation;
     private static final long RAM_CHUNK = 1L << 30;
 
-    /** The VM's disk image here, or null for a diskless VM. */
-    private Path disk;
+    /** The VM's disks here, in order (empty: a diskless VM). */
+    private List<StandbyDisk> disks = List.of();
     /** Whether every checkpoint must carry the disk (false only for control runs without disk replication). */
     private boolean diskRequired;
     private FileChannel staging;
@@ -77,6 +81,8 @@ public final class StandbyImage implements VmStateSink
     private long stagedBytes;
     private long stagingId = -1;
     private long stagingSize;
+    /** Whether the staged checkpoint's header (with its disk table) was checked. */
+    private boolean headerChecked;
     private volatile long lastCommitted;
     private volatile boolean resumable;
 
@@ -104,14 +110,35 @@ public final class StandbyImage implements VmStateSink
      */
     public StandbyImage disk(final Path image, final boolean required)
     {
-        this.disk = image;
+        return disks(List.of(new VmSpec.Disk(image, VmSpec.DiskFormat.RAW)), required);
+    }
+
+    /** The VM's disks on this host, in the order of its configuration; {@code required} as above. */
+    public StandbyImage disks(final List<VmSpec.Disk> list, final boolean required)
+    {
+        final List<StandbyDisk> d = new ArrayList<>();
+        for (int i = 0; i < list.size(); i++)
+        {
+            d.add(new StandbyDisk(vm, i, list.get(i), dir));
+        }
+        this.disks = List.copyOf(d);
         this.diskRequired = required;
         return this;
     }
 
-    public Path diskImage()
+    /** The disk images here, in order. */
+    public List<Path> diskImages()
     {
-        return disk;
+        return disks.stream().map(StandbyDisk::image).toList();
+    }
+
+    /** Stops what serves the disks (a qcow2 disk's qemu-nbd) so that a QEMU may open them: before a failover starts one. */
+    public void releaseDisks()
+    {
+        for (final StandbyDisk d : disks)
+        {
+            d.release();
+        }
     }
 
     public Path ramFile()
@@ -151,6 +178,7 @@ public final class StandbyImage implements VmStateSink
         stagingId = checkpointId;
         stagingSize = sizeBytes;
         stagedBytes = 0;
+        headerChecked = false;
         base = null;
     }
 
@@ -177,17 +205,19 @@ public final class StandbyImage implements VmStateSink
                 " (" + stagingSize + " bytes) at byte " + stagedBytes + ": " + ex.getMessage(), ex);
         }
         stagedBytes += len;
-        if (stagedBytes - len < CheckpointFormat.HEADER && stagedBytes >= CheckpointFormat.HEADER)
+        if (!headerChecked && stagedBytes >= CheckpointFormat.HEADER)
         {
-            // the header is here: a bad one, or a disk that does not match, is refused before any state moves
-            final ByteBuffer h = ByteBuffer.allocate(CheckpointFormat.HEADER);
-            while (h.hasRemaining())
+            // the header is here: a bad one, or disks that do not match, are refused before any state moves
+            final String what = "vm " + vm + " checkpoint " + stagingId;
+            final int headerBytes = CheckpointFormat.HEADER + CheckpointFormat.Header.tableBytes(readStaged(
+                CheckpointFormat.HEADER), what);
+            if (stagedBytes < headerBytes)
             {
-                staging.read(h, h.position());
+                return;
             }
-            final CheckpointFormat.Header header = CheckpointFormat.Header.decode(h.flip(), stagingSize,
-                "vm " + vm + " checkpoint " + stagingId);
-            checkDisk(header.diskBytes(), stagingId);
+            headerChecked = true;
+            final CheckpointFormat.Header header = CheckpointFormat.Header.decode(readStaged(headerBytes), stagingSize, what);
+            checkDisks(header, stagingId);
             if (header.base() && header.deviceLength() == 0)
             {
                 startDirectBase();
@@ -197,6 +227,17 @@ public final class StandbyImage implements VmStateSink
                 checkStagingSpace();
             }
         }
+    }
+
+    /** The first {@code n} staged bytes. */
+    private ByteBuffer readStaged(final int n) throws IOException
+    {
+        final ByteBuffer h = ByteBuffer.allocate(n);
+        while (h.hasRemaining())
+        {
+            staging.read(h, h.position());
+        }
+        return h.flip();
     }
 
     /** A checkpoint that cannot fit the staging area is refused before it fills it, naming the place and the numbers. */
@@ -241,11 +282,11 @@ public final class StandbyImage implements VmStateSink
     private static class Applier implements CheckpointReader.Visitor
     {
         MappedByteBuffer[] ram;
-        FileChannel disk;
+        DiskWriters disk;
         private final FileChannel device;
         private long deviceAt;
 
-        Applier(final MappedByteBuffer[] ram, final FileChannel disk, final FileChannel device)
+        Applier(final MappedByteBuffer[] ram, final DiskWriters disk, final FileChannel device)
         {
             this.ram = ram;
             this.disk = disk;
@@ -267,9 +308,9 @@ public final class StandbyImage implements VmStateSink
         }
 
         @Override
-        public void extentData(final long diskOffset, final ByteBuffer piece) throws IOException
+        public void extentData(final int index, final long offset, final ByteBuffer piece) throws IOException
         {
-            writeFully(disk, piece, diskOffset);
+            disk.write(index, offset, piece);
         }
     }
 
@@ -293,7 +334,7 @@ public final class StandbyImage implements VmStateSink
         public void header(final CheckpointFormat.Header header, final long pages) throws IOException
         {
             ram = mapRam(header.ramBytes());
-            disk = openDisk(header.diskBytes(), true, id);
+            disk = openDisks(header, true, id);
         }
 
         void finish() throws IOException
@@ -324,67 +365,105 @@ public final class StandbyImage implements VmStateSink
         }
     }
 
-    /**
-     * The disk image, checked against the primary's disk of {@code bytes} (0: the checkpoint carries none) and
-     * opened for writing, or null when there is nothing to write. {@code zeroFirst}: a base; the image is made
-     * all zeros (sparse) before the primary's allocated extents arrive.
-     */
-    private FileChannel openDisk(final long bytes, final boolean zeroFirst, final long id) throws IOException
+    /** The disks one apply writes, each opened for it; closing them ends the apply's writes (a qcow2 disk flushes). */
+    private static final class DiskWriters implements AutoCloseable
     {
-        if (!checkDisk(bytes, id))
+        private final StandbyDisk.Writer[] writers;
+
+        DiskWriters(final StandbyDisk.Writer[] writers)
+        {
+            this.writers = writers;
+        }
+
+        void write(final int index, final long offset, final ByteBuffer piece) throws IOException
+        {
+            writers[index].write(offset, piece);
+        }
+
+        @Override
+        public void close() throws IOException
+        {
+            IOException first = null;
+            for (final StandbyDisk.Writer w : writers)
+            {
+                try
+                {
+                    if (w != null)
+                    {
+                        w.close();
+                    }
+                }
+                catch (final IOException ex)
+                {
+                    first = first == null ? ex : first;
+                }
+            }
+            if (first != null)
+            {
+                throw first;
+            }
+        }
+    }
+
+    /**
+     * The disks, checked against the checkpoint's disk table and opened for writing, or null when it carries none.
+     * {@code zeroFirst}: a base; each disk starts from an empty image before the primary's extents arrive.
+     */
+    private DiskWriters openDisks(final CheckpointFormat.Header header, final boolean zeroFirst, final long id)
+        throws IOException
+    {
+        if (!checkDisks(header, id))
         {
             return null;
         }
-        final FileChannel f = FileChannel.open(disk, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        final StandbyDisk.Writer[] w = new StandbyDisk.Writer[disks.size()];
+        final DiskWriters all = new DiskWriters(w);
         try
         {
-            if (zeroFirst)
+            for (int i = 0; i < w.length; i++)
             {
-                f.truncate(0);
-                f.write(ByteBuffer.allocate(1), bytes - 1);
+                w[i] = disks.get(i).open(header.diskBytes(i), zeroFirst);
             }
-            return f;
+            return all;
         }
-        catch (final IOException ex)
+        catch (final IOException | RuntimeException ex)
         {
-            f.close();
+            try
+            {
+                all.close();
+            }
+            catch (final IOException suppressed)
+            {
+                ex.addSuppressed(suppressed);
+            }
             throw ex;
         }
     }
 
     /**
-     * Whether checkpoint {@code id}, whose primary has a disk of {@code bytes} (0: none), has a disk to write here;
-     * refuses, naming the file and what is wrong, a missing image, one of another size, or a disk on one side only.
+     * Whether checkpoint {@code id} has disks to write here; refuses, naming the file and what is wrong, a missing
+     * image, one of another size, another number of disks, or disks on one side only.
      */
-    private boolean checkDisk(final long bytes, final long id) throws IOException
+    private boolean checkDisks(final CheckpointFormat.Header header, final long id) throws IOException
     {
-        if (bytes == 0)
+        if (header.disks() == 0)
         {
-            if (disk != null && diskRequired)
+            if (!disks.isEmpty() && diskRequired)
             {
-                throw new IOException("vm " + vm + ": checkpoint " + id + " carries no disk, but disk image " + disk +
-                    " is configured here; the primary does not replicate the disk (disk.replicate: false there?)");
+                throw new IOException("vm " + vm + ": checkpoint " + id + " carries no disk, but disk image " +
+                    disks.get(0).image() + " is configured here; the primary does not replicate the disk " +
+                    "(disk.replicate: false there?)");
             }
             return false;
         }
-        if (disk == null)
+        if (disks.size() != header.disks())
         {
-            throw new IOException("vm " + vm + ": the primary replicates a disk of " + bytes + " bytes, but no disk is " +
-                "configured for this VM here (vms[].disk.image)");
+            throw new IOException("vm " + vm + ": the primary replicates " + header.disks() + " disk(s) but " +
+                (disks.isEmpty() ? "no disk is" : disks.size() + " are") + " configured for this VM here (vms[].disks)");
         }
-        if (!Files.exists(disk))
+        for (int i = 0; i < disks.size(); i++)
         {
-            throw new IOException("vm " + vm + ": disk image " + disk + " is missing");
-        }
-        if (!Files.isRegularFile(disk))
-        {
-            throw new IOException("vm " + vm + ": disk image " + disk + " is not a regular file");
-        }
-        final long size = Files.size(disk);
-        if (size != bytes)
-        {
-            throw new IOException("vm " + vm + ": disk image " + disk + " is " + size + " bytes, the primary's " +
-                "disk is " + bytes + " bytes; both hosts need images of the same size");
+            disks.get(i).check(header.diskBytes(i), id);
         }
         return true;
     }
@@ -472,7 +551,7 @@ public final class StandbyImage implements VmStateSink
                     " is incremental but there is no base image in " + dir);
             }
             final MappedByteBuffer[] r = mapRam(h.ramBytes());
-            try (FileChannel d = openDisk(h.diskBytes(), h.base(), checkpointId);
+            try (DiskWriters d = openDisks(h, h.base(), checkpointId);
                  FileChannel dev = FileChannel.open(devTmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                      StandardOpenOption.TRUNCATE_EXISTING))
             {
@@ -547,6 +626,7 @@ public final class StandbyImage implements VmStateSink
     @Override
     public void activate(final long checkpointId) throws Exception
     {
+        releaseDisks();
         activation.activate(this, checkpointId);
     }
 }

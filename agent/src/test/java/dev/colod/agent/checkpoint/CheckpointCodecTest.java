@@ -78,8 +78,9 @@ class CheckpointCodecTest
         }
 
         @Override
-        public void extentData(final long diskOffset, final ByteBuffer piece)
+        public void extentData(final int d, final long diskOffset, final ByteBuffer piece)
         {
+            assertThat(d).isZero();
             piece.get(piece.position(), disk, (int)diskOffset, piece.remaining());
         }
     }
@@ -135,7 +136,7 @@ class CheckpointCodecTest
     {
         final Recorded rec = read(c.encode(), seed);
         assertThat(rec.header).isEqualTo(CheckpointFormat.Header.of(c.full(), c.base(), c.ramPages() * CheckpointFormat.PAGE,
-            c.device().length, c.diskBytes()));
+            c.device().length, c.diskBytes() == 0 ? new long[0] : new long[]{c.diskBytes()}));
         assertThat(rec.pageCount).isEqualTo(c.pages().length);
         assertThat(rec.device.toByteArray()).isEqualTo(c.device());
         assertThat(rec.pages).containsExactly(Arrays.stream(c.pages()).boxed().toArray(Long[]::new));
@@ -218,12 +219,62 @@ class CheckpointCodecTest
     }
 
     @Test
+    void extentsOfSeveralDisksReachTheirDiskAndAnExtentOutsideItsDiskIsRefused() throws IOException
+    {
+        final long[] sizes = {1 << 20, 8192};
+        final byte[] a = {1, 2, 3};
+        final byte[] b = {4, 5};
+        final byte[] bytes = TestCheckpoints.encode(false, false, CheckpointFormat.PAGE, new byte[0], new long[0],
+            new byte[0][], sizes, new int[]{1, 0}, new long[]{8190, 100}, new byte[][]{b, a});
+        final List<String> seen = new ArrayList<>();
+        final CheckpointReader r = new CheckpointReader(bytes.length, "test", new CheckpointReader.Visitor()
+        {
+            @Override
+            public void extentData(final int disk, final long offset, final ByteBuffer piece)
+            {
+                seen.add(disk + "@" + offset + "+" + piece.remaining());
+            }
+        });
+        r.feed(ByteBuffer.wrap(bytes));
+        r.finish();
+        assertThat(r.header().diskSizes()).containsExactly(sizes);
+        assertThat(seen).containsExactly("1@8190+2", "0@100+3");
+
+        final byte[] outside = TestCheckpoints.encode(false, false, CheckpointFormat.PAGE, new byte[0], new long[0],
+            new byte[0][], sizes, new int[]{1}, new long[]{8191}, new byte[][]{b});
+        assertThatThrownBy(() -> read(outside, 3)).isInstanceOf(IOException.class)
+            .hasMessageContaining("disk extent 0 of 1 [8191, +2) is outside the 8192-byte disk 1");
+        final byte[] noSuchDisk = TestCheckpoints.encode(false, false, CheckpointFormat.PAGE, new byte[0], new long[0],
+            new byte[0][], sizes, new int[]{2}, new long[]{0}, new byte[][]{b});
+        assertThatThrownBy(() -> read(noSuchDisk, 3)).isInstanceOf(IOException.class)
+            .hasMessageContaining("names disk 2 of a checkpoint with 2");
+    }
+
+    @Test
+    void aVersion3CheckpointOfAnOlderPrimaryIsStillRead() throws IOException
+    {
+        // version 3: field 32 is the size of its one disk, no disk table, extent offsets are plain offsets
+        final ByteBuffer b = ByteBuffer.allocate(CheckpointFormat.HEADER + 8 + 8 + 12 + 2 + 4);
+        b.putInt(CheckpointFormat.MAGIC).putShort((short)3).putShort((short)0).putLong(CheckpointFormat.PAGE)
+            .putInt(CheckpointFormat.PAGE).putInt(0).putLong(0).putLong(DISK).putLong(0)
+            .putLong(0).putLong(1).putLong(4096).putInt(2).put((byte)7).put((byte)8);
+        final java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
+        crc.update(b.array(), 0, b.position());
+        b.putInt((int)crc.getValue());
+        final Recorded rec = read(b.array(), 5);
+        assertThat(rec.header.version()).isEqualTo(3);
+        assertThat(rec.header.diskSizes()).containsExactly(DISK);
+        assertThat(rec.disk[4096]).isEqualTo((byte)7);
+        assertThat(rec.disk[4097]).isEqualTo((byte)8);
+    }
+
+    @Test
     void aWriterThatBreaksTheLayoutIsABug()
     {
         final CheckpointWriter w = new CheckpointWriter(new ByteArrayOutputStream(), 1 << 20, done -> { });
         assertThatThrownBy(() -> w.disk(0)).isInstanceOf(IllegalStateException.class);
         assertThatThrownBy(() -> new CheckpointWriter(new ByteArrayOutputStream(), 1 << 20, done -> { })
-            .header(CheckpointFormat.Header.of(false, false, CheckpointFormat.PAGE, 0, 0), ByteBuffer.allocate(0), 2))
+            .header(CheckpointFormat.Header.of(false, false, CheckpointFormat.PAGE, 0), ByteBuffer.allocate(0), 2))
             .as("more pages than RAM").isInstanceOf(IllegalStateException.class);
     }
 

@@ -20,6 +20,15 @@ public final class TestCheckpoints
     public static byte[] encode(final boolean full, final boolean base, final long ramBytes, final byte[] device,
         final long[] pages, final byte[][] pageBytes, final long diskBytes, final long[] offsets, final byte[][] extents)
     {
+        return encode(full, base, ramBytes, device, pages, pageBytes, diskBytes == 0 ? new long[0] : new long[]{diskBytes},
+            new int[offsets.length], offsets, extents);
+    }
+
+    /** As above, with the disks of sizes {@code diskSizes}; extent i is at {@code offsets[i]} of disk {@code disks[i]}. */
+    public static byte[] encode(final boolean full, final boolean base, final long ramBytes, final byte[] device,
+        final long[] pages, final byte[][] pageBytes, final long[] diskSizes, final int[] disks, final long[] offsets,
+        final byte[][] extents)
+    {
         final ByteBuffer records = ByteBuffer.allocate(pages.length * CheckpointFormat.PAGE_RECORD);
         for (int i = 0; i < pages.length; i++)
         {
@@ -33,14 +42,14 @@ public final class TestCheckpoints
         final ByteBuffer ext = ByteBuffer.allocate((int)disk);
         for (int i = 0; i < extents.length; i++)
         {
-            CheckpointFormat.putExtentHeader(ext, offsets[i], extents[i].length).put(extents[i]);
+            CheckpointFormat.putExtentHeader(ext, disks[i], offsets[i], extents[i].length).put(extents[i]);
         }
-        final long size = CheckpointFormat.size(device.length, pages.length, disk);
+        final long size = CheckpointFormat.size(device.length, pages.length, diskSizes.length, disk);
         final ByteArrayOutputStream out = new ByteArrayOutputStream();
         try
         {
             final long written = new CheckpointWriter(out, size, done -> { })
-                .header(CheckpointFormat.Header.of(full, base, ramBytes, device.length, diskBytes), ByteBuffer.wrap(device),
+                .header(CheckpointFormat.Header.of(full, base, ramBytes, device.length, diskSizes), ByteBuffer.wrap(device),
                     pages.length)
                 .pageRecords(records.flip()).disk(extents.length).extentRecords(ext.flip()).finish();
             if (written != size || out.size() != size)

@@ -212,4 +212,51 @@ class ConfigLoaderTest
         assertThat(c.vms.get(0).engine().maxStateBytes()).as("RAM + disk + 64 MiB")
             .isEqualTo((128L << 20) + (1L << 30) + (64L << 20));
     }
+
+    /** A file with just a qcow2 header: version 3, virtual size {@code size}, backing file {@code backing} (or none). */
+    private static Path qcow2(final Path file, final long size, final String backing) throws Exception
+    {
+        final java.nio.ByteBuffer h = java.nio.ByteBuffer.allocate(1024);
+        h.putInt(0x514649fb).putInt(3);
+        if (backing != null)
+        {
+            h.putLong(512).putInt(backing.length());
+            h.put(512, backing.getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+        }
+        h.putLong(24, size);
+        java.nio.file.Files.write(file, h.array());
+        return file;
+    }
+
+    @Test
+    void aVmHasAListOfRawAndQcow2DisksAndEachMistakeIsNamedAtItsEntry(@org.junit.jupiter.api.io.TempDir final Path dir)
+        throws Exception
+    {
+        final Path raw = dir.resolve("data.raw");
+        java.nio.file.Files.write(raw, new byte[1 << 20]);
+        final Path sys = qcow2(dir.resolve("sys.qcow2"), 8L << 30, null);
+        final String two = "    disks:\n      - image: " + sys + "\n        format: qcow2\n      - image: " + raw + "\n";
+        final ColodConfig c = ConfigLoader.parse("colod.yaml", GOOD.replace("    nics:", two + "    nics:"));
+        assertThat(c.vms.get(0).disks).hasSize(2);
+        assertThat(c.vms.get(0).engine().maxStateBytes()).as("RAM + both disks as the guest sees them + 64 MiB")
+            .isEqualTo((128L << 20) + (8L << 30) + (1L << 20) + (64L << 20));
+        assertThat(c.vms.get(0).engine().vmShape()).endsWith(" disks=qcow2:none,raw:none");
+
+        final ConfigException both = error(GOOD.replace("    nics:", "    disk:\n      image: " + raw + "\n" + two + "    nics:"));
+        assertThat(both.getMessage()).contains("vms[0].disk: give disk: (one disk) or disks: (a list), not both");
+        final ConfigException rawSaysQcow2 = error(GOOD.replace("    nics:", two.replace("        format: qcow2\n", "") +
+            "    nics:"));
+        assertThat(rawSaysQcow2.getMessage()).contains("vms[0].disks[0].format: " + sys + " is a qcow2 image; say format: qcow2");
+        final ConfigException qcow2SaysRaw = error(GOOD.replace("    nics:", "    disks:\n      - image: " + raw +
+            "\n        format: qcow2\n    nics:"));
+        assertThat(qcow2SaysRaw.getMessage()).contains("vms[0].disks[0].format: " + raw + " is not a qcow2 image");
+        qcow2(dir.resolve("top.qcow2"), 1L << 30, "base.qcow2");
+        final ConfigException noBacking = error(GOOD.replace("    nics:", "    disks:\n      - image: " +
+            dir.resolve("top.qcow2") + "\n        format: qcow2\n    nics:"));
+        assertThat(noBacking.getMessage()).contains("names backing file " + dir.resolve("base.qcow2") +
+            ", which does not exist here");
+        final ConfigException hybrid = error(GOOD.replace("    checkpoint-delay-ms: 100", "    mode: hybrid")
+            .replace("    nics:", two + "    nics:"));
+        assertThat(hybrid.getMessage()).contains("vms[0].disks[0].format: hybrid mode runs its copy on a qcow2 overlay");
+    }
 }

@@ -2,6 +2,7 @@ package dev.colod.agent.vm;
 
 import dev.colod.agent.checkpoint.CheckpointFormat;
 import dev.colod.agent.checkpoint.TestCheckpoints;
+import dev.colod.agent.qemu.VmSpec;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -10,6 +11,7 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.List;
 import java.util.zip.CRC32C;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -226,6 +228,37 @@ class StandbyImageTest
         final byte[] noDisk = base((byte)5);
         assertThatThrownBy(() -> receive(image, 3, noDisk, noDisk.length)).isInstanceOf(IOException.class)
             .hasMessageContaining("carries no disk");
+    }
+
+    @Test
+    void eachDiskOfAVmGetsItsOwnExtentsAndADifferentNumberOfDisksIsRefused() throws Exception
+    {
+        final Path d0 = disk(DISK);
+        final Path d1 = dir.resolve("data.raw");
+        Files.write(d1, filled(8192, 0x44));
+        final StandbyImage image = new StandbyImage(dir.resolve("img"), "t", NONE).disks(List.of(
+            new VmSpec.Disk(d0, VmSpec.DiskFormat.RAW), new VmSpec.Disk(d1, VmSpec.DiskFormat.RAW)), true);
+        final long[] pages = new long[(int)(RAM / PAGE)];
+        final byte[][] bytes = new byte[pages.length][PAGE];
+        for (int i = 0; i < pages.length; i++)
+        {
+            pages[i] = i;
+        }
+        final byte[] b = TestCheckpoints.encode(true, true, RAM, new byte[0], pages, bytes, new long[]{DISK, 8192},
+            new int[]{1, 0}, new long[]{4096, 0}, new byte[][]{filled(4096, 6), filled(512, 5)});
+        receive(image, 1, b, b.length);
+        image.commit(1);
+        assertThat(diskByte(d0, 0)).isEqualTo((byte)5);
+        assertThat(diskByte(d0, 4096)).isEqualTo((byte)0);
+        assertThat(diskByte(d1, 0)).as("zeroed by the base").isEqualTo((byte)0);
+        assertThat(diskByte(d1, 8191)).isEqualTo((byte)6);
+
+        final byte[] one = TestCheckpoints.encode(false, false, RAM, new byte[0], new long[0], new byte[0][],
+            new long[]{DISK}, new int[]{0}, new long[]{0}, new byte[][]{filled(512, 9)});
+        assertThatThrownBy(() -> receive(image, 2, one, one.length)).isInstanceOf(IOException.class)
+            .hasMessageContaining("the primary replicates 1 disk(s) but 2 are configured for this VM here");
+        image.discard(2);
+        assertThat(diskByte(d0, 0)).isEqualTo((byte)5);
     }
 
     /** {@code stream} as a primary of format {@code version} would send it (CRC recomputed). */
