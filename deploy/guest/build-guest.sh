@@ -12,7 +12,7 @@ out="${1:-$here/../../build/guest}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 # bump when the guest changes, so cached guests are rebuilt
-version=9
+version=10
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/boot-disk.img" ] && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$version" ] && [ "${FORCE:-0}" != 1 ]; then
   echo "guest already built in $out"; exit 0
 fi
@@ -98,10 +98,12 @@ CGI
 chmod +x "$root/www/cgi-bin/churn"
 cat > "$root/www/cgi-bin/disk" <<'CGI'
 #!/bin/sh
-# a counter on the disk (/dev/vda, first 4 KiB, written with O_DIRECT and synced) and the value this guest last
-# wrote there, kept in RAM (tmpfs). Answers "N D": the new value N and what the disk held before, D. When RAM and
-# disk belong to the same checkpoint, D is always N - 1.
-[ -b /dev/vda ] || { printf 'Status: 503\r\nContent-Type: text/plain\r\n\r\nno disk\n'; exit 0; }
+# a counter on the data disk (/dev/vdb when the guest has two disks, its system disk being vda; else /dev/vda;
+# first 4 KiB, written with O_DIRECT and synced) and the value this guest last wrote there, kept in RAM (tmpfs).
+# Answers "N D": the new value N and what the disk held before, D. When RAM and disk belong to the same checkpoint,
+# D is always N - 1.
+dev=/dev/vdb; [ -b $dev ] || dev=/dev/vda
+[ -b $dev ] || { printf 'Status: 503\r\nContent-Type: text/plain\r\n\r\nno disk\n'; exit 0; }
 # one request at a time: after a failover the resumed guest may still be finishing a request whose client gave
 # up and asked again; two at once would read the disk and RAM between the other's two writes (a lock held by a
 # request that died is broken after 10 s)
@@ -113,9 +115,9 @@ while ! mkdir /tmp/dlock 2>/dev/null; do
 done
 trap 'rmdir /tmp/dlock' EXIT
 r=$(cat /tmp/dcount 2>/dev/null || echo 0)
-d=$(dd if=/dev/vda bs=4096 count=1 iflag=direct 2>/dev/null | tr -dc '0-9')
+d=$(dd if=$dev bs=4096 count=1 iflag=direct 2>/dev/null | tr -dc '0-9')
 n=$((r + 1))
-printf '%-4095s\n' "$n" | dd of=/dev/vda bs=4096 count=1 oflag=direct conv=fsync,notrunc 2>/dev/null
+printf '%-4095s\n' "$n" | dd of=$dev bs=4096 count=1 oflag=direct conv=fsync,notrunc 2>/dev/null
 echo "$n" > /tmp/dcount
 printf 'Content-Type: text/plain\r\n\r\n%s %s\n' "$n" "${d:-0}"
 CGI
@@ -126,12 +128,13 @@ cat > "$root/www/cgi-bin/diskbench" <<'CGI'
 # from 1 MiB on. ?sync: 100 synced 4 KiB writes (O_DIRECT + fsync each, one dd each). Answers the time by the
 # guest's clock (/proc/uptime, 10 ms steps; it stands still while the VM is paused: the host times the request).
 cs() { t=$(cut -d' ' -f1 /proc/uptime); echo "${t%.*}${t#*.}"; }
+dev=/dev/vdb; [ -b $dev ] || dev=/dev/vda
 t0=$(cs)
 case "$QUERY_STRING" in
-  seq) dd if=/dev/zero of=/dev/vda bs=1048576 count=512 seek=1 oflag=direct conv=fsync,notrunc 2>/dev/null ;;
+  seq) dd if=/dev/zero of=$dev bs=1048576 count=512 seek=1 oflag=direct conv=fsync,notrunc 2>/dev/null ;;
   *) i=0
      while [ $i -lt 100 ]; do
-       dd if=/dev/zero of=/dev/vda bs=4096 count=1 seek=$((i * 16)) oflag=direct conv=fsync,notrunc 2>/dev/null
+       dd if=/dev/zero of=$dev bs=4096 count=1 seek=$((i * 16)) oflag=direct conv=fsync,notrunc 2>/dev/null
        i=$((i + 1))
      done ;;
 esac

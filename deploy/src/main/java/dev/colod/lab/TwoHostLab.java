@@ -143,6 +143,10 @@ public final class TwoHostLab
         /** More settings of the VM, as YAML lines (e.g. "output-linger-us: 500"). */
         private final List<String> vmOptions = new ArrayList<>();
         private boolean diskBoot;
+        /** The data disk ({@link #diskImage}) is qcow2, not raw. */
+        private boolean dataQcow2;
+        /** The format of a system disk that comes first, before the data disk; null: none. */
+        private ColodConfig.DiskFormat systemDisk;
         private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
         private LocalEtcd etcd;
 
@@ -343,10 +347,6 @@ public final class TwoHostLab
         }
 
         /**
-         * Gives the guest a disk of {@code mib} MiB: an empty (sparse) raw image on each host, before the VM boots.
-         * The guest sees it as /dev/vda.
-         */
-        /**
          * The guest boots from its own disk (the test guest's {@code boot-disk.img}: partition table, filesystem,
          * syslinux), no kernel, initrd or append in the configuration; the disk is replicated like any other.
          */
@@ -361,6 +361,10 @@ public final class TwoHostLab
             return this;
         }
 
+        /**
+         * Gives the guest a disk of {@code mib} MiB: an empty (sparse) raw image on each host, before the VM boots.
+         * The guest sees it as /dev/vda.
+         */
         public Lab withDisk(final int mib) throws IOException
         {
             diskMiB = mib;
@@ -372,6 +376,69 @@ public final class TwoHostLab
                 }
             }
             return this;
+        }
+
+        /** As {@link #withDisk}, the disk an empty qcow2 image ({@code qemu-img create}) on each host. */
+        public Lab withQcow2Disk(final int mib) throws IOException
+        {
+            diskMiB = mib;
+            dataQcow2 = true;
+            for (final String role : List.of("primary", "secondary"))
+            {
+                qemuImg("create", "-q", "-f", "qcow2", diskImage(role).toString(), mib + "M");
+            }
+            return this;
+        }
+
+        /**
+         * The VM as operators have them (issue 22): it boots from a system disk (/dev/vda) and keeps its counter on a
+         * raw data disk of {@code dataMib} MiB (/dev/vdb, {@link #diskImage}). {@code qcow2}: the system disk is a
+         * qcow2 image whose backing file is the test guest's installed system ({@code boot-disk.img}, copied to each
+         * host: same content, two files); else a raw copy of it.
+         */
+        public Lab bootFromSystemDiskWithDataDisk(final int dataMib, final boolean qcow2) throws IOException
+        {
+            withDisk(dataMib);
+            diskBoot = true;
+            systemDisk = qcow2 ? ColodConfig.DiskFormat.QCOW2 : ColodConfig.DiskFormat.RAW;
+            for (final String role : List.of("primary", "secondary"))
+            {
+                if (!qcow2)
+                {
+                    Files.copy(guest.resolve("boot-disk.img"), systemImage(role), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                    continue;
+                }
+                final Path base = runDir.resolve(role + "-system-base.raw");
+                Files.copy(guest.resolve("boot-disk.img"), base, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                qemuImg("create", "-q", "-f", "qcow2", "-F", "raw", "-b", base.toString(), systemImage(role).toString());
+            }
+            return this;
+        }
+
+        /** The system disk of the host that starts as {@code role} ({@link #bootFromSystemDiskWithDataDisk}). */
+        public Path systemImage(final String role)
+        {
+            return runDir.resolve(role + "-system." + (systemDisk == ColodConfig.DiskFormat.QCOW2 ? "qcow2" : "raw"));
+        }
+
+        private static void qemuImg(final String... args) throws IOException
+        {
+            final List<String> cmd = new ArrayList<>(List.of("qemu-img"));
+            cmd.addAll(List.of(args));
+            final Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+            final String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+            try
+            {
+                if (p.waitFor() != 0)
+                {
+                    throw new IOException(String.join(" ", cmd) + " failed: " + out.strip());
+                }
+            }
+            catch (final InterruptedException ex)
+            {
+                Thread.currentThread().interrupt();
+                throw new IOException("interrupted: " + String.join(" ", cmd), ex);
+            }
         }
 
         /** The VM NIC's output-commit backend ({@code buffer:}); before the VM boots. */
@@ -457,7 +524,11 @@ public final class TwoHostLab
                 diskBoot ? "" : "    kernel: " + guest.resolve("vmlinuz"),
                 diskBoot ? "" : "    initrd: " + guest.resolve("initrd.img"),
                 diskBoot ? "" : "    append: \"console=ttyS0 quiet colo.ip=" + GUEST_IP + "/24\"",
-                diskMiB == 0 ? "" : "    disk:\n      image: " + diskImage(role) + "\n      replicate: " + how.replicateDisk(),
+                diskMiB == 0 ? "" : "    disks:" +
+                    (systemDisk == null ? "" : "\n      - image: " + systemImage(role) + "\n        format: " +
+                        systemDisk.name().toLowerCase() + "\n        replicate: " + how.replicateDisk()) +
+                    "\n      - image: " + diskImage(role) + (dataQcow2 ? "\n        format: qcow2" : "") +
+                    "\n        replicate: " + how.replicateDisk(),
                 "    nics:",
                 "      - tap: vt0",
                 "        mac: 52:54:00:c0:10:01",
