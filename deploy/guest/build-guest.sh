@@ -2,7 +2,8 @@
 # Builds the test guest of docs/ARCHITECTURE.md ("a real test guest"): the Debian cloud kernel and a busybox
 # initramfs whose init brings up eth0 and serves an HTTP counter kept in guest RAM (tmpfs); and the same guest as
 # an installed system that boots from its own disk (boot-disk.img: an MBR partition table, a FAT partition with
-# the kernel, the initramfs and the syslinux bootloader; built without mounting anything).
+# the kernel, the initramfs, the syslinux bootloader for BIOS and GRUB as \EFI\BOOT\BOOTX64.EFI for UEFI (OVMF);
+# built without mounting anything).
 #   usage: build-guest.sh [OUT_DIR]     (default: build/guest under the repository)
 # Everything comes from Debian's package archive. The result is cached: an existing OUT_DIR/vmlinuz and
 # OUT_DIR/initrd.img are kept unless FORCE=1.
@@ -12,13 +13,13 @@ out="${1:-$here/../../build/guest}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 # bump when the guest changes, so cached guests are rebuilt
-version=10
+version=11
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/boot-disk.img" ] && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$version" ] && [ "${FORCE:-0}" != 1 ]; then
   echo "guest already built in $out"; exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in busybox-static cpio gcc libc6-dev syslinux syslinux-common mtools dosfstools fdisk; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in busybox-static cpio gcc libc6-dev syslinux syslinux-common mtools dosfstools fdisk grub-efi-amd64-bin; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq; apt-get install -y -qq --no-install-recommends "${need[@]}"; fi
 
 work="$(mktemp -d)"
@@ -213,6 +214,19 @@ CFG
 mcopy -i "$part" "$out/vmlinuz" ::/vmlinuz
 mcopy -i "$part" "$out/initrd.img" ::/initrd.img
 mcopy -i "$part" "$work/syslinux.cfg" ::/syslinux.cfg
+# UEFI: a standalone GRUB (its configuration inside) at the removable-media path OVMF boots
+cat > "$work/grub.cfg" <<'CFG'
+set timeout=0
+search --no-floppy --set=root --label COLOBOOT
+linux /vmlinuz console=ttyS0 quiet colo.ip=198.18.0.10/24
+initrd /initrd.img
+boot
+CFG
+grub-mkstandalone -O x86_64-efi -o "$work/BOOTX64.EFI" --modules="part_msdos fat search search_label linux normal" \
+  --install-modules="part_msdos fat search search_label linux normal configfile echo test" --locales= --fonts= \
+  "boot/grub/grub.cfg=$work/grub.cfg"
+mmd -i "$part" ::/EFI ::/EFI/BOOT
+mcopy -i "$part" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
 syslinux --install "$part"
 dd if="$part" of="$disk" bs=1M seek=1 conv=notrunc status=none
 dd if=/usr/lib/syslinux/mbr/mbr.bin of="$disk" bs=440 count=1 conv=notrunc status=none

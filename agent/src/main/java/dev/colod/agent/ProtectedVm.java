@@ -151,7 +151,8 @@ public final class ProtectedVm implements AutoCloseable
             final VmSpec spec = new VmSpec(v.name, v.memoryMib, v.vcpus, v.kernel == null ? null : Path.of(v.kernel),
                 v.initrd == null ? null : Path.of(v.initrd), v.append,
                 v.nics.stream().map(n -> new VmSpec.Nic(n.tap, n.mac, n.backend().needsPlainFrames())).toList(), v.accel.name().toLowerCase(),
-                Path.of(config.ramDir), v.extraArgs, disks(v)).check();
+                Path.of(config.ramDir), v.extraArgs, disks(v),
+                v.firmware == ColodConfig.Firmware.UEFI ? Path.of(v.uefiCode) : null).check();
             vm.config = config;
             vm.v = v;
             vm.spec = spec;
@@ -446,7 +447,7 @@ public final class ProtectedVm implements AutoCloseable
 
     private Supplier<Map<String, Object>> primaryDetails()
     {
-        final Supplier<Map<String, Object>> base = VmStatus.primary(stateSource, primary.counters(), !v.disks.isEmpty(),
+        final Supplier<Map<String, Object>> base = VmStatus.primary(stateSource, primary.counters(), !disks(v).isEmpty(),
             this::roleDetails);
         return () ->
         {
@@ -482,16 +483,27 @@ public final class ProtectedVm implements AutoCloseable
         return v.disks.isEmpty() ? s : s.earlyCheckpointDiskBytes(early);
     }
 
-    /** The VM's disks as QEMU runs them. */
+    /** Whether the disks go with each checkpoint (false only for control runs; the same on every disk). */
+    private static boolean replicateDisks(final ColodConfig.Vm v)
+    {
+        return v.disks.isEmpty() || v.disks.get(0).replicate;
+    }
+
+    /** The VM's disks as QEMU runs them, and a UEFI VM's variable store last: all replicated with each checkpoint. */
     private static List<VmSpec.Disk> disks(final ColodConfig.Vm v)
     {
-        return v.disks.stream().map(d -> new VmSpec.Disk(Path.of(d.image), VmSpec.DiskFormat.valueOf(d.format.name())))
-            .toList();
+        final List<VmSpec.Disk> d = new ArrayList<>(v.disks.stream()
+            .map(x -> new VmSpec.Disk(Path.of(x.image), VmSpec.DiskFormat.valueOf(x.format.name()))).toList());
+        if (v.firmware == ColodConfig.Firmware.UEFI)
+        {
+            d.add(new VmSpec.Disk(Path.of(v.uefiVars), VmSpec.DiskFormat.RAW, VmSpec.DiskKind.UEFI_VARS));
+        }
+        return d;
     }
 
     private static QemuStateSource trackedSource(final ColodConfig.Vm v, final QemuProcess q) throws IOException
     {
-        final boolean disk = !v.disks.isEmpty() && v.disks.get(0).replicate;
+        final boolean disk = !disks(v).isEmpty() && replicateDisks(v);
         switch (v.writeTracking)
         {
             case COMPARE:
@@ -592,9 +604,9 @@ public final class ProtectedVm implements AutoCloseable
             f.runningCopy(new RunningCopy(spec, runDir.resolve("copies"), v.netns, image.ramFile(),
                 image.deviceStateFile(), mirror));
         }
-        if (!v.disks.isEmpty())
+        if (!disks(v).isEmpty())
         {
-            image.disks(disks(v), v.disks.get(0).replicate);
+            image.disks(disks(v), replicateDisks(v));
             closers.add(image::releaseDisks);
         }
         secondary = new SecondaryEngine(v.engine(), listen, hooks.sink().apply(image), new ColoCounters(),

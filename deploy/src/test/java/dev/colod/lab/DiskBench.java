@@ -16,7 +16,8 @@ import java.util.Locale;
  * the VM is paused, so it cannot see checkpoints); a protected answer also waits for output commit once (at most
  * one checkpoint interval plus a checkpoint). Also: how much of the run the VM was paused, and the disk step.
  * Run as root: {@code mvn -q install -DskipTests && mvn -q -pl deploy exec:java -Dexec.classpathScope=test
- * -Dexec.mainClass=dev.colod.lab.DiskBench -Dcolod.guest.dir=$PWD/build/guest}
+ * -Dexec.mainClass=dev.colod.lab.DiskBench -Dcolod.guest.dir=$PWD/build/guest} (add {@code -Dexec.args=formats}
+ * for a raw disk vs a qcow2 disk, plaintext, side by side per mode).
  */
 public final class DiskBench
 {
@@ -31,11 +32,16 @@ public final class DiskBench
             "unprotected | protected | added per write | paused per write | disk step p50 / p99 | disk bytes per " +
             "checkpoint p50 / max | transfer / commit p50 |");
         System.out.println("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        // "formats": raw vs qcow2 side by side (plaintext); else each periodic mode with TLS and plaintext (raw)
+        final boolean formats = args.length > 0 && "formats".equals(args[0]);
         for (final ColoConfig.Mode mode : ColoConfig.Mode.PERIODIC)
-        for (final boolean tls : new boolean[]{true, false})
+        for (final boolean second : new boolean[]{true, false})
         {
-            try (TwoHostLab.Lab rig = tls ? new TwoHostLab.Lab(FailoverEndToEndTest.GUEST).withDisk(1024)
-                : new TwoHostLab.Lab(FailoverEndToEndTest.GUEST).withDisk(1024).plaintext())
+            final boolean tls = !formats && second;
+            final boolean qcow2 = formats && second;
+            final TwoHostLab.Lab lab = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST);
+            try (TwoHostLab.Lab rig = tls ? lab.withDisk(1024) : qcow2 ? lab.withQcow2Disk(1024).plaintext()
+                : lab.withDisk(1024).plaintext())
             {
                 final TwoHostLab.Protection how = TwoHostLab.Protection.of(100).in(mode);
                 rig.bootPrimary(how);
@@ -53,7 +59,7 @@ public final class DiskBench
                 final double[] syncOn = best(rig, "sync", ROUNDS, c.pauseMicros);
                 System.out.printf(Locale.ROOT, "| %s, %s | %.0f MiB/s | %.0f MiB/s | %.2fx | %.0f%% | %.1f ms | %.1f ms | %+.1f ms |" +
                         " %.1f ms | %.1f / %.1f ms | %d KiB / %d KiB | %.1f / %.1f ms |%n",
-                    mode.name().toLowerCase(), tls ? "TLS" : "plaintext", 512 / seqOff[0], 512 / seqOn[0], seqOff[0] / seqOn[0],
+                    mode.name().toLowerCase(), (tls ? "TLS" : "plaintext") + (qcow2 ? ", qcow2" : formats ? ", raw" : ""), 512 / seqOff[0], 512 / seqOn[0], seqOff[0] / seqOn[0],
                     100 * seqOn[1] / seqOn[0], syncOff[0] * 10, syncOn[0] * 10, (syncOn[0] - syncOff[0]) * 10,
                     syncOn[1] * 10, d.diskMicros.getValueAtPercentile(50) / 1000.0,
                     d.diskMicros.getValueAtPercentile(99) / 1000.0, d.diskBytesPerCheckpoint.getValueAtPercentile(50) >> 10,

@@ -103,9 +103,15 @@ class DiskWritesTest
     /** A write to disk {@code disk} through QEMU's block layer. */
     private void write(final int disk, final long offset, final int length, final int pattern) throws IOException
     {
+        io(disk, "write -P " + pattern + " " + offset + " " + length);
+    }
+
+    /** A qemu-io command on disk {@code disk}'s device. */
+    private void io(final int disk, final String command) throws IOException
+    {
         final JsonNode r = qemu.qmp().execute("human-monitor-command", Map.of("command-line",
-            "qemu-io -d /machine/peripheral/" + VmSpec.diskNode(disk) + "-dev/virtio-backend \"write -P " + pattern + " " +
-                offset + " " + length + "\""), QemuProcess.QMP_TIMEOUT_MS);
+            "qemu-io -d /machine/peripheral/" + VmSpec.diskNode(disk) + "-dev/virtio-backend \"" + command + "\""),
+            QemuProcess.QMP_TIMEOUT_MS);
         assertThat(r.asText()).as("qemu-io (it prints its errors here, its success to QEMU's stdout)").isEmpty();
     }
 
@@ -223,11 +229,21 @@ class DiskWritesTest
             write(1, 0, 4096, 0x42); // over the backing file's 0x31
             write(1, 8 << 20, 8192, 0x43);
             write(0, 4096, 512, 0x44);
+            io(1, "write -z " + (12 << 20) + " 65536"); // a zero cluster
             qemu.qmp().execute("stop", null, QemuProcess.QMP_TIMEOUT_MS);
             final DiskSet.Captured c = d.capturePaused();
             final Map<Long, byte[]> got = records(c);
-            assertThat(got.keySet()).containsExactly(4096L, CheckpointFormat.address(1, 0), CheckpointFormat.address(1, 8 << 20));
+            assertThat(got.keySet()).containsExactly(4096L, CheckpointFormat.address(1, 0),
+                CheckpointFormat.address(1, 8 << 20), CheckpointFormat.address(1, 12 << 20));
             assertThat(got.get(CheckpointFormat.address(1, 0))).hasSize(4096).matches(b -> all(b, 0x42));
+            assertThat(got.get(CheckpointFormat.address(1, 12 << 20))).hasSize(65536).matches(b -> all(b, 0));
+            final DiskWrites q = d.disks().get(1);
+            System.out.printf("qcow2 capture: %d bytes from its file, %d through QEMU%n", q.lastDirectBytes(),
+                q.lastQemuBytes());
+            assertThat(q.lastDirectBytes()).as("allocated clusters read from the file (its own L1/L2 tables)")
+                .isEqualTo(4096 + 8192);
+            assertThat(q.lastQemuBytes()).as("nothing else to read through QEMU (Qcow2MapTest: compressed clusters)")
+                .isZero();
             final List<ByteBuffer> pieces = new ArrayList<>();
             final ByteBuffer r = c.records().duplicate();
             while (r.hasRemaining())

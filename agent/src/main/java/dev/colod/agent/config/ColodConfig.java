@@ -186,6 +186,14 @@ public final class ColodConfig
         public Disk disk;
         /** The guest's disks in order (the first is the one a VM without kernel boots), each replicated with each checkpoint. */
         public List<Disk> disks = new ArrayList<>();
+        /** bios (SeaBIOS) or uefi (OVMF: uefi-code read-only, uefi-vars replicated like a disk). */
+        public Firmware firmware = Firmware.BIOS;
+        /** UEFI: the firmware's code (the same file on both hosts). */
+        @JsonProperty("uefi-code")
+        public String uefiCode = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+        /** UEFI: this VM's variable store, a copy of the firmware's template; the guest writes it. */
+        @JsonProperty("uefi-vars")
+        public String uefiVars;
 
         // the engine's settings: null = ColoConfig's default
         public ColoConfig.Mode mode;
@@ -253,6 +261,11 @@ public final class ColodConfig
     public enum DiskFormat
     {
         RAW, QCOW2
+    }
+
+    public enum Firmware
+    {
+        BIOS, UEFI
     }
 
     public static final class Nic

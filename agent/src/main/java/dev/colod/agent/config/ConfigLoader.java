@@ -245,6 +245,10 @@ public final class ConfigLoader
         m.put("memory-mib", Integer.toString(v.memoryMib));
         m.put("vcpus", Integer.toString(v.vcpus));
         m.put("nics", v.nics.stream().map(n -> n.mac == null ? "?" : n.mac.toLowerCase()).collect(Collectors.joining(",")));
+        if (v.firmware == ColodConfig.Firmware.UEFI)
+        {
+            m.put("firmware", "uefi:" + digest(v.uefiCode));
+        }
         if (!v.disks.isEmpty())
         {
             // sizes are checked when a checkpoint's disk table arrives; a backing file's content only here
@@ -252,6 +256,19 @@ public final class ConfigLoader
                 .collect(Collectors.joining(",")));
         }
         return VmShape.of(m);
+    }
+
+    /** A file's digest ({@link ImageFiles#digest}), or "?" when it cannot be read. */
+    private static String digest(final String file)
+    {
+        try
+        {
+            return file == null ? "?" : ImageFiles.digest(Path.of(file));
+        }
+        catch (final IOException | RuntimeException ex)
+        {
+            return "?";
+        }
     }
 
     /** A qcow2 disk's backing chain digest ({@link ImageFiles#backingDigest}), or none; "?" when it cannot be read. */
@@ -305,6 +322,46 @@ public final class ConfigLoader
                 "writes cannot back safely yet: use format: raw, or mode: periodic or speculative");
         }
         return total;
+    }
+
+    /** The UEFI variable store's size (0 for BIOS), after checking the firmware's files. */
+    private long validateFirmware(final ColodConfig.Vm v, final String p) throws ConfigException
+    {
+        if (v.firmware != ColodConfig.Firmware.UEFI)
+        {
+            check(v.uefiVars == null, p + ".uefi-vars", "needs firmware: uefi");
+            return 0;
+        }
+        if (check(v.uefiCode != null && v.uefiCode.startsWith("/"), p + ".uefi-code", "must be an absolute path, was '" +
+            v.uefiCode + "'"))
+        {
+            check(Files.isRegularFile(Path.of(v.uefiCode)), p + ".uefi-code", v.uefiCode + " does not exist (Debian: " +
+                "apt-get install ovmf)");
+        }
+        if (v.uefiVars == null)
+        {
+            errors.add(at(locations.get(p), "missing field " + p + ".uefi-vars (this VM's UEFI variable store: cp " +
+                "/usr/share/OVMF/OVMF_VARS_4M.fd /var/lib/colod/" + v.name + "/uefi-vars.fd)"));
+            return 0;
+        }
+        if (!check(v.uefiVars.startsWith("/"), p + ".uefi-vars", "must be an absolute path, was '" + v.uefiVars + "'") ||
+            !check(Files.isRegularFile(Path.of(v.uefiVars)), p + ".uefi-vars", v.uefiVars + " does not exist (copy the " +
+                "firmware's template: cp /usr/share/OVMF/OVMF_VARS_4M.fd " + v.uefiVars + ")"))
+        {
+            return 0;
+        }
+        try
+        {
+            final long size = Files.size(Path.of(v.uefiVars));
+            check(size > 0 && size % 4096 == 0, p + ".uefi-vars", v.uefiVars + " is " + size + " bytes; a variable " +
+                "store is a copy of the firmware's template (OVMF_VARS_4M.fd: 540672 bytes)");
+            return size;
+        }
+        catch (final IOException ex)
+        {
+            check(false, p + ".uefi-vars", "cannot read " + v.uefiVars + ": " + ex.getMessage());
+            return 0;
+        }
     }
 
     /** One disk's guest-visible size in bytes (0 when it cannot be read), after checking its image. */
@@ -437,7 +494,7 @@ public final class ConfigLoader
         check(v.memoryMib >= 16 && v.memoryMib <= 1 << 20, p + ".memory-mib",
             "must be 16..1048576 (1 TiB), was " + v.memoryMib);
         final long ramBytes = (long)v.memoryMib << 20;
-        final long diskBytes = validateDisks(v, p);
+        final long diskBytes = validateDisks(v, p) + validateFirmware(v, p);
         check(v.maxStateBytes == null || v.maxStateBytes == 0 || v.maxStateBytes >= ramBytes, p + ".max-state-bytes",
             "must be 0 (RAM + disk size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);
         check(v.vcpus >= 1 && v.vcpus <= 256, p + ".vcpus", "must be 1..256, was " + v.vcpus);

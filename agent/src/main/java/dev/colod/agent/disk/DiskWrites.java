@@ -54,6 +54,11 @@ public final class DiskWrites implements AutoCloseable
     private final FileChannel image;
     /** A qcow2 disk: its node read through QEMU's NBD server (a read-only export for the life of this object). */
     private NbdClient reader;
+    /** A qcow2 disk: its file, read directly where {@link Qcow2Map} maps a paused VM's cluster. */
+    private FileChannel qcow2File;
+    /** Bytes of the last capture read from the qcow2 file directly, and through QEMU. */
+    private long lastDirectBytes;
+    private long lastQemuBytes;
     /** The frozen bitmap and export of the last capture, removed after the VM resumed (out of the pause). */
     private String frozenLeft;
     private long generation;
@@ -86,8 +91,21 @@ public final class DiskWrites implements AutoCloseable
                 QemuProcess.QMP_TIMEOUT_MS);
             this.reader = NbdClient.connect(socket, export, List.of());
             this.diskBytes = reader.size();
+            this.qcow2File = FileChannel.open(disk.image(), StandardOpenOption.READ);
         }
         removeOurBitmaps();
+    }
+
+    /** Of a qcow2 disk's last capture: bytes read from its file directly (mapped by its own tables). */
+    public long lastDirectBytes()
+    {
+        return lastDirectBytes;
+    }
+
+    /** Of a qcow2 disk's last capture: bytes read through QEMU (backing file, compressed, or unmapped). */
+    public long lastQemuBytes()
+    {
+        return lastQemuBytes;
     }
 
     /** Disk {@code index}'s place in the VM's {@code disks:}. */
@@ -234,10 +252,21 @@ public final class DiskWrites implements AutoCloseable
         addExport(frozen, List.of(frozen), false);
         final Extents dirty = extents(frozen, "qemu:dirty-bitmap:" + frozen, flags -> (flags & NbdClient.STATE_DIRTY) != 0);
         final ByteBuffer b = ensure(out, dirty.streamBytes());
+        // paused: QEMU flushed qcow2's metadata into the file, so its own tables say where each cluster is
+        final Qcow2Map map = qcow2File == null ? null : Qcow2Map.read(qcow2File);
+        lastDirectBytes = 0;
+        lastQemuBytes = 0;
         for (final long[] x : dirty.list)
         {
             CheckpointFormat.putExtentHeader(b, index, x[0], (int)x[1]);
-            readDisk(x[0], (int)x[1], b);
+            if (map == null)
+            {
+                readDisk(x[0], (int)x[1], b);
+            }
+            else
+            {
+                readMapped(map, x[0], (int)x[1], b);
+            }
         }
         count[0] += dirty.count();
         lastBytes = dirty.dataBytes();
@@ -309,6 +338,46 @@ public final class DiskWrites implements AutoCloseable
             });
         }
         return out;
+    }
+
+    /**
+     * Exactly {@code len} bytes of a paused qcow2 disk at {@code offset} into {@code dst}, cluster by cluster: a data
+     * cluster from the file, a zero cluster as zeros, anything else (the backing file's, compressed) through QEMU.
+     */
+    private void readMapped(final Qcow2Map map, final long offset, final int len, final ByteBuffer dst) throws IOException
+    {
+        final int cluster = map.clusterSize();
+        for (long at = offset; at < offset + len; )
+        {
+            final int n = (int)Math.min(offset + len - at, cluster - (at & (cluster - 1)));
+            final long where = map.fileOffset(at);
+            if (where == Qcow2Map.ZERO)
+            {
+                for (int k = 0; k < n; k++)
+                {
+                    dst.put((byte)0);
+                }
+            }
+            else if (where == Qcow2Map.ELSEWHERE)
+            {
+                reader.read(at, n, dst);
+                lastQemuBytes += n;
+            }
+            else
+            {
+                final ByteBuffer slice = dst.duplicate().limit(dst.position() + n);
+                while (slice.hasRemaining())
+                {
+                    if (qcow2File.read(slice, where + slice.position() - dst.position()) < 0)
+                    {
+                        throw new IOException("vm " + vm + ": disk " + index + "'s qcow2 file ends inside a cluster at " + where);
+                    }
+                }
+                dst.position(dst.position() + n);
+                lastDirectBytes += n;
+            }
+            at += n;
+        }
     }
 
     /** Exactly {@code len} bytes of the disk at {@code offset} into {@code dst}: from a raw file, or through QEMU. */
@@ -418,6 +487,7 @@ public final class DiskWrites implements AutoCloseable
             if (reader != null)
             {
                 reader.close();
+                qcow2File.close();
                 deleteExport(prefix + "read");
             }
         }

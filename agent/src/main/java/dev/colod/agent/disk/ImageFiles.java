@@ -119,7 +119,8 @@ public final class ImageFiles
         return d;
     }
 
-    private static String digest(final Path file) throws IOException
+    /** {@code sha256:HEX} (first 128 bits) of {@code file}'s content. */
+    public static String digest(final Path file) throws IOException
     {
         final MessageDigest md;
         try

@@ -138,15 +138,21 @@ public final class QemuProcess implements AutoCloseable
         final List<String> a = new ArrayList<>(List.of(
             "-blockdev", "driver=file,filename=" + disk.image() + ",node-name=" + node + "-file" + (overlay == null ? "" : ",locking=off"),
             "-blockdev", "driver=" + disk.format().driver() + ",file=" + node + "-file,node-name=" + node));
-        if (overlay == null)
+        String guestNode = node;
+        if (overlay != null)
         {
-            a.addAll(List.of("-device", "virtio-blk-pci,drive=" + node + ",id=" + node + "-dev" + boot));
-            return a;
+            guestNode = overlayNode(d);
+            a.addAll(List.of("-blockdev", "driver=file,filename=" + overlay + ",node-name=" + guestNode + "-file,locking=off",
+                "-blockdev", "driver=qcow2,file=" + guestNode + "-file,backing=" + node + ",node-name=" + guestNode));
         }
-        final String top = overlayNode(d);
-        a.addAll(List.of("-blockdev", "driver=file,filename=" + overlay + ",node-name=" + top + "-file,locking=off",
-            "-blockdev", "driver=qcow2,file=" + top + "-file,backing=" + node + ",node-name=" + top,
-            "-device", "virtio-blk-pci,drive=" + top + ",id=" + node + "-dev" + boot));
+        if (disk.kind() == VmSpec.DiskKind.UEFI_VARS)
+        {
+            a.addAll(List.of("-machine", "pflash1=" + guestNode));
+        }
+        else
+        {
+            a.addAll(List.of("-device", "virtio-blk-pci,drive=" + guestNode + ",id=" + node + "-dev" + boot));
+        }
         return a;
     }
 
@@ -195,6 +201,12 @@ public final class QemuProcess implements AutoCloseable
                     (n.plainFrames() ? ",vnet_hdr=off" : ""),
                 "-device", "virtio-net-pci,netdev=net" + i + ",mac=" + n.mac() + ",romfile="));
             i++;
+        }
+        if (spec.firmwareCode() != null)
+        {
+            // UEFI: the firmware's code on the first flash, read-only (its variable store is a tracked disk, pflash1)
+            cmd.addAll(List.of("-blockdev", "driver=file,filename=" + spec.firmwareCode() + ",node-name=colod-fw-file,read-only=on",
+                "-blockdev", "driver=raw,file=colod-fw-file,node-name=colod-fw,read-only=on", "-machine", "pflash0=colod-fw"));
         }
         for (int d = 0; d < spec.disks().size(); d++)
         {

@@ -19,12 +19,22 @@ import java.util.regex.Pattern;
  * @param accel     {@code kvm} (production) or {@code tcg}
  * @param ramDir    where the RAM file lives: a tmpfs such as /dev/shm
  * @param extraArgs more QEMU arguments, checked for things that break checkpointing
- * @param disks     the guest's disks in order (empty: none), each an image file attached as virtio-blk (node
- *                  {@link #diskNode}); the first is the one a VM without a kernel boots
+ * @param disks     the guest's disks in order (empty: none), each an image file on block node {@link #diskNode},
+ *                  attached as virtio-blk, or as the UEFI variable store's flash ({@link DiskKind#UEFI_VARS}); the
+ *                  first is the one a VM without a kernel boots
+ * @param firmwareCode UEFI firmware code (OVMF, read-only flash), or null for BIOS (SeaBIOS)
  */
 public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path initrd, String append, List<Nic> nics,
-                     String accel, Path ramDir, List<String> extraArgs, List<Disk> disks)
+                     String accel, Path ramDir, List<String> extraArgs, List<Disk> disks, Path firmwareCode)
 {
+    /** A BIOS VM with {@code disks}. */
+    public VmSpec(final String name, final int memoryMiB, final int vcpus, final Path kernel, final Path initrd,
+        final String append, final List<Nic> nics, final String accel, final Path ramDir, final List<String> extraArgs,
+        final List<Disk> disks)
+    {
+        this(name, memoryMiB, vcpus, kernel, initrd, append, nics, accel, ramDir, extraArgs, disks, null);
+    }
+
     /** The block node of the guest's first disk (its format over the image file): its dirty bitmaps are the replication's. */
     public static final String DISK_NODE = "colod-disk";
 
@@ -55,9 +65,22 @@ public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path in
         }
     }
 
-    /** A disk: its image file and format. */
-    public record Disk(Path image, DiskFormat format)
+    /** What the guest sees a disk as. */
+    public enum DiskKind
     {
+        /** A virtio-blk disk. */
+        VIRTIO,
+        /** The UEFI variable store: a raw file on the second flash ({@code pflash1}), written by the firmware. */
+        UEFI_VARS
+    }
+
+    /** A disk: its image file, format and what the guest sees it as. */
+    public record Disk(Path image, DiskFormat format, DiskKind kind)
+    {
+        public Disk(final Path image, final DiskFormat format)
+        {
+            this(image, format, DiskKind.VIRTIO);
+        }
     }
 
     /**
@@ -110,6 +133,9 @@ public record VmSpec(String name, int memoryMiB, int vcpus, Path kernel, Path in
                 "must be a MAC like 52:54:00:12:34:56, was " + n.mac());
         }
         require(disks != null && disks.size() <= MAX_DISKS, "disks", "at most " + MAX_DISKS + " disks");
+        require(firmwareCode == null || Files.isReadable(firmwareCode), "uefi-code", "cannot read " + firmwareCode);
+        require((firmwareCode != null) == disks.stream().anyMatch(d -> d.kind() == DiskKind.UEFI_VARS), "uefi-vars",
+            "UEFI needs its firmware code and one variable store, BIOS neither");
         for (final Disk d : disks)
         {
             final Path disk = d.image();

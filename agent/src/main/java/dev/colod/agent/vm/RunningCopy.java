@@ -116,7 +116,7 @@ public final class RunningCopy implements AutoCloseable
         final List<String> args = new ArrayList<>(spec.extraArgs());
         args.add("-S");
         final VmSpec copy = new VmSpec(spec.name(), spec.memoryMiB(), spec.vcpus(), spec.kernel(), spec.initrd(),
-            spec.append(), nics, spec.accel(), spec.ramDir(), args, spec.disks());
+            spec.append(), nics, spec.accel(), spec.ramDir(), args, spec.disks(), spec.firmwareCode());
         final Path dir = runDir.resolve("copy-" + (g % 2 == 0 ? "a" : "b"));
         final List<Path> overlays = new ArrayList<>();
         for (int d = 0; d < spec.disks().size(); d++)
