@@ -145,6 +145,8 @@ public final class TwoHostLab
         private boolean diskBoot;
         /** The data disk ({@link #diskImage}) is qcow2, not raw. */
         private boolean dataQcow2;
+        /** UEFI firmware (OVMF) with a variable store per host ({@link #uefiVars}). */
+        private boolean uefi;
         /** The format of a system disk that comes first, before the data disk; null: none. */
         private ColodConfig.DiskFormat systemDisk;
         private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
@@ -415,6 +417,27 @@ public final class TwoHostLab
             return this;
         }
 
+        /**
+         * The VM boots with UEFI (OVMF's code, a variable store per host copied from OVMF's template); with
+         * {@link #bootFromDisk} it boots the test guest's disk through its GRUB at \EFI\BOOT\BOOTX64.EFI.
+         */
+        public Lab uefi() throws IOException
+        {
+            uefi = true;
+            for (final String role : List.of("primary", "secondary"))
+            {
+                Files.copy(Path.of("/usr/share/OVMF/OVMF_VARS_4M.fd"), uefiVars(role),
+                    java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            }
+            return this;
+        }
+
+        /** The UEFI variable store of the host that starts as {@code role} ({@link #uefi}). */
+        public Path uefiVars(final String role)
+        {
+            return runDir.resolve(role + "-uefi-vars.fd");
+        }
+
         /** The system disk of the host that starts as {@code role} ({@link #bootFromSystemDiskWithDataDisk}). */
         public Path systemImage(final String role)
         {
@@ -521,6 +544,7 @@ public final class TwoHostLab
                 "    heartbeat-timeout-ms: 1000",
                 "    memory-mib: " + memoryMiB,
                 "    accel: tcg",
+                uefi ? "    firmware: uefi\n    uefi-vars: " + uefiVars(role) : "",
                 diskBoot ? "" : "    kernel: " + guest.resolve("vmlinuz"),
                 diskBoot ? "" : "    initrd: " + guest.resolve("initrd.img"),
                 diskBoot ? "" : "    append: \"console=ttyS0 quiet colo.ip=" + GUEST_IP + "/24\"",

@@ -347,10 +347,23 @@ public final class DiskWrites implements AutoCloseable
     private void readMapped(final Qcow2Map map, final long offset, final int len, final ByteBuffer dst) throws IOException
     {
         final int cluster = map.clusterSize();
+        long runFile = -1; // a run of clusters that lie one after the other in the file: one pread
+        int runBytes = 0;
         for (long at = offset; at < offset + len; )
         {
             final int n = (int)Math.min(offset + len - at, cluster - (at & (cluster - 1)));
             final long where = map.fileOffset(at);
+            if (where >= 0 && runBytes > 0 && where == runFile + runBytes)
+            {
+                runBytes += n;
+                at += n;
+                continue;
+            }
+            if (runBytes > 0)
+            {
+                readFile(runFile, runBytes, dst);
+                runBytes = 0;
+            }
             if (where == Qcow2Map.ZERO)
             {
                 for (int k = 0; k < n; k++)
@@ -365,19 +378,30 @@ public final class DiskWrites implements AutoCloseable
             }
             else
             {
-                final ByteBuffer slice = dst.duplicate().limit(dst.position() + n);
-                while (slice.hasRemaining())
-                {
-                    if (qcow2File.read(slice, where + slice.position() - dst.position()) < 0)
-                    {
-                        throw new IOException("vm " + vm + ": disk " + index + "'s qcow2 file ends inside a cluster at " + where);
-                    }
-                }
-                dst.position(dst.position() + n);
-                lastDirectBytes += n;
+                runFile = where;
+                runBytes = n;
             }
             at += n;
         }
+        if (runBytes > 0)
+        {
+            readFile(runFile, runBytes, dst);
+        }
+    }
+
+    /** {@code n} bytes of the qcow2 file at {@code at} into {@code dst}. */
+    private void readFile(final long at, final int n, final ByteBuffer dst) throws IOException
+    {
+        final ByteBuffer slice = dst.duplicate().limit(dst.position() + n);
+        while (slice.hasRemaining())
+        {
+            if (qcow2File.read(slice, at + slice.position() - dst.position()) < 0)
+            {
+                throw new IOException("vm " + vm + ": disk " + index + "'s qcow2 file ends inside a cluster at " + at);
+            }
+        }
+        dst.position(dst.position() + n);
+        lastDirectBytes += n;
     }
 
     /** Exactly {@code len} bytes of the disk at {@code offset} into {@code dst}: from a raw file, or through QEMU. */

@@ -65,6 +65,10 @@ public final class NbdClient implements AutoCloseable
     private final Map<String, Integer> contexts;
     private final ByteBuffer head = ByteBuffer.allocate(32);
     private long cookie;
+    /** Writes and flushes sent and not yet answered, by cookie: what each was. */
+    private final Map<Long, String> inFlight = new LinkedHashMap<>();
+    /** Writes in flight at most (QEMU's server reads 16 requests ahead; the answers are 16-20 bytes each). */
+    private static final int MAX_IN_FLIGHT = 16;
 
     private NbdClient(final SocketChannel ch, final String export, final long size, final Map<String, Integer> contexts)
     {
@@ -285,7 +289,12 @@ public final class NbdClient implements AutoCloseable
         dst.position(base + length);
     }
 
-    /** Writes {@code src}'s remaining bytes (consumed) at {@code offset} and waits for the server's answer. */
+    /**
+     * Sends a write of {@code src}'s remaining bytes (consumed: they are on the socket when this returns) at
+     * {@code offset} without waiting for its answer; {@link #awaitWrites} or {@link #flush} collects the answers
+     * (at most {@value #MAX_IN_FLIGHT} are outstanding: one is collected before another is sent), and a failed
+     * write throws there.
+     */
     public void write(final long offset, final ByteBuffer src) throws IOException
     {
         final int n = src.remaining();
@@ -293,27 +302,50 @@ public final class NbdClient implements AutoCloseable
         {
             throw new IllegalArgumentException(export + ": write [" + offset + ", +" + n + ") of a " + size + "-byte export");
         }
+        if (inFlight.size() >= MAX_IN_FLIGHT)
+        {
+            collectOne();
+        }
         final long c = request(CMD_WRITE, offset, n);
+        inFlight.put(c, "write of [" + offset + ", +" + n + ")");
         writeFully(ch, src);
-        expectDone(c, "write of [" + offset + ", +" + n + ")");
     }
 
-    /** Asks the server to make every write it answered durable (for qcow2: its metadata too) and waits. */
+    /** Waits for the answer to every write sent; the first that failed throws. */
+    public void awaitWrites() throws IOException
+    {
+        while (!inFlight.isEmpty())
+        {
+            collectOne();
+        }
+    }
+
+    /**
+     * Waits for every write, then asks the server to make them durable (for qcow2: its metadata reaches the file)
+     * and waits for that.
+     */
     public void flush() throws IOException
     {
-        expectDone(request(CMD_FLUSH, 0, 0), "flush");
+        awaitWrites();
+        inFlight.put(request(CMD_FLUSH, 0, 0), "flush");
+        awaitWrites();
     }
 
-    /** The answer to a command without data: a simple reply, or a structured one ending in DONE; an error throws. */
-    private void expectDone(final long c, final String what) throws IOException
+    /**
+     * One answer to a command without data, to any outstanding cookie (a server may answer out of order): a
+     * simple reply, or structured chunks ending in DONE; an error throws, naming the command.
+     */
+    private void collectOne() throws IOException
     {
         final ByteBuffer first = readFully(ch, 16, export);
+        final long c = first.getLong(8);
+        final String what = inFlight.remove(c);
+        if (what == null)
+        {
+            throw new IOException(export + ": reply to cookie " + c + ", which is not outstanding");
+        }
         if (first.getInt(0) == SIMPLE_REPLY_MAGIC)
         {
-            if (first.getLong(8) != c)
-            {
-                throw new IOException(export + ": reply to cookie " + first.getLong(8) + ", expected " + c);
-            }
             if (first.getInt(4) != 0)
             {
                 throw new IOException(export + ": " + what + " failed, error " + first.getInt(4));

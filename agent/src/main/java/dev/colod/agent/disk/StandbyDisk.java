@@ -136,18 +136,37 @@ public final class StandbyDisk
             recreateQcow2(bytes);
         }
         final NbdClient c = serve();
+        // writes are pipelined (their answers collected at close, by the flush); after a failure the connection's
+        // state is unknown, so qemu-nbd is stopped and the next apply (the redo log's, or the next checkpoint's)
+        // starts a fresh one
         return new Writer()
         {
             @Override
             public void write(final long offset, final ByteBuffer piece) throws IOException
             {
-                c.write(offset, piece);
+                try
+                {
+                    c.write(offset, piece);
+                }
+                catch (final IOException | RuntimeException ex)
+                {
+                    release();
+                    throw ex;
+                }
             }
 
             @Override
             public void close() throws IOException
             {
-                c.flush();
+                try
+                {
+                    c.flush();
+                }
+                catch (final IOException | RuntimeException ex)
+                {
+                    release();
+                    throw ex;
+                }
             }
         };
     }
