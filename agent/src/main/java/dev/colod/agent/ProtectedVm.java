@@ -387,7 +387,7 @@ public final class ProtectedVm implements AutoCloseable
         // since the last checkpoint still need their sequence numbers shifted on the way through
         final QemuFailover f = failover;
         final List<String> taps = f != null && f.running() == q ? f.runningTaps() : null;
-        final TcpRewriter rewriter = taps != null ? f.rewriter() : null;
+        final TcpRewriter rewriter = f != null && f.running() == q ? f.rewriter() : null;
         if (hooks.outputCommit())
         {
             for (int i = 0; i < v.nics.size(); i++)
@@ -648,7 +648,11 @@ public final class ProtectedVm implements AutoCloseable
         {
             role = role.as(ColodConfig.Role.PRIMARY, role.failovers() + 1);
             role.write(Path.of(config.stateDir), v.name);
-            final QemuProcess q = failover.running();
+            // a hybrid failover's running copy maps its RAM privately: it moves to a shared RAM file first
+            final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
+            final QemuProcess q = failover.running() == null || failover.running().sharedRam() ? failover.running()
+                : failover.moveToSharedRam(ramFile, v.writeTracking == ColodConfig.WriteTracking.COMPARE ? Map.of()
+                    : WriteTrackingPreload.environment(runDir, ramFile)); // (which removes the running QEMU's status file)
             qemu = q;
             protectRunning(q, address(v.peer), FrameLedger.Mode.PASS_THROUGH);
             final PrimaryEngine engine = primary;

@@ -1,12 +1,15 @@
 package dev.colod.lab;
 
 import dev.colod.agent.ProtectedVm;
+import dev.colod.core.ColoConfig;
 import dev.colod.core.PrimaryEngine;
 import dev.colod.core.ProtectionState;
 import dev.colod.lab.TwoHostLab.Client;
 import dev.colod.lab.TwoHostLab.Lab;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -30,13 +33,18 @@ class PingPongTest
         new FailoverEndToEndTest().usable();
     }
 
-    @Test
-    void threeFailoversBackAndForthEachFollowedByProtectionAgain() throws Exception
+    /**
+     * Hybrid mode too: each failover continues the running copy, whose RAM is a private mapping of the standby
+     * image; before it is protected again it moves into a QEMU on a shared RAM file (a local live migration).
+     */
+    @ParameterizedTest
+    @EnumSource(value = ColoConfig.Mode.class, names = {"STRICT", "HYBRID"})
+    void threeFailoversBackAndForthEachFollowedByProtectionAgain(final ColoConfig.Mode mode) throws Exception
     {
         // with a disk: each returning host's image is stale and the resync rewrites it while the guest runs
-        try (Lab lab = new Lab(FailoverEndToEndTest.GUEST).withDisk(64))
+        try (Lab lab = new Lab(FailoverEndToEndTest.GUEST).withDisk(64).vmOption("compare-timeout-ms: 500"))
         {
-            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200);
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200).in(mode);
             lab.bootPrimary(how);
             lab.protect(how);
             final List<String> times = new ArrayList<>();
@@ -79,7 +87,7 @@ class PingPongTest
                 await(() -> client.values().size() >= end + 2, "the client goes on");
                 client.close();
                 times.forEach(System.out::println);
-                System.out.println("ping-pong answers " + client.readings().stream().map(Client.Reading::body).toList());
+                System.out.println(mode + " ping-pong answers " + client.readings().stream().map(Client.Reading::body).toList());
                 FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
                 assertThat(DiskReplicationTest.mismatches(client.readings())).as("answers whose disk was not N-1").isEmpty();
             }

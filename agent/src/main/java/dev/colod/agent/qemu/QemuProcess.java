@@ -32,16 +32,28 @@ public final class QemuProcess implements AutoCloseable
     private final ProcessHandle process;
     private final boolean adopted;
     private final QmpClient qmp;
+    /** Whether the guest's RAM is the file, mapped shared ({@code share=on}); false for hybrid mode's running copy. */
+    private final boolean sharedRam;
 
     private QemuProcess(final VmSpec spec, final Path runDir, final Path ramFile, final ProcessHandle process,
-        final QmpClient qmp, final boolean adopted)
+        final QmpClient qmp, final boolean adopted, final boolean sharedRam)
     {
         this.adopted = adopted;
+        this.sharedRam = sharedRam;
         this.spec = spec;
         this.runDir = runDir;
         this.ramFile = ramFile;
         this.process = process;
         this.qmp = qmp;
+    }
+
+    /**
+     * Whether the guest's RAM is {@link #ramFile()} mapped shared: what colod reads to checkpoint it. False for a
+     * hybrid-mode running copy (its file is the committed image, mapped privately).
+     */
+    public boolean sharedRam()
+    {
+        return sharedRam;
     }
 
     public static Path qmpSocket(final Path runDir)
@@ -238,7 +250,7 @@ public final class QemuProcess implements AutoCloseable
             p.destroyForcibly();
             throw new IOException("QEMU for vm " + spec.name() + " did not come up: " + ex.getMessage() + said(runDir), ex);
         }
-        return new QemuProcess(spec, runDir, ramFile, p.toHandle(), qmp, false);
+        return new QemuProcess(spec, runDir, ramFile, p.toHandle(), qmp, false, sharedRam);
     }
 
     /**
@@ -319,7 +331,7 @@ public final class QemuProcess implements AutoCloseable
             qmp.close();
             throw ex;
         }
-        return Optional.of(new QemuProcess(spec, runDir, ramFile, h, qmp, true));
+        return Optional.of(new QemuProcess(spec, runDir, ramFile, h, qmp, true, true)); // share=on was checked
     }
 
     /**

@@ -327,6 +327,85 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         return this;
     }
 
+    /**
+     * Hybrid mode, after the running copy took over: it maps its RAM privately from the standby image (share=off),
+     * which colod cannot read to checkpoint it, so before the VM is protected again it moves, by a local live
+     * migration over a unix socket (every page: the copy's RAM is not a shared file), into a new QEMU whose RAM is
+     * {@code ramFile} mapped shared, on the VM's configured taps, with {@code env} (write tracking's preload). The
+     * guest runs on during the copy and pauses only for the last round; frames in flight at the switch are lost
+     * (TCP resends them). The sequence rewriter stays: the guest's connections are the same. Returns the QEMU that
+     * runs the VM now (the running one, unchanged, if its RAM is shared already); on failure the copy runs on,
+     * unprotected, and this throws.
+     */
+    public QemuProcess moveToSharedRam(final Path ramFile, final Map<String, String> env) throws IOException
+    {
+        final QemuProcess src = running;
+        if (src == null || src.sharedRam())
+        {
+            return src;
+        }
+        final long t0 = System.nanoTime();
+        final Path sock = runDir.resolve("move.sock");
+        Files.deleteIfExists(sock);
+        // DEVICE_STATE: as the copy, without a configuration section (migration.send-configuration=off on both)
+        final QemuProcess dst = QemuProcess.start(spec, runDir, ramFile, QemuProcess.Incoming.DEVICE_STATE, netns, env);
+        try
+        {
+            final Map<String, Object> wholeRam = Map.of("capabilities",
+                List.of(Map.of("capability", "x-ignore-shared", "state", false)));
+            src.qmp().execute("migrate-set-capabilities", wholeRam, QemuProcess.QMP_TIMEOUT_MS);
+            dst.qmp().execute("migrate-set-capabilities", wholeRam, QemuProcess.QMP_TIMEOUT_MS);
+            dst.qmp().execute("migrate-incoming", Map.of("uri", "unix:" + sock), QemuProcess.QMP_TIMEOUT_MS);
+            src.qmp().execute("migrate", Map.of("uri", "unix:" + sock), QemuProcess.QMP_TIMEOUT_MS);
+            final long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(10);
+            String status = "";
+            while (!"completed".equals(status))
+            {
+                status = src.qmp().execute("query-migrate", null, QemuProcess.QMP_TIMEOUT_MS).path("status").asText();
+                if ("failed".equals(status) || "cancelled".equals(status) || System.nanoTime() - deadline > 0)
+                {
+                    throw new IOException("the local migration ended " + status);
+                }
+                Thread.sleep(20);
+            }
+            if (!"running".equals(dst.qmp().execute("query-status", null, QemuProcess.QMP_TIMEOUT_MS).path("status").asText()))
+            {
+                dst.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
+            }
+            dst.qmp().execute("announce-self", Map.of("initial", 50, "max", 550, "rounds", 5, "step", 100),
+                QemuProcess.QMP_TIMEOUT_MS);
+        }
+        catch (final IOException | InterruptedException ex)
+        {
+            dst.kill();
+            if (ex instanceof InterruptedException)
+            {
+                Thread.currentThread().interrupt();
+            }
+            try
+            {
+                src.qmp().execute("migrate_cancel", null, QemuProcess.QMP_TIMEOUT_MS);
+                if (!"running".equals(src.qmp().execute("query-status", null, QemuProcess.QMP_TIMEOUT_MS).path("status").asText()))
+                {
+                    src.qmp().execute("cont", null, QemuProcess.QMP_TIMEOUT_MS);
+                }
+            }
+            catch (final IOException ignored)
+            {
+                // reported below
+            }
+            throw new IOException("vm " + spec.name() + ": moving the running copy (QEMU pid " + src.pid() + ") to a " +
+                "shared RAM file failed: " + ex.getMessage() + QemuProcess.said(dst.runDir()), ex);
+        }
+        src.kill();
+        running = dst;
+        runningTaps = null;
+        LOG.warn("vm={} the running copy moved into QEMU pid {} (RAM {} shared, taps {}) in {} ms: it can be protected " +
+            "again", spec.name(), dst.pid(), ramFile, spec.nics().stream().map(VmSpec.Nic::tap).toList(),
+            (System.nanoTime() - t0) / 1_000_000);
+        return dst;
+    }
+
     /** The taps of the VM's NICs after failover: the running copy's if it took over, else null (the configured ones). */
     public List<String> runningTaps()
     {

@@ -145,6 +145,13 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     public QemuStateSource(final QemuProcess qemu, final Tracking tracking, final int auditPagesPerCheckpoint,
         final boolean replicateDisk) throws IOException
     {
+        if (!qemu.sharedRam())
+        {
+            // its RAM file is the standby image it started from; reading it would checkpoint that, not the guest
+            throw new IOException("vm " + qemu.spec().name() + ": QEMU pid " + qemu.pid() + " maps its RAM privately " +
+                "(the running copy of hybrid mode that took over): colod cannot read the guest's RAM to checkpoint " +
+                "it (it moves to a shared RAM file first: docs/ARCHITECTURE.md, \"Protecting it again\")");
+        }
         this.qemu = qemu;
         this.ramBytes = qemu.spec().memoryBytes();
         this.ram = new GuestRam(qemu.ramFile(), ramBytes);
