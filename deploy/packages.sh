@@ -14,6 +14,20 @@ colod_install_packages()
   fi
 }
 
+# colod_fetch_promtool DIR: the Prometheus project's own exposition checker, promtool, unpacked from Debian's
+# prometheus package into DIR (not installed: that would start a Prometheus server). Tests check /metrics with it.
+colod_fetch_promtool()
+{
+  local dir="$1" work
+  [ -x "$dir/promtool" ] && return 0
+  work="$(mktemp -d)"
+  (cd "$work" && apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; })
+  dpkg -x "$work"/prometheus_*.deb "$work/x"
+  mkdir -p "$dir"
+  cp "$work/x/usr/bin/promtool" "$dir/promtool"
+  rm -rf "$work"
+}
+
 # colod_become_root SCRIPT ARGS...: runs SCRIPT again as root with sudo when not root and sudo is there.
 # Without either it returns (tests then run unprivileged: those that need root skip and say why).
 colod_become_root()

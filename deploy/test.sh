@@ -9,7 +9,7 @@ cd "$(dirname "$self")/.."
 . deploy/packages.sh
 colod_become_root "$self" "$@"
 if [ "$(id -u)" = 0 ]; then
-  command -v apt-get >/dev/null && colod_install_packages
+  command -v apt-get >/dev/null && colod_install_packages && colod_fetch_promtool build/tools
   bash deploy/guest/build-guest.sh build/guest
 else
   echo "test.sh: not root and no sudo: tests that need root, network namespaces or QEMU will skip (each says why)" >&2

@@ -1,9 +1,9 @@
 package dev.colod.agent;
 
-import dev.colod.agent.control.Coloctl;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.config.ConfigException;
 import dev.colod.agent.config.ConfigLoader;
+import dev.colod.agent.control.Coloctl;
 import dev.colod.agent.control.ControlServer;
 import dev.colod.agent.control.MetricsServer;
 import dev.colod.agent.control.VmHandle;
@@ -122,8 +122,7 @@ public final class Colod implements AutoCloseable
             config.metricsListen.isEmpty() ? "" : "; metrics http://" + config.metricsListen + "/metrics");
         if (!config.metricsListen.isEmpty())
         {
-            final String[] hp = config.metricsListen.split(":");
-            closers.add(new MetricsServer(new InetSocketAddress(hp[0], Integer.parseInt(hp[1])), handles));
+            closers.add(new MetricsServer(ConfigLoader.socketAddress(config.metricsListen), handles));
         }
     }
 

@@ -3,6 +3,7 @@ package dev.colod.agent;
 import dev.colod.agent.arbiter.EtcdArbiter;
 import dev.colod.agent.arbiter.EtcdGateway;
 import dev.colod.agent.config.ColodConfig;
+import dev.colod.agent.config.ConfigLoader;
 import dev.colod.agent.control.VmHandle;
 import dev.colod.agent.control.VmStatus;
 import dev.colod.agent.qemu.Leftovers;
@@ -277,8 +278,7 @@ public final class ProtectedVm implements AutoCloseable
 
     private static InetSocketAddress address(final String hostPort)
     {
-        final String[] hp = hostPort.split(":");
-        return new InetSocketAddress(hp[0], Integer.parseInt(hp[1]));
+        return ConfigLoader.socketAddress(hostPort);
     }
 
     /**

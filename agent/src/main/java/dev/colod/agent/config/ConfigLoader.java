@@ -45,7 +45,27 @@ public final class ConfigLoader
 {
     private static final Pattern MAC = Pattern.compile("(?i)[0-9a-f]{2}(:[0-9a-f]{2}){5}");
     private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,62}");
-    private static final Pattern HOST_PORT = Pattern.compile("[^\\s:]+:\\d{1,5}");
+    /** host:port, an IPv6 address in brackets ([::1]:9477); the port 1..65535 (checked by {@link #socketAddress}). */
+    private static final Pattern HOST_PORT = Pattern.compile("([^\\s:\\[\\]]+|\\[[0-9A-Fa-f:.]+\\]):([1-9]\\d{0,4})");
+    /** Whether {@code v} is host:port with a port of 1..65535. */
+    private static boolean hostPort(final String v)
+    {
+        final java.util.regex.Matcher m = HOST_PORT.matcher(v);
+        return m.matches() && Integer.parseInt(m.group(2)) <= 65_535;
+    }
+
+    /** The address of a checked host:port ({@code [v6]:port} too). */
+    public static java.net.InetSocketAddress socketAddress(final String hostPort)
+    {
+        final int colon = hostPort.lastIndexOf(':');
+        String host = hostPort.substring(0, colon);
+        if (host.startsWith("[") && host.endsWith("]"))
+        {
+            host = host.substring(1, host.length() - 1);
+        }
+        return new java.net.InetSocketAddress(host, Integer.parseInt(hostPort.substring(colon + 1)));
+    }
+
     private static final Pattern ETCD_URL = Pattern.compile("https?://[^\\s:/]+:\\d{1,5}");
 
     private final String file;
@@ -472,7 +492,7 @@ public final class ConfigLoader
     private void validateTop(final ColodConfig c) throws ConfigException
     {
         check(c.runtimeDir != null && c.runtimeDir.startsWith("/"), "runtime-dir", "must be an absolute path");
-        check(c.metricsListen != null && (c.metricsListen.isEmpty() || HOST_PORT.matcher(c.metricsListen).matches()),
+        check(c.metricsListen != null && (c.metricsListen.isEmpty() || hostPort(c.metricsListen)),
             "metrics-listen", "must be empty (off) or host:port such as 127.0.0.1:9477, was '" + c.metricsListen + "'");
         check(c.ramDir != null && c.ramDir.startsWith("/"), "ram-dir", "must be an absolute path");
         check(c.stateDir != null && c.stateDir.startsWith("/"), "state-dir", "must be an absolute path");
@@ -486,8 +506,8 @@ public final class ConfigLoader
         check(names.add(v.name), p + ".name", "VM '" + v.name + "' is configured twice");
         require(v.role, p, "role");
         require(v.peer, p, "peer");
-        check(HOST_PORT.matcher(v.peer).matches(), p + ".peer", "must be host:port, was '" + v.peer + "'");
-        check(v.listen == null || HOST_PORT.matcher(v.listen).matches(), p + ".listen",
+        check(hostPort(v.peer), p + ".peer", "must be host:port, was '" + v.peer + "'");
+        check(v.listen == null || hostPort(v.listen), p + ".listen",
             "must be host:port (this host's replication address), was '" + v.listen + "'");
         check(v.listen == null || !v.listen.equals(v.peer), p + ".listen",
             "must differ from peer (with listen set, peer is the other host's address), was '" + v.listen + "'");

@@ -162,6 +162,12 @@ public final class VmHandle
         return m;
     }
 
+    /** Every checkpoint's pause, microseconds: the engine's own histogram (for exposition; read only). */
+    public Histogram pauseHistogram()
+    {
+        return view.engine().counters().pauseMicros;
+    }
+
     public List<NicStats> buffers()
     {
         return view.buffers().get();

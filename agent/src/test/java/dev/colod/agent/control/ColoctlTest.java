@@ -213,21 +213,65 @@ class ColoctlTest
     }
 
     @Test
-    void metricsEndpointServesPrometheusTextOnLoopback() throws Exception
+    void metricsEndpointServesPrometheusTextThatPromtoolAcceptsAndAnswersNothingElse() throws Exception
     {
         try (MetricsServer m = new MetricsServer(new java.net.InetSocketAddress("127.0.0.1", 0), List.of(
-            VmHandle.primary("web1", pair.primary, () -> List.of(),
+            VmHandle.primary("web1", pair.primary, () -> List.of(dev.colod.buffer.NicStats.of("vnet0", "hold").build()),
             () -> Map.of("write_tracking", "kernel")), VmHandle.secondary("web2", pair.secondary))))
         {
-            final java.net.HttpURLConnection c = (java.net.HttpURLConnection)
-                new java.net.URL("http://127.0.0.1:" + m.port() + "/metrics").openConnection();
+            final String base = "http://127.0.0.1:" + m.port();
+            final java.net.HttpURLConnection c = (java.net.HttpURLConnection)new java.net.URL(base + "/metrics").openConnection();
             assertThat(c.getResponseCode()).isEqualTo(200);
             final String body = new String(c.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
             assertThat(body).contains("# TYPE colod_checkpoints_total counter")
-                .contains("colod_checkpoints_total{vm=\"web1\",role=\"primary\"}")
-                .contains("colod_pause_seconds{vm=\"web1\",role=\"primary\",quantile=\"0.99\"}")
-                .contains("colod_protected{vm=\"web2\",role=\"secondary\"} 1");
+                .contains("colod_checkpoints_total{vm=\"web1\"}")
+                .contains("colod_vm_role{vm=\"web1\",role=\"primary\"} 1")
+                .contains("colod_vm_role{vm=\"web2\",role=\"secondary\"} 1")
+                .contains("# TYPE colod_pause_seconds histogram")
+                .contains("colod_pause_seconds_bucket{vm=\"web1\",le=\"+Inf\"}")
+                .contains("colod_pause_seconds_count{vm=\"web1\"}")
+                .contains("colod_held_bytes{vm=\"web1\",nic=\"vnet0\"} 0")
+                .contains("colod_protected{vm=\"web2\"} 1")
+                .contains("colod_build_info{version=");
+            assertThat(body).as("no series carries the role but colod_vm_role").doesNotContainPattern(
+                "(?m)^colod_(?!vm_role).*role=");
+            // each family's samples follow its own HELP and TYPE, never another's
+            String family = null;
+            for (final String line : body.split("\n"))
+            {
+                if (line.startsWith("# TYPE "))
+                {
+                    family = line.split(" ")[2];
+                }
+                else if (!line.startsWith("#"))
+                {
+                    assertThat(line).as("a sample under its family").startsWith(family);
+                }
+            }
+            promtoolAccepts(body);
+
+            for (final String[] bad : new String[][]{{"GET", "/metricsfoo", "404"}, {"POST", "/metrics", "405"},
+                {"GET", "/healthz", "200"}})
+            {
+                final java.net.HttpURLConnection b = (java.net.HttpURLConnection)new java.net.URL(base + bad[1]).openConnection();
+                b.setRequestMethod(bad[0]);
+                assertThat(b.getResponseCode()).as(bad[0] + " " + bad[1]).isEqualTo(Integer.parseInt(bad[2]));
+            }
         }
+    }
+
+    /** The Prometheus project's own checker (promtool check metrics) finds nothing wrong with {@code body}. */
+    private static void promtoolAccepts(final String body) throws Exception
+    {
+        final Path promtool = Path.of("../build/tools/promtool").toAbsolutePath().normalize();
+        dev.colod.buffer.Prerequisites.require("checking /metrics with promtool", Files.isExecutable(promtool) ? null
+            : promtool + " (deploy/test.sh unpacks it from Debian's prometheus package)");
+        final Process p = new ProcessBuilder(promtool.toString(), "check", "metrics").redirectErrorStream(true).start();
+        p.getOutputStream().write(body.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        p.getOutputStream().close();
+        final String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertThat(p.waitFor()).as("promtool check metrics: " + out).isZero();
+        assertThat(out.trim()).as("promtool's lint findings").isEmpty();
     }
 
     @Test
