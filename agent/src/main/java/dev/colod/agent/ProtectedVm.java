@@ -483,6 +483,55 @@ public final class ProtectedVm implements AutoCloseable
         return v.disks.isEmpty() ? s : s.earlyCheckpointDiskBytes(early);
     }
 
+    /**
+     * Null when a failover could resume the VM here now from {@code image}, else why not, naming what is missing:
+     * checked before an operator's failover fences the primary.
+     */
+    private String canResume(final StandbyImage image)
+    {
+        if (!image.resumable())
+        {
+            return image.lastCommitted() == 0 ? "the standby image holds no checkpoint yet"
+                : "the standby image is still being synchronised (checkpoint " + image.lastCommitted() +
+                " is a base image; resumable after the next checkpoint)";
+        }
+        if (!Files.isRegularFile(image.deviceStateFile()))
+        {
+            return "the committed device state " + image.deviceStateFile() + " is missing";
+        }
+        try
+        {
+            if (!Files.isRegularFile(image.ramFile()) || Files.size(image.ramFile()) != spec.memoryBytes())
+            {
+                return "the committed RAM image " + image.ramFile() + " is missing or not " + spec.memoryBytes() + " bytes";
+            }
+        }
+        catch (final java.io.IOException ex)
+        {
+            return "cannot read " + image.ramFile() + ": " + ex.getMessage();
+        }
+        for (final VmSpec.Disk d : spec.disks())
+        {
+            if (!Files.isRegularFile(d.image()))
+            {
+                return "disk image " + d.image() + " is missing";
+            }
+        }
+        if (spec.firmwareCode() != null && !Files.isReadable(spec.firmwareCode()))
+        {
+            return "the UEFI firmware " + spec.firmwareCode() + " is missing";
+        }
+        if ("kvm".equals(spec.accel()) && !Files.exists(Path.of("/dev/kvm")))
+        {
+            return "accel is kvm but /dev/kvm does not exist on this host";
+        }
+        if (!dev.colod.os.HostTools.onPath("qemu-system-x86_64"))
+        {
+            return "qemu-system-x86_64 is not installed here (Debian package qemu-system-x86)";
+        }
+        return null;
+    }
+
     /** Whether the disks go with each checkpoint (false only for control runs; the same on every disk). */
     private static boolean replicateDisks(final ColodConfig.Vm v)
     {
@@ -615,7 +664,7 @@ public final class ProtectedVm implements AutoCloseable
             .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t))
             .frames(mirror == null ? FrameMirror.NONE : mirror);
         handle = VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImages(),
-            f.runningCopy(), mirror, secondary.counters()));
+            f.runningCopy(), mirror, secondary.counters())).failoverCheck(() -> canResume(image));
         if (v.listen != null)
         {
             // roles follow the VM: after a failover this host is the primary and protects the VM again

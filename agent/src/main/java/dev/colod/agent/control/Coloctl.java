@@ -407,6 +407,22 @@ public final class Coloctl
         + "On the primary: stop protecting VM (it keeps running here).")
     static final class Failover extends VmCommand
     {
+        @Option(names = "--dry-run", description = "only check: say what a failover would do now, or why it would be " +
+            "refused (exit 1), fencing nothing")
+        boolean dryRun;
+
+        @Override
+        int run()
+        {
+            if (!dryRun)
+            {
+                return super.run();
+            }
+            out().println(parent.call("{\"command\":\"failover\",\"dry-run\":true,\"vm\":" + JSON.valueToTree(vm) + "}")
+                .path("message").asText());
+            return 0;
+        }
+
         @Override
         boolean done(final JsonNode before, final JsonNode now)
         {

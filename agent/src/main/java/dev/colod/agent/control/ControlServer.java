@@ -34,7 +34,8 @@ import java.util.concurrent.atomic.AtomicLong;
  * colod's control socket: a unix socket, mode 0600 (root only), one JSON request line in, one JSON response
  * line out, then close (docs/OPERATIONS.md, "Control socket"). Requests:
  * {@code {"command":"status"}}, {@code {"command":"buffers","vm":"web1"}} (vm optional),
- * {@code {"command":"checkpoint","vm":"web1"}}, {@code {"command":"failover","vm":"web1"}},
+ * {@code {"command":"checkpoint","vm":"web1"}}, {@code {"command":"failover","vm":"web1"}} (with
+ * {@code "dry-run":true}: only what it would do, or why it would be refused),
  * {@code {"command":"reprotect","vm":"web1"}}.
  * Responses: {@code {"ok":true,...}} or {@code {"ok":false,"error":"..."}}.
  */
@@ -230,6 +231,11 @@ public final class ControlServer implements AutoCloseable
                     r.put("message", "checkpoint requested for vm " + vm);
                     break;
                 case "failover":
+                    if (req.path("dry-run").asBoolean(false))
+                    {
+                        r.put("message", find(vm).failoverDryRun());
+                        break;
+                    }
                     find(vm).failover();
                     r.put("message", "failover requested for vm " + vm);
                     break;

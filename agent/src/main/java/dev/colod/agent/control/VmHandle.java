@@ -28,6 +28,8 @@ public final class VmHandle
 
     private final String name;
     private volatile View view;
+    /** The secondary's check that a failover could resume the VM here: null when it can, else why not. */
+    private volatile Supplier<String> failoverCheck = () -> null;
     private long lastCount;
     private long lastCountNanos = System.nanoTime();
     private double rate;
@@ -178,8 +180,47 @@ public final class VmHandle
         view.engine().requestCheckpoint();
     }
 
+    /**
+     * On the secondary: {@code check} says whether a failover could resume the VM here now (null) or why not; an
+     * operator's failover runs it first and is refused, with nothing fenced, when it cannot.
+     */
+    public VmHandle failoverCheck(final Supplier<String> check)
+    {
+        failoverCheck = check;
+        return this;
+    }
+
+    /** What a failover would do now, or an {@link IllegalStateException} saying why it would be refused. */
+    public String failoverDryRun()
+    {
+        final Engine e = view.engine();
+        if (!(e instanceof SecondaryEngine))
+        {
+            return "vm " + name + ": a failover here stops protecting it; it keeps running here (this host is its " +
+                e.role().label() + ")";
+        }
+        final String why = failoverCheck.get();
+        if (why != null)
+        {
+            throw new IllegalStateException("vm " + name + ": a failover would be refused: " + why);
+        }
+        return "vm " + name + ": a failover would resume it here from checkpoint " + e.counters().lastCheckpointId.get() +
+            " and tell the primary (if it answers) to fence itself; checked: the standby image is resumable and what " +
+            "QEMU needs is here";
+    }
+
+    /** Asks for a failover; on the secondary refused (nothing fenced) when {@link #failoverCheck} says it cannot resume. */
     public void failover()
     {
-        view.engine().requestFailover();
+        final Engine e = view.engine();
+        if (e instanceof SecondaryEngine)
+        {
+            final String why = failoverCheck.get();
+            if (why != null)
+            {
+                throw new IllegalStateException("vm " + name + ": failover refused, nothing was fenced: " + why);
+            }
+        }
+        e.requestFailover();
     }
 }

@@ -52,8 +52,11 @@ class ColoctlTest
         server = new ControlServer(socket, List.of(
             VmHandle.primary("web1", pair.primary, () -> List.of(held),
                 () -> Map.of("write_tracking", "kernel", "write_audit_misses", 0L), () -> Map.of("stop", stop)),
-            VmHandle.secondary("web2", pair.secondary)));
+            VmHandle.secondary("web2", pair.secondary).failoverCheck(() -> standbyProblem)));
     }
+
+    /** What the secondary's failover check finds (null: it could resume). */
+    private volatile String standbyProblem;
 
     @AfterEach
     void stop()
@@ -134,6 +137,26 @@ class ColoctlTest
         final Run fo = coloctl("failover", "web2");
         assertThat(fo.code()).isZero();
         await().until(() -> pair.secondary.state() == ProtectionState.FAILED_OVER);
+    }
+
+    @Test
+    void aFailoverTheStandbyCouldNotResumeIsRefusedBeforeAnythingIsFencedAndDryRunSaysSo()
+    {
+        standbyProblem = "the standby image holds no checkpoint yet";
+        final Run dry = coloctl("failover", "--dry-run", "web2");
+        assertThat(dry.code()).isEqualTo(Coloctl.REFUSED);
+        assertThat(dry.err()).contains("vm web2: a failover would be refused: the standby image holds no checkpoint yet");
+        final Run fo = coloctl("failover", "web2");
+        assertThat(fo.code()).isEqualTo(Coloctl.REFUSED);
+        assertThat(fo.err()).contains("failover refused, nothing was fenced: the standby image holds no checkpoint yet");
+        assertThat(pair.primary.state()).as("the primary was not told to fence").isEqualTo(ProtectionState.PROTECTED);
+        assertThat(pair.secondary.state()).isNotEqualTo(ProtectionState.FAILED_OVER);
+
+        standbyProblem = null;
+        final Run ok = coloctl("failover", "--dry-run", "web2");
+        assertThat(ok.code()).as(ok.err()).isZero();
+        assertThat(ok.out()).contains("vm web2: a failover would resume it here from checkpoint ");
+        assertThat(pair.secondary.state()).as("a dry run does nothing").isNotEqualTo(ProtectionState.FAILED_OVER);
     }
 
     @Test
