@@ -79,6 +79,7 @@ public final class Colod implements AutoCloseable
         Runtime.getRuntime().addShutdownHook(new Thread(() ->
         {
             LOG.info("SIGTERM: stopping");
+            SdNotify.notify("STOPPING=1");
             colod.close();
             stopped.countDown();
         }, "colod-stop"));
@@ -100,7 +101,50 @@ public final class Colod implements AutoCloseable
             LOG.error("start-up failed: {}", ex.getMessage(), ex);
             System.exit(1);
         }
+        SdNotify.notify("READY=1\nSTATUS=" + cfg.vms.size() + " VM(s) set up");
+        colod.watchdog();
         stopped.await();
+    }
+
+    /**
+     * Under a systemd watchdog ({@code WatchdogSec}): says WATCHDOG=1 every half interval, as long as the event loop
+     * that carries the VMs' frames runs a task within that half interval; a stuck colod is restarted by systemd.
+     */
+    void watchdog()
+    {
+        final long usec = SdNotify.watchdogMicros();
+        if (usec <= 0)
+        {
+            return;
+        }
+        final long halfMs = Math.max(1, usec / 2000);
+        final Thread t = new Thread(() ->
+        {
+            while (!loop.isShuttingDown())
+            {
+                try
+                {
+                    final CountDownLatch alive = new CountDownLatch(1);
+                    loop.execute(alive::countDown);
+                    if (alive.await(halfMs, java.util.concurrent.TimeUnit.MILLISECONDS))
+                    {
+                        SdNotify.notify("WATCHDOG=1");
+                    }
+                    else
+                    {
+                        LOG.error("the event loop did not run a task within {} ms: not telling the watchdog", halfMs);
+                    }
+                    Thread.sleep(halfMs);
+                }
+                catch (final InterruptedException | java.util.concurrent.RejectedExecutionException ex)
+                {
+                    return;
+                }
+            }
+        }, "colod-watchdog");
+        t.setDaemon(true);
+        t.start();
+        LOG.info("systemd watchdog: every {} ms", halfMs);
     }
 
     void start() throws Exception

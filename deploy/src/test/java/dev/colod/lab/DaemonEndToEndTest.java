@@ -137,7 +137,7 @@ class DaemonEndToEndTest
                         Thread.sleep(50);
                     }
                     final JsonNode buffers = coloctl(pRun.resolve("colod.sock"), "buffers", "e2e", "-o", "json");
-                    assertThat(buffers.get(0).path("nics").get(0).path("releasedFrames").asLong())
+                    assertThat(buffers.get(0).path("nics").get(0).path("released_frames").asLong())
                         .as("frames held and released by the daemon's output commit").isPositive();
 
                     // the primary host dies: its colod and its QEMU, at once

@@ -33,6 +33,26 @@ class DiskBootTest
         FailoverEndToEndTest.requireLab();
     }
 
+    /**
+     * Once the client has 5 answers, kills the primary host at a random moment of the next 2 s, waits for the
+     * failover and for answers after it, and ends the client; returns the random seed (printed by the caller).
+     */
+    private static long killAtARandomMoment(final Lab rig, final Client client) throws Exception
+    {
+        while (client.values().size() < 5)
+        {
+            Thread.sleep(20);
+        }
+        final long seed = System.nanoTime();
+        Thread.sleep(new Random(seed).nextInt(2_000));
+        final long killedAt = System.nanoTime();
+        rig.killPrimary();
+        awaitFailover(rig);
+        awaitAnswers(client, killedAt);
+        client.close();
+        return seed;
+    }
+
     @ParameterizedTest
     @EnumSource(ColoConfig.Mode.class)
     void aDiskBootedTwoVcpuGuestSurvivesARandomMomentKill(final ColoConfig.Mode mode) throws Exception
@@ -46,17 +66,7 @@ class DiskBootTest
             assertThat(rig.qemu().spec().vcpus()).isEqualTo(2);
             try (Client client = new Client(rig.cli))
             {
-                while (client.values().size() < 5)
-                {
-                    Thread.sleep(20);
-                }
-                final long seed = System.nanoTime();
-                Thread.sleep(new Random(seed).nextInt(2_000));
-                final long killedAt = System.nanoTime();
-                rig.killPrimary();
-                awaitFailover(rig);
-                awaitAnswers(client, killedAt);
-                client.close();
+                final long seed = killAtARandomMoment(rig, client);
                 System.out.printf("disk-booted, 2 vCPUs, %s (kill seed %d): values %s%n", mode, seed, client.values());
                 assertStrictlyIncreasing(client.values());
             }
@@ -83,17 +93,7 @@ class DiskBootTest
             assertThat(rig.qemu().spec().disks()).hasSize(2);
             try (Client client = new Client(rig.cli, "/cgi-bin/disk"))
             {
-                while (client.values().size() < 5)
-                {
-                    Thread.sleep(20);
-                }
-                final long seed = System.nanoTime();
-                Thread.sleep(new Random(seed).nextInt(2_000));
-                final long killedAt = System.nanoTime();
-                rig.killPrimary();
-                awaitFailover(rig);
-                awaitAnswers(client, killedAt);
-                client.close();
+                final long seed = killAtARandomMoment(rig, client);
                 System.out.printf("system disk %s + data disk, 2 vCPUs, %s (kill seed %d): answers %s%n",
                     qcow2 ? "qcow2 on a backing file" : "raw", mode, seed,
                     client.readings().stream().map(Client.Reading::body).toList());
@@ -134,17 +134,7 @@ class DiskBootTest
             }
             try (Client client = new Client(rig.cli))
             {
-                while (client.values().size() < 5)
-                {
-                    Thread.sleep(20);
-                }
-                final long seed = System.nanoTime();
-                Thread.sleep(new Random(seed).nextInt(2_000));
-                final long killedAt = System.nanoTime();
-                rig.killPrimary();
-                awaitFailover(rig);
-                awaitAnswers(client, killedAt);
-                client.close();
+                final long seed = killAtARandomMoment(rig, client);
                 System.out.printf("UEFI, disk-booted, %s (kill seed %d): values %s%n", mode, seed, client.values());
                 assertStrictlyIncreasing(client.values());
             }

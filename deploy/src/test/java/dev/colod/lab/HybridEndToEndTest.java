@@ -100,10 +100,11 @@ class HybridEndToEndTest
                 kill(rig, client);
                 final List<Long> values = client.values();
                 System.out.printf("hybrid: last checkpoint %d, then %d answers out by comparison alone; comparison %s; " +
-                    "failover to the running copy on %s in %d ms; values %s%n", checkpoint, values.size() - before.size(),
-                    c, rig.failover().runningTaps(), rig.failover().lastLoadMicros / 1000, values);
+                    "failover to the running copy (moved to shared RAM since: %s) in %d ms; values %s%n", checkpoint,
+                    values.size() - before.size(), c, rig.failover().movedToSharedRam(), rig.failover().lastLoadMicros / 1000,
+                    values);
                 assertThat(c.releasedByComparison()).as("frames let out by comparison").isPositive();
-                assertThat(rig.failover().runningTaps()).as("the running copy took over").isNotNull();
+                assertThat(rig.failover().continuedCopy()).as("the running copy took over").isTrue();
                 assertStrictlyIncreasing(values);
             }
         }
@@ -122,7 +123,7 @@ class HybridEndToEndTest
                 kill(rig, client);
                 final List<Long> values = client.values();
                 System.out.printf("hybrid control (failover resumes the image): values %s%n", values);
-                assertThat(rig.failover().runningTaps()).as("the image was resumed").isNull();
+                assertThat(rig.failover().continuedCopy()).as("the image was resumed").isFalse();
                 boolean repeated = false;
                 for (int i = 1; i < values.size(); i++)
                 {
@@ -176,7 +177,7 @@ class HybridEndToEndTest
                 System.out.printf("hybrid with a disk: comparison %s; answers %s%n", c,
                     readings.stream().map(Client.Reading::body).toList());
                 assertThat(c.releasedByComparison()).as("frames let out by comparison").isPositive();
-                assertThat(rig.failover().runningTaps()).as("the running copy took over").isNotNull();
+                assertThat(rig.failover().continuedCopy()).as("the running copy took over").isTrue();
                 assertStrictlyIncreasing(client.values());
                 assertThat(DiskReplicationTest.mismatches(readings)).as("answers whose disk value is not the previous " +
                     "value").isEmpty();

@@ -40,7 +40,7 @@ import java.util.concurrent.Callable;
         "  source <(coloctl completion)", "",
         "Exit codes: 0 ok, 1 colod refused, 2 usage, 3 colod not reachable, 4 invalid configuration, 5 this host lacks " +
             "what the configuration needs (config check --host), 6 requested but not done within --wait's --timeout"},
-    subcommands = {Coloctl.Status.class, Coloctl.Buffers.class, Coloctl.Checkpoint.class, Coloctl.Failover.class,
+    subcommands = {Coloctl.Status.class, Coloctl.Buffers.class, Coloctl.Events.class, Coloctl.Checkpoint.class, Coloctl.Failover.class,
         Coloctl.Reprotect.class, Coloctl.Config.class, Coloctl.Certs.class, Coloctl.Completion.class})
 public final class Coloctl
 {
@@ -52,6 +52,13 @@ public final class Coloctl
     /** {@code checkpoint}, {@code failover}, {@code reprotect} with {@code --wait}: accepted, but not done in time. */
     public static final int NOT_DONE = 6;
     private static final ObjectMapper JSON = new ObjectMapper();
+    private static final ObjectMapper YAML = new ObjectMapper(new com.fasterxml.jackson.dataformat.yaml.YAMLFactory());
+
+    /** {@code -o}: a table, a wider table, or the data as JSON or YAML (the same fields, snake_case). */
+    enum Output
+    {
+        TABLE, WIDE, JSON, YAML
+    }
 
     /** The version of this build (the jar's Implementation-Version), for {@code --version} of every command. */
     public static final class Version implements CommandLine.IVersionProvider
@@ -147,6 +154,55 @@ public final class Coloctl
             return spec.commandLine().getErr();
         }
 
+        /** {@code node} as JSON or YAML. */
+        void print(final Output o, final JsonNode node)
+        {
+            try
+            {
+                out().print(o == Output.YAML ? YAML.writeValueAsString(node) : node.toPrettyString() + "\n");
+            }
+            catch (final com.fasterxml.jackson.core.JsonProcessingException ex)
+            {
+                throw new ExitException(REFUSED, "cannot print " + o + ": " + ex.getMessage());
+            }
+        }
+
+        /**
+         * Runs {@code once} once, or with {@code watch} every second until interrupted or until stdout is gone
+         * ({@code | head} ends it); the screen is cleared between rounds only on a terminal, elsewhere a line with
+         * the time separates them.
+         */
+        int repeat(final boolean watch, final Runnable once)
+        {
+            final boolean terminal = System.console() != null;
+            do
+            {
+                if (watch)
+                {
+                    out().print(terminal ? "\033[H\033[2J" : "--- " + java.time.LocalTime.now().withNano(0) + "\n");
+                }
+                once.run();
+                out().flush();
+                if (out().checkError() || System.out.checkError())
+                {
+                    return 0; // the reader went away
+                }
+                if (watch)
+                {
+                    try
+                    {
+                        Thread.sleep(1000);
+                    }
+                    catch (final InterruptedException ex)
+                    {
+                        return 0;
+                    }
+                }
+            }
+            while (watch);
+            return 0;
+        }
+
         @Override
         public Integer call()
         {
@@ -234,28 +290,42 @@ public final class Coloctl
     @Command(name = "status", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Each VM: role, state, peer, last checkpoint age, checkpoints/s, pause p50/p99.")
     static final class Status extends Sub
     {
-        @Option(names = {"-o", "--output"}, description = "table or json", defaultValue = "table")
-        String output;
+        @Option(names = {"-o", "--output"}, description = "table, wide, json or yaml (default table)",
+            defaultValue = "table", converter = OutputConverter.class)
+        Output output;
+
+        @Option(names = {"-w", "--watch"}, description = "refresh every second until interrupted")
+        boolean watch;
 
         @Override
         int run()
         {
+            return repeat(watch, this::once);
+        }
+
+        private void once()
+        {
             final JsonNode r = parent.call("{\"command\":\"status\"}");
-            if ("json".equals(output))
+            if (output == Output.JSON || output == Output.YAML)
             {
-                out().println(r.path("vms").toPrettyString());
-                return 0;
+                print(output, r.path("vms"));
+                return;
             }
-            out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8s %9s %9s %-8s%n", "VM", "ROLE", "STATE", "PEER",
-                "LAST-CKPT", "CKPT/S", "PAUSE-P50", "PAUSE-P99", "TRACKING");
+            final boolean wide = output == Output.WIDE;
+            out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8s %9s %9s %-8s" + (wide ? " %9s %10s %9s %s" : "") + "%n",
+                "VM", "ROLE", "STATE", "PEER", "LAST-CKPT", "CKPT/S", "PAUSE-P50", "PAUSE-P99", "TRACKING", "LAST-ID",
+                "FAILED", "FAILOVERS", "DISK");
             for (final JsonNode v : r.path("vms"))
             {
                 final long age = v.path("last_checkpoint_age_ms").asLong();
-                out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8.1f %7.1fms %7.1fms %-8s%n", v.path("vm").asText(),
-                    v.path("role").asText(), v.path("state").asText(), v.path("peer").asText(),
+                final boolean any = v.path("checkpoints").asLong() > 0;
+                out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8.1f %9s %9s %-8s" + (wide ? " %9d %10d %9d %s" : "") +
+                    "%n", v.path("vm").asText(), v.path("role").asText(), v.path("state").asText(), v.path("peer").asText(),
                     age < 0 ? "never" : age + "ms ago", v.path("checkpoints_per_second").asDouble(),
-                    v.path("pause_p50_ms").asDouble(), v.path("pause_p99_ms").asDouble(),
-                    v.path("write_tracking").asText());
+                    any ? String.format(Locale.ROOT, "%.1fms", v.path("pause_p50_ms").asDouble()) : "-",
+                    any ? String.format(Locale.ROOT, "%.1fms", v.path("pause_p99_ms").asDouble()) : "-",
+                    v.path("write_tracking").asText(), v.path("last_checkpoint_id").asLong(),
+                    v.path("checkpoints_failed").asLong(), v.path("failovers").asLong(), v.path("disk").asText("none"));
                 final JsonNode steps = v.path("pause_steps");
                 if (steps.size() > 0)
                 {
@@ -309,7 +379,23 @@ public final class Coloctl
                     out().println("  last error: " + v.path("last_error").asText());
                 }
             }
-            return 0;
+        }
+    }
+
+    /** {@code -o} values, any case; anything else is a usage error naming the choices. */
+    static final class OutputConverter implements CommandLine.ITypeConverter<Output>
+    {
+        @Override
+        public Output convert(final String value)
+        {
+            try
+            {
+                return Output.valueOf(value.toUpperCase(Locale.ROOT));
+            }
+            catch (final IllegalArgumentException ex)
+            {
+                throw new CommandLine.TypeConversionException("'" + value + "' is not one of table, wide, json, yaml");
+            }
         }
     }
 
@@ -319,8 +405,9 @@ public final class Coloctl
         @Parameters(arity = "0..1", paramLabel = "VM", description = "only this VM")
         String vm;
 
-        @Option(names = {"-o", "--output"}, description = "table or json", defaultValue = "table")
-        String output;
+        @Option(names = {"-o", "--output"}, description = "table, wide, json or yaml (default table)",
+            defaultValue = "table", converter = OutputConverter.class)
+        Output output;
 
         @Option(names = {"-w", "--watch"}, description = "refresh every second until interrupted")
         boolean watch;
@@ -330,42 +417,25 @@ public final class Coloctl
         {
             final String req = vm == null ? "{\"command\":\"buffers\"}"
                 : "{\"command\":\"buffers\",\"vm\":" + JSON.valueToTree(vm) + "}";
-            do
+            return repeat(watch, () ->
             {
                 final JsonNode r = parent.call(req);
-                if (watch)
+                if (output == Output.JSON || output == Output.YAML)
                 {
-                    out().print("\033[H\033[2J");
-                }
-                if ("json".equals(output))
-                {
-                    out().println(r.path("vms").toPrettyString());
+                    print(output, r.path("vms"));
                 }
                 else
                 {
-                    table(r);
+                    table(r, output == Output.WIDE);
                 }
-                out().flush();
-                if (watch)
-                {
-                    try
-                    {
-                        Thread.sleep(1000);
-                    }
-                    catch (final InterruptedException ex)
-                    {
-                        return 0;
-                    }
-                }
-            }
-            while (watch);
-            return 0;
+            });
         }
 
-        private void table(final JsonNode r)
+        private void table(final JsonNode r, final boolean wide)
         {
-            out().printf(Locale.ROOT, "%-12s %-8s %-12s %8s %10s %-24s %9s %10s %9s %s%n", "VM", "NIC", "MODE", "HELD",
-                "HELD-B", "EPOCHS(id:frames)", "OLDEST", "RELEASED", "INBOUND", "DROPPED");
+            out().printf(Locale.ROOT, "%-12s %-8s %-12s %8s %10s %-24s %9s %10s %9s" + (wide ? " %9s %11s %10s" : "") +
+                " %s%n", "VM", "NIC", "MODE", "HELD", "HELD-B", "EPOCHS(id:frames)", "OLDEST", "RELEASED", "INBOUND",
+                "PASSED", "BACKPRESSURE", "EARLY-CKPT", "DROPPED");
             for (final JsonNode v : r.path("vms"))
             {
                 for (final JsonNode n : v.path("nics"))
@@ -376,19 +446,119 @@ public final class Coloctl
                         epochs.append(e.path("epoch").asLong() < 0 ? "open" : e.path("epoch").asText()).append(':')
                             .append(e.path("frames").asLong()).append(' ');
                     }
-                    out().printf(Locale.ROOT, "%-12s %-8s %-12s %8d %10d %-24s %7dms %10d %9d %s%n", v.path("vm").asText(),
-                        n.path("nic").asText(), n.path("mode").asText(), n.path("heldFrames").asLong(),
-                        n.path("heldBytes").asLong(), epochs.toString().trim(), n.path("oldestHeldAgeNs").asLong() / 1_000_000,
-                        n.path("releasedFrames").asLong(), n.path("inboundFrames").asLong(),
-                        String.format(Locale.ROOT, "limit-frames=%d limit-bytes=%d oversize=%d fenced=%d write-error=%d agent-restart=%d",
-                            n.path("droppedLimitFrames").asLong(), n.path("droppedLimitBytes").asLong(),
-                            n.path("droppedOversize").asLong(), n.path("droppedFenced").asLong(),
-                            n.path("droppedWriteError").asLong(), n.path("droppedAgentRestart").asLong()));
+                    final String dropped = String.format(Locale.ROOT,
+                        "limit-frames=%d limit-bytes=%d oversize=%d fenced=%d write-error=%d agent-restart=%d",
+                        n.path("dropped_limit_frames").asLong(), n.path("dropped_limit_bytes").asLong(),
+                        n.path("dropped_oversize").asLong(), n.path("dropped_fenced").asLong(),
+                        n.path("dropped_write_error").asLong(), n.path("dropped_agent_restart").asLong());
+                    final String head = String.format(Locale.ROOT, "%-12s %-8s %-12s %8d %10d %-24s %7dms %10d %9d",
+                        v.path("vm").asText(), n.path("nic").asText(), n.path("mode").asText(), n.path("held_frames").asLong(),
+                        n.path("held_bytes").asLong(), epochs.toString().trim(), n.path("oldest_held_age_ns").asLong() / 1_000_000,
+                        n.path("released_frames").asLong(), n.path("inbound_frames").asLong());
+                    out().println(head + (wide ? String.format(Locale.ROOT, " %9d %11d %10d", n.path("passed_frames").asLong(),
+                        n.path("backpressure_stalls").asLong(), n.path("early_checkpoint_requests").asLong()) : "") + " " + dropped);
                 }
                 if (v.path("nics").isEmpty())
                 {
                     out().printf("%-12s (no output buffers here: this host is the secondary)%n", v.path("vm").asText());
                 }
+            }
+        }
+    }
+
+    @Command(name = "events", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class,
+        description = "What changed, with the time colod saw it: each VM's role, protection state, failovers and " +
+            "errors (kept in memory since colod started, the last 2000).")
+    static final class Events extends Sub
+    {
+        @Parameters(arity = "0..1", paramLabel = "VM", description = "only this VM")
+        String vm;
+
+        @Option(names = "--since", paramLabel = "WHEN", description = "a duration back from now (30s, 10m, 2h, 1d) or " +
+            "an ISO time (2026-12-03T10:15:00Z); default: everything kept")
+        String since;
+
+        @Option(names = {"-o", "--output"}, description = "table, wide, json or yaml (default table)",
+            defaultValue = "table", converter = OutputConverter.class)
+        Output output;
+
+        @Option(names = {"-w", "--watch"}, description = "print new events every second until interrupted")
+        boolean watch;
+
+        @Override
+        int run()
+        {
+            final long[] after = {since == null ? -1 : sinceMillis(since)};
+            final java.util.Set<String> printed = new java.util.HashSet<>();
+            final boolean table = output != Output.JSON && output != Output.YAML;
+            if (table)
+            {
+                out().printf("%-24s %-12s %s%n", "TIME", "VM", "EVENT");
+            }
+            // --watch prints what is new each second (no screen clearing: events only add up)
+            return repeat(false, () ->
+            {
+                do
+                {
+                    final JsonNode r = parent.call("{\"command\":\"events\",\"since_ms\":" + after[0] +
+                        (vm == null ? "" : ",\"vm\":" + JSON.valueToTree(vm)) + "}");
+                    if (!table)
+                    {
+                        print(output, r.path("events"));
+                    }
+                    for (final JsonNode e : table ? r.path("events") : JSON.createArrayNode())
+                    {
+                        if (printed.add(e.toString()))
+                        {
+                            out().printf("%-24s %-12s %s%n", e.path("time").asText(), e.path("vm").asText(),
+                                e.path("event").asText());
+                            after[0] = Math.max(after[0], java.time.Instant.parse(e.path("time").asText()).toEpochMilli());
+                        }
+                    }
+                    out().flush();
+                }
+                while (watch && !out().checkError() && !System.out.checkError() && pause());
+            });
+        }
+
+        /** One second; false when interrupted. */
+        private static boolean pause()
+        {
+            try
+            {
+                Thread.sleep(1000);
+                return true;
+            }
+            catch (final InterruptedException ex)
+            {
+                return false;
+            }
+        }
+
+        /** {@code 30s}, {@code 10m}, {@code 2h}, {@code 1d} back from now, or an ISO-8601 instant; else a usage error. */
+        static long sinceMillis(final String when)
+        {
+            final java.util.regex.Matcher m = java.util.regex.Pattern.compile("(\\d+)([smhd])").matcher(when.trim());
+            if (m.matches())
+            {
+                final long n = Long.parseLong(m.group(1));
+                final long unit = switch (m.group(2))
+                {
+                    case "s" -> 1000L;
+                    case "m" -> 60_000L;
+                    case "h" -> 3_600_000L;
+                    default -> 86_400_000L;
+                };
+                return System.currentTimeMillis() - n * unit;
+            }
+            try
+            {
+                return java.time.Instant.parse(when.trim()).toEpochMilli();
+            }
+            catch (final java.time.format.DateTimeParseException ex)
+            {
+                throw new ExitException(2, "--since " + when + ": give a duration (30s, 10m, 2h, 1d) or an ISO time " +
+                    "such as 2026-12-03T10:15:00Z");
             }
         }
     }

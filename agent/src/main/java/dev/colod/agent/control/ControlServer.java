@@ -43,6 +43,9 @@ public final class ControlServer implements AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(ControlServer.class);
     private static final ObjectMapper JSON = new ObjectMapper();
+    /** Buffer statistics in the same naming style as status: snake_case (held_frames, dropped_agent_restart...). */
+    private static final ObjectMapper SNAKE = new ObjectMapper()
+        .setPropertyNamingStrategy(com.fasterxml.jackson.databind.PropertyNamingStrategies.SNAKE_CASE);
     private static final int MAX_REQUEST = 4096;
     static final int MAX_PENDING = 16;
     static final long REQUEST_DEADLINE_MS = 5000;
@@ -68,10 +71,15 @@ public final class ControlServer implements AutoCloseable
             return t;
         });
 
+    private final EventLog events = new EventLog();
+
     public ControlServer(final Path path, final List<VmHandle> handles) throws IOException
     {
         this.path = path;
         handles.forEach(h -> vms.put(h.name(), h));
+        sampleEvents();
+        deadlines.scheduleWithFixedDelay(this::sampleEvents, EventLog.SAMPLE_MS, EventLog.SAMPLE_MS,
+            java.util.concurrent.TimeUnit.MILLISECONDS);
         Files.createDirectories(path.getParent());
         Files.deleteIfExists(path);
         server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
@@ -221,8 +229,22 @@ public final class ControlServer implements AutoCloseable
                         final ArrayNode nics = o.putArray("nics");
                         for (final NicStats s : h.buffers())
                         {
-                            nics.add(JSON.valueToTree(s));
+                            nics.add(SNAKE.valueToTree(s));
                         }
+                    }
+                    break;
+                }
+                case "events":
+                {
+                    final long sinceMs = req.path("since_ms").asLong(-1);
+                    if (vm != null)
+                    {
+                        find(vm);
+                    }
+                    final ArrayNode a = r.putArray("events");
+                    for (final EventLog.Event e : events.since(sinceMs < 0 ? null : java.time.Instant.ofEpochMilli(sinceMs), vm))
+                    {
+                        a.addObject().put("time", e.at().toString()).put("vm", e.vm()).put("event", e.what());
                     }
                     break;
                 }
@@ -245,7 +267,7 @@ public final class ControlServer implements AutoCloseable
                     break;
                 default:
                     throw new IllegalArgumentException("unknown command '" + cmd +
-                        "' (status, buffers, checkpoint, failover, reprotect)");
+                        "' (status, buffers, events, checkpoint, failover, reprotect)");
             }
             r.put("ok", true);
         }
@@ -256,6 +278,23 @@ public final class ControlServer implements AutoCloseable
             r.put("error", ex.getMessage());
         }
         return r.toString();
+    }
+
+    /** Every VM's status into the event log (a change becomes an event). */
+    private void sampleEvents()
+    {
+        final java.time.Instant now = java.time.Instant.now();
+        for (final VmHandle h : vms.values())
+        {
+            try
+            {
+                events.observe(h.name(), h.status(), now);
+            }
+            catch (final RuntimeException ex)
+            {
+                LOG.debug("vm={} status for the event log: {}", h.name(), ex.toString());
+            }
+        }
     }
 
     private VmHandle find(final String vm)

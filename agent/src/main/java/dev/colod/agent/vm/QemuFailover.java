@@ -40,6 +40,10 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     /** Hybrid mode: the copy of the VM that runs here between checkpoints, or null. */
     private volatile RunningCopy copy;
     private volatile List<String> runningTaps;
+    /** Whether the last failover continued hybrid mode's running copy (true even after it moved to shared RAM). */
+    private volatile boolean continuedCopy;
+    /** Whether the continued copy then moved into a QEMU on a shared RAM file ({@link #moveToSharedRam}). */
+    private volatile boolean movedToSharedRam;
     private volatile List<String> bridges = List.of();
     private volatile boolean continueCopy = true;
     private volatile TcpRewriter rewriter;
@@ -244,6 +248,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         lastLoadMicros = (System.nanoTime() - t0) / 1000;
         runningTaps = t.taps();
         rewriter = t.rewriter();
+        continuedCopy = true;
         running = q;
         LOG.warn("vm={} the running copy (QEMU pid {}, taps {}) runs the VM: it holds checkpoint {} and ran on from it " +
             "with the primary's input; took {} ms", spec.name(), q.pid(), t.taps(), checkpointId, lastLoadMicros / 1000);
@@ -400,10 +405,23 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
         src.kill();
         running = dst;
         runningTaps = null;
+        movedToSharedRam = true;
         LOG.warn("vm={} the running copy moved into QEMU pid {} (RAM {} shared, taps {}) in {} ms: it can be protected " +
             "again", spec.name(), dst.pid(), ramFile, spec.nics().stream().map(VmSpec.Nic::tap).toList(),
             (System.nanoTime() - t0) / 1_000_000);
         return dst;
+    }
+
+    /** Whether the last failover continued hybrid mode's running copy (rather than resuming the image). */
+    public boolean continuedCopy()
+    {
+        return continuedCopy;
+    }
+
+    /** Whether the continued copy moved into a QEMU on a shared RAM file since (to be protected again). */
+    public boolean movedToSharedRam()
+    {
+        return movedToSharedRam;
     }
 
     /** The taps of the VM's NICs after failover: the running copy's if it took over, else null (the configured ones). */

@@ -108,6 +108,24 @@ class ColoctlTest
     }
 
     @Test
+    void statusIsATableAWideTableYamlOrJsonAndWatchesWithoutScreenCodesOffATerminal() throws Exception
+    {
+        final Run wide = coloctl("status", "-o", "wide");
+        assertThat(wide.code()).isZero();
+        assertThat(wide.out()).contains("LAST-ID", "FAILOVERS", "web1");
+        final Run yaml = coloctl("status", "-o", "YAML");
+        assertThat(yaml.out()).contains("- vm: \"web1\"").contains("role: \"primary\"");
+        assertThat(new ObjectMapper(new com.fasterxml.jackson.dataformat.yaml.YAMLFactory()).readTree(yaml.out()).get(1)
+            .path("vm").asText()).isEqualTo("web2");
+        final Thread t = new Thread(() -> coloctl("status", "--watch"));
+        t.start();
+        t.join(1500);
+        t.interrupt();
+        t.join(5000);
+        assertThat(t.isAlive()).as("--watch ends when interrupted").isFalse();
+    }
+
+    @Test
     void buffersShowHeldFramesPerEpochAsTableAndJson() throws Exception
     {
         final Run table = coloctl("buffers", "web1");
@@ -116,13 +134,21 @@ class ColoctlTest
         final JsonNode j = new ObjectMapper().readTree(coloctl("buffers", "-o", "json").out());
         final JsonNode nic = j.get(0).path("nics").get(0);
         assertThat(nic.path("nic").asText()).isEqualTo("vnet0");
-        assertThat(nic.path("heldFrames").asLong()).isEqualTo(1);
+        assertThat(nic.path("held_frames").asLong()).as("snake_case, as status").isEqualTo(1);
         assertThat(nic.path("epochs").get(0).path("epoch").asLong()).isEqualTo(7);
-        for (final String f : List.of("heldBytes", "oldestHeldAgeNs", "releasedFrames", "droppedLimitFrames",
-            "droppedLimitBytes", "droppedFenced", "inboundFrames"))
+        for (final String f : List.of("held_bytes", "oldest_held_age_ns", "released_frames", "dropped_limit_frames",
+            "dropped_limit_bytes", "dropped_fenced", "dropped_agent_restart", "inbound_frames", "passed_frames"))
         {
             assertThat(nic.has(f)).as(f).isTrue();
         }
+        final Run yaml = coloctl("buffers", "web1", "-o", "yaml");
+        assertThat(yaml.code()).isZero();
+        assertThat(yaml.out()).contains("held_frames: 1").contains("- vm: \"web1\"");
+        final Run wide = coloctl("buffers", "web1", "-o", "wide");
+        assertThat(wide.out()).contains("PASSED", "BACKPRESSURE", "EARLY-CKPT");
+        final Run bad = coloctl("buffers", "-o", "xml");
+        assertThat(bad.code()).isEqualTo(2);
+        assertThat(bad.err()).contains("'xml' is not one of table, wide, json, yaml");
     }
 
     @Test
@@ -157,6 +183,26 @@ class ColoctlTest
         assertThat(ok.code()).as(ok.err()).isZero();
         assertThat(ok.out()).contains("vm web2: a failover would resume it here from checkpoint ");
         assertThat(pair.secondary.state()).as("a dry run does nothing").isNotEqualTo(ProtectionState.FAILED_OVER);
+    }
+
+    @Test
+    void eventsSayWhatChangedAndWhenSinceAGivenTime() throws Exception
+    {
+        final Run first = coloctl("events");
+        assertThat(first.code()).isZero();
+        assertThat(first.out()).contains("TIME", "web1", "seen: primary, protected", "web2", "seen: secondary");
+        final Run fo = coloctl("failover", "web2");
+        assertThat(fo.code()).as(fo.err()).isZero();
+        await().atMost(java.time.Duration.ofSeconds(30)).until(() -> coloctl("events", "web2", "--since", "1h").out()
+            .contains("-> failed-over"));
+        final JsonNode j = new ObjectMapper().readTree(coloctl("events", "web2", "-o", "json").out());
+        assertThat(j.get(0).path("vm").asText()).isEqualTo("web2");
+        assertThat(java.time.Instant.parse(j.get(0).path("time").asText())).isBefore(java.time.Instant.now().plusSeconds(1));
+        assertThat(coloctl("events", "--since", java.time.Instant.now().plusSeconds(60).toString()).out())
+            .as("nothing after a future time").doesNotContain("web1");
+        final Run bad = coloctl("events", "--since", "yesterday");
+        assertThat(bad.code()).isEqualTo(2);
+        assertThat(bad.err()).contains("--since yesterday: give a duration (30s, 10m, 2h, 1d) or an ISO time");
     }
 
     @Test
