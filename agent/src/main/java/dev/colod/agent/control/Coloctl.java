@@ -376,9 +376,29 @@ public final class Coloctl
                 }
                 if (!v.path("last_error").asText().isEmpty())
                 {
-                    out().println("  last error: " + v.path("last_error").asText());
+                    final String at = v.path("last_error_at").asText();
+                    out().println("  last error" + (at.isEmpty() ? "" : " (" + ago(at) + (v.path("last_error_old").asBoolean()
+                        ? ", protected again since" : "") + ")") + ": " + v.path("last_error").asText());
+                }
+                if (!v.path("next_step").asText().isEmpty())
+                {
+                    out().println("  next: " + v.path("next_step").asText());
                 }
             }
+        }
+    }
+
+    /** How long ago ISO time {@code at} was: "12 s ago", "5 min ago", "3 h ago". */
+    static String ago(final String at)
+    {
+        try
+        {
+            final long s = java.time.Duration.between(java.time.Instant.parse(at), java.time.Instant.now()).toSeconds();
+            return s < 120 ? s + " s ago" : s < 7200 ? s / 60 + " min ago" : s / 3600 + " h ago";
+        }
+        catch (final java.time.format.DateTimeParseException ex)
+        {
+            return at;
         }
     }
 

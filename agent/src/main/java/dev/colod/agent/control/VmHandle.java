@@ -33,6 +33,12 @@ public final class VmHandle
     private long lastCount;
     private long lastCountNanos = System.nanoTime();
     private double rate;
+    /** The last error as last seen, and when it was first seen (status is sampled every 200 ms by the control server). */
+    private String errorSeen = "";
+    private java.time.Instant errorAt;
+    /** When the VM last became protected here (after {@link #errorAt}: the error is old). */
+    private java.time.Instant protectedSince;
+    private String stateSeen = "";
 
     private VmHandle(final String name, final View view)
     {
@@ -160,7 +166,28 @@ public final class VmHandle
         v.pauseSteps().get().forEach((step, h) -> steps.put(step, Map.of("p50_ms", h.getValueAtPercentile(50) / 1000.0,
             "p99_ms", h.getValueAtPercentile(99) / 1000.0)));
         m.put("pause_steps", steps);
-        m.put("last_error", engine.lastError());
+        final String error = engine.lastError() == null ? "" : engine.lastError();
+        final java.time.Instant at = java.time.Instant.now();
+        if (!error.equals(errorSeen))
+        {
+            errorSeen = error;
+            errorAt = error.isEmpty() ? null : at;
+        }
+        final String state = String.valueOf(m.get("state"));
+        if ("protected".equals(state) && !state.equals(stateSeen))
+        {
+            protectedSince = at;
+        }
+        stateSeen = state;
+        m.put("last_error", error);
+        m.put("last_error_at", errorAt == null ? "" : errorAt.toString());
+        // recovered since: protection resumed after the error was seen
+        m.put("last_error_old", errorAt != null && protectedSince != null && protectedSince.isAfter(errorAt));
+        final String next = nextStep(String.valueOf(m.get("role")), state, String.valueOf(m.get("peer")));
+        if (!next.isEmpty())
+        {
+            m.put("next_step", next);
+        }
         return m;
     }
 
@@ -168,6 +195,24 @@ public final class VmHandle
     public Histogram pauseHistogram()
     {
         return view.engine().counters().pauseMicros;
+    }
+
+    /** What an operator does next in {@code state} (empty when nothing is needed). */
+    static String nextStep(final String role, final String state, final String peer)
+    {
+        return switch (state)
+        {
+            case "fenced" -> "this host's copy of the VM is paused (fenced): the other host runs it. Make this host stand " +
+                "by for it: restart colod here (systemctl restart colod); it finds the VM running on " + peer +
+                " and becomes its secondary";
+            case "unprotected" -> "the VM runs here without a standby: is colod running on " + peer +
+                "? (coloctl status there; its last error says why it refused)";
+            case "connecting" -> "primary".equals(role) ? "waiting for the secondary at " + peer + " (coloctl status there)"
+                : "standing by: waiting for the primary to connect (coloctl status on the primary)";
+            case "failed-over" -> "the VM runs here since a failover; it is protected again once the other host's colod " +
+                "runs (with listen set) or after coloctl reprotect";
+            default -> "";
+        };
     }
 
     public List<NicStats> buffers()

@@ -219,6 +219,12 @@ class ColoctlTest
         final Run none = coloctl("checkpoint", "web1", "--wait", "--timeout=1");
         assertThat(none.code()).as(none.out() + none.err()).isEqualTo(Coloctl.NOT_DONE);
         assertThat(none.err()).contains("checkpoint not done within 1 s: vm web1 is primary, ");
+        final Run status = coloctl("status");
+        assertThat(status.out()).as("an unprotected primary says what to look at next")
+            .contains("next: the VM runs here without a standby: is colod running on ");
+        assertThat(VmHandle.nextStep("primary", "fenced", "198.19.0.2:7600")).contains("restart colod here")
+            .contains("finds the VM running on 198.19.0.2:7600 and becomes its secondary");
+        assertThat(VmHandle.nextStep("primary", "protected", "x")).isEmpty();
     }
 
     @Test
