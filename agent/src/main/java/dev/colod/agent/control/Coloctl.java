@@ -686,10 +686,14 @@ public final class Coloctl
         @Option(names = "--dir", required = true, description = "where to write the files")
         Path dir;
 
-        @Option(names = "--days", defaultValue = "365", description = "validity of the certificates (default 365)")
+        @Option(names = "--days", defaultValue = "365", description = "validity of the host certificates (default 365)")
         int days;
 
-        @Option(names = "--ca-name", defaultValue = "colod lab CA", description = "the CA's common name")
+        @Option(names = "--ca-days", defaultValue = "3650", description = "validity of a new CA (default 3650; at " +
+            "least --days: a CA outlives its hosts)")
+        int caDays;
+
+        @Option(names = "--ca-name", defaultValue = "colod lab CA", description = "a new CA's common name")
         String caName;
 
         @Parameters(arity = "1..*", paramLabel = "NAME", description = "host names or addresses, one certificate each")
@@ -698,21 +702,62 @@ public final class Coloctl
         @CommandLine.Spec
         CommandLine.Model.CommandSpec spec;
 
+        /**
+         * A new CA and host certificates in --dir; with a CA there already (ca.pem and ca.key, e.g. the operator's
+         * CA copied there, or the one an earlier run made), it issues the host certificates from that CA, never
+         * touching it, and refuses to overwrite a host's existing certificate.
+         */
         @Override
         public Integer call() throws Exception
         {
-            final Duration validity = Duration.ofDays(days);
+            final PrintWriter err = spec.commandLine().getErr();
+            if (days <= 0 || caDays <= 0)
+            {
+                err.println("--days and --ca-days must be positive, were " + days + " and " + caDays);
+                return 2;
+            }
             final dev.colod.agent.tls.Certs.Issued ca;
             if (Files.exists(dir.resolve("ca.pem")))
             {
-                spec.commandLine().getErr().println(dir.resolve("ca.pem") + " exists: not overwriting a CA");
-                return REFUSED;
+                try
+                {
+                    ca = dev.colod.agent.tls.Certs.readAuthority(dir, "ca");
+                }
+                catch (final java.io.IOException | java.security.GeneralSecurityException ex)
+                {
+                    err.println(ex.getMessage());
+                    return REFUSED;
+                }
+                spec.commandLine().getOut().println("issuing from the existing CA " + dir.resolve("ca.pem") + " (" +
+                    ca.cert().getSubjectX500Principal().getName() + ", valid until " + ca.cert().getNotAfter().toInstant() + ")");
             }
-            ca = dev.colod.agent.tls.Certs.authority(caName, validity);
-            ca.write(dir, "ca");
+            else
+            {
+                if (caDays < days)
+                {
+                    err.println("--ca-days " + caDays + " is shorter than --days " + days + ": a CA must outlive the " +
+                        "certificates it signs");
+                    return 2;
+                }
+                ca = dev.colod.agent.tls.Certs.authority(caName, Duration.ofDays(caDays));
+                ca.write(dir, "ca");
+            }
+            final java.time.Instant caEnd = ca.cert().getNotAfter().toInstant();
             for (final String n : names)
             {
-                dev.colod.agent.tls.Certs.host(ca, n, validity).write(dir, n);
+                if (Files.exists(dir.resolve(n + ".pem")))
+                {
+                    err.println(dir.resolve(n + ".pem") + " exists: not overwriting it (remove it to issue a new one)");
+                    return REFUSED;
+                }
+                final java.time.Instant now = java.time.Instant.now();
+                java.time.Instant end = now.plus(Duration.ofDays(days));
+                if (end.isAfter(caEnd))
+                {
+                    err.println("note: " + n + "'s certificate ends with its CA, on " + caEnd);
+                    end = caEnd;
+                }
+                dev.colod.agent.tls.Certs.host(ca, n, now.minusSeconds(60), end).write(dir, n);
                 spec.commandLine().getOut().println("wrote " + dir.resolve(n + ".pem") + " and " + dir.resolve(n + ".key"));
             }
             spec.commandLine().getOut().println("CA: " + dir.resolve("ca.pem") + " (its key " + dir.resolve("ca.key") +

@@ -32,9 +32,9 @@ import java.util.Date;
 import java.util.regex.Pattern;
 
 /**
- * A small certificate authority for labs, the demo and tests ({@code coloctl certs}): ECDSA P-256, SHA-256,
- * host certificates for both TLS client and server use with the host's name or address as subject alternative
- * name. Production hosts get their certificates from the operator's CA; colod only reads PEM files.
+ * A small certificate authority ({@code coloctl certs}): ECDSA P-256, SHA-256, host certificates for both TLS client
+ * and server use with the host's name or address as subject alternative name, issued by a new CA or by an existing
+ * one read from PEM files (EC or RSA). colod itself only reads PEM files.
  */
 public final class Certs
 {
@@ -106,6 +106,72 @@ public final class Certs
         return host(ca, name, now.minusSeconds(60), now.plus(validity));
     }
 
+    /**
+     * An existing CA from {@code dir}: {@code name}.pem (its certificate) and {@code name}.key (its private key: PKCS#8,
+     * or a traditional EC or RSA key), to issue more host certificates (a replacement standby host). Refuses, naming
+     * the file, a missing key, a certificate that is not a CA, or a key that is not the certificate's.
+     */
+    public static Issued readAuthority(final Path dir, final String name) throws GeneralSecurityException, IOException
+    {
+        final Path certFile = dir.resolve(name + ".pem");
+        final Path keyFile = dir.resolve(name + ".key");
+        if (!Files.isReadable(keyFile))
+        {
+            throw new IOException(certFile + " exists but its key " + keyFile + " does not: a CA cannot sign without it");
+        }
+        final X509Certificate cert;
+        try (org.bouncycastle.openssl.PEMParser p = new org.bouncycastle.openssl.PEMParser(Files.newBufferedReader(certFile)))
+        {
+            final Object o = p.readObject();
+            if (!(o instanceof X509CertificateHolder h))
+            {
+                throw new IOException(certFile + " holds no certificate");
+            }
+            cert = new JcaX509CertificateConverter().getCertificate(h);
+        }
+        if (cert.getBasicConstraints() < 0)
+        {
+            throw new IOException(certFile + " is not a CA certificate (no basicConstraints CA:true)");
+        }
+        final java.security.PrivateKey key;
+        try (org.bouncycastle.openssl.PEMParser p = new org.bouncycastle.openssl.PEMParser(Files.newBufferedReader(keyFile)))
+        {
+            final Object o = p.readObject();
+            final org.bouncycastle.openssl.jcajce.JcaPEMKeyConverter c = new org.bouncycastle.openssl.jcajce.JcaPEMKeyConverter();
+            if (o instanceof org.bouncycastle.asn1.pkcs.PrivateKeyInfo info)
+            {
+                key = c.getPrivateKey(info);
+            }
+            else if (o instanceof org.bouncycastle.openssl.PEMKeyPair pair)
+            {
+                key = c.getKeyPair(pair).getPrivate();
+            }
+            else
+            {
+                throw new IOException(keyFile + " holds no unencrypted private key (PKCS#8, EC or RSA PEM)");
+            }
+        }
+        final Issued ca = new Issued(new KeyPair(cert.getPublicKey(), key), cert);
+        // the key must be the certificate's: sign something and check it with the certificate's public key
+        final java.security.Signature sig = java.security.Signature.getInstance(algorithm(key));
+        sig.initSign(key);
+        sig.update(new byte[]{1, 2, 3});
+        final byte[] signed = sig.sign();
+        sig.initVerify(cert.getPublicKey());
+        sig.update(new byte[]{1, 2, 3});
+        if (!sig.verify(signed))
+        {
+            throw new IOException(keyFile + " is not the key of " + certFile);
+        }
+        return ca;
+    }
+
+    /** The signature algorithm for a CA key: ECDSA or RSA with SHA-256. */
+    private static String algorithm(final java.security.PrivateKey key)
+    {
+        return "RSA".equals(key.getAlgorithm()) ? "SHA256withRSA" : "SHA256withECDSA";
+    }
+
     private static BigInteger serial()
     {
         return new BigInteger(64, new SecureRandom()).abs().add(BigInteger.ONE);
@@ -116,7 +182,8 @@ public final class Certs
     {
         try
         {
-            final X509CertificateHolder h = b.build(new JcaContentSignerBuilder("SHA256withECDSA").build(signer.getPrivate()));
+            final X509CertificateHolder h = b.build(new JcaContentSignerBuilder(algorithm(signer.getPrivate()))
+                .build(signer.getPrivate()));
             return new JcaX509CertificateConverter().getCertificate(h);
         }
         catch (final org.bouncycastle.operator.OperatorCreationException ex)

@@ -350,6 +350,44 @@ class ColoctlTest
     }
 
     @Test
+    void certsIssuesFromAnExistingCaAndTheCaOutlivesItsHosts() throws Exception
+    {
+        final Path tls = dir.resolve("tls");
+        final Run first = coloctl("certs", "--dir", tls.toString(), "--days", "30", "198.19.0.1");
+        assertThat(first.code()).as(first.err()).isZero();
+        final java.security.cert.CertificateFactory f = java.security.cert.CertificateFactory.getInstance("X.509");
+        final java.security.cert.X509Certificate ca;
+        final java.security.cert.X509Certificate host1;
+        try (java.io.InputStream in = Files.newInputStream(tls.resolve("ca.pem"));
+             java.io.InputStream h = Files.newInputStream(tls.resolve("198.19.0.1.pem")))
+        {
+            ca = (java.security.cert.X509Certificate)f.generateCertificate(in);
+            host1 = (java.security.cert.X509Certificate)f.generateCertificate(h);
+        }
+        assertThat(ca.getNotAfter()).as("the CA outlives its hosts").isAfter(host1.getNotAfter());
+        final byte[] caBefore = Files.readAllBytes(tls.resolve("ca.pem"));
+
+        // a replacement standby host, later: issued by the same CA, which stays as it was
+        final Run more = coloctl("certs", "--dir", tls.toString(), "198.19.0.3");
+        assertThat(more.code()).as(more.err()).isZero();
+        assertThat(more.out()).contains("issuing from the existing CA");
+        assertThat(Files.readAllBytes(tls.resolve("ca.pem"))).isEqualTo(caBefore);
+        final java.security.cert.X509Certificate host3;
+        try (java.io.InputStream h = Files.newInputStream(tls.resolve("198.19.0.3.pem")))
+        {
+            host3 = (java.security.cert.X509Certificate)f.generateCertificate(h);
+        }
+        host3.verify(ca.getPublicKey()); // signed by that CA
+
+        assertThat(coloctl("certs", "--dir", tls.toString(), "198.19.0.3").err()).contains("exists: not overwriting it");
+        final Run negative = coloctl("certs", "--dir", dir.resolve("t2").toString(), "--days", "-5", "h");
+        assertThat(negative.code()).isEqualTo(2);
+        assertThat(negative.err()).contains("--days and --ca-days must be positive");
+        Files.delete(tls.resolve("ca.key"));
+        assertThat(coloctl("certs", "--dir", tls.toString(), "198.19.0.4").err()).contains("ca.key does not: a CA cannot sign");
+    }
+
+    @Test
     void helpHasExamplesAndCompletionIsGenerated()
     {
         final Run help = coloctl("--help");
