@@ -4,7 +4,7 @@
 colod_install_packages()
 {
   local need=() p
-  for p in openjdk-17-jdk-headless maven gcc libc6-dev iproute2 iptables qemu-system-x86 qemu-utils busybox-static syslinux syslinux-common mtools dosfstools fdisk grub-efi-amd64-bin ovmf cpio ethtool etcd-server; do
+  for p in openjdk-17-jdk-headless maven gcc libc6-dev iproute2 iptables qemu-system-x86 qemu-utils busybox-static syslinux syslinux-common mtools dosfstools fdisk grub-efi-amd64-bin ovmf cpio ethtool etcd-server help2man; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then
