@@ -85,8 +85,8 @@ public final class Colod implements AutoCloseable
         }, "colod-stop"));
         try
         {
-            sun.misc.Signal.handle(new sun.misc.Signal("HUP"), s -> LOG.warn(
-                "SIGHUP: nothing in colod.yaml can change at run time in this version; restart colod to apply changes"));
+            final Path file = Path.of(args[1]);
+            sun.misc.Signal.handle(new sun.misc.Signal("HUP"), s -> reload(file));
         }
         catch (final IllegalArgumentException ex)
         {
@@ -104,6 +104,36 @@ public final class Colod implements AutoCloseable
         SdNotify.notify("READY=1\nSTATUS=" + cfg.vms.size() + " VM(s) set up");
         colod.watchdog();
         stopped.await();
+    }
+
+    /**
+     * SIGHUP ({@code systemctl reload colod}): reads the file again and applies what is safe to change while VMs
+     * run, the log level; a file with errors changes nothing (they are logged, as at start-up); anything else that
+     * changed is named, with "restart colod to apply it".
+     */
+    static void reload(final Path file)
+    {
+        try
+        {
+            final ColodConfig next = ConfigLoader.load(file);
+            final ch.qos.logback.classic.Logger root =
+                (ch.qos.logback.classic.Logger)LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME);
+            final ch.qos.logback.classic.Level level = ch.qos.logback.classic.Level.toLevel(next.logLevel.name());
+            if (!level.equals(root.getLevel()))
+            {
+                root.setLevel(level);
+                LOG.warn("SIGHUP: log level now {} (from {})", level, file);
+            }
+            else
+            {
+                LOG.warn("SIGHUP: {} read again; the log level is what changes at run time (still {}); other " +
+                    "changes, if any, apply when colod restarts", file, level);
+            }
+        }
+        catch (final ConfigException | RuntimeException ex)
+        {
+            LOG.error("SIGHUP: {} not applied, nothing changed: {}", file, ex.getMessage());
+        }
     }
 
     /**

@@ -107,18 +107,55 @@ public final class ConfigLoader
             .enable(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
             .disable(com.fasterxml.jackson.databind.MapperFeature.ALLOW_COERCION_OF_SCALARS)
             .enable(com.fasterxml.jackson.databind.MapperFeature.ACCEPT_CASE_INSENSITIVE_ENUMS).build();
+        // binding problems (unknown keys, wrong types, values outside an enum) are recorded and skipped, so one run
+        // names all of them; the semantic checks run only on a file that bound cleanly
+        final BindingProblems problems = new BindingProblems();
+        mapper.addHandler(problems);
+        mapper.registerModule(problems.scalars());
         final ColodConfig c;
         try
         {
             recordLocations(yaml);
             c = mapper.readValue(text, ColodConfig.class);
+            if (!errors.isEmpty())
+            {
+                errors.sort(java.util.Comparator.comparingInt(ConfigException::line).thenComparingInt(ConfigException::column));
+                throw ConfigException.all(errors);
+            }
+        }
+        catch (final JsonProcessingException ex)
+        {
+            // one that stops binding (YAML syntax, an instantiation check): with what was recorded before it
+            final ConfigException stop = bindingError(ex);
+            if (errors.isEmpty())
+            {
+                throw stop;
+            }
+            errors.add(stop);
+            errors.sort(java.util.Comparator.comparingInt(ConfigException::line).thenComparingInt(ConfigException::column));
+            throw ConfigException.all(errors);
+        }
+        if (c == null)
+        {
+            throw new ConfigException(file, 1, 1, "the file is empty");
+        }
+        validate(c);
+        return c;
+    }
+
+    /** The message of a binding problem that stopped binding, at its key. */
+    private ConfigException bindingError(final JsonProcessingException processing)
+    {
+        try
+        {
+            throw processing;
         }
         catch (final UnrecognizedPropertyException ex)
         {
             final Set<String> known = ex.getKnownPropertyIds().stream().map(Object::toString).collect(Collectors.toCollection(TreeSet::new));
             final String owner = where(ex);
             final JsonLocation keyAt = locations.get(("the top level".equals(owner) ? "" : owner + ".") + ex.getPropertyName());
-            throw at(keyAt != null ? keyAt : ex.getLocation(), "unknown key '" + ex.getPropertyName() + "' in " + owner + " (known keys: " +
+            return at(keyAt != null ? keyAt : ex.getLocation(), "unknown key '" + ex.getPropertyName() + "' in " + owner + " (known keys: " +
                 String.join(", ", known) + ")");
         }
         catch (final InvalidFormatException ex)
@@ -127,34 +164,205 @@ public final class ConfigLoader
             {
                 final String p = path(ex);
                 final JsonLocation keyAt = locations.get(p);
-                throw at(keyAt != null ? keyAt : ex.getLocation(), "invalid " + p + ": must be " +
+                return at(keyAt != null ? keyAt : ex.getLocation(), "invalid " + p + ": must be " +
                     choices(ex.getTargetType()) + ", was '" + ex.getValue() + "'");
             }
-            throw at(ex.getLocation(), "wrong type for " + path(ex) + ": '" + ex.getValue() + "' is not " +
+            return at(ex.getLocation(), "wrong type for " + path(ex) + ": '" + ex.getValue() + "' is not " +
                 typeName(ex.getTargetType()));
         }
         catch (final com.fasterxml.jackson.databind.exc.ValueInstantiationException ex)
         {
             final String p = path(ex);
             final JsonLocation keyAt = locations.get(p);
-            throw at(keyAt != null ? keyAt : ex.getLocation(), "invalid " + p + ": " +
+            return at(keyAt != null ? keyAt : ex.getLocation(), "invalid " + p + ": " +
                 (ex.getCause() != null ? ex.getCause().getMessage() : ex.getOriginalMessage()));
         }
         catch (final MismatchedInputException ex)
         {
-            throw at(ex.getLocation(), "wrong type for " + path(ex) + ": '" + valueAt(ex.getLocation()) + "' is not " +
+            return at(ex.getLocation(), "wrong type for " + path(ex) + ": '" + valueAt(ex.getLocation()) + "' is not " +
                 typeName(ex.getTargetType()));
         }
         catch (final JsonProcessingException ex)
         {
-            throw at(ex.getLocation(), "not valid YAML: " + ex.getOriginalMessage());
+            return at(ex.getLocation(), "not valid YAML: " + ex.getOriginalMessage());
         }
-        if (c == null)
+    }
+
+    /** The key path of the parser's current place: {@code vms[0].nics[1].mac}. */
+    private static String pathOf(final com.fasterxml.jackson.core.JsonStreamContext context, final String last)
+    {
+        final Deque<String> parts = new ArrayDeque<>();
+        if (last != null)
         {
-            throw new ConfigException(file, 1, 1, "the file is empty");
+            parts.push(last);
         }
-        validate(c);
-        return c;
+        for (com.fasterxml.jackson.core.JsonStreamContext x = context; x != null && !x.inRoot(); x = x.getParent())
+        {
+            if (x.inArray())
+            {
+                final String head = parts.isEmpty() ? "" : parts.pop();
+                parts.push("[" + Math.max(0, x.getCurrentIndex()) + "]" + (head.isEmpty() ? "" : head.startsWith("[")
+                    ? head : "." + head));
+            }
+            else if (x.getCurrentName() != null && x != context)
+            {
+                final String head = parts.isEmpty() ? "" : parts.pop();
+                parts.push(x.getCurrentName() + (head.isEmpty() ? "" : head.startsWith("[") ? head : "." + head));
+            }
+        }
+        return parts.isEmpty() ? "" : parts.pop();
+    }
+
+    /** Reads a scalar the parser is on. */
+    private interface Reader<T>
+    {
+        T read(JsonParser p) throws IOException;
+    }
+
+    /** Records each binding problem where it is (as the first-error messages said it) and skips the value. */
+    private final class BindingProblems extends com.fasterxml.jackson.databind.deser.DeserializationProblemHandler
+    {
+        /** Where the value being read sits: the object's path plus its key. */
+        private String valuePath(final JsonParser p)
+        {
+            final com.fasterxml.jackson.core.JsonStreamContext c = p.getParsingContext();
+            final com.fasterxml.jackson.core.JsonStreamContext owner = c.inObject() ? c : c.getParent();
+            final String key = owner != null && owner.inObject() ? owner.getCurrentName() : null;
+            return pathOf(owner, key);
+        }
+
+        /** At the key (an unknown key, a value outside its choices), as the single-error messages were. */
+        private void record(final JsonParser p, final String path, final String message)
+        {
+            final JsonLocation keyAt = locations.get(path);
+            errors.add(at(keyAt != null ? keyAt : p.currentTokenLocation(), message));
+        }
+
+        /** At the value (a wrong type). */
+        private void recordAtValue(final JsonParser p, final String message)
+        {
+            errors.add(at(p.currentTokenLocation(), message));
+        }
+
+        @Override
+        public boolean handleUnknownProperty(final com.fasterxml.jackson.databind.DeserializationContext ctxt,
+            final JsonParser p, final com.fasterxml.jackson.databind.JsonDeserializer<?> deserializer,
+            final Object beanOrClass, final String propertyName) throws IOException
+        {
+            final String owner = pathOf(p.getParsingContext(), null);
+            final Set<String> known = new TreeSet<>();
+            deserializer.getKnownPropertyNames().forEach(k -> known.add(String.valueOf(k)));
+            record(p, (owner.isEmpty() ? "" : owner + ".") + propertyName, "unknown key '" + propertyName + "' in " +
+                (owner.isEmpty() ? "the top level" : owner) + " (known keys: " + String.join(", ", known) + ")");
+            p.skipChildren();
+            return true;
+        }
+
+        @Override
+        public Object handleWeirdStringValue(final com.fasterxml.jackson.databind.DeserializationContext ctxt,
+            final Class<?> targetType, final String value, final String failureMsg) throws IOException
+        {
+            final JsonParser p = ctxt.getParser();
+            final String path = valuePath(p);
+            record(p, path, targetType.isEnum() ? "invalid " + path + ": must be " + choices(targetType) + ", was '" +
+                value + "'" : "wrong type for " + path + ": '" + value + "' is not " + typeName(targetType));
+            return defaultFor(targetType);
+        }
+
+        @Override
+        public Object handleWeirdNumberValue(final com.fasterxml.jackson.databind.DeserializationContext ctxt,
+            final Class<?> targetType, final Number value, final String failureMsg) throws IOException
+        {
+            final JsonParser p = ctxt.getParser();
+            final String path = valuePath(p);
+            record(p, path, targetType.isEnum() ? "invalid " + path + ": must be " + choices(targetType) + ", was '" +
+                value + "'" : "wrong type for " + path + ": '" + value + "' is not " + typeName(targetType));
+            return defaultFor(targetType);
+        }
+
+        @Override
+        public Object handleUnexpectedToken(final com.fasterxml.jackson.databind.DeserializationContext ctxt,
+            final com.fasterxml.jackson.databind.JavaType targetType, final JsonToken t, final JsonParser p,
+            final String failureMsg) throws IOException
+        {
+            final String path = valuePath(p);
+            final String shown = t == JsonToken.START_OBJECT || t == JsonToken.START_ARRAY ? "(a nested value)"
+                : p.getText();
+            recordAtValue(p, "wrong type for " + path + ": '" + shown + "' is not " + typeName(targetType.getRawClass()));
+            p.skipChildren();
+            return defaultFor(targetType.getRawClass());
+        }
+
+        /**
+         * Whole numbers and booleans read strictly (a string, a fraction or a nested value where one belongs is
+         * recorded with its place and read as 0 or false; the file is refused anyway), so that binding goes on.
+         */
+        com.fasterxml.jackson.databind.Module scalars()
+        {
+            final com.fasterxml.jackson.databind.module.SimpleModule m = new com.fasterxml.jackson.databind.module.SimpleModule();
+            m.addDeserializer(Integer.class, scalar(Integer.class, JsonToken.VALUE_NUMBER_INT, p -> p.getIntValue()));
+            m.addDeserializer(int.class, scalar(int.class, JsonToken.VALUE_NUMBER_INT, p -> p.getIntValue()));
+            m.addDeserializer(Long.class, scalar(Long.class, JsonToken.VALUE_NUMBER_INT, p -> p.getLongValue()));
+            m.addDeserializer(long.class, scalar(long.class, JsonToken.VALUE_NUMBER_INT, p -> p.getLongValue()));
+            return m;
+        }
+
+        private <T> com.fasterxml.jackson.databind.JsonDeserializer<T> scalar(final Class<?> type, final JsonToken wanted,
+            final Reader<T> read)
+        {
+            return new com.fasterxml.jackson.databind.JsonDeserializer<>()
+            {
+                @Override
+                @SuppressWarnings("unchecked")
+                public T deserialize(final JsonParser p, final com.fasterxml.jackson.databind.DeserializationContext ctxt)
+                    throws IOException
+                {
+                    if (p.currentToken() == wanted)
+                    {
+                        if (type == int.class || type == Integer.class)
+                        {
+                            final long v = p.getLongValue();
+                            if (v != (int)v)
+                            {
+                                final String path = valuePath(p);
+                                recordAtValue(p, "wrong type for " + path + ": '" + p.getText() + "' is not " +
+                                    typeName(type) + " of at most " + Integer.MAX_VALUE);
+                                return (T)defaultFor(type);
+                            }
+                        }
+                        return read.read(p);
+                    }
+                    final String path = valuePath(p);
+                    final String shown = p.currentToken() == JsonToken.START_OBJECT || p.currentToken() == JsonToken.START_ARRAY
+                        ? "(a nested value)" : p.getText();
+                    recordAtValue(p, "wrong type for " + path + ": '" + shown + "' is not " + typeName(type));
+                    p.skipChildren();
+                    return (T)defaultFor(type);
+                }
+            };
+        }
+
+        /** What a skipped value becomes: the type's zero (the file is refused anyway). */
+        private Object defaultFor(final Class<?> t)
+        {
+            if (t == int.class || t == Integer.class)
+            {
+                return 0;
+            }
+            if (t == long.class || t == Long.class)
+            {
+                return 0L;
+            }
+            if (t == boolean.class || t == Boolean.class)
+            {
+                return false;
+            }
+            if (t == double.class || t == Double.class)
+            {
+                return 0.0;
+            }
+            return null;
+        }
     }
 
     /** Walks the YAML once to remember where each key path sits, for errors found after binding. */

@@ -89,6 +89,32 @@ class ConfigLoaderTest
     }
 
     @Test
+    void everyBindingProblemOfTheFileComesInOneRun()
+    {
+        final ConfigException ex = error("colour: blue\n" + GOOD.replace("memory-mib: 128", "memory-mib: lots")
+            .replace("    checkpoint-delay-ms: 100", "    mode: sloppy").replace("        bridge: br0", "        bridge: br0\n" +
+            "        brige: br1"));
+        assertThat(ex.getMessage().lines().toList()).as(ex.getMessage()).containsExactly(
+            "colod.yaml:1:1: unknown key 'colour' in the top level (known keys: " + knownTop(ex) + ")",
+            "colod.yaml:7:17: wrong type for vms[0].memory-mib: 'lots' is not a whole number",
+            "colod.yaml:9:5: invalid vms[0].mode: must be strict, speculative or hybrid, was 'sloppy'",
+            "colod.yaml:14:9: unknown key 'brige' in vms[0].nics[0] (known keys: " + knownNic(ex) + ")");
+    }
+
+    private static String knownTop(final ConfigException ex)
+    {
+        final String m = ex.getMessage().lines().findFirst().orElseThrow();
+        return m.substring(m.indexOf("(known keys: ") + 13, m.length() - 1);
+    }
+
+    private static String knownNic(final ConfigException ex)
+    {
+        final String m = ex.getMessage().lines().reduce((a, b) -> b).orElseThrow();
+        assertThat(m).contains("bridge").contains("mac").contains("tap");
+        return m.substring(m.indexOf("(known keys: ") + 13, m.length() - 1);
+    }
+
+    @Test
     void wrongTypeNamesLineColumnAndField()
     {
         final ConfigException ex = error(GOOD.replace("memory-mib: 128", "memory-mib: lots"));
