@@ -196,7 +196,17 @@ public final class Colod implements AutoCloseable
             config.metricsListen.isEmpty() ? "" : "; metrics http://" + config.metricsListen + "/metrics");
         if (!config.metricsListen.isEmpty())
         {
-            closers.add(new MetricsServer(ConfigLoader.socketAddress(config.metricsListen), handles));
+            final List<Path> certs = new ArrayList<>();
+            if (config.tls != null)
+            {
+                java.util.stream.Stream.of(config.tls.ca, config.tls.cert).filter(java.util.Objects::nonNull)
+                    .forEach(f -> certs.add(Path.of(f)));
+            }
+            if (config.arbiter != null && config.arbiter.cert != null)
+            {
+                certs.add(Path.of(config.arbiter.cert));
+            }
+            closers.add(new MetricsServer(ConfigLoader.socketAddress(config.metricsListen), handles, certs));
         }
     }
 

@@ -25,10 +25,19 @@ public final class MetricsServer implements AutoCloseable
 
     private final HttpServer server;
     private final List<VmHandle> vms;
+    private final List<java.nio.file.Path> certificates;
 
     public MetricsServer(final InetSocketAddress listen, final List<VmHandle> vms) throws IOException
     {
+        this(listen, vms, List.of());
+    }
+
+    /** As above; {@code certificates}: PEM files whose certificates' expiry is exposed (TLS, etcd client). */
+    public MetricsServer(final InetSocketAddress listen, final List<VmHandle> vms, final List<java.nio.file.Path> certificates)
+        throws IOException
+    {
         this.vms = List.copyOf(vms);
+        this.certificates = List.copyOf(certificates);
         server = HttpServer.create(listen, 8);
         // one context for every path: anything but GET /metrics and GET /healthz is answered as such (404, 405)
         server.createContext("/", x ->
@@ -91,11 +100,32 @@ public final class MetricsServer implements AutoCloseable
         e.declare("colod_build_info", "gauge", "colod's version (always 1)");
         e.sample("colod_build_info", 1, "version", Coloctl.version());
         declare(e);
+        e.declare("colod_certificate_expiry_timestamp_seconds", "gauge",
+            "when a certificate colod uses expires (Unix time): alert well before it (the replication link refuses then)");
+        for (final java.nio.file.Path f : certificates)
+        {
+            e.sample("colod_certificate_expiry_timestamp_seconds", notAfter(f), "file", f.toString());
+        }
         for (final VmHandle h : vms)
         {
             vm(e, h);
         }
         return e.render();
+    }
+
+    /** The first certificate's notAfter in PEM file {@code f}, Unix seconds; null when it cannot be read. */
+    static Long notAfter(final java.nio.file.Path f)
+    {
+        try (java.io.InputStream in = java.nio.file.Files.newInputStream(f))
+        {
+            final java.security.cert.X509Certificate c = (java.security.cert.X509Certificate)
+                java.security.cert.CertificateFactory.getInstance("X.509").generateCertificate(in);
+            return c.getNotAfter().getTime() / 1000;
+        }
+        catch (final IOException | java.security.GeneralSecurityException | RuntimeException ex)
+        {
+            return null;
+        }
     }
 
     private static void declare(final Exposition e)

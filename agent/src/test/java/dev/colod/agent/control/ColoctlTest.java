@@ -290,9 +290,12 @@ class ColoctlTest
     @Test
     void metricsEndpointServesPrometheusTextThatPromtoolAcceptsAndAnswersNothingElse() throws Exception
     {
+        final dev.colod.agent.tls.Certs.Issued ca = dev.colod.agent.tls.Certs.authority("m", java.time.Duration.ofDays(9));
+        ca.write(dir, "ca");
         try (MetricsServer m = new MetricsServer(new java.net.InetSocketAddress("127.0.0.1", 0), List.of(
             VmHandle.primary("web1", pair.primary, () -> List.of(dev.colod.buffer.NicStats.of("vnet0", "hold").build()),
-            () -> Map.of("write_tracking", "kernel")), VmHandle.secondary("web2", pair.secondary))))
+            () -> Map.of("write_tracking", "kernel")), VmHandle.secondary("web2", pair.secondary)),
+            List.of(dir.resolve("ca.pem"))))
         {
             final String base = "http://127.0.0.1:" + m.port();
             final java.net.HttpURLConnection c = (java.net.HttpURLConnection)new java.net.URL(base + "/metrics").openConnection();
@@ -307,7 +310,9 @@ class ColoctlTest
                 .contains("colod_pause_seconds_count{vm=\"web1\"}")
                 .contains("colod_held_bytes{vm=\"web1\",nic=\"vnet0\"} 0")
                 .contains("colod_protected{vm=\"web2\"} 1")
-                .contains("colod_build_info{version=");
+                .contains("colod_build_info{version=")
+                .contains("colod_certificate_expiry_timestamp_seconds{file=\"" + dir.resolve("ca.pem") + "\"} " +
+                    ca.cert().getNotAfter().getTime() / 1000);
             assertThat(body).as("no series carries the role but colod_vm_role").doesNotContainPattern(
                 "(?m)^colod_(?!vm_role).*role=");
             // each family's samples follow its own HELP and TYPE, never another's
