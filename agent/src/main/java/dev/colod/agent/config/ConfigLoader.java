@@ -260,23 +260,30 @@ public final class ConfigLoader
 
         @Override
         public Object handleWeirdStringValue(final com.fasterxml.jackson.databind.DeserializationContext ctxt,
-            final Class<?> targetType, final String value, final String failureMsg) throws IOException
+            final Class<?> targetType, final String value, final String failureMsg)
         {
-            final JsonParser p = ctxt.getParser();
-            final String path = valuePath(p);
-            record(p, path, targetType.isEnum() ? "invalid " + path + ": must be " + choices(targetType) + ", was '" +
-                value + "'" : "wrong type for " + path + ": '" + value + "' is not " + typeName(targetType));
-            return defaultFor(targetType);
+            return weird(ctxt.getParser(), targetType, value);
         }
 
         @Override
         public Object handleWeirdNumberValue(final com.fasterxml.jackson.databind.DeserializationContext ctxt,
-            final Class<?> targetType, final Number value, final String failureMsg) throws IOException
+            final Class<?> targetType, final Number value, final String failureMsg)
         {
-            final JsonParser p = ctxt.getParser();
+            return weird(ctxt.getParser(), targetType, value);
+        }
+
+        /** A value outside an enum's choices (at its key) or of another type (at the value); read as the type's zero. */
+        private Object weird(final JsonParser p, final Class<?> targetType, final Object value)
+        {
             final String path = valuePath(p);
-            record(p, path, targetType.isEnum() ? "invalid " + path + ": must be " + choices(targetType) + ", was '" +
-                value + "'" : "wrong type for " + path + ": '" + value + "' is not " + typeName(targetType));
+            if (targetType.isEnum())
+            {
+                record(p, path, "invalid " + path + ": must be " + choices(targetType) + ", was '" + value + "'");
+            }
+            else
+            {
+                recordAtValue(p, "wrong type for " + path + ": '" + value + "' is not " + typeName(targetType));
+            }
             return defaultFor(targetType);
         }
 

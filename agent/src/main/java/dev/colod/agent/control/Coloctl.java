@@ -86,7 +86,12 @@ public final class Coloctl
 
     public static void main(final String[] args)
     {
-        System.exit(commandLine().execute(args));
+        final CommandLine cl = commandLine();
+        final int code = cl.execute(args);
+        // what was printed without a line end (the completion script's last part) is still buffered: flush it
+        cl.getOut().flush();
+        cl.getErr().flush();
+        System.exit(code);
     }
 
     public static CommandLine commandLine()
@@ -769,13 +774,44 @@ public final class Coloctl
     @Command(name = "completion", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Print a bash/zsh completion script: source <(coloctl completion)")
     static final class Completion implements Callable<Integer>
     {
+        /**
+         * VM names for the commands that take one: asked from colod (coloctl status -o json) when the word being
+         * completed is not an option; everything else goes to picocli's completion.
+         */
+        static final String VM_NAMES = String.join("\n", "",
+            "# VM names, asked from the running colod, for the commands that take a VM",
+            "function _coloctl_with_vms() {",
+            "  local cur=${COMP_WORDS[COMP_CWORD]} i sub= sock=()",
+            "  for ((i = 1; i < COMP_CWORD; i++)); do",
+            "    case ${COMP_WORDS[i]} in",
+            "      --socket) sock=(--socket \"${COMP_WORDS[i+1]}\"); ((i++)) ;;",
+            "      --socket=*) sock=(\"${COMP_WORDS[i]}\") ;;",
+            "      -*) ;;",
+            "      *) sub=${COMP_WORDS[i]}; break ;;",
+            "    esac",
+            "  done",
+            "  case $sub in",
+            "    buffers|events|checkpoint|failover|reprotect)",
+            "      if [[ $cur != -* ]]; then",
+            "        local vms",
+            "        vms=$(coloctl \"${sock[@]}\" status -o json 2>/dev/null | sed -n 's/^ *\"vm\" *: *\"\\([^\"]*\\)\".*/\\1/p')",
+            "        COMPREPLY=( $(compgen -W \"$vms\" -- \"$cur\") )",
+            "        [ ${#COMPREPLY[@]} -gt 0 ] && return 0",
+            "      fi ;;",
+            "  esac",
+            "  _complete_coloctl",
+            "}",
+            "complete -F _coloctl_with_vms -o default coloctl",
+            "");
+
         @CommandLine.Spec
         CommandLine.Model.CommandSpec spec;
 
         @Override
         public Integer call()
         {
-            spec.commandLine().getOut().print(AutoComplete.bash("coloctl", spec.parent().commandLine()));
+            spec.commandLine().getOut().print(AutoComplete.bash("coloctl", spec.parent().commandLine()) + VM_NAMES);
+            spec.commandLine().getOut().flush();
             return 0;
         }
     }

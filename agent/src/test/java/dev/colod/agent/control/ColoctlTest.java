@@ -400,4 +400,25 @@ class ColoctlTest
         final Run completion = coloctl("completion");
         assertThat(completion.out()).contains("complete -F").contains("buffers");
     }
+
+    @Test
+    void completionOffersTheVmNamesColodKnows() throws Exception
+    {
+        final Path script = dir.resolve("coloctl.bash");
+        Files.writeString(script, coloctl("completion").out());
+        // bash with the script and a coloctl that answers from this test's colod (in process, through this test)
+        final String fakeStatus = coloctl("status", "-o", "json").out().replace("'", "'\\''");
+        final Path asked = dir.resolve("asked");
+        final String bash = "coloctl() { [ \"$1\" = --socket ] && echo \"socket $2\" >> " + asked + "; printf '%s\\n' '" + fakeStatus +
+            "'; }\n. " + script + "\n" +
+            "COMP_WORDS=(coloctl failover web2); COMP_CWORD=2; COMP_LINE='coloctl failover web2'; _coloctl_with_vms; " +
+            "echo \"A:${COMPREPLY[*]}\"\n" +
+            "COMP_WORDS=(coloctl --socket /x buffers ''); COMP_CWORD=4; COMP_LINE='coloctl --socket /x buffers '; " +
+            "_coloctl_with_vms; echo \"B:${COMPREPLY[*]}\"\n";
+        final Process p = new ProcessBuilder("bash", "-c", bash).redirectErrorStream(true).start();
+        final String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertThat(p.waitFor()).as(out).isZero();
+        assertThat(out).as(out).contains("A:web2").contains("B:web1 web2");
+        assertThat(Files.readString(asked)).as("the --socket given on the line is asked").contains("socket /x");
+    }
 }
