@@ -97,7 +97,19 @@ final class SessionEnd
             record(Cause.VM_LOST, "its VM process exited");
             return;
         }
-        record(reason == HeartbeatFrame.BYE_FAILOVER ? Cause.PEER_TOOK_OVER : Cause.PEER_ENDED, "reason " + reason);
+        record(reason == HeartbeatFrame.BYE_FAILOVER ? Cause.PEER_TOOK_OVER : Cause.PEER_ENDED, byeReason(reason));
+    }
+
+    /** What a goodbye's reason code means, in words an operator can act on (the peer's log has the details). */
+    static String byeReason(final int reason)
+    {
+        return switch (reason)
+        {
+            case HeartbeatFrame.BYE_STOP -> "its colod is stopping (BYE stop)";
+            case HeartbeatFrame.BYE_FAILOVER -> "it took the VM over (BYE failover)";
+            default -> "an error there (BYE error, reason " + reason + "): its last error says which " +
+                "(coloctl status on that host)";
+        };
     }
 
     boolean isRecorded()
@@ -152,7 +164,7 @@ final class SessionEnd
                 detail = who + " took over the VM (failover requested there)";
                 break;
             case PEER_ENDED:
-                detail = who + " ended the session (" + r.detail() + ")";
+                detail = who + " ended the session: " + r.detail();
                 break;
             case PEER_LOST:
                 detail = (primary ? "secondary" : "primary") + " lost: " + r.detail();
