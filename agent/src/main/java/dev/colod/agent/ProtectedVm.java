@@ -374,7 +374,22 @@ public final class ProtectedVm implements AutoCloseable
             }
         });
         // adopted, or not granted: nothing leaves unheld until the engine (and the arbiter) say so
-        protectRunning(q, peer, initial);
+        try
+        {
+            protectRunning(q, peer, initial);
+        }
+        catch (final Exception ex)
+        {
+            if (!adopted)
+            {
+                // a failed start leaves nothing it started behind: no orphaned QEMU running the guest unprotected
+                LOG.error("vm={} start-up failed after QEMU (pid {}) started: stopping it: {}", v.name, q.pid(),
+                    ex.getMessage());
+                q.kill();
+                qemu = null;
+            }
+            throw ex;
+        }
         handle = VmHandle.primary(v.name, primary, output::stats, primaryDetails(), pauseSteps());
     }
 
