@@ -297,6 +297,17 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
                 syncBase(ch, checkpointId, limit, base);
                 lastCompleted = checkpointId;
                 checkpointId++;
+                // live rounds: what the guest wrote during the base, then during each round, until little is left
+                for (StateCapture round = source.liveRound(checkpointId); round != null;
+                     round = source.liveRound(checkpointId))
+                {
+                    try (StateCapture r = round)
+                    {
+                        syncRound(ch, checkpointId, limit, r);
+                    }
+                    lastCompleted = checkpointId;
+                    checkpointId++;
+                }
             }
         }
         output.hold(checkpointId);
@@ -399,6 +410,21 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         counters.baseSyncMicros.recordValue(Math.max(0, (clock.nanoTime() - startNs) / 1000));
         LOG.info("vm={} base image {} ({} MiB) synchronised live in {} ms", config.vmName(), id, size >> 20,
             (clock.nanoTime() - startNs) / 1_000_000);
+    }
+
+    /** A live round after the base: the same transaction, not a consistent state either (flags BASE, not FULL). */
+    private void syncRound(final ColoChannel ch, final long id, final long limit, final StateCapture round) throws Exception
+    {
+        final long startNs = clock.nanoTime();
+        ch.checkpointId(id);
+        final long size = checkSize(round, "live round " + id, limit);
+        request(ch, " (live round)");
+        send(ch, id, round, "a live round");
+        await(ColoCommand.VMSTATE_RECEIVED, ch, " (live round)");
+        await(ColoCommand.VMSTATE_LOADED, ch, " (live round)");
+        counters.liveRounds.incrementAndGet();
+        LOG.info("vm={} live round {} ({} MiB written during the one before) synchronised in {} ms", config.vmName(), id,
+            size >> 20, (clock.nanoTime() - startNs) / 1_000_000);
     }
 
     /** The transaction's first two messages: checkpoint-request, then the secondary's checkpoint-reply. */

@@ -240,6 +240,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     public void beginSession(final long firstCheckpointId)
     {
         full = true;
+        roundsLeft = 0;
     }
 
     /**
@@ -263,7 +264,44 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         final CheckpointWriter.PageSource pages = written instanceof ShadowCompare ? ((ShadowCompare)written)::copyShadowPage
             : ram::copyPage;
         final DiskSet.Base diskBase = disk == null ? null : disk.base();
+        roundsLeft = MAX_LIVE_ROUNDS;
         return stream(true, true, ByteBuffer.allocate(0), ram.pages(), null, pages, false, DiskPart.of(disk, null, diskBase));
+    }
+
+    /** Live rounds after a base, at most; and the written size below which a round is the last. */
+    static final int MAX_LIVE_ROUNDS = 4;
+    static final long LAST_ROUND_PAGES = 4096; // 16 MiB
+    private int roundsLeft;
+
+    /**
+     * The pages written since the base (or the last round) began, collected and copied while the guest runs (a
+     * page written after it was collected is tracked again and goes in the next round or the first pause; its CRC
+     * for the audit is what was copied, which is what the secondary gets). Rounds stop after
+     * {@value #MAX_LIVE_ROUNDS}, or after one that carried fewer than {@value #LAST_ROUND_PAGES} pages. Disks are
+     * left to the first paused checkpoint (the round carries their table, no extents): reading a running qcow2
+     * image's clusters by its tables is not safe.
+     */
+    @Override
+    public StateCapture liveRound(final long checkpointId) throws IOException
+    {
+        if (roundsLeft <= 0)
+        {
+            return null;
+        }
+        roundsLeft--;
+        final long t0 = System.nanoTime();
+        pagesCopy.clear();
+        final long pages = written.collect(this::copyRegion);
+        pagesCopy.flip();
+        if (pages < LAST_ROUND_PAGES)
+        {
+            roundsLeft = 0;
+        }
+        LOG.info("vm={} live round {}: {} pages written meanwhile, collected and copied in {} ms{}", qemu.spec().name(),
+            checkpointId, pages, (System.nanoTime() - t0) / 1_000_000, roundsLeft == 0 ? " (the last)" : "");
+        final long records = pagesCopy.remaining() / RECORD;
+        return stream(false, true, ByteBuffer.allocate(0), records, pagesCopy.asReadOnlyBuffer(), ram::copyPage, false,
+            DiskPart.of(disk, disk == null ? null : new DiskSet.Captured(ByteBuffer.allocate(0), 0), null));
     }
 
     @Override

@@ -334,7 +334,8 @@ public final class StandbyImage implements VmStateSink
         public void header(final CheckpointFormat.Header header, final long pages) throws IOException
         {
             ram = mapRam(header.ramBytes());
-            disk = openDisks(header, true, id);
+            // a base (FULL) starts every disk empty; a live round after it (BASE alone) adds to what is there
+            disk = openDisks(header, header.full(), id);
         }
 
         void finish() throws IOException
@@ -551,7 +552,7 @@ public final class StandbyImage implements VmStateSink
                     " is incremental but there is no base image in " + dir);
             }
             final MappedByteBuffer[] r = mapRam(h.ramBytes());
-            try (DiskWriters d = openDisks(h, h.base(), checkpointId);
+            try (DiskWriters d = openDisks(h, h.base() && h.full(), checkpointId);
                  FileChannel dev = FileChannel.open(devTmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                      StandardOpenOption.TRUNCATE_EXISTING))
             {

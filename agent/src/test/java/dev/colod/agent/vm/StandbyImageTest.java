@@ -261,6 +261,31 @@ class StandbyImageTest
         assertThat(diskByte(d0, 0)).isEqualTo((byte)5);
     }
 
+    @Test
+    void aLiveRoundAfterTheBaseAddsItsPagesKeepsTheDiskAndLeavesTheImageNotResumable() throws Exception
+    {
+        final Path disk = disk(DISK);
+        final StandbyImage image = new StandbyImage(dir.resolve("img"), "t", NONE).disk(disk, true);
+        final byte[] b = base((byte)5, DISK, new long[]{4096}, new byte[][]{filled(4096, 1)});
+        receive(image, 1, b, b.length);
+        image.commit(1);
+        // a live round: BASE without FULL, a few pages, the disk table with no extents
+        final byte[] round = stream(CheckpointFormat.FLAG_BASE, new byte[0], new long[]{7}, new byte[]{8}, DISK,
+            new long[0], new byte[0][]);
+        receive(image, 2, round, round.length);
+        assertThat(Files.exists(dir.resolve("img").resolve("staging.ckpt"))).as("written straight in, like a base").isFalse();
+        image.commit(2);
+        assertThat(pageByte(image, 7)).isEqualTo((byte)8);
+        assertThat(pageByte(image, 6)).as("the base's pages stay").isEqualTo((byte)5);
+        assertThat(diskByte(disk, 4096)).as("a round does not start the disk over").isEqualTo((byte)1);
+        assertThat(image.resumable()).as("still only a base").isFalse();
+        final byte[] c = stream(0, "dev".getBytes(), new long[]{3}, new byte[]{9}, DISK, new long[0], new byte[0][]);
+        receive(image, 3, c, c.length);
+        image.commit(3);
+        assertThat(image.resumable()).isTrue();
+        assertThat(diskByte(disk, 4096)).isEqualTo((byte)1);
+    }
+
     /** {@code stream} as a primary of format {@code version} would send it (CRC recomputed). */
     private static byte[] asVersion(final byte[] stream, final int version)
     {

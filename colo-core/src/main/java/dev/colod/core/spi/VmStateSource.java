@@ -26,6 +26,19 @@ public interface VmStateSource
         return null;
     }
 
+    /**
+     * After a live base: one more live round, or null when none is needed. A round carries the pages the guest wrote
+     * since the base (or the previous round) started being read, read while it keeps running, so what the first
+     * paused checkpoint must carry shrinks round by round, as live migration's iterations do (a 4 GiB base takes
+     * seconds, and all the guest wrote meanwhile would otherwise be copied inside the first pause). Like the base
+     * it is not a consistent state; the engine sends it as one more base transaction. The source decides when to
+     * stop (what is left is small, or enough rounds were made).
+     */
+    default StateCapture liveRound(final long checkpointId) throws IOException
+    {
+        return null;
+    }
+
     /** Stop the guest's vCPUs. After this returns, the guest sends no more frames until {@link #resume()}. */
     void pause() throws IOException;
 
@@ -77,6 +90,12 @@ public interface VmStateSource
         public StateCapture liveBase(final long checkpointId) throws IOException
         {
             return inner.liveBase(checkpointId);
+        }
+
+        @Override
+        public StateCapture liveRound(final long checkpointId) throws IOException
+        {
+            return inner.liveRound(checkpointId);
         }
 
         @Override

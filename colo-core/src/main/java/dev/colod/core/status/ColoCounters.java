@@ -80,4 +80,6 @@ public final class ColoCounters
     public final AtomicLong protectionStartPauseMicros = new AtomicLong(-1);
     /** Live first synchronisations (base images), from request to vmstate-loaded. */
     public final Histogram baseSyncMicros = new ConcurrentHistogram(3_600_000_000L, 2);
+    /** Live rounds sent after a base (what the guest wrote during it), before the first paused checkpoint. */
+    public final AtomicLong liveRounds = new AtomicLong();
 }
