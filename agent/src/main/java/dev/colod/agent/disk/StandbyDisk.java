@@ -185,19 +185,30 @@ public final class StandbyDisk
         final Path log = socket.resolveSibling("disk" + index + ".nbd.out");
         server = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         final long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(START_TIMEOUT_MS);
-        while (!Files.exists(socket))
+        // the socket file appears at bind(), before qemu-nbd listens: a connect in between is refused, so retry
+        while (true)
         {
+            if (Files.exists(socket))
+            {
+                try
+                {
+                    client = NbdClient.connect(socket, "", List.of());
+                    return client;
+                }
+                catch (final java.net.ConnectException notListeningYet)
+                {
+                    // again below
+                }
+            }
             if (!server.isAlive() || System.nanoTime() > deadline)
             {
                 final String out = Files.exists(log) ? Files.readString(log).trim() : "";
                 release();
                 throw new IOException("vm " + vm + ": qemu-nbd for disk image " + disk.image() + " did not start" +
-                    (out.isEmpty() ? "" : ": " + out));
+                    " within " + START_TIMEOUT_MS + " ms" + (out.isEmpty() ? "" : ": " + out));
             }
             sleep(2);
         }
-        client = NbdClient.connect(socket, "", List.of());
-        return client;
     }
 
     /**
