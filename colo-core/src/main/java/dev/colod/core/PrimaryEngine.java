@@ -401,12 +401,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     private void syncBase(final ColoChannel ch, final long id, final long limit, final StateCapture base) throws Exception
     {
         final long startNs = clock.nanoTime();
-        ch.checkpointId(id);
-        final long size = checkSize(base, "base image " + id, limit);
-        request(ch, " (base)");
-        send(ch, id, base, "the base image");
-        await(ColoCommand.VMSTATE_RECEIVED, ch, " (base)");
-        await(ColoCommand.VMSTATE_LOADED, ch, " (base)");
+        final long size = syncLive(ch, id, limit, base, "base image " + id, " (base)", "the base image");
         counters.baseSyncMicros.recordValue(Math.max(0, (clock.nanoTime() - startNs) / 1000));
         LOG.info("vm={} base image {} ({} MiB) synchronised live in {} ms", config.vmName(), id, size >> 20,
             (clock.nanoTime() - startNs) / 1_000_000);
@@ -416,15 +411,23 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     private void syncRound(final ColoChannel ch, final long id, final long limit, final StateCapture round) throws Exception
     {
         final long startNs = clock.nanoTime();
-        ch.checkpointId(id);
-        final long size = checkSize(round, "live round " + id, limit);
-        request(ch, " (live round)");
-        send(ch, id, round, "a live round");
-        await(ColoCommand.VMSTATE_RECEIVED, ch, " (live round)");
-        await(ColoCommand.VMSTATE_LOADED, ch, " (live round)");
+        final long size = syncLive(ch, id, limit, round, "live round " + id, " (live round)", "a live round");
         counters.liveRounds.incrementAndGet();
         LOG.info("vm={} live round {} ({} MiB written during the one before) synchronised in {} ms", config.vmName(), id,
             size >> 20, (clock.nanoTime() - startNs) / 1_000_000);
+    }
+
+    /** One transaction of a capture read while the guest runs (a base or a live round); returns its size in bytes. */
+    private long syncLive(final ColoChannel ch, final long id, final long limit, final StateCapture capture,
+        final String sized, final String which, final String sent) throws Exception
+    {
+        ch.checkpointId(id);
+        final long size = checkSize(capture, sized, limit);
+        request(ch, which);
+        send(ch, id, capture, sent);
+        await(ColoCommand.VMSTATE_RECEIVED, ch, which);
+        await(ColoCommand.VMSTATE_LOADED, ch, which);
+        return size;
     }
 
     /** The transaction's first two messages: checkpoint-request, then the secondary's checkpoint-reply. */
