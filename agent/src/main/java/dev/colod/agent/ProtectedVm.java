@@ -170,7 +170,9 @@ public final class ProtectedVm implements AutoCloseable
             final boolean fencedHere = startsPrimary && Files.exists(vm.fenced);
             if (startsPrimary && !fencedHere)
             {
-                vm.qemu = QemuProcess.adopt(spec, runDir, ramFile).orElse(null);
+                // after a failover to this host its QEMU runs on the standby image's RAM file
+                vm.qemu = QemuProcess.adopt(spec, runDir, List.of(ramFile, StandbyImage.ramFileIn(imageDir(config, v))),
+                    true).orElse(null);
             }
             final RoleDecision.Outcome outcome;
             try
@@ -544,7 +546,8 @@ public final class ProtectedVm implements AutoCloseable
         {
             return "qemu-system-x86_64 is not installed here (Debian package qemu-system-x86)";
         }
-        return null;
+        // e.g. the primary's colod stopped and its VM serves on unprotected: resuming here would be a second copy
+        return arbiter.whyNotResumable(image.lastCommitted());
     }
 
     /** Whether the disks go with each checkpoint (false only for control runs; the same on every disk). */
@@ -601,10 +604,12 @@ public final class ProtectedVm implements AutoCloseable
                 " needs what this host lacks: " + String.join(", ", missing));
         }
         final BackendProvider.Installed installed = backend.install(n.spec(v), plumbingDir);
-        closers.add(installed.plumbing());
+        final EpochLedger[] opened = new EpochLedger[1];
+        closers.add(() -> leaveOrRemove(n.tap, opened[0], installed.plumbing()));
         final long droppedMeanwhile = installed.droppedMeanwhile();
         final EpochLedger ledger = EpochLedger.open(n.tap, loop, n.limits(), installed.backend(), initial,
             HeldRecord.create(heldFile));
+        opened[0] = ledger;
         closers.add(ledger);
         if (droppedMeanwhile > 0)
         {
@@ -661,7 +666,7 @@ public final class ProtectedVm implements AutoCloseable
             }
         });
         closers.add(f);
-        final StandbyImage image = new StandbyImage(Path.of(config.ramDir).resolve(v.name + "-image"), v.name, f);
+        final StandbyImage image = new StandbyImage(imageDir(config, v), v.name, f);
         final CopyMirror mirror = v.engine().mode().secondaryRuns() ? new CopyMirror(v.name) : null;
         if (mirror != null)
         {
@@ -693,7 +698,18 @@ public final class ProtectedVm implements AutoCloseable
                     }
                     catch (final RejectedExecutionException stopping)
                     {
-                        LOG.warn("vm={} failed over here while colod stops: not protecting it again now", v.name);
+                        // the VM runs here now: the next colod must find this host its primary and adopt it
+                        try
+                        {
+                            recordPrimary();
+                        }
+                        catch (final UncheckedIOException ex)
+                        {
+                            LOG.error("vm={} runs here now, but its role file could not say so: {}", v.name,
+                                ex.getCause().toString());
+                        }
+                        LOG.warn("vm={} failed over here while colod stops: not protecting it again now (the next " +
+                            "colod adopts it as primary)", v.name);
                     }
                 }
             });
@@ -710,8 +726,7 @@ public final class ProtectedVm implements AutoCloseable
     {
         try
         {
-            role = role.as(ColodConfig.Role.PRIMARY, role.failovers() + 1);
-            role.write(Path.of(config.stateDir), v.name);
+            recordPrimary();
             // a hybrid failover's running copy maps its RAM privately: it moves to a shared RAM file first
             final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
             final QemuProcess q = failover.running() == null || failover.running().sharedRam() ? failover.running()
@@ -737,6 +752,24 @@ public final class ProtectedVm implements AutoCloseable
         catch (final Exception ex)
         {
             LOG.error("vm={} failed over here but cannot protect it again: {}", v.name, ex.toString(), ex);
+        }
+    }
+
+    /** This host runs the VM since a failover: the role file says primary (once per failover). */
+    private synchronized void recordPrimary()
+    {
+        if (role.role() == ColodConfig.Role.PRIMARY)
+        {
+            return;
+        }
+        role = role.as(ColodConfig.Role.PRIMARY, role.failovers() + 1);
+        try
+        {
+            role.write(Path.of(config.stateDir), v.name);
+        }
+        catch (final IOException ex)
+        {
+            throw new UncheckedIOException(ex);
         }
     }
 
@@ -795,6 +828,31 @@ public final class ProtectedVm implements AutoCloseable
     public VmOutputCommit output()
     {
         return output;
+    }
+
+    /**
+     * At stop, a NIC's plumbing is removed (its VM tap back on its bridge) only if its output passes: the engine
+     * let it pass unprotected with the arbiter's grant, or the VM stops with colod. Output that is held or fenced
+     * when colod stops, with the VM left running, stays cut, exactly as a crash leaves it (the next colod adopts the
+     * VM and replaces the plumbing), so nothing leaves unacknowledged that the arbiter did not allow.
+     */
+    private void leaveOrRemove(final String tap, final EpochLedger ledger, final AutoCloseable plumbing) throws Exception
+    {
+        final QemuProcess q = qemu;
+        final boolean vmRunsOn = config.onStop == ColodConfig.OnStop.LEAVE_RUNNING && q != null && q.isAlive();
+        if (ledger != null && vmRunsOn && ledger.mode() != FrameLedger.Mode.PASS_THROUGH)
+        {
+            LOG.warn("vm={} nic={}: colod stops with the VM's output {} (not let out unprotected): its output stays " +
+                "cut until the next colod takes the VM over", v.name, tap, ledger.mode().name().toLowerCase());
+            return;
+        }
+        plumbing.close();
+    }
+
+    /** Where the secondary keeps {@code v}'s standby image (and a failover runs the VM's RAM from). */
+    private static Path imageDir(final ColodConfig config, final ColodConfig.Vm v)
+    {
+        return Path.of(config.ramDir).resolve(v.name + "-image");
     }
 
     /** Secondary: the failover launcher, else null. */

@@ -187,6 +187,9 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             output.hold(lastCompleted + 1);
             if (!unprotectedOutput("starting"))
             {
+                // another host holds the VM's key (e.g. a failover while this host's colod restarted): it runs
+                // the VM; the copy here is fenced, not left running with its output cut
+                fencedByArbiter(null);
                 return;
             }
         }
@@ -549,6 +552,18 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             {
                 fence = true; // the arbiter gave the VM to the other host meanwhile (output is fenced already)
                 fenceWhy = lastError;
+            }
+            else if (o.next() == SessionEnd.Next.STOP && arbiter.arbitrated())
+            {
+                // colod stops (or protection is stopped on request) and the VM runs on: output passes unprotected
+                // only once the arbiter recorded the standby outdated, so the other host can never resume from it
+                // while this copy serves (a failover asked of it meanwhile is refused). Not granted: held output
+                // stays held (a colod that stops then leaves the output cut, as a crash would)
+                if (!unprotectedOutput(o.detail()))
+                {
+                    fence = true;
+                    fenceWhy = lastError;
+                }
             }
             else if (o.next() == SessionEnd.Next.STOP)
             {

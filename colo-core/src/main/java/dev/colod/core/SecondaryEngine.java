@@ -153,7 +153,43 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
         acceptor.start();
         LOG.info("vm={} standing by on {} (last committed checkpoint {})", config.vmName(),
             server.getLocalSocketAddress(), sink.lastCommitted());
+        if (arbiter.arbitrated() && sink.resumable())
+        {
+            awaitFirstPrimary();
+        }
         return this;
+    }
+
+    /**
+     * This colod starts with a resumable standby (it was restarted; the primary may have died meanwhile, even while
+     * no colod ran here to see it): a live primary reconnects within its reconnect interval. If none does within
+     * the heartbeat timeout and two reconnect intervals, the primary is treated as lost and the arbiter decides,
+     * as for a loss seen in a session: it refuses while the primary serves on (it marked the standby outdated when
+     * it lost this host) and takes the key only from a holder that was protected when it was lost. A primary that
+     * connects meanwhile cancels the wait, or the claim.
+     */
+    private void awaitFirstPrimary()
+    {
+        final long waitMs = config.heartbeatTimeoutMs() + 2 * config.reconnectIntervalMs();
+        final long token = decisions.awaitingPeer();
+        final Thread t = new Thread(() ->
+        {
+            try
+            {
+                Thread.sleep(waitMs);
+            }
+            catch (final InterruptedException ex)
+            {
+                return;
+            }
+            if (decisions.graceExpired(token))
+            {
+                claimAndFailOver("no primary connected within " + waitMs + " ms of this colod's start", true);
+            }
+        }, "colo-secondary-" + config.vmName() + "-first-primary");
+        t.setDaemon(true);
+        graceThread = t;
+        t.start();
     }
 
     public InetSocketAddress localAddress()
@@ -804,7 +840,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                 {
                     if (!decisions.claimGranted(generation))
                     {
-                        arbiter.resign("failover abandoned: the primary came back");
+                        arbiter.abandonClaim(sink.lastCommitted(), decisions.stopped()
+                            ? "failover abandoned: colod stops" : "failover abandoned: the primary came back");
                         return;
                     }
                     sawToken(v.token());

@@ -201,6 +201,12 @@ final class StandbyDecisions<S>
         return new Ended(Next.STAND_BY, 0);
     }
 
+    /** A wait for a primary starts (see {@link #graceExpired}); a primary admitted meanwhile ends it. */
+    synchronized long awaitingPeer()
+    {
+        return ++graceToken;
+    }
+
     /** The grace period {@code token} ran out: true when the failover is now required (nothing came back meanwhile). */
     synchronized boolean graceExpired(final long token)
     {

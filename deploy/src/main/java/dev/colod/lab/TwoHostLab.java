@@ -562,6 +562,18 @@ public final class TwoHostLab
                 "");
         }
 
+        /**
+         * A colod process's colod.yaml where roles follow the VM, as production runs it: {@code listen} and the other
+         * host as {@code peer} on both hosts, the role kept in state-dir; {@code reprotect: manual} if asked.
+         */
+        public String daemonYaml(final String role, final Path runtime, final Protection how, final boolean manualReprotect)
+        {
+            final String other = "primary".equals(role) ? "secondary" : "primary";
+            return yaml(role, runtime, how, false, false).replace("    peer: 198.19.0.2:" + PORT + "\n",
+                "    listen: " + ip(role) + ":" + PORT + "\n    peer: " + ip(other) + ":" + PORT + "\n" +
+                    (manualReprotect ? "    reprotect: manual\n" : ""));
+        }
+
         private ColodConfig config(final String role, final Protection how, final boolean hot) throws Exception
         {
             final Path file = runDir.resolve(role + ".yaml");

@@ -37,7 +37,12 @@ class DaemonEndToEndTest
             .start();
     }
 
-    static JsonNode coloctl(final Path socket, final String... args)
+    /** What one coloctl command said: its exit status, standard output and standard error. */
+    record Answer(int exit, String out, String err)
+    {
+    }
+
+    static Answer run(final Path socket, final String... args)
     {
         final StringWriter out = new StringWriter();
         final StringWriter err = new StringWriter();
@@ -46,18 +51,33 @@ class DaemonEndToEndTest
         cl.setErr(new PrintWriter(err));
         final List<String> all = new ArrayList<>(List.of("--socket", socket.toString()));
         all.addAll(List.of(args));
-        if (cl.execute(all.toArray(new String[0])) != 0)
+        final int exit = cl.execute(all.toArray(new String[0]));
+        return new Answer(exit, out.toString(), err.toString());
+    }
+
+    /** A command's JSON answer, or null if it failed or did not answer JSON. */
+    static JsonNode coloctl(final Path socket, final String... args)
+    {
+        final Answer c = run(socket, args);
+        if (c.exit() != 0)
         {
             return null;
         }
         try
         {
-            return JSON.readTree(out.toString());
+            return JSON.readTree(c.out());
         }
         catch (final Exception ex)
         {
             return null;
         }
+    }
+
+    /** The first VM's status as coloctl shows it, or an empty object if colod does not answer. */
+    static JsonNode status(final Path socket)
+    {
+        final JsonNode s = coloctl(socket, "status", "-o", "json");
+        return s == null ? JSON.createObjectNode() : s.get(0);
     }
 
     /** Ends the colod processes and every QEMU they started (by the pids they recorded), and their RAM files. */

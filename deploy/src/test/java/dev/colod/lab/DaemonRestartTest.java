@@ -7,6 +7,8 @@ import org.junit.jupiter.api.Test;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 import static dev.colod.lab.DaemonEndToEndTest.awaitStatus;
@@ -119,12 +121,17 @@ class DaemonRestartTest
                 primary = colod(lab.pri, pConf, pLog);
                 awaitProtected(pRun, primary, pLog, 3);
                 final long qemuPid = Long.parseLong(Files.readString(pRun.resolve("e2e/qemu.pid")).trim());
-                try (Client client = new Client(lab.cli))
+                try (Client client = new Client(lab.cli); PauseWatch watch = PauseWatch.attach(monitor(lab)))
                 {
                     while (client.values().size() < 4)
                     {
                         Thread.sleep(50);
                     }
+                    // the pauses of regular checkpoints while the client is served: what a restart is compared with
+                    final int regularFrom = watch.mark();
+                    Thread.sleep(5_000);
+                    final List<PauseWatch.Pause> regular = watch.since(regularFrom);
+                    final List<String> report = new ArrayList<>();
                     for (int i = 0; i < rounds; i++)
                     {
                         Thread.sleep(random.nextInt(2_500)); // somewhere among checkpoints and lease renewals
@@ -135,10 +142,14 @@ class DaemonRestartTest
                         {
                             lab.killEtcd();
                         }
+                        final int roundFrom = watch.mark();
                         if (term)
                         {
                             primary.destroy();
                             assertThat(primary.waitFor(30, TimeUnit.SECONDS)).as("colod stops on SIGTERM").isTrue();
+                            // a colod that stops never leaves the VM paused: no pause spans the restart
+                            assertThat(watch.running()).as("the VM runs when colod has stopped (round " + (i + 1) + ")")
+                                .isTrue();
                         }
                         else
                         {
@@ -154,7 +165,14 @@ class DaemonRestartTest
                             (storeToo ? " with etcd restarted meanwhile" : "");
                         restarted(lab, client, pRun, primary, pLog, sRun, secondary, sLog, qemuPid, when);
                         assertThat(Files.readString(pLog)).as("never fenced " + when).doesNotContain("FENCED");
+                        report.add(String.format("  %s: longest pause %.1f ms", when,
+                            PauseWatch.longest(watch.since(roundFrom)) / 1000.0));
                     }
+                    System.out.printf("routine restarts: regular checkpoints' pauses over 5 s: %d, longest %.1f ms, " +
+                        "median %.1f ms%n", regular.size(), PauseWatch.longest(regular) / 1000.0,
+                        regular.stream().mapToLong(PauseWatch.Pause::micros).sorted().skip(regular.size() / 2).findFirst()
+                            .orElse(0) / 1000.0);
+                    report.forEach(System.out::println);
                     for (int i = 0; i < rounds; i++)
                     {
                         Thread.sleep(random.nextInt(2_500));
@@ -204,13 +222,21 @@ class DaemonRestartTest
             final Path dir = lab.runDir;
             final Pair f = new Pair(dir.resolve("p-run"), dir.resolve("s-run"), dir.resolve("primary.yaml"),
                 dir.resolve("secondary.yaml"), dir.resolve("primary.log"), dir.resolve("secondary.log"));
-            Files.writeString(f.pConf(), lab.yaml("primary", f.pRun(), checkpointDelayMs, false, false));
+            // a second QMP monitor on the primary's QEMU: the pause watch sees every STOP and RESUME, whichever colod
+            Files.writeString(f.pConf(), lab.yaml("primary", f.pRun(), checkpointDelayMs, false, false)
+                .replace("    nics:\n", PauseWatch.extraArgs(monitor(lab)) + "\n    nics:\n"));
             // what these tests restart is colod, which on a loaded two-CPU machine can take longer than the default
             // grace to come back: give it room, so that the tests are about adoption, not about a JVM's start time
             Files.writeString(f.sConf(), lab.yaml("secondary", f.sRun(), checkpointDelayMs, false, false)
                 .replace("    heartbeat-timeout-ms: 1000", "    heartbeat-timeout-ms: 1000\n    peer-restart-grace-ms: 30000"));
             return f;
         }
+    }
+
+    /** The primary QEMU's second QMP monitor (for {@link PauseWatch}). */
+    static Path monitor(final Lab lab)
+    {
+        return lab.runDir.resolve("p-monitor.sock");
     }
 
     /** How often the primary's log reported what an agent that ended without a clean stop held. */

@@ -298,6 +298,42 @@ public final class EtcdArbiter implements Arbiter
         return false;
     }
 
+    /** Why the standby record refuses a resume of an image at {@code committed}, or null if it allows it. */
+    private static Verdict refusal(final Standby sb, final long committed, final String standbyKey)
+    {
+        if (sb == null)
+        {
+            return new Verdict(Verdict.Kind.REFUSED, 0, "no primary ever recorded this standby current (" + standbyKey +
+                " is missing): there is nothing consistent to resume");
+        }
+        if (!sb.current())
+        {
+            return new Verdict(Verdict.Kind.REFUSED, sb.token(), "the standby is outdated: host " + sb.host() +
+                " ran the VM unprotected after checkpoint " + sb.checkpoint() + " (token " + sb.token() +
+                "); resuming here would roll clients back");
+        }
+        if (committed < sb.checkpoint())
+        {
+            return new Verdict(Verdict.Kind.REFUSED, sb.token(), "this standby has checkpoint " + committed +
+                " but was recorded current as of " + sb.checkpoint());
+        }
+        return null;
+    }
+
+    @Override
+    public String whyNotResumable(final long committed)
+    {
+        try
+        {
+            final Verdict v = refusal(standby(etcd.call("/v3/kv/range", rangeBody(standbyKey))), committed, standbyKey);
+            return v == null ? null : v.detail();
+        }
+        catch (final Exception ex)
+        {
+            return null; // the store cannot be read now: the claim itself will wait for it
+        }
+    }
+
     @Override
     public synchronized Verdict claimForFailover(final long committed)
     {
@@ -305,21 +341,10 @@ public final class EtcdArbiter implements Arbiter
         try
         {
             final Standby sb = standby(etcd.call("/v3/kv/range", rangeBody(standbyKey)));
-            if (sb == null)
+            final Verdict refused = refusal(sb, committed, standbyKey);
+            if (refused != null)
             {
-                return new Verdict(Verdict.Kind.REFUSED, 0, "no primary ever recorded this standby current (" + standbyKey +
-                    " is missing): there is nothing consistent to resume");
-            }
-            if (!sb.current())
-            {
-                return new Verdict(Verdict.Kind.REFUSED, sb.token(), "the standby is outdated: host " + sb.host() +
-                    " ran the VM unprotected after checkpoint " + sb.checkpoint() + " (token " + sb.token() +
-                    "); resuming here would roll clients back");
-            }
-            if (committed < sb.checkpoint())
-            {
-                return new Verdict(Verdict.Kind.REFUSED, sb.token(), "this standby has checkpoint " + committed +
-                    " but was recorded current as of " + sb.checkpoint());
+                return refused;
             }
             // the owner as it is now: none (its lease ran out or was given up), or a holder that was protected when
             // it was lost (the standby is current, so it let out nothing the standby lacks): take the key from it
@@ -385,6 +410,30 @@ public final class EtcdArbiter implements Arbiter
             spareLease = grant();
         }
         return spareLease;
+    }
+
+    @Override
+    public synchronized void abandonClaim(final long committed, final String why)
+    {
+        final long token = heldToken;
+        if (token != 0)
+        {
+            try
+            {
+                final JsonNode r = txn(compareMod(ownerKey, token), List.of(put(standbyKey, "current " + committed + " " +
+                    settings.host() + " " + token, 0)), List.of());
+                if (r.path("succeeded").asBoolean())
+                {
+                    LOG.warn("vm={} standby recorded current again as of checkpoint {}: {} before anything resumed", vm,
+                        committed, why);
+                }
+            }
+            catch (final IOException ex)
+            {
+                LOG.warn("vm={} could not record the standby current again ({}): {}", vm, why, ex.getMessage());
+            }
+        }
+        resign(why);
     }
 
     @Override

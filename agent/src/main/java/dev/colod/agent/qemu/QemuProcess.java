@@ -270,6 +270,16 @@ public final class QemuProcess implements AutoCloseable
     public static Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile,
         final boolean resumeIfPaused) throws IOException
     {
+        return adopt(spec, runDir, List.of(ramFile), resumeIfPaused);
+    }
+
+    /**
+     * As above, for a QEMU whose RAM may be any of {@code ramFiles}: the configured RAM file, or the standby image's
+     * that a failover resumed the VM from (a colod restarted on the host that took the VM over).
+     */
+    public static Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final List<Path> ramFiles,
+        final boolean resumeIfPaused) throws IOException
+    {
         final Path pidFile = runDir.resolve("qemu.pid");
         if (!Files.exists(pidFile))
         {
@@ -290,6 +300,8 @@ public final class QemuProcess implements AutoCloseable
         {
             throw new IOException("vm " + spec.name() + ": cannot read the command line of QEMU pid " + h.pid() + ": " + ex, ex);
         }
+        final Path ramFile = ramFiles.stream().filter(f -> cmdline.contains("mem-path=" + f + ",")).findFirst()
+            .orElse(ramFiles.get(0));
         final List<String> expected = new ArrayList<>(List.of("-name " + spec.name(),
             "size=" + spec.memoryMiB() + "M,mem-path=" + ramFile + ",share=on"));
         for (final VmSpec.Nic n : spec.nics())

@@ -143,6 +143,12 @@ public final class StandbyImage implements VmStateSink
 
     public Path ramFile()
     {
+        return ramFileIn(dir);
+    }
+
+    /** The RAM file of the standby image in {@code dir}. */
+    public static Path ramFileIn(final Path dir)
+    {
         return dir.resolve("ram");
     }
 

@@ -123,6 +123,26 @@ public interface Arbiter extends AutoCloseable
      */
     Verdict claimForFailover(long committed);
 
+    /**
+     * Secondary, before an operator's failover fences anything: why the store would refuse to let this standby
+     * (image at {@code committed}) resume — it is outdated, or older than recorded — or null if it would not (or
+     * cannot tell: the claim decides). Reads only.
+     */
+    default String whyNotResumable(final long committed)
+    {
+        return null;
+    }
+
+    /**
+     * Secondary: a granted claim is given up before anything resumed (colod stops, or the primary came back):
+     * the standby, at {@code committed}, is recorded current again (the claim had marked it outdated) and the key
+     * given up, so a later failover (e.g. by the next colod here) may still resume it.
+     */
+    default void abandonClaim(final long committed, final String why)
+    {
+        resign(why);
+    }
+
     /** Give up the key now (after fencing, or a claim that is no longer wanted), so the other host need not wait. */
     void resign(String why);
 
