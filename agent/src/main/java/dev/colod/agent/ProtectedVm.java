@@ -168,11 +168,11 @@ public final class ProtectedVm implements AutoCloseable
             final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
             final boolean startsPrimary = (recorded != null ? recorded.role() : v.role) == ColodConfig.Role.PRIMARY;
             final boolean fencedHere = startsPrimary && Files.exists(vm.fenced);
+            // after a failover to this host its QEMU runs on the standby image's RAM file
+            final List<Path> ramFiles = List.of(ramFile, StandbyImage.ramFileIn(imageDir(config, v)));
             if (startsPrimary && !fencedHere)
             {
-                // after a failover to this host its QEMU runs on the standby image's RAM file
-                vm.qemu = QemuProcess.adopt(spec, runDir, List.of(ramFile, StandbyImage.ramFileIn(imageDir(config, v))),
-                    true).orElse(null);
+                vm.qemu = QemuProcess.adopt(spec, runDir, ramFiles, true).orElse(null);
             }
             final RoleDecision.Outcome outcome;
             try
@@ -192,7 +192,7 @@ public final class ProtectedVm implements AutoCloseable
                     // the other host runs the VM since it took it over: this host stands by for it now
                     LOG.warn("vm={} was fenced here ({}): becoming its secondary", v.name,
                         Files.readString(vm.fenced).trim());
-                    QemuProcess.adopt(spec, runDir, ramFile, false).ifPresent(QemuProcess::close); // the fenced copy, never resumed
+                    QemuProcess.adopt(spec, runDir, ramFiles, false).ifPresent(QemuProcess::close); // the fenced copy, never resumed
                     Files.delete(vm.fenced);
                 }
                 case SECONDARY_PEER_RUNS_IT -> LOG.warn("vm={} ran here before, its QEMU is gone, and {} runs it since a " +

@@ -75,7 +75,7 @@ public final class PauseWatch implements AutoCloseable
     /** QEMU says the VM runs (query-status). */
     public boolean running() throws IOException
     {
-        return qmp.execute("query-status", null, 5_000).path("return").path("running").asBoolean();
+        return qmp.execute("query-status", null, 5_000).path("running").asBoolean();
     }
 
     /** How many pauses ended so far (a mark for {@link #since}). */

@@ -143,13 +143,14 @@ class DaemonRestartTest
                             lab.killEtcd();
                         }
                         final int roundFrom = watch.mark();
+                        final long stopMicros = java.time.Instant.now().toEpochMilli() * 1000;
                         if (term)
                         {
                             primary.destroy();
                             assertThat(primary.waitFor(30, TimeUnit.SECONDS)).as("colod stops on SIGTERM").isTrue();
                             // a colod that stops never leaves the VM paused: no pause spans the restart
-                            assertThat(watch.running()).as("the VM runs when colod has stopped (round " + (i + 1) + ")")
-                                .isTrue();
+                            assertThat(watch.running()).as("the VM runs when colod has stopped (round %d); its log " +
+                                "ends:%n%s", i + 1, tail(pLog, 30)).isTrue();
                         }
                         else
                         {
@@ -165,8 +166,12 @@ class DaemonRestartTest
                             (storeToo ? " with etcd restarted meanwhile" : "");
                         restarted(lab, client, pRun, primary, pLog, sRun, secondary, sLog, qemuPid, when);
                         assertThat(Files.readString(pLog)).as("never fenced " + when).doesNotContain("FENCED");
-                        report.add(String.format("  %s: longest pause %.1f ms", when,
-                            PauseWatch.longest(watch.since(roundFrom)) / 1000.0));
+                        final List<PauseWatch.Pause> round = watch.since(roundFrom);
+                        final PauseWatch.Pause worst = round.stream()
+                            .max(java.util.Comparator.comparingLong(PauseWatch.Pause::micros)).orElse(null);
+                        report.add(worst == null ? "  " + when + ": no pause" : String.format("  %s: %d pauses, the " +
+                            "longest %.1f ms, begun %d ms after the old colod was signalled", when, round.size(),
+                            worst.micros() / 1000.0, (worst.startMicros() - stopMicros) / 1000));
                     }
                     System.out.printf("routine restarts: regular checkpoints' pauses over 5 s: %d, longest %.1f ms, " +
                         "median %.1f ms%n", regular.size(), PauseWatch.longest(regular) / 1000.0,
@@ -212,6 +217,161 @@ class DaemonRestartTest
                 DaemonEndToEndTest.stopAll(lab, new Process[]{primary, secondary}, pRun, sRun);
             }
         }
+    }
+
+    /** One host of the switchover loop: its namespace, files and colod process. */
+    private static final class Host
+    {
+        final String ns;
+        final Path run;
+        final Path conf;
+        final Path log;
+        Process colod;
+
+        Host(final String ns, final Path run, final Path conf, final Path log)
+        {
+            this.ns = ns;
+            this.run = run;
+            this.conf = conf;
+            this.log = log;
+        }
+
+        Path socket()
+        {
+            return run.resolve("colod.sock");
+        }
+
+        long qemuPid() throws Exception
+        {
+            return Long.parseLong(Files.readString(run.resolve("e2e/qemu.pid")).trim());
+        }
+    }
+
+    /**
+     * Planned switchovers in a loop, as OPERATIONS.md describes them, with real daemons whose roles follow the VM
+     * (listen on both hosts) and {@code reprotect: manual}: {@code coloctl failover --wait} on the standby host (the
+     * VM resumes there, the old primary fences itself), a SIGTERM restart of the fenced host's colod (it stops its
+     * paused copy and stands by), {@code coloctl reprotect --wait} on the new primary; then the other way. Every
+     * round: both commands exit 0, the client's counter only goes up and it is served again, exactly one QEMU runs
+     * the VM, protected again. {@code -Dcolod.switchovers=N} rounds (default 2).
+     */
+    @Test
+    void plannedSwitchoversBackAndForthEachProtectedAgain() throws Exception
+    {
+        new FailoverEndToEndTest().usable();
+        final int rounds = Integer.getInteger("colod.switchovers", 2);
+        final Process[] colods = new Process[2];
+        try (Lab lab = new Lab(FailoverEndToEndTest.GUEST))
+        {
+            final Path dir = lab.runDir;
+            final Host a = new Host(lab.pri, dir.resolve("p-run"), dir.resolve("primary.yaml"), dir.resolve("primary.log"));
+            final Host b = new Host(lab.sec, dir.resolve("s-run"), dir.resolve("secondary.yaml"),
+                dir.resolve("secondary.log"));
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200);
+            Files.writeString(a.conf, lab.daemonYaml("primary", a.run, how, true));
+            Files.writeString(b.conf, lab.daemonYaml("secondary", b.run, how, true));
+            try
+            {
+                b.colod = colod(b.ns, b.conf, b.log);
+                a.colod = colod(a.ns, a.conf, a.log);
+                colods[0] = a.colod;
+                colods[1] = b.colod;
+                awaitProtected(a.run, a.colod, a.log, 3);
+                final List<String> report = new ArrayList<>();
+                try (Client client = new Client(lab.cli))
+                {
+                    while (client.values().size() < 4)
+                    {
+                        Thread.sleep(50);
+                    }
+                    Host primary = a;
+                    Host standby = b;
+                    for (int i = 1; i <= rounds; i++)
+                    {
+                        final String round = "switchover " + i + " to " + (standby == a ? "host A" : "host B");
+                        final long oldQemu = primary.qemuPid();
+                        final long at = System.nanoTime();
+                        final DaemonEndToEndTest.Answer moved = DaemonEndToEndTest.run(standby.socket(), "failover",
+                            "e2e", "--wait", "--timeout", "60");
+                        assertThat(moved.exit()).as(round + ": coloctl failover --wait: " + moved.out() + moved.err())
+                            .isZero();
+                        final long movedMs = (System.nanoTime() - at) / 1_000_000;
+                        awaitStatus(primary.socket(), s -> "fenced".equals(s.path("state").asText()),
+                            round + ": the old primary fenced", primary.colod, primary.log);
+                        FailoverEndToEndTest.awaitAnswers(client, at);
+
+                        // the fenced host's colod restarts and stands by; its paused copy is stopped
+                        primary.colod.destroy();
+                        assertThat(primary.colod.waitFor(30, TimeUnit.SECONDS)).as(round + ": colod stops").isTrue();
+                        primary.colod = colod(primary.ns, primary.conf, primary.log);
+                        colods[primary == a ? 0 : 1] = primary.colod;
+                        awaitStatus(primary.socket(), s -> "secondary".equals(s.path("role").asText()),
+                            round + ": the fenced host standing by", primary.colod, primary.log);
+                        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+                        while (ProcessHandle.of(oldQemu).map(ProcessHandle::isAlive).orElse(false))
+                        {
+                            assertThat(System.nanoTime() - deadline).as(round + ": the fenced copy stopped").isNegative();
+                            Thread.sleep(50);
+                        }
+
+                        final long reprotectAt = System.nanoTime();
+                        final DaemonEndToEndTest.Answer again = DaemonEndToEndTest.run(standby.socket(), "reprotect",
+                            "e2e", "--wait", "--timeout", "90");
+                        assertThat(again.exit()).as(round + ": coloctl reprotect --wait: " + again.out() + again.err())
+                            .isZero();
+                        awaitProtected(standby.run, standby.colod, standby.log, 3);
+                        final long protectedMs = (System.nanoTime() - reprotectAt) / 1_000_000;
+                        assertThat(ProcessHandle.of(standby.qemuPid()).map(ProcessHandle::isAlive).orElse(false))
+                            .as(round + ": the VM runs on the new primary").isTrue();
+                        final long before = client.values().size();
+                        while (client.values().size() < before + 2)
+                        {
+                            Thread.sleep(50);
+                        }
+                        FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
+                        report.add(String.format("  %s: failover --wait returned after %d ms, the client's longest wait " +
+                            "for an answer %d ms, protected again %d ms after reprotect", round, movedMs,
+                            longestGapMs(client, at), protectedMs));
+                        final Host t = primary;
+                        primary = standby;
+                        standby = t;
+                    }
+                    client.close();
+                    System.out.println("planned switchovers (" + rounds + "), values " + client.values().size() + ":");
+                    report.forEach(System.out::println);
+                    FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
+                }
+            }
+            finally
+            {
+                colods[0] = a.colod;
+                colods[1] = b.colod;
+                DaemonEndToEndTest.stopAll(lab, colods, a.run, b.run);
+            }
+        }
+    }
+
+    /** The last {@code n} lines of {@code log}. */
+    static String tail(final Path log, final int n) throws Exception
+    {
+        final List<String> lines = Files.readAllLines(log);
+        return String.join("\n", lines.subList(Math.max(0, lines.size() - n), lines.size()));
+    }
+
+    /** The longest time between two of the client's answers since {@code sinceNanos}, in ms. */
+    private static long longestGapMs(final Client client, final long sinceNanos)
+    {
+        long last = sinceNanos;
+        long gap = 0;
+        for (final Client.Reading r : client.readings())
+        {
+            if (r.atNanos() >= sinceNanos)
+            {
+                gap = Math.max(gap, r.atNanos() - last);
+                last = r.atNanos();
+            }
+        }
+        return gap / 1_000_000;
     }
 
     /** The two hosts' files; the secondary gives a restarting primary colod 30 s to come back. */
