@@ -43,7 +43,9 @@ public final class FaultMatrix
         ETCD_KILLED("etcd killed"),
         ACKS_LOST("replication link cut one way (secondary -> primary dropped: acknowledgements lost)"),
         SECONDARY_CUT_FROM_EVERYTHING("secondary cut from everything (uplink, replication, etcd), then back"),
-        LINK_CUT_STORE_UNREACHABLE("replication link cut both ways while etcd is unreachable from both hosts");
+        LINK_CUT_STORE_UNREACHABLE("replication link cut both ways while etcd is unreachable from both hosts"),
+        STAGING_FULL("the secondary's staging area full (its file system filled for 4 s, then freed)"),
+        STREAM_CUT_MID_BYTES("the replication stream reset at a random byte (TCP reset after 64 KiB-2 MiB)");
 
         public final String what;
 
@@ -80,6 +82,10 @@ public final class FaultMatrix
         try (Lab lab = new Lab(guest, 128, arbitrated))
         {
             lab.bootPrimary(how);
+            if (fault == Fault.STAGING_FULL)
+            {
+                lab.standbySpace(192); // the 128 MiB RAM image, and room for staging that a filler takes away
+            }
             lab.protect(how);
             final Client client = new Client(lab.cli);
             long failoverMs = -1;
@@ -214,6 +220,28 @@ public final class FaultMatrix
                         signal("CONT", pid);
                         sleep(10_000);
                     }
+                    case STAGING_FULL ->
+                    {
+                        final java.nio.file.Path filler = lab.ramDir("secondary").resolve("filler");
+                        final long filled = Lab.fill(filler);
+                        sleep(4000);
+                        java.nio.file.Files.delete(filler);
+                        System.out.println("staging area full for 4 s (" + (filled >> 20) + " MiB filler); checkpoints " +
+                            "failed meanwhile: " + lab.primary().counters().checkpointsFailed.get());
+                        protectedAgain(lab, violations);
+                    }
+                    case STREAM_CUT_MID_BYTES ->
+                    {
+                        final long at = 64 * 1024 + random.nextInt(2 * 1024 * 1024);
+                        if (!lab.resetStreamAfter(at))
+                        {
+                            violations.add("the stream never reached " + at + " bytes within 20 s");
+                        }
+                        protectedAgain(lab, violations);
+                        System.out.println("replication stream reset after " + at + " bytes; partly received " +
+                            "checkpoints discarded by the secondary: " +
+                            lab.host("secondary").secondary().counters().discardedPartialCheckpoints.get());
+                    }
                     default -> throw new IllegalStateException(fault.name());
                 }
                 awaitAnswers(client, System.nanoTime(), 3);
@@ -239,6 +267,24 @@ public final class FaultMatrix
                 violations.add("after the fault, " + runs + " run(s) the VM");
             }
             return new Result(fault, mode, arbitrated, List.copyOf(violations), failoverMs, runs, values.size());
+        }
+    }
+
+    /** After a fault that only interrupted protection: protected again within 30 s, with new checkpoints. */
+    private static void protectedAgain(final Lab lab, final List<String> violations)
+    {
+        final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        final long from = lab.primary().counters().checkpointsCompleted.get();
+        while (lab.primary().state() != ProtectionState.PROTECTED ||
+            lab.primary().counters().checkpointsCompleted.get() < from + 5)
+        {
+            if (System.nanoTime() - deadline > 0)
+            {
+                violations.add("not protected again within 30 s: primary " + lab.primary().state() + ", " +
+                    lab.primary().lastError());
+                return;
+            }
+            sleep(50);
         }
     }
 

@@ -272,9 +272,53 @@ public final class TwoHostLab
                 new IpRoute(pri).ip("link", "set", "rp", cut ? "down" : "up");
                 return;
             }
-            final String dev = "primary".equals(from) ? "rp" : "rs";
-            final List<String> cmd = List.of("ip", "netns", "exec", ns(from), "iptables", cut ? "-I" : "-D", "OUTPUT",
-                "-o", dev, "-j", "DROP");
+            iptables(ns(from), cut ? "-I" : "-D", List.of("OUTPUT", "-o", "primary".equals(from) ? "rp" : "rs", "-j",
+                "DROP"));
+        }
+
+        /**
+         * Resets the replication stream at a chosen byte: once the primary's replication connection has carried
+         * {@code bytes} (both directions, counted by conntrack from now), whatever the primary sends on it is
+         * answered with a TCP reset (iptables connbytes + REJECT in its namespace); the rule goes as soon as it hit,
+         * so the next connection is not cut. Returns false if nothing hit it within 20 s.
+         */
+        public boolean resetStreamAfter(final long bytes) throws IOException, InterruptedException
+        {
+            final List<String> rule = List.of("OUTPUT", "-o", "rp", "-p", "tcp", "--dport", Integer.toString(PORT),
+                "-m", "connbytes", "--connbytes", bytes + ":", "--connbytes-dir", "both", "--connbytes-mode", "bytes",
+                "-j", "REJECT", "--reject-with", "tcp-reset");
+            iptables(pri, "-I", rule);
+            try
+            {
+                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+                while (System.nanoTime() - deadline < 0)
+                {
+                    // the first rule's packet count: "Chain OUTPUT ...", the header, then our rule
+                    final String[] lines = iptables(pri, "-L", List.of("OUTPUT", "-v", "-x", "-n")).split("\n");
+                    if (lines.length > 2 && Long.parseLong(lines[2].trim().split("\\s+")[0]) > 0)
+                    {
+                        return true;
+                    }
+                    Thread.sleep(2);
+                }
+                return false;
+            }
+            finally
+            {
+                iptables(pri, "-D", rule);
+            }
+        }
+
+        private static String iptables(final String ns, final String op, final List<String> rule) throws IOException
+        {
+            final List<String> cmd = new ArrayList<>(List.of("ip", "netns", "exec", ns, "iptables", op));
+            cmd.addAll(rule);
+            return exec(cmd);
+        }
+
+        /** Runs {@code cmd} (a tool this lab drives), returning its output; a non-zero exit is an error with it. */
+        private static String exec(final List<String> cmd) throws IOException
+        {
             try
             {
                 final Process pr = new ProcessBuilder(cmd).redirectErrorStream(true).start();
@@ -283,11 +327,52 @@ public final class TwoHostLab
                 {
                     throw new IOException(String.join(" ", cmd) + " failed: " + out.trim());
                 }
+                return out;
             }
             catch (final InterruptedException ex)
             {
                 Thread.currentThread().interrupt();
                 throw new IOException("interrupted", ex);
+            }
+        }
+
+        /**
+         * The standby host's RAM dir (its RAM image, staging area, device state) on a tmpfs of its own of {@code mib}
+         * MiB, so a test can fill it. Before {@link #protect}.
+         */
+        public void standbySpace(final long mib) throws IOException
+        {
+            final Path d = ramDir("secondary");
+            Files.createDirectories(d);
+            exec(List.of("mount", "-t", "tmpfs", "-o", "size=" + mib + "m", "colot-standby", d.toString()));
+            closers.add(() ->
+            {
+                exec(List.of("umount", "-l", d.toString()));
+                Files.deleteIfExists(d);
+            });
+        }
+
+        /** Fills the file system of {@code file} with it, 1 MiB at a time, until it is full; returns the bytes written. */
+        public static long fill(final Path file) throws IOException
+        {
+            long written = 0;
+            try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(file,
+                java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.WRITE))
+            {
+                final java.nio.ByteBuffer mib = java.nio.ByteBuffer.allocate(1 << 20);
+                while (true)
+                {
+                    mib.clear();
+                    written += ch.write(mib);
+                }
+            }
+            catch (final IOException full)
+            {
+                if (!String.valueOf(full.getMessage()).contains("No space left"))
+                {
+                    throw full;
+                }
+                return written;
             }
         }
 

@@ -34,6 +34,9 @@ public final class LibC
 
     public static native int close(int fd);
 
+    /** fallocate(2): reserves the blocks of [offset, offset + len) (mode 0), so later writes there never fail for space. */
+    public static native int fallocate(int fd, int mode, long offset, long len);
+
     public static native int setns(int fd, int nstype);
 
     /** poll(2) over {@code nfds} {@code struct pollfd} (int fd, short events, short revents: 8 bytes each). */

@@ -5,6 +5,7 @@ import dev.colod.agent.checkpoint.CheckpointReader;
 import dev.colod.agent.disk.StandbyDisk;
 import dev.colod.agent.qemu.VmSpec;
 import dev.colod.core.spi.VmStateSink;
+import dev.colod.os.LibC;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -517,12 +518,40 @@ public final class StandbyImage implements VmStateSink
                 f.truncate(ramBytes);
                 f.write(ByteBuffer.wrap(new byte[1]), ramBytes - 1);
             }
+            reserve(ramFile(), ramBytes);
             final MappedByteBuffer[] ram = new MappedByteBuffer[(int)((ramBytes + RAM_CHUNK - 1) / RAM_CHUNK)];
             for (int i = 0; i < ram.length; i++)
             {
                 ram[i] = f.map(FileChannel.MapMode.READ_WRITE, i * RAM_CHUNK, Math.min(RAM_CHUNK, ramBytes - i * RAM_CHUNK));
             }
             return ram;
+        }
+    }
+
+    /**
+     * Reserves all of the RAM image's blocks now: pages are written into it through a mapping, where a full file
+     * system (tmpfs shared with other things) would be a SIGBUS in the middle of applying a checkpoint. So the space
+     * is taken once, when the image is made, and a lack of it is a clear error then.
+     */
+    private void reserve(final Path file, final long bytes) throws IOException
+    {
+        final int fd = LibC.open(file.toString(), LibC.O_RDWR | LibC.O_CLOEXEC);
+        if (fd < 0)
+        {
+            throw new IOException("vm " + vm + ": cannot open " + file + ": " + LibC.lastError());
+        }
+        try
+        {
+            if (LibC.fallocate(fd, 0, 0, bytes) != 0)
+            {
+                throw new IOException("vm " + vm + ": the standby image's RAM file " + file + " cannot reserve its " +
+                    bytes + " bytes (" + LibC.lastError() + "; " + Files.getFileStore(file).getUsableSpace() +
+                    " bytes free there)");
+            }
+        }
+        finally
+        {
+            LibC.close(fd);
         }
     }
 
