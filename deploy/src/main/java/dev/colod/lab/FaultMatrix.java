@@ -45,7 +45,7 @@ public final class FaultMatrix
         SECONDARY_CUT_FROM_EVERYTHING("secondary cut from everything (uplink, replication, etcd), then back"),
         LINK_CUT_STORE_UNREACHABLE("replication link cut both ways while etcd is unreachable from both hosts"),
         STAGING_FULL("the secondary's staging area full (its file system filled for 4 s, then freed)"),
-        STREAM_CUT_MID_BYTES("the replication stream reset at a random byte (TCP reset after 64 KiB-2 MiB)");
+        STREAM_CUT_MID_BYTES("the replication stream reset at a random byte (TCP reset after 64 KiB-1 MiB)");
 
         public final String what;
 
@@ -232,10 +232,10 @@ public final class FaultMatrix
                     }
                     case STREAM_CUT_MID_BYTES ->
                     {
-                        final long at = 64 * 1024 + random.nextInt(2 * 1024 * 1024);
+                        final long at = 64 * 1024 + random.nextInt(1024 * 1024);
                         if (!lab.resetStreamAfter(at))
                         {
-                            violations.add("the stream never reached " + at + " bytes within 20 s");
+                            violations.add("the stream never reached " + at + " bytes within 60 s");
                         }
                         protectedAgain(lab, violations);
                         System.out.println("replication stream reset after " + at + " bytes; partly received " +

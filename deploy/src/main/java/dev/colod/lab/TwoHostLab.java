@@ -198,6 +198,9 @@ public final class TwoHostLab
                 c.ip("addr", "add", "198.18.0.100/24", "dev", "c0");
                 c.ip("link", "set", "c0", "up");
                 s.ip("link", "set", "s-c", "master", "sw0", "up");
+                // conntrack counts bytes of every connection from its start (resetStreamAfter's connbytes match
+                // needs it on entries made before its rule)
+                exec(List.of("ip", "netns", "exec", pri, "sysctl", "-q", "-w", "net.netfilter.nf_conntrack_acct=1"));
                 linkReplication();
                 // mutual TLS: a lab CA and one certificate per host, named by its replication address
                 final dev.colod.agent.tls.Certs.Issued ca = dev.colod.agent.tls.Certs.authority("colod lab CA",
@@ -280,7 +283,7 @@ public final class TwoHostLab
          * Resets the replication stream at a chosen byte: once the primary's replication connection has carried
          * {@code bytes} (both directions, counted by conntrack from now), whatever the primary sends on it is
          * answered with a TCP reset (iptables connbytes + REJECT in its namespace); the rule goes as soon as it hit,
-         * so the next connection is not cut. Returns false if nothing hit it within 20 s.
+         * so the next connection is not cut. Returns false if nothing hit it within 60 s.
          */
         public boolean resetStreamAfter(final long bytes) throws IOException, InterruptedException
         {
@@ -290,7 +293,7 @@ public final class TwoHostLab
             iptables(pri, "-I", rule);
             try
             {
-                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+                final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
                 while (System.nanoTime() - deadline < 0)
                 {
                     // the first rule's packet count: "Chain OUTPUT ...", the header, then our rule

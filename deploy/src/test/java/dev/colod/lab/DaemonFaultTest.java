@@ -19,8 +19,9 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 /**
  * Fault-matrix cells that need real colod processes (docs/RELIABILITY.md): the primary frozen for 3 s (SIGSTOP of
- * its colod and its QEMU: the whole host stops), and the primary's colod killed with its QEMU left running and no
- * restart. Each with etcd and TLS; the client's counter must only go up and exactly one copy must run after.
+ * its colod and its QEMU: the whole host stops); the primary's colod killed with its QEMU left running and no
+ * restart; the secondary's colod restarted during a failover; the primary's colod restarted around an operator's
+ * failover. Each with etcd and TLS; the client's counter must only go up and exactly one copy must run after.
  */
 class DaemonFaultTest
 {
