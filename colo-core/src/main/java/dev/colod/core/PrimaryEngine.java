@@ -519,7 +519,9 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         }
         final boolean wasProtected = state.get() == ProtectionState.PROTECTED;
         final Heartbeat hb = heartbeat;
-        final String vmLost = source.lostCause();
+        // whether the VM died may take a glance of up to 100 ms (a killed QEMU's exit trails its broken QMP socket),
+        // during which a VM paused mid-checkpoint stays paused: not when colod stops, which ends the session itself
+        final String vmLost = closing ? null : source.lostCause();
         if (vmLost != null && wasProtected)
         {
             end.record(SessionEnd.Cause.VM_LOST, vmLost, ex);
