@@ -550,26 +550,14 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             {
                 output.fence(o.detail());
             }
-            else if (o.next() != SessionEnd.Next.STOP && !unprotectedOutput(o.detail()))
+            else if (!unprotectedOutput(o.detail()))
             {
+                // also when colod stops (or protection is stopped on request) and the VM runs on: output passes
+                // unprotected only once the arbiter recorded the standby outdated, so the other host can never
+                // resume from it while this copy serves. Not granted: held output stays held (a colod that stops
+                // then leaves the output cut, as a crash would)
                 fence = true; // the arbiter gave the VM to the other host meanwhile (output is fenced already)
                 fenceWhy = lastError;
-            }
-            else if (o.next() == SessionEnd.Next.STOP && arbiter.arbitrated())
-            {
-                // colod stops (or protection is stopped on request) and the VM runs on: output passes unprotected
-                // only once the arbiter recorded the standby outdated, so the other host can never resume from it
-                // while this copy serves (a failover asked of it meanwhile is refused). Not granted: held output
-                // stays held (a colod that stops then leaves the output cut, as a crash would)
-                if (!unprotectedOutput(o.detail()))
-                {
-                    fence = true;
-                    fenceWhy = lastError;
-                }
-            }
-            else if (o.next() == SessionEnd.Next.STOP)
-            {
-                output.passThrough(o.detail());
             }
         }
         if (hb != null)

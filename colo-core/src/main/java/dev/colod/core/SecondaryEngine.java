@@ -171,25 +171,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     private void awaitFirstPrimary()
     {
         final long waitMs = config.heartbeatTimeoutMs() + 2 * config.reconnectIntervalMs();
-        final long token = decisions.awaitingPeer();
-        final Thread t = new Thread(() ->
-        {
-            try
-            {
-                Thread.sleep(waitMs);
-            }
-            catch (final InterruptedException ex)
-            {
-                return;
-            }
-            if (decisions.graceExpired(token))
-            {
-                claimAndFailOver("no primary connected within " + waitMs + " ms of this colod's start", true);
-            }
-        }, "colo-secondary-" + config.vmName() + "-first-primary");
-        t.setDaemon(true);
-        graceThread = t;
-        t.start();
+        claimUnlessPrimaryComes(waitMs, decisions.awaitingPeer(),
+            "no primary connected within " + waitMs + " ms of this colod's start", "first-primary");
     }
 
     public InetSocketAddress localAddress()
@@ -797,22 +780,31 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             config.peerRestartGraceMs());
         exitListeners.publish(ExitEvent.ended(Role.SECONDARY, ExitReason.ERROR, detail + "; awaiting the primary's agent", false,
             sink.lastCommitted(), null));
+        claimUnlessPrimaryComes(config.peerRestartGraceMs(), token,
+            detail + "; it did not come back within " + config.peerRestartGraceMs() + " ms", "grace");
+    }
+
+    /**
+     * After {@code ms}, on a thread of its own: if no primary came (the wait {@code token} still stands, nothing
+     * else decided), the primary is lost: claim and fail over, saying {@code why}.
+     */
+    private void claimUnlessPrimaryComes(final long ms, final long token, final String why, final String name)
+    {
         final Thread t = new Thread(() ->
         {
             try
             {
-                Thread.sleep(config.peerRestartGraceMs());
+                Thread.sleep(ms);
             }
             catch (final InterruptedException ex)
             {
                 return;
             }
-            if (!decisions.graceExpired(token))
+            if (decisions.graceExpired(token))
             {
-                return; // it came back, or something else decided
+                claimAndFailOver(why, true);
             }
-            claimAndFailOver(detail + "; it did not come back within " + config.peerRestartGraceMs() + " ms", true);
-        }, "colo-secondary-" + config.vmName() + "-grace");
+        }, "colo-secondary-" + config.vmName() + "-" + name);
         t.setDaemon(true);
         graceThread = t;
         t.start();

@@ -256,26 +256,11 @@ public final class QemuProcess implements AutoCloseable
     /**
      * Adopts the QEMU that an earlier colod started for {@code spec} and that still runs (after a colod crash,
      * restart or upgrade): its pidfile names a live QEMU whose command line is this VM's (name, RAM file and
-     * size, each NIC's tap and MAC). Reconnects QMP and resumes the guest if it was left paused (a crash
-     * mid-checkpoint). Returns empty if no QEMU of this VM runs; throws, naming the difference, if one runs that
-     * does not match (it is left alone).
-     */
-    public static Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile)
-        throws IOException
-    {
-        return adopt(spec, runDir, ramFile, true);
-    }
-
-    /** As above; {@code resumeIfPaused} false leaves a paused guest paused (a fenced copy that is only to be stopped). */
-    public static Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final Path ramFile,
-        final boolean resumeIfPaused) throws IOException
-    {
-        return adopt(spec, runDir, List.of(ramFile), resumeIfPaused);
-    }
-
-    /**
-     * As above, for a QEMU whose RAM may be any of {@code ramFiles}: the configured RAM file, or the standby image's
-     * that a failover resumed the VM from (a colod restarted on the host that took the VM over).
+     * size, each NIC's tap and MAC). Its RAM file may be any of {@code ramFiles}: the configured one, or the
+     * standby image's that a failover resumed the VM from (a colod restarted on the host that took the VM over).
+     * Reconnects QMP and resumes the guest if it was left paused (a crash mid-checkpoint), unless
+     * {@code resumeIfPaused} is false (a fenced copy that is only to be stopped). Returns empty if no QEMU of this
+     * VM runs; throws, naming the difference, if one runs that does not match (it is left alone).
      */
     public static Optional<QemuProcess> adopt(final VmSpec spec, final Path runDir, final List<Path> ramFiles,
         final boolean resumeIfPaused) throws IOException
