@@ -281,9 +281,9 @@ public final class TwoHostLab
 
         /**
          * Resets the replication stream at a chosen byte: once the primary's replication connection has carried
-         * {@code bytes} (both directions, counted by conntrack from now), whatever the primary sends on it is
-         * answered with a TCP reset (iptables connbytes + REJECT in its namespace); the rule goes as soon as it hit,
-         * so the next connection is not cut. Returns false if nothing hit it within 60 s.
+         * {@code bytes} (both directions, counted by conntrack since it first saw the connection), whatever the
+         * primary sends on it is answered with a TCP reset (iptables connbytes + REJECT in its namespace); the rule
+         * goes as soon as it hit, so the next connection is not cut. Returns false if nothing hit it within 60 s.
          */
         public boolean resetStreamAfter(final long bytes) throws IOException, InterruptedException
         {
