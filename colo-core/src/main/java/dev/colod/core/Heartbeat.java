@@ -60,8 +60,8 @@ final class Heartbeat implements AutoCloseable
         receiver.start();
     }
 
-    /** End the session on purpose: tell the peer, then close. Safe to call more than once. */
-    void bye(final int reason)
+    /** End the session on purpose: tell the peer why ({@code text}: this side's own account), then close. Safe to call more than once. */
+    void bye(final int reason, final String text)
     {
         if (ended.compareAndSet(false, true))
         {
@@ -69,7 +69,7 @@ final class Heartbeat implements AutoCloseable
             {
                 try
                 {
-                    new HeartbeatFrame(HeartbeatFrame.BYE, reason, 0).writeTo(socket.getOutputStream());
+                    HeartbeatFrame.bye(reason, text).writeTo(socket.getOutputStream());
                 }
                 catch (final IOException ex)
                 {
@@ -124,9 +124,9 @@ final class Heartbeat implements AutoCloseable
                 final HeartbeatFrame f = HeartbeatFrame.readFrom(in, buf);
                 if (f.type() == HeartbeatFrame.BYE)
                 {
-                    LOG.info("peer={} said goodbye (reason {})", peer, f.arg());
+                    LOG.info("peer={} said goodbye (reason {}): {}", peer, f.arg(), f.text().isEmpty() ? "-" : f.text());
                     ended.set(true);
-                    end.recordBye(f.arg());
+                    end.recordBye(f.arg(), f.text());
                     closeSocket();
                     onEnd.run();
                     return;

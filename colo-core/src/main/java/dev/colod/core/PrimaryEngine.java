@@ -563,7 +563,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         if (hb != null)
         {
             hb.bye(o.cause() == SessionEnd.Cause.VM_LOST ? HeartbeatFrame.BYE_VM_LOST
-                : o.reason() == ExitReason.REQUEST && !fence ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
+                : o.reason() == ExitReason.REQUEST && !fence ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR,
+                fence ? "fenced: " + fenceWhy : o.detail());
         }
         Closeables.closeQuietly(control);
         frames.detach();

@@ -744,7 +744,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             if (hb != null)
             {
                 hb.bye(o.cause() == SessionEnd.Cause.REQUESTED ? HeartbeatFrame.BYE_FAILOVER
-                    : o.cause() == SessionEnd.Cause.STOPPING ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR);
+                    : o.cause() == SessionEnd.Cause.STOPPING ? HeartbeatFrame.BYE_STOP : HeartbeatFrame.BYE_ERROR,
+                    o.detail());
             }
             Closeables.closeQuietly(control);
             if (hybrid)

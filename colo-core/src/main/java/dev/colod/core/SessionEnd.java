@@ -4,6 +4,7 @@ import dev.colod.core.protocol.HeartbeatFrame;
 import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.status.ColoCounters;
 
+import java.io.IOException;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
@@ -89,26 +90,27 @@ final class SessionEnd
         return record(cause, detail, null);
     }
 
-    /** The heartbeat's verdict on a goodbye frame. */
-    void recordBye(final int reason)
+    /** The heartbeat's verdict on a goodbye frame; {@code text} is the peer's own account (empty from old builds). */
+    void recordBye(final int reason, final String text)
     {
         if (reason == HeartbeatFrame.BYE_VM_LOST)
         {
-            record(Cause.VM_LOST, "its VM process exited");
+            record(Cause.VM_LOST, text.isEmpty() ? "its VM process exited" : text);
             return;
         }
-        record(reason == HeartbeatFrame.BYE_FAILOVER ? Cause.PEER_TOOK_OVER : Cause.PEER_ENDED, byeReason(reason));
+        record(reason == HeartbeatFrame.BYE_FAILOVER ? Cause.PEER_TOOK_OVER : Cause.PEER_ENDED, byeReason(reason, text));
     }
 
-    /** What a goodbye's reason code means, in words an operator can act on (the peer's log has the details). */
-    static String byeReason(final int reason)
+    /** What a goodbye means, in words an operator can act on: the code's meaning and, when sent, the peer's reason. */
+    static String byeReason(final int reason, final String text)
     {
+        final String there = text.isEmpty() ? "" : ": " + text;
         return switch (reason)
         {
-            case HeartbeatFrame.BYE_STOP -> "its colod is stopping (BYE stop)";
-            case HeartbeatFrame.BYE_FAILOVER -> "it took the VM over (BYE failover)";
-            default -> "an error there (BYE error, reason " + reason + "): its last error says which " +
-                "(coloctl status on that host)";
+            case HeartbeatFrame.BYE_STOP -> "its colod is stopping (BYE stop)" + there;
+            case HeartbeatFrame.BYE_FAILOVER -> "it took the VM over (BYE failover)" + there;
+            default -> text.isEmpty() ? "an error there (BYE error, reason " + reason + "): its last error says which " +
+                "(coloctl status on that host)" : "an error there (BYE error)" + there;
         };
     }
 
@@ -143,7 +145,7 @@ final class SessionEnd
             {
                 Thread.currentThread().interrupt();
             }
-            record(Cause.FAILED, ex.toString(), ex);
+            record(Cause.FAILED, ex instanceof IOException && ex.getMessage() != null ? ex.getMessage() : ex.toString(), ex);
         }
         return first.get();
     }

@@ -1,10 +1,12 @@
 package dev.colod.core;
 
+import dev.colod.core.protocol.ColoCommand;
 import dev.colod.core.protocol.HeartbeatFrame;
 import dev.colod.core.protocol.Hello;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
 import dev.colod.core.status.ColoCounters;
+import dev.colod.core.testing.EnginePair;
 import dev.colod.core.testing.MemorySink;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -64,6 +66,7 @@ class HeartbeatProtocolTest
                 while (bye.type() == HeartbeatFrame.BEAT);
                 assertThat(bye.type()).isEqualTo(HeartbeatFrame.BYE);
                 assertThat(bye.arg()).isEqualTo(HeartbeatFrame.BYE_ERROR);
+                assertThat(bye.text()).as("the goodbye says why").contains("protocol error");
                 assertThat(session).isNotZero();
             }
             final ExitEvent e = exits.poll(10, TimeUnit.SECONDS);
@@ -87,6 +90,38 @@ class HeartbeatProtocolTest
         finally
         {
             secondary.close();
+        }
+    }
+
+    /**
+     * What the secondary refused for reaches the primary's status: its BYE carries its own account of the end
+     * (before, the primary could only say "reason 1" and point at the other host).
+     */
+    @Test
+    void theSecondarysReasonReachesThePrimary() throws Exception
+    {
+        final String why = "staging area /var/lib/colod/vm-test full: needs 1048576 bytes, 4096 free";
+        final ProtocolTap refuse = new ProtocolTap()
+        {
+            @Override
+            public void afterReceive(final ColoCommand command, final long checkpointId) throws IOException
+            {
+                if (command == ColoCommand.VMSTATE_SIZE && checkpointId == 3)
+                {
+                    throw new IOException(why);
+                }
+            }
+        };
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT)
+            .reconnectIntervalMs(600_000), 1 << 16, ProtocolTap.NONE, refuse))
+        {
+            final ExitEvent secondary = EnginePair.next(pair.secondaryExits, "secondary");
+            assertThat(secondary.detail()).contains(why).doesNotContain("java.io");
+            final ExitEvent primary = EnginePair.next(pair.primaryExits, "primary");
+            assertThat(primary.detail()).startsWith("secondary ").contains("ended the session: an error there (BYE error): ")
+                .contains(why).doesNotContain("java.io");
+            assertThat(pair.primary.lastError()).contains(why);
+            assertThat(primary.failedOver()).isFalse();
         }
     }
 

@@ -18,7 +18,7 @@ class SessionEndTest
         final SessionEnd end = new SessionEnd();
         assertThat(end.record(SessionEnd.Cause.PEER_LOST, "no heartbeat for 1000 ms")).isTrue();
         assertThat(end.record(SessionEnd.Cause.STOPPING, "agent stopping")).isFalse();
-        end.recordBye(HeartbeatFrame.BYE_FAILOVER);
+        end.recordBye(HeartbeatFrame.BYE_FAILOVER, "");
         assertThat(end.recorded().cause()).isEqualTo(SessionEnd.Cause.PEER_LOST);
     }
 
@@ -44,7 +44,7 @@ class SessionEndTest
             {
                 return;
             }
-            b.recordBye(HeartbeatFrame.BYE_FAILOVER);
+            b.recordBye(HeartbeatFrame.BYE_FAILOVER, "");
         });
         heartbeat.start();
         waiting.countDown();

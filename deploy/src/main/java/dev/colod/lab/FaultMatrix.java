@@ -224,8 +224,21 @@ public final class FaultMatrix
                     {
                         final java.nio.file.Path filler = lab.ramDir("secondary").resolve("filler");
                         final long filled = Lab.fill(filler);
-                        sleep(4000);
+                        // the secondary's refusal reaches the primary's status (its BYE carries the reason)
+                        final long until = System.nanoTime() + 4_000_000_000L;
+                        boolean told = false;
+                        while (System.nanoTime() < until)
+                        {
+                            final String e = lab.primary().lastError();
+                            told |= e != null && e.contains("staging area " + lab.ramDir("secondary"));
+                            sleep(50);
+                        }
                         java.nio.file.Files.delete(filler);
+                        if (!told)
+                        {
+                            violations.add("the primary's last error never named the secondary's full staging area: " +
+                                lab.primary().lastError());
+                        }
                         System.out.println("staging area full for 4 s (" + (filled >> 20) + " MiB filler); checkpoints " +
                             "failed meanwhile: " + lab.primary().counters().checkpointsFailed.get());
                         protectedAgain(lab, violations);
