@@ -5,13 +5,16 @@ import dev.colod.agent.config.ConfigException;
 import dev.colod.agent.config.ConfigLoader;
 import dev.colod.agent.control.Coloctl;
 import dev.colod.agent.control.ControlServer;
+import dev.colod.agent.control.Maintenance;
 import dev.colod.agent.control.MetricsServer;
 import dev.colod.agent.control.VmHandle;
+import dev.colod.agent.qemu.QemuProcess;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.EpollIoHandler;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -37,6 +40,8 @@ public final class Colod implements AutoCloseable
     private final ColodConfig config;
     private final Closers closers = new Closers(ex -> LOG.warn("stopping: {}", ex.toString()));
     private final List<VmHandle> handles = new ArrayList<>();
+    /** Each VM's side on this host, in config order; replaced when a fenced host stands by ({@link #standBy}). */
+    private final List<ProtectedVm> vms = new ArrayList<>();
     private final MultiThreadIoEventLoopGroup loop = new MultiThreadIoEventLoopGroup(1, EpollIoHandler.newFactory());
 
     Colod(final ColodConfig config)
@@ -181,14 +186,21 @@ public final class Colod implements AutoCloseable
     {
         // before anything is touched: a second colod on this runtime dir would fight the first over the VMs
         closers.add(InstanceLock.acquire(Path.of(config.runtimeDir)));
-        for (final ColodConfig.Vm v : config.vms)
+        for (int i = 0; i < config.vms.size(); i++)
         {
-            final ProtectedVm vm = ProtectedVm.open(config, v, loop, ProtectedVm.Hooks.DAEMON);
-            closers.add(vm);
+            final int at = i;
+            final ProtectedVm vm = ProtectedVm.open(config, config.vms.get(i), loop, ProtectedVm.Hooks.DAEMON);
+            vms.add(vm);
+            closers.add(() -> closeVm(at));
             vm.protect();
-            handles.add(vm.handle());
+            handles.add(vm.handle().onStandBy(() -> standBy(at)));
         }
-        closers.add(new ControlServer(Path.of(config.runtimeDir).resolve("colod.sock"), handles));
+        final Maintenance maintenance = new Maintenance(Path.of(config.stateDir));
+        if (maintenance.why() != null)
+        {
+            LOG.warn("{}", maintenance.why());
+        }
+        closers.add(new ControlServer(Path.of(config.runtimeDir).resolve("colod.sock"), handles, maintenance));
         LOG.info("colod {} started: {} VM(s): {}; arbiter {}; replication {}; control {}{}", Coloctl.version(),
             config.vms.size(), summary(), config.arbiter == null || config.arbiter.none() ? "none (UNARBITRATED)"
                 : "etcd " + config.arbiter.etcd, config.insecure ? "plaintext (insecure)" : "mutual TLS 1.3",
@@ -206,8 +218,65 @@ public final class Colod implements AutoCloseable
             {
                 certs.add(Path.of(config.arbiter.cert));
             }
-            closers.add(new MetricsServer(ConfigLoader.socketAddress(config.metricsListen), handles, certs));
+            closers.add(new MetricsServer(ConfigLoader.socketAddress(config.metricsListen), handles, certs)
+                .maintenance(maintenance));
         }
+    }
+
+    private synchronized void closeVm(final int at)
+    {
+        final ProtectedVm vm = vms.set(at, null);
+        if (vm != null)
+        {
+            vm.close();
+        }
+    }
+
+    /**
+     * {@code coloctl standby VM} on a fenced host: what a restart of colod does for this VM, without touching the
+     * others: its side here closes (the paused copy is stopped, never resumed) and opens again, finds the fence
+     * marker and stands by for the host that runs the VM (the marker is removed then). Only where roles follow
+     * the VM ({@code listen}); with fixed roles this host cannot become the VM's secondary.
+     */
+    private synchronized void standBy(final int at) throws Exception
+    {
+        final ColodConfig.Vm v = config.vms.get(at);
+        if (v.listen == null)
+        {
+            throw new IllegalStateException("vm " + v.name + " has fixed roles (no listen in " + "colod.yaml): this host " +
+                "cannot stand by for it. Stop the copy that runs on " + v.peer + " first, then delete " +
+                Path.of(config.stateDir).resolve(v.name).resolve("fenced") + " and restart colod here");
+        }
+        // a side already closed here is a standby that failed to open after stopping the copy: it may be retried
+        if (vms.get(at) != null && !handles.get(at).fenced())
+        {
+            throw new IllegalStateException(handles.get(at).notFenced());
+        }
+        LOG.warn("vm={} standby requested on this fenced host: stopping the fenced copy and standing by for {}", v.name,
+            v.peer);
+        final ProtectedVm fencedSide = vms.get(at);
+        final QemuProcess fencedCopy = fencedSide == null ? null : fencedSide.qemu();
+        closeVm(at);
+        if (fencedCopy != null && fencedCopy.isAlive())
+        {
+            // stopped here, not adopted by the new side: this process still holds the copy's QMP connection
+            // (on-stop: leave keeps QEMU), and QEMU serves one QMP client at a time
+            fencedCopy.close();
+        }
+        final ProtectedVm fresh;
+        try
+        {
+            fresh = ProtectedVm.open(config, v, loop, ProtectedVm.Hooks.DAEMON, handles.get(at));
+        }
+        catch (final Exception ex)
+        {
+            LOG.error("vm={} standby: the fenced copy is stopped, but standing by failed: {}", v.name, ex.getMessage());
+            throw new IOException("vm " + v.name + ": the fenced copy is stopped, but standing by failed: " +
+                ex.getMessage() + "; run coloctl standby again once fixed (or restart colod)", ex);
+        }
+        vms.set(at, fresh);
+        fresh.protect();
+        LOG.warn("vm={} stands by now for {} (fence cleared)", v.name, v.peer);
     }
 
     /** One entry per VM: name, role now, peer, mode, each NIC's backend. */

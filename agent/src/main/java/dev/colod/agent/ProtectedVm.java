@@ -4,6 +4,7 @@ import dev.colod.agent.arbiter.EtcdArbiter;
 import dev.colod.agent.arbiter.EtcdGateway;
 import dev.colod.agent.config.ColodConfig;
 import dev.colod.agent.config.ConfigLoader;
+import dev.colod.agent.control.Maintenance;
 import dev.colod.agent.control.VmHandle;
 import dev.colod.agent.control.VmStatus;
 import dev.colod.agent.qemu.Leftovers;
@@ -110,6 +111,8 @@ public final class ProtectedVm implements AutoCloseable
     private volatile QemuFailover failover;
     private volatile SecondaryEngine secondary;
     private volatile VmHandle handle;
+    /** The handle shown already for this VM (a side opened again by standby), else null. */
+    private VmHandle shown;
     private volatile RoleFile role;
     private Path fenced;
     private Arbiter arbiter = Arbiter.NONE;
@@ -130,7 +133,18 @@ public final class ProtectedVm implements AutoCloseable
     public static ProtectedVm open(final ColodConfig config, final ColodConfig.Vm v, final EventLoopGroup loops,
         final Hooks given) throws Exception
     {
+        return open(config, v, loops, given, null);
+    }
+
+    /**
+     * As above; {@code shown}, if not null, is the handle the control socket and metrics already show for this VM
+     * (a side opened again by {@code coloctl standby}): it shows this side from now on, role changes included.
+     */
+    public static ProtectedVm open(final ColodConfig config, final ColodConfig.Vm v, final EventLoopGroup loops,
+        final Hooks given, final VmHandle shown) throws Exception
+    {
         final ProtectedVm vm = new ProtectedVm(v.name);
+        vm.shown = shown;
         try
         {
             final Hooks hooks = secured(config, v, given);
@@ -392,7 +406,7 @@ public final class ProtectedVm implements AutoCloseable
             }
             throw ex;
         }
-        handle = VmHandle.primary(v.name, primary, output::stats, primaryDetails(), pauseSteps());
+        handle = show(VmHandle.primary(v.name, primary, output::stats, primaryDetails(), pauseSteps()));
     }
 
     /** Output commit on {@code q}'s NICs, its checkpoint source and the primary engine toward {@code peer} (not started). */
@@ -682,9 +696,10 @@ public final class ProtectedVm implements AutoCloseable
             ProtocolTap.NONE, NanoClock.SYSTEM).transport(hooks.transport()).arbiter(arbiter)
             .knownToken(TokenFile.read(Path.of(config.stateDir), v.name))
             .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t))
+            .holdFailovers(new Maintenance(Path.of(config.stateDir))::why)
             .frames(mirror == null ? FrameMirror.NONE : mirror);
-        handle = VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImages(),
-            f.runningCopy(), mirror, secondary.counters())).failoverCheck(() -> canResume(image));
+        handle = show(VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImages(),
+            f.runningCopy(), mirror, secondary.counters())).failoverCheck(() -> canResume(image)));
         if (v.listen != null)
         {
             // roles follow the VM: after a failover this host is the primary and protects the VM again
@@ -714,6 +729,17 @@ public final class ProtectedVm implements AutoCloseable
                 }
             });
         }
+    }
+
+    /** The handle to show {@code fresh} through: the one shown already for this VM, if any, else {@code fresh}. */
+    private VmHandle show(final VmHandle fresh)
+    {
+        if (shown == null)
+        {
+            return fresh;
+        }
+        shown.replaceWith(fresh);
+        return shown;
     }
 
     /**

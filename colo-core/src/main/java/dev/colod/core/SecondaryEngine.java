@@ -71,6 +71,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     /** The newest fencing token seen (in a HELLO or won in a claim): an older primary is refused. */
     private final AtomicLong newestToken = new AtomicLong();
     private volatile LongConsumer tokenListener = t -> { };
+    private volatile java.util.function.Supplier<String> holdFailovers = () -> null;
     /** Sockets accepted whose handshake has not completed, oldest first (under itself). */
     private final LinkedHashSet<Socket> pending = new LinkedHashSet<>();
     /** Connections dropped before their handshake completed: logged as a summary, not one line each. */
@@ -109,6 +110,17 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     public SecondaryEngine knownToken(final long token)
     {
         newestToken.accumulateAndGet(token, Math::max);
+        return this;
+    }
+
+    /**
+     * Asked before every failover this engine would start on its own (a lost primary, a grace period run out):
+     * non-null is why it must not now (the host is in maintenance), and the engine stands by instead. An operator's
+     * failover is never held.
+     */
+    public SecondaryEngine holdFailovers(final java.util.function.Supplier<String> why)
+    {
+        holdFailovers = why;
         return this;
     }
 
@@ -817,6 +829,19 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
      */
     private void claimAndFailOver(final String why, final boolean peerLost)
     {
+        final String held = failover.reason() == ExitReason.REQUEST ? null : holdFailovers.get();
+        if (held != null)
+        {
+            decisions.resumeFailed();
+            counters.failoversHeld.incrementAndGet();
+            final String detail = why + "; NOT failing over: " + held;
+            lastError = detail;
+            LOG.error("vm={} {}; standing by with checkpoint {} (an operator's coloctl failover still resumes it)",
+                config.vmName(), detail, sink.lastCommitted());
+            exitListeners.publish(ExitEvent.ended(Role.SECONDARY, ExitReason.ERROR, detail, peerLost, sink.lastCommitted(),
+                null));
+            return;
+        }
         if (arbiter.arbitrated())
         {
             final long generation = decisions.claimStarted();

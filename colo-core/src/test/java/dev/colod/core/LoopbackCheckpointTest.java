@@ -115,6 +115,38 @@ class LoopbackCheckpointTest
         }
     }
 
+    /**
+     * A host in maintenance: the secondary does not take a lost primary's VM over on its own (held, counted, said
+     * why), stands by with its checkpoint, and an operator's failover still resumes it.
+     */
+    @org.junit.jupiter.api.Test
+    void aHeldSecondaryDoesNotFailOverOnItsOwnButAnOperatorsFailoverResumes() throws Exception
+    {
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT), 4096,
+            dev.colod.core.protocol.ProtocolTap.NONE, dev.colod.core.protocol.ProtocolTap.NONE))
+        {
+            final String why = "this host is in maintenance since 2026-12-03T10:00:00Z (switch upgrade)";
+            pair.secondary.holdFailovers(() -> why);
+            pair.awaitCheckpoints(3);
+            pair.primary.kill();
+            final ExitEvent held = EnginePair.next(pair.secondaryExits, "secondary");
+            assertThat(held.failedOver()).isFalse();
+            assertThat(held.detail()).contains("agent gone").contains("NOT failing over: " + why);
+            assertThat(pair.secondary.counters().failoversHeld.get()).isEqualTo(1);
+            assertThat(pair.secondary.counters().failovers.get()).isZero();
+            assertThat(pair.secondary.state()).isEqualTo(ProtectionState.CONNECTING);
+            assertThat(pair.secondary.lastError()).contains("NOT failing over");
+            assertThat(pair.sink.activatedAt()).as("nothing resumed").isEqualTo(-1);
+            final long committed = pair.sink.lastCommitted();
+            assertThat(committed).isGreaterThanOrEqualTo(3);
+
+            pair.secondary.requestFailover();
+            final ExitEvent resumed = EnginePair.next(pair.secondaryExits, "secondary");
+            assertThat(resumed.failedOver()).as(resumed.detail()).isTrue();
+            assertThat(pair.sink.activatedAt()).isEqualTo(committed);
+        }
+    }
+
     @org.junit.jupiter.api.Test
     void operatorFailoverOnSecondaryResumesThereAndFencesThePrimary() throws Exception
     {

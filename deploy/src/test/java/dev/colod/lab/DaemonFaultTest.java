@@ -243,6 +243,50 @@ class DaemonFaultTest
         });
     }
 
+    /**
+     * Maintenance on the secondary's host (coloctl maintenance on): the primary's host dies (colod and QEMU killed),
+     * and the secondary does not take the VM over on its own — it says why, counts it, and stands by; the operator's
+     * failover then resumes it. Kept across a restart of colod (a file in the state directory).
+     */
+    @Test
+    void aSecondaryInMaintenanceTakesALostPrimaryOverOnlyWhenTheOperatorSays() throws Exception
+    {
+        run("\n    peer-restart-grace-ms: 500", (lab, h, colods, qemuPid, client) ->
+        {
+            final Path socket = h.sRun().resolve("colod.sock");
+            final DaemonEndToEndTest.Answer on = DaemonEndToEndTest.run(socket, "maintenance", "on", "--reason",
+                "switch upgrade");
+            assertThat(on.exit()).as(on.out() + on.err()).isZero();
+            assertThat(on.out()).contains("this host is in maintenance since ").contains("(switch upgrade)");
+            assertThat(DaemonEndToEndTest.run(socket, "status").out()).contains("MAINTENANCE: this host is in maintenance");
+            assertThat(DaemonEndToEndTest.run(socket, "maintenance", "sideways").exit()).isEqualTo(2);
+
+            final long killedAt = System.nanoTime();
+            colods[0].destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+            FaultMatrix.signal("KILL", qemuPid);
+            awaitStatus(socket, s -> s.path("failovers_held").asLong() >= 1, "the held failover", colods[1], h.sLog());
+            Thread.sleep(3000); // and nothing starts it meanwhile
+            final JsonNode held = DaemonEndToEndTest.coloctl(socket, "status", "-o", "json").get(0);
+            assertThat(held.path("failovers").asLong()).isZero();
+            assertThat(held.path("role").asText()).isEqualTo("secondary");
+            assertThat(held.path("last_error").asText()).contains("NOT failing over: this host is in maintenance since ");
+            assertThat(held.path("maintenance").asText()).contains("(switch upgrade)");
+            assertThat(DaemonEndToEndTest.run(socket, "events").out()).contains("maintenance on: ");
+
+            final DaemonEndToEndTest.Answer moved = DaemonEndToEndTest.run(socket, "failover", "e2e", "--wait",
+                "--timeout", "60");
+            assertThat(moved.exit()).as(moved.out() + moved.err()).isZero();
+            FailoverEndToEndTest.awaitAnswers(client, killedAt);
+            final DaemonEndToEndTest.Answer off = DaemonEndToEndTest.run(socket, "maintenance", "off");
+            assertThat(off.out()).contains("maintenance off");
+            assertThat(DaemonEndToEndTest.run(socket, "maintenance").out()).contains("not in maintenance");
+            Thread.sleep(1000);
+            client.close();
+            System.out.println("maintenance: values " + client.values());
+            FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
+        });
+    }
+
     @Test
     void aKilledPrimaryAgentLeavesItsGuestCutOffAndTheSecondaryTakesOverAfterTheGrace() throws Exception
     {

@@ -300,11 +300,31 @@ class DaemonRestartTest
                             round + ": the old primary fenced", primary.colod, primary.log);
                         FailoverEndToEndTest.awaitAnswers(client, at);
 
-                        // the fenced host's colod restarts and stands by; its paused copy is stopped
-                        primary.colod.destroy();
-                        assertThat(primary.colod.waitFor(30, TimeUnit.SECONDS)).as(round + ": colod stops").isTrue();
-                        primary.colod = colod(primary.ns, primary.conf, primary.log);
-                        colods[primary == a ? 0 : 1] = primary.colod;
+                        if (i % 2 == 1)
+                        {
+                            // the fence cleared without a restart: coloctl standby stops the paused copy, stands by
+                            final DaemonEndToEndTest.Answer refused = DaemonEndToEndTest.run(standby.socket(), "standby",
+                                "e2e");
+                            assertThat(refused.exit()).as(round + ": standby on the running primary: " + refused.out())
+                                .isEqualTo(1);
+                            assertThat(refused.err()).contains("vm e2e is not fenced here (it is primary, ");
+                            final long pid = primary.colod.pid();
+                            final DaemonEndToEndTest.Answer stood = DaemonEndToEndTest.run(primary.socket(), "standby",
+                                "e2e", "--wait", "--timeout", "60");
+                            assertThat(stood.exit()).as(round + ": coloctl standby --wait: " + stood.out() + stood.err())
+                                .isZero();
+                            assertThat(stood.out()).contains("standby done: vm e2e is secondary, ");
+                            assertThat(primary.colod.isAlive() && primary.colod.pid() == pid).as(round +
+                                ": the same colod").isTrue();
+                        }
+                        else
+                        {
+                            // the fenced host's colod restarts and stands by; its paused copy is stopped
+                            primary.colod.destroy();
+                            assertThat(primary.colod.waitFor(30, TimeUnit.SECONDS)).as(round + ": colod stops").isTrue();
+                            primary.colod = colod(primary.ns, primary.conf, primary.log);
+                            colods[primary == a ? 0 : 1] = primary.colod;
+                        }
                         awaitStatus(primary.socket(), s -> "secondary".equals(s.path("role").asText()),
                             round + ": the fenced host standing by", primary.colod, primary.log);
                         final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
@@ -329,8 +349,9 @@ class DaemonRestartTest
                             Thread.sleep(50);
                         }
                         FailoverEndToEndTest.assertStrictlyIncreasing(client.values());
-                        report.add(String.format("  %s: failover --wait returned after %d ms, the client's longest wait " +
-                            "for an answer %d ms, protected again %d ms after reprotect", round, movedMs,
+                        report.add(String.format("  %s: failover --wait returned after %d ms, the fence cleared by %s, " +
+                            "the client's longest wait for an answer %d ms, protected again %d ms after reprotect", round,
+                            movedMs, i % 2 == 1 ? "coloctl standby" : "a restart of colod",
                             longestGapMs(client, at), protectedMs));
                         final Host t = primary;
                         primary = standby;

@@ -40,7 +40,7 @@ import java.util.concurrent.Callable;
         "  source <(coloctl completion)", "",
         "Exit codes: 0 ok, 1 colod refused, 2 usage, 3 colod not reachable, 4 invalid configuration, 5 this host lacks " +
             "what the configuration needs (config check --host), 6 requested but not done within --wait's --timeout"},
-    subcommands = {Coloctl.Status.class, Coloctl.Buffers.class, Coloctl.Events.class, Coloctl.Checkpoint.class, Coloctl.Failover.class,
+    subcommands = {Coloctl.Status.class, Coloctl.Buffers.class, Coloctl.Events.class, Coloctl.Checkpoint.class, Coloctl.Failover.class, Coloctl.Standby.class, Coloctl.MaintenanceCmd.class,
         Coloctl.Reprotect.class, Coloctl.Config.class, Coloctl.Certs.class, Coloctl.Completion.class})
 public final class Coloctl
 {
@@ -49,7 +49,7 @@ public final class Coloctl
     public static final int BAD_CONFIG = 4;
     /** {@code config check --host}: the file is valid, but this host lacks what it needs. */
     public static final int HOST_LACKS = 5;
-    /** {@code checkpoint}, {@code failover}, {@code reprotect} with {@code --wait}: accepted, but not done in time. */
+    /** {@code checkpoint}, {@code failover}, {@code reprotect}, {@code standby} with {@code --wait}: accepted, but not done in time. */
     public static final int NOT_DONE = 6;
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final ObjectMapper YAML = new ObjectMapper(new com.fasterxml.jackson.dataformat.yaml.YAMLFactory());
@@ -317,6 +317,11 @@ public final class Coloctl
                 return;
             }
             final boolean wide = output == Output.WIDE;
+            final String maintenance = r.path("vms").path(0).path("maintenance").asText("");
+            if (!maintenance.isEmpty())
+            {
+                out().println("MAINTENANCE: " + maintenance);
+            }
             out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8s %9s %9s %-8s" + (wide ? " %9s %10s %9s %s" : "") + "%n",
                 "VM", "ROLE", "STATE", "PEER", "LAST-CKPT", "CKPT/S", "PAUSE-P50", "PAUSE-P99", "TRACKING", "LAST-ID",
                 "FAILED", "FAILOVERS", "DISK");
@@ -638,6 +643,52 @@ public final class Coloctl
         }
     }
 
+    @Command(name = "standby", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "On a fenced host (the other host took VM over): stop "
+        + "the fenced copy and stand by for VM here, as a restart of colod would (roles follow the VM: listen set).")
+    static final class Standby extends VmCommand
+    {
+        @Override
+        boolean done(final JsonNode before, final JsonNode now)
+        {
+            // standing by: waiting for the primary (connecting) or protected already
+            return "secondary".equals(now.path("role").asText()) && ("connecting".equals(now.path("state").asText()) ||
+                "protected".equals(now.path("state").asText()));
+        }
+    }
+
+    @Command(name = "maintenance", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "This host's maintenance mode: "
+        + "on: no failover starts here on its own (a lost primary is not taken over; coloctl failover still works), kept "
+        + "across restarts and reboots; off: colod decides again; without an argument: whether it is on.")
+    static final class MaintenanceCmd extends Sub
+    {
+        @Parameters(paramLabel = "on|off", arity = "0..1", description = "on or off (none: show)")
+        String onOff;
+
+        @Option(names = "--reason", paramLabel = "TEXT", description = "why (shown in status, events and the log)")
+        String reason;
+
+        @Override
+        int run()
+        {
+            final String req;
+            if (onOff == null)
+            {
+                req = "{\"command\":\"maintenance\"}";
+            }
+            else if ("on".equals(onOff) || "off".equals(onOff))
+            {
+                req = "{\"command\":\"maintenance\",\"on\":" + "on".equals(onOff) + ",\"reason\":" +
+                    JSON.valueToTree(reason == null ? "" : reason) + "}";
+            }
+            else
+            {
+                throw new ExitException(2, "maintenance: give on or off (or nothing to show it), not '" + onOff + "'");
+            }
+            out().println(parent.call(req).path("message").asText());
+            return 0;
+        }
+    }
+
     @Command(name = "config", mixinStandardHelpOptions = true, versionProvider = Coloctl.Version.class, description = "Configuration tools.", subcommands = Config.Check.class)
     static final class Config
     {
@@ -791,7 +842,7 @@ public final class Coloctl
             "    esac",
             "  done",
             "  case $sub in",
-            "    buffers|events|checkpoint|failover|reprotect)",
+            "    buffers|events|checkpoint|failover|reprotect|standby)",
             "      if [[ $cur != -* ]]; then",
             "        local vms",
             "        vms=$(coloctl \"${sock[@]}\" status -o json 2>/dev/null | sed -n 's/^ *\"vm\" *: *\"\\([^\"]*\\)\".*/\\1/p')",

@@ -36,7 +36,8 @@ import java.util.concurrent.atomic.AtomicLong;
  * {@code {"command":"status"}}, {@code {"command":"buffers","vm":"web1"}} (vm optional),
  * {@code {"command":"checkpoint","vm":"web1"}}, {@code {"command":"failover","vm":"web1"}} (with
  * {@code "dry-run":true}: only what it would do, or why it would be refused),
- * {@code {"command":"reprotect","vm":"web1"}}.
+ * {@code {"command":"reprotect","vm":"web1"}}, {@code {"command":"standby","vm":"web1"}} (a fenced host stands by),
+ * {@code {"command":"maintenance","on":true,"reason":"..."}} (false: off; no "on": ask).
  * Responses: {@code {"ok":true,...}} or {@code {"ok":false,"error":"..."}}.
  */
 public final class ControlServer implements AutoCloseable
@@ -51,6 +52,7 @@ public final class ControlServer implements AutoCloseable
     static final long REQUEST_DEADLINE_MS = 5000;
 
     private final Path path;
+    private final Maintenance maintenance;
     private final Map<String, VmHandle> vms = new ConcurrentHashMap<>();
     private final ServerSocketChannel server;
     private final Thread thread;
@@ -75,7 +77,14 @@ public final class ControlServer implements AutoCloseable
 
     public ControlServer(final Path path, final List<VmHandle> handles) throws IOException
     {
+        this(path, handles, null);
+    }
+
+    /** {@code maintenance}: this host's maintenance mode (null: the socket has no maintenance command). */
+    public ControlServer(final Path path, final List<VmHandle> handles, final Maintenance maintenance) throws IOException
+    {
         this.path = path;
+        this.maintenance = maintenance;
         handles.forEach(h -> vms.put(h.name(), h));
         sampleEvents();
         deadlines.scheduleWithFixedDelay(this::sampleEvents, EventLog.SAMPLE_MS, EventLog.SAMPLE_MS,
@@ -146,7 +155,7 @@ public final class ControlServer implements AutoCloseable
 
     private void serveOne(final SocketChannel c)
     {
-        final ScheduledFuture<?> deadline = deadlines.schedule(() -> closeQuietly(c),
+        ScheduledFuture<?> deadline = deadlines.schedule(() -> closeQuietly(c),
             REQUEST_DEADLINE_MS, TimeUnit.MILLISECONDS);
         try (c)
         {
@@ -158,7 +167,11 @@ public final class ControlServer implements AutoCloseable
                     break;
                 }
             }
+            // the deadline bounds the client (its request, then reading the reply), not the command: standby
+            // closes and opens a VM's side, which may take longer
+            deadline.cancel(false);
             final String reply = handle(new String(in.array(), 0, in.position(), StandardCharsets.UTF_8).trim());
+            deadline = deadlines.schedule(() -> closeQuietly(c), REQUEST_DEADLINE_MS, TimeUnit.MILLISECONDS);
             final ByteBuffer out = ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8));
             while (out.hasRemaining())
             {
@@ -214,8 +227,13 @@ public final class ControlServer implements AutoCloseable
                 case "status":
                 {
                     final ArrayNode a = r.putArray("vms");
-                    vms.values().stream().sorted((x, y) -> x.name().compareTo(y.name()))
-                        .forEach(h -> a.add(JSON.valueToTree(h.status())));
+                    final String held = maintenance == null ? null : maintenance.why();
+                    vms.values().stream().sorted((x, y) -> x.name().compareTo(y.name())).forEach(h ->
+                    {
+                        final ObjectNode o = JSON.valueToTree(h.status());
+                        o.put("maintenance", held == null ? "" : held);
+                        a.add(o);
+                    });
                     break;
                 }
                 case "buffers":
@@ -265,17 +283,55 @@ public final class ControlServer implements AutoCloseable
                     find(vm).reprotect();
                     r.put("message", "protection of vm " + vm + " starts again");
                     break;
+                case "maintenance":
+                {
+                    if (maintenance == null)
+                    {
+                        throw new IllegalStateException("this colod has no maintenance mode");
+                    }
+                    final JsonNode on = req.path("on");
+                    if (on.isBoolean() && on.asBoolean())
+                    {
+                        final String why = maintenance.on(req.path("reason").asText(""));
+                        LOG.warn("maintenance on: {}", why);
+                        events.note(EventLog.HOST, "maintenance on: " + why, java.time.Instant.now());
+                        r.put("message", why);
+                    }
+                    else if (on.isBoolean())
+                    {
+                        final boolean was = maintenance.off();
+                        if (was)
+                        {
+                            LOG.warn("maintenance off: failovers start on their own here again");
+                            events.note(EventLog.HOST, "maintenance off", java.time.Instant.now());
+                        }
+                        r.put("message", was ? "maintenance off: failovers start on their own here again"
+                            : "this host was not in maintenance");
+                    }
+                    else
+                    {
+                        final String why = maintenance.why();
+                        r.put("message", why == null ? "this host is not in maintenance" : why);
+                    }
+                    r.put("maintenance", maintenance.why() == null ? "" : maintenance.why());
+                    break;
+                }
+                case "standby":
+                    find(vm).standBy();
+                    r.put("message", "vm " + vm + ": the fenced copy is stopped and this host stands by for it (protected " +
+                        "once its primary connects)");
+                    break;
                 default:
                     throw new IllegalArgumentException("unknown command '" + cmd +
-                        "' (status, buffers, events, checkpoint, failover, reprotect)");
+                        "' (status, buffers, events, checkpoint, failover, reprotect, standby, maintenance)");
             }
             r.put("ok", true);
         }
-        catch (final IOException | RuntimeException ex)
+        catch (final Exception ex)
         {
             r.removeAll();
             r.put("ok", false);
-            r.put("error", ex.getMessage());
+            r.put("error", ex.getMessage() != null ? ex.getMessage() : ex.toString());
         }
         return r.toString();
     }

@@ -64,6 +64,15 @@ final class EventLog
         }
     }
 
+    /** What host-wide events (maintenance) name instead of a VM; every VM's events include them. */
+    static final String HOST = "(host)";
+
+    /** Records {@code what} happened to {@code vm} (or {@link #HOST}) at {@code at}. */
+    synchronized void note(final String vm, final String what, final Instant at)
+    {
+        add(new Event(at, vm, what));
+    }
+
     private void add(final Event e)
     {
         events.addLast(e);
@@ -79,7 +88,7 @@ final class EventLog
         final List<Event> out = new ArrayList<>();
         for (final Event e : events)
         {
-            if ((since == null || !e.at().isBefore(since)) && (vm == null || vm.equals(e.vm())))
+            if ((since == null || !e.at().isBefore(since)) && (vm == null || vm.equals(e.vm()) || HOST.equals(e.vm())))
             {
                 out.add(e);
             }

@@ -26,10 +26,18 @@ public final class MetricsServer implements AutoCloseable
     private final HttpServer server;
     private final List<VmHandle> vms;
     private final List<java.nio.file.Path> certificates;
+    private volatile Maintenance maintenance;
 
     public MetricsServer(final InetSocketAddress listen, final List<VmHandle> vms) throws IOException
     {
         this(listen, vms, List.of());
+    }
+
+    /** Exposes this host's maintenance mode as {@code colod_maintenance}. */
+    public MetricsServer maintenance(final Maintenance m)
+    {
+        maintenance = m;
+        return this;
     }
 
     /** As above; {@code certificates}: PEM files whose certificates' expiry is exposed (TLS, etcd client). */
@@ -99,6 +107,12 @@ public final class MetricsServer implements AutoCloseable
         final Exposition e = new Exposition();
         e.declare("colod_build_info", "gauge", "colod's version (always 1)");
         e.sample("colod_build_info", 1, "version", Coloctl.version());
+        final Maintenance m = maintenance;
+        if (m != null)
+        {
+            e.declare("colod_maintenance", "gauge", "1 while this host is in maintenance (no failover starts here on its own)");
+            e.sample("colod_maintenance", m.why() == null ? 0 : 1);
+        }
         declare(e);
         e.declare("colod_certificate_expiry_timestamp_seconds", "gauge",
             "when a certificate colod uses expires (Unix time): alert well before it (the replication link refuses then)");
@@ -150,6 +164,8 @@ public final class MetricsServer implements AutoCloseable
             .declare("colod_write_audit_misses_total", "counter",
                 "pages the write-tracking audit found changed but not tracked (should stay 0)")
             .declare("colod_failovers_total", "counter", "failovers performed on this host")
+            .declare("colod_failovers_held_total", "counter",
+                "failovers this host would have started on its own, held because it is in maintenance")
             .declare("colod_heartbeat_losses_total", "counter", "peers declared lost for missing heartbeats")
             .declare("colod_protocol_errors_total", "counter", "sessions ended by a protocol error")
             .declare("colod_arbiter_grants_total", "counter", "times the arbiter granted this host the VM")
@@ -203,6 +219,7 @@ public final class MetricsServer implements AutoCloseable
             e.histogram("colod_pause_step_seconds", hist, Exposition.PAUSE_BUCKETS, "vm", vm, "step", step));
         e.sample("colod_write_audit_misses_total", s.get("write_audit_misses"), "vm", vm);
         e.sample("colod_failovers_total", s.get("failovers"), "vm", vm);
+        e.sample("colod_failovers_held_total", s.get("failovers_held"), "vm", vm);
         e.sample("colod_heartbeat_losses_total", s.get("heartbeat_losses"), "vm", vm);
         e.sample("colod_protocol_errors_total", s.get("protocol_errors"), "vm", vm);
         e.sample("colod_arbiter_grants_total", s.get("arbiter_grants"), "vm", vm);

@@ -30,6 +30,7 @@ public final class VmHandle
     private volatile View view;
     /** The secondary's check that a failover could resume the VM here: null when it can, else why not. */
     private volatile Supplier<String> failoverCheck = () -> null;
+    private volatile StandBy standBy;
     private long lastCount;
     private long lastCountNanos = System.nanoTime();
     private double rate;
@@ -72,6 +73,55 @@ public final class VmHandle
         final Runnable reprotect)
     {
         view = new View(e, buffers, details, pauseSteps, reprotect);
+    }
+
+    /**
+     * What {@code coloctl standby} runs on a fenced primary: close this host's side of the VM (its paused copy stops)
+     * and open it again as the secondary, as a restart of colod would, shown through this same handle ({@link #replaceWith}).
+     */
+    public VmHandle onStandBy(final StandBy action)
+    {
+        standBy = action;
+        return this;
+    }
+
+    /** The fenced host's way back to standing by, without restarting colod. */
+    @FunctionalInterface
+    public interface StandBy
+    {
+        void run() throws Exception;
+    }
+
+    /** Whether this host's copy of the VM is fenced (paused for good: the other host runs it). */
+    public boolean fenced()
+    {
+        return view.engine().state() == dev.colod.core.ProtectionState.FENCED;
+    }
+
+    /** Why {@code standby} is refused in the VM's state now. */
+    public String notFenced()
+    {
+        final Engine e = view.engine();
+        return "vm " + name + " is not fenced here (it is " + e.role().label() + ", " +
+            e.state().name().toLowerCase().replace('_', '-') + "): standby clears a fence, nothing else";
+    }
+
+    /** Makes this fenced host the VM's secondary (the fence cleared the safe way); the action refuses any other state. */
+    public void standBy() throws Exception
+    {
+        final StandBy action = standBy;
+        if (action == null)
+        {
+            throw new IllegalStateException("vm " + name + " cannot stand by from here (no control of its side)");
+        }
+        action.run();
+    }
+
+    /** This host's side of the VM was opened again (standby): show the new one from now on, under the same name. */
+    public void replaceWith(final VmHandle fresh)
+    {
+        failoverCheck = fresh.failoverCheck;
+        view = fresh.view;
     }
 
     /** Runs the pending manual re-protection, if any. */
@@ -153,6 +203,7 @@ public final class VmHandle
         m.put("heartbeat_losses", c.heartbeatLosses.get());
         m.put("protocol_errors", c.protocolErrors.get());
         m.put("failovers", c.failovers.get());
+        m.put("failovers_held", c.failoversHeld.get());
         m.put("arbiter_grants", c.arbiterGrants.get());
         m.put("arbiter_waits", c.arbiterWaits.get());
         m.put("lease_lapses", c.leaseLapses.get());
@@ -183,7 +234,7 @@ public final class VmHandle
         m.put("last_error_at", errorAt == null ? "" : errorAt.toString());
         // recovered since: protection resumed after the error was seen
         m.put("last_error_old", errorAt != null && protectedSince != null && protectedSince.isAfter(errorAt));
-        final String next = nextStep(String.valueOf(m.get("role")), state, String.valueOf(m.get("peer")));
+        final String next = nextStep(name, String.valueOf(m.get("role")), state, String.valueOf(m.get("peer")));
         if (!next.isEmpty())
         {
             m.put("next_step", next);
@@ -198,13 +249,13 @@ public final class VmHandle
     }
 
     /** What an operator does next in {@code state} (empty when nothing is needed). */
-    static String nextStep(final String role, final String state, final String peer)
+    static String nextStep(final String vm, final String role, final String state, final String peer)
     {
         return switch (state)
         {
             case "fenced" -> "this host's copy of the VM is paused (fenced): the other host runs it. Make this host stand " +
-                "by for it: restart colod here (systemctl restart colod); it finds the VM running on " + peer +
-                " and becomes its secondary";
+                "by for it: coloctl standby " + vm + " (or restart colod here); it stops the paused copy and becomes the " +
+                "secondary of " + peer;
             case "unprotected" -> "the VM runs here without a standby: is colod running on " + peer +
                 "? (coloctl status there; its last error says why it refused)";
             case "connecting" -> "primary".equals(role) ? "waiting for the secondary at " + peer + " (coloctl status there)"

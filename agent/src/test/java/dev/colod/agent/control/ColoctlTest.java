@@ -222,9 +222,9 @@ class ColoctlTest
         final Run status = coloctl("status");
         assertThat(status.out()).as("an unprotected primary says what to look at next")
             .contains("next: the VM runs here without a standby: is colod running on ");
-        assertThat(VmHandle.nextStep("primary", "fenced", "198.19.0.2:7600")).contains("restart colod here")
-            .contains("finds the VM running on 198.19.0.2:7600 and becomes its secondary");
-        assertThat(VmHandle.nextStep("primary", "protected", "x")).isEmpty();
+        assertThat(VmHandle.nextStep("web1", "primary", "fenced", "198.19.0.2:7600")).contains("coloctl standby web1")
+            .contains("restart colod here").contains("becomes the secondary of 198.19.0.2:7600");
+        assertThat(VmHandle.nextStep("web1", "primary", "protected", "x")).isEmpty();
     }
 
     @Test

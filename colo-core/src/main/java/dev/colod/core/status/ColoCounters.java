@@ -34,6 +34,8 @@ public final class ColoCounters
     public final AtomicLong refusedSessions = new AtomicLong();
     public final AtomicLong discardedPartialCheckpoints = new AtomicLong();
     public final AtomicLong failovers = new AtomicLong();
+    /** Secondary: failovers it would have started on its own, held because the host is in maintenance. */
+    public final AtomicLong failoversHeld = new AtomicLong();
     /** Primary: times the arbiter granted this host the VM unprotected. */
     public final AtomicLong arbiterGrants = new AtomicLong();
     /** Primary: times the arbiter said "not now" while unprotected (output held). Secondary: failover claims not granted. */
