@@ -53,14 +53,15 @@ echo /etc/colod/colod.example.yaml > "$root/DEBIAN/conffiles"
 cat > "$root/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
 set -e
-# a new unit file: tell systemd (the service is not enabled or started: it needs /etc/colod/colod.yaml first)
-if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+# a new unit file: tell systemd (the service is not enabled or started: it needs /etc/colod/colod.yaml first);
+# not when installed into another root (DPKG_ROOT set: dpkg --root, a chrootless install): that root's systemd is not this one
+if [ -z "${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 EOF
 cat > "$root/DEBIAN/prerm" <<'EOF'
 #!/bin/sh
 set -e
 # on removal only (not on upgrade: the running colod is restarted by the operator, adopting its VMs)
-if [ "$1" = remove ] && [ -d /run/systemd/system ]; then systemctl stop colod 2>/dev/null || true; fi
+if [ "$1" = remove ] && [ -z "${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then systemctl stop colod 2>/dev/null || true; fi
 EOF
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm"
 mkdir -p build

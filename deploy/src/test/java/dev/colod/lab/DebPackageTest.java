@@ -16,7 +16,7 @@ import java.util.concurrent.TimeUnit;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /**
- * The Debian package, built once by {@code deploy/build-deb.sh}, unpacked onto both lab hosts (each its own tree:
+ * The Debian package, built once by {@code deploy/build-deb.sh}, installed by dpkg onto both lab hosts (each its own root:
  * the launchers find their jars next to themselves) and run from there: the package's colod protects the test
  * guest from both hosts and the package's coloctl reports it; the unit names the package's paths and the man pages
  * are in it.
@@ -39,7 +39,7 @@ class DebPackageTest
     {
         new FailoverEndToEndTest().usable();
         Prerequisites.require("building the package", Files.isExecutable(Path.of("/usr/bin/help2man")) &&
-            Files.isExecutable(Path.of("/usr/bin/dpkg-deb")) ? null : "help2man and dpkg-deb (deploy/test.sh installs them)");
+            Files.isExecutable(Path.of("/usr/bin/dpkg-deb")) && Files.isExecutable(Path.of("/usr/bin/dpkg")) ? null : "help2man and dpkg-deb (deploy/test.sh installs them)");
         final Path repo = Path.of("..").toAbsolutePath().normalize();
         final String built = run(repo, "env", "SKIP_BUILD=1", "bash", "deploy/build-deb.sh");
         final Path deb = repo.resolve(built.lines().reduce((a, b) -> b).orElseThrow());
@@ -62,7 +62,22 @@ class DebPackageTest
             final Path hostB = dir.resolve("host-b");
             for (final Path host : List.of(hostA, hostB))
             {
-                run(repo, "dpkg-deb", "-x", deb.toString(), host.toString());
+                // installed by dpkg itself into each host's own root (its own package database; maintainer scripts run
+                // with DPKG_ROOT set). The dependencies (Java, QEMU, iproute2, iptables) are this machine's, outside
+                // that root: dpkg is told to go on without them, and only them
+                final Path db = host.resolve("var/lib/dpkg");
+                for (final String d : List.of("info", "updates", "triggers"))
+                {
+                    Files.createDirectories(db.resolve(d));
+                }
+                Files.writeString(db.resolve("status"), "");
+                final String installed = run(repo, "dpkg", "--root=" + host, "--force-depends", "--force-script-chrootless",
+                    "-i", deb.toString());
+                assertThat(installed).contains("Setting up colod (");
+                assertThat(installed.lines().filter(l -> l.startsWith("dpkg: error") || l.contains("subprocess")))
+                    .as("dpkg: " + installed).isEmpty();
+                final String st = run(repo, "dpkg", "--root=" + host, "-s", "colod");
+                assertThat(st).contains("Status: install ok installed").contains("/etc/colod/colod.example.yaml");
             }
             assertThat(Files.readString(hostA.resolve("lib/systemd/system/colod.service")))
                 .contains("ExecStart=/usr/bin/colod --config /etc/colod/colod.yaml").doesNotContain("/usr/local");
@@ -93,6 +108,11 @@ class DebPackageTest
             {
                 DaemonEndToEndTest.stopAll(lab, new Process[]{primary, secondary}, pRun, sRun);
             }
+            // removal takes the programs and keeps the operator's configuration files (conffiles)
+            run(repo, "dpkg", "--root=" + hostB, "--force-script-chrootless", "-r", "colod");
+            assertThat(hostB.resolve("usr/bin/colod")).doesNotExist();
+            assertThat(hostB.resolve("etc/colod/colod.example.yaml")).exists();
+            assertThat(run(repo, "dpkg", "--root=" + hostB, "-s", "colod")).contains("Status: deinstall ok config-files");
         }
     }
 
