@@ -179,10 +179,16 @@ public final class Coloctl
          */
         int repeat(final boolean watch, final Runnable once)
         {
+            return repeat(watch, true, once);
+        }
+
+        /** As above; {@code separate}: false when each round only adds to what is printed (no clearing, no line). */
+        int repeat(final boolean watch, final boolean separate, final Runnable once)
+        {
             final boolean terminal = System.console() != null;
             do
             {
-                if (watch)
+                if (watch && separate)
                 {
                     out().print(terminal ? "\033[H\033[2J" : "--- " + java.time.LocalTime.now().withNano(0) + "\n");
                 }
@@ -526,43 +532,24 @@ public final class Coloctl
                 out().printf("%-24s %-12s %s%n", "TIME", "VM", "EVENT");
             }
             // --watch prints what is new each second (no screen clearing: events only add up)
-            return repeat(false, () ->
+            return repeat(watch, false, () ->
             {
-                do
+                final JsonNode r = parent.call("{\"command\":\"events\",\"since_ms\":" + after[0] +
+                    (vm == null ? "" : ",\"vm\":" + JSON.valueToTree(vm)) + "}");
+                if (!table)
                 {
-                    final JsonNode r = parent.call("{\"command\":\"events\",\"since_ms\":" + after[0] +
-                        (vm == null ? "" : ",\"vm\":" + JSON.valueToTree(vm)) + "}");
-                    if (!table)
-                    {
-                        print(output, r.path("events"));
-                    }
-                    for (final JsonNode e : table ? r.path("events") : JSON.createArrayNode())
-                    {
-                        if (printed.add(e.toString()))
-                        {
-                            out().printf("%-24s %-12s %s%n", e.path("time").asText(), e.path("vm").asText(),
-                                e.path("event").asText());
-                            after[0] = Math.max(after[0], java.time.Instant.parse(e.path("time").asText()).toEpochMilli());
-                        }
-                    }
-                    out().flush();
+                    print(output, r.path("events"));
                 }
-                while (watch && !out().checkError() && !System.out.checkError() && pause());
+                for (final JsonNode e : table ? r.path("events") : JSON.createArrayNode())
+                {
+                    if (printed.add(e.toString()))
+                    {
+                        out().printf("%-24s %-12s %s%n", e.path("time").asText(), e.path("vm").asText(),
+                            e.path("event").asText());
+                        after[0] = Math.max(after[0], java.time.Instant.parse(e.path("time").asText()).toEpochMilli());
+                    }
+                }
             });
-        }
-
-        /** One second; false when interrupted. */
-        private static boolean pause()
-        {
-            try
-            {
-                Thread.sleep(1000);
-                return true;
-            }
-            catch (final InterruptedException ex)
-            {
-                return false;
-            }
         }
 
         /** {@code 30s}, {@code 10m}, {@code 2h}, {@code 1d} back from now, or an ISO-8601 instant; else a usage error. */
