@@ -64,6 +64,21 @@ class MaintenanceTest
             assertThat(coloctl(socket, 0, "maintenance", "off")).contains("was not in maintenance");
             assertThat(new ObjectMapper().readTree(coloctl(socket, 0, "events", "-o", "json")).toString())
                 .contains("maintenance off");
+
+            // events --watch prints each new event once, as it comes, and ends when interrupted
+            final StringWriter watched = new StringWriter();
+            final CommandLine cl = Coloctl.commandLine();
+            cl.setOut(new PrintWriter(watched, true));
+            final Thread t = new Thread(() -> cl.execute("--socket", socket.toString(), "events", "--watch"));
+            t.start();
+            coloctl(socket, 0, "maintenance", "on", "--reason", "second round");
+            org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30))
+                .until(() -> watched.toString().contains("(second round)"));
+            t.interrupt();
+            t.join(5000);
+            assertThat(t.isAlive()).as("--watch ends when interrupted").isFalse();
+            assertThat(watched.toString().lines().filter(l -> l.endsWith(" maintenance off")))
+                .as("each event once: " + watched).hasSize(1);
         }
     }
 }
