@@ -54,32 +54,89 @@ public final class VmBench
             new Run(4096, ColoConfig.Mode.SPECULATIVE, ColodConfig.WriteTracking.KERNEL));
         // optional arguments: the guest sizes (MiB) to run, e.g. "128 4096"; all by default (the vCPU rows are 128 MiB)
         final List<Integer> only = java.util.Arrays.stream(args).map(Integer::valueOf).toList();
-        for (final Run r : runs)
+        // -Dcolod.vmbench.repeat=N: only the kernel-tracking rows of one vCPU, N times in turn, then the start pause
+        // against the idle pause per size and mode, and the idle pause per size against 128 MiB's (issue 23's goals)
+        final int repeat = Integer.getInteger("colod.vmbench.repeat", 0);
+        final List<Run> chosen = repeat == 0 ? runs : runs.stream()
+            .filter(r -> r.tracking() == ColodConfig.WriteTracking.KERNEL && r.vcpus() == 1).toList();
+        final java.util.Map<String, List<double[]>> byCell = new java.util.LinkedHashMap<>();
+        for (int round = 0; round < Math.max(1, repeat); round++)
         {
-            if (!only.isEmpty() && !only.contains(r.mib()))
+            for (final Run r : chosen)
             {
-                continue;
-            }
-            try (TwoHostLab.Lab rig = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, r.mib()))
-            {
-                if (r.vcpus() > 1)
+                if (!only.isEmpty() && !only.contains(r.mib()))
                 {
-                    rig.vmOption("vcpus: " + r.vcpus());
+                    continue;
                 }
-                final TwoHostLab.Protection how = TwoHostLab.Protection.of(100).in(r.mode()).tracking(r.tracking());
-                rig.bootPrimary(how);
-                rig.protect(how);
-                final QemuStateSource s = rig.stateSource();
-                sample(rig, s, r, "idle", copyGBs);
-                Netns.call(rig.cli, () -> TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/cgi-bin/churn", 10_000));
-                Thread.sleep(1000);
-                sample(rig, s, r, "writing", copyGBs);
+                final double[] idleAndStart = one(r, copyGBs);
+                byCell.computeIfAbsent(r.mib() + " MiB " + r.mode().name().toLowerCase(), k -> new java.util.ArrayList<>())
+                    .add(idleAndStart);
             }
+        }
+        if (repeat > 0)
+        {
+            summary(byCell);
         }
         System.exit(0);
     }
 
-    private static void sample(final TwoHostLab.Lab rig, final QemuStateSource s, final Run r, final String load,
+    /** Start pause / idle pause per run, and the idle pause against 128 MiB's of the same mode and round. */
+    private static void summary(final java.util.Map<String, List<double[]>> byCell)
+    {
+        System.out.println();
+        System.out.println("| guest, mode | idle pause p50 per run (ms) | start pause per run (ms) | start / idle per run | " +
+            "worst | idle / 128 MiB idle per run |");
+        System.out.println("|---|---|---|---|---|---|");
+        for (final java.util.Map.Entry<String, List<double[]>> e : byCell.entrySet())
+        {
+            final List<double[]> runs = e.getValue();
+            final List<double[]> small = byCell.get("128 MiB " + e.getKey().substring(e.getKey().lastIndexOf(' ') + 1));
+            final StringBuilder idle = new StringBuilder();
+            final StringBuilder start = new StringBuilder();
+            final StringBuilder ratio = new StringBuilder();
+            final StringBuilder size = new StringBuilder();
+            double worst = 0;
+            for (int i = 0; i < runs.size(); i++)
+            {
+                final double[] r = runs.get(i);
+                final String sep = i == 0 ? "" : " / ";
+                idle.append(sep).append(String.format(Locale.ROOT, "%.1f", r[0]));
+                start.append(sep).append(String.format(Locale.ROOT, "%.1f", r[1]));
+                ratio.append(sep).append(String.format(Locale.ROOT, "%.2f", r[1] / r[0]));
+                worst = Math.max(worst, r[1] / r[0]);
+                if (small != null && i < small.size())
+                {
+                    size.append(sep).append(String.format(Locale.ROOT, "%.2f", r[0] / small.get(i)[0]));
+                }
+            }
+            System.out.printf(Locale.ROOT, "| %s | %s | %s | %s | %.2fx | %s |%n", e.getKey(), idle, start, ratio, worst, size);
+        }
+    }
+
+    /** One row pair (idle, writing) of {@code r}; returns its idle pause p50 and its start pause, in ms. */
+    private static double[] one(final Run r, final double copyGBs) throws Exception
+    {
+        try (TwoHostLab.Lab rig = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, r.mib()))
+        {
+            if (r.vcpus() > 1)
+            {
+                rig.vmOption("vcpus: " + r.vcpus());
+            }
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(100).in(r.mode()).tracking(r.tracking());
+            rig.bootPrimary(how);
+            rig.protect(how);
+            final QemuStateSource s = rig.stateSource();
+            final double idle = sample(rig, s, r, "idle", copyGBs);
+            final double start = rig.primary().counters().protectionStartPauseMicros.get() / 1000.0;
+            Netns.call(rig.cli, () -> TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/cgi-bin/churn", 10_000));
+            Thread.sleep(1000);
+            sample(rig, s, r, "writing", copyGBs);
+            return new double[]{idle, start};
+        }
+    }
+
+    /** Prints one row; returns its pause p50 in ms. */
+    private static double sample(final TwoHostLab.Lab rig, final QemuStateSource s, final Run r, final String load,
         final double copyGBs) throws InterruptedException
     {
         final ColoCounters c = rig.primary().counters();
@@ -106,6 +163,7 @@ public final class VmBench
                 " %.1f | %.2fx | %.1f ms | %.1f s |%n", r.mib(), r.vcpus() > 1 ? ", " + r.vcpus() + " vCPUs" : "", r.mode().name().toLowerCase(), s.writeTracking(), load, pause,
             stop, dev, t.deviceQemu().getValueAtPercentile(50) / 1000.0, track, copy, pages, resume, rest, floor,
             pause / floor, c.protectionStartPauseMicros.get() / 1000.0, c.baseSyncMicros.getMaxValue() / 1e6);
+        return pause;
     }
 
     /** What was recorded between two snapshots. */
