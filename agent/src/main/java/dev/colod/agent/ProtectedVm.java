@@ -697,6 +697,8 @@ public final class ProtectedVm implements AutoCloseable
             .knownToken(TokenFile.read(Path.of(config.stateDir), v.name))
             .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t))
             .holdFailovers(new Maintenance(Path.of(config.stateDir))::why)
+            .outdated(outdatedRecord(Path.of(config.stateDir).resolve(v.name).resolve("outdated")))
+            .onOutdated(why -> recordOutdated(Path.of(config.stateDir).resolve(v.name).resolve("outdated"), why))
             .frames(mirror == null ? FrameMirror.NONE : mirror);
         handle = show(VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImages(),
             f.runningCopy(), mirror, secondary.counters())).failoverCheck(() -> canResume(image)));
@@ -728,6 +730,40 @@ public final class ProtectedVm implements AutoCloseable
                     }
                 }
             });
+        }
+    }
+
+    /** What an earlier colod recorded about its standby being outdated (no arbiter), or null. */
+    private static String outdatedRecord(final Path file)
+    {
+        try
+        {
+            return Files.exists(file) ? Files.readString(file).trim() : null;
+        }
+        catch (final IOException ex)
+        {
+            return "unknown (" + file + " unreadable: " + ex.getMessage() + ")";
+        }
+    }
+
+    /** Keeps the standby's outdated record across restarts ({@code why} null: current again). */
+    private void recordOutdated(final Path file, final String why)
+    {
+        try
+        {
+            if (why == null)
+            {
+                Files.deleteIfExists(file);
+                LOG.info("vm={} the standby is current again", v.name);
+                return;
+            }
+            Files.createDirectories(file.getParent());
+            Files.writeString(file, why + "\n");
+            LOG.warn("vm={} the standby is outdated (no arbiter): {}; an operator's failover needs --force", v.name, why);
+        }
+        catch (final IOException ex)
+        {
+            LOG.error("vm={} could not record the standby's state in {}: {}", v.name, file, ex.toString());
         }
     }
 

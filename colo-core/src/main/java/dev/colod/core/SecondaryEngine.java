@@ -72,6 +72,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     private final AtomicLong newestToken = new AtomicLong();
     private volatile LongConsumer tokenListener = t -> { };
     private volatile java.util.function.Supplier<String> holdFailovers = () -> null;
+    private volatile String outdated;
+    private volatile java.util.function.Consumer<String> outdatedListener = w -> { };
     /** Sockets accepted whose handshake has not completed, oldest first (under itself). */
     private final LinkedHashSet<Socket> pending = new LinkedHashSet<>();
     /** Connections dropped before their handshake completed: logged as a summary, not one line each. */
@@ -122,6 +124,41 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
     {
         holdFailovers = why;
         return this;
+    }
+
+    /**
+     * Without an arbiter, why this standby is older than what the primary serves (null: it is not known to be):
+     * set when a session ends and the secondary stands by — the primary, alive, serves on unprotected from then on
+     * (PROTOCOL §5) — and cleared by the next committed checkpoint. An operator's failover from an outdated
+     * standby would run a second, older copy; the agent refuses it unless forced. With an arbiter, the arbiter
+     * keeps this record (and refuses the claim) instead. {@code why}: what was recorded before (a restart).
+     */
+    public SecondaryEngine outdated(final String why)
+    {
+        outdated = why;
+        return this;
+    }
+
+    /** Why this standby is outdated (no arbiter), or null. */
+    public String outdated()
+    {
+        return outdated;
+    }
+
+    /** Told each change of {@link #outdated()} (null: current again): a place to persist it. */
+    public SecondaryEngine onOutdated(final java.util.function.Consumer<String> listener)
+    {
+        outdatedListener = listener;
+        return this;
+    }
+
+    private void recordOutdated(final String why)
+    {
+        if (!java.util.Objects.equals(outdated, why))
+        {
+            outdated = why;
+            outdatedListener.accept(why);
+        }
     }
 
     /** Told (on the thread that saw it) each newer token: a place to persist it, e.g. in the state directory. */
@@ -716,6 +753,10 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                     {
                         watchdog.disarm();
                         sink.commit(checkpointId);
+                        if (outdated != null)
+                        {
+                            recordOutdated(null);
+                        }
                         staged = -1;
                         received = false;
                         counters.lastCheckpointId.set(checkpointId);
@@ -776,6 +817,11 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
             {
                 awaitPeer(o.detail(), next.graceToken());
                 return;
+            }
+            if (!arbiter.arbitrated() && sink.lastCommitted() > 0)
+            {
+                recordOutdated("the primary " + peer + " serves on unprotected since its session with this host ended after " +
+                    "checkpoint " + sink.lastCommitted() + " (" + java.time.Instant.now() + ": " + o.detail() + ")");
             }
             LOG.warn("vm={} session ended: {}; standing by with checkpoint {}", config.vmName(), o.detail(),
                 sink.lastCommitted());

@@ -147,6 +147,44 @@ class LoopbackCheckpointTest
         }
     }
 
+    /**
+     * No arbiter: a session that ends while the primary lives on (here its colod stops) leaves the standby outdated —
+     * the primary serves on unprotected — and the next committed checkpoint of a new session makes it current again.
+     */
+    @org.junit.jupiter.api.Test
+    void withoutAnArbiterTheStandbyIsOutdatedFromASessionsEndUntilTheNextCheckpoint() throws Exception
+    {
+        try (EnginePair pair = new EnginePair(() -> EnginePair.fastConfig(ColoConfig.Mode.STRICT), 4096,
+            dev.colod.core.protocol.ProtocolTap.NONE, dev.colod.core.protocol.ProtocolTap.NONE))
+        {
+            final java.util.List<String> told = new java.util.concurrent.CopyOnWriteArrayList<>();
+            pair.secondary.onOutdated(w -> told.add(String.valueOf(w)));
+            pair.awaitCheckpoints(3);
+            assertThat(pair.secondary.outdated()).isNull();
+            pair.primary.close(); // BYE stop: the VM runs on there, unprotected
+            final ExitEvent ended = EnginePair.next(pair.secondaryExits, "secondary");
+            assertThat(ended.failedOver()).isFalse();
+            assertThat(pair.secondary.outdated()).contains("serves on unprotected since its session with this host ended " +
+                "after checkpoint " + pair.sink.lastCommitted()).contains("its colod is stopping");
+            assertThat(told).hasSize(1);
+
+            final PrimaryEngine again = new PrimaryEngine(EnginePair.fastConfig(ColoConfig.Mode.STRICT).conclude(),
+                pair.secondary.localAddress(), pair.vm, pair.output, new dev.colod.core.status.ColoCounters(),
+                dev.colod.core.protocol.ProtocolTap.NONE, NanoClock.SYSTEM);
+            try
+            {
+                again.start();
+                org.awaitility.Awaitility.await().until(() -> again.counters().checkpointsCompleted.get() >= 1);
+                org.awaitility.Awaitility.await().until(() -> pair.secondary.outdated() == null);
+                assertThat(told).containsExactly(told.get(0), "null");
+            }
+            finally
+            {
+                again.close();
+            }
+        }
+    }
+
     @org.junit.jupiter.api.Test
     void operatorFailoverOnSecondaryResumesThereAndFencesThePrimary() throws Exception
     {

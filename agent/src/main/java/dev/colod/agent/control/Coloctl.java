@@ -249,8 +249,8 @@ public final class Coloctl
         int run()
         {
             final JsonNode before = await ? vmStatus() : null;
-            out().println(parent.call("{\"command\":\"" + spec.name() + "\",\"vm\":" + JSON.valueToTree(vm) + "}")
-                .path("message").asText());
+            out().println(parent.call("{\"command\":\"" + spec.name() + "\",\"vm\":" + JSON.valueToTree(vm) + extra() +
+                "}").path("message").asText());
             if (!await)
             {
                 return 0;
@@ -284,6 +284,12 @@ public final class Coloctl
 
         /** Whether what was asked has happened, from the VM's status before and now. */
         abstract boolean done(JsonNode before, JsonNode now);
+
+        /** More fields of the request, each as {@code ,"name":value} (none by default). */
+        String extra()
+        {
+            return "";
+        }
 
         private JsonNode vmStatus()
         {
@@ -597,6 +603,16 @@ public final class Coloctl
         @Option(names = "--dry-run", description = "only check: say what a failover would do now, or why it would be " +
             "refused (exit 1), fencing nothing")
         boolean dryRun;
+
+        @Option(names = "--force", description = "resume even a standby that is known to be older than what the primary " +
+            "serves (no arbiter: the primary ended the session and served on): only once the VM is stopped there")
+        boolean force;
+
+        @Override
+        String extra()
+        {
+            return force ? ",\"force\":true" : "";
+        }
 
         @Override
         int run()

@@ -276,7 +276,7 @@ public final class ControlServer implements AutoCloseable
                         r.put("message", find(vm).failoverDryRun());
                         break;
                     }
-                    find(vm).failover();
+                    find(vm).failover(req.path("force").asBoolean(false));
                     r.put("message", "failover requested for vm " + vm);
                     break;
                 case "reprotect":

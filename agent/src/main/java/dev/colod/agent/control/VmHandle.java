@@ -239,6 +239,11 @@ public final class VmHandle
         {
             m.put("next_step", next);
         }
+        if (engine instanceof SecondaryEngine s && s.outdated() != null)
+        {
+            // no arbiter: the primary served on unprotected after the session ended; an operator's failover needs --force
+            m.put("standby_outdated", s.outdated());
+        }
         return m;
     }
 
@@ -300,23 +305,49 @@ public final class VmHandle
         {
             throw new IllegalStateException("vm " + name + ": a failover would be refused: " + why);
         }
+        final String outdated = ((SecondaryEngine)e).outdated();
+        if (outdated != null)
+        {
+            throw new IllegalStateException("vm " + name + ": a failover would be refused: " + outdatedWhy(outdated));
+        }
         return "vm " + name + ": a failover would resume it here from checkpoint " + e.counters().lastCheckpointId.get() +
             " and tell the primary (if it answers) to fence itself; checked: the standby image is resumable and what " +
             "QEMU needs is here";
     }
 
-    /** Asks for a failover; on the secondary refused (nothing fenced) when {@link #failoverCheck} says it cannot resume. */
-    public void failover()
+    /**
+     * Asks for a failover; on the secondary refused (nothing fenced) when {@link #failoverCheck} says it cannot resume,
+     * and, unless {@code force}, when the standby is known to be older than what the primary serves (no arbiter).
+     */
+    public void failover(final boolean force)
     {
         final Engine e = view.engine();
-        if (e instanceof SecondaryEngine)
+        if (e instanceof SecondaryEngine s)
         {
             final String why = failoverCheck.get();
             if (why != null)
             {
                 throw new IllegalStateException("vm " + name + ": failover refused, nothing was fenced: " + why);
             }
+            final String outdated = s.outdated();
+            if (outdated != null && !force)
+            {
+                throw new IllegalStateException("vm " + name + ": failover refused, nothing was fenced: " +
+                    outdatedWhy(outdated));
+            }
         }
         e.requestFailover();
+    }
+
+    public void failover()
+    {
+        failover(false);
+    }
+
+    private static String outdatedWhy(final String outdated)
+    {
+        return "the standby is outdated: " + outdated + "; resuming it would run a second, older copy of the VM. Stop " +
+            "the VM there first, then coloctl failover --force (or let the primary connect again: its next checkpoint " +
+            "makes the standby current)";
     }
 }

@@ -185,6 +185,29 @@ class ColoctlTest
         assertThat(pair.secondary.state()).as("a dry run does nothing").isNotEqualTo(ProtectionState.FAILED_OVER);
     }
 
+    /** No arbiter: a standby the primary served past is not resumed by a plain failover (a second, older copy). */
+    @Test
+    void anOutdatedStandbyIsResumedOnlyWithForce() throws Exception
+    {
+        pair.primary.close(); // its colod stops (BYE stop); without an arbiter its VM serves on unprotected
+        await().until(() -> pair.secondary.outdated() != null);
+        final Run dry = coloctl("failover", "--dry-run", "web2");
+        assertThat(dry.code()).isEqualTo(Coloctl.REFUSED);
+        assertThat(dry.err()).contains("a failover would be refused: the standby is outdated: the primary ")
+            .contains("serves on unprotected since its session with this host ended after checkpoint ");
+        final Run fo = coloctl("failover", "web2");
+        assertThat(fo.code()).isEqualTo(Coloctl.REFUSED);
+        assertThat(fo.err()).contains("failover refused, nothing was fenced: the standby is outdated")
+            .contains("coloctl failover --force");
+        assertThat(pair.secondary.state()).isNotEqualTo(ProtectionState.FAILED_OVER);
+        final JsonNode s = new ObjectMapper().readTree(coloctl("status", "-o", "json").out()).get(1);
+        assertThat(s.path("standby_outdated").asText()).contains("its colod is stopping");
+
+        final Run forced = coloctl("failover", "--force", "web2");
+        assertThat(forced.code()).as(forced.err()).isZero();
+        await().until(() -> pair.secondary.state() == ProtectionState.FAILED_OVER);
+    }
+
     @Test
     void eventsSayWhatChangedAndWhenSinceAGivenTime() throws Exception
     {
