@@ -542,6 +542,14 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
                 LOG.error("vm={} could not resume the VM after a failed checkpoint: {}", config.vmName(), rex.toString());
             }
         }
+        try
+        {
+            source.endSession();
+        }
+        catch (final RuntimeException rex)
+        {
+            LOG.warn("vm={} source at the end of the session: {}", config.vmName(), rex.toString());
+        }
         if (wasProtected)
         {
             counters.checkpointsFailed.incrementAndGet();

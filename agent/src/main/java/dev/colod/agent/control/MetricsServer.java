@@ -163,6 +163,9 @@ public final class MetricsServer implements AutoCloseable
                 "time of each step of a checkpoint (stop, device, tracking, disk, copy, transfer, commit, resume)")
             .declare("colod_write_audit_misses_total", "counter",
                 "pages the write-tracking audit found changed but not tracked (should stay 0)")
+            .declare("colod_disk_throttles_total", "counter",
+                "times the guest's disk writes were held back because it ran more than twice the early-checkpoint size ahead")
+            .declare("colod_disk_throttled_seconds_total", "counter", "time the guest's disk writes were held back")
             .declare("colod_failovers_total", "counter", "failovers performed on this host")
             .declare("colod_failovers_held_total", "counter",
                 "failovers this host would have started on its own, held because it is in maintenance")
@@ -218,6 +221,11 @@ public final class MetricsServer implements AutoCloseable
         h.pauseSteps().forEach((step, hist) ->
             e.histogram("colod_pause_step_seconds", hist, Exposition.PAUSE_BUCKETS, "vm", vm, "step", step));
         e.sample("colod_write_audit_misses_total", s.get("write_audit_misses"), "vm", vm);
+        if (s.get("disk_throttles") != null)
+        {
+            e.sample("colod_disk_throttles_total", s.get("disk_throttles"), "vm", vm);
+            e.sample("colod_disk_throttled_seconds_total", ((Number)s.get("disk_throttled_ms")).longValue() / 1000.0, "vm", vm);
+        }
         e.sample("colod_failovers_total", s.get("failovers"), "vm", vm);
         e.sample("colod_failovers_held_total", s.get("failovers_held"), "vm", vm);
         e.sample("colod_heartbeat_losses_total", s.get("heartbeat_losses"), "vm", vm);

@@ -57,6 +57,12 @@ public final class VmStatus
             m.put("write_audited_pages", src.auditedPages());
             m.put("write_audit_misses", src.auditMisses());
             m.put("disk", disk(src.disk(), hasDisk));
+            if (src.disk() != null)
+            {
+                // the write governor: times the guest's disk writes waited for the next checkpoint, and how long
+                m.put("disk_throttles", src.diskThrottles.get());
+                m.put("disk_throttled_ms", src.diskThrottledMicros.get() / 1000);
+            }
             m.put("protection_start_pause_ms", counters.protectionStartPauseMicros.get() / 1000.0);
             return m;
         };

@@ -121,6 +121,15 @@ public final class DiskSet implements AutoCloseable
         }
     }
 
+    /** Every disk's writes limited to {@code bytesPerSecond} (0: no limit); see {@link DiskWrites#throttleWrites}. */
+    public void throttleWrites(final long bytesPerSecond) throws IOException
+    {
+        for (final DiskWrites d : disks)
+        {
+            d.throttleWrites(bytesPerSecond);
+        }
+    }
+
     /** Bytes every disk's recording bitmap marks now (one QMP round trip per disk). */
     public long writtenSinceCapture() throws IOException
     {

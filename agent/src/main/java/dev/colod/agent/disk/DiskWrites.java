@@ -62,7 +62,8 @@ public final class DiskWrites implements AutoCloseable
     /** The frozen bitmap and export of the last capture, removed after the VM resumed (out of the pause). */
     private String frozenLeft;
     private long generation;
-    private String recording;
+    /** Read by the write governor's thread too (writtenSinceCapture). */
+    private volatile String recording;
 
     /**
      * Disk {@code index} of {@code qemu}'s VM, on the NBD server at {@code socket} (started by {@link DiskSet}); removes
@@ -161,6 +162,22 @@ public final class DiskWrites implements AutoCloseable
      * Bytes the recording bitmap marks now (whole granules), asked from QEMU ({@code query-named-block-nodes}). The
      * VM may be running. Costs one QMP round trip.
      */
+    /**
+     * Limits the guest's writes to this disk to {@code bytesPerSecond} (0: no limit), through QEMU's own I/O throttling
+     * of the disk's device: requests beyond it wait in QEMU, and run as soon as the limit is lifted.
+     */
+    void throttleWrites(final long bytesPerSecond) throws IOException
+    {
+        final Map<String, Object> a = new java.util.LinkedHashMap<>();
+        a.put("id", node + "-dev");
+        for (final String k : List.of("bps", "bps_rd", "iops", "iops_rd", "iops_wr"))
+        {
+            a.put(k, 0);
+        }
+        a.put("bps_wr", bytesPerSecond);
+        qmp.execute("block_set_io_throttle", a, QemuProcess.QMP_TIMEOUT_MS);
+    }
+
     long writtenSinceCapture() throws IOException
     {
         final String r = recording;

@@ -21,6 +21,8 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.UnaryOperator;
 import java.util.zip.CRC32C;
@@ -119,8 +121,24 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     /** The guest's disk writes, or null (no disk, or its replication is off). */
     private final DiskSet disk;
     private static final long DISK_POLL_MS = 20;
-    private long earlyCheckpointDiskBytes = 16L << 20;
+    private volatile long earlyCheckpointDiskBytes = 16L << 20;
     private long lastDiskPollNs;
+    /**
+     * The write governor (with a disk): a guest that writes more than twice the early-checkpoint size ahead of the
+     * last capture — which happens while a speculative checkpoint is still on the link, when the next one cannot start
+     * yet — has its disk writes held back by QEMU's throttling until the next capture, so one checkpoint's disk part
+     * stays bounded (a pause and a transfer that grow with how far the guest ran ahead) and the guest writes at the
+     * link's pace. docs/ARCHITECTURE.md, "Disk".
+     */
+    private final ScheduledExecutorService governor;
+    /** Between resume and the next pause: the governor looks only then. */
+    private volatile boolean guestRuns;
+    private volatile boolean throttled;
+    private volatile long throttledSinceNs;
+    /** While throttled, what a disk may still take (bytes/s): a trickle, so QEMU's queue moves but the guest waits. */
+    static final long THROTTLED_BPS = 1L << 20;
+    public final AtomicLong diskThrottles = new AtomicLong();
+    public final AtomicLong diskThrottledMicros = new AtomicLong();
 
     /** A source whose written pages come from {@code tracking}, with no audit. */
     public QemuStateSource(final QemuProcess qemu, final Tracking tracking) throws IOException
@@ -175,6 +193,16 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             t.setDaemon(true);
             return t;
         });
+        this.governor = disk == null ? null : Executors.newSingleThreadScheduledExecutor(r ->
+        {
+            final Thread t = new Thread(r, "colod-" + qemu.spec().name() + "-writes");
+            t.setDaemon(true);
+            return t;
+        });
+        if (governor != null)
+        {
+            governor.scheduleWithFixedDelay(this::governWrites, DISK_POLL_MS, DISK_POLL_MS, TimeUnit.MILLISECONDS);
+        }
         LOG.info("vm={} written pages found by {}", qemu.spec().name(), written.method());
     }
 
@@ -304,9 +332,68 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
             DiskPart.of(disk, disk == null ? null : new DiskSet.Captured(ByteBuffer.allocate(0), 0), null));
     }
 
+    /** The governor's look: throttle the guest's writes once it ran more than twice the early size ahead. */
+    private void governWrites()
+    {
+        final long early = earlyCheckpointDiskBytes;
+        if (!guestRuns || throttled || early <= 0)
+        {
+            return;
+        }
+        try
+        {
+            final long ahead = disk.writtenSinceCapture();
+            if (ahead >= 2 * early && guestRuns)
+            {
+                disk.throttleWrites(THROTTLED_BPS);
+                throttled = true;
+                throttledSinceNs = System.nanoTime();
+                diskThrottles.incrementAndGet();
+                LOG.debug("vm={} the guest wrote {} bytes since the last checkpoint: its disk writes wait for the next",
+                    qemu.spec().name(), ahead);
+            }
+        }
+        catch (final IOException | RuntimeException ex)
+        {
+            LOG.debug("vm={} write governor: {}", qemu.spec().name(), ex.toString());
+        }
+    }
+
+    /** After a capture, with the guest running again: its writes go at full speed into the next checkpoint. */
+    private void unthrottle()
+    {
+        if (!throttled)
+        {
+            return;
+        }
+        try
+        {
+            disk.throttleWrites(0);
+        }
+        catch (final IOException ex)
+        {
+            LOG.warn("vm={} could not lift the throttle of the guest's disk writes: {}", qemu.spec().name(), ex.toString());
+            return; // tried again after the next capture
+        }
+        throttled = false;
+        diskThrottledMicros.addAndGet((System.nanoTime() - throttledSinceNs) / 1000);
+    }
+
+    @Override
+    public void endSession()
+    {
+        // unprotected from here: nothing would lift a throttle, and nothing needs one
+        guestRuns = false;
+        if (disk != null)
+        {
+            unthrottle();
+        }
+    }
+
     @Override
     public void pause() throws IOException
     {
+        guestRuns = false;
         final long t0 = System.nanoTime();
         qemu.qmp().execute("stop", null, QemuProcess.QMP_TIMEOUT_MS);
         lastStopMicros = (System.nanoTime() - t0) / 1000;
@@ -329,6 +416,8 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         if (disk != null)
         {
             disk.afterResume(); // the frozen bitmap of this checkpoint, now that the guest runs
+            unthrottle();
+            guestRuns = true;
         }
     }
 
@@ -664,6 +753,10 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     @Override
     public void close()
     {
+        if (governor != null)
+        {
+            governor.shutdownNow();
+        }
         if (disk != null)
         {
             disk.close();

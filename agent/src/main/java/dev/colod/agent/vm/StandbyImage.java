@@ -507,6 +507,9 @@ public final class StandbyImage implements VmStateSink
         apply(checkpointId);
     }
 
+    /** The size and file (inode) whose blocks {@link #reserve} took in this process, or null. */
+    private volatile String reserved;
+
     /** The RAM image sized to {@code ramBytes} and mapped read-write in 1 GiB chunks (a page never straddles two). */
     private MappedByteBuffer[] mapRam(final long ramBytes) throws IOException
     {
@@ -516,9 +519,15 @@ public final class StandbyImage implements VmStateSink
             if (f.size() != ramBytes)
             {
                 f.truncate(ramBytes);
-                f.write(ByteBuffer.wrap(new byte[1]), ramBytes - 1);
             }
-            reserve(ramFile(), ramBytes);
+            final Object file = Files.readAttributes(ramFile(), java.nio.file.attribute.BasicFileAttributes.class).fileKey();
+            if (!(ramBytes + " " + file).equals(reserved))
+            {
+                // once per file and size, not per commit: fallocate of an allocated tmpfs file still visits every
+                // page (~140 ms at 4 GiB, which a strict checkpoint's commit put inside the pause)
+                reserve(ramFile(), ramBytes);
+                reserved = ramBytes + " " + file;
+            }
             final MappedByteBuffer[] ram = new MappedByteBuffer[(int)((ramBytes + RAM_CHUNK - 1) / RAM_CHUNK)];
             for (int i = 0; i < ram.length; i++)
             {

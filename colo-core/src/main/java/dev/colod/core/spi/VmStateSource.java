@@ -61,6 +61,14 @@ public interface VmStateSource
         return false;
     }
 
+    /**
+     * The session ended (after the VM was resumed, unless it is fenced): no checkpoint follows until the next
+     * {@link #beginSession}. A source that holds the guest back until the next capture lets it go here.
+     */
+    default void endSession()
+    {
+    }
+
     /** Why the VM is gone for good (its process exited), or null while it exists. Asked when a checkpoint fails. */
     default String lostCause()
     {
@@ -120,6 +128,12 @@ public interface VmStateSource
         public boolean wantsCheckpoint()
         {
             return inner.wantsCheckpoint();
+        }
+
+        @Override
+        public void endSession()
+        {
+            inner.endSession();
         }
 
         @Override
