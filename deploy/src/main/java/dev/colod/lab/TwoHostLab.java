@@ -312,6 +312,21 @@ public final class TwoHostLab
             }
         }
 
+        /**
+         * The primary's replication link limited to {@code rate} (tc's notation, e.g. {@code 400mbit}; null: no limit)
+         * by a token bucket on its side (a short queue: heartbeats wait at most ~100 ms behind checkpoint bytes).
+         */
+        public void limitReplication(final String rate) throws IOException
+        {
+            if (rate == null)
+            {
+                exec(List.of("tc", "-n", pri, "qdisc", "del", "dev", "rp", "root"));
+                return;
+            }
+            exec(List.of("tc", "-n", pri, "qdisc", "replace", "dev", "rp", "root", "tbf", "rate", rate, "burst", "256kb",
+                "latency", "100ms"));
+        }
+
         private static String iptables(final String ns, final String op, final List<String> rule) throws IOException
         {
             final List<String> cmd = new ArrayList<>(List.of("ip", "netns", "exec", ns, "iptables", op));

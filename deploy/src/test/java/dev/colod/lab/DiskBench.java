@@ -30,8 +30,8 @@ public final class DiskBench
             ROUNDS);
         System.out.println("| mode, link | seq write unprotected | protected | ratio | paused during seq | synced 4 KiB write " +
             "unprotected | protected | added per write | paused per write | disk step p50 / p99 | disk bytes per " +
-            "checkpoint p50 / max | transfer / commit p50 |");
-        System.out.println("|---|---|---|---|---|---|---|---|---|---|---|---|");
+            "checkpoint p50 / max | transfer / commit p50 | longest pause (seq) | writes throttled (times, s) |");
+        System.out.println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         // "formats": raw vs qcow2 side by side (plaintext); else each periodic mode with TLS and plaintext (raw)
         final boolean formats = args.length > 0 && "formats".equals(args[0]);
         for (final ColoConfig.Mode mode : ColoConfig.Mode.PERIODIC)
@@ -55,16 +55,20 @@ public final class DiskBench
                 d.diskBytesPerCheckpoint.reset();
                 c.transferMicros.reset();
                 c.commitMicros.reset();
+                final long throttles0 = rig.stateSource().diskThrottles.get();
+                final long throttled0 = rig.stateSource().diskThrottledMicros.get();
                 final double[] seqOn = best(rig, "seq", ROUNDS, c.pauseMicros);
                 final double[] syncOn = best(rig, "sync", ROUNDS, c.pauseMicros);
                 System.out.printf(Locale.ROOT, "| %s, %s | %.0f MiB/s | %.0f MiB/s | %.2fx | %.0f%% | %.1f ms | %.1f ms | %+.1f ms |" +
-                        " %.1f ms | %.1f / %.1f ms | %d KiB / %d KiB | %.1f / %.1f ms |%n",
+                        " %.1f ms | %.1f / %.1f ms | %d KiB / %d KiB | %.1f / %.1f ms | %.1f ms | %d, %.1f |%n",
                     mode.name().toLowerCase(), (tls ? "TLS" : "plaintext") + (qcow2 ? ", qcow2" : formats ? ", raw" : ""), 512 / seqOff[0], 512 / seqOn[0], seqOff[0] / seqOn[0],
                     100 * seqOn[1] / seqOn[0], syncOff[0] * 10, syncOn[0] * 10, (syncOn[0] - syncOff[0]) * 10,
                     syncOn[1] * 10, d.diskMicros.getValueAtPercentile(50) / 1000.0,
                     d.diskMicros.getValueAtPercentile(99) / 1000.0, d.diskBytesPerCheckpoint.getValueAtPercentile(50) >> 10,
                     d.diskBytesPerCheckpoint.getMaxValue() >> 10, c.transferMicros.getValueAtPercentile(50) / 1000.0,
-                    c.commitMicros.getValueAtPercentile(50) / 1000.0);
+                    c.commitMicros.getValueAtPercentile(50) / 1000.0, seqOn[2],
+                    rig.stateSource().diskThrottles.get() - throttles0,
+                    (rig.stateSource().diskThrottledMicros.get() - throttled0) / 1e6);
             }
         }
         System.exit(0);
@@ -72,13 +76,15 @@ public final class DiskBench
 
     /**
      * The fastest of {@code rounds} requests of {@code /cgi-bin/diskbench?what}: its wall time in seconds, and the
-     * seconds the VM was paused during it (from {@code pauses}, the engine's pause histogram; 0 without).
+     * seconds the VM was paused during it (from {@code pauses}, the engine's pause histogram; 0 without), and the
+     * longest pause of all rounds in ms.
      */
     private static double[] best(final TwoHostLab.Lab rig, final String what, final int rounds, final Histogram pauses)
         throws Exception
     {
         double best = Double.MAX_VALUE;
         double paused = 0;
+        double longest = 0;
         for (int i = 0; i < rounds; i++)
         {
             if (pauses != null)
@@ -88,12 +94,13 @@ public final class DiskBench
             final long t0 = System.nanoTime();
             Netns.call(rig.cli, () -> TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/cgi-bin/diskbench?" + what, 300_000));
             final double s = (System.nanoTime() - t0) / 1e9;
+            longest = Math.max(longest, pauses == null ? 0 : pauses.getMaxValue() / 1000.0);
             if (s < best)
             {
                 best = s;
                 paused = pauses == null ? 0 : pauses.getMean() * pauses.getTotalCount() / 1e6;
             }
         }
-        return new double[]{best, paused};
+        return new double[]{best, paused, longest};
     }
 }

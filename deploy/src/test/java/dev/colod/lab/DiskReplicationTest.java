@@ -2,6 +2,7 @@ package dev.colod.lab;
 
 import dev.colod.agent.vm.StandbyImage;
 import dev.colod.core.ColoConfig;
+import dev.colod.os.Netns;
 import dev.colod.lab.TwoHostLab.Client;
 import dev.colod.lab.TwoHostLab.Lab;
 import org.junit.jupiter.api.BeforeEach;
@@ -123,6 +124,51 @@ class DiskReplicationTest
                     changed, client.values());
                 assertThat(changed).as("the guest wrote its disk between these checkpoints").isPositive();
             }
+        }
+    }
+
+    /**
+     * A guest that writes its disk faster than the link carries (512 MiB sequential over a 400 Mbit/s link, speculative
+     * mode): with the write governor its writes wait once it is more than twice the early-checkpoint size ahead of the
+     * last capture, so no checkpoint carries much more than that; the control run (no early checkpoints, so no
+     * governor) shows each checkpoint carrying what the guest wrote during the previous transfer, growing with it.
+     */
+    @Test
+    void aGuestThatWritesAheadOfTheLinkIsHeldBackSoNoCheckpointGrowsWithIt() throws Exception
+    {
+        final long governed = seqOverSlowLink(true);
+        final long free = seqOverSlowLink(false);
+        System.out.printf("largest disk part of a checkpoint writing 512 MiB over 400 Mbit/s: governed %d MiB, " +
+            "control %d MiB%n", governed >> 20, free >> 20);
+        assertThat(governed).as("bounded near twice the early size (16 MiB) plus what was in flight").isLessThan(80L << 20);
+        assertThat(free).as("the control run's checkpoints grow with the guest's lead (the test bites)")
+            .isGreaterThan(80L << 20);
+    }
+
+    /** The largest disk part of a checkpoint while the guest writes 512 MiB; {@code governed}: early checkpoints on. */
+    private static long seqOverSlowLink(final boolean governed) throws Exception
+    {
+        try (Lab rig = new Lab(GUEST).withDisk(DISK_MIB).plaintext())
+        {
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(100).in(ColoConfig.Mode.SPECULATIVE);
+            rig.bootPrimary(how);
+            rig.protect(how);
+            if (!governed)
+            {
+                rig.stateSource().earlyCheckpointDiskBytes(0);
+            }
+            rig.limitReplication("400mbit");
+            final long throttles = rig.stateSource().diskThrottles.get();
+            rig.stateSource().disk().diskBytesPerCheckpoint.reset();
+            Netns.call(rig.cli, () -> TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/cgi-bin/diskbench?seq", 300_000));
+            final long largest = rig.stateSource().disk().diskBytesPerCheckpoint.getMaxValue();
+            final long held = rig.stateSource().diskThrottles.get() - throttles;
+            System.out.printf("%s: largest disk part %d KiB, writes held back %d times (%d ms), %d checkpoints%n",
+                governed ? "governed" : "control", largest >> 10, held, rig.stateSource().diskThrottledMicros.get() / 1000,
+                rig.primary().counters().checkpointsCompleted.get());
+            assertThat(held).as("the governor acts only when on").matches(n -> governed ? n > 0 : n == 0);
+            rig.limitReplication(null);
+            return largest;
         }
     }
 
