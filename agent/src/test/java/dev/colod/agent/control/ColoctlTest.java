@@ -67,6 +67,12 @@ class ColoctlTest
 
     private Run coloctl(final String... args)
     {
+        return coloctl(socket, args);
+    }
+
+    /** coloctl with {@code args} against the control socket at {@code socket}, in this JVM. */
+    static Run coloctl(final Path socket, final String... args)
+    {
         final StringWriter out = new StringWriter();
         final StringWriter err = new StringWriter();
         final CommandLine cl = Coloctl.commandLine();

@@ -19,19 +19,11 @@ class MaintenanceTest
     @TempDir
     Path dir;
 
-    private String coloctl(final Path socket, final int exit, final String... args)
+    private static String coloctl(final Path socket, final int exit, final String... args)
     {
-        final StringWriter out = new StringWriter();
-        final StringWriter err = new StringWriter();
-        final CommandLine cl = Coloctl.commandLine();
-        cl.setOut(new PrintWriter(out));
-        cl.setErr(new PrintWriter(err));
-        final String[] all = new String[args.length + 2];
-        all[0] = "--socket";
-        all[1] = socket.toString();
-        System.arraycopy(args, 0, all, 2, args.length);
-        assertThat(cl.execute(all)).as(out + " " + err).isEqualTo(exit);
-        return out + err.toString();
+        final ColoctlTest.Run r = ColoctlTest.coloctl(socket, args);
+        assertThat(r.code()).as(r.out() + " " + r.err()).isEqualTo(exit);
+        return r.out() + r.err();
     }
 
     @Test
