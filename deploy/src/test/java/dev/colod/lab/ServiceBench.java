@@ -53,7 +53,39 @@ public final class ServiceBench
     {
     }
 
+    /**
+     * A row option (not a VM option): a second, unprotected lab runs beside the row's and its guest is given the same
+     * requests at the same moments — the work hybrid mode's running copy adds, on the same two CPUs — so the bridge
+     * row with a twin is the baseline of what two guests sharing this machine can serve.
+     */
+    private static final String TWIN = "#twin";
     private static final String IP = TwoHostLab.GUEST_IP;
+
+    /** A workload on one lab. */
+    private interface Load<T>
+    {
+        T on(TwoHostLab.Lab lab) throws Exception;
+    }
+
+    /** {@code load} on {@code lab}, and at the same time on {@code twin} (if any), whose result is dropped. */
+    private static <T> T alike(final TwoHostLab.Lab lab, final TwoHostLab.Lab twin, final Load<T> load) throws Exception
+    {
+        if (twin == null)
+        {
+            return load.on(lab);
+        }
+        final java.util.concurrent.FutureTask<T> other = new java.util.concurrent.FutureTask<>(() -> load.on(twin));
+        final Thread t = new Thread(other, "twin-load");
+        t.start();
+        try
+        {
+            return load.on(lab);
+        }
+        finally
+        {
+            other.get();
+        }
+    }
     private static final int[] CLIENTS = {1, 8, 32};
 
     public static void main(final String[] args) throws Exception
@@ -84,6 +116,7 @@ public final class ServiceBench
     {
         final List<Row> rows = new ArrayList<>();
         rows.add(new Row("bridge", ColodConfig.Buffer.TAP, null, false, null));
+        rows.add(new Row("bridge, twin guest loaded alike", ColodConfig.Buffer.TAP, null, false, null, List.of(TWIN)));
         rows.add(new Row("colod pass-through (tap)", ColodConfig.Buffer.TAP, TwoHostLab.Protection.of(100), false, null));
         for (final ColoConfig.Mode m : ColoConfig.Mode.PERIODIC)
         {
@@ -126,23 +159,29 @@ public final class ServiceBench
 
     private static Result run(final Row r) throws Exception
     {
-        try (TwoHostLab.Lab lab = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, 128, false))
+        try (TwoHostLab.Lab lab = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, 128, false);
+             TwoHostLab.Lab twin = r.options().contains(TWIN) ? new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, 128, false)
+                 : null)
         {
             lab.buffer(r.buffer());
             if (r.trigger() != null)
             {
                 lab.outputTrigger(r.trigger());
             }
-            r.options().forEach(lab::vmOption);
+            r.options().stream().filter(o -> !o.equals(TWIN)).forEach(lab::vmOption);
             final TwoHostLab.Protection how = r.how() == null ? TwoHostLab.Protection.of(100).withoutOutputCommit() : r.how();
             lab.bootPrimary(how);
+            if (twin != null)
+            {
+                twin.bootPrimary(TwoHostLab.Protection.of(100).withoutOutputCommit());
+            }
             if (r.protect())
             {
                 lab.protect(how);
             }
             final ColoCounters c = r.protect() ? lab.primary().counters() : null;
-            sequential(lab, 10); // warm up: ARP, the guest's page cache, the JIT
-            final Histogram seq = sequential(lab, 60);
+            alike(lab, twin, l -> sequential(l, 10)); // warm up: ARP, the guest's page cache, the JIT
+            final Histogram seq = alike(lab, twin, l -> sequential(l, 60));
             final double[] rate = new double[CLIENTS.length];
             final double[] p99 = new double[CLIENTS.length];
             double pausedPct = 0;
@@ -165,7 +204,13 @@ public final class ServiceBench
                 final long t0 = System.nanoTime();
                 final Histogram h = new ConcurrentHistogram(60_000_000_000L, 2);
                 final AtomicLong failed = new AtomicLong();
-                concurrent(lab, CLIENTS[i], 6_000, h, failed);
+                final int clients = CLIENTS[i];
+                alike(lab, twin, l ->
+                {
+                    concurrent(l, clients, 6_000, l == lab ? h : new ConcurrentHistogram(60_000_000_000L, 2),
+                        l == lab ? failed : new AtomicLong());
+                    return null;
+                });
                 final long wall = System.nanoTime() - t0;
                 rate[i] = h.getTotalCount() / (wall / 1e9);
                 p99[i] = h.getValueAtPercentile(99) / 1e6;
@@ -188,8 +233,8 @@ public final class ServiceBench
                         c.checkpointMicros.getValueAtPercentile(50) / 1e3);
                 }
             }
-            final double down = download(lab, 64, 8_000);
-            final double up = upload(lab, 16, 15_000);
+            final double down = alike(lab, twin, l -> download(l, 64, 8_000));
+            final double up = alike(lab, twin, l -> upload(l, 16, 15_000));
             if (r.protect())
             {
                 // every dropped frame is counted: say where the row lost any (they cost TCP retransmits)
@@ -199,7 +244,7 @@ public final class ServiceBench
                     n.droppedLimitBytes(), n.droppedOversize(), n.droppedWriteError(), n.backpressureStalls());
             }
             final long[] udpLost = new long[1];
-            final double udp = udp(lab, 100, udpLost);
+            final double udp = alike(lab, twin, l -> udp(l, 100, l == lab ? udpLost : new long[1]));
             if (r.how() != null && r.how().mode() == ColoConfig.Mode.HYBRID)
             {
                 // what left by comparison (the rest by checkpoint) over the whole row
