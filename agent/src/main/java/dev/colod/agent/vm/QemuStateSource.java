@@ -134,6 +134,8 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     /** Between resume and the next pause: the governor looks only then. */
     private volatile boolean guestRuns;
     private volatile boolean throttled;
+    /** Orders the governor's throttle against lifting it (resume, end of session): none is left behind. */
+    private final Object governLock = new Object();
     private volatile long throttledSinceNs;
     /** While throttled, what a disk may still take (bytes/s): a trickle, so QEMU's queue moves but the guest waits. */
     static final long THROTTLED_BPS = 1L << 20;
@@ -343,14 +345,18 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         try
         {
             final long ahead = disk.writtenSinceCapture();
-            if (ahead >= 2 * early && guestRuns)
+            synchronized (governLock)
             {
-                disk.throttleWrites(THROTTLED_BPS);
-                throttled = true;
-                throttledSinceNs = System.nanoTime();
-                diskThrottles.incrementAndGet();
-                LOG.debug("vm={} the guest wrote {} bytes since the last checkpoint: its disk writes wait for the next",
-                    qemu.spec().name(), ahead);
+                // looked at again under the lock: a session that ended meanwhile must not be left throttled
+                if (ahead >= 2 * early && guestRuns)
+                {
+                    disk.throttleWrites(THROTTLED_BPS);
+                    throttled = true;
+                    throttledSinceNs = System.nanoTime();
+                    diskThrottles.incrementAndGet();
+                    LOG.debug("vm={} the guest wrote {} bytes since the last checkpoint: its disk writes wait for the next",
+                        qemu.spec().name(), ahead);
+                }
             }
         }
         catch (final IOException | RuntimeException ex)
@@ -359,7 +365,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
     }
 
-    /** After a capture, with the guest running again: its writes go at full speed into the next checkpoint. */
+    /** After a capture, with the guest running again: its writes go at full speed into the next checkpoint. Under {@link #governLock}. */
     private void unthrottle()
     {
         if (!throttled)
@@ -386,7 +392,10 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         guestRuns = false;
         if (disk != null)
         {
-            unthrottle();
+            synchronized (governLock)
+            {
+                unthrottle();
+            }
         }
     }
 
@@ -416,8 +425,11 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         if (disk != null)
         {
             disk.afterResume(); // the frozen bitmap of this checkpoint, now that the guest runs
-            unthrottle();
-            guestRuns = true;
+            synchronized (governLock)
+            {
+                unthrottle();
+                guestRuns = true;
+            }
         }
     }
 
