@@ -148,7 +148,7 @@ class DiskReplicationTest
     /** The largest disk part of a checkpoint while the guest writes 512 MiB; {@code governed}: early checkpoints on. */
     private static long seqOverSlowLink(final boolean governed) throws Exception
     {
-        try (Lab rig = new Lab(GUEST).withDisk(DISK_MIB).plaintext())
+        try (Lab rig = new Lab(GUEST).withDisk(1024).plaintext()) // diskbench?seq writes 512 MiB from 1 MiB on
         {
             final TwoHostLab.Protection how = TwoHostLab.Protection.of(100).in(ColoConfig.Mode.SPECULATIVE);
             rig.bootPrimary(how);

@@ -169,7 +169,7 @@ public final class DiskWrites implements AutoCloseable
     void throttleWrites(final long bytesPerSecond) throws IOException
     {
         final Map<String, Object> a = new java.util.LinkedHashMap<>();
-        a.put("id", node + "-dev");
+        a.put("id", node + "-dev/virtio-backend"); // virtio-blk-pci's block backend is its virtio child's
         for (final String k : List.of("bps", "bps_rd", "iops", "iops_rd", "iops_wr"))
         {
             a.put(k, 0);

@@ -134,6 +134,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     /** Between resume and the next pause: the governor looks only then. */
     private volatile boolean guestRuns;
     private volatile boolean throttled;
+    private volatile String governorError;
     /** Orders the governor's throttle against lifting it (resume, end of session): none is left behind. */
     private final Object governLock = new Object();
     private volatile long throttledSinceNs;
@@ -361,7 +362,12 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
         catch (final IOException | RuntimeException ex)
         {
-            LOG.debug("vm={} write governor: {}", qemu.spec().name(), ex.toString());
+            // said once per different error: the governor keeps trying every poll
+            if (!ex.toString().equals(governorError))
+            {
+                governorError = ex.toString();
+                LOG.warn("vm={} write governor cannot look or throttle: {}", qemu.spec().name(), ex.toString());
+            }
         }
     }
 
