@@ -254,6 +254,10 @@ public final class ServiceBench
                     " %d; checkpoints asked by mismatch %d, compare timeout %d; last: %s%n", r.name(), n.releasedFrames(),
                     cmp.releasedByComparison(), 100.0 * cmp.releasedByComparison() / Math.max(1, n.releasedFrames()),
                     cmp.compared(), cmp.matched(), cmp.mismatches(), cmp.timeouts(), cmp.lastCause());
+                System.out.printf(Locale.ROOT, "# %s: a frame waited for the copy's counterpart %.2f ms on average, then " +
+                    "behind earlier unmatched frames %.2f ms on average (longest %.1f ms)%n", r.name(),
+                    cmp.matchWaitMicros() / 1000.0 / Math.max(1, cmp.matched()),
+                    cmp.behindMicros() / 1000.0 / Math.max(1, cmp.releasedByComparison()), cmp.behindMaxMicros() / 1000.0);
             }
             return new Result(r, seq.getValueAtPercentile(50) / 1e6, seq.getValueAtPercentile(99) / 1e6, rate, p99, down, up,
                 udp, udpLost[0], pausedPct, ckptPerS, causes, errors, parts);

@@ -109,9 +109,15 @@ public final class VmStatus
         long mismatches = 0;
         long timeouts = 0;
         long ahead = 0;
+        long waitUs = 0;
+        long behindUs = 0;
+        long behindMaxUs = 0;
         String last = "";
         for (final Comparer.Stats n : nics)
         {
+            waitUs += n.matchWaitMicros();
+            behindUs += n.behindMicros();
+            behindMaxUs = Math.max(behindMaxUs, n.behindMaxMicros());
             last = n.lastCause().isEmpty() ? last : n.lastCause();
             compared += n.compared();
             matched += n.matched();
@@ -130,6 +136,10 @@ public final class VmStatus
         m.put("frames_matched", matched);
         m.put("matched_percent", compared == 0 ? 0.0 : Math.round(matched * 1000.0 / compared) / 10.0);
         m.put("released_by_comparison", released);
+        // the copy's lag as a frame sees it (held -> matched), and the wait behind earlier unmatched frames
+        m.put("match_wait_mean_ms", matched == 0 ? 0.0 : Math.round(waitUs / (double)matched) / 1000.0);
+        m.put("release_wait_mean_ms", released == 0 ? 0.0 : Math.round(behindUs / (double)released) / 1000.0);
+        m.put("release_wait_max_ms", behindMaxUs / 1000.0);
         m.put("mismatches", mismatches);
         m.put("compare_timeouts", timeouts);
         m.put("secondary_ahead", ahead);

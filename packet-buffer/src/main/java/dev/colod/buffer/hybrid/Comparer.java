@@ -69,6 +69,8 @@ public final class Comparer
         /** TCP segments: what is compared instead of the digest (null otherwise). */
         final Segment tcp;
         boolean matched;
+        /** When it matched (nanoTime), for the wait accounting. */
+        long matchedNs;
 
         Pending(final long endMark, final int bytes, final long heldNs, final long flow, final byte[] digest,
             final byte[] head, final Segment tcp)
@@ -115,6 +117,10 @@ public final class Comparer
     private volatile long compared;
     private volatile long matched;
     private volatile long releasedByComparison;
+    /** Sum over matched frames of held → matched; over frames released by comparison of matched → released, and its max. */
+    private volatile long matchWaitNs;
+    private volatile long behindNs;
+    private volatile long behindMaxNs;
     private volatile long digests;
     private volatile long staleDigests;
     private final long[] checkpointsAsked = new long[Cause.values().length];
@@ -242,10 +248,22 @@ public final class Comparer
                 mismatchAt(p);
                 return;
             }
-            p.matched = true;
-            matched++;
+            matchedNow(p);
         }
         releasePrefix();
+    }
+
+    /**
+     * {@code p} matched: counted, and how long it waited for the copy's counterpart (the copy's lag as a frame sees
+     * it). How long it then waits for the frames before it ({@link #releasePrefix}) is counted there: the two
+     * together say whether hybrid mode's latency is the copy's or the in-order release's.
+     */
+    private void matchedNow(final Pending p)
+    {
+        p.matched = true;
+        p.matchedNs = System.nanoTime();
+        matched++;
+        matchWaitNs += p.matchedNs - p.heldNs;
     }
 
     private void mismatchAt(final Pending p)
@@ -302,8 +320,7 @@ public final class Comparer
             mismatchAt(p);
             return;
         }
-        p.matched = true;
-        matched++;
+        matchedNow(p);
         releasePrefix();
     }
 
@@ -316,11 +333,14 @@ public final class Comparer
         long frames = 0;
         long bytes = 0;
         long mark = -1;
+        final long now = System.nanoTime();
         while (!open.isEmpty() && open.peekFirst().matched)
         {
             final Pending p = open.pollFirst();
             frames++;
             bytes += p.bytes;
+            behindNs += now - p.matchedNs;
+            behindMaxNs = Math.max(behindMaxNs, now - p.matchedNs);
             mark = p.endMark;
         }
         if (frames > 0)
@@ -410,13 +430,19 @@ public final class Comparer
     {
         final long[] asked = checkpointsAskedView;
         return new Stats(compared, matched, releasedByComparison, digests, staleDigests, asked[Cause.MISMATCH.ordinal()],
-            asked[Cause.COMPARE_TIMEOUT.ordinal()], asked[Cause.SECONDARY_AHEAD.ordinal()], lastCause);
+            asked[Cause.COMPARE_TIMEOUT.ordinal()], asked[Cause.SECONDARY_AHEAD.ordinal()], lastCause, matchWaitNs / 1000,
+            behindNs / 1000, behindMaxNs / 1000);
     }
 
-    /** What comparison did on one NIC. */
+    /**
+     * What comparison did on one NIC. {@code matchWaitMicros}: summed over matched frames, the time from held to
+     * matched (the copy's lag); {@code behindMicros} / {@code behindMaxMicros}: summed over frames released by
+     * comparison, and the longest, the time from matched to released (waiting for unmatched frames before it).
+     */
     public record Stats(long compared, long matched, long releasedByComparison, long digests, long staleDigests,
-        long mismatches, long timeouts, long secondaryAhead, String lastCause)
+        long mismatches, long timeouts, long secondaryAhead, String lastCause, long matchWaitMicros, long behindMicros,
+        long behindMaxMicros)
     {
-        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "");
+        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0);
     }
 }

@@ -131,7 +131,14 @@ class ComparerTest
         primary(c, a2);
         copySent(c, 7, b1); // b1 matches, but a1 before it is not matched yet
         assertThat(ledger.releases).isEmpty();
+        final long behind = System.nanoTime();
+        while (System.nanoTime() - behind < 2_000_000L)
+        {
+            Thread.onSpinWait(); // b1 waits behind a1 for at least 2 ms
+        }
         copySent(c, 7, a1);
+        assertThat(c.stats().behindMaxMicros()).as("b1's wait behind a1 is counted").isGreaterThanOrEqualTo(2_000);
+        assertThat(c.stats().matchWaitMicros()).as("a1 waited for the copy at least as long").isGreaterThanOrEqualTo(2_000);
         assertThat(ledger.releases).hasSize(1);
         assertThat(ledger.releases.get(0)[0]).as("mark after b1").isEqualTo(2);
         assertThat(ledger.releases.get(0)[1]).isEqualTo(2);
