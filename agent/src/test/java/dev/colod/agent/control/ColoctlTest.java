@@ -290,8 +290,8 @@ class ColoctlTest
     @Test
     void everySubcommandAnswersHelpAndVersion() throws Exception
     {
-        for (final String sub : new String[]{"status", "buffers", "checkpoint", "failover", "reprotect", "config", "certs",
-            "completion"})
+        for (final String sub : new String[]{"status", "buffers", "checkpoint", "failover", "reprotect", "standby",
+            "maintenance", "events", "config", "certs", "completion"})
         {
             final Run help = coloctl(sub, "--help");
             assertThat(help.code()).as(sub + " --help: " + help.err()).isZero();
