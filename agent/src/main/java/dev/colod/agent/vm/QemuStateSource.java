@@ -362,8 +362,9 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         }
         catch (final IOException | RuntimeException ex)
         {
-            // said once per different error: the governor keeps trying every poll
-            if (!ex.toString().equals(governorError))
+            // said once per different error: the governor keeps trying every poll; a QEMU that is gone is the
+            // session's end to report (it stops the governor), not the governor's
+            if (!qemu.qmp().isBroken() && qemu.isAlive() && !ex.toString().equals(governorError))
             {
                 governorError = ex.toString();
                 LOG.warn("vm={} write governor cannot look or throttle: {}", qemu.spec().name(), ex.toString());
