@@ -43,7 +43,15 @@ public final class ColoConfig
 
     private String vmName = "vm";
     private Mode mode = Mode.STRICT;
-    private long checkpointDelayMs = 100;
+    /**
+     * The default longest interval: 100 ms in periodic mode (every frame waits for a checkpoint); 10 s in hybrid
+     * mode, where frames leave by comparison and the timer only bounds how far the two copies may drift apart
+     * unseen, while each checkpoint costs a fresh copy (docs/ARCHITECTURE.md, "Checkpoints in hybrid mode").
+     */
+    public static final long PERIODIC_DELAY_MS = 100;
+    public static final long HYBRID_DELAY_MS = 10_000;
+    private long checkpointDelayMs = PERIODIC_DELAY_MS;
+    private boolean checkpointDelaySet;
     private long maxStateBytes = 1L << 30;
     private int heartbeatIntervalMs = 100;
     private int heartbeatTimeoutMs = 1_000;
@@ -65,7 +73,11 @@ public final class ColoConfig
         require(vmName != null && !vmName.isEmpty() &&
             vmName.getBytes(StandardCharsets.UTF_8).length <= 255,
             "vm-name", "must be 1..255 bytes of UTF-8, was " + vmName);
-        require(mode != null, "mode", "must be strict or speculative");
+        require(mode != null, "mode", "must be strict, speculative or hybrid");
+        if (!checkpointDelaySet)
+        {
+            checkpointDelayMs = mode.secondaryRuns() ? HYBRID_DELAY_MS : PERIODIC_DELAY_MS;
+        }
         require(checkpointDelayMs >= 0 && checkpointDelayMs <= 3_600_000, "checkpoint-delay-ms",
             "must be 0..3600000, was " + checkpointDelayMs);
         require(maxStateBytes > 0, "max-state-bytes", "must be > 0, was " + maxStateBytes);
@@ -134,7 +146,7 @@ public final class ColoConfig
 
     public ColoConfig vmName(final String v) { mutable(); vmName = v; return this; }
     public ColoConfig mode(final Mode v) { mutable(); mode = v; return this; }
-    public ColoConfig checkpointDelayMs(final long v) { mutable(); checkpointDelayMs = v; return this; }
+    public ColoConfig checkpointDelayMs(final long v) { mutable(); checkpointDelayMs = v; checkpointDelaySet = true; return this; }
     public ColoConfig maxStateBytes(final long v) { mutable(); maxStateBytes = v; return this; }
     public ColoConfig heartbeatIntervalMs(final int v) { mutable(); heartbeatIntervalMs = v; return this; }
     public ColoConfig heartbeatTimeoutMs(final int v) { mutable(); heartbeatTimeoutMs = v; return this; }

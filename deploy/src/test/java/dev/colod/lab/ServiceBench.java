@@ -140,6 +140,11 @@ public final class ServiceBench
             true, null));
         rows.add(new Row("hybrid 1000 timeout 500 (tap)", ColodConfig.Buffer.TAP,
             TwoHostLab.Protection.of(1000).in(ColoConfig.Mode.HYBRID), true, null, List.of("compare-timeout-ms: 500")));
+        for (final int[] dt : new int[][]{{10_000, 500}, {10_000, 2000}})
+        {
+            rows.add(new Row("hybrid " + dt[0] + " timeout " + dt[1] + " (tap)", ColodConfig.Buffer.TAP,
+                TwoHostLab.Protection.of(dt[0]).in(ColoConfig.Mode.HYBRID), true, null, List.of("compare-timeout-ms: " + dt[1])));
+        }
         // the knobs, speculative 100 (tap)
         for (final int linger : new int[]{250, 500, 1000})
         {
@@ -258,6 +263,15 @@ public final class ServiceBench
                     "behind earlier unmatched frames %.2f ms on average (longest %.1f ms)%n", r.name(),
                     cmp.matchWaitMicros() / 1000.0 / Math.max(1, cmp.matched()),
                     cmp.behindMicros() / 1000.0 / Math.max(1, cmp.releasedByComparison()), cmp.behindMaxMicros() / 1000.0);
+                final dev.colod.buffer.hybrid.Comparer.Waits w = cmp.waits();
+                final StringBuilder kinds = new StringBuilder();
+                for (final dev.colod.buffer.hybrid.Comparer.WaitKind k : dev.colod.buffer.hybrid.Comparer.WaitKind.values())
+                {
+                    kinds.append(String.format(Locale.ROOT, " %s %d × %.2f ms,", k.label(), w.count()[k.ordinal()],
+                        w.meanMs(k)));
+                }
+                System.out.printf(Locale.ROOT, "# %s: matched by kind:%s before the copy of their era ran %.2f ms on average%n",
+                    r.name(), kinds, w.beforeCopyMicros() / 1000.0 / Math.max(1, cmp.matched()));
             }
             return new Result(r, seq.getValueAtPercentile(50) / 1e6, seq.getValueAtPercentile(99) / 1e6, rate, p99, down, up,
                 udp, udpLost[0], pausedPct, ckptPerS, causes, errors, parts);

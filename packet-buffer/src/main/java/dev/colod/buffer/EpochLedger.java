@@ -515,6 +515,10 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
         {
             inboundSink.inbound(nicIndex, buf, off, len);
         }
+        if (comparer != null)
+        {
+            comparer.inbound(buf, off, len);
+        }
     }
 
     /** A guest frame of {@code bytes} (0 if unknown) is held in the open epoch. */

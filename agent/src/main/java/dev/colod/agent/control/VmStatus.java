@@ -109,12 +109,15 @@ public final class VmStatus
         long mismatches = 0;
         long timeouts = 0;
         long ahead = 0;
+        long retransmissions = 0;
         long waitUs = 0;
         long behindUs = 0;
         long behindMaxUs = 0;
+        Comparer.Waits waits = Comparer.Waits.NONE;
         String last = "";
         for (final Comparer.Stats n : nics)
         {
+            waits = waits.plus(n.waits());
             waitUs += n.matchWaitMicros();
             behindUs += n.behindMicros();
             behindMaxUs = Math.max(behindMaxUs, n.behindMaxMicros());
@@ -127,6 +130,7 @@ public final class VmStatus
             mismatches += n.mismatches();
             timeouts += n.timeouts();
             ahead += n.secondaryAhead();
+            retransmissions += n.retransmissionsPassed();
         }
         final Map<String, Object> m = new LinkedHashMap<>();
         m.put("frames_channel", channel.open() ? "open" : "closed");
@@ -136,8 +140,17 @@ public final class VmStatus
         m.put("frames_matched", matched);
         m.put("matched_percent", compared == 0 ? 0.0 : Math.round(matched * 1000.0 / compared) / 10.0);
         m.put("released_by_comparison", released);
+        // of the matched: retransmissions of bytes the client had acknowledged (the copy need not resend them)
+        m.put("retransmissions_passed", retransmissions);
         // the copy's lag as a frame sees it (held -> matched), and the wait behind earlier unmatched frames
         m.put("match_wait_mean_ms", matched == 0 ? 0.0 : Math.round(waitUs / (double)matched) / 1000.0);
+        final Map<String, Object> byKind = new LinkedHashMap<>();
+        for (final Comparer.WaitKind k : Comparer.WaitKind.values())
+        {
+            byKind.put(k.label(), Math.round(waits.meanMs(k) * 1000) / 1000.0);
+        }
+        m.put("match_wait_mean_ms_by_kind", byKind);
+        m.put("match_wait_before_copy_ms", waits.beforeCopyMicros() / 1000.0);
         m.put("release_wait_mean_ms", released == 0 ? 0.0 : Math.round(behindUs / (double)released) / 1000.0);
         m.put("release_wait_max_ms", behindMaxUs / 1000.0);
         m.put("mismatches", mismatches);

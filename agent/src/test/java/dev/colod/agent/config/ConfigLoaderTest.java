@@ -209,6 +209,19 @@ class ConfigLoaderTest
     }
 
     @Test
+    void theLongestIntervalDefaultsByMode() throws Exception
+    {
+        final String none = GOOD.replace("    checkpoint-delay-ms: 100\n", "");
+        assertThat(ConfigLoader.parse("colod.yaml", none).vms.get(0).engine().checkpointDelayMs())
+            .as("periodic: every frame waits for a checkpoint").isEqualTo(100);
+        assertThat(ConfigLoader.parse("colod.yaml", none.replace("  - name:", "  - mode: hybrid\n    name:"))
+            .vms.get(0).engine().checkpointDelayMs()).as("hybrid: the timer only bounds the drift").isEqualTo(10_000);
+        assertThat(ConfigLoader.parse("colod.yaml", GOOD.replace("    checkpoint-delay-ms: 100",
+            "    mode: hybrid\n    checkpoint-delay-ms: 100")).vms.get(0).engine().checkpointDelayMs())
+            .as("what the file says").isEqualTo(100);
+    }
+
+    @Test
     void theExampleFileIsValid() throws Exception
     {
         final ColodConfig c = ConfigLoader.load(Path.of("../deploy/colod.example.yaml"));

@@ -22,6 +22,8 @@ import java.util.Map;
  */
 public final class Comparer
 {
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(Comparer.class);
+
     /** What the comparer needs of its NIC's ledger. */
     public interface Ledger
     {
@@ -121,8 +123,13 @@ public final class Comparer
     private volatile long matchWaitNs;
     private volatile long behindNs;
     private volatile long behindMaxNs;
+    /** Matched frames and their held → matched waits by {@link WaitKind}, and the part of it before the copy ran. */
+    private final long[] waitCount = new long[WaitKind.values().length];
+    private final long[] waitNs = new long[WaitKind.values().length];
+    private volatile long waitBeforeCopyNs;
     private volatile long digests;
     private volatile long staleDigests;
+    private volatile long retransmissionsPassed;
     private final long[] checkpointsAsked = new long[Cause.values().length];
     private volatile long[] checkpointsAskedView = new long[Cause.values().length];
 
@@ -179,6 +186,30 @@ public final class Comparer
         }
         waitingPrimary.computeIfAbsent(p.flow, k -> new ArrayDeque<>()).addLast(p);
         armTimer(nowNs);
+    }
+
+    /**
+     * A frame that arrived for the primary's guest ({@code len} bytes at {@code at} of {@code buf}): a client's TCP
+     * acknowledgement tells which of the guest's retransmissions carry nothing new ({@link TcpFlow#delivered}).
+     */
+    public void inbound(final ByteBuffer buf, final int at, final int len)
+    {
+        if (era < 0 || broken)
+        {
+            return;
+        }
+        final int head = Math.min(len, HEAD_BYTES);
+        buf.get(at, frame, 0, head);
+        final long ack = FrameDigest.tcpAck(frame, 0, len);
+        if (ack < 0)
+        {
+            return;
+        }
+        final TcpFlow f = tcpFlows.computeIfAbsent(FrameDigest.reverseFlow(frame, 0, len), k -> new TcpFlow());
+        if (f.clientAcked((int)ack) && !f.waiting.isEmpty())
+        {
+            settle(f);
+        }
     }
 
     /** A digest of the secondary's output of era {@code theirEra}: 8 bytes of flow, then the digest, in {@code body}. */
@@ -248,6 +279,10 @@ public final class Comparer
                 mismatchAt(p);
                 return;
             }
+            if (v == TcpFlow.Verdict.DELIVERED)
+            {
+                retransmissionsPassed++;
+            }
             matchedNow(p);
         }
         releasePrefix();
@@ -264,6 +299,13 @@ public final class Comparer
         p.matchedNs = System.nanoTime();
         matched++;
         matchWaitNs += p.matchedNs - p.heldNs;
+        final int kind = WaitKind.of(p.tcp).ordinal();
+        waitCount[kind]++;
+        waitNs[kind] += p.matchedNs - p.heldNs;
+        if (alignedNs > p.heldNs)
+        {
+            waitBeforeCopyNs += Math.min(alignedNs, p.matchedNs) - p.heldNs;
+        }
     }
 
     private void mismatchAt(final Pending p)
@@ -360,6 +402,10 @@ public final class Comparer
         forgetWaiting();
         checkpointsAsked[cause.ordinal()]++;
         checkpointsAskedView = checkpointsAsked.clone();
+        if (LOG.isDebugEnabled())
+        {
+            LOG.debug("era {}: checkpoint asked ({}): {}", era, cause.label(), lastCause);
+        }
         ledger.wantCheckpoint(cause);
     }
 
@@ -408,7 +454,8 @@ public final class Comparer
     {
         if (p != null && now - Math.max(p.heldNs, alignedNs) >= timeoutNs)
         {
-            lastCause = "no match within " + timeoutNs / 1_000_000 + " ms: " + p.what();
+            final TcpFlow f = p.tcp == null ? null : tcpFlows.get(p.flow);
+            lastCause = "no match within " + timeoutNs / 1_000_000 + " ms: " + p.what() + (f == null ? "" : f.lagBehind(p.tcp));
             ask(Cause.COMPARE_TIMEOUT);
             return true;
         }
@@ -429,20 +476,88 @@ public final class Comparer
     public Stats stats()
     {
         final long[] asked = checkpointsAskedView;
+        final long[] waitMicros = new long[waitNs.length];
+        for (int i = 0; i < waitMicros.length; i++)
+        {
+            waitMicros[i] = waitNs[i] / 1000;
+        }
         return new Stats(compared, matched, releasedByComparison, digests, staleDigests, asked[Cause.MISMATCH.ordinal()],
             asked[Cause.COMPARE_TIMEOUT.ordinal()], asked[Cause.SECONDARY_AHEAD.ordinal()], lastCause, matchWaitNs / 1000,
-            behindNs / 1000, behindMaxNs / 1000);
+            behindNs / 1000, behindMaxNs / 1000, new Waits(waitCount.clone(), waitMicros, waitBeforeCopyNs / 1000),
+            retransmissionsPassed);
+    }
+
+    /** What a matched frame was, for the wait accounting: what the copy's lag delays. */
+    public enum WaitKind
+    {
+        /** A TCP segment with payload. */
+        DATA,
+        /** A TCP segment with no payload and only ACK (a window update or acknowledgement). */
+        ACK,
+        /** A TCP SYN, FIN or RST without payload. */
+        CONTROL,
+        /** Anything compared by digest (ARP, ICMP, UDP, IPv6 control). */
+        OTHER;
+
+        static WaitKind of(final Segment tcp)
+        {
+            if (tcp == null)
+            {
+                return OTHER;
+            }
+            if (tcp.payload().length > 0)
+            {
+                return DATA;
+            }
+            return tcp.has(Segment.SYN | Segment.FIN | Segment.RST) ? CONTROL : ACK;
+        }
+
+        public String label()
+        {
+            return name().toLowerCase();
+        }
+    }
+
+    /**
+     * Matched frames by {@link WaitKind} (indexed by ordinal): how many, and their held → matched waits summed;
+     * {@code beforeCopyMicros}: the part of all those waits before the copy of the frame's era ran (the load of a
+     * checkpoint on the secondary), the rest is the running copy's lag.
+     */
+    public record Waits(long[] count, long[] micros, long beforeCopyMicros)
+    {
+        public static final Waits NONE = new Waits(new long[WaitKind.values().length],
+            new long[WaitKind.values().length], 0);
+
+        /** Mean wait of {@code kind} in ms (0 if none matched). */
+        public double meanMs(final WaitKind kind)
+        {
+            final int i = kind.ordinal();
+            return count[i] == 0 ? 0 : micros[i] / 1000.0 / count[i];
+        }
+
+        public Waits plus(final Waits o)
+        {
+            final long[] c = count.clone();
+            final long[] m = micros.clone();
+            for (int i = 0; i < c.length; i++)
+            {
+                c[i] += o.count[i];
+                m[i] += o.micros[i];
+            }
+            return new Waits(c, m, beforeCopyMicros + o.beforeCopyMicros);
+        }
     }
 
     /**
      * What comparison did on one NIC. {@code matchWaitMicros}: summed over matched frames, the time from held to
      * matched (the copy's lag); {@code behindMicros} / {@code behindMaxMicros}: summed over frames released by
-     * comparison, and the longest, the time from matched to released (waiting for unmatched frames before it).
+     * comparison, and the longest, the time from matched to released (waiting for unmatched frames before it);
+     * {@code retransmissionsPassed}: of the matched, TCP retransmissions of bytes the client had acknowledged.
      */
     public record Stats(long compared, long matched, long releasedByComparison, long digests, long staleDigests,
         long mismatches, long timeouts, long secondaryAhead, String lastCause, long matchWaitMicros, long behindMicros,
-        long behindMaxMicros)
+        long behindMaxMicros, Waits waits, long retransmissionsPassed)
     {
-        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0);
+        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, Waits.NONE, 0);
     }
 }

@@ -75,6 +75,49 @@ public final class FrameDigest
     }
 
     /**
+     * The {@link #flow} of the frames that answer this one: the same key with source and destination (addresses and
+     * ports) swapped, so a client's frame finds the guest's connection it acknowledges.
+     */
+    public static long reverseFlow(final byte[] f, final int off, final int len)
+    {
+        if (len < ETH_HEADER)
+        {
+            return 0;
+        }
+        final int type = be16(f, off + 12);
+        long h = mix(FNV_OFFSET, f, off + 12, 2);
+        final Ip ip = Ip.of(f, off, len);
+        if (ip == null)
+        {
+            return h;
+        }
+        final int n = type == ETHERTYPE_IPV4 ? 4 : 16;
+        h = mix(h, f, off + ip.addrs + n, n);
+        h = mix(h, f, off + ip.addrs, n);
+        h = mixByte(h, ip.proto);
+        if ((ip.proto == PROTO_TCP || ip.proto == PROTO_UDP) && ip.l4 + 4 <= ip.end)
+        {
+            h = mix(h, f, off + ip.l4 + 2, 2);
+            h = mix(h, f, off + ip.l4, 2);
+        }
+        return h;
+    }
+
+    /**
+     * The acknowledgement number of a TCP segment with ACK set (as an unsigned 32-bit value), or -1 for anything else.
+     * Reads the headers only.
+     */
+    static long tcpAck(final byte[] f, final int off, final int len)
+    {
+        final Ip ip = Ip.of(f, off, len);
+        if (ip == null || ip.proto != PROTO_TCP || ip.l4 + 20 > ip.end || (f[ip.l4 + 13] & 0x10) == 0)
+        {
+            return -1;
+        }
+        return be32(f, ip.l4 + 8) & 0xFFFF_FFFFL;
+    }
+
+    /**
      * Writes the digest of the normalised frame into {@code out} (32 bytes at {@code outOff}); the frame itself is
      * not changed.
      */

@@ -19,7 +19,9 @@ final class TcpFlow
 
     enum Verdict
     {
-        MATCH, WAIT, DIFFERS
+        MATCH, WAIT, DIFFERS,
+        /** A retransmission of bytes the client already acknowledged, with nothing new in it: leaves as a match. */
+        DELIVERED
     }
 
     final ArrayDeque<Comparer.Pending> waiting = new ArrayDeque<>();
@@ -37,6 +39,37 @@ final class TcpFlow
     private int len;
     private boolean verifiedAny;
     private int verified;
+    /** The highest acknowledgement the client sent for this connection in this era (seen inbound). */
+    private boolean clientAckKnown;
+    private int clientAck;
+
+    /** The client acknowledged {@code ack}; true if that is more than before. */
+    boolean clientAcked(final int ack)
+    {
+        if (clientAckKnown && ack - clientAck <= 0)
+        {
+            return false;
+        }
+        clientAck = ack;
+        clientAckKnown = true;
+        return true;
+    }
+
+    /**
+     * True if the client has acknowledged every byte (and the FIN) of {@code p}: {@code p} is a retransmission of what
+     * the client already has, which tells it nothing new, so the copy need not send it again (it may not: its own
+     * retransmission timer, running behind, may never fire before the client's acknowledgement reaches it).
+     */
+    boolean delivered(final Segment p)
+    {
+        final int n = p.payload().length;
+        if (!clientAckKnown || n == 0 && !p.has(Segment.FIN) || p.has(Segment.SYN) || p.has(Segment.RST))
+        {
+            return false;
+        }
+        final int end = p.seq() + n + (p.has(Segment.FIN) ? 1 : 0);
+        return end - clientAck <= 0;
+    }
 
     /**
      * What the copy sent: a record body (8 bytes of flow, be32 seq, be32 ack, flags, payload) of {@code length}
@@ -100,6 +133,11 @@ final class TcpFlow
     /** Whether the primary's segment {@code p} matches what the copy sent, must wait for more, or differs. */
     Verdict check(final Segment p)
     {
+        if (delivered(p))
+        {
+            // only what it acknowledges must be in the copy too, as for any segment
+            return p.has(Segment.ACK) && (!ackKnown || p.ack() - maxAck > 0) ? Verdict.WAIT : Verdict.DELIVERED;
+        }
         final int n = p.payload().length;
         boolean wait = false;
         if (n > 0)
@@ -145,6 +183,25 @@ final class TcpFlow
             verifiedAny = true;
         }
         return Verdict.MATCH;
+    }
+
+    /** What the copy has shown of this connection, against the primary's segment {@code p}: for a compare timeout. */
+    String lagBehind(final Segment p)
+    {
+        final StringBuilder b = new StringBuilder("; the copy ");
+        if (!ackKnown)
+        {
+            b.append("acknowledged nothing yet");
+        }
+        else
+        {
+            b.append("acknowledged ").append(p.ack() - maxAck).append(" bytes less");
+        }
+        if (p.payload().length > 0 || p.has(Segment.FIN))
+        {
+            b.append(started ? ", sent up to " + (p.seq() - (base + len)) + " bytes before this segment" : ", sent no bytes");
+        }
+        return b.toString();
     }
 
     /** Forgets bytes far below what the primary has verified. */

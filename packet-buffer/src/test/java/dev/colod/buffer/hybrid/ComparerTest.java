@@ -212,6 +212,46 @@ class ComparerTest
         assertThat(ledger.releases).hasSize(1);
     }
 
+    /** The client's frame {@code f} arrives for the primary's guest. */
+    private static void client(final Comparer c, final byte[] f)
+    {
+        c.inbound(ByteBuffer.wrap(f), 0, f.length);
+    }
+
+    @Test
+    void aRetransmissionOfBytesTheClientAcknowledgedLeavesWithoutTheCopyResendingThem()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        // the copy already has the client's FIN (acknowledged 8), its answer went out in the last era
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 117, 8, 0x10, 500, 1, 5, null, new byte[0]));
+        // the primary's retransmission timer fired first: its answer's last 16 bytes and FIN again
+        primary(c, tcp(GUEST, CLIENT, 80, 40000, 100, 7, 0x19, 500, 1, 5, null, "0123456789abcdef".getBytes()));
+        assertThat(ledger.releases).as("the copy never sends these bytes again in this era").isEmpty();
+        client(c, tcp(CLIENT, GUEST, 40000, 80, 7, 116, 0x10, 500, 1, 5, null, new byte[0]));
+        assertThat(ledger.releases).as("the client has bytes 100..115, not the FIN").isEmpty();
+        client(c, tcp(CLIENT, GUEST, 40000, 80, 8, 117, 0x11, 500, 1, 5, null, new byte[0]));
+        assertThat(ledger.releases).as("everything in it the client already acknowledged").hasSize(1);
+        assertThat(c.stats().retransmissionsPassed()).isEqualTo(1);
+        assertThat(ledger.asked).isEmpty();
+    }
+
+    @Test
+    void aRetransmissionStillWaitsUntilTheCopyAcknowledgedWhatItAcknowledges()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        client(c, tcp(CLIENT, GUEST, 40000, 80, 9, 116, 0x10, 500, 1, 5, null, new byte[0]));
+        // delivered bytes, but acknowledging client bytes up to 9 the copy has not acknowledged yet
+        primary(c, tcp(GUEST, CLIENT, 80, 40000, 100, 9, 0x18, 500, 1, 5, null, "0123456789abcdef".getBytes()));
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 116, 7, 0x10, 500, 1, 5, null, new byte[0]));
+        assertThat(ledger.releases).as("the copy lacks client bytes 7..8").isEmpty();
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 116, 9, 0x10, 500, 1, 5, null, new byte[0]));
+        assertThat(ledger.releases).hasSize(1);
+    }
+
     @Test
     void tcpBytesThatDifferAtTheSamePlaceAreAMismatch()
     {
