@@ -423,13 +423,13 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
             }
 
             @Override
-            public void tcp(final long era, final byte[] body, final int length, final long nowNs)
+            public void tcp(final long era, final byte[] body, final int length, final int window, final long nowNs)
             {
                 loop.post(() ->
                 {
                     if (comparer != null)
                     {
-                        comparer.tcp(era, body, length, nowNs);
+                        comparer.tcp(era, body, length, window, nowNs);
                     }
                 });
             }

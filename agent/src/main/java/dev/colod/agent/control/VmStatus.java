@@ -110,6 +110,7 @@ public final class VmStatus
         long timeouts = 0;
         long ahead = 0;
         long retransmissions = 0;
+        long clamped = 0;
         long waitUs = 0;
         long behindUs = 0;
         long behindMaxUs = 0;
@@ -131,6 +132,7 @@ public final class VmStatus
             timeouts += n.timeouts();
             ahead += n.secondaryAhead();
             retransmissions += n.retransmissionsPassed();
+            clamped += n.windowsClamped();
         }
         final Map<String, Object> m = new LinkedHashMap<>();
         m.put("frames_channel", channel.open() ? "open" : "closed");
@@ -142,6 +144,8 @@ public final class VmStatus
         m.put("released_by_comparison", released);
         // of the matched: retransmissions of bytes the client had acknowledged (the copy need not resend them)
         m.put("retransmissions_passed", retransmissions);
+        // matched segments that offered the client more window than the copy's: lowered to it
+        m.put("windows_clamped", clamped);
         // the copy's lag as a frame sees it (held -> matched), and the wait behind earlier unmatched frames
         m.put("match_wait_mean_ms", matched == 0 ? 0.0 : Math.round(waitUs / (double)matched) / 1000.0);
         final Map<String, Object> byKind = new LinkedHashMap<>();

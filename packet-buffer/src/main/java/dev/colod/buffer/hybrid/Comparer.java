@@ -74,9 +74,15 @@ public final class Comparer
         /** When it matched (nanoTime), for the wait accounting. */
         long matchedNs;
 
+        /** Where the frame is held (the backend's arena), until it leaves or is sealed: for a window clamp. */
+        final ByteBuffer buf;
+        final int at;
+
         Pending(final long endMark, final int bytes, final long heldNs, final long flow, final byte[] digest,
-            final byte[] head, final Segment tcp)
+            final byte[] head, final Segment tcp, final ByteBuffer buf, final int at)
         {
+            this.buf = buf;
+            this.at = at;
             this.head = head;
             this.tcp = tcp;
             this.endMark = endMark;
@@ -130,6 +136,7 @@ public final class Comparer
     private volatile long digests;
     private volatile long staleDigests;
     private volatile long retransmissionsPassed;
+    private volatile long windowsClamped;
     private final long[] checkpointsAsked = new long[Cause.values().length];
     private volatile long[] checkpointsAskedView = new long[Cause.values().length];
 
@@ -158,7 +165,8 @@ public final class Comparer
         buf.get(at, frame, 0, len);
         final Segment seg = Segment.of(frame, 0, len);
         final Pending p = new Pending(endMark, len, nowNs, FrameDigest.flow(frame, 0, len),
-            seg == null ? digester.digest(frame, 0, len) : null, Arrays.copyOf(frame, Math.min(len, HEAD_BYTES)), seg);
+            seg == null ? digester.digest(frame, 0, len) : null, Arrays.copyOf(frame, Math.min(len, HEAD_BYTES)), seg,
+            buf, at);
         open.addLast(p);
         compared++;
         if (broken)
@@ -245,6 +253,12 @@ public final class Comparer
      */
     public void tcp(final long theirEra, final byte[] body, final int length, final long nowNs)
     {
+        tcp(theirEra, body, length, -1, nowNs);
+    }
+
+    /** As above, with the window field of the copy's segment ({@code window}; -1 if the secondary did not say). */
+    public void tcp(final long theirEra, final byte[] body, final int length, final int window, final long nowNs)
+    {
         digests++;
         if (theirEra != era || broken || era < 0)
         {
@@ -253,7 +267,7 @@ public final class Comparer
         }
         final long flow = be64(body, 0);
         final TcpFlow f = tcpFlows.computeIfAbsent(flow, k -> new TcpFlow());
-        if (!f.copy(body, length))
+        if (!f.copy(body, length, window))
         {
             lastCause = "the secondary's TCP output of one connection passed " + TcpFlow.MAX_STREAM + " bytes unverified";
             ask(Cause.SECONDARY_AHEAD);
@@ -283,6 +297,7 @@ public final class Comparer
             {
                 retransmissionsPassed++;
             }
+            clampWindow(p, f.copyWindow);
             matchedNow(p);
         }
         releasePrefix();
@@ -306,6 +321,36 @@ public final class Comparer
         {
             waitBeforeCopyNs += Math.min(alignedNs, p.matchedNs) - p.heldNs;
         }
+    }
+
+    /**
+     * Lowers the window of the primary's matched segment {@code p} to the copy's ({@link TcpFlow#copyWindow}), in the
+     * held frame, checksum updated (RFC 1624). {@code p} acknowledges no more than the copy did, so the client is then
+     * offered no byte beyond what the copy's guest takes.
+     */
+    private void clampWindow(final Pending p, final int copyWindow)
+    {
+        if (copyWindow < 0 || !p.tcp.has(Segment.ACK) || p.tcp.has(Segment.SYN) || p.tcp.window() <= copyWindow)
+        {
+            return;
+        }
+        final FrameDigest.Ip ip = FrameDigest.Ip.of(p.head, 0, p.bytes);
+        if (ip == null || ip.l4 + 18 > p.head.length)
+        {
+            return;
+        }
+        final int win = p.at + ip.l4 + 14;
+        final int sum = p.at + ip.l4 + 16;
+        final int old = p.buf.getShort(win) & 0xFFFF;
+        p.buf.putShort(win, (short)copyWindow);
+        // HC' = ~(~HC + ~m + m')
+        int c = ~p.buf.getShort(sum) & 0xFFFF;
+        c += ~old & 0xFFFF;
+        c += copyWindow & 0xFFFF;
+        c = (c & 0xFFFF) + (c >>> 16);
+        c = (c & 0xFFFF) + (c >>> 16);
+        p.buf.putShort(sum, (short)~c);
+        windowsClamped++;
     }
 
     private void mismatchAt(final Pending p)
@@ -484,7 +529,7 @@ public final class Comparer
         return new Stats(compared, matched, releasedByComparison, digests, staleDigests, asked[Cause.MISMATCH.ordinal()],
             asked[Cause.COMPARE_TIMEOUT.ordinal()], asked[Cause.SECONDARY_AHEAD.ordinal()], lastCause, matchWaitNs / 1000,
             behindNs / 1000, behindMaxNs / 1000, new Waits(waitCount.clone(), waitMicros, waitBeforeCopyNs / 1000),
-            retransmissionsPassed);
+            retransmissionsPassed, windowsClamped);
     }
 
     /** What a matched frame was, for the wait accounting: what the copy's lag delays. */
@@ -552,12 +597,13 @@ public final class Comparer
      * What comparison did on one NIC. {@code matchWaitMicros}: summed over matched frames, the time from held to
      * matched (the copy's lag); {@code behindMicros} / {@code behindMaxMicros}: summed over frames released by
      * comparison, and the longest, the time from matched to released (waiting for unmatched frames before it);
-     * {@code retransmissionsPassed}: of the matched, TCP retransmissions of bytes the client had acknowledged.
+     * {@code retransmissionsPassed}: of the matched, TCP retransmissions of bytes the client had acknowledged;
+     * {@code windowsClamped}: matched segments whose window was lowered to the copy's.
      */
     public record Stats(long compared, long matched, long releasedByComparison, long digests, long staleDigests,
         long mismatches, long timeouts, long secondaryAhead, String lastCause, long matchWaitMicros, long behindMicros,
-        long behindMaxMicros, Waits waits, long retransmissionsPassed)
+        long behindMaxMicros, Waits waits, long retransmissionsPassed, long windowsClamped)
     {
-        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, Waits.NONE, 0);
+        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, Waits.NONE, 0, 0);
     }
 }

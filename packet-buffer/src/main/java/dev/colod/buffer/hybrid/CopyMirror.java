@@ -314,7 +314,7 @@ public final class CopyMirror implements FrameMirror
             final FrameDigest digester = new FrameDigest();
             final ByteBuffer buf = ByteBuffer.allocateDirect(FRAME_MAX);
             final byte[] frame = new byte[FRAME_MAX];
-            final byte[] rec = new byte[FramesCodec.TCP_HEADER + FRAME_MAX];
+            final byte[] rec = new byte[FramesCodec.TCP_WINDOW_HEADER + FRAME_MAX];
             Memory fds = new Memory(8);
             while (!closed)
             {
@@ -381,9 +381,11 @@ public final class CopyMirror implements FrameMirror
                             FrameDigest.putBe32(rec, 8, seg.seq());
                             FrameDigest.putBe32(rec, 12, seg.ack());
                             rec[16] = (byte)seg.flags();
+                            rec[17] = (byte)(seg.window() >>> 8);
+                            rec[18] = (byte)seg.window();
                             final int n = seg.payload().length;
-                            System.arraycopy(seg.payload(), 0, rec, FramesCodec.TCP_HEADER, n);
-                            any |= send(FramesCodec.TCP, nic, rec, FramesCodec.TCP_HEADER + n, gen);
+                            System.arraycopy(seg.payload(), 0, rec, FramesCodec.TCP_WINDOW_HEADER, n);
+                            any |= send(FramesCodec.TCP_WINDOW, nic, rec, FramesCodec.TCP_WINDOW_HEADER + n, gen);
                         }
                         else
                         {

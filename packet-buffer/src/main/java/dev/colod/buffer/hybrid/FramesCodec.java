@@ -26,6 +26,12 @@ public final class FramesCodec
      */
     public static final int TCP = 4;
     public static final int TCP_HEADER = 17;
+    /**
+     * Secondary to primary: L >= 19, as {@link #TCP} with be16 window (the field as the copy sent it) after the flags:
+     * what a secondary of this build sends, so the primary can keep the client within the copy's window.
+     */
+    public static final int TCP_WINDOW = 5;
+    public static final int TCP_WINDOW_HEADER = 19;
     public static final int ALL_NICS = 255;
     public static final int DIGEST_LENGTH = 8 + FrameDigest.DIGEST_BYTES;
 
@@ -63,7 +69,7 @@ public final class FramesCodec
         r.kind = kind;
         r.nic = in.readUnsignedByte();
         r.length = in.readUnsignedShort();
-        if (kind != INBOUND && kind != DIGEST && kind != ERA && kind != TCP)
+        if (kind != INBOUND && kind != DIGEST && kind != ERA && kind != TCP && kind != TCP_WINDOW)
         {
             throw new IOException("frames channel from " + peer + ": unknown record kind " + kind);
         }
@@ -72,10 +78,10 @@ public final class FramesCodec
             throw new IOException("frames channel from " + peer + ": record kind " + kind + " has length " + r.length +
                 ", expected " + (kind == ERA ? 8 : DIGEST_LENGTH));
         }
-        if (kind == TCP && r.length < TCP_HEADER)
+        if (kind == TCP && r.length < TCP_HEADER || kind == TCP_WINDOW && r.length < TCP_WINDOW_HEADER)
         {
-            throw new IOException("frames channel from " + peer + ": record kind 4 has length " + r.length +
-                ", expected at least " + TCP_HEADER);
+            throw new IOException("frames channel from " + peer + ": record kind " + kind + " has length " + r.length +
+                ", expected at least " + (kind == TCP ? TCP_HEADER : TCP_WINDOW_HEADER));
         }
         if (r.body.length < r.length)
         {

@@ -39,7 +39,8 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
 
         void digest(long era, byte[] body, long nowNs);
 
-        void tcp(long era, byte[] body, int length, long nowNs);
+        /** {@code window}: the copy's window field, -1 if the secondary did not send it (kind 4). */
+        void tcp(long era, byte[] body, int length, int window, long nowNs);
     }
 
     private final String vm;
@@ -210,7 +211,7 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
                             nics.apply(n).secondaryEra(era, now);
                         }
                     }
-                    else if (r.kind == FramesCodec.DIGEST || r.kind == FramesCodec.TCP)
+                    else if (r.kind == FramesCodec.DIGEST || r.kind == FramesCodec.TCP || r.kind == FramesCodec.TCP_WINDOW)
                     {
                         if (r.nic >= nicCount)
                         {
@@ -218,10 +219,21 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
                                 " of a VM with " + nicCount);
                         }
                         digestsReceived++;
+                        if (r.kind == FramesCodec.TCP_WINDOW)
+                        {
+                            // as kind 4 without the window field, and the window beside it
+                            final int window = (r.body[17] & 0xFF) << 8 | r.body[18] & 0xFF;
+                            final byte[] body = new byte[r.length - 2];
+                            System.arraycopy(r.body, 0, body, 0, FramesCodec.TCP_HEADER);
+                            System.arraycopy(r.body, FramesCodec.TCP_WINDOW_HEADER, body, FramesCodec.TCP_HEADER,
+                                r.length - FramesCodec.TCP_WINDOW_HEADER);
+                            nics.apply(r.nic).tcp(theirEra, body, body.length, window, now);
+                            continue;
+                        }
                         final byte[] body = Arrays.copyOf(r.body, r.length);
                         if (r.kind == FramesCodec.TCP)
                         {
-                            nics.apply(r.nic).tcp(theirEra, body, body.length, now);
+                            nics.apply(r.nic).tcp(theirEra, body, body.length, -1, now);
                         }
                         else
                         {

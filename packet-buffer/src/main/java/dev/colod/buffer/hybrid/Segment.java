@@ -5,8 +5,11 @@ import java.util.Arrays;
 import static dev.colod.buffer.hybrid.FrameDigest.PROTO_TCP;
 import static dev.colod.buffer.hybrid.FrameDigest.be32;
 
-/** What hybrid mode compares of one TCP segment: sequence and acknowledgement numbers, flags, payload. */
-record Segment(int seq, int ack, int flags, byte[] payload)
+/**
+ * What hybrid mode compares of one TCP segment: sequence and acknowledgement numbers, flags, payload; and the
+ * window field as sent (scaled units), which is not compared but may be clamped ({@link TcpFlow#copyWindow}).
+ */
+record Segment(int seq, int ack, int flags, byte[] payload, int window)
 {
     static final int FIN = 0x01;
     static final int SYN = 0x02;
@@ -24,7 +27,7 @@ record Segment(int seq, int ack, int flags, byte[] payload)
         final int doff = ((f[ip.l4 + 12] & 0xFF) >> 4) * 4;
         final int from = Math.min(ip.l4 + Math.max(20, doff), ip.end);
         return new Segment(be32(f, ip.l4 + 4), be32(f, ip.l4 + 8), f[ip.l4 + 13] & 0xFF,
-            Arrays.copyOfRange(f, from, ip.end));
+            Arrays.copyOfRange(f, from, ip.end), FrameDigest.be16(f, ip.l4 + 14));
     }
 
     boolean has(final int flag)

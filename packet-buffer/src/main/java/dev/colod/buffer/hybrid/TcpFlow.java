@@ -39,6 +39,14 @@ final class TcpFlow
     private int len;
     private boolean verifiedAny;
     private int verified;
+    /**
+     * The window field of the copy's segment with the highest acknowledgement (-1: unknown): the copy takes bytes up
+     * to that acknowledgement plus this window (scaled as the primary's, the same connection). A segment of the
+     * primary that acknowledges no more than the copy must offer the client no more window than this, or the client
+     * may send what the copy, whose guest reads more slowly, must drop (it then waits for a retransmission that the
+     * held acknowledgements never ask for).
+     */
+    int copyWindow = -1;
     /** The highest acknowledgement the client sent for this connection in this era (seen inbound). */
     private boolean clientAckKnown;
     private int clientAck;
@@ -77,6 +85,12 @@ final class TcpFlow
      */
     boolean copy(final byte[] body, final int length)
     {
+        return copy(body, length, -1);
+    }
+
+    /** As {@link #copy(byte[], int)}, with the segment's window field ({@code window}, -1 if not known). */
+    boolean copy(final byte[] body, final int length, final int window)
+    {
         final int seq = FrameDigest.be32(body, 8);
         final int ack = FrameDigest.be32(body, 12);
         final int flags = body[16] & 0xFF;
@@ -89,10 +103,14 @@ final class TcpFlow
         {
             rst = true;
         }
-        if ((flags & Segment.ACK) != 0 && (!ackKnown || ack - maxAck > 0))
+        if ((flags & Segment.ACK) != 0 && (!ackKnown || ack - maxAck >= 0))
         {
             maxAck = ack;
             ackKnown = true;
+            if ((flags & (Segment.SYN | Segment.RST)) == 0)
+            {
+                copyWindow = window; // a SYN's window is never scaled; an RST's means nothing
+            }
         }
         if ((flags & Segment.FIN) != 0)
         {
@@ -189,13 +207,21 @@ final class TcpFlow
     String lagBehind(final Segment p)
     {
         final StringBuilder b = new StringBuilder("; the copy ");
-        if (!ackKnown)
+        if (!p.has(Segment.ACK))
+        {
+            b.append(rst ? "sent an RST" : "sent no RST");
+        }
+        else if (!ackKnown)
         {
             b.append("acknowledged nothing yet");
         }
-        else
+        else if (p.ack() - maxAck > 0)
         {
             b.append("acknowledged ").append(p.ack() - maxAck).append(" bytes less");
+        }
+        else
+        {
+            b.append("acknowledged as much");
         }
         if (p.payload().length > 0 || p.has(Segment.FIN))
         {

@@ -253,6 +253,36 @@ class ComparerTest
     }
 
     @Test
+    void aMatchedSegmentOffersTheClientNoMoreWindowThanTheCopy()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        final byte[] ours = tcp(GUEST, CLIENT, 80, 40000, 100, 500, 0x10, 900, 1, 5, null, new byte[0]);
+        final ByteBuffer held = ByteBuffer.allocateDirect(ours.length + 10);
+        held.put(10, ours);
+        c.primary(held, 10, ours.length, ++mark, System.nanoTime());
+        // the copy's guest reads more slowly: it acknowledged as much with a smaller window, then once more
+        final byte[] theirs = tcp(GUEST, CLIENT, 80, 40000, 100, 500, 0x10, 300, 1, 5, null, new byte[0]);
+        final byte[] rec = record(theirs);
+        c.tcp(1, rec, rec.length, 300, System.nanoTime());
+        assertThat(ledger.releases).hasSize(1);
+        final byte[] out = new byte[ours.length];
+        held.get(10, out);
+        assertThat(ByteBuffer.wrap(out).getShort(14 + 20 + 14) & 0xFFFF).as("window").isEqualTo(300);
+        assertThat(TestFrames.tcpChecksumValid(out)).isTrue();
+        assertThat(c.stats().windowsClamped()).isEqualTo(1);
+
+        // a segment that offers no more than the copy is left as it is
+        final byte[] small = tcp(GUEST, CLIENT, 80, 40000, 100, 500, 0x10, 200, 2, 5, null, new byte[0]);
+        final ByteBuffer held2 = ByteBuffer.wrap(small.clone());
+        c.primary(held2, 0, small.length, ++mark, System.nanoTime());
+        assertThat(ledger.releases).hasSize(2);
+        assertThat(held2.array()).isEqualTo(small);
+        assertThat(c.stats().windowsClamped()).isEqualTo(1);
+    }
+
+    @Test
     void tcpBytesThatDifferAtTheSamePlaceAreAMismatch()
     {
         final Comparer c = new Comparer(ledger, 50_000_000L, true);

@@ -46,6 +46,8 @@ class FramesCodecTest
             .hasMessage("frames channel from p: record kind 2 has length 12, expected 40");
         assertThatThrownBy(() -> FramesCodec.read(stream(FramesCodec.TCP, 0, 0, 16), r, "p"))
             .hasMessage("frames channel from p: record kind 4 has length 16, expected at least 17");
+        assertThatThrownBy(() -> FramesCodec.read(stream(FramesCodec.TCP_WINDOW, 0, 0, 18), r, "p"))
+            .hasMessage("frames channel from p: record kind 5 has length 18, expected at least 19");
         assertThatThrownBy(() -> FramesCodec.read(stream(FramesCodec.INBOUND, 0, 0, 5, 1, 2), r, "p"))
             .isInstanceOf(EOFException.class);
     }
