@@ -681,6 +681,7 @@ public final class ProtectedVm implements AutoCloseable
         });
         closers.add(f);
         final StandbyImage image = new StandbyImage(imageDir(config, v), v.name, f);
+        final Path outdatedFile = Path.of(config.stateDir).resolve(v.name).resolve("outdated");
         final CopyMirror mirror = v.engine().mode().secondaryRuns() ? new CopyMirror(v.name) : null;
         if (mirror != null)
         {
@@ -697,8 +698,8 @@ public final class ProtectedVm implements AutoCloseable
             .knownToken(TokenFile.read(Path.of(config.stateDir), v.name))
             .onNewerToken(t -> TokenFile.write(Path.of(config.stateDir), v.name, t))
             .holdFailovers(new Maintenance(Path.of(config.stateDir))::why)
-            .outdated(outdatedRecord(Path.of(config.stateDir).resolve(v.name).resolve("outdated")))
-            .onOutdated(why -> recordOutdated(Path.of(config.stateDir).resolve(v.name).resolve("outdated"), why))
+            .outdated(outdatedRecord(outdatedFile))
+            .onOutdated(why -> recordOutdated(outdatedFile, why))
             .frames(mirror == null ? FrameMirror.NONE : mirror);
         handle = show(VmHandle.secondary(v.name, secondary, VmStatus.secondary(this::roleDetails, image.diskImages(),
             f.runningCopy(), mirror, secondary.counters())).failoverCheck(() -> canResume(image)));
@@ -757,8 +758,7 @@ public final class ProtectedVm implements AutoCloseable
                 LOG.info("vm={} the standby is current again", v.name);
                 return;
             }
-            Files.createDirectories(file.getParent());
-            Files.writeString(file, why + "\n");
+            TokenFile.replace(file, why + "\n");
             LOG.warn("vm={} the standby is outdated (no arbiter): {}; an operator's failover needs --force", v.name, why);
         }
         catch (final IOException ex)

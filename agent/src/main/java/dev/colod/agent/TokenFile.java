@@ -65,14 +65,20 @@ public final class TokenFile
         final Path f = stateDir.resolve(vm).resolve(name);
         try
         {
-            Files.createDirectories(f.getParent());
-            final Path tmp = f.resolveSibling(name + ".tmp");
-            Files.writeString(tmp, token + "\n");
-            Files.move(tmp, f, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            replace(f, token + "\n");
         }
         catch (final IOException ex)
         {
             throw new UncheckedIOException(f + ": " + ex.getMessage(), ex);
         }
+    }
+
+    /** Writes {@code text} to {@code f} whole or not at all (a sibling .tmp, then an atomic rename). */
+    static void replace(final Path f, final String text) throws IOException
+    {
+        Files.createDirectories(f.getParent());
+        final Path tmp = f.resolveSibling(f.getFileName() + ".tmp");
+        Files.writeString(tmp, text);
+        Files.move(tmp, f, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
     }
 }

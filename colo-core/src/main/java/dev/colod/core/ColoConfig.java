@@ -64,7 +64,8 @@ public final class ColoConfig
     private int maxPausedPercent = 30;
     private long minCheckpointGapMs = 0;
     private long outputLingerUs = 500;
-    private long compareTimeoutMs = 100;
+    /** Hybrid: 500 ms, since a fresh copy runs behind at first (docs/ARCHITECTURE.md, BENCHMARKS.md run S). */
+    private long compareTimeoutMs = 500;
     private String vmShape = "";
     private boolean concluded;
 

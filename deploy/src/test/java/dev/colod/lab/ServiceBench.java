@@ -140,12 +140,12 @@ public final class ServiceBench
             true, null));
         rows.add(new Row("hybrid 1000 timeout 500 (tap)", ColodConfig.Buffer.TAP,
             TwoHostLab.Protection.of(1000).in(ColoConfig.Mode.HYBRID), true, null, List.of("compare-timeout-ms: 500")));
-        // the interval hybrid mode defaults to (10 s), with the default compare timeout and a longer one
+        // hybrid mode's defaults (interval 10 s, compare timeout 500 ms), and the compare timeout it had before
         rows.add(new Row("hybrid 10000 (tap)", ColodConfig.Buffer.TAP,
             TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS).in(ColoConfig.Mode.HYBRID), true, null));
-        rows.add(new Row("hybrid 10000 timeout 500 (tap)", ColodConfig.Buffer.TAP,
+        rows.add(new Row("hybrid 10000 timeout 100 (tap)", ColodConfig.Buffer.TAP,
             TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS).in(ColoConfig.Mode.HYBRID), true, null,
-            List.of("compare-timeout-ms: 500")));
+            List.of("compare-timeout-ms: 100")));
         // the knobs, speculative 100 (tap)
         for (final int linger : new int[]{250, 500, 1000})
         {

@@ -102,8 +102,8 @@ public final class VmHandle
     public String notFenced()
     {
         final Engine e = view.engine();
-        return "vm " + name + " is not fenced here (it is " + e.role().label() + ", " +
-            e.state().name().toLowerCase().replace('_', '-') + "): standby clears a fence, nothing else";
+        return "vm " + name + " is not fenced here (it is " + e.role().label() + ", " + stateLabel(e) +
+            "): standby clears a fence, nothing else";
     }
 
     /** Makes this fenced host the VM's secondary (the fence cleared the safe way); the action refuses any other state. */
@@ -176,7 +176,7 @@ public final class VmHandle
         final Map<String, Object> m = new LinkedHashMap<>();
         m.put("vm", name);
         m.put("role", engine.role().label());
-        m.put("state", engine.state().name().toLowerCase().replace('_', '-'));
+        m.put("state", stateLabel(engine));
         m.put("peer", engine.peer());
         m.put("last_checkpoint_id", c.lastCheckpointId.get());
         m.put("last_checkpoint_age_ms", last == 0 ? -1 : (now - last) / 1_000_000);
@@ -300,15 +300,10 @@ public final class VmHandle
             return "vm " + name + ": a failover here stops protecting it; it keeps running here (this host is its " +
                 e.role().label() + ")";
         }
-        final String why = failoverCheck.get();
+        final String why = refusal((SecondaryEngine)e, false);
         if (why != null)
         {
             throw new IllegalStateException("vm " + name + ": a failover would be refused: " + why);
-        }
-        final String outdated = ((SecondaryEngine)e).outdated();
-        if (outdated != null)
-        {
-            throw new IllegalStateException("vm " + name + ": a failover would be refused: " + outdatedWhy(outdated));
         }
         return "vm " + name + ": a failover would resume it here from checkpoint " + e.counters().lastCheckpointId.get() +
             " and tell the primary (if it answers) to fence itself; checked: the standby image is resumable and what " +
@@ -324,16 +319,10 @@ public final class VmHandle
         final Engine e = view.engine();
         if (e instanceof SecondaryEngine s)
         {
-            final String why = failoverCheck.get();
+            final String why = refusal(s, force);
             if (why != null)
             {
                 throw new IllegalStateException("vm " + name + ": failover refused, nothing was fenced: " + why);
-            }
-            final String outdated = s.outdated();
-            if (outdated != null && !force)
-            {
-                throw new IllegalStateException("vm " + name + ": failover refused, nothing was fenced: " +
-                    outdatedWhy(outdated));
             }
         }
         e.requestFailover();
@@ -342,6 +331,27 @@ public final class VmHandle
     public void failover()
     {
         failover(false);
+    }
+
+    /**
+     * Why a failover on secondary {@code s} would be refused now, or null: it cannot resume ({@link #failoverCheck}),
+     * or, unless {@code force}, its standby is older than what the primary serves (no arbiter).
+     */
+    private String refusal(final SecondaryEngine s, final boolean force)
+    {
+        final String why = failoverCheck.get();
+        if (why != null)
+        {
+            return why;
+        }
+        final String outdated = s.outdated();
+        return outdated != null && !force ? outdatedWhy(outdated) : null;
+    }
+
+    /** The engine's state as status and messages show it ({@code secondary-after-fence}). */
+    private static String stateLabel(final Engine e)
+    {
+        return e.state().name().toLowerCase().replace('_', '-');
     }
 
     private static String outdatedWhy(final String outdated)
