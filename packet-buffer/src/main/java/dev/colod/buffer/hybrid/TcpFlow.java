@@ -223,9 +223,26 @@ final class TcpFlow
         {
             b.append("acknowledged as much");
         }
-        if (p.payload().length > 0 || p.has(Segment.FIN))
+        final int n = p.payload().length;
+        if (n > 0)
         {
-            b.append(started ? ", sent up to " + (p.seq() - (base + len)) + " bytes before this segment" : ", sent no bytes");
+            if (!started)
+            {
+                b.append(", sent none of its ").append(n).append(" bytes");
+            }
+            else if (p.seq() - base < 0)
+            {
+                b.append(", sent bytes from ").append(base - p.seq()).append(" after its start only");
+            }
+            else
+            {
+                b.append(", sent ").append(Math.max(0, Math.min(n, base + len - p.seq()))).append(" of its ").append(n)
+                    .append(" bytes");
+            }
+        }
+        else if (p.has(Segment.FIN))
+        {
+            b.append(finKnown ? ", sent its FIN elsewhere" : ", sent no FIN");
         }
         return b.toString();
     }

@@ -333,6 +333,8 @@ class ComparerTest
         Thread.sleep(5);
         ledger.timers.remove(0).run();
         assertThat(ledger.asked).containsExactly(Comparer.Cause.COMPARE_TIMEOUT);
+        assertThat(c.stats().lastCause()).as("what the copy showed of that connection")
+            .endsWith("; the copy acknowledged nothing yet, sent none of its 14 bytes");
     }
 
     @Test
