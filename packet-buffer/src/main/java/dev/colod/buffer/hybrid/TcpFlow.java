@@ -107,10 +107,8 @@ final class TcpFlow
         {
             maxAck = ack;
             ackKnown = true;
-            if ((flags & (Segment.SYN | Segment.RST)) == 0)
-            {
-                copyWindow = window; // a SYN's window is never scaled; an RST's means nothing
-            }
+            // a SYN's window is never scaled and an RST's means nothing: unknown until the next segment
+            copyWindow = (flags & (Segment.SYN | Segment.RST)) == 0 ? window : -1;
         }
         if ((flags & Segment.FIN) != 0)
         {
