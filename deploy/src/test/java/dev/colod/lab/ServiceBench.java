@@ -59,8 +59,6 @@ public final class ServiceBench
      * row with a twin is the baseline of what two guests sharing this machine can serve.
      */
     private static final String TWIN = "#twin";
-    /** Row option: the secondary's next copies start at nice 0, as before (RunningCopy.WAITING_NICE). */
-    private static final String NICE_0 = "#nice0";
     private static final String IP = TwoHostLab.GUEST_IP;
 
     /** A workload on one lab. */
@@ -145,9 +143,6 @@ public final class ServiceBench
         // hybrid mode's defaults (interval 10 s, compare timeout 500 ms), and the compare timeout it had before
         rows.add(new Row("hybrid 10000 (tap)", ColodConfig.Buffer.TAP,
             TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS).in(ColoConfig.Mode.HYBRID), true, null));
-        rows.add(new Row("hybrid 10000 copies started at nice 0 (tap)", ColodConfig.Buffer.TAP,
-            TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS).in(ColoConfig.Mode.HYBRID), true, null,
-            List.of(NICE_0)));
         rows.add(new Row("hybrid 10000 timeout 100 (tap)", ColodConfig.Buffer.TAP,
             TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS).in(ColoConfig.Mode.HYBRID), true, null,
             List.of("compare-timeout-ms: 100")));
@@ -170,22 +165,6 @@ public final class ServiceBench
 
     private static Result run(final Row r) throws Exception
     {
-        if (r.options().contains(NICE_0))
-        {
-            System.setProperty("colod.copy.nice", "0");
-        }
-        try
-        {
-            return runRow(r);
-        }
-        finally
-        {
-            System.clearProperty("colod.copy.nice");
-        }
-    }
-
-    private static Result runRow(final Row r) throws Exception
-    {
         try (TwoHostLab.Lab lab = new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, 128, false);
              TwoHostLab.Lab twin = r.options().contains(TWIN) ? new TwoHostLab.Lab(FailoverEndToEndTest.GUEST, 128, false)
                  : null)
@@ -195,7 +174,7 @@ public final class ServiceBench
             {
                 lab.outputTrigger(r.trigger());
             }
-            r.options().stream().filter(o -> !o.startsWith("#")).forEach(lab::vmOption);
+            r.options().stream().filter(o -> !o.equals(TWIN)).forEach(lab::vmOption);
             final TwoHostLab.Protection how = r.how() == null ? TwoHostLab.Protection.of(100).withoutOutputCommit() : r.how();
             lab.bootPrimary(how);
             if (twin != null)

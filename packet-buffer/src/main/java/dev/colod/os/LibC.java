@@ -39,11 +39,6 @@ public final class LibC
 
     public static native int setns(int fd, int nstype);
 
-    /** setpriority(2) with which = PRIO_PROCESS (0): on Linux {@code who} is one thread's id, so one thread's nice value. */
-    public static native int setpriority(int which, int who, int prio);
-
-    public static final int PRIO_PROCESS = 0;
-
     /** poll(2) over {@code nfds} {@code struct pollfd} (int fd, short events, short revents: 8 bytes each). */
     public static native int poll(com.sun.jna.Pointer fds, long nfds, int timeoutMs);
 

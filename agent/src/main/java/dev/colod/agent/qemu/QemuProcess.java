@@ -176,17 +176,6 @@ public final class QemuProcess implements AutoCloseable
         final String netns, final Map<String, String> env, final boolean sharedRam, final List<Path> diskOverlays)
         throws IOException
     {
-        return start(spec, runDir, ramFile, incoming, netns, env, sharedRam, diskOverlays, 0);
-    }
-
-    /**
-     * As above; {@code nice} (0..19) lowers the CPU priority of all of QEMU's threads from the start (a copy started
-     * ahead of need must not take CPU from the guests that run); {@link #renice} raises it again.
-     */
-    public static QemuProcess start(final VmSpec spec, final Path runDir, final Path ramFile, final Incoming incoming,
-        final String netns, final Map<String, String> env, final boolean sharedRam, final List<Path> diskOverlays,
-        final int nice) throws IOException
-    {
         spec.check();
         Files.createDirectories(runDir);
         Files.createDirectories(ramFile.getParent());
@@ -195,10 +184,6 @@ public final class QemuProcess implements AutoCloseable
         if (netns != null)
         {
             cmd.addAll(List.of("ip", "netns", "exec", netns));
-        }
-        if (nice != 0)
-        {
-            cmd.addAll(List.of("nice", "-n", Integer.toString(nice)));
         }
         cmd.add("qemu-system-x86_64");
         cmd.addAll(List.of("-name", spec.name(), "-accel", spec.accel(), "-nodefaults", "-display", "none",
@@ -420,27 +405,6 @@ public final class QemuProcess implements AutoCloseable
     public boolean isAlive()
     {
         return process.isAlive();
-    }
-
-    /**
-     * Sets the nice value of every thread of this QEMU (Linux keeps one per thread) to {@code nice}; threads it makes
-     * later inherit the value of the thread that makes them. Throws naming the thread it could not change.
-     */
-    public void renice(final int nice) throws IOException
-    {
-        final Path tasks = Path.of("/proc", Long.toString(pid()), "task");
-        try (java.util.stream.Stream<Path> s = Files.list(tasks))
-        {
-            for (final Path t : (Iterable<Path>)s::iterator)
-            {
-                final int tid = Integer.parseInt(t.getFileName().toString());
-                if (dev.colod.os.LibC.setpriority(dev.colod.os.LibC.PRIO_PROCESS, tid, nice) != 0)
-                {
-                    throw new IOException("setpriority(thread " + tid + " of QEMU pid " + pid() + ", " + nice +
-                        ") failed: " + dev.colod.os.LibC.lastError());
-                }
-            }
-        }
     }
 
     /**

@@ -40,16 +40,6 @@ public final class RunningCopy implements AutoCloseable
 {
     private static final Logger LOG = LoggerFactory.getLogger(RunningCopy.class);
     private static final long START_TIMEOUT_MS = 60_000;
-    /**
-     * The nice value a copy starts with while it waits for its checkpoint: its start (60-150 ms of CPU) comes right
-     * after a commit, when the copy just loaded runs cold and needs the CPU most (docs/ARCHITECTURE.md).
-     */
-    static final int WAITING_NICE = 10;
-    /**
-     * The value this object's copies start with: {@link #WAITING_NICE}, or the system property {@code colod.copy.nice}
-     * as it was when this object was made (benchmarks only: ServiceBench compares rows with and without it).
-     */
-    private final int waitingNice = Integer.getInteger("colod.copy.nice", WAITING_NICE);
 
     private final VmSpec spec;
     private final Path runDir;
@@ -134,7 +124,7 @@ public final class RunningCopy implements AutoCloseable
             overlays.add(overlay(dir, d));
         }
         final QemuProcess q = QemuProcess.start(copy, dir, imageRam, QemuProcess.Incoming.DEVICE_STATE, netns, Map.of(),
-            false, overlays, waitingNice);
+            false, overlays);
         if (mirror != null)
         {
             try
@@ -250,14 +240,6 @@ public final class RunningCopy implements AutoCloseable
                 ": " + ex.getMessage() + QemuProcess.said(q.runDir()), ex);
         }
         lastLoadMicros = (System.nanoTime() - t0) / 1000;
-        try
-        {
-            q.renice(0); // it runs the VM's copy now: the guests' share again
-        }
-        catch (final IOException ex)
-        {
-            LOG.warn("vm={} the running copy {} keeps a lower CPU priority: {}", spec.name(), q.pid(), ex.getMessage());
-        }
         running = q;
         runningGeneration = g;
         runningCheckpoint = checkpointId;
