@@ -54,24 +54,7 @@ public final class FrameDigest
      */
     public static long flow(final byte[] f, final int off, final int len)
     {
-        if (len < ETH_HEADER)
-        {
-            return 0;
-        }
-        final int type = be16(f, off + 12);
-        long h = mix(FNV_OFFSET, f, off + 12, 2);
-        final Ip ip = Ip.of(f, off, len);
-        if (ip == null)
-        {
-            return h;
-        }
-        h = mix(h, f, off + ip.addrs, type == ETHERTYPE_IPV4 ? 8 : 32);
-        h = mixByte(h, ip.proto);
-        if ((ip.proto == PROTO_TCP || ip.proto == PROTO_UDP) && ip.l4 + 4 <= ip.end)
-        {
-            h = mix(h, f, off + ip.l4, 4);
-        }
-        return h;
+        return flow(f, off, len, false);
     }
 
     /**
@@ -79,6 +62,11 @@ public final class FrameDigest
      * ports) swapped, so a client's frame finds the guest's connection it acknowledges.
      */
     public static long reverseFlow(final byte[] f, final int off, final int len)
+    {
+        return flow(f, off, len, true);
+    }
+
+    private static long flow(final byte[] f, final int off, final int len, final boolean reverse)
     {
         if (len < ETH_HEADER)
         {
@@ -92,13 +80,13 @@ public final class FrameDigest
             return h;
         }
         final int n = type == ETHERTYPE_IPV4 ? 4 : 16;
-        h = mix(h, f, off + ip.addrs + n, n);
-        h = mix(h, f, off + ip.addrs, n);
+        h = mix(h, f, off + ip.addrs + (reverse ? n : 0), n);
+        h = mix(h, f, off + ip.addrs + (reverse ? 0 : n), n);
         h = mixByte(h, ip.proto);
         if ((ip.proto == PROTO_TCP || ip.proto == PROTO_UDP) && ip.l4 + 4 <= ip.end)
         {
-            h = mix(h, f, off + ip.l4 + 2, 2);
-            h = mix(h, f, off + ip.l4, 2);
+            h = mix(h, f, off + ip.l4 + (reverse ? 2 : 0), 2);
+            h = mix(h, f, off + ip.l4 + (reverse ? 0 : 2), 2);
         }
         return h;
     }
