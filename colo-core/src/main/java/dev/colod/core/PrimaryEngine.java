@@ -7,7 +7,6 @@ import dev.colod.core.protocol.Hello;
 import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
-import dev.colod.core.spi.FrameMirror;
 import dev.colod.core.spi.Arbiter;
 import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.StateCapture;
@@ -791,10 +790,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
                 commands.clear();
                 return Trigger.TIMER;
             }
-            // hybrid mode: held output waits for comparison, which asks for a checkpoint when it must; without a
-            // running frames channel nothing is compared, so held output asks for one as in periodic mode
-            if (config.outputTrigger() && (config.mode() != ColoConfig.Mode.HYBRID || !frames.comparing())
-                && output.holdsOpenOutput())
+            // hybrid mode: held output waits for comparison, which asks for a checkpoint when it must
+            if (config.outputTrigger() && config.mode() != ColoConfig.Mode.HYBRID && output.holdsOpenOutput())
             {
                 if (outputSeenNs == 0)
                 {
@@ -884,9 +881,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             case HYBRID -> Hello.MODE_HYBRID;
         };
         return new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
-            config.heartbeatTimeoutMs(), token, config.vmName(), (channel == Hello.CHANNEL_CONTROL ? config.vmShape()
-                : channel == Hello.CHANNEL_FRAMES ? FrameMirror.FEATURE_TCP_WINDOW : "")
-                .getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            config.heartbeatTimeoutMs(), token, config.vmName(), channel == Hello.CHANNEL_CONTROL
+                ? config.vmShape().getBytes(java.nio.charset.StandardCharsets.UTF_8) : new byte[0]);
     }
 
     private Welcome handshake(final Socket s, final int channel, final long sessionId) throws IOException
