@@ -7,6 +7,7 @@ import dev.colod.core.protocol.Hello;
 import dev.colod.core.protocol.ProtocolException;
 import dev.colod.core.protocol.ProtocolTap;
 import dev.colod.core.protocol.Welcome;
+import dev.colod.core.spi.FrameMirror;
 import dev.colod.core.spi.Arbiter;
 import dev.colod.core.spi.OutputCommit;
 import dev.colod.core.spi.StateCapture;
@@ -50,6 +51,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     private static final int CMD_OUTPUT = 3;
     /** How often the wait between checkpoints looks at {@link OutputCommit#wantsCheckpoint()}. */
     private static final long OUTPUT_POLL_NS = 1_000_000L;
+    /** Hybrid mode: since when the frames channel has been down in this session (0: it runs); the session's thread only. */
+    private long uncomparedSinceNs;
     /** How often unprotected output checks that the lease still covers it (well inside the safety margin). */
     private static final long LEASE_GUARD_MS = 10;
     /** How often held output asks the arbiter again while unprotected. */
@@ -279,6 +282,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             handshake(fs, Hello.CHANNEL_FRAMES, w.sessionId());
             frames.attach(fs, peer);
         }
+        uncomparedSinceNs = 0;
 
         final OutputStream cout = new BufferedOutputStream(c.getOutputStream(), 1 << 16);
         final ColoChannel ch = new ColoChannel(cin, cout, peer, tap);
@@ -754,6 +758,24 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     }
 
     /**
+     * Hybrid mode: whether nothing has compared held output for {@code compare-timeout-ms} (the frames channel is
+     * down). A channel that fails only for a moment, or as the session ends, starts no checkpoint.
+     */
+    private boolean uncompared(final long now)
+    {
+        if (frames.comparing())
+        {
+            uncomparedSinceNs = 0;
+            return false;
+        }
+        if (uncomparedSinceNs == 0)
+        {
+            uncomparedSinceNs = now;
+        }
+        return now - uncomparedSinceNs >= config.compareTimeoutMs() * 1_000_000L;
+    }
+
+    /**
      * Waits until the next checkpoint is due, output or the VM's state wants one early, or one is requested. With
      * the output trigger on, a held frame in the open epoch starts one as soon as the pause budget and the minimum
      * gap allow (docs/ARCHITECTURE.md, "When a checkpoint starts").
@@ -790,8 +812,10 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
                 commands.clear();
                 return Trigger.TIMER;
             }
-            // hybrid mode: held output waits for comparison, which asks for a checkpoint when it must
-            if (config.outputTrigger() && config.mode() != ColoConfig.Mode.HYBRID && output.holdsOpenOutput())
+            // hybrid mode: held output waits for comparison, which asks for a checkpoint when it must; once the
+            // frames channel has been down for the compare timeout, held output asks for one as in periodic mode
+            if (config.outputTrigger() && (config.mode() != ColoConfig.Mode.HYBRID || uncompared(now))
+                && output.holdsOpenOutput())
             {
                 if (outputSeenNs == 0)
                 {
@@ -881,8 +905,9 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
             case HYBRID -> Hello.MODE_HYBRID;
         };
         return new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
-            config.heartbeatTimeoutMs(), token, config.vmName(), channel == Hello.CHANNEL_CONTROL
-                ? config.vmShape().getBytes(java.nio.charset.StandardCharsets.UTF_8) : new byte[0]);
+            config.heartbeatTimeoutMs(), token, config.vmName(), (channel == Hello.CHANNEL_CONTROL ? config.vmShape()
+                : channel == Hello.CHANNEL_FRAMES ? FrameMirror.FEATURE_TCP_WINDOW : "")
+                .getBytes(java.nio.charset.StandardCharsets.UTF_8));
     }
 
     private Welcome handshake(final Socket s, final int channel, final long sessionId) throws IOException

@@ -511,7 +511,8 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                 .writeTo(s.getOutputStream());
             try
             {
-                frames.attach(s, who);
+                frames.attach(s, who, new java.util.HashSet<>(java.util.Arrays.asList(new String(hello.shape(),
+                    java.nio.charset.StandardCharsets.UTF_8).split(" "))));
             }
             catch (final IOException ex)
             {

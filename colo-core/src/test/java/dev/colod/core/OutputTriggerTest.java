@@ -38,6 +38,51 @@ class OutputTriggerTest
         }
     }
 
+    /**
+     * Hybrid mode: held output waits for comparison, but only while something compares it. Without a frames channel
+     * (here: none on either side; in production, one that ended) it starts checkpoints as in periodic mode instead of
+     * waiting out the interval (an hour here, 10 s by default in hybrid mode).
+     */
+    @Test
+    void inHybridModeHeldOutputStartsACheckpointOnlyWhileNothingComparesIt() throws Exception
+    {
+        try (EnginePair pair = new EnginePair(() -> hourly(true).mode(ColoConfig.Mode.HYBRID), 4096, ProtocolTap.NONE,
+            ProtocolTap.NONE))
+        {
+            pair.awaitCheckpoints(1); // hybrid mode takes the first at once
+            for (int i = 1; i <= 3; i++)
+            {
+                final long n = i;
+                pair.output.openOutput = true; // a frame held in the open epoch (until the next seal)
+                await().atMost(30, TimeUnit.SECONDS).until(() -> pair.primary.counters().checkpointsByOutput.get() >= n);
+            }
+        }
+        // control: a frames side that compares (a fake, attached too late to get the channel: only comparing() counts)
+        try (EnginePair pair = new EnginePair(() -> hourly(true).mode(ColoConfig.Mode.HYBRID), 4096, ProtocolTap.NONE,
+            ProtocolTap.NONE))
+        {
+            pair.primary.frames(new dev.colod.core.spi.FrameMirror()
+            {
+                @Override
+                public void attach(final java.net.Socket socket, final String peer) throws java.io.IOException
+                {
+                    socket.close();
+                }
+
+                @Override
+                public void detach()
+                {
+                }
+            });
+            pair.awaitCheckpoints(1);
+            final long before = pair.primary.counters().checkpointsCompleted.get();
+            pair.output.openOutput = true;
+            Thread.sleep(1_000); // the trigger above fires within milliseconds
+            assertThat(pair.primary.counters().checkpointsByOutput.get()).isZero();
+            assertThat(pair.primary.counters().checkpointsCompleted.get()).isEqualTo(before);
+        }
+    }
+
     @Test
     void withTheTriggerOffHeldOutputWaitsForTheInterval() throws Exception
     {

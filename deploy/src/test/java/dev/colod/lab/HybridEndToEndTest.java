@@ -110,27 +110,44 @@ class HybridEndToEndTest
         }
     }
 
+    /**
+     * The control: the failover resumes the committed image, so answers that left by comparison since it repeat. A
+     * checkpoint that was under way when the answers were counted (a mismatch of a Date header, say) commits them
+     * before the kill; then this attempt shows nothing either way and runs again on a fresh lab (at most 3 times).
+     */
     @Test
     void controlResumingTheCommittedImageInsteadRepeatsWhatComparisonLetOut() throws Exception
     {
-        try (Lab rig = hybridLab())
+        for (int attempt = 1; ; attempt++)
         {
-            protect(rig);
-            rig.failover().continueRunningCopy(false);
-            try (Client client = new Client(rig.cli))
+            try (Lab rig = hybridLab())
             {
-                awaitAnswersSinceLastCheckpoint(rig, client, 4);
-                kill(rig, client);
-                final List<Long> values = client.values();
-                System.out.printf("hybrid control (failover resumes the image): values %s%n", values);
-                assertThat(rig.failover().continuedCopy()).as("the image was resumed").isFalse();
-                boolean repeated = false;
-                for (int i = 1; i < values.size(); i++)
+                protect(rig);
+                rig.failover().continueRunningCopy(false);
+                try (Client client = new Client(rig.cli))
                 {
-                    repeated |= values.get(i) <= values.get(i - 1);
+                    final long checkpoint = awaitAnswersSinceLastCheckpoint(rig, client, 4);
+                    kill(rig, client);
+                    final List<Long> values = client.values();
+                    final long resumed = rig.failover().lastActivated;
+                    System.out.printf("hybrid control (failover resumes the image), attempt %d: answers counted " +
+                        "after checkpoint %d, failover resumed checkpoint %d; values %s%n", attempt, checkpoint, resumed,
+                        values);
+                    assertThat(rig.failover().continuedCopy()).as("the image was resumed").isFalse();
+                    if (resumed != checkpoint && attempt < 3)
+                    {
+                        continue; // a later checkpoint holds the answers: inconclusive
+                    }
+                    assertThat(resumed).as("the failover resumed the checkpoint the answers came after").isEqualTo(checkpoint);
+                    boolean repeated = false;
+                    for (int i = 1; i < values.size(); i++)
+                    {
+                        repeated |= values.get(i) <= values.get(i - 1);
+                    }
+                    assertThat(repeated).as("the client saw the counter repeat: answers out by comparison are not in " +
+                        "the image (%s)", values).isTrue();
+                    return;
                 }
-                assertThat(repeated).as("the client saw the counter repeat: answers out by comparison are not in " +
-                    "the image (%s)", values).isTrue();
             }
         }
     }

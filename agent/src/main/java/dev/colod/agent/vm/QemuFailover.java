@@ -49,6 +49,8 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     private volatile TcpRewriter rewriter;
     public volatile long lastStartMicros;
     public volatile long lastLoadMicros;
+    /** The checkpoint the last failover resumed (or continued the copy of), 0 before any. */
+    public volatile long lastActivated;
 
     /**
      * {@code hot}: pre-start QEMU paused ({@code -incoming defer}) on the committed RAM file once the first
@@ -439,6 +441,7 @@ public final class QemuFailover implements StandbyImage.Activation, AutoCloseabl
     @Override
     public void activate(final StandbyImage image, final long checkpointId) throws IOException
     {
+        lastActivated = checkpointId;
         final RunningCopy c = copy;
         final RunningCopy.TakenOver t = c == null || !continueCopy ? null : c.takeOver(checkpointId);
         if (t != null)

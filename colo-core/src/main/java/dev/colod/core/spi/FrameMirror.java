@@ -35,10 +35,39 @@ public interface FrameMirror
         public void detach()
         {
         }
+
+        @Override
+        public boolean comparing()
+        {
+            return false;
+        }
     };
+
+    /**
+     * What a primary of this build says it reads on the frames channel, in its HELLO's shape field (ignored there by
+     * older secondaries): TCP records with the copy's window (kind 5). A secondary sends kind 5 only to a primary that
+     * says so, since an older one ends the channel on an unknown kind.
+     */
+    String FEATURE_TCP_WINDOW = "tcp-window";
 
     /** The session's frames channel is {@code socket} (its handshake done): run it until {@link #detach}. */
     void attach(Socket socket, String peer) throws IOException;
+
+    /** As above, with what the primary said it reads ({@code features}, e.g. {@link #FEATURE_TCP_WINDOW}). */
+    default void attach(final Socket socket, final String peer, final java.util.Set<String> features) throws IOException
+    {
+        attach(socket, peer);
+    }
+
+    /**
+     * Primary: true while the channel runs, so output is released by comparison; false before it is attached and once
+     * it ended (the engine then takes checkpoints for held output as in periodic mode, instead of letting it wait
+     * for the interval).
+     */
+    default boolean comparing()
+    {
+        return true;
+    }
 
     /** The session ended: close the channel and forget what was pending. Never throws. */
     void detach();

@@ -5,6 +5,7 @@ import java.util.ArrayDeque;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.concurrent.atomic.AtomicLongArray;
 
 /**
  * Hybrid mode's comparison of one NIC, on the primary (docs/ARCHITECTURE.md, "Hybrid mode"). Every frame the
@@ -130,8 +131,8 @@ public final class Comparer
     private volatile long behindNs;
     private volatile long behindMaxNs;
     /** Matched frames and their held → matched waits by {@link WaitKind}, and the part of it before the copy ran. */
-    private final long[] waitCount = new long[WaitKind.values().length];
-    private final long[] waitNs = new long[WaitKind.values().length];
+    private final AtomicLongArray waitCount = new AtomicLongArray(WaitKind.values().length);
+    private final AtomicLongArray waitNs = new AtomicLongArray(WaitKind.values().length);
     private volatile long waitBeforeCopyNs;
     private volatile long digests;
     private volatile long staleDigests;
@@ -315,8 +316,8 @@ public final class Comparer
         matched++;
         matchWaitNs += p.matchedNs - p.heldNs;
         final int kind = WaitKind.of(p.tcp).ordinal();
-        waitCount[kind]++;
-        waitNs[kind] += p.matchedNs - p.heldNs;
+        waitCount.incrementAndGet(kind);
+        waitNs.addAndGet(kind, p.matchedNs - p.heldNs);
         if (alignedNs > p.heldNs)
         {
             waitBeforeCopyNs += Math.min(alignedNs, p.matchedNs) - p.heldNs;
@@ -334,13 +335,8 @@ public final class Comparer
         {
             return;
         }
-        final FrameDigest.Ip ip = FrameDigest.Ip.of(p.head, 0, p.bytes);
-        if (ip == null || ip.l4 + 18 > p.head.length)
-        {
-            return;
-        }
-        final int win = p.at + ip.l4 + 14;
-        final int sum = p.at + ip.l4 + 16;
+        final int win = p.at + p.tcp.l4() + 14;
+        final int sum = p.at + p.tcp.l4() + 16;
         final int old = p.buf.getShort(win) & 0xFFFF;
         p.buf.putShort(win, (short)copyWindow);
         // HC' = ~(~HC + ~m + m')
@@ -521,14 +517,16 @@ public final class Comparer
     public Stats stats()
     {
         final long[] asked = checkpointsAskedView;
-        final long[] waitMicros = new long[waitNs.length];
+        final long[] waits = new long[waitNs.length()];
+        final long[] waitMicros = new long[waitNs.length()];
         for (int i = 0; i < waitMicros.length; i++)
         {
-            waitMicros[i] = waitNs[i] / 1000;
+            waits[i] = waitCount.get(i);
+            waitMicros[i] = waitNs.get(i) / 1000;
         }
         return new Stats(compared, matched, releasedByComparison, digests, staleDigests, asked[Cause.MISMATCH.ordinal()],
             asked[Cause.COMPARE_TIMEOUT.ordinal()], asked[Cause.SECONDARY_AHEAD.ordinal()], lastCause, matchWaitNs / 1000,
-            behindNs / 1000, behindMaxNs / 1000, new Waits(waitCount.clone(), waitMicros, waitBeforeCopyNs / 1000),
+            behindNs / 1000, behindMaxNs / 1000, new Waits(waits, waitMicros, waitBeforeCopyNs / 1000),
             retransmissionsPassed, windowsClamped);
     }
 

@@ -71,8 +71,15 @@ public final class CopyMirror implements FrameMirror
     @Override
     public void attach(final Socket socket, final String peer) throws IOException
     {
+        attach(socket, peer, java.util.Set.of());
+    }
+
+    /** {@code features}: what the primary reads; with {@link #FEATURE_TCP_WINDOW} TCP records carry the window (kind 5). */
+    @Override
+    public void attach(final Socket socket, final String peer, final java.util.Set<String> features) throws IOException
+    {
         detach();
-        final Session s = new Session(socket, peer);
+        final Session s = new Session(socket, peer, features.contains(FEATURE_TCP_WINDOW));
         synchronized (this)
         {
             Arrays.fill(inboundEra, -1);
@@ -235,12 +242,15 @@ public final class CopyMirror implements FrameMirror
         final DataOutputStream out;
         final Thread reader;
         final Thread capture;
+        /** TCP records as kind 5, with the copy's window: the primary said it reads them. */
+        final boolean windows;
         volatile boolean closed;
 
-        Session(final Socket socket, final String peer) throws IOException
+        Session(final Socket socket, final String peer, final boolean windows) throws IOException
         {
             this.socket = socket;
             this.peer = peer;
+            this.windows = windows;
             this.out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), 1 << 16));
             this.reader = new Thread(this::read, "colo-secondary-" + vm + "-frames-in");
             this.capture = new Thread(this::capture, "colo-secondary-" + vm + "-copy-capture");
@@ -383,9 +393,10 @@ public final class CopyMirror implements FrameMirror
                             rec[16] = (byte)seg.flags();
                             rec[17] = (byte)(seg.window() >>> 8);
                             rec[18] = (byte)seg.window();
+                            final int header = windows ? FramesCodec.TCP_WINDOW_HEADER : FramesCodec.TCP_HEADER;
                             final int n = seg.payload().length;
-                            System.arraycopy(seg.payload(), 0, rec, FramesCodec.TCP_WINDOW_HEADER, n);
-                            any |= send(FramesCodec.TCP_WINDOW, nic, rec, FramesCodec.TCP_WINDOW_HEADER + n, gen);
+                            System.arraycopy(seg.payload(), 0, rec, header, n);
+                            any |= send(windows ? FramesCodec.TCP_WINDOW : FramesCodec.TCP, nic, rec, header + n, gen);
                         }
                         else
                         {

@@ -127,6 +127,13 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
         }
     }
 
+    @Override
+    public boolean comparing()
+    {
+        final Session s = session;
+        return s != null && !s.ended;
+    }
+
     public Stats stats()
     {
         return new Stats(session != null, inboundCopied, inboundDropped, digestsReceived, bytesSent);
@@ -145,6 +152,8 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
         final Thread sender;
         final Thread reader;
         volatile boolean closed;
+        /** The channel failed either way (comparison stopped). */
+        volatile boolean ended;
 
         Session(final Socket socket, final String peer)
         {
@@ -181,6 +190,7 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
             }
             catch (final IOException ex)
             {
+                ended = true;
                 if (!closed)
                 {
                     LOG.warn("vm={} frames channel to {}: sending failed: {}", vm, peer, ex.toString());
@@ -246,13 +256,17 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
                             " goes from primary to secondary, not back");
                     }
                 }
+                ended = true; // the secondary closed it
             }
             catch (final IOException ex)
             {
+                ended = true;
                 if (!closed)
                 {
-                    // comparison stops (frames wait for checkpoints); the session's own channels decide its end
-                    LOG.warn("vm={} frames channel from {} ended: {}", vm, peer, ex.getMessage());
+                    // comparison stops: held output asks for checkpoints as in periodic mode; the session's own
+                    // channels decide its end
+                    LOG.warn("vm={} frames channel from {} ended: {}; held output leaves at checkpoints it starts, as " +
+                        "in periodic mode", vm, peer, ex.getMessage());
                 }
             }
         }

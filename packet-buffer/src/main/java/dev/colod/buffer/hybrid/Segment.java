@@ -7,9 +7,10 @@ import static dev.colod.buffer.hybrid.FrameDigest.be32;
 
 /**
  * What hybrid mode compares of one TCP segment: sequence and acknowledgement numbers, flags, payload; and the
- * window field as sent (scaled units), which is not compared but may be clamped ({@link TcpFlow#copyWindow}).
+ * window field as sent (scaled units), which is not compared but may be clamped ({@link TcpFlow#copyWindow}); and
+ * {@code l4}, where the TCP header starts in the frame (for the clamp).
  */
-record Segment(int seq, int ack, int flags, byte[] payload, int window)
+record Segment(int seq, int ack, int flags, byte[] payload, int window, int l4)
 {
     static final int FIN = 0x01;
     static final int SYN = 0x02;
@@ -27,7 +28,7 @@ record Segment(int seq, int ack, int flags, byte[] payload, int window)
         final int doff = ((f[ip.l4 + 12] & 0xFF) >> 4) * 4;
         final int from = Math.min(ip.l4 + Math.max(20, doff), ip.end);
         return new Segment(be32(f, ip.l4 + 4), be32(f, ip.l4 + 8), f[ip.l4 + 13] & 0xFF,
-            Arrays.copyOfRange(f, from, ip.end), FrameDigest.be16(f, ip.l4 + 14));
+            Arrays.copyOfRange(f, from, ip.end), FrameDigest.be16(f, ip.l4 + 14), ip.l4 - off);
     }
 
     boolean has(final int flag)
