@@ -11,6 +11,7 @@ import dev.colod.agent.qemu.Leftovers;
 import dev.colod.agent.qemu.QemuProcess;
 import dev.colod.agent.qemu.VmSpec;
 import dev.colod.agent.tls.PeerTls;
+import dev.colod.agent.vm.HugePages;
 import dev.colod.agent.vm.QemuFailover;
 import dev.colod.agent.vm.QemuStateSource;
 import dev.colod.agent.vm.RunningCopy;
@@ -179,11 +180,13 @@ public final class ProtectedVm implements AutoCloseable
             final Path stateDir = Path.of(config.stateDir);
             final boolean follow = v.listen != null;
             final RoleFile recorded = follow ? RoleFile.read(stateDir, v.name) : null;
-            final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
+            final Path ramFile = ramFile(config, v);
             final boolean startsPrimary = (recorded != null ? recorded.role() : v.role) == ColodConfig.Role.PRIMARY;
             final boolean fencedHere = startsPrimary && Files.exists(vm.fenced);
             // after a failover to this host its QEMU runs on the standby image's RAM file
-            final List<Path> ramFiles = List.of(ramFile, StandbyImage.ramFileIn(imageDir(config, v)));
+            // (and the RAM file of either page size: the setting may have changed since it started)
+            final List<Path> ramFiles = List.of(ramFile, StandbyImage.ramFileIn(imageDir(config, v)),
+                Path.of(config.ramDir).resolve(v.name + ".ram"), Path.of(config.hugepageDir).resolve(v.name + ".ram"));
             if (startsPrimary && !fencedHere)
             {
                 vm.qemu = QemuProcess.adopt(spec, runDir, ramFiles, true).orElse(null);
@@ -356,8 +359,16 @@ public final class ProtectedVm implements AutoCloseable
 
     private void openPrimary(final InetSocketAddress peer) throws Exception
     {
-        final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
+        final Path ramFile = ramFile(config, v);
         final boolean adopted = qemu != null;
+        if (!adopted && v.ramPageSize == ColodConfig.RamPageSize.PAGE_2M)
+        {
+            final String problem = HugePages.problem("hugepage-dir", Path.of(config.hugepageDir), ramFile, spec.memoryBytes());
+            if (problem != null)
+            {
+                throw new IOException("vm " + v.name + " (ram-page-size: 2m) cannot start: " + problem);
+            }
+        }
         FrameLedger.Mode initial = adopted ? FrameLedger.Mode.HOLD : FrameLedger.Mode.PASS_THROUGH;
         if (arbiter.arbitrated() && !adopted)
         {
@@ -915,6 +926,16 @@ public final class ProtectedVm implements AutoCloseable
     private static Path imageDir(final ColodConfig config, final ColodConfig.Vm v)
     {
         return Path.of(config.ramDir).resolve(v.name + "-image");
+    }
+
+    /**
+     * Where colod starts the VM's QEMU on a RAM file of its own: ram-dir (4 KiB pages) or, with {@code ram-page-size:
+     * 2m}, hugepage-dir. A VM that took over here runs on the standby image's RAM (4 KiB) until it is restarted.
+     */
+    static Path ramFile(final ColodConfig config, final ColodConfig.Vm v)
+    {
+        return Path.of(v.ramPageSize == ColodConfig.RamPageSize.PAGE_2M ? config.hugepageDir : config.ramDir)
+            .resolve(v.name + ".ram");
     }
 
     /** Secondary: the failover launcher, else null. */

@@ -151,6 +151,8 @@ public final class TwoHostLab
         private ColodConfig.DiskFormat systemDisk;
         private final java.util.Set<String> offline = java.util.concurrent.ConcurrentHashMap.newKeySet();
         private LocalEtcd etcd;
+        /** {@code ram-page-size: 2m}: the hugetlbfs mount this lab made for the primary's RAM, else null. */
+        private Path hugepageDir;
 
         public Lab(final Path guest) throws Exception
         {
@@ -574,7 +576,76 @@ public final class TwoHostLab
             return this;
         }
 
-        /** The replication link without TLS ({@code insecure: true}), for benchmarks; before the VM boots. */
+        /**
+         * The guest's RAM on 2 MiB pages ({@code ram-page-size: 2m}); before the VM boots. Mounts a hugetlbfs of its
+         * own and reserves as many more 2 MiB pages as the guest needs (vm.nr_hugepages); at close both are undone
+         * after the VM is gone.
+         */
+        public Lab hugePages() throws IOException
+        {
+            final Path pool = Path.of("/sys/kernel/mm/hugepages/hugepages-2048kB");
+            final Path nr = pool.resolve("nr_hugepages");
+            final long before = sysctlValue(nr);
+            final long need = memoryMiB / 2 + 1;
+            // undone at close down to the host's own count plus what labs still open need; pages of a closed lab's
+            // RAM file still mapped (until a GC) stay as surplus pages and go back to the kernel once unmapped
+            synchronized (HUGE_PAGES)
+            {
+                if (HUGE_PAGES[0] < 0)
+                {
+                    HUGE_PAGES[0] = before;
+                }
+                HUGE_PAGES[1] += need;
+            }
+            closers.add(() ->
+            {
+                synchronized (HUGE_PAGES)
+                {
+                    HUGE_PAGES[1] -= need;
+                    Files.writeString(nr, Long.toString(HUGE_PAGES[0] + HUGE_PAGES[1]));
+                }
+            });
+            // free ones, not more than before: pages of an earlier lab's RAM file may still be mapped (until a GC)
+            long free = sysctlValue(pool.resolve("free_hugepages"));
+            for (int attempt = 0; attempt < 5 && free < need; attempt++)
+            {
+                // free 2 MiB blocks may be scattered (a fresh boot has them; a machine that ran for a while less so)
+                Files.writeString(Path.of("/proc/sys/vm/compact_memory"), "1");
+                Files.writeString(nr, Long.toString(sysctlValue(nr) + need - free));
+                free = sysctlValue(pool.resolve("free_hugepages"));
+            }
+            if (free < need)
+            {
+                throw new IOException("the kernel has " + free + " of the " + need + " free 2 MiB pages this guest " +
+                    "needs (memory too fragmented?)");
+            }
+            final Path dir = runDir.resolve("hugepages");
+            Files.createDirectories(dir);
+            IpRoute.exec(List.of("mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "none", dir.toString()));
+            closers.add(() ->
+            {
+                deleteSettled(dir.resolve("e2e.ram"));
+                // lazily: a mapping of the RAM file (colod's, a test's MappedByteBuffer) lives until a GC, and with it
+                // the mount and the file's pages
+                IpRoute.exec(List.of("umount", "-l", dir.toString()));
+            });
+            hugepageDir = dir;
+            vmOptions.add("ram-page-size: 2m");
+            return this;
+        }
+
+        /** The host's 2 MiB pages before the first lab of this JVM took some, and what open labs took since. */
+        private static final long[] HUGE_PAGES = {-1, 0};
+
+        /**
+         * A sysctl's (or sysfs attribute's) number. Not {@code Files.readString}: it reads one byte first and then the
+         * rest from offset 1, where a sysctl file says end of file ("65" read as "6").
+         */
+        private static long sysctlValue(final Path p) throws IOException
+        {
+            return Long.parseLong(Files.readAllLines(p).get(0).trim());
+        }
+
         /** One more setting of the VM in both hosts' colod.yaml, e.g. {@code "output-linger-us: 500"}. */
         public Lab vmOption(final String yamlLine)
         {
@@ -623,6 +694,7 @@ public final class TwoHostLab
             return String.join("\n",
                 "runtime-dir: " + runtime,
                 "ram-dir: " + ramDir(role),
+                hugepageDir == null ? "" : "hugepage-dir: " + hugepageDir,
                 "log-level: info",
                 "on-stop: " + (inProcess ? "stop" : "leave-running"),
                 "state-dir: " + runDir.resolve(role + "-state"),
@@ -903,10 +975,10 @@ public final class TwoHostLab
             return secondary.failover();
         }
 
-        /** The primary's RAM file (colod puts it at ram-dir/VM.ram). */
+        /** The primary's RAM file (colod puts it at ram-dir/VM.ram, or hugepage-dir/VM.ram on 2 MiB pages). */
         public Path primaryRam()
         {
-            return ramDir("primary").resolve("e2e.ram");
+            return (hugepageDir != null ? hugepageDir : ramDir("primary")).resolve("e2e.ram");
         }
 
         /** The primary's first NIC's output commit, as {@code coloctl buffers} shows it. */

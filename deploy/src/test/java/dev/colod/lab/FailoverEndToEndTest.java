@@ -275,6 +275,33 @@ class FailoverEndToEndTest
         }
     }
 
+    /**
+     * The guest's RAM on 2 MiB pages ({@code ram-page-size: 2m}, a hugetlbfs of the lab's own): written pages are found
+     * and copied as whole huge pages, and the standby built from them (on 4 KiB pages) takes over with the counter
+     * increasing.
+     */
+    @Test
+    void aGuestOnTwoMiBPagesIsProtectedAndFailsOverWithItsCounterIncreasing() throws Exception
+    {
+        try (Lab rig = new Lab(GUEST))
+        {
+            rig.hugePages();
+            final TwoHostLab.Protection how = TwoHostLab.Protection.of(200);
+            rig.bootPrimary(how);
+            rig.protect(how);
+            assertThat(rig.stateSource().ramPageBytes()).as("the primary's RAM page size").isEqualTo(2L << 20);
+            try (Client client = new Client(rig.cli))
+            {
+                killPrimaryAfter(rig, client, 5);
+                System.out.printf("2 MiB pages: %d checkpoints, write audit %d pages re-read, %d misses; values %s%n",
+                    rig.primary().counters().checkpointsCompleted.get(), rig.stateSource().auditedPages(),
+                    rig.stateSource().auditMisses(), client.values());
+                assertThat(rig.stateSource().auditMisses()).as("pages the write tracking missed").isZero();
+                assertStrictlyIncreasing(client.values());
+            }
+        }
+    }
+
     @Test
     void aPrimaryWhoseQemuDiesHandsTheVmToItsSecondary() throws Exception
     {

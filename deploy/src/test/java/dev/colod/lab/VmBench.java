@@ -24,11 +24,27 @@ import java.util.Locale;
  */
 public final class VmBench
 {
-    private record Run(int mib, ColoConfig.Mode mode, ColodConfig.WriteTracking tracking, int vcpus)
+    /** {@code huge}: the guest's RAM on 2 MiB pages ({@code ram-page-size: 2m}). */
+    private record Run(int mib, ColoConfig.Mode mode, ColodConfig.WriteTracking tracking, int vcpus, boolean huge)
     {
         Run(final int mib, final ColoConfig.Mode mode, final ColodConfig.WriteTracking tracking)
         {
             this(mib, mode, tracking, 1);
+        }
+
+        Run(final int mib, final ColoConfig.Mode mode, final ColodConfig.WriteTracking tracking, final int vcpus)
+        {
+            this(mib, mode, tracking, vcpus, false);
+        }
+
+        Run onHugePages()
+        {
+            return new Run(mib, mode, tracking, vcpus, true);
+        }
+
+        String cell()
+        {
+            return mib + " MiB " + mode.name().toLowerCase() + (huge ? ", 2m" : "");
         }
     }
 
@@ -57,7 +73,14 @@ public final class VmBench
         // -Dcolod.vmbench.repeat=N: only the kernel-tracking rows of one vCPU, N times in turn, then the start pause
         // against the idle pause per size and mode, and the idle pause per size against 128 MiB's (issue 23's goals)
         final int repeat = Integer.getInteger("colod.vmbench.repeat", 0);
-        final List<Run> chosen = repeat == 0 ? runs : runs.stream()
+        // -Dcolod.vmbench.pages=4k (default) | 2m | both: the guest's RAM page size; both runs each kernel-tracking row
+        // of one vCPU on 4 KiB pages and then on 2 MiB pages
+        final String pages = System.getProperty("colod.vmbench.pages", "4k");
+        final List<Run> sized = "4k".equals(pages) ? runs : runs.stream()
+            .filter(r -> r.tracking() == ColodConfig.WriteTracking.KERNEL && r.vcpus() == 1)
+            .flatMap(r -> "2m".equals(pages) ? java.util.stream.Stream.of(r.onHugePages())
+                : java.util.stream.Stream.of(r, r.onHugePages())).toList();
+        final List<Run> chosen = repeat == 0 ? sized : sized.stream()
             .filter(r -> r.tracking() == ColodConfig.WriteTracking.KERNEL && r.vcpus() == 1).toList();
         final java.util.Map<String, List<double[]>> byCell = new java.util.LinkedHashMap<>();
         for (int round = 0; round < Math.max(1, repeat); round++)
@@ -69,7 +92,7 @@ public final class VmBench
                     continue;
                 }
                 final double[] idleAndStart = one(r, copyGBs);
-                byCell.computeIfAbsent(r.mib() + " MiB " + r.mode().name().toLowerCase(), k -> new java.util.ArrayList<>())
+                byCell.computeIfAbsent(r.cell(), k -> new java.util.ArrayList<>())
                     .add(idleAndStart);
             }
         }
@@ -90,7 +113,7 @@ public final class VmBench
         for (final java.util.Map.Entry<String, List<double[]>> e : byCell.entrySet())
         {
             final List<double[]> runs = e.getValue();
-            final List<double[]> small = byCell.get("128 MiB " + e.getKey().substring(e.getKey().lastIndexOf(' ') + 1));
+            final List<double[]> small = byCell.get("128 MiB " + e.getKey().substring(e.getKey().indexOf("MiB ") + 4));
             final StringBuilder idle = new StringBuilder();
             final StringBuilder start = new StringBuilder();
             final StringBuilder ratio = new StringBuilder();
@@ -121,6 +144,10 @@ public final class VmBench
             if (r.vcpus() > 1)
             {
                 rig.vmOption("vcpus: " + r.vcpus());
+            }
+            if (r.huge())
+            {
+                rig.hugePages();
             }
             final TwoHostLab.Protection how = TwoHostLab.Protection.of(100).in(r.mode()).tracking(r.tracking());
             rig.bootPrimary(how);
@@ -160,7 +187,8 @@ public final class VmBench
         // device state and tracking + copy run side by side
         final double rest = Math.max(0, pause - stop - Math.max(dev, track + copy) - resume);
         System.out.printf(Locale.ROOT, "| %d MiB%s | %s | %s | %s | %.1f ms | %.1f | %.1f (%.1f) | %.2f | %.2f (%d) | %.1f | %.1f |" +
-                " %.1f | %.2fx | %.1f ms | %.1f s |%n", r.mib(), r.vcpus() > 1 ? ", " + r.vcpus() + " vCPUs" : "", r.mode().name().toLowerCase(), s.writeTracking(), load, pause,
+                " %.1f | %.2fx | %.1f ms | %.1f s |%n", r.mib(), r.vcpus() > 1 ? ", " + r.vcpus() + " vCPUs" : "", r.mode().name().toLowerCase(),
+            s.writeTracking() + (s.ramPageBytes() > 4096 ? ", " + s.ramPageBytes() / 1024 + " KiB pages" : ""), load, pause,
             stop, dev, t.deviceQemu().getValueAtPercentile(50) / 1000.0, track, copy, pages, resume, rest, floor,
             pause / floor, c.protectionStartPauseMicros.get() / 1000.0, c.baseSyncMicros.getMaxValue() / 1e6);
         return pause;

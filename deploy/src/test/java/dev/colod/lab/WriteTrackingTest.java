@@ -41,10 +41,15 @@ class WriteTrackingTest
     {
     }
 
-    private static Audit run(final boolean dropOneRegion) throws Exception
+    /** {@code hugePages}: the guest's RAM on 2 MiB pages ({@code ram-page-size: 2m}). */
+    private static Audit run(final boolean dropOneRegion, final boolean hugePages) throws Exception
     {
         try (Lab lab = new Lab(FailoverEndToEndTest.GUEST))
         {
+            if (hugePages)
+            {
+                lab.hugePages();
+            }
             lab.bootPrimary(TwoHostLab.Protection.of(100)); // QEMU with the write-tracking library; not protected
             final BitSet reported = new BitSet();
             final boolean[] dropNext = {false};
@@ -60,6 +65,8 @@ class WriteTrackingTest
                     out.region(first, count);
                 }), (int)(lab.qemu().spec().memoryBytes() / 4096)); // colod's own audit: every page, every checkpoint
             assertThat(source.writeTracking()).isEqualTo("kernel");
+            final int unit = (int)(source.ramPageBytes() / 4096); // 4 KiB pages per page of the guest's RAM
+            assertThat(unit).as("pages of the RAM file, in 4 KiB").isEqualTo(hugePages ? 512 : 1);
             Netns.call(lab.cli, () -> TwoHostLab.Http.get(TwoHostLab.GUEST_IP, "/cgi-bin/churn", 10_000)); // the writer
             final long ramBytes = lab.qemu().spec().memoryBytes();
             final int pages = (int)(ramBytes / 4096);
@@ -96,6 +103,12 @@ class WriteTrackingTest
                                 }
                             }
                             reportedTotal += reported.cardinality();
+                            for (int r = reported.nextSetBit(0); r >= 0; r = reported.nextSetBit(reported.nextClearBit(r)))
+                            {
+                                final int end = reported.nextClearBit(r);
+                                assertThat(r % unit == 0 && end % unit == 0).as("reported run [%d, %d) in whole pages " +
+                                    "of %d KiB", r, end, unit * 4).isTrue();
+                            }
                         }
                         previous.clear().put(ram.duplicate().clear()).clear();
                         c.writeTo(OutputStream.nullOutputStream(), done -> { });
@@ -113,8 +126,32 @@ class WriteTrackingTest
     @Test
     void everyPageTheGuestChangedIsAmongThePagesTheKernelReported() throws Exception
     {
-        final Audit a = run(false);
-        System.out.printf("write tracking audit: %d checkpoints, %d pages changed, %d reported, %d missed%n",
+        final Audit a = run(false, false);
+        assertComplete(a, "");
+    }
+
+    /** The same on 2 MiB pages (hugetlbfs): the kernel reports whole 2 MiB pages, and none is left out. */
+    @Test
+    void onTwoMiBPagesEveryChangedPageIsWithinAReportedHugePage() throws Exception
+    {
+        final Audit a = run(false, true);
+        assertComplete(a, ", 2 MiB pages");
+        assertThat(a.reported()).as("whole 2 MiB pages reported: more than what changed").isGreaterThan(a.changed());
+    }
+
+    @Test
+    void onTwoMiBPagesTheAuditCatchesAReportedHugePageThatWasDropped() throws Exception
+    {
+        final Audit a = run(true, true);
+        System.out.printf("write tracking audit, 2 MiB pages, one region dropped per checkpoint: %d pages missed%n",
+            a.missed().size());
+        assertThat(a.missed()).as("the audit notices pages left out").isNotEmpty();
+        assertThat(a.productAuditMisses()).as("colod's own audit counts the same pages").isEqualTo(a.missed().size());
+    }
+
+    private static void assertComplete(final Audit a, final String what)
+    {
+        System.out.printf("write tracking audit%s: %d checkpoints, %d pages changed, %d reported, %d missed%n", what,
             a.checkpoints(), a.changed(), a.reported(), a.missed().size());
         assertThat(a.changed()).as("the guest wrote while it was checkpointed").isGreaterThan(1000);
         assertThat(a.missed()).as("changed pages the tracker did not report").isEmpty();
@@ -125,7 +162,7 @@ class WriteTrackingTest
     @Test
     void theAuditCatchesAReportedRegionThatWasDropped() throws Exception
     {
-        final Audit a = run(true);
+        final Audit a = run(true, false);
         System.out.printf("write tracking audit, one region dropped per checkpoint: %d pages missed%n", a.missed().size());
         assertThat(a.missed()).as("the audit notices pages left out").isNotEmpty();
         assertThat(a.productAuditMisses()).as("colod's own audit (all pages each checkpoint) counts the same pages")

@@ -66,6 +66,20 @@ public final class ColodConfig
         AUTO
     }
 
+    /** The page size of the primary's guest RAM (issue 23; docs/OPERATIONS.md, "Guest RAM on 2 MiB pages"). */
+    public enum RamPageSize
+    {
+        /** 4 KiB pages on ram-dir (tmpfs): write tracking and copies per 4 KiB page. */
+        @com.fasterxml.jackson.annotation.JsonProperty("4k")
+        PAGE_4K,
+        /**
+         * 2 MiB pages on hugepage-dir (hugetlbfs): the written-page scan walks 512x fewer entries, but each written huge
+         * page is copied whole (2 MiB).
+         */
+        @com.fasterxml.jackson.annotation.JsonProperty("2m")
+        PAGE_2M
+    }
+
     public enum Buffer
     {
         /** Agent taps and tc: frames held in colod. */
@@ -80,6 +94,9 @@ public final class ColodConfig
     public String runtimeDir = "/run/colod";
     @JsonProperty("ram-dir")
     public String ramDir = "/dev/shm/colod";
+    /** Where the RAM files of VMs with {@code ram-page-size: 2m} live: a hugetlbfs mount with 2 MiB pages. */
+    @JsonProperty("hugepage-dir")
+    public String hugepageDir = "/dev/hugepages";
     /** What must survive a reboot: each VM's current role (which host is primary now). */
     @JsonProperty("state-dir")
     public String stateDir = "/var/lib/colod";
@@ -176,6 +193,9 @@ public final class ColodConfig
         /** Primary: pages re-read at each checkpoint, in turn, to audit write tracking (0: no audit). */
         @JsonProperty("write-audit-pages")
         public int writeAuditPages = 1024;
+        /** Primary: the page size of the guest's RAM where colod starts it. */
+        @JsonProperty("ram-page-size")
+        public RamPageSize ramPageSize = RamPageSize.PAGE_4K;
         public String kernel;
         public String initrd;
         public String append;

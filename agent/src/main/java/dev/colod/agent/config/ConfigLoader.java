@@ -1,5 +1,6 @@
 package dev.colod.agent.config;
 
+import com.fasterxml.jackson.annotation.JsonProperty;
 import com.fasterxml.jackson.core.JsonLocation;
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonProcessingException;
@@ -710,6 +711,7 @@ public final class ConfigLoader
         check(c.metricsListen != null && (c.metricsListen.isEmpty() || hostPort(c.metricsListen)),
             "metrics-listen", "must be empty (off) or host:port such as 127.0.0.1:9477, was '" + c.metricsListen + "'");
         check(c.ramDir != null && c.ramDir.startsWith("/"), "ram-dir", "must be an absolute path");
+        check(c.hugepageDir != null && c.hugepageDir.startsWith("/"), "hugepage-dir", "must be an absolute path");
         check(c.stateDir != null && c.stateDir.startsWith("/"), "state-dir", "must be an absolute path");
         check(!c.vms.isEmpty(), "vms", "at least one VM is needed");
     }
@@ -729,6 +731,8 @@ public final class ConfigLoader
         check(v.memoryMib >= 16 && v.memoryMib <= 1 << 20, p + ".memory-mib",
             "must be 16..1048576 (1 TiB), was " + v.memoryMib);
         final long ramBytes = (long)v.memoryMib << 20;
+        check(v.ramPageSize != ColodConfig.RamPageSize.PAGE_2M || v.memoryMib % 2 == 0, p + ".memory-mib",
+            "must be a multiple of 2 with ram-page-size: 2m (whole 2 MiB pages), was " + v.memoryMib);
         final long diskBytes = validateDisks(v, p) + validateFirmware(v, p);
         check(v.maxStateBytes == null || v.maxStateBytes == 0 || v.maxStateBytes >= ramBytes, p + ".max-state-bytes",
             "must be 0 (RAM + disk size + 64 MiB) or at least the RAM size " + ramBytes + ", was " + v.maxStateBytes);
@@ -887,7 +891,17 @@ public final class ConfigLoader
             {
                 b.append(i == values.length - 1 ? " or " : ", ");
             }
-            b.append(((Enum<?>)values[i]).name().toLowerCase().replace('_', '-'));
+            final String name = ((Enum<?>)values[i]).name();
+            JsonProperty named = null;
+            try
+            {
+                named = type.getField(name).getAnnotation(JsonProperty.class);
+            }
+            catch (final NoSuchFieldException ex)
+            {
+                // an enum constant is always a field
+            }
+            b.append(named != null ? named.value() : name.toLowerCase().replace('_', '-'));
         }
         return b.toString();
     }

@@ -65,16 +65,25 @@ public final class HostCheck
         }
         for (int i = 0; i < c.vms.size(); i++)
         {
-            vm(p, "vms[" + i + "]", c.vms.get(i));
+            vm(p, c, "vms[" + i + "]", c.vms.get(i));
         }
         return p;
     }
 
-    private static void vm(final List<String> p, final String at, final ColodConfig.Vm v)
+    private static void vm(final List<String> p, final ColodConfig c, final String at, final ColodConfig.Vm v)
     {
         if (v.accel == ColodConfig.Accel.KVM && !Files.exists(Path.of("/dev/kvm")))
         {
             p.add(at + ".accel: kvm, but /dev/kvm does not exist on this host (no KVM module, or a VM without nesting)");
+        }
+        if (v.ramPageSize == ColodConfig.RamPageSize.PAGE_2M) // either host: roles change at failovers
+        {
+            final String why = dev.colod.agent.vm.HugePages.problem(at + ".ram-page-size: 2m, hugepage-dir",
+                Path.of(c.hugepageDir), Path.of(c.hugepageDir).resolve(v.name + ".ram"), (long)v.memoryMib << 20);
+            if (why != null)
+            {
+                p.add(why);
+            }
         }
         readable(p, at + ".kernel", v.kernel);
         readable(p, at + ".initrd", v.initrd);

@@ -54,6 +54,7 @@ public final class VmStatus
         {
             final Map<String, Object> m = new LinkedHashMap<>(role.get());
             m.put("write_tracking", src.writeTracking());
+            m.put("ram_page_kib", src.ramPageBytes() / 1024);
             m.put("write_audited_pages", src.auditedPages());
             m.put("write_audit_misses", src.auditMisses());
             m.put("disk", disk(src.disk(), hasDisk));

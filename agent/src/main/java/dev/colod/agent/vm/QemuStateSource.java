@@ -47,6 +47,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
     private final QemuProcess qemu;
     private final long ramBytes;
     private final GuestRam ram;
+    private final long ramPageBytes;
     private final WrittenPages written;
     /** Where QEMU saves its device state at each checkpoint. */
     private final Path deviceFile;
@@ -176,6 +177,8 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         this.qemu = qemu;
         this.ramBytes = qemu.spec().memoryBytes();
         this.ram = new GuestRam(qemu.ramFile(), ramBytes);
+        final java.nio.file.FileStore store = java.nio.file.Files.getFileStore(qemu.ramFile());
+        this.ramPageBytes = "hugetlbfs".equals(store.type()) ? store.getBlockSize() : GuestRam.PAGE;
         this.written = tracking.open(qemu, ram);
         try
         {
@@ -259,6 +262,15 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
                 };
             };
         }
+    }
+
+    /**
+     * The page size of the guest's RAM: 4096, or the hugetlbfs page size (2 MiB) with {@code ram-page-size: 2m}, where
+     * write tracking finds written pages in that unit and each is copied whole.
+     */
+    public long ramPageBytes()
+    {
+        return ramPageBytes;
     }
 
     /** "kernel" or "compare". */

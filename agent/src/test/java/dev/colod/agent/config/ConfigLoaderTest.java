@@ -159,6 +159,22 @@ class ConfigLoaderTest
     }
 
     @Test
+    void ramPageSizeIsFourKibOrTwoMibInWholePages() throws Exception
+    {
+        assertThat(ConfigLoader.parse("colod.yaml", GOOD).vms.get(0).ramPageSize).isEqualTo(ColodConfig.RamPageSize.PAGE_4K);
+        final ColodConfig huge = ConfigLoader.parse("colod.yaml", "hugepage-dir: /mnt/huge\n" +
+            GOOD.replace("    checkpoint-delay-ms: 100", "    ram-page-size: 2m"));
+        assertThat(huge.vms.get(0).ramPageSize).isEqualTo(ColodConfig.RamPageSize.PAGE_2M);
+        assertThat(huge.hugepageDir).isEqualTo("/mnt/huge");
+        final ConfigException bad = error(GOOD.replace("    checkpoint-delay-ms: 100", "    ram-page-size: 1g"));
+        assertThat(bad.getMessage()).isEqualTo("colod.yaml:8:5: invalid vms[0].ram-page-size: must be 4k or 2m, was '1g'");
+        final ConfigException odd = error(GOOD.replace("    checkpoint-delay-ms: 100", "    ram-page-size: 2m")
+            .replace("memory-mib: 128", "memory-mib: 129"));
+        assertThat(odd.getMessage()).isEqualTo("colod.yaml:6:5: invalid vms[0].memory-mib: must be a multiple of 2 with " +
+            "ram-page-size: 2m (whole 2 MiB pages), was 129");
+    }
+
+    @Test
     void aVmBootsItsKernelOrItsDiskAndNothingHalfOfBoth(@org.junit.jupiter.api.io.TempDir final Path dir) throws Exception
     {
         final ConfigException none = error(GOOD.replace("    kernel: /boot/vmlinuz\n", ""));

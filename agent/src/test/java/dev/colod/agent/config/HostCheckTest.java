@@ -89,4 +89,41 @@ class HostCheckTest
         }
         assertThat(p).noneMatch(l -> l.startsWith("vms[1].nics"));
     }
+
+    /** {@code ram-page-size: 2m}: hugepage-dir must be a hugetlbfs with 2 MiB pages, with the guest's RAM in free ones. */
+    @Test
+    void twoMiBPagesNeedAHugetlbfsWithTheGuestsRamInFreePages() throws Exception
+    {
+        final Path kernel = Files.writeString(dir.resolve("vmlinuz"), "k");
+        final ColodConfig c = config("br-hc", kernel.toString());
+        c.vms.get(0).ramPageSize = ColodConfig.RamPageSize.PAGE_2M;
+        c.vms.get(0).memoryMib = 1 << 20; // 1 TiB: more free 2 MiB pages than any host here has
+        c.hugepageDir = dir.resolve("no-such-dir").toString();
+        assertThat(HostCheck.problems(c)).containsExactly("vms[0].ram-page-size: 2m, hugepage-dir: " + c.hugepageDir +
+            " does not exist (mount hugetlbfs there: mount -t hugetlbfs -o pagesize=2M none " + c.hugepageDir + ")");
+        final Path plain = Files.createDirectories(dir.resolve("plain"));
+        c.hugepageDir = plain.toString();
+        assertThat(HostCheck.problems(c)).singleElement().asString()
+            .startsWith("vms[0].ram-page-size: 2m, hugepage-dir: " + plain + " is on ").contains(", not hugetlbfs");
+        final Path huge = Files.createDirectories(dir.resolve("huge"));
+        IpRoute.exec(List.of("mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "none", huge.toString()));
+        try
+        {
+            c.hugepageDir = huge.toString();
+            assertThat(HostCheck.problems(c)).singleElement().asString()
+                .startsWith("vms[0].ram-page-size: 2m, hugepage-dir: the guest's 1048576 MiB need 524288 free 2 MiB pages, " +
+                    "this host has ");
+            c.vms.get(0).memoryMib = 128;
+            final long free = Long.parseLong(Files.readAllLines(
+                Path.of("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")).get(0).trim());
+            if (free >= 64)
+            {
+                assertThat(HostCheck.problems(c)).isEmpty();
+            }
+        }
+        finally
+        {
+            IpRoute.exec(List.of("umount", huge.toString()));
+        }
+    }
 }
