@@ -170,6 +170,9 @@ public final class TwoHostLab
             this.guest = guest;
             this.memoryMiB = memoryMiB;
             this.arbitrated = arbitrated;
+            // an earlier lab's RAM files stay mapped (colod's MappedByteBuffers), their tmpfs pages with them, until a
+            // GC: a JVM that runs labs of several GiB in turn (VmBench) would run out of memory without this
+            System.gc();
             runDir = Files.createTempDirectory("colot-" + id);
             closers.add(() -> deleteTree(runDir));
             closers.add(() -> loops.shutdownGracefully(0, 1, TimeUnit.SECONDS));
@@ -581,10 +584,16 @@ public final class TwoHostLab
          * own and reserves as many more 2 MiB pages as the guest needs (vm.nr_hugepages); at close both are undone
          * after the VM is gone.
          */
-        public Lab hugePages() throws IOException
+        public Lab hugePages() throws IOException, InterruptedException
         {
             final Path pool = Path.of("/sys/kernel/mm/hugepages/hugepages-2048kB");
             final Path nr = pool.resolve("nr_hugepages");
+            // an earlier lab's RAM file stays mapped (colod's MappedByteBuffers) until a GC: let it go first
+            System.gc();
+            for (int i = 0; i < 50 && sysctlValue(pool.resolve("surplus_hugepages")) > 0; i++)
+            {
+                Thread.sleep(100);
+            }
             final long before = sysctlValue(nr);
             final long need = memoryMiB / 2 + 1;
             // undone at close down to the host's own count plus what labs still open need; pages of a closed lab's
