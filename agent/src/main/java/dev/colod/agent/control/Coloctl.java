@@ -334,19 +334,21 @@ public final class Coloctl
             {
                 out().println("MAINTENANCE: " + maintenance);
             }
-            out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8s %9s %9s %-8s" + (wide ? " %9s %10s %9s %s" : "") + "%n",
+            out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8s %9s %9s %-9s" + (wide ? " %9s %10s %9s %s" : "") + "%n",
                 "VM", "ROLE", "STATE", "PEER", "LAST-CKPT", "CKPT/S", "PAUSE-P50", "PAUSE-P99", "TRACKING", "LAST-ID",
                 "FAILED", "FAILOVERS", "DISK");
             for (final JsonNode v : r.path("vms"))
             {
                 final long age = v.path("last_checkpoint_age_ms").asLong();
                 final boolean any = v.path("checkpoints").asLong() > 0;
-                out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8.1f %9s %9s %-8s" + (wide ? " %9d %10d %9d %s" : "") +
+                out().printf(Locale.ROOT, "%-12s %-9s %-13s %-22s %10s %8.1f %9s %9s %-9s" + (wide ? " %9d %10d %9d %s" : "") +
                     "%n", v.path("vm").asText(), v.path("role").asText(), v.path("state").asText(), v.path("peer").asText(),
                     age < 0 ? "never" : age + "ms ago", v.path("checkpoints_per_second").asDouble(),
                     any ? String.format(Locale.ROOT, "%.1fms", v.path("pause_p50_ms").asDouble()) : "-",
                     any ? String.format(Locale.ROOT, "%.1fms", v.path("pause_p99_ms").asDouble()) : "-",
-                    v.path("write_tracking").asText(), v.path("last_checkpoint_id").asLong(),
+                    // on 2 MiB pages: "kernel/2m"
+                    v.path("write_tracking").asText() + (v.path("ram_page_kib").asLong() == 2048 ? "/2m" : ""),
+                    v.path("last_checkpoint_id").asLong(),
                     v.path("checkpoints_failed").asLong(), v.path("failovers").asLong(), v.path("disk").asText("none"));
                 final JsonNode steps = v.path("pause_steps");
                 if (steps.size() > 0)

@@ -51,7 +51,8 @@ class ColoctlTest
         socket = dir.resolve("colod.sock");
         server = new ControlServer(socket, List.of(
             VmHandle.primary("web1", pair.primary, () -> List.of(held),
-                () -> Map.of("write_tracking", "kernel", "write_audit_misses", 0L), () -> Map.of("stop", stop)),
+                () -> Map.of("write_tracking", "kernel", "write_audit_misses", 0L, "ram_page_kib", 2048L),
+                () -> Map.of("stop", stop)),
             VmHandle.secondary("web2", pair.secondary).failoverCheck(() -> standbyProblem)));
     }
 
@@ -98,7 +99,7 @@ class ColoctlTest
         final Run table = coloctl("status");
         assertThat(table.code()).isZero();
         assertThat(table.out()).contains("VM", "STATE", "web1", "primary", "protected", "web2", "secondary", "TRACKING",
-            "kernel");
+            "kernel/2m"); // web1's RAM on 2 MiB pages
         final Run json = coloctl("status", "-o", "json");
         assertThat(json.code()).isZero();
         final JsonNode vms = new ObjectMapper().readTree(json.out());
