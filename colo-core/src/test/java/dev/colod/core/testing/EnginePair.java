@@ -2,6 +2,7 @@ package dev.colod.core.testing;
 
 import dev.colod.core.ColoConfig;
 import dev.colod.core.spi.Arbiter;
+import dev.colod.core.spi.FrameMirror;
 import dev.colod.core.ExitEvent;
 import dev.colod.core.NanoClock;
 import dev.colod.core.PrimaryEngine;
@@ -38,10 +39,18 @@ public final class EnginePair implements AutoCloseable
         final ProtocolTap secondaryTap, final Arbiter primaryArbiter, final Arbiter secondaryArbiter,
         final long knownToken) throws IOException
     {
+        this(config, vmBytes, primaryTap, secondaryTap, primaryArbiter, secondaryArbiter, knownToken, FrameMirror.NONE);
+    }
+
+    /** As above, with the secondary's side of hybrid mode's frames channel ({@code secondaryFrames}) set before it starts. */
+    public EnginePair(final Supplier<ColoConfig> config, final int vmBytes, final ProtocolTap primaryTap,
+        final ProtocolTap secondaryTap, final Arbiter primaryArbiter, final Arbiter secondaryArbiter,
+        final long knownToken, final FrameMirror secondaryFrames) throws IOException
+    {
         vm = new MemoryVm(vmBytes, true);
         secondary = new SecondaryEngine(config.get().conclude(), new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
             sink, new ColoCounters(), secondaryTap, NanoClock.SYSTEM).arbiter(secondaryArbiter).knownToken(knownToken)
-            .start();
+            .frames(secondaryFrames).start();
         secondary.addExitListener(secondaryExits::add);
         primary = new PrimaryEngine(config.get().conclude(), secondary.localAddress(), vm, output, new ColoCounters(),
             primaryTap, NanoClock.SYSTEM).arbiter(primaryArbiter);
