@@ -363,7 +363,8 @@ public final class ProtectedVm implements AutoCloseable
         final boolean adopted = qemu != null;
         if (!adopted && v.ramPageSize == ColodConfig.RamPageSize.PAGE_2M)
         {
-            final String problem = HugePages.problem("hugepage-dir", Path.of(config.hugepageDir), ramFile, spec.memoryBytes());
+            final String problem = HugePages.problem("hugepage-dir", Path.of(config.hugepageDir), ramFile,
+                spec.memoryBytes());
             if (problem != null)
             {
                 throw new IOException("vm " + v.name + " (ram-page-size: 2m) cannot start: " + problem);

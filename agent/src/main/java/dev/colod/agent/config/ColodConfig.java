@@ -66,17 +66,17 @@ public final class ColodConfig
         AUTO
     }
 
-    /** The page size of the primary's guest RAM (issue 23; docs/OPERATIONS.md, "Guest RAM on 2 MiB pages"). */
+    /** The page size of the primary's guest RAM (OPERATIONS.md, "What the host needs"; BENCHMARKS.md, "2 MiB pages"). */
     public enum RamPageSize
     {
         /** 4 KiB pages on ram-dir (tmpfs): write tracking and copies per 4 KiB page. */
-        @com.fasterxml.jackson.annotation.JsonProperty("4k")
+        @JsonProperty("4k")
         PAGE_4K,
         /**
          * 2 MiB pages on hugepage-dir (hugetlbfs): the written-page scan walks 512x fewer entries, but each written huge
          * page is copied whole (2 MiB).
          */
-        @com.fasterxml.jackson.annotation.JsonProperty("2m")
+        @JsonProperty("2m")
         PAGE_2M
     }
 

@@ -1,5 +1,6 @@
 package dev.colod.agent.config;
 
+import dev.colod.agent.vm.HugePages;
 import dev.colod.buffer.BackendProvider;
 import dev.colod.os.HostTools;
 import dev.colod.os.IpRoute;
@@ -78,7 +79,7 @@ public final class HostCheck
         }
         if (v.ramPageSize == ColodConfig.RamPageSize.PAGE_2M) // either host: roles change at failovers
         {
-            final String why = dev.colod.agent.vm.HugePages.problem(at + ".ram-page-size: 2m, hugepage-dir",
+            final String why = HugePages.problem(at + ".ram-page-size: 2m, hugepage-dir",
                 Path.of(c.hugepageDir), Path.of(c.hugepageDir).resolve(v.name + ".ram"), (long)v.memoryMib << 20);
             if (why != null)
             {

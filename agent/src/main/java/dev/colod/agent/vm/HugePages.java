@@ -48,7 +48,8 @@ public final class HugePages
                 return null;
             }
             final long need = (bytes + SIZE - 1) / SIZE;
-            final long free = Long.parseLong(Files.readAllLines(FREE).get(0).trim()); // not readString: it reads from offset 1 after 1 byte
+            // (not readString: it reads one byte, then the rest from offset 1, which a sysctl file answers with EOF)
+            final long free = Long.parseLong(Files.readAllLines(FREE).get(0).trim());
             if (free < need)
             {
                 return key + ": the guest's " + (bytes >> 20) + " MiB need " + need + " free 2 MiB pages, this host has " +
