@@ -257,9 +257,11 @@ public final class ServiceBench
                 final dev.colod.buffer.hybrid.Comparer.Stats cmp = lab.comparison();
                 final dev.colod.buffer.NicStats n = lab.nic();
                 System.out.printf(Locale.ROOT, "# %s: frames released %d, by comparison %d (%.1f %%); compared %d, matched" +
-                    " %d; checkpoints asked by mismatch %d, compare timeout %d; last: %s%n", r.name(), n.releasedFrames(),
+                    " %d; checkpoints asked by mismatch %d, compare timeout %d; windows clamped %d, retransmissions " +
+                    "passed %d; last: %s%n", r.name(), n.releasedFrames(),
                     cmp.releasedByComparison(), 100.0 * cmp.releasedByComparison() / Math.max(1, n.releasedFrames()),
-                    cmp.compared(), cmp.matched(), cmp.mismatches(), cmp.timeouts(), cmp.lastCause());
+                    cmp.compared(), cmp.matched(), cmp.mismatches(), cmp.timeouts(), cmp.windowsClamped(),
+                    cmp.retransmissionsPassed(), cmp.lastCause());
                 System.out.printf(Locale.ROOT, "# %s: a frame waited for the copy's counterpart %.2f ms on average, then " +
                     "behind earlier unmatched frames %.2f ms on average (longest %.1f ms)%n", r.name(),
                     cmp.matchWaitMicros() / 1000.0 / Math.max(1, cmp.matched()),
