@@ -22,15 +22,21 @@ public final class TlsBench
     {
     }
 
+    /** Mutual TLS between two ends on 127.0.0.1: a CA and one host certificate for both, written into {@code dir}. */
+    static PeerTls loopbackTls(final Path dir) throws Exception
+    {
+        final Certs.Issued ca = Certs.authority("bench CA", Duration.ofDays(1));
+        ca.write(dir, "ca");
+        Certs.host(ca, "127.0.0.1", Duration.ofDays(1)).write(dir, "host");
+        return PeerTls.load(Transport.DEFAULT, dir.resolve("ca.pem"), dir.resolve("host.pem"), dir.resolve("host.key"),
+            "127.0.0.1");
+    }
+
     public static void main(final String[] args) throws Exception
     {
         final double seconds = args.length > 0 ? Double.parseDouble(args[0]) : 4.0;
         final Path dir = Files.createTempDirectory("colod-tls-bench");
-        final Certs.Issued ca = Certs.authority("bench CA", Duration.ofDays(1));
-        ca.write(dir, "ca");
-        Certs.host(ca, "127.0.0.1", Duration.ofDays(1)).write(dir, "host");
-        final PeerTls tls = PeerTls.load(Transport.DEFAULT, dir.resolve("ca.pem"), dir.resolve("host.pem"),
-            dir.resolve("host.key"), "127.0.0.1");
+        final PeerTls tls = loopbackTls(dir);
         System.out.printf(Locale.ROOT, "# TLS cost on the replication link, loopback, %.1f s per point, %s, %s%n", seconds,
             Runtime.version(), javax.net.ssl.SSLContext.getDefault().getProvider());
         for (final int size : new int[]{1 << 20, 64 << 20})
