@@ -136,10 +136,11 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
 
     public Stats stats()
     {
-        return new Stats(session != null, inboundCopied, inboundDropped, digestsReceived, bytesSent);
+        return new Stats(comparing(), inboundCopied, inboundDropped, digestsReceived, bytesSent);
     }
 
     /** The channel as counted: open, frames copied to the secondary and dropped (queue full), digests received. */
+    /** {@code open}: the channel runs (false before it is attached and once it failed either way). */
     public record Stats(boolean open, long inboundCopied, long inboundDropped, long digestsReceived, long bytesSent)
     {
     }

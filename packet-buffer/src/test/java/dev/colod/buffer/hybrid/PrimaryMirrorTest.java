@@ -79,7 +79,17 @@ class PrimaryMirrorTest
                 assertThat(second).isNotNull();
                 assertThat(second.window()).as("unknown").isEqualTo(-1);
                 assertThat(second.body()).isEqualTo(old);
+                assertThat(mirror.comparing()).isTrue();
+                assertThat(mirror.stats().open()).isTrue();
             }
+            // the secondary's end closed (a crash, a restart): the channel no longer compares, and status says so
+            final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (mirror.comparing() && System.nanoTime() - deadline < 0)
+            {
+                Thread.sleep(10);
+            }
+            assertThat(mirror.comparing()).as("comparing after the secondary closed its end").isFalse();
+            assertThat(mirror.stats().open()).as("frames_channel open in status").isFalse();
         }
         finally
         {
