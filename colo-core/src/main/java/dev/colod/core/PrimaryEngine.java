@@ -51,8 +51,6 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     private static final int CMD_OUTPUT = 3;
     /** How often the wait between checkpoints looks at {@link OutputCommit#wantsCheckpoint()}. */
     private static final long OUTPUT_POLL_NS = 1_000_000L;
-    /** Hybrid mode: since when the frames channel has been down in this session (0: it runs); the session's thread only. */
-    private long uncomparedSinceNs;
     /** How often unprotected output checks that the lease still covers it (well inside the safety margin). */
     private static final long LEASE_GUARD_MS = 10;
     /** How often held output asks the arbiter again while unprotected. */
@@ -87,6 +85,8 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
     private PauseBudget budget;
     private long lastEndNs;
     private long lastCycleEndNs;
+    /** Hybrid mode: since when the frames channel has been down in this session (0: it runs). */
+    private long uncomparedSinceNs;
     /** Output lets frames out unacknowledged (unprotected, granted by the arbiter). Session thread only. */
     private boolean passing;
     private long lastArbiterAskNs;
@@ -906,7 +906,7 @@ public final class PrimaryEngine extends EngineBase<PrimaryEngine>
         };
         return new Hello(channel, mode, sessionId, config.maxStateBytes(), config.heartbeatIntervalMs(),
             config.heartbeatTimeoutMs(), token, config.vmName(), (channel == Hello.CHANNEL_CONTROL ? config.vmShape()
-                : channel == Hello.CHANNEL_FRAMES ? FrameMirror.FEATURE_TCP_WINDOW : "")
+                : channel == Hello.CHANNEL_FRAMES ? FrameMirror.FEATURES : "")
                 .getBytes(java.nio.charset.StandardCharsets.UTF_8));
     }
 

@@ -511,8 +511,7 @@ public final class SecondaryEngine extends EngineBase<SecondaryEngine>
                 .writeTo(s.getOutputStream());
             try
             {
-                frames.attach(s, who, new java.util.HashSet<>(java.util.Arrays.asList(new String(hello.shape(),
-                    java.nio.charset.StandardCharsets.UTF_8).split(" "))));
+                frames.attach(s, who, FrameMirror.features(hello.shape()));
             }
             catch (final IOException ex)
             {

@@ -48,4 +48,12 @@ class FramesChannelFeaturesTest
             assertThat(said.get(30, TimeUnit.SECONDS)).containsExactly(FrameMirror.FEATURE_TCP_WINDOW);
         }
     }
+
+    @Test
+    void anOlderPrimarysEmptyFieldListsNothingAndRepeatsOrExtraSpacesDoNotMatter()
+    {
+        assertThat(FrameMirror.features(new byte[0])).isEmpty();
+        assertThat(FrameMirror.features("tcp-window  later-thing tcp-window ".getBytes()))
+            .containsExactlyInAnyOrder("tcp-window", "later-thing");
+    }
 }

@@ -19,6 +19,13 @@ public final class HugePages
     {
     }
 
+    /** The page size of the file system {@code p} is on: a hugetlbfs mount's, else 4096. */
+    public static long pageBytes(final Path p) throws IOException
+    {
+        final FileStore fs = Files.getFileStore(p);
+        return "hugetlbfs".equals(fs.type()) ? fs.getBlockSize() : GuestRam.PAGE;
+    }
+
     /**
      * Why a RAM file of {@code bytes} cannot be created in {@code dir} (named {@code key} in colod.yaml) on 2 MiB pages,
      * or null if it can. An existing {@code file} of that size already holds its pages.
@@ -38,9 +45,10 @@ public final class HugePages
                 return key + ": " + dir + " is on " + fs.type() + ", not hugetlbfs (mount -t hugetlbfs -o pagesize=2M " +
                     "none " + dir + ")";
             }
-            if (fs.getBlockSize() != SIZE)
+            final long page = pageBytes(dir);
+            if (page != SIZE)
             {
-                return key + ": " + dir + " is hugetlbfs with " + fs.getBlockSize() / 1024 + " KiB pages, not 2048 KiB " +
+                return key + ": " + dir + " is hugetlbfs with " + page / 1024 + " KiB pages, not 2048 KiB " +
                     "(mount it with -o pagesize=2M)";
             }
             if (Files.isRegularFile(file) && Files.size(file) >= bytes)

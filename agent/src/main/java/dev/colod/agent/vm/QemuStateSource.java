@@ -177,8 +177,7 @@ public final class QemuStateSource implements VmStateSource, AutoCloseable
         this.qemu = qemu;
         this.ramBytes = qemu.spec().memoryBytes();
         this.ram = new GuestRam(qemu.ramFile(), ramBytes);
-        final java.nio.file.FileStore store = java.nio.file.Files.getFileStore(qemu.ramFile());
-        this.ramPageBytes = "hugetlbfs".equals(store.type()) ? store.getBlockSize() : GuestRam.PAGE;
+        this.ramPageBytes = HugePages.pageBytes(qemu.ramFile());
         this.written = tracking.open(qemu, ram);
         try
         {

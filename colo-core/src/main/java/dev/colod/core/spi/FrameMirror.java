@@ -50,6 +50,16 @@ public interface FrameMirror
      */
     String FEATURE_TCP_WINDOW = "tcp-window";
 
+    /** What this build's primary sends in the frames HELLO's shape field: its features, space-separated. */
+    String FEATURES = FEATURE_TCP_WINDOW;
+
+    /** The features a frames HELLO's shape field lists (empty from an older primary). */
+    static java.util.Set<String> features(final byte[] shape)
+    {
+        final String s = new String(shape, java.nio.charset.StandardCharsets.UTF_8).trim();
+        return s.isEmpty() ? java.util.Set.of() : java.util.Set.copyOf(java.util.Arrays.asList(s.split(" +")));
+    }
+
     /** The session's frames channel is {@code socket} (its handshake done): run it until {@link #detach}. */
     void attach(Socket socket, String peer) throws IOException;
 

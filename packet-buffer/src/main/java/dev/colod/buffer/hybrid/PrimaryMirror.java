@@ -139,8 +139,10 @@ public final class PrimaryMirror implements FrameMirror, InboundSink
         return new Stats(comparing(), inboundCopied, inboundDropped, digestsReceived, bytesSent);
     }
 
-    /** The channel as counted: open, frames copied to the secondary and dropped (queue full), digests received. */
-    /** {@code open}: the channel runs (false before it is attached and once it failed either way). */
+    /**
+     * The channel as counted: open (it runs; false before it is attached and once it failed either way), frames
+     * copied to the secondary and dropped (queue full), digests received.
+     */
     public record Stats(boolean open, long inboundCopied, long inboundDropped, long digestsReceived, long bytesSent)
     {
     }
