@@ -118,6 +118,8 @@ public final class ProtectedVm implements AutoCloseable
     private Path fenced;
     private Arbiter arbiter = Arbiter.NONE;
     private String replication = "plaintext (insecure: true)";
+    /** The replication channels' mutual TLS; null with {@code insecure: true}. */
+    private PeerTls tls;
 
     private ProtectedVm(final String name)
     {
@@ -151,7 +153,7 @@ public final class ProtectedVm implements AutoCloseable
             final Hooks hooks = secured(config, v, given);
             if (hooks.transport() instanceof PeerTls t)
             {
-                vm.replication = "mutual TLS 1.3, peer " + t.peerName();
+                vm.tls = t;
             }
             if (v.engine().mode() == ColoConfig.Mode.HYBRID)
             {
@@ -265,9 +267,10 @@ public final class ProtectedVm implements AutoCloseable
         }
         final String peerName = v.peerName.isEmpty() ? v.peer.substring(0, v.peer.lastIndexOf(':')) : v.peerName;
         final PeerTls tls = PeerTls.load(hooks.transport(), Path.of(config.tls.ca), Path.of(config.tls.cert),
-            Path.of(config.tls.key), peerName);
-        LOG.info("vm={} replication over mutual TLS 1.3 (CA {}, this host {}, peer must be {})", v.name, config.tls.ca,
-            config.tls.cert, peerName);
+            Path.of(config.tls.key), peerName, config.tls.sealedChunks);
+        LOG.info("vm={} replication over mutual TLS 1.3 (CA {}, this host {}, peer must be {}); data after the handshake " +
+            "in {}", v.name, config.tls.ca, config.tls.cert, peerName, config.tls.sealedChunks
+            ? "sealed chunks where the peer offers them too, else TLS records" : "TLS records (sealed-chunks: false)");
         return new Hooks(tls, hooks.arbiterSockets(), hooks.source(), hooks.sink(), hooks.outputCommit());
     }
 
@@ -512,8 +515,15 @@ public final class ProtectedVm implements AutoCloseable
         final RoleFile r = role;
         final SecondaryEngine s = secondary;
         final long engineFailovers = s == null ? 0 : s.counters().failovers.get();
-        return VmStatus.role(arbiter, replication, r == null ? null : r.since(),
-            r == null ? 0 : Math.max(r.failovers(), engineFailovers));
+        final PeerTls t = tls;
+        final Map<String, Object> m = VmStatus.role(arbiter, t == null ? replication : t.describe(),
+            r == null ? null : r.since(), r == null ? 0 : Math.max(r.failovers(), engineFailovers));
+        if (t != null)
+        {
+            m.put("tls_sealed_channels", t.sealedChannels());
+            m.put("tls_record_channels", t.recordChannels());
+        }
+        return m;
     }
 
     /** The checkpoint source with the configured write tracking; AUTO falls back to compare, saying why. */

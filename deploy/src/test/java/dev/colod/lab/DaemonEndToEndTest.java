@@ -146,7 +146,9 @@ class DaemonEndToEndTest
                     "protection", primary, dir.resolve("primary.log"));
                 assertThat(p.path("role").asText()).isEqualTo("primary");
                 assertThat(p.path("peer").asText()).contains("198.19.0.2");
-                assertThat(p.path("replication").asText()).isEqualTo("mutual TLS 1.3, peer 198.19.0.2");
+                assertThat(p.path("replication").asText()).startsWith("mutual TLS 1.3, peer 198.19.0.2; channels so far: ")
+                    .endsWith(" in sealed chunks, 0 in TLS records");
+                assertThat(p.path("tls_sealed_channels").asLong()).as("control and heartbeat at least").isGreaterThanOrEqualTo(2);
                 assertThat(p.path("arbiter").asText()).contains("held by this host");
                 assertThat(p.path("fencing_token").asLong()).isPositive();
 

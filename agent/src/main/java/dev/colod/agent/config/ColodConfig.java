@@ -124,6 +124,13 @@ public final class ColodConfig
         public String ca;
         public String cert;
         public String key;
+        /**
+         * After each channel's TLS 1.3 handshake, carry its data in sealed chunks (AES-128-GCM under keys from a
+         * secret exchanged inside the TLS session; PROTOCOL.md section 11) when the peer offers them too; false:
+         * TLS records always. Either way the handshake and its mutual authentication are the same.
+         */
+        @JsonProperty("sealed-chunks")
+        public boolean sealedChunks = true;
     }
 
     /**

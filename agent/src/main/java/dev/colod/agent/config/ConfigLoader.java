@@ -999,6 +999,10 @@ public final class ConfigLoader
         {
             return "a string";
         }
+        if (t == boolean.class || t == Boolean.class)
+        {
+            return "true or false";
+        }
         if (List.class.isAssignableFrom(t))
         {
             return "a list";

@@ -177,6 +177,9 @@ public final class MetricsServer implements AutoCloseable
             .declare("colod_stale_tokens_refused_total", "counter", "peers refused for an older fencing token")
             .declare("colod_auth_failures_total", "counter", "connections refused by mutual TLS or peer-name checks")
             .declare("colod_handshakes_abandoned_total", "counter", "connections that never completed a handshake")
+            .declare("colod_tls_channels_total", "counter",
+                "replication channels secured by mutual TLS 1.3, by how their data went after the handshake: layer=" +
+                "sealed (sealed chunks) or records (TLS records: the peer, or this host, did not offer sealed chunks)")
             .declare("colod_sessions_refused_total", "counter", "sessions this host refused (shape, token, busy)")
             .declare("colod_held_frames", "gauge", "guest frames held now, per NIC")
             .declare("colod_held_bytes", "gauge", "guest bytes held now, per NIC")
@@ -236,6 +239,11 @@ public final class MetricsServer implements AutoCloseable
         e.sample("colod_stale_tokens_refused_total", s.get("stale_tokens_refused"), "vm", vm);
         e.sample("colod_auth_failures_total", s.get("auth_failures"), "vm", vm);
         e.sample("colod_handshakes_abandoned_total", s.get("abandoned_handshakes"), "vm", vm);
+        if (s.get("tls_sealed_channels") != null)
+        {
+            e.sample("colod_tls_channels_total", s.get("tls_sealed_channels"), "vm", vm, "layer", "sealed");
+            e.sample("colod_tls_channels_total", s.get("tls_record_channels"), "vm", vm, "layer", "records");
+        }
         e.sample("colod_sessions_refused_total", s.get("sessions_refused"), "vm", vm);
         if (s.get("comparison") instanceof Map<?, ?> c)
         {

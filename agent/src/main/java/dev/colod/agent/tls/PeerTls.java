@@ -31,6 +31,7 @@ import java.security.cert.X509Certificate;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
 import javax.net.ssl.KeyManager;
 import javax.net.ssl.KeyManagerFactory;
 import javax.net.ssl.SSLContext;
@@ -46,7 +47,8 @@ import javax.net.ssl.TrustManagerFactory;
  * sockets, e.g. in a namespace). Both sides present a certificate from the configured CA; each checks that the
  * other's names (DNS and IP subject alternative names; the CN only without them, RFC 6125) include the configured
  * peer's. Everything is refused before a byte of the colod protocol is read: no certificate, another CA, expired,
- * the wrong name, plaintext.
+ * the wrong name, plaintext. After the handshake a channel's data goes in {@link SealedSocket sealed chunks} when both
+ * ends offered them (ALPN {@code colod-sealed-1}), else in TLS records.
  */
 public final class PeerTls implements Transport
 {
@@ -59,23 +61,39 @@ public final class PeerTls implements Transport
     private final Transport plain;
     private final SSLSocketFactory factory;
     private final String peerName;
+    private final boolean offerSealed;
+    private final AtomicLong sealedChannels = new AtomicLong();
+    private final AtomicLong recordChannels = new AtomicLong();
 
-    private PeerTls(final Transport plain, final SSLContext context, final String peerName)
+    private PeerTls(final Transport plain, final SSLContext context, final String peerName, final boolean offerSealed)
     {
         this.plain = plain;
         this.factory = context.getSocketFactory();
         this.peerName = peerName;
+        this.offerSealed = offerSealed;
+        if (offerSealed)
+        {
+            SealedChunks.warmUp();
+        }
     }
 
     /**
      * Loads the PEM files: {@code ca} (one or more CA certificates), {@code cert} (this host's certificate, chain
      * allowed) and {@code key} (its private key: PKCS#8, or SEC1/PKCS#1 as openssl writes them). Errors name the
-     * file and what is wrong with it.
+     * file and what is wrong with it. Channels carry their data in sealed chunks after the handshake when the peer
+     * agrees (both offer it), else in TLS records.
      */
     public static PeerTls load(final Transport plain, final Path ca, final Path cert, final Path key, final String peerName)
         throws IOException
     {
-        return new PeerTls(plain, context("TLSv1.3", ca, cert, key), peerName);
+        return load(plain, ca, cert, key, peerName, true);
+    }
+
+    /** As above; {@code offerSealed} false: TLS records only (as builds before sealed chunks do). */
+    public static PeerTls load(final Transport plain, final Path ca, final Path cert, final Path key, final String peerName,
+        final boolean offerSealed) throws IOException
+    {
+        return new PeerTls(plain, context("TLSv1.3", ca, cert, key), peerName, offerSealed);
     }
 
     /**
@@ -210,6 +228,31 @@ public final class PeerTls implements Transport
         return peerName;
     }
 
+    /** For {@code coloctl status}: the peer, and how the channels secured so far carry their data. */
+    public String describe()
+    {
+        return "mutual TLS 1.3, peer " + peerName + "; channels so far: " + sealedChannels.get() + " in sealed chunks, " +
+            recordChannels.get() + " in TLS records" + (offerSealed ? "" : " (sealed-chunks: false)");
+    }
+
+    /** Whether this side offers sealed chunks in its handshakes. */
+    public boolean offersSealed()
+    {
+        return offerSealed;
+    }
+
+    /** Channels secured so far whose data went in sealed chunks. */
+    public long sealedChannels()
+    {
+        return sealedChannels.get();
+    }
+
+    /** Channels secured so far whose data went in TLS records (the peer did not offer sealed chunks, or this side). */
+    public long recordChannels()
+    {
+        return recordChannels.get();
+    }
+
     @Override
     public Socket newSocket() throws IOException
     {
@@ -230,8 +273,9 @@ public final class PeerTls implements Transport
         s.setUseClientMode(true);
         s.setEnabledProtocols(PROTOCOLS);
         s.setEnabledCipherSuites(SUITES);
+        offer(s);
         handshake(s, connected);
-        return s;
+        return agreed(s, connected, true);
     }
 
     @Override
@@ -257,7 +301,36 @@ public final class PeerTls implements Transport
         final SSLParameters p = s.getSSLParameters();
         p.setUseCipherSuitesOrder(true);
         s.setSSLParameters(p);
+        offer(s);
         handshake(s, accepted);
+        return agreed(s, accepted, false);
+    }
+
+    /**
+     * Offers sealed chunks as an ALPN protocol: a client lists it, a server selects it when the client listed it. A
+     * peer that does not know it neither lists nor selects it (a server without ALPN ignores the client's list), so
+     * both ends keep TLS records (PROTOCOL.md section 11).
+     */
+    private void offer(final SSLSocket s)
+    {
+        if (offerSealed)
+        {
+            final SSLParameters p = s.getSSLParameters();
+            p.setApplicationProtocols(new String[]{SealedSocket.ALPN});
+            s.setSSLParameters(p);
+        }
+    }
+
+    /** The channel after the handshake: in sealed chunks if both ends agreed on them, else the TLS socket itself. */
+    private Socket agreed(final SSLSocket s, final Socket plainSocket, final boolean opener) throws IOException
+    {
+        if (SealedSocket.ALPN.equals(s.getApplicationProtocol()))
+        {
+            final Socket sealed = SealedSocket.over(s, plainSocket, opener);
+            sealedChannels.incrementAndGet();
+            return sealed;
+        }
+        recordChannels.incrementAndGet();
         return s;
     }
 

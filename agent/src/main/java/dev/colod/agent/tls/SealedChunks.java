@@ -8,17 +8,20 @@ import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.security.GeneralSecurityException;
 import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicBoolean;
 import javax.crypto.AEADBadTagException;
 import javax.crypto.Cipher;
 import javax.crypto.Mac;
 import javax.crypto.spec.GCMParameterSpec;
 import javax.crypto.spec.SecretKeySpec;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
- * Bulk data sealed with AES-128-GCM in large chunks (issue 23: the record layer past JSSE's 16 KiB records; not yet
- * wired into the replication channels, see docs/PROTOCOL.md "Sealed chunks"). One direction of one connection:
- * {@link Keys} derives a key and a 4-byte nonce prefix per direction from a secret both ends share (to be exchanged
- * inside their mutual-TLS session); chunks are numbered from 0 by the sender and the receiver accepts only the next
+ * Bulk data sealed with AES-128-GCM in large chunks (issue 23: a record layer past JSSE's 16 KiB records; the
+ * replication channels use it through {@link SealedSocket}, docs/PROTOCOL.md section 11). One direction of one
+ * connection: {@link Keys} derives a key and a 4-byte nonce prefix per direction from a secret both ends share
+ * (exchanged inside their mutual-TLS session); chunks are numbered from 0 by the sender and the receiver accepts only the next
  * number, so a replayed, reordered, altered or foreign chunk fails authentication, and an end without the closing
  * chunk is a truncation.
  * <p>
@@ -33,8 +36,81 @@ public final class SealedChunks
     static final int FLAG_LAST = 1;
     private static final int HEADER = 5;
 
+    private static final Logger LOG = LoggerFactory.getLogger(SealedChunks.class);
+    /** The size the warm-up seals: large calls take a path of the JDK's AES-GCM that small ones do not compile. */
+    private static final int WARM_BYTES = 256 << 10;
+    private static final AtomicBoolean WARMING = new AtomicBoolean();
+    private static final java.util.concurrent.CountDownLatch WARM = new java.util.concurrent.CountDownLatch(1);
+
     private SealedChunks()
     {
+    }
+
+    /** Waits up to {@code ms} for the warm-up {@link #warmUp} started (benchmarks: so it does not share their CPU). */
+    public static boolean awaitWarm(final long ms) throws InterruptedException
+    {
+        return WARM.await(ms, java.util.concurrent.TimeUnit.MILLISECONDS);
+    }
+
+    /**
+     * Starts, once per JVM, a background thread that seals and opens {@value #WARM_BYTES}-byte chunks under a
+     * throwaway key until the JIT has compiled the JDK's AES-GCM for calls of that size (0.07 GB/s before, 2.5-5
+     * GB/s after, measured on this machine kind; docs/BENCHMARKS.md "TLS"), at most 30 s. Left to itself the first
+     * sessions' chunks would run interpreted for 2-3 s (and calls of 1 MiB, on their own, were not compiled within
+     * 6 s); warming with TLS-record-sized calls does not help, the large calls take another branch.
+     */
+    public static void warmUp()
+    {
+        if (!WARMING.compareAndSet(false, true))
+        {
+            return;
+        }
+        final Thread t = new Thread(() ->
+        {
+            final long t0 = System.nanoTime();
+            final byte[] secret = new byte[32];
+            new java.security.SecureRandom().nextBytes(secret);
+            final Keys keys = Keys.derive(secret, true);
+            final java.io.ByteArrayOutputStream wire = new java.io.ByteArrayOutputStream(WARM_BYTES + 64);
+            final byte[] data = new byte[WARM_BYTES];
+            final byte[] back = new byte[WARM_BYTES];
+            double gbs = 0;
+            try
+            {
+                while (gbs < 1.0 && System.nanoTime() - t0 < 30_000_000_000L)
+                {
+                    final long w0 = System.nanoTime();
+                    long bytes = 0;
+                    while (System.nanoTime() - w0 < 100_000_000L)
+                    {
+                        wire.reset();
+                        try (Output out = new Output(wire, keys, WARM_BYTES))
+                        {
+                            out.write(data);
+                        }
+                        try (Input in = new Input(new java.io.ByteArrayInputStream(wire.toByteArray()), keys))
+                        {
+                            in.readNBytes(back, 0, WARM_BYTES);
+                        }
+                        bytes += WARM_BYTES;
+                    }
+                    gbs = bytes / ((System.nanoTime() - w0) / 1e9) / 1e9;
+                }
+                LOG.info("AES-GCM for sealed chunks warmed up in {} ms ({} GB/s sealed and opened)",
+                    (System.nanoTime() - t0) / 1_000_000, String.format(java.util.Locale.ROOT, "%.2f", gbs));
+            }
+            catch (final IOException ex)
+            {
+                LOG.warn("AES-GCM warm-up failed: {}", ex.toString());
+            }
+            finally
+            {
+                WARM.countDown();
+            }
+        }, "colod-aes-gcm-warm-up");
+        t.setDaemon(true);
+        t.setPriority(Thread.MIN_PRIORITY);
+        t.start();
     }
 
     /** One direction's key and nonce prefix. */
@@ -78,8 +154,10 @@ public final class SealedChunks
         private final Cipher cipher;
         private final SecretKeySpec key;
         private final byte[] prefix;
-        private final byte[] plain;
-        private final byte[] sealed;
+        private final int chunkBytes;
+        /** Grown up to {@code chunkBytes} as writes need it: a channel of small messages keeps small buffers. */
+        private byte[] plain;
+        private byte[] sealed;
         private int filled;
         private long number;
         private boolean closed;
@@ -94,8 +172,9 @@ public final class SealedChunks
             this.cipher = aesGcm();
             this.key = new SecretKeySpec(keys.key(), "AES");
             this.prefix = keys.noncePrefix().clone();
-            this.plain = new byte[chunkBytes];
-            this.sealed = new byte[HEADER + chunkBytes + TAG_BYTES];
+            this.chunkBytes = chunkBytes;
+            this.plain = new byte[Math.min(chunkBytes, 4096)];
+            this.sealed = new byte[HEADER + plain.length + TAG_BYTES];
         }
 
         @Override
@@ -115,11 +194,16 @@ public final class SealedChunks
             final int end = off + len;
             while (at < end)
             {
+                if (filled == plain.length && plain.length < chunkBytes)
+                {
+                    plain = Arrays.copyOf(plain, Math.min(chunkBytes, Math.max(2 * plain.length, end - at + filled)));
+                    sealed = new byte[HEADER + plain.length + TAG_BYTES];
+                }
                 final int n = Math.min(end - at, plain.length - filled);
                 System.arraycopy(b, at, plain, filled, n);
                 filled += n;
                 at += n;
-                if (filled == plain.length)
+                if (filled == chunkBytes)
                 {
                     seal(0);
                 }
@@ -137,9 +221,8 @@ public final class SealedChunks
             raw.flush();
         }
 
-        /** The rest, then the closing chunk (empty, flagged last), then the raw stream is closed. */
-        @Override
-        public void close() throws IOException
+        /** The rest, then the closing chunk (empty, flagged last); the raw stream stays open. Once only. */
+        public void finish() throws IOException
         {
             if (closed)
             {
@@ -151,12 +234,52 @@ public final class SealedChunks
             }
             seal(FLAG_LAST);
             closed = true;
+            raw.flush();
+        }
+
+        /** {@link #finish}, then the raw stream is closed. */
+        @Override
+        public void close() throws IOException
+        {
+            finish();
             raw.close();
+        }
+
+        /**
+         * Seals {@code b[off, off+len)} at once, as chunks of up to the chunk size, after what is buffered: no copy
+         * into the buffer (what a socket's writes do, {@link SealedSocket}).
+         */
+        public void writeNow(final byte[] b, final int off, final int len) throws IOException
+        {
+            if (closed)
+            {
+                throw new IOException("sealed stream closed");
+            }
+            if (filled > 0)
+            {
+                seal(0);
+            }
+            for (int at = off, end = off + len; at < end; )
+            {
+                final int n = Math.min(end - at, chunkBytes);
+                seal(b, at, n, 0);
+                at += n;
+            }
         }
 
         private void seal(final int flags) throws IOException
         {
-            final int length = filled + TAG_BYTES;
+            seal(plain, 0, filled, flags);
+            filled = 0;
+        }
+
+        private void seal(final byte[] from, final int off, final int len, final int flags) throws IOException
+        {
+            if (sealed.length < HEADER + len + TAG_BYTES)
+            {
+                sealed = new byte[HEADER + len + TAG_BYTES];
+            }
+            final int length = len + TAG_BYTES;
             sealed[0] = (byte)(length >>> 24);
             sealed[1] = (byte)(length >>> 16);
             sealed[2] = (byte)(length >>> 8);
@@ -166,7 +289,7 @@ public final class SealedChunks
             {
                 cipher.init(Cipher.ENCRYPT_MODE, key, new GCMParameterSpec(TAG_BYTES * 8, nonce(prefix, number)));
                 cipher.updateAAD(aad(number, flags, length));
-                final int n = cipher.doFinal(plain, 0, filled, sealed, HEADER);
+                final int n = cipher.doFinal(from, off, len, sealed, HEADER);
                 raw.write(sealed, 0, HEADER + n);
             }
             catch (final GeneralSecurityException ex)
@@ -174,7 +297,6 @@ public final class SealedChunks
                 throw new IOException("sealing chunk " + number + " failed: " + ex, ex);
             }
             number++;
-            filled = 0;
         }
     }
 
@@ -185,8 +307,9 @@ public final class SealedChunks
         private final Cipher cipher;
         private final SecretKeySpec key;
         private final byte[] prefix;
-        private final byte[] sealed = new byte[MAX_CHUNK + TAG_BYTES];
-        private final byte[] plain = new byte[MAX_CHUNK];
+        /** Grown to the largest chunk seen (at most {@link #MAX_CHUNK} plus the tag): small channels stay small. */
+        private byte[] sealed = new byte[0];
+        private byte[] plain = new byte[0];
         private int at;
         private int available;
         private long number;
@@ -220,7 +343,11 @@ public final class SealedChunks
                 {
                     return -1;
                 }
-                open();
+                final int direct = open(b, off, len);
+                if (direct > 0)
+                {
+                    return direct;
+                }
             }
             final int n = Math.min(len, available - at);
             System.arraycopy(plain, at, b, off, n);
@@ -228,7 +355,11 @@ public final class SealedChunks
             return n;
         }
 
-        private void open() throws IOException
+        /**
+         * Reads and opens the next chunk: into {@code b} when its plaintext fits in {@code len} (returns its length,
+         * possibly 0), else into the buffer (returns -1).
+         */
+        private int open(final byte[] b, final int off, final int len) throws IOException
         {
             final int length;
             final int flags;
@@ -239,13 +370,17 @@ public final class SealedChunks
             }
             catch (final EOFException ex)
             {
-                throw new EOFException("sealed stream truncated: it ended before chunk " + number + " without the " +
-                    "closing chunk");
+                throw new EOFException("sealed stream ended before chunk " + number + " without its closing chunk " +
+                    "(the connection was closed or cut)");
             }
             if (length < TAG_BYTES || length > MAX_CHUNK + TAG_BYTES || (flags & ~FLAG_LAST) != 0)
             {
                 throw new IOException("sealed chunk " + number + ": malformed header (length " + length + ", flags " +
                     flags + ")");
+            }
+            if (sealed.length < length)
+            {
+                sealed = new byte[length];
             }
             try
             {
@@ -255,11 +390,18 @@ public final class SealedChunks
             {
                 throw new EOFException("sealed stream truncated in chunk " + number + " (" + length + " bytes announced)");
             }
+            final boolean direct = length - TAG_BYTES <= len;
+            if (!direct && plain.length < length - TAG_BYTES)
+            {
+                plain = new byte[length - TAG_BYTES];
+            }
+            final int opened;
             try
             {
                 cipher.init(Cipher.DECRYPT_MODE, key, new GCMParameterSpec(TAG_BYTES * 8, nonce(prefix, number)));
                 cipher.updateAAD(aad(number, flags, length));
-                available = cipher.doFinal(sealed, 0, length, plain, 0);
+                // on a failed tag nothing is returned: the caller gets the exception, not what b holds
+                opened = direct ? cipher.doFinal(sealed, 0, length, b, off) : cipher.doFinal(sealed, 0, length, plain, 0);
             }
             catch (final AEADBadTagException ex)
             {
@@ -270,9 +412,18 @@ public final class SealedChunks
             {
                 throw new IOException("opening sealed chunk " + number + " failed: " + ex, ex);
             }
-            at = 0;
             number++;
             last = (flags & FLAG_LAST) != 0;
+            at = 0;
+            available = direct ? 0 : opened;
+            return direct ? opened : -1;
+        }
+
+        /** Opened bytes not yet read. */
+        @Override
+        public int available()
+        {
+            return available - at;
         }
 
         @Override

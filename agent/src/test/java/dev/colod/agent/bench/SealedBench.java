@@ -18,9 +18,10 @@ import java.util.concurrent.CompletableFuture;
 import java.util.function.Function;
 
 /**
- * One stream over loopback, three ways side by side (three alternating rounds): plaintext, JSSE's mutual TLS 1.3
- * (colod's {@link PeerTls}) and {@link SealedChunks} (AES-128-GCM in large chunks over the plain socket). 1 MiB
- * writes, the reader on its own thread. What the sealed chunks would buy the replication link (issue 23). Run:
+ * One stream over loopback, side by side (three alternating rounds): plaintext, JSSE's mutual TLS 1.3 (colod's
+ * {@link PeerTls} with sealed chunks off), PeerTls as colod runs it (the TLS 1.3 handshake, then sealed chunks) and
+ * {@link SealedChunks} alone at three chunk sizes over the plain socket. 1 MiB writes, the reader on its own thread.
+ * What the sealed chunks buy the replication link (issue 23). Run:
  * {@code mvn -q install -DskipTests && mvn -q -pl agent exec:java -Dexec.classpathScope=test
  * -Dexec.mainClass=dev.colod.agent.bench.SealedBench}
  */
@@ -36,23 +37,26 @@ public final class SealedBench
     {
         final long bytes = (args.length > 0 ? Long.parseLong(args[0]) : 4096) << 20;
         final Path dir = Files.createTempDirectory("colod-sealed-bench");
-        final PeerTls tls = TlsBench.loopbackTls(dir);
+        final PeerTls tls = TlsBench.loopbackTls(dir, false);
+        final PeerTls sealedTls = TlsBench.loopbackTls(dir, true);
+        SealedChunks.awaitWarm(60_000);
         final byte[] secret = "bench secret, exchanged inside TLS in production".getBytes();
         System.out.printf(Locale.ROOT, "# one stream over loopback, %d MiB per point, %s%n", bytes >> 20, Runtime.version());
-        final double[] sum = new double[5];
+        final double[] sum = new double[6];
         for (int round = 0; round < 3; round++)
         {
             sum[0] += stream(Transport.DEFAULT, bytes, o -> o, i -> i);
             sum[1] += stream(tls, bytes, o -> o, i -> i);
+            sum[2] += stream(sealedTls, bytes, o -> o, i -> i);
             for (int k = 0; k < 3; k++)
             {
                 final int chunk = new int[]{16 << 10, 256 << 10, 1 << 20}[k];
-                sum[2 + k] += stream(Transport.DEFAULT, bytes,
+                sum[3 + k] += stream(Transport.DEFAULT, bytes,
                     o -> new SealedChunks.Output(o, SealedChunks.Keys.derive(secret, true), chunk),
                     i -> new SealedChunks.Input(i, SealedChunks.Keys.derive(secret, true)));
             }
         }
-        final String[] names = {"plaintext", "JSSE TLS 1.3", "sealed, 16 KiB chunks", "sealed, 256 KiB chunks",
+        final String[] names = {"plaintext", "JSSE TLS 1.3", "TLS 1.3 handshake, then sealed chunks (PeerTls)", "sealed, 16 KiB chunks", "sealed, 256 KiB chunks",
             "sealed, 1 MiB chunks"};
         for (int i = 0; i < names.length; i++)
         {

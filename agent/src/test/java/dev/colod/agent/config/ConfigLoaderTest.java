@@ -205,6 +205,17 @@ class ConfigLoaderTest
     }
 
     @Test
+    void sealedChunksAreOnUnlessTheTlsSectionTurnsThemOff() throws Exception
+    {
+        final String tls = "tls:\n  ca: /etc/colod/ca.pem\n  cert: /etc/colod/a.pem\n  key: /etc/colod/a.key\n";
+        assertThat(ConfigLoader.parse("colod.yaml", GOOD.replace("insecure: true\n", tls)).tls.sealedChunks).isTrue();
+        assertThat(ConfigLoader.parse("colod.yaml", GOOD.replace("insecure: true\n", tls + "  sealed-chunks: false\n"))
+            .tls.sealedChunks).isFalse();
+        final ConfigException ex = error(GOOD.replace("insecure: true\n", tls + "  sealed-chunks: sometimes\n"));
+        assertThat(ex.getMessage()).isEqualTo("colod.yaml:18:18: wrong type for tls.sealed-chunks: 'sometimes' is not true or false");
+    }
+
+    @Test
     void theVmsShapeIsWhatTheOtherHostCompares() throws Exception
     {
         assertThat(ConfigLoader.parse("colod.yaml", GOOD).vms.get(0).engine().vmShape())

@@ -127,6 +127,33 @@ class PeerTlsTest
     }
 
     @Test
+    void buildsWithAndWithoutSealedChunksProtectTogether() throws Exception
+    {
+        for (final boolean[] offers : new boolean[][]{{true, true}, {false, true}, {true, false}})
+        {
+            final PeerTls primaryTls = PeerTls.load(Transport.DEFAULT, dir.resolve("ca.pem"), dir.resolve("good.pem"),
+                dir.resolve("good.key"), HOST, offers[0]);
+            final PeerTls secondaryTls = PeerTls.load(Transport.DEFAULT, dir.resolve("ca.pem"), dir.resolve("good.pem"),
+                dir.resolve("good.key"), HOST, offers[1]);
+            final MemorySink sink = new MemorySink();
+            try (SecondaryEngine secondary = new SecondaryEngine(config(), new InetSocketAddress(InetAddress.getByName(HOST), 0),
+                sink, new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM).transport(secondaryTls).start();
+                 MemoryVm vm = new MemoryVm(1 << 20, false);
+                 PrimaryEngine primary = new PrimaryEngine(config(), secondary.localAddress(), vm, new RecordingOutputCommit(),
+                     new ColoCounters(), ProtocolTap.NONE, NanoClock.SYSTEM).transport(primaryTls).start())
+            {
+                await().atMost(20, TimeUnit.SECONDS).until(() -> primary.counters().checkpointsCompleted.get() >= 3);
+                final boolean sealed = offers[0] && offers[1];
+                assertThat(sealed ? primaryTls.sealedChannels() : primaryTls.recordChannels())
+                    .as("channels in %s, offers %s", sealed ? "sealed chunks" : "TLS records", java.util.Arrays.toString(offers))
+                    .isGreaterThanOrEqualTo(2);
+                assertThat(sealed ? primaryTls.recordChannels() : primaryTls.sealedChannels()).isZero();
+                assertThat(sealed ? secondaryTls.recordChannels() : secondaryTls.sealedChannels()).isZero();
+            }
+        }
+    }
+
+    @Test
     void aPrimaryRefusesASecondaryWithTheWrongName() throws Exception
     {
         final ColoCounters counters = new ColoCounters();

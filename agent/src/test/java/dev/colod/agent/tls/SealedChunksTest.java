@@ -91,6 +91,49 @@ class SealedChunksTest
         assertThat(open(wire, OUT)).isEqualTo(data);
     }
 
+    /** Reads {@code wire} back with reads of {@code size} bytes (large ones are opened straight into the reader's array). */
+    private static byte[] openReading(final byte[] wire, final int size) throws IOException
+    {
+        final ByteArrayOutputStream got = new ByteArrayOutputStream();
+        try (InputStream in = new SealedChunks.Input(new ByteArrayInputStream(wire), OUT))
+        {
+            final byte[] b = new byte[size];
+            int n;
+            while ((n = in.read(b, 0, size)) >= 0)
+            {
+                assertThat(n).as("a read returns data or the end, never 0").isPositive();
+                got.write(b, 0, n);
+            }
+        }
+        return got.toByteArray();
+    }
+
+    @Test
+    void writesSealedAtOnceComeBackThroughTheBufferAndStraightIntoLargeReads() throws Exception
+    {
+        final byte[] data = payload();
+        final ByteArrayOutputStream wire = new ByteArrayOutputStream();
+        try (SealedChunks.Output out = new SealedChunks.Output(wire, OUT, CHUNK))
+        {
+            out.write(data, 0, 10); // buffered ...
+            out.writeNow(data, 10, 0); // ... and sealed before what is written at once: a chunk of 10
+            out.writeNow(data, 10, 200_000); // 3 full chunks and 3392 bytes
+            out.writeNow(data, 200_010, 0); // nothing
+            out.writeNow(data, 200_010, data.length - 200_010); // 65536 and 41654
+        }
+        final List<byte[]> c = chunks(wire.toByteArray());
+        assertThat(c).hasSize(1 + 4 + 2 + 1);
+        assertThat(c.get(0).length).isEqualTo(5 + 10 + 16);
+        for (final int size : new int[]{1, 100, CHUNK - 1, CHUNK, 1 << 20})
+        {
+            assertThat(openReading(wire.toByteArray(), size)).as("reads of %d bytes", size).isEqualTo(data);
+        }
+        final List<byte[]> altered = chunks(wire.toByteArray());
+        altered.get(2)[5000] ^= 1;
+        assertThatThrownBy(() -> openReading(join(altered), 1 << 20)).as("opened straight into the reader's array")
+            .hasMessageStartingWith("sealed chunk 2 failed authentication");
+    }
+
     @Test
     void aFlippedBitIsRefusedNamingTheChunk()
     {
@@ -132,7 +175,8 @@ class SealedChunksTest
         final List<byte[]> c = chunksOf();
         final List<byte[]> noClosing = new ArrayList<>(c.subList(0, c.size() - 1));
         assertThatThrownBy(() -> open(join(noClosing), OUT)).isInstanceOf(EOFException.class)
-            .hasMessage("sealed stream truncated: it ended before chunk " + noClosing.size() + " without the closing chunk");
+            .hasMessage("sealed stream ended before chunk " + noClosing.size() + " without its closing chunk (the " +
+                "connection was closed or cut)");
         final byte[] wire = join(c);
         final byte[] cut = java.util.Arrays.copyOf(wire, c.get(0).length + 1000);
         assertThatThrownBy(() -> open(cut, OUT)).isInstanceOf(EOFException.class)
