@@ -188,7 +188,7 @@ public final class ProtectedVm implements AutoCloseable
             // after a failover to this host its QEMU runs on the standby image's RAM file
             // (and the RAM file of either page size: the setting may have changed since it started)
             final List<Path> ramFiles = List.of(ramFile, StandbyImage.ramFileIn(imageDir(config, v)),
-                Path.of(config.ramDir).resolve(v.name + ".ram"), Path.of(config.hugepageDir).resolve(v.name + ".ram"));
+                ramFileIn(config.ramDir, v), ramFileIn(config.hugepageDir, v));
             if (startsPrimary && !fencedHere)
             {
                 vm.qemu = QemuProcess.adopt(spec, runDir, ramFiles, true).orElse(null);
@@ -811,8 +811,9 @@ public final class ProtectedVm implements AutoCloseable
         try
         {
             recordPrimary();
-            // a hybrid failover's running copy maps its RAM privately: it moves to a shared RAM file first
-            final Path ramFile = Path.of(config.ramDir).resolve(v.name + ".ram");
+            // a hybrid failover's running copy maps its RAM privately: it moves to a shared RAM file first (4 KiB
+            // pages, whatever ram-page-size says: the copy's RAM is not on hugetlbfs)
+            final Path ramFile = ramFileIn(config.ramDir, v);
             final QemuProcess q = failover.running() == null || failover.running().sharedRam() ? failover.running()
                 : failover.moveToSharedRam(ramFile, v.writeTracking == ColodConfig.WriteTracking.COMPARE ? Map.of()
                     : WriteTrackingPreload.environment(runDir, ramFile)); // (which removes the running QEMU's status file)
@@ -945,8 +946,13 @@ public final class ProtectedVm implements AutoCloseable
      */
     static Path ramFile(final ColodConfig config, final ColodConfig.Vm v)
     {
-        return Path.of(v.ramPageSize == ColodConfig.RamPageSize.PAGE_2M ? config.hugepageDir : config.ramDir)
-            .resolve(v.name + ".ram");
+        return ramFileIn(v.ramPageSize == ColodConfig.RamPageSize.PAGE_2M ? config.hugepageDir : config.ramDir, v);
+    }
+
+    /** The VM's RAM file in {@code dir} (ram-dir or hugepage-dir), whatever the configured page size. */
+    private static Path ramFileIn(final String dir, final ColodConfig.Vm v)
+    {
+        return Path.of(dir).resolve(v.name + ".ram");
     }
 
     /** Secondary: the failover launcher, else null. */

@@ -21,9 +21,10 @@ import javax.net.ssl.SSLSocket;
  * inside the sealed stream.
  * <p>
  * Writes go out at once, each as one chunk (or several past the chunk size), as an SSLSocket's writes go out as
- * records, so code written for either needs no extra flush. {@link #close} closes the plain socket without the
- * closing chunk: writing it could block on a peer that no longer reads, so the peer sees the end of a stream that
- * was closed or cut, which ends a session either way; {@link #shutdownOutput} sends it.
+ * records, so code written for either needs no extra flush. Closing the output stream and {@link #shutdownOutput}
+ * send the closing chunk (the reader sees a clean end); {@link #close} closes the plain socket without it, as an
+ * abort: writing could block on a peer that no longer reads, so that peer sees a stream that was closed or cut,
+ * which ends a session either way.
  */
 final class SealedSocket extends Socket
 {
@@ -66,10 +67,24 @@ final class SealedSocket extends Socket
                 sealedOut.writeNow(b, off, len);
             }
 
+            /** The closing chunk (a deliberate end: the reader sees a clean end of stream), then the socket closes. */
             @Override
             public void close() throws IOException
             {
-                SealedSocket.this.close();
+                try
+                {
+                    if (!isClosed())
+                    {
+                        synchronized (this)
+                        {
+                            sealedOut.finish();
+                        }
+                    }
+                }
+                finally
+                {
+                    SealedSocket.this.close();
+                }
             }
         };
         this.in = new InputStream()

@@ -212,7 +212,7 @@ class SealedSocketTest
     }
 
     @Test
-    void theClosingChunkIsAnEndAndACutIsNot() throws Exception
+    void aClosingChunkIsACleanEndAndAnAbortIsNot() throws Exception
     {
         final Socket[] s = pair(tls(true), tls(true));
         try
@@ -223,7 +223,7 @@ class SealedSocketTest
             assertThat(in.readNBytes(10)).hasSize(10);
             assertThat(in.read()).as("the closing chunk ends the stream cleanly").isEqualTo(-1);
             s[1].getOutputStream().write(new byte[10]);
-            s[1].close();
+            s[1].close(); // an abort: no closing chunk
             final InputStream back = s[0].getInputStream();
             assertThat(back.readNBytes(10)).hasSize(10);
             assertThatThrownBy(back::read).isInstanceOf(java.io.EOFException.class)
@@ -232,6 +232,21 @@ class SealedSocketTest
         finally
         {
             closeBoth(s);
+        }
+        final Socket[] t = pair(tls(true), tls(true));
+        try
+        {
+            final OutputStream out = t[0].getOutputStream();
+            out.write(new byte[10]);
+            out.close(); // a deliberate end: the closing chunk, then the socket closes
+            assertThat(t[0].isClosed()).isTrue();
+            final InputStream in = t[1].getInputStream();
+            assertThat(in.readNBytes(10)).hasSize(10);
+            assertThat(in.read()).isEqualTo(-1);
+        }
+        finally
+        {
+            closeBoth(t);
         }
     }
 
