@@ -455,7 +455,8 @@ public final class ProtectedVm implements AutoCloseable
             for (int i = 0; i < nics.size(); i++)
             {
                 // a matched frame leaves at once: a failover continues the running copy that sent it too
-                nics.get(i).compareWith(i, mirror, v.engine().compareTimeoutMs() * 1_000_000L, true);
+                nics.get(i).compareWith(i, mirror, v.engine().compareTimeoutMs() * 1_000_000L, true,
+                    v.engine().httpDateToleranceMs());
             }
         }
         primaryMirror = mirror;

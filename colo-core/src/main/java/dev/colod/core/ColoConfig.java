@@ -66,6 +66,8 @@ public final class ColoConfig
     private long outputLingerUs = 500;
     /** Hybrid: 500 ms, since a fresh copy runs behind at first (docs/ARCHITECTURE.md, BENCHMARKS.md run S). */
     private long compareTimeoutMs = 500;
+    /** Hybrid: an HTTP Date stamped just after a second turned differs by one second between the copies. */
+    private long httpDateToleranceMs = 1_000;
     private String vmShape = "";
     private boolean concluded;
 
@@ -95,6 +97,8 @@ public final class ColoConfig
             "must be 1..100, was " + maxPausedPercent);
         require(compareTimeoutMs >= 1 && compareTimeoutMs <= 60_000, "compare-timeout-ms",
             "must be 1..60000, was " + compareTimeoutMs);
+        require(httpDateToleranceMs >= 0 && httpDateToleranceMs <= 60_000, "http-date-tolerance-ms",
+            "must be 0..60000, was " + httpDateToleranceMs);
         require(outputLingerUs >= 0 && outputLingerUs <= 1_000_000, "output-linger-us",
             "must be 0..1000000, was " + outputLingerUs);
         require(minCheckpointGapMs >= 0 && minCheckpointGapMs <= 3_600_000, "min-checkpoint-gap-ms",
@@ -142,6 +146,11 @@ public final class ColoConfig
     public long outputLingerUs() { return outputLingerUs; }
     /** Hybrid mode, primary: how long a held frame may wait for the secondary's matching one before a checkpoint. */
     public long compareTimeoutMs() { return compareTimeoutMs; }
+    /**
+     * Hybrid mode, primary: how far apart the two guests' HTTP {@code Date:} values may be in output that is otherwise
+     * the same (0: compared byte for byte; docs/ARCHITECTURE.md, "Hybrid mode", normalisation).
+     */
+    public long httpDateToleranceMs() { return httpDateToleranceMs; }
     /** What must be the same about the VM on both hosts ({@link dev.colod.core.protocol.VmShape}); empty: not compared. */
     public String vmShape() { return vmShape; }
 
@@ -161,5 +170,6 @@ public final class ColoConfig
     public ColoConfig minCheckpointGapMs(final long v) { mutable(); minCheckpointGapMs = v; return this; }
     public ColoConfig outputLingerUs(final long v) { mutable(); outputLingerUs = v; return this; }
     public ColoConfig compareTimeoutMs(final long v) { mutable(); compareTimeoutMs = v; return this; }
+    public ColoConfig httpDateToleranceMs(final long v) { mutable(); httpDateToleranceMs = v; return this; }
     public ColoConfig vmShape(final String v) { mutable(); vmShape = v; return this; }
 }

@@ -143,6 +143,10 @@ public final class ServiceBench
         // hybrid mode's defaults (interval 10 s, compare timeout 500 ms), and the compare timeout it had before
         rows.add(new Row("hybrid 10000 (tap)", ColodConfig.Buffer.TAP,
             TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS).in(ColoConfig.Mode.HYBRID), true, null));
+        // HTTP Date values compared byte for byte, as before http-date-tolerance-ms
+        rows.add(new Row("hybrid 10000 exact dates (tap)", ColodConfig.Buffer.TAP,
+            TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS).in(ColoConfig.Mode.HYBRID), true, null,
+            List.of("http-date-tolerance-ms: 0")));
         rows.add(new Row("hybrid 10000 timeout 100 (tap)", ColodConfig.Buffer.TAP,
             TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS).in(ColoConfig.Mode.HYBRID), true, null,
             List.of("compare-timeout-ms: 100")));
@@ -258,10 +262,10 @@ public final class ServiceBench
                 final dev.colod.buffer.NicStats n = lab.nic();
                 System.out.printf(Locale.ROOT, "# %s: frames released %d, by comparison %d (%.1f %%); compared %d, matched" +
                     " %d; checkpoints asked by mismatch %d, compare timeout %d; windows clamped %d, retransmissions " +
-                    "passed %d; last: %s%n", r.name(), n.releasedFrames(),
+                    "passed %d, HTTP dates tolerated %d; last: %s%n", r.name(), n.releasedFrames(),
                     cmp.releasedByComparison(), 100.0 * cmp.releasedByComparison() / Math.max(1, n.releasedFrames()),
                     cmp.compared(), cmp.matched(), cmp.mismatches(), cmp.timeouts(), cmp.windowsClamped(),
-                    cmp.retransmissionsPassed(), cmp.lastCause());
+                    cmp.retransmissionsPassed(), cmp.datesTolerated(), cmp.lastCause());
                 System.out.printf(Locale.ROOT, "# %s: a frame waited for the copy's counterpart %.2f ms on average, then " +
                     "behind earlier unmatched frames %.2f ms on average (longest %.1f ms)%n", r.name(),
                     cmp.matchWaitMicros() / 1000.0 / Math.max(1, cmp.matched()),

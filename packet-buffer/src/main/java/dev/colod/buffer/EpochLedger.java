@@ -351,6 +351,13 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
      */
     public void compareWith(final int index, final InboundSink sink, final long timeoutNs, final boolean releaseMatched)
     {
+        compareWith(index, sink, timeoutNs, releaseMatched, 0);
+    }
+
+    /** As above; {@code dateToleranceMs}: how far apart the guests' HTTP Date values may be (0: byte for byte). */
+    public void compareWith(final int index, final InboundSink sink, final long timeoutNs, final boolean releaseMatched,
+        final long dateToleranceMs)
+    {
         loop.call(() ->
         {
             nicIndex = index;
@@ -388,7 +395,7 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
                 {
                     loop.schedule(r, delayNs);
                 }
-            }, timeoutNs, releaseMatched);
+            }, timeoutNs, releaseMatched, dateToleranceMs);
             comparerView = comparer;
         });
     }

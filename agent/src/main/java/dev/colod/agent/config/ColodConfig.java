@@ -251,6 +251,9 @@ public final class ColodConfig
         /** Hybrid mode: how long a held frame may wait for the secondary's matching frame before a checkpoint. */
         @JsonProperty("compare-timeout-ms")
         public Long compareTimeoutMs;
+        /** Hybrid mode: how far apart the two guests' HTTP Date values may be (0: byte for byte; default 1000). */
+        @JsonProperty("http-date-tolerance-ms")
+        public Long httpDateToleranceMs;
 
         private ColoConfig engine;
 

@@ -766,6 +766,7 @@ public final class ConfigLoader
             set(v.minCheckpointGapMs, e::minCheckpointGapMs);
             set(v.outputLingerUs, e::outputLingerUs);
             set(v.compareTimeoutMs, e::compareTimeoutMs);
+            set(v.httpDateToleranceMs, e::httpDateToleranceMs);
             e.vmShape(shape(v));
             return e.conclude();
         }));

@@ -189,7 +189,8 @@ public final class MetricsServer implements AutoCloseable
             .declare("colod_frames_dropped_total", "counter", "guest frames dropped, by reason")
             .declare("colod_backpressure_stalls_total", "counter", "times a full buffer stopped reading the guest's frames")
             .declare("colod_hybrid_frames_total", "counter",
-                "hybrid mode, primary: guest frames compared, matched by the running copy's, and let out by comparison")
+                "hybrid mode, primary: guest frames compared, matched by the running copy's (of them: with HTTP Date values " +
+                "apart within the tolerance), and let out by comparison")
             .declare("colod_hybrid_comparison_checkpoints_total", "counter",
                 "hybrid mode, primary: checkpoints comparison asked for, by cause (mismatch, compare-timeout, secondary-ahead)")
             .declare("colod_hybrid_copy_frames_total", "counter",
@@ -250,6 +251,7 @@ public final class MetricsServer implements AutoCloseable
             e.sample("colod_hybrid_frames_total", c.get("frames_compared"), "vm", vm, "what", "compared");
             e.sample("colod_hybrid_frames_total", c.get("frames_matched"), "vm", vm, "what", "matched");
             e.sample("colod_hybrid_frames_total", c.get("released_by_comparison"), "vm", vm, "what", "released-by-comparison");
+            e.sample("colod_hybrid_frames_total", c.get("http_dates_tolerated"), "vm", vm, "what", "http-dates-tolerated");
             e.sample("colod_hybrid_comparison_checkpoints_total", c.get("mismatches"), "vm", vm, "cause", "mismatch");
             e.sample("colod_hybrid_comparison_checkpoints_total", c.get("compare_timeouts"), "vm", vm, "cause",
                 "compare-timeout");

@@ -112,6 +112,7 @@ public final class VmStatus
         long ahead = 0;
         long retransmissions = 0;
         long clamped = 0;
+        long dates = 0;
         long waitUs = 0;
         long behindUs = 0;
         long behindMaxUs = 0;
@@ -134,6 +135,7 @@ public final class VmStatus
             ahead += n.secondaryAhead();
             retransmissions += n.retransmissionsPassed();
             clamped += n.windowsClamped();
+            dates += n.datesTolerated();
         }
         final Map<String, Object> m = new LinkedHashMap<>();
         m.put("frames_channel", channel.open() ? "open" : "closed");
@@ -147,6 +149,8 @@ public final class VmStatus
         m.put("retransmissions_passed", retransmissions);
         // matched segments that offered the client more window than the copy's: lowered to it
         m.put("windows_clamped", clamped);
+        // matched segments whose HTTP Date values differed by no more than http-date-tolerance-ms
+        m.put("http_dates_tolerated", dates);
         // the copy's lag as a frame sees it (held -> matched), and the wait behind earlier unmatched frames
         m.put("match_wait_mean_ms", matched == 0 ? 0.0 : Math.round(waitUs / (double)matched) / 1000.0);
         final Map<String, Object> byKind = new LinkedHashMap<>();

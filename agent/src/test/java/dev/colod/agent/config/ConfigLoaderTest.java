@@ -233,6 +233,19 @@ class ConfigLoaderTest
             "    mode: hybrid\n    compare-timeout-ms: 0"));
         assertThat(timeout.getMessage()).isEqualTo("colod.yaml:9:5: invalid vms[0].compare-timeout-ms: must be " +
             "1..60000, was 0");
+        final ConfigException dates = error(GOOD.replace("    checkpoint-delay-ms: 100",
+            "    mode: hybrid\n    http-date-tolerance-ms: -1"));
+        assertThat(dates.getMessage()).isEqualTo("colod.yaml:9:5: invalid vms[0].http-date-tolerance-ms: must be " +
+            "0..60000, was -1");
+    }
+
+    @Test
+    void httpDatesAreToleratedASecondApartUnlessTheFileSaysOtherwise() throws Exception
+    {
+        final String hybrid = GOOD.replace("    checkpoint-delay-ms: 100", "    mode: hybrid");
+        assertThat(ConfigLoader.parse("colod.yaml", hybrid).vms.get(0).engine().httpDateToleranceMs()).isEqualTo(1000);
+        assertThat(ConfigLoader.parse("colod.yaml", hybrid.replace("    mode: hybrid", "    mode: hybrid\n" +
+            "    http-date-tolerance-ms: 0")).vms.get(0).engine().httpDateToleranceMs()).isZero();
     }
 
     @Test

@@ -103,6 +103,7 @@ public final class Comparer
     private final Ledger ledger;
     private final long timeoutNs;
     private final boolean releaseMatched;
+    private final long dateToleranceMs;
     private final FrameDigest digester = new FrameDigest();
     private byte[] frame = new byte[2048];
 
@@ -138,6 +139,7 @@ public final class Comparer
     private volatile long staleDigests;
     private volatile long retransmissionsPassed;
     private volatile long windowsClamped;
+    private volatile long datesTolerated;
     private final long[] checkpointsAsked = new long[Cause.values().length];
     private volatile long[] checkpointsAskedView = new long[Cause.values().length];
 
@@ -147,9 +149,16 @@ public final class Comparer
      */
     public Comparer(final Ledger ledger, final long timeoutNs, final boolean releaseMatched)
     {
+        this(ledger, timeoutNs, releaseMatched, 0);
+    }
+
+    /** As above; {@code dateToleranceMs}: how far apart the guests' HTTP Date values may be ({@link HttpDates}; 0: not at all). */
+    public Comparer(final Ledger ledger, final long timeoutNs, final boolean releaseMatched, final long dateToleranceMs)
+    {
         this.ledger = ledger;
         this.timeoutNs = timeoutNs;
         this.releaseMatched = releaseMatched;
+        this.dateToleranceMs = dateToleranceMs;
     }
 
     /** A frame of the primary's guest was held in the open epoch ({@code len} bytes at {@code at} of {@code buf}). */
@@ -176,7 +185,7 @@ public final class Comparer
         }
         if (seg != null)
         {
-            final TcpFlow f = tcpFlows.computeIfAbsent(p.flow, k -> new TcpFlow());
+            final TcpFlow f = tcpFlows.computeIfAbsent(p.flow, k -> new TcpFlow(dateToleranceMs));
             f.waiting.addLast(p);
             settle(f);
             if (!p.matched && !broken)
@@ -214,7 +223,7 @@ public final class Comparer
         {
             return;
         }
-        final TcpFlow f = tcpFlows.computeIfAbsent(FrameDigest.reverseFlow(frame, 0, len), k -> new TcpFlow());
+        final TcpFlow f = tcpFlows.computeIfAbsent(FrameDigest.reverseFlow(frame, 0, len), k -> new TcpFlow(dateToleranceMs));
         if (f.clientAcked((int)ack) && !f.waiting.isEmpty())
         {
             settle(f);
@@ -267,7 +276,7 @@ public final class Comparer
             return;
         }
         final long flow = be64(body, 0);
-        final TcpFlow f = tcpFlows.computeIfAbsent(flow, k -> new TcpFlow());
+        final TcpFlow f = tcpFlows.computeIfAbsent(flow, k -> new TcpFlow(dateToleranceMs));
         if (!f.copy(body, length, window))
         {
             lastCause = "the secondary's TCP output of one connection passed " + TcpFlow.MAX_STREAM + " bytes unverified";
@@ -297,6 +306,10 @@ public final class Comparer
             if (v == TcpFlow.Verdict.DELIVERED)
             {
                 retransmissionsPassed++;
+            }
+            else if (v == TcpFlow.Verdict.MATCH_DATES)
+            {
+                datesTolerated++;
             }
             clampWindow(p, f.copyWindow);
             matchedNow(p);
@@ -527,7 +540,7 @@ public final class Comparer
         return new Stats(compared, matched, releasedByComparison, digests, staleDigests, asked[Cause.MISMATCH.ordinal()],
             asked[Cause.COMPARE_TIMEOUT.ordinal()], asked[Cause.SECONDARY_AHEAD.ordinal()], lastCause, matchWaitNs / 1000,
             behindNs / 1000, behindMaxNs / 1000, new Waits(waits, waitMicros, waitBeforeCopyNs / 1000),
-            retransmissionsPassed, windowsClamped);
+            retransmissionsPassed, windowsClamped, datesTolerated);
     }
 
     /** What a matched frame was, for the wait accounting: what the copy's lag delays. */
@@ -596,12 +609,13 @@ public final class Comparer
      * matched (the copy's lag); {@code behindMicros} / {@code behindMaxMicros}: summed over frames released by
      * comparison, and the longest, the time from matched to released (waiting for unmatched frames before it);
      * {@code retransmissionsPassed}: of the matched, TCP retransmissions of bytes the client had acknowledged;
-     * {@code windowsClamped}: matched segments whose window was lowered to the copy's.
+     * {@code windowsClamped}: matched segments whose window was lowered to the copy's; {@code datesTolerated}: matched
+     * segments whose HTTP Date values differed within the tolerance ({@link HttpDates}).
      */
     public record Stats(long compared, long matched, long releasedByComparison, long digests, long staleDigests,
         long mismatches, long timeouts, long secondaryAhead, String lastCause, long matchWaitMicros, long behindMicros,
-        long behindMaxMicros, Waits waits, long retransmissionsPassed, long windowsClamped)
+        long behindMaxMicros, Waits waits, long retransmissionsPassed, long windowsClamped, long datesTolerated)
     {
-        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, Waits.NONE, 0, 0);
+        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, Waits.NONE, 0, 0, 0);
     }
 }

@@ -20,11 +20,15 @@ final class TcpFlow
     enum Verdict
     {
         MATCH, WAIT, DIFFERS,
+        /** A match with HTTP Date values the tolerance allows ({@link HttpDates}). */
+        MATCH_DATES,
         /** A retransmission of bytes the client already acknowledged, with nothing new in it: leaves as a match. */
         DELIVERED
     }
 
     final ArrayDeque<Comparer.Pending> waiting = new ArrayDeque<>();
+    /** How far apart the two guests' HTTP Date values may be (0: compared byte for byte). */
+    private final long dateToleranceMs;
     private int copySyns;
     private int primarySyns;
     private boolean ackKnown;
@@ -50,6 +54,11 @@ final class TcpFlow
     /** The highest acknowledgement the client sent for this connection in this era (seen inbound). */
     private boolean clientAckKnown;
     private int clientAck;
+
+    TcpFlow(final long dateToleranceMs)
+    {
+        this.dateToleranceMs = dateToleranceMs;
+    }
 
     /** The client acknowledged {@code ack}; true if that is more than before. */
     boolean clientAcked(final int ack)
@@ -156,6 +165,7 @@ final class TcpFlow
         }
         final int n = p.payload().length;
         boolean wait = false;
+        boolean dates = false;
         if (n > 0)
         {
             final int off = p.seq() - base;
@@ -166,10 +176,12 @@ final class TcpFlow
             else
             {
                 final int have = Math.max(0, Math.min(n, len - off));
-                if (!Arrays.equals(data, off, off + have, p.payload(), 0, have))
+                final HttpDates.Result r = HttpDates.compare(data, off, p.payload(), 0, have, dateToleranceMs);
+                if (r == HttpDates.Result.DIFFERS || r == HttpDates.Result.INCOMPLETE && have == n)
                 {
                     return Verdict.DIFFERS;
                 }
+                dates = r == HttpDates.Result.TOLERATED;
                 wait = have < n;
             }
         }
@@ -198,7 +210,7 @@ final class TcpFlow
             verified = end;
             verifiedAny = true;
         }
-        return Verdict.MATCH;
+        return dates ? Verdict.MATCH_DATES : Verdict.MATCH;
     }
 
     /** What the copy has shown of this connection, against the primary's segment {@code p}: for a compare timeout. */

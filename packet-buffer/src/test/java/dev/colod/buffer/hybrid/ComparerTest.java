@@ -296,6 +296,35 @@ class ComparerTest
     }
 
     @Test
+    void anHttpDateASecondApartMatchesWithinTheToleranceAndOnlyThen()
+    {
+        final String a = "HTTP/1.1 200 OK\r\nDate: Thu, 03 Dec 2026 18:59:59 GMT\r\n\r\ncounter 41\n";
+        final String b = a.replace("18:59:59", "19:00:00");
+        for (final long tolerance : new long[]{1000, 0})
+        {
+            final FakeLedger l = new FakeLedger();
+            final Comparer c = new Comparer(l, 50_000_000L, true, tolerance);
+            c.sealed(1);
+            c.secondaryEra(1, System.nanoTime());
+            copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 100, 7, PA, 500, 1, 5, null, b.getBytes()));
+            final byte[] ours = tcp(GUEST, CLIENT, 80, 40000, 100, 7, PA, 500, 1, 5, null, a.getBytes());
+            c.primary(ByteBuffer.wrap(ours), 0, ours.length, ++mark, System.nanoTime());
+            if (tolerance > 0)
+            {
+                assertThat(l.releases).as("released by comparison").hasSize(1);
+                assertThat(l.asked).isEmpty();
+                assertThat(c.stats().datesTolerated()).isEqualTo(1);
+            }
+            else
+            {
+                assertThat(l.releases).as("control: byte for byte").isEmpty();
+                assertThat(l.asked).containsExactly(Comparer.Cause.MISMATCH);
+                assertThat(c.stats().datesTolerated()).isZero();
+            }
+        }
+    }
+
+    @Test
     void otherFramesMatchByDigestInOrderPerFlow()
     {
         final Comparer c = new Comparer(ledger, 50_000_000L, true);
