@@ -492,6 +492,13 @@ public final class ProtectedVm implements AutoCloseable
         return VmStatus.pauseSteps(stateSource, primary.counters());
     }
 
+    /** Hybrid mode, primary: the frames channel's counters (null otherwise). */
+    public PrimaryMirror.Stats framesChannel()
+    {
+        final PrimaryMirror pm = primaryMirror;
+        return pm == null ? null : pm.stats();
+    }
+
     private Supplier<Map<String, Object>> primaryDetails()
     {
         final Supplier<Map<String, Object>> base = VmStatus.primary(stateSource, primary.counters(), !disks(v).isEmpty(),

@@ -1006,6 +1006,12 @@ public final class TwoHostLab
             return primary.output().ledgers().get(0).comparison();
         }
 
+        /** Hybrid mode: the primary's frames channel (inbound copied, dropped, replayed after a seal). */
+        public dev.colod.buffer.hybrid.PrimaryMirror.Stats framesChannel()
+        {
+            return primary.framesChannel();
+        }
+
         /** The secondary's exit events (failover or not), in order. */
         public BlockingQueue<ExitEvent> secondaryExits()
         {

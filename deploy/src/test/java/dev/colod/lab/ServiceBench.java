@@ -266,6 +266,9 @@ public final class ServiceBench
                     cmp.releasedByComparison(), 100.0 * cmp.releasedByComparison() / Math.max(1, n.releasedFrames()),
                     cmp.compared(), cmp.matched(), cmp.mismatches(), cmp.timeouts(), cmp.windowsClamped(),
                     cmp.retransmissionsPassed(), cmp.datesTolerated(), cmp.lastCause());
+                final dev.colod.buffer.hybrid.PrimaryMirror.Stats ch = lab.framesChannel();
+                System.out.printf(Locale.ROOT, "# %s: inbound frames copied to the secondary %d, dropped %d%n", r.name(),
+                    ch.inboundCopied(), ch.inboundDropped());
                 System.out.printf(Locale.ROOT, "# %s: a frame waited for the copy's counterpart %.2f ms on average, then " +
                     "behind earlier unmatched frames %.2f ms on average (longest %.1f ms)%n", r.name(),
                     cmp.matchWaitMicros() / 1000.0 / Math.max(1, cmp.matched()),

@@ -456,13 +456,19 @@ class TapOutputCommitNetnsTest
                 rig.output.seal(1); // runs next on this loop, before it looks at the guest tap again
             });
             stalled.await();
-            for (int i = 0; i < 30; i++)
+            try
             {
-                send(guest, new byte[100], NetnsLab.CLIENT_IP, 9000);
+                for (int i = 0; i < 30; i++)
+                {
+                    send(guest, new byte[100], NetnsLab.CLIENT_IP, 9000);
+                }
+                // the kernel handed all 30 to the guest tap's queue (its qdisc counts what it passed on)
+                await().until(() -> queuedTo(host, g) - before >= 30);
             }
-            // the kernel handed all 30 to the guest tap's queue (its qdisc counts what it passed on)
-            await().until(() -> queuedTo(host, g) - before >= 30);
-            go.countDown();
+            finally
+            {
+                go.countDown(); // also when the wait failed: a stuck loop would hang the class's teardown
+            }
             await().untilAsserted(() -> assertThat(rig.nic.stats().epochs())
                 .extracting(NicStats.EpochStats::epoch, NicStats.EpochStats::frames)
                 .containsExactly(org.assertj.core.groups.Tuple.tuple(1L, 30L), org.assertj.core.groups.Tuple.tuple(-1L, 0L)));

@@ -235,12 +235,6 @@ public final class PeerTls implements Transport
             recordChannels.get() + " in TLS records" + (offerSealed ? "" : " (sealed-chunks: false)");
     }
 
-    /** Whether this side offers sealed chunks in its handshakes. */
-    public boolean offersSealed()
-    {
-        return offerSealed;
-    }
-
     /** Channels secured so far whose data went in sealed chunks. */
     public long sealedChannels()
     {

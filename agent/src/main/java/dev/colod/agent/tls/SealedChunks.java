@@ -21,9 +21,9 @@ import org.slf4j.LoggerFactory;
  * Bulk data sealed with AES-128-GCM in large chunks (issue 23: a record layer past JSSE's 16 KiB records; the
  * replication channels use it through {@link SealedSocket}, docs/PROTOCOL.md section 11). One direction of one
  * connection: {@link Keys} derives a key and a 4-byte nonce prefix per direction from a secret both ends share
- * (exchanged inside their mutual-TLS session); chunks are numbered from 0 by the sender and the receiver accepts only the next
- * number, so a replayed, reordered, altered or foreign chunk fails authentication, and an end without the closing
- * chunk is a truncation.
+ * (exchanged inside their mutual-TLS session); chunks are numbered from 0 by the sender and the receiver accepts only
+ * the next number, so a replayed, reordered, altered or foreign chunk fails authentication, and an end without the
+ * closing chunk is a truncation.
  * <p>
  * Wire, per chunk: be32 length of the sealed body (ciphertext + 16-byte tag), be8 flags (1: the last chunk), the
  * sealed body. Nonce: prefix (4) + be64 chunk number. AAD: be64 chunk number, be8 flags, be32 length.
