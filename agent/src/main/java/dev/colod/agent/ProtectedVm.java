@@ -117,7 +117,6 @@ public final class ProtectedVm implements AutoCloseable
     private volatile RoleFile role;
     private Path fenced;
     private Arbiter arbiter = Arbiter.NONE;
-    private String replication = "plaintext (insecure: true)";
     /** The replication channels' mutual TLS; null with {@code insecure: true}. */
     private PeerTls tls;
 
@@ -524,7 +523,7 @@ public final class ProtectedVm implements AutoCloseable
         final SecondaryEngine s = secondary;
         final long engineFailovers = s == null ? 0 : s.counters().failovers.get();
         final PeerTls t = tls;
-        final Map<String, Object> m = VmStatus.role(arbiter, t == null ? replication : t.describe(),
+        final Map<String, Object> m = VmStatus.role(arbiter, t == null ? "plaintext (insecure: true)" : t.describe(),
             r == null ? null : r.since(), r == null ? 0 : Math.max(r.failovers(), engineFailovers));
         if (t != null)
         {

@@ -347,14 +347,9 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
 
     /**
      * Hybrid mode: compare this NIC's output with the secondary's ({@code releaseMatched}: let matched frames out
-     * before their checkpoint) and copy what arrives for the guest to {@code sink} as NIC {@code index}.
+     * before their checkpoint; {@code dateToleranceMs}: how far apart the guests' HTTP Date values may be, 0: byte
+     * for byte) and copy what arrives for the guest to {@code sink} as NIC {@code index}.
      */
-    public void compareWith(final int index, final InboundSink sink, final long timeoutNs, final boolean releaseMatched)
-    {
-        compareWith(index, sink, timeoutNs, releaseMatched, 0);
-    }
-
-    /** As above; {@code dateToleranceMs}: how far apart the guests' HTTP Date values may be (0: byte for byte). */
     public void compareWith(final int index, final InboundSink sink, final long timeoutNs, final boolean releaseMatched,
         final long dateToleranceMs)
     {

@@ -1,5 +1,7 @@
 package dev.colod.agent.tls;
 
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
 import java.io.DataInputStream;
 import java.io.EOFException;
 import java.io.IOException;
@@ -7,7 +9,11 @@ import java.io.InputStream;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.security.GeneralSecurityException;
+import java.security.SecureRandom;
 import java.util.Arrays;
+import java.util.Locale;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import javax.crypto.AEADBadTagException;
 import javax.crypto.Cipher;
@@ -40,7 +46,7 @@ public final class SealedChunks
     /** The size the warm-up seals: large calls take a path of the JDK's AES-GCM that small ones do not compile. */
     private static final int WARM_BYTES = 256 << 10;
     private static final AtomicBoolean WARMING = new AtomicBoolean();
-    private static final java.util.concurrent.CountDownLatch WARM = new java.util.concurrent.CountDownLatch(1);
+    private static final CountDownLatch WARM = new CountDownLatch(1);
 
     private SealedChunks()
     {
@@ -49,7 +55,7 @@ public final class SealedChunks
     /** Waits up to {@code ms} for the warm-up {@link #warmUp} started (benchmarks: so it does not share their CPU). */
     public static boolean awaitWarm(final long ms) throws InterruptedException
     {
-        return WARM.await(ms, java.util.concurrent.TimeUnit.MILLISECONDS);
+        return WARM.await(ms, TimeUnit.MILLISECONDS);
     }
 
     /**
@@ -69,9 +75,9 @@ public final class SealedChunks
         {
             final long t0 = System.nanoTime();
             final byte[] secret = new byte[32];
-            new java.security.SecureRandom().nextBytes(secret);
+            new SecureRandom().nextBytes(secret);
             final Keys keys = Keys.derive(secret, true);
-            final java.io.ByteArrayOutputStream wire = new java.io.ByteArrayOutputStream(WARM_BYTES + 64);
+            final ByteArrayOutputStream wire = new ByteArrayOutputStream(WARM_BYTES + 64);
             final byte[] data = new byte[WARM_BYTES];
             final byte[] back = new byte[WARM_BYTES];
             double gbs = 0;
@@ -86,9 +92,9 @@ public final class SealedChunks
                         wire.reset();
                         try (Output out = new Output(wire, keys, WARM_BYTES))
                         {
-                            out.write(data);
+                            out.writeNow(data, 0, WARM_BYTES); // as a channel's writes go (SealedSocket)
                         }
-                        try (Input in = new Input(new java.io.ByteArrayInputStream(wire.toByteArray()), keys))
+                        try (Input in = new Input(new ByteArrayInputStream(wire.toByteArray()), keys))
                         {
                             in.readNBytes(back, 0, WARM_BYTES);
                         }
@@ -97,7 +103,7 @@ public final class SealedChunks
                     gbs = bytes / ((System.nanoTime() - w0) / 1e9) / 1e9;
                 }
                 LOG.info("AES-GCM for sealed chunks warmed up in {} ms ({} GB/s sealed and opened)",
-                    (System.nanoTime() - t0) / 1_000_000, String.format(java.util.Locale.ROOT, "%.2f", gbs));
+                    (System.nanoTime() - t0) / 1_000_000, String.format(Locale.ROOT, "%.2f", gbs));
             }
             catch (final IOException ex)
             {
@@ -174,7 +180,7 @@ public final class SealedChunks
             this.prefix = keys.noncePrefix().clone();
             this.chunkBytes = chunkBytes;
             this.plain = new byte[Math.min(chunkBytes, 4096)];
-            this.sealed = new byte[HEADER + plain.length + TAG_BYTES];
+            this.sealed = new byte[0]; // grown by seal() to the largest chunk sealed
         }
 
         @Override
@@ -197,7 +203,6 @@ public final class SealedChunks
                 if (filled == plain.length && plain.length < chunkBytes)
                 {
                     plain = Arrays.copyOf(plain, Math.min(chunkBytes, Math.max(2 * plain.length, end - at + filled)));
-                    sealed = new byte[HEADER + plain.length + TAG_BYTES];
                 }
                 final int n = Math.min(end - at, plain.length - filled);
                 System.arraycopy(b, at, plain, filled, n);

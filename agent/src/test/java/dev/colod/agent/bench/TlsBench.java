@@ -23,13 +23,10 @@ public final class TlsBench
     {
     }
 
-    /** Mutual TLS between two ends on 127.0.0.1: a CA and one host certificate for both, written into {@code dir}. */
-    static PeerTls loopbackTls(final Path dir) throws Exception
-    {
-        return loopbackTls(dir, true);
-    }
-
-    /** As above; {@code sealed} false: TLS records only. */
+    /**
+     * Mutual TLS between two ends on 127.0.0.1: a CA and one host certificate for both, written into {@code dir} the
+     * first time. {@code sealed} false: TLS records only.
+     */
     static PeerTls loopbackTls(final Path dir, final boolean sealed) throws Exception
     {
         if (!Files.exists(dir.resolve("ca.pem")))
