@@ -13,6 +13,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Consumer;
 import java.util.concurrent.atomic.AtomicLongArray;
 
 /**
@@ -395,6 +396,25 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
         });
     }
 
+    /** Runs {@code action} on the loop with this NIC's comparer, if any; a fault in it asks for a checkpoint instead. */
+    private void onLoopComparing(final Consumer<Comparer> action)
+    {
+        loop.post(() ->
+        {
+            if (comparer != null)
+            {
+                try
+                {
+                    action.accept(comparer);
+                }
+                catch (final RuntimeException ex)
+                {
+                    comparer.failed(ex);
+                }
+            }
+        });
+    }
+
     /** Where the frames channel hands this NIC's digests: onto the loop, in order. */
     public PrimaryMirror.NicSide mirrorSide()
     {
@@ -403,37 +423,19 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
             @Override
             public void secondaryEra(final long era, final long nowNs)
             {
-                loop.post(() ->
-                {
-                    if (comparer != null)
-                    {
-                        comparer.secondaryEra(era, nowNs);
-                    }
-                });
+                onLoopComparing(c -> c.secondaryEra(era, nowNs));
             }
 
             @Override
             public void digest(final long era, final byte[] body, final long nowNs)
             {
-                loop.post(() ->
-                {
-                    if (comparer != null)
-                    {
-                        comparer.digest(era, body, nowNs);
-                    }
-                });
+                onLoopComparing(c -> c.digest(era, body, nowNs));
             }
 
             @Override
             public void tcp(final long era, final byte[] body, final int length, final int window, final long nowNs)
             {
-                loop.post(() ->
-                {
-                    if (comparer != null)
-                    {
-                        comparer.tcp(era, body, length, window, nowNs);
-                    }
-                });
+                onLoopComparing(c -> c.tcp(era, body, length, window, nowNs));
             }
         };
     }
@@ -504,7 +506,14 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
         held(len, nowNs);
         if (comparer != null)
         {
-            comparer.primary(buf, at, len, endMark, nowNs);
+            try
+            {
+                comparer.primary(buf, at, len, endMark, nowNs);
+            }
+            catch (final RuntimeException ex)
+            {
+                comparer.failed(ex);
+            }
         }
     }
 
@@ -519,7 +528,14 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
         }
         if (comparer != null)
         {
-            comparer.inbound(buf, off, len);
+            try
+            {
+                comparer.inbound(buf, off, len);
+            }
+            catch (final RuntimeException ex)
+            {
+                comparer.failed(ex);
+            }
         }
     }
 

@@ -71,6 +71,8 @@ public final class Comparer
         private final byte[] head;
         /** TCP segments: what is compared instead of the digest (null otherwise). */
         final Segment tcp;
+        /** TCP: which connection on its address and port pair, in this era ({@link TcpFlow#primaryArrived}). */
+        int incarnation;
         boolean matched;
         /** When it matched (nanoTime), for the wait accounting. */
         long matchedNs;
@@ -186,6 +188,7 @@ public final class Comparer
         if (seg != null)
         {
             final TcpFlow f = tcpFlows.computeIfAbsent(p.flow, k -> new TcpFlow(dateToleranceMs));
+            p.incarnation = f.primaryArrived(seg);
             f.waiting.addLast(p);
             settle(f);
             if (!p.matched && !broken)
@@ -221,6 +224,14 @@ public final class Comparer
         final long ack = FrameDigest.tcpAck(frame, 0, len);
         if (ack < 0)
         {
+            if (FrameDigest.tcpOpening(frame, 0, len))
+            {
+                final TcpFlow f = tcpFlows.get(FrameDigest.reverseFlow(frame, 0, len));
+                if (f != null)
+                {
+                    f.clientSyn();
+                }
+            }
             return;
         }
         final TcpFlow f = tcpFlows.computeIfAbsent(FrameDigest.reverseFlow(frame, 0, len), k -> new TcpFlow(dateToleranceMs));
@@ -292,7 +303,7 @@ public final class Comparer
         while (!f.waiting.isEmpty() && !broken)
         {
             final Pending p = f.waiting.peekFirst();
-            final TcpFlow.Verdict v = f.check(p.tcp);
+            final TcpFlow.Verdict v = f.check(p.tcp, p.incarnation);
             if (v == TcpFlow.Verdict.WAIT)
             {
                 break;
@@ -300,7 +311,7 @@ public final class Comparer
             f.waiting.pollFirst();
             if (v == TcpFlow.Verdict.DIFFERS)
             {
-                mismatchAt(p);
+                mismatchAt(p, f.outrun(p.incarnation) ? "; the copy answered a newer connection on this port pair" : "");
                 return;
             }
             if (v == TcpFlow.Verdict.DELIVERED)
@@ -362,9 +373,25 @@ public final class Comparer
         windowsClamped++;
     }
 
-    private void mismatchAt(final Pending p)
+    private void mismatchAt(final Pending p, final String why)
     {
-        lastCause = "mismatch: " + p.what();
+        lastCause = "mismatch: " + p.what() + why;
+        ask(Cause.MISMATCH);
+    }
+
+    /**
+     * Comparing failed with {@code ex} (a fault of this code, never of the guests): what is held is not released by
+     * comparison any more in this era; a checkpoint is asked, counted as a mismatch, which releases it. The NIC's loop
+     * goes on.
+     */
+    public void failed(final RuntimeException ex)
+    {
+        if (broken)
+        {
+            return;
+        }
+        LOG.error("era {}: comparing failed; asking for a checkpoint instead", era, ex);
+        lastCause = "comparison failed: " + ex;
         ask(Cause.MISMATCH);
     }
 
@@ -413,7 +440,7 @@ public final class Comparer
     {
         if (!Arrays.equals(p.digest, theirs))
         {
-            mismatchAt(p);
+            mismatchAt(p, "");
             return;
         }
         matchedNow(p);

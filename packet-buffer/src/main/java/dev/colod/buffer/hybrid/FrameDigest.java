@@ -105,6 +105,13 @@ public final class FrameDigest
         return be32(f, ip.l4 + 8) & 0xFFFF_FFFFL;
     }
 
+    /** True if the frame is a TCP SYN without ACK: a client opening a connection. */
+    static boolean tcpOpening(final byte[] f, final int off, final int len)
+    {
+        final Ip ip = Ip.of(f, off, len);
+        return ip != null && ip.proto == PROTO_TCP && ip.l4 + 20 <= ip.end && (f[ip.l4 + 13] & 0x12) == TCP_SYN;
+    }
+
     /**
      * Writes the digest of the normalised frame into {@code out} (32 bytes at {@code outOff}); the frame itself is
      * not changed.

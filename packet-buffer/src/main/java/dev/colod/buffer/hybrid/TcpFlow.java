@@ -29,6 +29,19 @@ final class TcpFlow
     final ArrayDeque<Comparer.Pending> waiting = new ArrayDeque<>();
     /** How far apart the two guests' HTTP Date values may be (0: compared byte for byte). */
     private final long dateToleranceMs;
+    /**
+     * Connections on this address and port pair so far in this era, as each side showed them: a SYN with a sequence
+     * number other than that side's last SYN starts the next (a client reuses a port within one era; both guests
+     * answer its new SYN). Everything else below is of the copy's latest connection.
+     */
+    private int copyIncarnation;
+    private boolean copySynKnown;
+    private int copySynSeq;
+    private int primaryIncarnation;
+    private boolean primarySynKnown;
+    private int primarySynSeq;
+    /** The incarnation of the primary's segments last checked; {@link #primarySyns} counts its SYNs. */
+    private int checkedIncarnation;
     private int copySyns;
     private int primarySyns;
     private boolean ackKnown;
@@ -58,6 +71,27 @@ final class TcpFlow
     TcpFlow(final long dateToleranceMs)
     {
         this.dateToleranceMs = dateToleranceMs;
+    }
+
+    /**
+     * A segment of the primary's guest arrived (in its order): the incarnation of the connection it belongs to, for
+     * {@link Comparer.Pending#incarnation}.
+     */
+    int primaryArrived(final Segment p)
+    {
+        if (p.has(Segment.SYN) && (!primarySynKnown || p.seq() != primarySynSeq))
+        {
+            primaryIncarnation++;
+            primarySynKnown = true;
+            primarySynSeq = p.seq();
+        }
+        return primaryIncarnation;
+    }
+
+    /** The client sent a SYN: a new connection on this pair, whose acknowledgements start anew. */
+    void clientSyn()
+    {
+        clientAckKnown = false;
     }
 
     /** The client acknowledged {@code ack}; true if that is more than before. */
@@ -106,6 +140,10 @@ final class TcpFlow
         final int n = length - 17;
         if ((flags & Segment.SYN) != 0)
         {
+            if (!copySynKnown || seq != copySynSeq)
+            {
+                nextCopyIncarnation(seq);
+            }
             copySyns++;
         }
         if ((flags & Segment.RST) != 0)
@@ -155,8 +193,50 @@ final class TcpFlow
         return true;
     }
 
-    /** Whether the primary's segment {@code p} matches what the copy sent, must wait for more, or differs. */
-    Verdict check(final Segment p)
+    /** The copy answered a new SYN on this pair: what it showed of the connection before is of an older one. */
+    private void nextCopyIncarnation(final int synSeq)
+    {
+        copyIncarnation++;
+        copySynKnown = true;
+        copySynSeq = synSeq;
+        copySyns = 0;
+        ackKnown = false;
+        rst = false;
+        finKnown = false;
+        started = false;
+        len = 0;
+        verifiedAny = false;
+        copyWindow = -1;
+    }
+
+    /**
+     * Whether the primary's segment {@code p} of connection {@code incarnation} ({@link #primaryArrived}) matches what
+     * the copy sent, must wait for more, or differs. A segment of an older connection than the copy's latest can
+     * no longer be matched (the copy has moved on to the next connection on this pair without sending it): it
+     * differs.
+     */
+    Verdict check(final Segment p, final int incarnation)
+    {
+        if (incarnation != copyIncarnation)
+        {
+            return incarnation > copyIncarnation ? Verdict.WAIT : Verdict.DIFFERS;
+        }
+        if (incarnation != checkedIncarnation)
+        {
+            checkedIncarnation = incarnation;
+            primarySyns = 0;
+        }
+        return check(p);
+    }
+
+    /** True if the copy has answered a newer connection on this pair than {@code incarnation}. */
+    boolean outrun(final int incarnation)
+    {
+        return incarnation < copyIncarnation;
+    }
+
+    /** {@link #check(Segment, int)} within one connection. */
+    private Verdict check(final Segment p)
     {
         if (delivered(p))
         {
@@ -169,7 +249,7 @@ final class TcpFlow
         if (n > 0)
         {
             final int off = p.seq() - base;
-            if (!started || off < 0)
+            if (!started || off < 0 || off > len)
             {
                 wait = true;
             }

@@ -212,6 +212,75 @@ class ComparerTest
         assertThat(ledger.releases).hasSize(1);
     }
 
+    /** A segment of port 40000 from the guest, without payload. */
+    private static byte[] bare(final int seq, final int ack, final int flags)
+    {
+        return tcp(GUEST, CLIENT, 80, 40000, seq, ack, flags, 500, 1, 5, null, new byte[0]);
+    }
+
+    private static byte[] answer(final int seq, final int ack, final String payload)
+    {
+        return tcp(GUEST, CLIENT, 80, 40000, seq, ack, PA | 0x01, 500, 1, 5, null, payload.getBytes());
+    }
+
+    @Test
+    void aClientThatReusesItsPortWithinAnEraStartsANewConnectionOnBothSides()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        // the first connection on 198.18.10.100:40000, its client sequence numbers around 0x70000000
+        client(c, tcp(CLIENT, GUEST, 40000, 80, 0x70000000, 0, 0x02, 500, 1, 5, null, new byte[0]));
+        primary(c, bare(1000, 0x70000001, 0x12));
+        copySent(c, 1, bare(7000, 0x70000001, 0x12)); // the copy's own ISN: SYNs are not rewritten
+        primary(c, answer(1001, 0x70000020, "old answer"));
+        copySent(c, 1, answer(1001, 0x70000020, "old answer"));
+        assertThat(ledger.releases).hasSize(2);
+        // the same pair again, a new connection: client numbers around 0x10000000, lower than the old ones
+        client(c, tcp(CLIENT, GUEST, 40000, 80, 0x10000000, 0, 0x02, 500, 1, 5, null, new byte[0]));
+        primary(c, bare(900_000, 0x10000001, 0x12));
+        copySent(c, 1, bare(5000, 0x10000001, 0x12));
+        assertThat(ledger.releases).hasSize(3);
+        // the primary acknowledges the 28-byte request the copy has not acknowledged yet: the old connection's
+        // higher acknowledgement must not count for it
+        primary(c, bare(900_001, 0x1000001D, 0x10));
+        assertThat(ledger.releases).as("the copy acknowledged only the SYN of this connection").hasSize(3);
+        // the answer, far from where the old connection's bytes were: waits, is not compared with them
+        primary(c, answer(900_001, 0x1000001D, "new answer"));
+        assertThat(ledger.releases).hasSize(3);
+        copySent(c, 1, bare(900_001, 0x1000001D, 0x10));
+        copySent(c, 1, answer(900_001, 0x1000001D, "new answer"));
+        assertThat(ledger.releases).hasSize(5);
+        assertThat(ledger.asked).isEmpty();
+    }
+
+    @Test
+    void aSegmentOfAConnectionTheCopyHasMovedOnFromIsAMismatch()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        primary(c, bare(1000, 0x70000001, 0x12));
+        copySent(c, 1, bare(7000, 0x70000001, 0x12));
+        // the primary acknowledges the client's FIN; the copy never does, it answers a new SYN on the pair instead
+        primary(c, bare(1001, 0x70000002, 0x10));
+        copySent(c, 1, bare(5000, 0x10000001, 0x12));
+        assertThat(ledger.asked).containsExactly(Comparer.Cause.MISMATCH);
+        assertThat(c.stats().lastCause()).contains("newer connection");
+        assertThat(ledger.releases).hasSize(1);
+    }
+
+    @Test
+    void aFaultInComparingAsksForACheckpointInstead()
+    {
+        final Comparer c = new Comparer(ledger, 50_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        c.failed(new IllegalStateException("a bug"));
+        assertThat(ledger.asked).containsExactly(Comparer.Cause.MISMATCH);
+        assertThat(c.stats().lastCause()).contains("comparison failed").contains("a bug");
+    }
+
     /** The client's frame {@code f} arrives for the primary's guest. */
     private static void client(final Comparer c, final byte[] f)
     {
