@@ -35,6 +35,16 @@ public interface Backend extends AutoCloseable
     /** Lets every held frame up to {@code mark} out, in order. Returns how many of them the kernel refused. */
     int letGo(long mark);
 
+    /**
+     * Lets the held frame at position {@code seq} (the mark before it) out now, ahead of older frames still held; it
+     * does not leave again with them. Returns 1 if the kernel refused it, else 0. Hybrid mode's release by
+     * comparison; only backends that hold frames in user space can.
+     */
+    default int letGoOne(final long seq)
+    {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " lets held frames out only in order");
+    }
+
     /** Drops every held frame up to {@code mark}; none of them may ever leave. */
     void drop(long mark);
 

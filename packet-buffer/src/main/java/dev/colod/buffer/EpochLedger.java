@@ -367,15 +367,22 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
                 }
 
                 @Override
-                public void releaseOpen(final long mark, final long frames, final long bytes)
+                public void releaseOne(final long endMark, final int bytes)
                 {
-                    letGo(mark, frames, bytes);
-                    openFrames -= frames;
+                    final int refused = backend.letGoOne(endMark - 1);
+                    releasedFrames += 1 - refused;
+                    releasedBytes += bytes;
+                    dropped.addAndGet(Drop.WRITE_ERROR.ordinal(), refused);
+                    heldFrames--;
+                    heldBytes -= bytes;
+                    openFrames--;
                     openBytes -= bytes;
                     if (openFrames == 0)
                     {
                         openHeld = false;
                     }
+                    oldestNanos = oldestHeld();
+                    recordHeld();
                     publishEpochs();
                 }
 

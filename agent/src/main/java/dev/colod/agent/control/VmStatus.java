@@ -113,6 +113,7 @@ public final class VmStatus
         long retransmissions = 0;
         long clamped = 0;
         long dates = 0;
+        long teardowns = 0;
         long waitUs = 0;
         long behindUs = 0;
         long behindMaxUs = 0;
@@ -136,6 +137,7 @@ public final class VmStatus
             retransmissions += n.retransmissionsPassed();
             clamped += n.windowsClamped();
             dates += n.datesTolerated();
+            teardowns += n.teardownsTolerated();
         }
         final Map<String, Object> m = new LinkedHashMap<>();
         m.put("frames_channel", channel.open() ? "open" : "closed");
@@ -151,6 +153,8 @@ public final class VmStatus
         m.put("windows_clamped", clamped);
         // matched segments whose HTTP Date values differed by no more than http-date-tolerance-ms
         m.put("http_dates_tolerated", dates);
+        // last segments of finished connections that one guest ended with ACK, the other with RST
+        m.put("teardowns_tolerated", teardowns);
         // the copy's lag as a frame sees it (held -> matched), and the wait behind earlier unmatched frames
         m.put("match_wait_mean_ms", matched == 0 ? 0.0 : Math.round(waitUs / (double)matched) / 1000.0);
         final Map<String, Object> byKind = new LinkedHashMap<>();

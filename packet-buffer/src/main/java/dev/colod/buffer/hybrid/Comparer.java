@@ -14,7 +14,8 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * ({@link TcpFlow}: the same bytes at the same sequence numbers, the same SYN, FIN and RST, and the copy has
  * acknowledged at least as much), so the two guests may cut their streams into different segments; any other frame
  * by its digest, per flow and in order. A matched frame may
- * leave without waiting for a checkpoint, in the NIC's order (an unmatched frame before it holds it back). A
+ * leave without waiting for a checkpoint, in its flow's order (an unmatched frame of the same flow before it holds it
+ * back; one of another flow does not: each released frame is one the copy sent too, whatever the order). A
  * digest that differs from the frame at the same place of its flow, or a frame left unmatched for longer than
  * the timeout after both sides run the same era, asks for a checkpoint; from then on nothing more is compared
  * until it seals the open epoch.
@@ -31,8 +32,11 @@ public final class Comparer
         /** True if the open epoch's frames may leave now (no sealed epoch waits before them). */
         boolean canReleaseOpen();
 
-        /** Lets the open epoch's frames up to {@code mark} out ({@code frames}, {@code bytes}). */
-        void releaseOpen(long mark, long frames, long bytes);
+        /**
+         * Lets one frame of the open epoch out now, ahead of older frames still held: the one of {@code bytes} held
+         * just before {@code endMark}.
+         */
+        void releaseOne(long endMark, int bytes);
 
         /** Asks the engine for a checkpoint now. */
         void wantCheckpoint(Cause cause);
@@ -50,6 +54,14 @@ public final class Comparer
             return name().toLowerCase().replace('_', '-');
         }
     }
+
+    /**
+     * How long a SYN-ACK waits for the copy's at least: past the client's first SYN retransmission (1 s). A copy whose
+     * listen queue was full when the SYN came dropped it, as a loaded server does; it answers the retransmitted SYN,
+     * and the client sees what it would see of a loaded server, instead of every connection paying for a checkpoint
+     * and a fresh copy.
+     */
+    static final long SYN_TIMEOUT_NS = 1_500_000_000L;
 
     /** Digests of the secondary's frames kept at most while waiting for the primary's (all flows). */
     static final int MAX_WAITING_DIGESTS = 8192;
@@ -109,8 +121,8 @@ public final class Comparer
     private final FrameDigest digester = new FrameDigest();
     private byte[] frame = new byte[2048];
 
-    /** The open epoch's frames, oldest first, until they leave or are sealed. */
-    private final ArrayDeque<Pending> open = new ArrayDeque<>();
+    /** The open epoch's frames by flow, oldest first, until they leave or are sealed. */
+    private final Map<Long, ArrayDeque<Pending>> open = new HashMap<>();
     private final Map<Long, ArrayDeque<Pending>> waitingPrimary = new HashMap<>();
     private final Map<Long, ArrayDeque<byte[]>> waitingSecondary = new HashMap<>();
     /** TCP connections: what the copy sent, and the primary's segments waiting for it, by flow. */
@@ -142,6 +154,7 @@ public final class Comparer
     private volatile long retransmissionsPassed;
     private volatile long windowsClamped;
     private volatile long datesTolerated;
+    private volatile long teardownsTolerated;
     private final long[] checkpointsAsked = new long[Cause.values().length];
     private volatile long[] checkpointsAskedView = new long[Cause.values().length];
 
@@ -179,7 +192,7 @@ public final class Comparer
         final Pending p = new Pending(endMark, len, nowNs, FrameDigest.flow(frame, 0, len),
             seg == null ? digester.digest(frame, 0, len) : null, Arrays.copyOf(frame, Math.min(len, HEAD_BYTES)), seg,
             buf, at);
-        open.addLast(p);
+        open.computeIfAbsent(p.flow, k -> new ArrayDeque<>()).addLast(p);
         compared++;
         if (broken)
         {
@@ -190,7 +203,7 @@ public final class Comparer
             final TcpFlow f = tcpFlows.computeIfAbsent(p.flow, k -> new TcpFlow(dateToleranceMs));
             p.incarnation = f.primaryArrived(seg);
             f.waiting.addLast(p);
-            settle(f);
+            settle(p.flow, f);
             if (!p.matched && !broken)
             {
                 waitingTcp.add(p.flow);
@@ -234,10 +247,16 @@ public final class Comparer
             }
             return;
         }
-        final TcpFlow f = tcpFlows.computeIfAbsent(FrameDigest.reverseFlow(frame, 0, len), k -> new TcpFlow(dateToleranceMs));
-        if (f.clientAcked((int)ack) && !f.waiting.isEmpty())
+        final long flow = FrameDigest.reverseFlow(frame, 0, len);
+        final TcpFlow f = tcpFlows.computeIfAbsent(flow, k -> new TcpFlow(dateToleranceMs));
+        final long finEnd = FrameDigest.tcpFinEnd(frame, 0, len);
+        if (finEnd >= 0)
         {
-            settle(f);
+            f.clientFin((int)finEnd);
+        }
+        if ((f.clientAcked((int)ack) || finEnd >= 0) && !f.waiting.isEmpty())
+        {
+            settle(flow, f);
         }
     }
 
@@ -294,11 +313,11 @@ public final class Comparer
             ask(Cause.SECONDARY_AHEAD);
             return;
         }
-        settle(f);
+        settle(flow, f);
     }
 
     /** Decides the waiting primary segments of {@code f} in order, as far as what the copy sent allows. */
-    private void settle(final TcpFlow f)
+    private void settle(final long flow, final TcpFlow f)
     {
         while (!f.waiting.isEmpty() && !broken)
         {
@@ -322,16 +341,20 @@ public final class Comparer
             {
                 datesTolerated++;
             }
+            else if (v == TcpFlow.Verdict.TEARDOWN)
+            {
+                teardownsTolerated++;
+            }
             clampWindow(p, f.copyWindow);
             matchedNow(p);
         }
-        releasePrefix();
+        releaseMatched(flow);
     }
 
     /**
      * {@code p} matched: counted, and how long it waited for the copy's counterpart (the copy's lag as a frame sees
-     * it). How long it then waits for the frames before it ({@link #releasePrefix}) is counted there: the two
-     * together say whether hybrid mode's latency is the copy's or the in-order release's.
+     * it). How long it then waits for the frames of its flow before it ({@link #releaseMatched}) is counted there: the
+     * two together say whether hybrid mode's latency is the copy's or the in-order release's.
      */
     private void matchedNow(final Pending p)
     {
@@ -426,7 +449,10 @@ public final class Comparer
     /** A sealed epoch left: matched open frames that waited behind it may follow. */
     public void released()
     {
-        releasePrefix();
+        for (final long flow : open.keySet().toArray(new Long[0]))
+        {
+            releaseMatched(flow);
+        }
     }
 
     /** The session ended: nothing is compared until the next {@link #sealed}. */
@@ -444,32 +470,33 @@ public final class Comparer
             return;
         }
         matchedNow(p);
-        releasePrefix();
+        releaseMatched(p.flow);
     }
 
-    private void releasePrefix()
+    /** Lets the matched frames at the head of {@code flow}'s open frames out, in order. */
+    private void releaseMatched(final long flow)
     {
         if (!releaseMatched || !ledger.canReleaseOpen())
         {
             return;
         }
-        long frames = 0;
-        long bytes = 0;
-        long mark = -1;
-        final long now = System.nanoTime();
-        while (!open.isEmpty() && open.peekFirst().matched)
+        final ArrayDeque<Pending> q = open.get(flow);
+        if (q == null)
         {
-            final Pending p = open.pollFirst();
-            frames++;
-            bytes += p.bytes;
+            return;
+        }
+        final long now = System.nanoTime();
+        while (!q.isEmpty() && q.peekFirst().matched)
+        {
+            final Pending p = q.pollFirst();
             behindNs += now - p.matchedNs;
             behindMaxNs = Math.max(behindMaxNs, now - p.matchedNs);
-            mark = p.endMark;
+            ledger.releaseOne(p.endMark, p.bytes);
+            releasedByComparison++;
         }
-        if (frames > 0)
+        if (q.isEmpty())
         {
-            ledger.releaseOpen(mark, frames, bytes);
-            releasedByComparison += frames;
+            open.remove(flow);
         }
     }
 
@@ -533,7 +560,8 @@ public final class Comparer
 
     private boolean timedOut(final Pending p, final long now)
     {
-        if (p != null && now - Math.max(p.heldNs, alignedNs) >= timeoutNs)
+        if (p != null && now - Math.max(p.heldNs, alignedNs) >= (p.tcp != null && p.tcp.has(Segment.SYN)
+            ? Math.max(timeoutNs, SYN_TIMEOUT_NS) : timeoutNs))
         {
             final TcpFlow f = p.tcp == null ? null : tcpFlows.get(p.flow);
             lastCause = "no match within " + timeoutNs / 1_000_000 + " ms: " + p.what() + (f == null ? "" : f.lagBehind(p.tcp));
@@ -567,7 +595,7 @@ public final class Comparer
         return new Stats(compared, matched, releasedByComparison, digests, staleDigests, asked[Cause.MISMATCH.ordinal()],
             asked[Cause.COMPARE_TIMEOUT.ordinal()], asked[Cause.SECONDARY_AHEAD.ordinal()], lastCause, matchWaitNs / 1000,
             behindNs / 1000, behindMaxNs / 1000, new Waits(waits, waitMicros, waitBeforeCopyNs / 1000),
-            retransmissionsPassed, windowsClamped, datesTolerated);
+            retransmissionsPassed, windowsClamped, datesTolerated, teardownsTolerated);
     }
 
     /** What a matched frame was, for the wait accounting: what the copy's lag delays. */
@@ -637,12 +665,15 @@ public final class Comparer
      * comparison, and the longest, the time from matched to released (waiting for unmatched frames before it);
      * {@code retransmissionsPassed}: of the matched, TCP retransmissions of bytes the client had acknowledged;
      * {@code windowsClamped}: matched segments whose window was lowered to the copy's; {@code datesTolerated}: matched
-     * segments whose HTTP Date values differed within the tolerance ({@link HttpDates}).
+     * segments whose HTTP Date values differed within the tolerance ({@link HttpDates}); {@code teardownsTolerated}:
+     * last segments of finished connections that ended with ACK on one guest and RST on the other
+     * ({@link TcpFlow.Verdict#TEARDOWN}).
      */
     public record Stats(long compared, long matched, long releasedByComparison, long digests, long staleDigests,
         long mismatches, long timeouts, long secondaryAhead, String lastCause, long matchWaitMicros, long behindMicros,
-        long behindMaxMicros, Waits waits, long retransmissionsPassed, long windowsClamped, long datesTolerated)
+        long behindMaxMicros, Waits waits, long retransmissionsPassed, long windowsClamped, long datesTolerated,
+        long teardownsTolerated)
     {
-        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, Waits.NONE, 0, 0, 0);
+        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, Waits.NONE, 0, 0, 0, 0);
     }
 }

@@ -105,6 +105,21 @@ public final class FrameDigest
         return be32(f, ip.l4 + 8) & 0xFFFF_FFFFL;
     }
 
+    /**
+     * The sequence number just after a TCP FIN (its sequence number plus payload length plus one), or -1 if the frame is
+     * no TCP segment with FIN. {@code len}: the frame's length; only its headers need be in {@code f}.
+     */
+    static long tcpFinEnd(final byte[] f, final int off, final int len)
+    {
+        final Ip ip = Ip.of(f, off, len);
+        if (ip == null || ip.proto != PROTO_TCP || ip.l4 + 20 > ip.end || (f[ip.l4 + 13] & 0x01) == 0)
+        {
+            return -1;
+        }
+        final int payload = ip.end - ip.l4 - ((f[ip.l4 + 12] & 0xFF) >> 4) * 4;
+        return be32(f, ip.l4 + 4) + Math.max(0, payload) + 1 & 0xFFFF_FFFFL;
+    }
+
     /** True if the frame is a TCP SYN without ACK: a client opening a connection. */
     static boolean tcpOpening(final byte[] f, final int off, final int len)
     {

@@ -23,7 +23,13 @@ final class TcpFlow
         /** A match with HTTP Date values the tolerance allows ({@link HttpDates}). */
         MATCH_DATES,
         /** A retransmission of bytes the client already acknowledged, with nothing new in it: leaves as a match. */
-        DELIVERED
+        DELIVERED,
+        /**
+         * The last word of a connection the client has finished with both ways (it acknowledged this side's FIN and
+         * sent its own): an ACK of the client's FIN where the copy reset, or a reset where the copy acknowledged the
+         * client's FIN. Leaves as a match ({@link #endsAlike}).
+         */
+        TEARDOWN
     }
 
     final ArrayDeque<Comparer.Pending> waiting = new ArrayDeque<>();
@@ -40,10 +46,8 @@ final class TcpFlow
     private int primaryIncarnation;
     private boolean primarySynKnown;
     private int primarySynSeq;
-    /** The incarnation of the primary's segments last checked; {@link #primarySyns} counts its SYNs. */
-    private int checkedIncarnation;
+    /** SYNs the copy sent in its latest connection. */
     private int copySyns;
-    private int primarySyns;
     private boolean ackKnown;
     private int maxAck;
     private boolean rst;
@@ -67,6 +71,9 @@ final class TcpFlow
     /** The highest acknowledgement the client sent for this connection in this era (seen inbound). */
     private boolean clientAckKnown;
     private int clientAck;
+    /** The sequence number after the client's FIN, once it sent one (seen inbound). */
+    private boolean clientFinKnown;
+    private int clientFinEnd;
 
     TcpFlow(final long dateToleranceMs)
     {
@@ -92,6 +99,37 @@ final class TcpFlow
     void clientSyn()
     {
         clientAckKnown = false;
+        clientFinKnown = false;
+    }
+
+    /** The client sent its FIN; {@code end}: the sequence number after it. */
+    void clientFin(final int end)
+    {
+        clientFinKnown = true;
+        clientFinEnd = end;
+    }
+
+    /**
+     * True if {@code p} only ends, differently from the copy, a connection that is over for the client: the client
+     * acknowledged every byte and the FIN of this side (the copy's FIN, at the place the primary's matched) and sent
+     * its own FIN; {@code p}, right after this side's FIN, carries nothing, and either resets where the copy
+     * acknowledged the client's FIN, or acknowledges exactly the client's FIN where the copy reset. Whether the last
+     * segment a client gets is an ACK or an RST depends on the guest's TIME_WAIT table (full, a closed socket answers a
+     * FIN or a late ACK with RST), which differs between two guests by when their timers ran; the client ends the
+     * connection either way, having everything both ways, and the copy's state holds the connection as finished.
+     */
+    private boolean endsAlike(final Segment p)
+    {
+        if (p.payload().length > 0 || p.has(Segment.SYN | Segment.FIN) || !finKnown || !clientAckKnown
+            || !clientFinKnown || clientAck - (finSeq + 1) < 0 || p.seq() != finSeq + 1)
+        {
+            return false;
+        }
+        if (p.has(Segment.RST))
+        {
+            return ackKnown && maxAck - clientFinEnd >= 0;
+        }
+        return rst && p.has(Segment.ACK) && p.ack() == clientFinEnd;
     }
 
     /** The client acknowledged {@code ack}; true if that is more than before. */
@@ -221,11 +259,6 @@ final class TcpFlow
         {
             return incarnation > copyIncarnation ? Verdict.WAIT : Verdict.DIFFERS;
         }
-        if (incarnation != checkedIncarnation)
-        {
-            checkedIncarnation = incarnation;
-            primarySyns = 0;
-        }
         return check(p);
     }
 
@@ -273,16 +306,13 @@ final class TcpFlow
             }
             wait |= !finKnown;
         }
-        wait |= p.has(Segment.SYN) && copySyns <= primarySyns;
+        // a retransmitted SYN-ACK (the client resent its SYN) tells the client nothing the first did not
+        wait |= p.has(Segment.SYN) && copySyns == 0;
         wait |= p.has(Segment.RST) && !rst;
         wait |= p.has(Segment.ACK) && (!ackKnown || p.ack() - maxAck > 0);
         if (wait)
         {
-            return Verdict.WAIT;
-        }
-        if (p.has(Segment.SYN))
-        {
-            primarySyns++;
+            return endsAlike(p) ? Verdict.TEARDOWN : Verdict.WAIT;
         }
         final int end = p.seq() + n;
         if (!verifiedAny || end - verified > 0)

@@ -26,6 +26,8 @@ public final class EpochBuffer
     private final int window;
     private final int[] frameOff;
     private final int[] frameLen;
+    /** Frames already written ahead of older ones ({@link #writeOne}): skipped when the head passes them. */
+    private final boolean[] sent;
     private long headSeq;
     private long tailSeq;
     private int dataHead;
@@ -42,6 +44,7 @@ public final class EpochBuffer
         this.arena = ByteBuffer.allocateDirect(capacity);
         this.frameOff = new int[limits.maxFrames()];
         this.frameLen = new int[limits.maxFrames()];
+        this.sent = new boolean[limits.maxFrames()];
     }
 
     public ByteBuffer arena()
@@ -128,7 +131,11 @@ public final class EpochBuffer
         while (headSeq < mark)
         {
             final int i = (int)(headSeq % frameOff.length);
-            if (!out.write(arena, frameOff[i], frameLen[i]))
+            if (sent[i])
+            {
+                sent[i] = false;
+            }
+            else if (!out.write(arena, frameOff[i], frameLen[i]))
             {
                 refused++;
             }
@@ -139,12 +146,39 @@ public final class EpochBuffer
         return refused;
     }
 
+    /**
+     * Writes the held frame at {@code seq} out now, ahead of older frames still held (hybrid mode's release by
+     * comparison); it is not written again when they leave. Its space is free once every frame before it left.
+     * Returns false if {@code out} refused it.
+     */
+    public boolean writeOne(final long seq, final FrameWriter out)
+    {
+        final int i = (int)(seq % frameOff.length);
+        if (seq < headSeq || seq >= tailSeq || sent[i])
+        {
+            throw new IllegalArgumentException("frame " + seq + " is not held (held: " + headSeq + ".." + tailSeq + ")");
+        }
+        final boolean ok = out.write(arena, frameOff[i], frameLen[i]);
+        sent[i] = true;
+        while (headSeq < tailSeq && sent[(int)(headSeq % frameOff.length)])
+        {
+            final int h = (int)(headSeq % frameOff.length);
+            sent[h] = false;
+            heldBytes -= frameLen[h];
+            headSeq++;
+        }
+        advanced();
+        return ok;
+    }
+
     /** Forgets every frame before {@code mark}, unwritten. */
     public void dropUpTo(final long mark)
     {
         while (headSeq < mark)
         {
-            heldBytes -= frameLen[(int)(headSeq % frameOff.length)];
+            final int i = (int)(headSeq % frameOff.length);
+            sent[i] = false;
+            heldBytes -= frameLen[i];
             headSeq++;
         }
         advanced();

@@ -254,6 +254,14 @@ public final class TapBackend implements Backend
     }
 
     @Override
+    public int letGoOne(final long seq)
+    {
+        final int refused = buffer.writeOne(seq, toUplink) ? 0 : 1;
+        resumeGuestReads();
+        return refused;
+    }
+
+    @Override
     public void drop(final long mark)
     {
         buffer.dropUpTo(mark);

@@ -8,6 +8,7 @@ import java.util.ArrayList;
 import java.util.List;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 class EpochBufferTest
 {
@@ -118,5 +119,31 @@ class EpochBufferTest
         b.writeUpTo(b.tail(), out);
         assertThat(out.seqs).containsExactly(3);
         assertThat(b.heldBytes()).isZero();
+    }
+
+    @Test
+    void aFrameWrittenAheadIsNotWrittenAgainAndItsSpaceIsFreeOnceTheFramesBeforeItLeft()
+    {
+        final EpochBuffer b = new EpochBuffer(new BufferLimits().conclude());
+        final Out out = new Out();
+        for (int i = 0; i < 5; i++)
+        {
+            put(b, i, 100);
+        }
+        assertThat(b.writeOne(2, out)).isTrue();
+        assertThat(b.writeOne(3, out)).isTrue();
+        assertThat(out.seqs).containsExactly(2, 3);
+        assertThat(b.heldFrames()).as("frames 0 and 1 still hold their space before them").isEqualTo(5);
+        assertThat(b.writeOne(0, out)).isTrue();
+        assertThat(b.heldFrames()).as("the head passed 0, stopped at 1").isEqualTo(4);
+        assertThat(b.writeUpTo(b.tail(), out)).isZero();
+        assertThat(out.seqs).containsExactly(2, 3, 0, 1, 4);
+        assertThat(b.heldFrames()).isZero();
+        assertThat(b.heldBytes()).isZero();
+        put(b, 5, 100);
+        b.writeOne(5, out);
+        assertThat(b.heldFrames()).as("written at the head: gone at once").isZero();
+        assertThatThrownBy(() -> b.writeOne(5, out))
+            .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("frame 5 is not held");
     }
 }
