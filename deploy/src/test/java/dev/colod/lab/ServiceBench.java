@@ -338,7 +338,12 @@ public final class ServiceBench
                     }
                     catch (final IOException ex)
                     {
-                        failed.incrementAndGet();
+                        if (failed.incrementAndGet() <= 3)
+                        {
+                            // why, for the first few: a timeout, a reset, or an answer that was no 200
+                            System.out.printf(Locale.ROOT, "# %d clients: a request failed after %.0f ms: %s%n", clients,
+                                (System.nanoTime() - t0) / 1e6, ex);
+                        }
                     }
                 }
             }, "client-" + i);

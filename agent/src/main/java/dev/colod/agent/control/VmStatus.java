@@ -155,7 +155,7 @@ public final class VmStatus
         m.put("http_dates_tolerated", dates);
         // last segments of finished connections that one guest ended with ACK, the other with RST
         m.put("teardowns_tolerated", teardowns);
-        // the copy's lag as a frame sees it (held -> matched), and the wait behind earlier unmatched frames
+        // the copy's lag as a frame sees it (held -> matched), and the wait behind an epoch that waits for its checkpoint
         m.put("match_wait_mean_ms", matched == 0 ? 0.0 : Math.round(waitUs / (double)matched) / 1000.0);
         final Map<String, Object> byKind = new LinkedHashMap<>();
         for (final Comparer.WaitKind k : Comparer.WaitKind.values())

@@ -55,14 +55,6 @@ public final class Comparer
         }
     }
 
-    /**
-     * How long a SYN-ACK waits for the copy's at least: past the client's first SYN retransmission (1 s). A copy whose
-     * listen queue was full when the SYN came dropped it, as a loaded server does; it answers the retransmitted SYN,
-     * and the client sees what it would see of a loaded server, instead of every connection paying for a checkpoint
-     * and a fresh copy.
-     */
-    static final long SYN_TIMEOUT_NS = 1_500_000_000L;
-
     /** Digests of the secondary's frames kept at most while waiting for the primary's (all flows). */
     static final int MAX_WAITING_DIGESTS = 8192;
 
@@ -560,8 +552,7 @@ public final class Comparer
 
     private boolean timedOut(final Pending p, final long now)
     {
-        if (p != null && now - Math.max(p.heldNs, alignedNs) >= (p.tcp != null && p.tcp.has(Segment.SYN)
-            ? Math.max(timeoutNs, SYN_TIMEOUT_NS) : timeoutNs))
+        if (p != null && now - Math.max(p.heldNs, alignedNs) >= timeoutNs)
         {
             final TcpFlow f = p.tcp == null ? null : tcpFlows.get(p.flow);
             lastCause = "no match within " + timeoutNs / 1_000_000 + " ms: " + p.what() + (f == null ? "" : f.lagBehind(p.tcp));

@@ -337,21 +337,6 @@ class ComparerTest
         assertThat(ledger.asked).isEmpty();
     }
 
-    @Test
-    void aSynAckWaitsForTheCopyPastTheClientsFirstSynRetransmission() throws Exception
-    {
-        final Comparer c = new Comparer(ledger, 1_000_000L, true);
-        c.sealed(2);
-        c.secondaryEra(2, System.nanoTime());
-        primary(c, bare(1000, 501, 0x12));
-        Thread.sleep(5);
-        ledger.timers.remove(0).run();
-        assertThat(ledger.asked).as("past the compare timeout, not past the SYN's").isEmpty();
-        Thread.sleep(Comparer.SYN_TIMEOUT_NS / 1_000_000 + 10);
-        ledger.timers.remove(0).run();
-        assertThat(ledger.asked).containsExactly(Comparer.Cause.COMPARE_TIMEOUT);
-    }
-
     /** The client's frame {@code f} arrives for the primary's guest. */
     private static void client(final Comparer c, final byte[] f)
     {
