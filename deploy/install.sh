@@ -31,11 +31,14 @@ rm -f "$lib"/*.jar
 cp agent/target/agent-*.jar agent/target/lib/*.jar "$lib/"
 for tool in colod:dev.colod.agent.Colod coloctl:dev.colod.agent.control.Coloctl; do
   name="${tool%%:*}"; main="${tool#*:}"
+  # colod's data path runs in Java: ZGC, whose pauses stay under a millisecond (with G1, young collections stopped
+  # the NIC loops for up to 60 ms under load: docs/BENCHMARKS.md, run S7); COLOD_JAVA_OPTS replaces the default
+  opts=""; [ "$name" = colod ] && opts="-XX:+UseZGC"
   # the jars are found next to the launcher (../lib/colod), wherever the tree was unpacked
   cat > "$bin/$name" <<LAUNCH
 #!/bin/sh
 here=\$(dirname "\$(readlink -f "\$0")")
-exec java \${COLOD_JAVA_OPTS:-} -cp "\$here/../lib/colod/*" $main "\$@"
+exec java \${COLOD_JAVA_OPTS:-$opts} -cp "\$here/../lib/colod/*" $main "\$@"
 LAUNCH
   chmod 0755 "$bin/$name"
 done

@@ -270,7 +270,7 @@ public final class ServiceBench
                 System.out.printf(Locale.ROOT, "# %s: inbound frames copied to the secondary %d, dropped %d%n", r.name(),
                     ch.inboundCopied(), ch.inboundDropped());
                 System.out.printf(Locale.ROOT, "# %s: a frame waited for the copy's counterpart %.2f ms on average, then " +
-                    "behind earlier unmatched frames %.2f ms on average (longest %.1f ms)%n", r.name(),
+                    "behind an epoch waiting for its checkpoint %.2f ms on average (longest %.1f ms)%n", r.name(),
                     cmp.matchWaitMicros() / 1000.0 / Math.max(1, cmp.matched()),
                     cmp.behindMicros() / 1000.0 / Math.max(1, cmp.releasedByComparison()), cmp.behindMaxMicros() / 1000.0);
                 final dev.colod.buffer.hybrid.Comparer.Waits w = cmp.waits();

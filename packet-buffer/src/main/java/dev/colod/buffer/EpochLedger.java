@@ -383,7 +383,6 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
                     }
                     oldestNanos = oldestHeld();
                     recordHeld();
-                    publishEpochs();
                 }
 
                 @Override
