@@ -45,6 +45,15 @@ public interface Backend extends AutoCloseable
         throw new UnsupportedOperationException(getClass().getSimpleName() + " lets held frames out only in order");
     }
 
+    /**
+     * Lets {@code first} out now, a frame cut from the held frame at position {@code seq}, which becomes {@code rest}
+     * (no longer than it was) and stays held. Returns 1 if the kernel refused {@code first}, else 0. Hybrid mode.
+     */
+    default int letGoSplit(final long seq, final byte[] first, final byte[] rest)
+    {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " cannot change held frames");
+    }
+
     /** Drops every held frame up to {@code mark}; none of them may ever leave. */
     void drop(long mark);
 

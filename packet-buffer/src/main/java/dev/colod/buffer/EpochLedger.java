@@ -386,6 +386,18 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
                 }
 
                 @Override
+                public void releaseSplit(final long endMark, final int bytes, final byte[] first, final byte[] rest)
+                {
+                    final int refused = backend.letGoSplit(endMark - 1, first, rest);
+                    releasedFrames += 1 - refused;
+                    releasedBytes += first.length;
+                    dropped.addAndGet(Drop.WRITE_ERROR.ordinal(), refused);
+                    heldBytes -= bytes - rest.length;
+                    openBytes -= bytes - rest.length;
+                    recordHeld();
+                }
+
+                @Override
                 public void wantCheckpoint(final Comparer.Cause cause)
                 {
                     comparisonWants = cause;

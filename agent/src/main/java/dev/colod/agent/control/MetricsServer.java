@@ -253,6 +253,7 @@ public final class MetricsServer implements AutoCloseable
             e.sample("colod_hybrid_frames_total", c.get("released_by_comparison"), "vm", vm, "what", "released-by-comparison");
             e.sample("colod_hybrid_frames_total", c.get("http_dates_tolerated"), "vm", vm, "what", "http-dates-tolerated");
             e.sample("colod_hybrid_frames_total", c.get("teardowns_tolerated"), "vm", vm, "what", "teardowns-tolerated");
+            e.sample("colod_hybrid_frames_total", c.get("segments_split"), "vm", vm, "what", "segments-split");
             e.sample("colod_hybrid_comparison_checkpoints_total", c.get("mismatches"), "vm", vm, "cause", "mismatch");
             e.sample("colod_hybrid_comparison_checkpoints_total", c.get("compare_timeouts"), "vm", vm, "cause",
                 "compare-timeout");

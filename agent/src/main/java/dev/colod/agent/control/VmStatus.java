@@ -114,6 +114,7 @@ public final class VmStatus
         long clamped = 0;
         long dates = 0;
         long teardowns = 0;
+        long split = 0;
         long waitUs = 0;
         long behindUs = 0;
         long behindMaxUs = 0;
@@ -138,6 +139,7 @@ public final class VmStatus
             clamped += n.windowsClamped();
             dates += n.datesTolerated();
             teardowns += n.teardownsTolerated();
+            split += n.segmentsSplit();
         }
         final Map<String, Object> m = new LinkedHashMap<>();
         m.put("frames_channel", channel.open() ? "open" : "closed");
@@ -155,6 +157,8 @@ public final class VmStatus
         m.put("http_dates_tolerated", dates);
         // last segments of finished connections that one guest ended with ACK, the other with RST
         m.put("teardowns_tolerated", teardowns);
+        // held segments whose start left alone: the copy had sent only that (and waited for the client's ACK of it)
+        m.put("segments_split", split);
         // the copy's lag as a frame sees it (held -> matched), and the wait behind an epoch that waits for its checkpoint
         m.put("match_wait_mean_ms", matched == 0 ? 0.0 : Math.round(waitUs / (double)matched) / 1000.0);
         final Map<String, Object> byKind = new LinkedHashMap<>();

@@ -38,6 +38,12 @@ public final class Comparer
          */
         void releaseOne(long endMark, int bytes);
 
+        /**
+         * Lets {@code first} out now, a new frame cut from the one of {@code bytes} held just before {@code endMark},
+         * which is replaced by {@code rest} and stays held ({@link SegmentSplit}).
+         */
+        void releaseSplit(long endMark, int bytes, byte[] first, byte[] rest);
+
         /** Asks the engine for a checkpoint now. */
         void wantCheckpoint(Cause cause);
 
@@ -54,6 +60,14 @@ public final class Comparer
             return name().toLowerCase().replace('_', '-');
         }
     }
+
+    /**
+     * How long a TCP segment waits with only the start of its bytes sent by the copy before that start leaves alone. The
+     * copy's guest may have sent the same bytes in two writes and hold the second until the client acknowledges the
+     * first (Nagle's algorithm), an acknowledgement the client only sends for what it got: the primary's whole segment,
+     * which waits for the copy's second part. Only the timer waited that out, then a checkpoint.
+     */
+    static final long SPLIT_AFTER_NS = 50_000_000L;
 
     /** Digests of the secondary's frames kept at most while waiting for the primary's (all flows). */
     static final int MAX_WAITING_DIGESTS = 8192;
@@ -147,6 +161,7 @@ public final class Comparer
     private volatile long windowsClamped;
     private volatile long datesTolerated;
     private volatile long teardownsTolerated;
+    private volatile long segmentsSplit;
     private final long[] checkpointsAsked = new long[Cause.values().length];
     private volatile long[] checkpointsAskedView = new long[Cause.values().length];
 
@@ -516,7 +531,7 @@ public final class Comparer
             return;
         }
         timerArmed = true;
-        ledger.schedule(this::onTimer, Math.max(timeoutNs / 4, 100_000L));
+        ledger.schedule(this::onTimer, Math.max(Math.min(timeoutNs / 4, SPLIT_AFTER_NS), 100_000L));
     }
 
     private void onTimer()
@@ -537,7 +552,8 @@ public final class Comparer
         final java.util.Iterator<Long> it = waitingTcp.iterator();
         while (it.hasNext())
         {
-            final TcpFlow f = tcpFlows.get(it.next());
+            final long flow = it.next();
+            final TcpFlow f = tcpFlows.get(flow);
             if (f == null || f.waiting.isEmpty())
             {
                 it.remove();
@@ -546,8 +562,53 @@ public final class Comparer
             {
                 return;
             }
+            else if (now - Math.max(f.waiting.peekFirst().heldNs, alignedNs) >= SPLIT_AFTER_NS)
+            {
+                split(flow, f, f.waiting.peekFirst());
+                if (broken)
+                {
+                    return; // comparing what was left asked for a checkpoint: nothing waits any more
+                }
+            }
         }
         armTimer(now);
+    }
+
+    /**
+     * Lets the start of {@code p} out that the copy sent exactly ({@link TcpFlow#sentPrefix}), if {@code p} is the
+     * first frame of its flow still held; the rest waits in its place.
+     */
+    private void split(final long flow, final TcpFlow f, final Pending p)
+    {
+        final ArrayDeque<Pending> q = open.get(flow);
+        if (!releaseMatched || !ledger.canReleaseOpen() || q == null || q.peekFirst() != p)
+        {
+            return;
+        }
+        final int k = f.sentPrefix(p.tcp, p.incarnation);
+        if (k == 0)
+        {
+            return;
+        }
+        final byte[] whole = new byte[p.bytes];
+        p.buf.get(p.at, whole, 0, p.bytes);
+        final byte[][] parts = SegmentSplit.at(whole, p.bytes, k, p.tcp.has(Segment.ACK) ? f.copyWindow : -1);
+        if (parts == null)
+        {
+            return;
+        }
+        ledger.releaseSplit(p.endMark, p.bytes, parts[0], parts[1]);
+        final byte[] rest = parts[1];
+        final Pending r = new Pending(p.endMark, rest.length, p.heldNs, p.flow, null,
+            Arrays.copyOf(rest, Math.min(rest.length, HEAD_BYTES)), Segment.of(rest, 0, rest.length), p.buf, p.at);
+        r.incarnation = p.incarnation;
+        q.pollFirst();
+        q.addFirst(r);
+        f.waiting.pollFirst();
+        f.waiting.addFirst(r);
+        segmentsSplit++;
+        releasedByComparison++;
+        settle(flow, f);
     }
 
     private boolean timedOut(final Pending p, final long now)
@@ -586,7 +647,7 @@ public final class Comparer
         return new Stats(compared, matched, releasedByComparison, digests, staleDigests, asked[Cause.MISMATCH.ordinal()],
             asked[Cause.COMPARE_TIMEOUT.ordinal()], asked[Cause.SECONDARY_AHEAD.ordinal()], lastCause, matchWaitNs / 1000,
             behindNs / 1000, behindMaxNs / 1000, new Waits(waits, waitMicros, waitBeforeCopyNs / 1000),
-            retransmissionsPassed, windowsClamped, datesTolerated, teardownsTolerated);
+            retransmissionsPassed, windowsClamped, datesTolerated, teardownsTolerated, segmentsSplit);
     }
 
     /** What a matched frame was, for the wait accounting: what the copy's lag delays. */
@@ -658,13 +719,14 @@ public final class Comparer
      * {@code windowsClamped}: matched segments whose window was lowered to the copy's; {@code datesTolerated}: matched
      * segments whose HTTP Date values differed within the tolerance ({@link HttpDates}); {@code teardownsTolerated}:
      * last segments of finished connections that ended with ACK on one guest and RST on the other
-     * ({@link TcpFlow.Verdict#TEARDOWN}).
+     * ({@link TcpFlow.Verdict#TEARDOWN}); {@code segmentsSplit}: held segments whose start left alone because the copy
+     * had sent only that ({@link SegmentSplit}).
      */
     public record Stats(long compared, long matched, long releasedByComparison, long digests, long staleDigests,
         long mismatches, long timeouts, long secondaryAhead, String lastCause, long matchWaitMicros, long behindMicros,
         long behindMaxMicros, Waits waits, long retransmissionsPassed, long windowsClamped, long datesTolerated,
-        long teardownsTolerated)
+        long teardownsTolerated, long segmentsSplit)
     {
-        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, Waits.NONE, 0, 0, 0, 0);
+        public static final Stats NONE = new Stats(0, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, Waits.NONE, 0, 0, 0, 0, 0);
     }
 }

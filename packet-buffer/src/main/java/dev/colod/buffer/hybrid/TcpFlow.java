@@ -262,6 +262,24 @@ final class TcpFlow
         return check(p);
     }
 
+    /**
+     * How many of the waiting segment {@code p}'s payload bytes the copy sent exactly, at the same place, when that is
+     * a part of them and not all: the start of {@code p} may leave alone (everything else it says, its acknowledgement,
+     * the copy said too). 0 if not, or if {@code p} carries a SYN or RST.
+     */
+    int sentPrefix(final Segment p, final int incarnation)
+    {
+        final int n = p.payload().length;
+        final int off = p.seq() - base;
+        if (incarnation != copyIncarnation || n == 0 || !started || off < 0 || off >= len
+            || p.has(Segment.SYN | Segment.RST) || p.has(Segment.ACK) && (!ackKnown || p.ack() - maxAck > 0))
+        {
+            return 0;
+        }
+        final int have = Math.min(n, len - off);
+        return have < n && Arrays.mismatch(data, off, off + have, p.payload(), 0, have) < 0 ? have : 0;
+    }
+
     /** True if the copy has answered a newer connection on this pair than {@code incarnation}. */
     boolean outrun(final int incarnation)
     {

@@ -146,6 +146,19 @@ public final class EpochBuffer
         return refused;
     }
 
+    /** Replaces the held frame at {@code seq} with the no longer {@code frame} (hybrid mode: the rest of a cut segment). */
+    public void replace(final long seq, final byte[] frame)
+    {
+        final int i = (int)(seq % frameOff.length);
+        if (seq < headSeq || seq >= tailSeq || sent[i] || frame.length > frameLen[i])
+        {
+            throw new IllegalArgumentException("frame " + seq + " is not held with room for " + frame.length + " bytes");
+        }
+        arena.put(frameOff[i], frame);
+        heldBytes -= frameLen[i] - frame.length;
+        frameLen[i] = frame.length;
+    }
+
     /**
      * Writes the held frame at {@code seq} out now, ahead of older frames still held (hybrid mode's release by
      * comparison); it is not written again when they leave. Its space is free once every frame before it left.

@@ -38,6 +38,8 @@ public final class TapBackend implements Backend
     private final BufferLimits.Policy policy;
     private final EpochBuffer buffer;
     private final ByteBuffer inbound;
+    /** Where a frame cut from a held one is written out from (hybrid mode; allocated at the first cut). */
+    private ByteBuffer cut;
     private final EpochBuffer.FrameWriter toUplink;
     private final IoRegistration guestReg;
     private final IoRegistration uplinkReg;
@@ -259,6 +261,18 @@ public final class TapBackend implements Backend
         final int refused = buffer.writeOne(seq, toUplink) ? 0 : 1;
         resumeGuestReads();
         return refused;
+    }
+
+    @Override
+    public int letGoSplit(final long seq, final byte[] first, final byte[] rest)
+    {
+        buffer.replace(seq, rest);
+        if (cut == null)
+        {
+            cut = ByteBuffer.allocateDirect(buffer.window());
+        }
+        cut.put(0, first);
+        return toUplink.write(cut, 0, first.length) ? 0 : 1;
     }
 
     @Override

@@ -23,6 +23,7 @@ class ComparerTest
         final List<long[]> releases = new ArrayList<>();
         final List<Comparer.Cause> asked = new ArrayList<>();
         final List<Runnable> timers = new ArrayList<>();
+        final List<byte[][]> splits = new ArrayList<>();
 
         @Override
         public boolean canReleaseOpen()
@@ -34,6 +35,12 @@ class ComparerTest
         public void releaseOne(final long endMark, final int bytes)
         {
             releases.add(new long[]{endMark, bytes});
+        }
+
+        @Override
+        public void releaseSplit(final long endMark, final int bytes, final byte[] first, final byte[] rest)
+        {
+            splits.add(new byte[][]{first, rest});
         }
 
         @Override
@@ -334,6 +341,47 @@ class ComparerTest
         primary(c, bare(1000, 501, 0x12)); // the client resent its SYN: the primary answers again
         copySent(c, 1, bare(7000, 501, 0x12)); // the copy, whose listen queue dropped the first SYN, answers once
         assertThat(ledger.releases).hasSize(2);
+        assertThat(ledger.asked).isEmpty();
+    }
+
+    @Test
+    void theStartOfASegmentTheCopySentAloneLeavesAloneAndTheRestWhenTheCopySendsIt() throws Exception
+    {
+        final Comparer c = new Comparer(ledger, 1_000_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        // the primary's guest sent header and body in one segment; the copy's sent the header, and holds the body
+        // until the client acknowledges the header (Nagle), which the client never got
+        primary(c, answer(1001, 29, "HEADERbody"));
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 1001, 29, PA, 500, 1, 5, null, "HEADER".getBytes()));
+        assertThat(ledger.releases).isEmpty();
+        ledger.timers.remove(0).run();
+        assertThat(ledger.splits).as("not before the copy had the time to send the rest").isEmpty();
+        Thread.sleep(Comparer.SPLIT_AFTER_NS / 1_000_000 + 10);
+        ledger.timers.remove(0).run();
+        assertThat(ledger.splits).hasSize(1);
+        assertThat(new String(Segment.of(ledger.splits.get(0)[0], 0, ledger.splits.get(0)[0].length).payload()))
+            .isEqualTo("HEADER");
+        assertThat(c.stats().segmentsSplit()).isEqualTo(1);
+        assertThat(ledger.releases).as("the rest waits for the copy's").isEmpty();
+        // the client acknowledged the header: the copy sends the body and its FIN
+        copySent(c, 1, answer(1007, 29, "body"));
+        assertThat(ledger.releases).hasSize(1);
+        assertThat(ledger.asked).isEmpty();
+    }
+
+    @Test
+    void aSegmentTheCopySentDifferentlyOrNotAtAllIsNotCut() throws Exception
+    {
+        final Comparer c = new Comparer(ledger, 1_000_000_000L, true);
+        c.sealed(1);
+        c.secondaryEra(1, System.nanoTime());
+        primary(c, answer(1001, 29, "HEADERbody"));
+        primary(c, tcp(GUEST, CLIENT, 80, 40001, 1001, 29, PA, 500, 1, 5, null, "other".getBytes()));
+        copySent(c, 1, tcp(GUEST, CLIENT, 80, 40000, 1001, 28, PA, 500, 1, 5, null, "HEADER".getBytes()));
+        Thread.sleep(Comparer.SPLIT_AFTER_NS / 1_000_000 + 10);
+        ledger.timers.remove(0).run();
+        assertThat(ledger.splits).as("the copy acknowledged less: the start would tell the client more").isEmpty();
         assertThat(ledger.asked).isEmpty();
     }
 

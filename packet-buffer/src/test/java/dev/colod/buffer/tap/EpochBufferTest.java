@@ -146,4 +146,22 @@ class EpochBufferTest
         assertThatThrownBy(() -> b.writeOne(5, out))
             .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("frame 5 is not held");
     }
+
+    @Test
+    void aHeldFrameMayBeReplacedByAShorterOne()
+    {
+        final EpochBuffer b = new EpochBuffer(new BufferLimits().conclude());
+        final Out out = new Out();
+        put(b, 1, 100);
+        put(b, 2, 100);
+        final byte[] shorter = new byte[60];
+        ByteBuffer.wrap(shorter).putInt(0, 7);
+        b.replace(0, shorter);
+        assertThat(b.heldBytes()).isEqualTo(160);
+        assertThatThrownBy(() -> b.replace(1, new byte[101])).isInstanceOf(IllegalArgumentException.class);
+        b.writeUpTo(b.tail(), out);
+        assertThat(out.seqs).containsExactly(7, 2);
+        assertThat(out.lengths).containsExactly(60, 100);
+        assertThat(b.heldBytes()).isZero();
+    }
 }
