@@ -262,10 +262,11 @@ public final class ServiceBench
                 final dev.colod.buffer.NicStats n = lab.nic();
                 System.out.printf(Locale.ROOT, "# %s: frames released %d, by comparison %d (%.1f %%); compared %d, matched" +
                     " %d; checkpoints asked by mismatch %d, compare timeout %d; windows clamped %d, retransmissions " +
-                    "passed %d, HTTP dates tolerated %d; last: %s%n", r.name(), n.releasedFrames(),
-                    cmp.releasedByComparison(), 100.0 * cmp.releasedByComparison() / Math.max(1, n.releasedFrames()),
-                    cmp.compared(), cmp.matched(), cmp.mismatches(), cmp.timeouts(), cmp.windowsClamped(),
-                    cmp.retransmissionsPassed(), cmp.datesTolerated(), cmp.lastCause());
+                    "passed %d, HTTP dates tolerated %d, endings tolerated %d, segments split %d; last: %s%n", r.name(),
+                    n.releasedFrames(), cmp.releasedByComparison(),
+                    100.0 * cmp.releasedByComparison() / Math.max(1, n.releasedFrames()), cmp.compared(), cmp.matched(),
+                    cmp.mismatches(), cmp.timeouts(), cmp.windowsClamped(), cmp.retransmissionsPassed(),
+                    cmp.datesTolerated(), cmp.teardownsTolerated(), cmp.segmentsSplit(), cmp.lastCause());
                 final dev.colod.buffer.hybrid.PrimaryMirror.Stats ch = lab.framesChannel();
                 System.out.printf(Locale.ROOT, "# %s: inbound frames copied to the secondary %d, dropped %d%n", r.name(),
                     ch.inboundCopied(), ch.inboundDropped());
