@@ -7,6 +7,10 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
+import dev.colod.buffer.hybrid.InboundSink;
+import dev.colod.buffer.hybrid.TestFrames;
+
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -80,6 +84,24 @@ class EpochLedgerTest
             return 0;
         }
 
+        /** The guest sends the frame {@code f}, held with its bytes for comparison (hybrid mode). */
+        void send(final byte[] f)
+        {
+            ledger.loop().call(() ->
+            {
+                queue.add(next++);
+                ledger.heldFrame(ByteBuffer.wrap(f), 0, f.length, next, System.nanoTime());
+            });
+        }
+
+        @Override
+        public int letGoOne(final long seq)
+        {
+            queue.remove(seq);
+            out.add(seq);
+            return 0;
+        }
+
         @Override
         public void drop(final long mark)
         {
@@ -112,6 +134,52 @@ class EpochLedgerTest
     private static void drain(final EpochLedger l)
     {
         l.loop().call(() -> { });
+    }
+
+    @Test
+    void aFrameReleasedByComparisonLeavesOnceAndIsCountedOnce() throws Exception
+    {
+        final EpochLedger l = ledger(new BufferLimits());
+        l.compareWith(0, new InboundSink()
+        {
+            @Override
+            public void inbound(final int nic, final ByteBuffer buf, final int off, final int len)
+            {
+            }
+
+            @Override
+            public void era(final int nic, final long epoch)
+            {
+            }
+        }, 500_000_000L, true, 0);
+        l.hold(1);
+        l.seal(1); // era 1: what the guest sends now is compared with the copy of checkpoint 1
+        l.release(1); // (nothing waits behind a sealed epoch once it is acknowledged)
+        l.mirrorSide().secondaryEra(1, System.nanoTime());
+        final byte[] a = TestFrames.tcp(TestFrames.GUEST, TestFrames.CLIENT, 80, 40000, 1, 2, 0x18, 500, 1, 5, null,
+            "first".getBytes());
+        final byte[] b = TestFrames.tcp(TestFrames.GUEST, TestFrames.CLIENT, 80, 40001, 1, 2, 0x18, 500, 1, 5, null,
+            "second".getBytes());
+        backend.send(a);
+        backend.send(b);
+        final byte[] rec = TestFrames.tcpRecord(b);
+        l.mirrorSide().tcp(1, rec, rec.length, -1, System.nanoTime());
+        drain(l);
+        assertThat(backend.out).as("b matched; a, of another connection, waits").containsExactly(1L);
+        NicStats s = l.stats();
+        assertThat(s.releasedFrames()).isEqualTo(1);
+        assertThat(s.releasedBytes()).isEqualTo(b.length);
+        assertThat(s.heldFrames()).isEqualTo(1);
+        assertThat(s.heldBytes()).isEqualTo(a.length);
+        l.seal(2); // a never matched: it leaves with its checkpoint
+        l.release(2);
+        drain(l);
+        assertThat(backend.out).containsExactly(1L, 0L);
+        s = l.stats();
+        assertThat(s.releasedFrames()).isEqualTo(2);
+        assertThat(s.releasedBytes()).isEqualTo(a.length + b.length);
+        assertThat(s.heldFrames()).isZero();
+        assertThat(s.heldBytes()).isZero();
     }
 
     @Test

@@ -3,17 +3,17 @@ package dev.colod.buffer.hybrid;
 import java.nio.ByteBuffer;
 
 /** Builds Ethernet/IPv4 frames for the hybrid-mode tests, with correct IP and TCP checksums. */
-final class TestFrames
+public final class TestFrames
 {
-    static final int GUEST = 0xC6120A0A; // 198.18.10.10
-    static final int CLIENT = 0xC6120A64; // 198.18.10.100
+    public static final int GUEST = 0xC6120A0A; // 198.18.10.10
+    public static final int CLIENT = 0xC6120A64; // 198.18.10.100
 
     private TestFrames()
     {
     }
 
     /** One TCP segment; {@code tsval} < 0: no timestamp option; {@code sack} (pairs) adds a SACK option. */
-    static byte[] tcp(final int src, final int dst, final int sport, final int dport, final int seq, final int ack,
+    public static byte[] tcp(final int src, final int dst, final int sport, final int dport, final int seq, final int ack,
         final int flags, final int window, final int ipId, final long tsval, final int[] sack, final byte[] payload)
     {
         final int opts = (tsval >= 0 ? 12 : 0) + (sack == null ? 0 : 4 + 4 * sack.length);
@@ -42,6 +42,26 @@ final class TestFrames
         final FrameDigest.Ip ip = FrameDigest.Ip.of(f, 0, f.length);
         TcpRewriter.tcpChecksum(f, ip);
         return f;
+    }
+
+    /**
+     * The record body the secondary sends for its copy's TCP segment {@code f} (kind 4: 8 bytes of flow, be32 seq, be32
+     * ack, flags, payload).
+     */
+    public static byte[] tcpRecord(final byte[] f)
+    {
+        final long flow = FrameDigest.flow(f, 0, f.length);
+        final Segment seg = Segment.of(f, 0, f.length);
+        final byte[] rec = new byte[FramesCodec.TCP_HEADER + seg.payload().length];
+        for (int i = 0; i < 8; i++)
+        {
+            rec[i] = (byte)(flow >>> (56 - 8 * i));
+        }
+        FrameDigest.putBe32(rec, 8, seg.seq());
+        FrameDigest.putBe32(rec, 12, seg.ack());
+        rec[16] = (byte)seg.flags();
+        System.arraycopy(seg.payload(), 0, rec, FramesCodec.TCP_HEADER, seg.payload().length);
+        return rec;
     }
 
     static byte[] fromGuest(final int seq, final int ack, final int flags, final String payload)
