@@ -292,7 +292,12 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
 
     private void letGo(final long mark, final long frames, final long bytes)
     {
-        final int refused = backend.letGo(mark);
+        letOut(backend.letGo(mark), frames, bytes);
+    }
+
+    /** {@code frames} held frames of {@code bytes} left, {@code refused} of them refused by the kernel: counted. */
+    private void letOut(final int refused, final long frames, final long bytes)
+    {
         releasedFrames += frames - refused;
         releasedBytes += bytes;
         dropped.addAndGet(Drop.WRITE_ERROR.ordinal(), refused);
@@ -369,20 +374,13 @@ public final class EpochLedger implements FrameLedger, OutputCommit, AutoCloseab
                 @Override
                 public void releaseOne(final long endMark, final int bytes)
                 {
-                    final int refused = backend.letGoOne(endMark - 1);
-                    releasedFrames += 1 - refused;
-                    releasedBytes += bytes;
-                    dropped.addAndGet(Drop.WRITE_ERROR.ordinal(), refused);
-                    heldFrames--;
-                    heldBytes -= bytes;
                     openFrames--;
                     openBytes -= bytes;
                     if (openFrames == 0)
                     {
                         openHeld = false;
                     }
-                    oldestNanos = oldestHeld();
-                    recordHeld();
+                    letOut(backend.letGoOne(endMark - 1), 1, bytes);
                 }
 
                 @Override

@@ -337,6 +337,12 @@ public final class FrameDigest
         return (b[at] & 0xFF) << 24 | (b[at + 1] & 0xFF) << 16 | (b[at + 2] & 0xFF) << 8 | b[at + 3] & 0xFF;
     }
 
+    static void putBe16(final byte[] b, final int at, final int v)
+    {
+        b[at] = (byte)(v >>> 8);
+        b[at + 1] = (byte)v;
+    }
+
     static void putBe32(final byte[] b, final int at, final int v)
     {
         b[at] = (byte)(v >>> 24);

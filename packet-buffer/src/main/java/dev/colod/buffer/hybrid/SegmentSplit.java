@@ -5,6 +5,7 @@ import java.util.Arrays;
 import static dev.colod.buffer.hybrid.FrameDigest.ETH_HEADER;
 import static dev.colod.buffer.hybrid.FrameDigest.PROTO_TCP;
 import static dev.colod.buffer.hybrid.FrameDigest.be32;
+import static dev.colod.buffer.hybrid.FrameDigest.putBe16;
 import static dev.colod.buffer.hybrid.FrameDigest.putBe32;
 
 /**
@@ -15,8 +16,6 @@ import static dev.colod.buffer.hybrid.FrameDigest.putBe32;
  */
 final class SegmentSplit
 {
-    private static final int FIN = 0x01;
-
     private SegmentSplit()
     {
     }
@@ -39,7 +38,7 @@ final class SegmentSplit
             return null;
         }
         final byte[] first = Arrays.copyOf(f, payload + k);
-        first[ip.l4 + 13] &= (byte)~FIN;
+        first[ip.l4 + 13] &= (byte)~Segment.FIN;
         if (window >= 0 && FrameDigest.be16(first, ip.l4 + 14) > window)
         {
             first[ip.l4 + 14] = (byte)(window >>> 8);
@@ -61,16 +60,7 @@ final class SegmentSplit
             final int ihl = (f[ip] & 0x0F) * 4;
             putBe16(f, ip + 2, f.length - ip);
             putBe16(f, ip + 10, 0);
-            long sum = 0;
-            for (int i = 0; i < ihl; i += 2)
-            {
-                sum += FrameDigest.be16(f, ip + i);
-            }
-            while ((sum >>> 16) != 0)
-            {
-                sum = (sum & 0xFFFF) + (sum >>> 16);
-            }
-            putBe16(f, ip + 10, ~(int)sum & 0xFFFF);
+            putBe16(f, ip + 10, TcpRewriter.checksum(TcpRewriter.sum(f, ip, ihl)));
         }
         else
         {
@@ -78,11 +68,5 @@ final class SegmentSplit
         }
         TcpRewriter.tcpChecksum(f, FrameDigest.Ip.of(f, 0, f.length));
         return f;
-    }
-
-    private static void putBe16(final byte[] b, final int at, final int v)
-    {
-        b[at] = (byte)(v >>> 8);
-        b[at + 1] = (byte)v;
     }
 }

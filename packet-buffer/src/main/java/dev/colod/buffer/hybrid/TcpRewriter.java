@@ -193,17 +193,22 @@ public final class TcpRewriter
         f[ip.l4 + 17] = 0;
         final int alen = ip.v4 ? 4 : 16;
         final int segLen = ip.end - ip.l4;
-        long sum = sum(f, ip.addrs, 2 * alen) + PROTO_TCP + segLen + sum(f, ip.l4, segLen);
+        FrameDigest.putBe16(f, ip.l4 + 16,
+            checksum(sum(f, ip.addrs, 2 * alen) + PROTO_TCP + segLen + sum(f, ip.l4, segLen)));
+    }
+
+    /** The Internet checksum (RFC 1071) of a {@link #sum}: folded to 16 bits, complemented. */
+    static int checksum(long sum)
+    {
         while ((sum >>> 16) != 0)
         {
             sum = (sum & 0xFFFF) + (sum >>> 16);
         }
-        final int c = ~(int)sum & 0xFFFF;
-        f[ip.l4 + 16] = (byte)(c >>> 8);
-        f[ip.l4 + 17] = (byte)c;
+        return ~(int)sum & 0xFFFF;
     }
 
-    private static long sum(final byte[] b, final int at, final int n)
+    /** The sum of {@code b[at, at+n)} as big-endian 16-bit words (an odd last byte padded with zero). */
+    static long sum(final byte[] b, final int at, final int n)
     {
         long s = 0;
         int i = 0;
