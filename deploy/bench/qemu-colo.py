@@ -13,9 +13,10 @@ os.makedirs(D, exist_ok=True)
 def qemu(name, extra):
     sock = f'{D}/{name}.qmp'
     if os.path.exists(sock): os.unlink(sock)
-    cmd = ['qemu-system-x86_64', '-name', name, '-accel', 'tcg', '-nodefaults', '-display', 'none', '-m', f'{MIB}M',
+    cmd = [os.environ.get('QCOLO_QEMU', 'qemu-system-x86_64'), '-L', '/usr/share/qemu', '-L', '/usr/share/seabios', '-name', name, '-accel', 'tcg', '-nodefaults', '-display', 'none', '-m', f'{MIB}M',
            '-kernel', f'{G}/vmlinuz', '-initrd', f'{G}/initrd.img', '-append', 'console=ttyS0 quiet',
-           '-serial', f'file:{D}/{name}.serial', '-qmp', f'unix:{sock},server=on,wait=off'] + extra
+           '-serial', f'file:{D}/{name}.serial', '-qmp', f'unix:{sock},server=on,wait=off'] + extra + \
+          (['-trace', os.environ['QCOLO_TRACE'], '-D', f'{D}/{name}.trace'] if os.environ.get('QCOLO_TRACE') else [])
     p = subprocess.Popen(cmd, stdout=open(f'{D}/{name}.out', 'w'), stderr=subprocess.STDOUT)
     for _ in range(100):
         if os.path.exists(sock): break
@@ -36,6 +37,8 @@ sp, sf = qemu('secondary', ['-incoming', 'defer'])
 pp, pf = qemu('primary', [])
 try:
     time.sleep(6)  # let the guest boot
+    if os.environ.get('QCOLO_PAUSE'):  # time to attach a debugger to the primary before the migration
+        print('primary pid', pp.pid, flush=True); time.sleep(float(os.environ['QCOLO_PAUSE']))
     print('secondary caps', cmd(sf, 'migrate-set-capabilities', {'capabilities': CAPS}))
     print('secondary incoming', cmd(sf, 'migrate-incoming', {'uri': 'tcp:127.0.0.1:9998'}))
     print('primary caps', cmd(pf, 'migrate-set-capabilities', {'capabilities': CAPS}))
@@ -69,7 +72,8 @@ try:
         print('QEMU COLO: no STOP/RESUME pairs seen; events:', [e['event'] for e in events][:20])
     print('final status', cmd(pf, 'query-migrate').get('return', {}).get('status'))
 except Exception as ex:
-    print('FAILED:', repr(ex))
+    print('FAILED:', repr(ex), 'primary pid', pp.pid, 'secondary pid', sp.pid, flush=True)
+    time.sleep(float(os.environ.get('QCOLO_HOLD', '0')))
     print('events so far:', [e['event'] + ':' + json.dumps(e.get('data', {}))[:80] for e in events][:15])
 finally:
     pp.kill(); sp.kill(); pp.wait(); sp.wait()

@@ -59,6 +59,11 @@ public final class ServiceBench
      * row with a twin is the baseline of what two guests sharing this machine can serve.
      */
     private static final String TWIN = "#twin";
+    /**
+     * A row option: not colod but QEMU's own COLO in hybrid mode (colo-compare and its filters, {@link QemuColo}) on
+     * the same lab and guest, with the row's checkpoint delay; runs only when asked by name.
+     */
+    private static final String QEMU_COLO = "#qemu-colo";
     private static final String IP = TwoHostLab.GUEST_IP;
 
     /** A workload on one lab. */
@@ -98,7 +103,8 @@ public final class ServiceBench
         {
             // filters name rows with '_' for ' ', e.g. "speculative_100_(tap)"; the bridge always runs
             final String key = r.name().replace(' ', '_');
-            if (args.length > 0 && !r.name().equals("bridge") && java.util.Arrays.stream(args).noneMatch(key::equals))
+            final boolean named = java.util.Arrays.asList(args).contains(key);
+            if ((args.length > 0 || r.options().contains(QEMU_COLO)) && !r.name().equals("bridge") && !named)
             {
                 continue;
             }
@@ -150,6 +156,13 @@ public final class ServiceBench
         rows.add(new Row("hybrid 10000 timeout 100 (tap)", ColodConfig.Buffer.TAP,
             TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS).in(ColoConfig.Mode.HYBRID), true, null,
             List.of("compare-timeout-ms: 100")));
+        // QEMU's own COLO beside it: the same interval, colo-compare's defaults (a packet without its counterpart for
+        // 3 s, found by a scan every 3 s, asks for a checkpoint), then colod's compare timeout (500 ms, scan 50 ms)
+        rows.add(new Row("qemu colo-compare 10000", ColodConfig.Buffer.TAP,
+            TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS), false, null, List.of(QEMU_COLO)));
+        rows.add(new Row("qemu colo-compare 10000 timeout 500", ColodConfig.Buffer.TAP,
+            TwoHostLab.Protection.of(ColoConfig.HYBRID_DELAY_MS), false, null,
+            List.of(QEMU_COLO, QEMU_COLO + ",compare_timeout=500,expired_scan_cycle=50")));
         // the knobs, speculative 100 (tap)
         for (final int linger : new int[]{250, 500, 1000})
         {
@@ -178,115 +191,146 @@ public final class ServiceBench
             {
                 lab.outputTrigger(r.trigger());
             }
-            r.options().stream().filter(o -> !o.equals(TWIN)).forEach(lab::vmOption);
+            r.options().stream().filter(o -> !o.startsWith("#")).forEach(lab::vmOption);
             final TwoHostLab.Protection how = r.how() == null ? TwoHostLab.Protection.of(100).withoutOutputCommit() : r.how();
-            lab.bootPrimary(how);
-            if (twin != null)
+            final QemuColo qemu = r.options().contains(QEMU_COLO)
+                ? QemuColo.start(lab, FailoverEndToEndTest.GUEST, how.checkpointDelayMs(), r.options().stream()
+                    .filter(o -> o.startsWith(QEMU_COLO + ",")).map(o -> o.substring(QEMU_COLO.length())).findFirst().orElse(""))
+                : null;
+            try
             {
-                twin.bootPrimary(TwoHostLab.Protection.of(100).withoutOutputCommit());
+                return run(r, lab, twin, how, qemu);
             }
-            if (r.protect())
+            finally
             {
-                lab.protect(how);
-            }
-            final ColoCounters c = r.protect() ? lab.primary().counters() : null;
-            alike(lab, twin, l -> sequential(l, 10)); // warm up: ARP, the guest's page cache, the JIT
-            final Histogram seq = alike(lab, twin, l -> sequential(l, 60));
-            final double[] rate = new double[CLIENTS.length];
-            final double[] p99 = new double[CLIENTS.length];
-            double pausedPct = 0;
-            double ckptPerS = 0;
-            String causes = "";
-            long errors = 0;
-            String parts = "";
-            for (int i = 0; i < CLIENTS.length; i++)
-            {
-                if (c != null && CLIENTS[i] == 8)
+                if (qemu != null)
                 {
-                    for (final Histogram h : new Histogram[]{c.pauseMicros, c.transferMicros, c.commitMicros, c.checkpointMicros})
-                    {
-                        h.reset();
-                    }
-                }
-                final long paused0 = c == null ? 0 : c.pausedNanos.get();
-                final long ckpt0 = c == null ? 0 : c.checkpointsCompleted.get();
-                final long[] cause0 = causes(c);
-                final long t0 = System.nanoTime();
-                final Histogram h = new ConcurrentHistogram(60_000_000_000L, 2);
-                final AtomicLong failed = new AtomicLong();
-                final int clients = CLIENTS[i];
-                alike(lab, twin, l ->
-                {
-                    concurrent(l, clients, 6_000, l == lab ? h : new ConcurrentHistogram(60_000_000_000L, 2),
-                        l == lab ? failed : new AtomicLong());
-                    return null;
-                });
-                final long wall = System.nanoTime() - t0;
-                rate[i] = h.getTotalCount() / (wall / 1e9);
-                p99[i] = h.getValueAtPercentile(99) / 1e6;
-                errors += failed.get();
-                if (c != null && CLIENTS[i] == 32)
-                {
-                    pausedPct = 100.0 * (c.pausedNanos.get() - paused0) / wall;
-                }
-                if (c != null && CLIENTS[i] == 8)
-                {
-                    ckptPerS = (c.checkpointsCompleted.get() - ckpt0) / (wall / 1e9);
-                    final long[] cause1 = causes(c);
-                    causes = String.format(Locale.ROOT, "t%d/o%d/b%d", cause1[0] - cause0[0], cause1[1] - cause0[1],
-                        cause1[2] - cause0[2]) + (cause1[3] + cause1[4] - cause0[3] - cause0[4] == 0 ? ""
-                        : String.format(Locale.ROOT, "/m%d/c%d", cause1[3] - cause0[3], cause1[4] - cause0[4]));
-                    // what one checkpoint costs under that load, p50 ms: the pause, the transfer (send to
-                    // vmstate-received), received to vmstate-loaded, and the whole transaction
-                    parts = String.format(Locale.ROOT, "%.1f / %.1f / %.1f / %.1f", c.pauseMicros.getValueAtPercentile(50) / 1e3,
-                        c.transferMicros.getValueAtPercentile(50) / 1e3, c.commitMicros.getValueAtPercentile(50) / 1e3,
-                        c.checkpointMicros.getValueAtPercentile(50) / 1e3);
+                    qemu.close();
                 }
             }
-            final double down = alike(lab, twin, l -> download(l, 64, 8_000));
-            final double up = alike(lab, twin, l -> upload(l, 16, 15_000));
-            if (r.protect())
-            {
-                // every dropped frame is counted: say where the row lost any (they cost TCP retransmits)
-                final dev.colod.buffer.NicStats n = lab.nic();
-                System.out.printf(Locale.ROOT, "# %s: released %d, dropped: limit-frames %d, limit-bytes %d, oversize %d," +
-                    " write-error %d, backpressure stalls %d%n", r.name(), n.releasedFrames(), n.droppedLimitFrames(),
-                    n.droppedLimitBytes(), n.droppedOversize(), n.droppedWriteError(), n.backpressureStalls());
-            }
-            final long[] udpLost = new long[1];
-            final double udp = alike(lab, twin, l -> udp(l, 100, l == lab ? udpLost : new long[1]));
-            if (r.how() != null && r.how().mode() == ColoConfig.Mode.HYBRID)
-            {
-                // what left by comparison (the rest by checkpoint) over the whole row
-                final dev.colod.buffer.hybrid.Comparer.Stats cmp = lab.comparison();
-                final dev.colod.buffer.NicStats n = lab.nic();
-                System.out.printf(Locale.ROOT, "# %s: frames released %d, by comparison %d (%.1f %%); compared %d, matched" +
-                    " %d; checkpoints asked by mismatch %d, compare timeout %d; windows clamped %d, retransmissions " +
-                    "passed %d, HTTP dates tolerated %d, endings tolerated %d, segments split %d; last: %s%n", r.name(),
-                    n.releasedFrames(), cmp.releasedByComparison(),
-                    100.0 * cmp.releasedByComparison() / Math.max(1, n.releasedFrames()), cmp.compared(), cmp.matched(),
-                    cmp.mismatches(), cmp.timeouts(), cmp.windowsClamped(), cmp.retransmissionsPassed(),
-                    cmp.datesTolerated(), cmp.teardownsTolerated(), cmp.segmentsSplit(), cmp.lastCause());
-                final dev.colod.buffer.hybrid.PrimaryMirror.Stats ch = lab.framesChannel();
-                System.out.printf(Locale.ROOT, "# %s: inbound frames copied to the secondary %d, dropped %d%n", r.name(),
-                    ch.inboundCopied(), ch.inboundDropped());
-                System.out.printf(Locale.ROOT, "# %s: a frame waited for the copy's counterpart %.2f ms on average, then " +
-                    "behind an epoch waiting for its checkpoint %.2f ms on average (longest %.1f ms)%n", r.name(),
-                    cmp.matchWaitMicros() / 1000.0 / Math.max(1, cmp.matched()),
-                    cmp.behindMicros() / 1000.0 / Math.max(1, cmp.releasedByComparison()), cmp.behindMaxMicros() / 1000.0);
-                final dev.colod.buffer.hybrid.Comparer.Waits w = cmp.waits();
-                final StringBuilder kinds = new StringBuilder();
-                for (final dev.colod.buffer.hybrid.Comparer.WaitKind k : dev.colod.buffer.hybrid.Comparer.WaitKind.values())
-                {
-                    kinds.append(String.format(Locale.ROOT, " %s %d × %.2f ms,", k.label(), w.count()[k.ordinal()],
-                        w.meanMs(k)));
-                }
-                System.out.printf(Locale.ROOT, "# %s: matched by kind:%s before the copy of their era ran %.2f ms on average%n",
-                    r.name(), kinds, w.beforeCopyMicros() / 1000.0 / Math.max(1, cmp.matched()));
-            }
-            return new Result(r, seq.getValueAtPercentile(50) / 1e6, seq.getValueAtPercentile(99) / 1e6, rate, p99, down, up,
-                udp, udpLost[0], pausedPct, ckptPerS, causes, errors, parts);
         }
+    }
+
+    private static Result run(final Row r, final TwoHostLab.Lab lab, final TwoHostLab.Lab twin, final TwoHostLab.Protection how,
+        final QemuColo qemu) throws Exception
+    {
+        if (qemu == null)
+        {
+            lab.bootPrimary(how);
+        }
+        if (twin != null)
+        {
+            twin.bootPrimary(TwoHostLab.Protection.of(100).withoutOutputCommit());
+        }
+        if (r.protect())
+        {
+            lab.protect(how);
+        }
+        final ColoCounters c = r.protect() ? lab.primary().counters() : null;
+        alike(lab, twin, l -> sequential(l, 10)); // warm up: ARP, the guest's page cache, the JIT
+        final Histogram seq = alike(lab, twin, l -> sequential(l, 60));
+        final double[] rate = new double[CLIENTS.length];
+        final double[] p99 = new double[CLIENTS.length];
+        double pausedPct = 0;
+        double ckptPerS = 0;
+        String causes = "";
+        long errors = 0;
+        String parts = "";
+        for (int i = 0; i < CLIENTS.length; i++)
+        {
+            if (c != null && CLIENTS[i] == 8)
+            {
+                for (final Histogram h : new Histogram[]{c.pauseMicros, c.transferMicros, c.commitMicros, c.checkpointMicros})
+                {
+                    h.reset();
+                }
+            }
+            final long paused0 = qemu != null ? qemu.pausedMicros() * 1000 : c == null ? 0 : c.pausedNanos.get();
+            final long ckpt0 = qemu != null ? qemu.checkpoints() : c == null ? 0 : c.checkpointsCompleted.get();
+            final long[] cause0 = causes(c);
+            final long t0 = System.nanoTime();
+            final Histogram h = new ConcurrentHistogram(60_000_000_000L, 2);
+            final AtomicLong failed = new AtomicLong();
+            final int clients = CLIENTS[i];
+            alike(lab, twin, l ->
+            {
+                concurrent(l, clients, 6_000, l == lab ? h : new ConcurrentHistogram(60_000_000_000L, 2),
+                    l == lab ? failed : new AtomicLong());
+                return null;
+            });
+            final long wall = System.nanoTime() - t0;
+            rate[i] = h.getTotalCount() / (wall / 1e9);
+            p99[i] = h.getValueAtPercentile(99) / 1e6;
+            errors += failed.get();
+            if (qemu != null && CLIENTS[i] == 32)
+            {
+                pausedPct = 100.0 * (qemu.pausedMicros() * 1000 - paused0) / wall;
+            }
+            if (qemu != null && CLIENTS[i] == 8)
+            {
+                ckptPerS = (qemu.checkpoints() - ckpt0) / (wall / 1e9);
+            }
+            if (c != null && CLIENTS[i] == 32)
+            {
+                pausedPct = 100.0 * (c.pausedNanos.get() - paused0) / wall;
+            }
+            if (c != null && CLIENTS[i] == 8)
+            {
+                ckptPerS = (c.checkpointsCompleted.get() - ckpt0) / (wall / 1e9);
+                final long[] cause1 = causes(c);
+                causes = String.format(Locale.ROOT, "t%d/o%d/b%d", cause1[0] - cause0[0], cause1[1] - cause0[1],
+                    cause1[2] - cause0[2]) + (cause1[3] + cause1[4] - cause0[3] - cause0[4] == 0 ? ""
+                    : String.format(Locale.ROOT, "/m%d/c%d", cause1[3] - cause0[3], cause1[4] - cause0[4]));
+                // what one checkpoint costs under that load, p50 ms: the pause, the transfer (send to
+                // vmstate-received), received to vmstate-loaded, and the whole transaction
+                parts = String.format(Locale.ROOT, "%.1f / %.1f / %.1f / %.1f", c.pauseMicros.getValueAtPercentile(50) / 1e3,
+                    c.transferMicros.getValueAtPercentile(50) / 1e3, c.commitMicros.getValueAtPercentile(50) / 1e3,
+                    c.checkpointMicros.getValueAtPercentile(50) / 1e3);
+            }
+        }
+        final double down = alike(lab, twin, l -> download(l, 64, 8_000));
+        final double up = alike(lab, twin, l -> upload(l, 16, 15_000));
+        if (r.protect())
+        {
+            // every dropped frame is counted: say where the row lost any (they cost TCP retransmits)
+            final dev.colod.buffer.NicStats n = lab.nic();
+            System.out.printf(Locale.ROOT, "# %s: released %d, dropped: limit-frames %d, limit-bytes %d, oversize %d," +
+                " write-error %d, backpressure stalls %d%n", r.name(), n.releasedFrames(), n.droppedLimitFrames(),
+                n.droppedLimitBytes(), n.droppedOversize(), n.droppedWriteError(), n.backpressureStalls());
+        }
+        final long[] udpLost = new long[1];
+        final double udp = alike(lab, twin, l -> udp(l, 100, l == lab ? udpLost : new long[1]));
+        if (r.how() != null && r.how().mode() == ColoConfig.Mode.HYBRID)
+        {
+            // what left by comparison (the rest by checkpoint) over the whole row
+            final dev.colod.buffer.hybrid.Comparer.Stats cmp = lab.comparison();
+            final dev.colod.buffer.NicStats n = lab.nic();
+            System.out.printf(Locale.ROOT, "# %s: frames released %d, by comparison %d (%.1f %%); compared %d, matched" +
+                " %d; checkpoints asked by mismatch %d, compare timeout %d; windows clamped %d, retransmissions " +
+                "passed %d, HTTP dates tolerated %d, endings tolerated %d, segments split %d; last: %s%n", r.name(),
+                n.releasedFrames(), cmp.releasedByComparison(),
+                100.0 * cmp.releasedByComparison() / Math.max(1, n.releasedFrames()), cmp.compared(), cmp.matched(),
+                cmp.mismatches(), cmp.timeouts(), cmp.windowsClamped(), cmp.retransmissionsPassed(),
+                cmp.datesTolerated(), cmp.teardownsTolerated(), cmp.segmentsSplit(), cmp.lastCause());
+            final dev.colod.buffer.hybrid.PrimaryMirror.Stats ch = lab.framesChannel();
+            System.out.printf(Locale.ROOT, "# %s: inbound frames copied to the secondary %d, dropped %d%n", r.name(),
+                ch.inboundCopied(), ch.inboundDropped());
+            System.out.printf(Locale.ROOT, "# %s: a frame waited for the copy's counterpart %.2f ms on average, then " +
+                "behind an epoch waiting for its checkpoint %.2f ms on average (longest %.1f ms)%n", r.name(),
+                cmp.matchWaitMicros() / 1000.0 / Math.max(1, cmp.matched()),
+                cmp.behindMicros() / 1000.0 / Math.max(1, cmp.releasedByComparison()), cmp.behindMaxMicros() / 1000.0);
+            final dev.colod.buffer.hybrid.Comparer.Waits w = cmp.waits();
+            final StringBuilder kinds = new StringBuilder();
+            for (final dev.colod.buffer.hybrid.Comparer.WaitKind k : dev.colod.buffer.hybrid.Comparer.WaitKind.values())
+            {
+                kinds.append(String.format(Locale.ROOT, " %s %d × %.2f ms,", k.label(), w.count()[k.ordinal()],
+                    w.meanMs(k)));
+            }
+            System.out.printf(Locale.ROOT, "# %s: matched by kind:%s before the copy of their era ran %.2f ms on average%n",
+                r.name(), kinds, w.beforeCopyMicros() / 1000.0 / Math.max(1, cmp.matched()));
+        }
+        return new Result(r, seq.getValueAtPercentile(50) / 1e6, seq.getValueAtPercentile(99) / 1e6, rate, p99, down, up,
+            udp, udpLost[0], pausedPct, ckptPerS, causes, errors, parts);
     }
 
     private static long[] causes(final ColoCounters c)
@@ -465,6 +509,7 @@ public final class ServiceBench
     private static String line(final Result r, final Result bridge)
     {
         final boolean base = r == bridge;
+        final boolean qemu = r.row().options().contains(QEMU_COLO);
         return String.format(Locale.ROOT, "| %s | %.1f%s | %.1f | %.0f%s | %.0f%s | %.0f%s (%.0f) | %.1f%s | %.1f%s | %.2f%s%s | %s | %s | %s |",
             r.row().name(), r.seqP50(), base ? "" : ratio(r.seqP50(), bridge.seqP50()), r.seqP99(),
             r.rate()[0], base ? "" : ratio(r.rate()[0], bridge.rate()[0]),
@@ -473,8 +518,9 @@ public final class ServiceBench
             r.downMBs(), base ? "" : ratio(r.downMBs(), bridge.downMBs()),
             r.upMBs(), base ? "" : ratio(r.upMBs(), bridge.upMBs()),
             r.udpP50(), base ? "" : ratio(r.udpP50(), bridge.udpP50()), r.udpLost() > 0 ? " (" + r.udpLost() + " lost)" : "",
-            r.row().protect() ? String.format(Locale.ROOT, "%.0f %%", r.pausedPct()) : "-",
-            r.row().protect() ? String.format(Locale.ROOT, "%.1f (%s)", r.ckptPerS(), r.causes()) : "-",
+            r.row().protect() || qemu ? String.format(Locale.ROOT, "%.0f %%", r.pausedPct()) : "-",
+            r.row().protect() ? String.format(Locale.ROOT, "%.1f (%s)", r.ckptPerS(), r.causes())
+                : qemu ? String.format(Locale.ROOT, "%.1f", r.ckptPerS()) : "-",
             r.row().protect() ? r.parts() : "-")
             + (r.errors() > 0 ? " " + r.errors() + " failed requests" : "");
     }
