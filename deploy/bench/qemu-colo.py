@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """QEMU's own COLO (x-colo, periodic, diskless, no NIC) on the test guest: primary and secondary QEMU on this
-machine, checkpoint delay 100 ms; the primary's pause per checkpoint from its QMP STOP/RESUME event timestamps."""
+machine, checkpoint delay 100 ms; the primary's pause per checkpoint from its QMP STOP/RESUME event timestamps.
+Debian 12's QEMU 7.2 deadlocks at the end of the first checkpoint under TCG: QCOLO_QEMU names a binary built by
+build-qemu-colo.sh. RETURN_PATH=1 also sets the return-path capability (the migration then fails; COLO needs none).
+QCOLO_TRACE=<pattern> writes QEMU trace events; QCOLO_PAUSE / QCOLO_HOLD give time to attach a debugger."""
 import json, os, socket, subprocess, sys, time
 
 G = sys.argv[1]
 MIB = int(sys.argv[2]) if len(sys.argv) > 2 else 128
-# RETURN_PATH=0: x-colo alone (the first of the two ways BENCHMARKS.md describes)
+# x-colo alone by default; RETURN_PATH=1 adds return-path
 CAPS = [{'capability': 'x-colo', 'state': True}] + \
-    ([] if os.environ.get('RETURN_PATH', '1') == '0' else [{'capability': 'return-path', 'state': True}])
+    ([] if os.environ.get('RETURN_PATH', '0') == '0' else [{'capability': 'return-path', 'state': True}])
 D = os.environ.get('QCOLO_DIR', '/tmp/qcolo')
 os.makedirs(D, exist_ok=True)
 def qemu(name, extra):
