@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir=$(realpath -m "${1:-build/qemu-colo}")
-version=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+version=$(dpkg-query -W -f='${source:Version}' qemu-system-x86 2>/dev/null || true)
 version=${version#1:}
 [ -n "$version" ] || { echo "qemu-system-x86 is not installed; install it first (deploy/packages.sh)" >&2; exit 1; }
 upstream=${version%%-*}
