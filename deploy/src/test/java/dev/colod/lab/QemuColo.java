@@ -34,7 +34,6 @@ final class QemuColo implements AutoCloseable
     private static final long QMP_MS = 10_000;
     private static final String MAC = "52:54:00:c0:10:01";
 
-    private final TwoHostLab.Lab lab;
     private final Path dir;
     private final List<Process> processes = new ArrayList<>();
     private final List<QmpClient> monitors = new ArrayList<>();
@@ -44,7 +43,6 @@ final class QemuColo implements AutoCloseable
 
     private QemuColo(final TwoHostLab.Lab lab) throws IOException
     {
-        this.lab = lab;
         this.dir = Files.createDirectories(lab.runDir.resolve("qemu-colo"));
     }
 

@@ -233,6 +233,11 @@ public final class ServiceBench
             dev.colod.agent.tls.SealedChunks.awaitWarm(60_000);
         }
         final ColoCounters c = r.protect() ? lab.primary().counters() : null;
+        // the guest's paused time and the checkpoints so far: colod's counters, or QEMU's STOP/RESUME events
+        final java.util.function.LongSupplier pausedNanos = qemu != null ? () -> qemu.pausedMicros() * 1000
+            : c != null ? c.pausedNanos::get : () -> 0;
+        final java.util.function.LongSupplier checkpoints = qemu != null ? qemu::checkpoints
+            : c != null ? c.checkpointsCompleted::get : () -> 0;
         alike(lab, twin, l -> sequential(l, 10)); // warm up: ARP, the guest's page cache, the JIT
         final Histogram seq = alike(lab, twin, l -> sequential(l, 60));
         final double[] rate = new double[CLIENTS.length];
@@ -251,8 +256,8 @@ public final class ServiceBench
                     h.reset();
                 }
             }
-            final long paused0 = qemu != null ? qemu.pausedMicros() * 1000 : c == null ? 0 : c.pausedNanos.get();
-            final long ckpt0 = qemu != null ? qemu.checkpoints() : c == null ? 0 : c.checkpointsCompleted.get();
+            final long paused0 = pausedNanos.getAsLong();
+            final long ckpt0 = checkpoints.getAsLong();
             final long[] cause0 = causes(c);
             final long t0 = System.nanoTime();
             final Histogram h = new ConcurrentHistogram(60_000_000_000L, 2);
@@ -268,21 +273,16 @@ public final class ServiceBench
             rate[i] = h.getTotalCount() / (wall / 1e9);
             p99[i] = h.getValueAtPercentile(99) / 1e6;
             errors += failed.get();
-            if (qemu != null && CLIENTS[i] == 32)
+            if (CLIENTS[i] == 32)
             {
-                pausedPct = 100.0 * (qemu.pausedMicros() * 1000 - paused0) / wall;
+                pausedPct = 100.0 * (pausedNanos.getAsLong() - paused0) / wall;
             }
-            if (qemu != null && CLIENTS[i] == 8)
+            if (CLIENTS[i] == 8)
             {
-                ckptPerS = (qemu.checkpoints() - ckpt0) / (wall / 1e9);
-            }
-            if (c != null && CLIENTS[i] == 32)
-            {
-                pausedPct = 100.0 * (c.pausedNanos.get() - paused0) / wall;
+                ckptPerS = (checkpoints.getAsLong() - ckpt0) / (wall / 1e9);
             }
             if (c != null && CLIENTS[i] == 8)
             {
-                ckptPerS = (c.checkpointsCompleted.get() - ckpt0) / (wall / 1e9);
                 final long[] cause1 = causes(c);
                 causes = String.format(Locale.ROOT, "t%d/o%d/b%d", cause1[0] - cause0[0], cause1[1] - cause0[1],
                     cause1[2] - cause0[2]) + (cause1[3] + cause1[4] - cause0[3] - cause0[4] == 0 ? ""

@@ -41,8 +41,7 @@ final class SegmentSplit
         first[ip.l4 + 13] &= (byte)~Segment.FIN;
         if (window >= 0 && FrameDigest.be16(first, ip.l4 + 14) > window)
         {
-            first[ip.l4 + 14] = (byte)(window >>> 8);
-            first[ip.l4 + 15] = (byte)window;
+            putBe16(first, ip.l4 + 14, window);
         }
         final byte[] rest = new byte[payload + n - k];
         System.arraycopy(f, 0, rest, 0, payload);
